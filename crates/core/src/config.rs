@@ -1,0 +1,349 @@
+//! Layered TOML configuration: built-in defaults, the user's file, the project's `.mahavishnu.toml`,
+//! `MAHAVISHNU_*` environment variables, then flags. Every value remembers the layer it came from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+use crate::error::{Error, Result};
+use crate::model::{TargetKind, WaitingRules};
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// The project configuration file, found by walking up from the working directory.
+pub const PROJECT_FILE: &str = ".mahavishnu.toml";
+
+/// The merged configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Terminal sessions.
+    pub terminal: TerminalConfig,
+    /// Per-target settings.
+    pub targets: TargetsConfig,
+    /// Named recipes for instances.
+    pub profiles: BTreeMap<String, ProfileConfig>,
+}
+
+/// `[terminal]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TerminalConfig {
+    /// How many launches run at once.
+    pub max_concurrent: usize,
+    /// The most instances one launch may start.
+    pub max_count: usize,
+    /// `tmux`, `pty` or `auto`.
+    pub default_target: String,
+    /// Grace period of `close`, in milliseconds.
+    pub stop_grace_ms: u64,
+    /// Rows of new terminals.
+    pub rows: u16,
+    /// Columns of new terminals.
+    pub cols: u16,
+}
+
+/// `[targets]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetsConfig {
+    /// `[targets.tmux]`.
+    pub tmux: TmuxConfig,
+    /// `[targets.pty]`.
+    pub pty: PtyConfig,
+}
+
+/// `[targets.tmux]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TmuxConfig {
+    /// The tmux executable.
+    pub program: String,
+    /// The private server's socket name (`tmux -L`).
+    pub socket_name: String,
+}
+
+/// `[targets.pty]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PtyConfig {
+    /// Scrollback lines kept by each session.
+    pub scrollback: usize,
+}
+
+/// `[profiles.NAME]`: a recipe for an instance.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileConfig {
+    /// One line shown in listings.
+    pub description: Option<String>,
+    /// The program; for `shell = true` profiles without one, `$SHELL`, else `/bin/sh`.
+    pub program: Option<String>,
+    /// Arguments before any given at launch.
+    pub args: Vec<String>,
+    /// Environment added to the program's.
+    pub env: BTreeMap<String, String>,
+    /// Working directory, when none is given at launch.
+    pub cwd: Option<PathBuf>,
+    /// Screen patterns (regular expressions) that mean "waiting for input".
+    pub waiting: Vec<String>,
+    /// How long the screen must stay unchanged before the program counts as waiting.
+    pub idle_ms: Option<u64>,
+    /// A shell: waiting means "prompt back and no foreground job".
+    pub shell: bool,
+    /// Preferred target.
+    pub target: Option<String>,
+    /// How to install the program, shown when it is missing.
+    pub install_hint: Option<String>,
+    /// Labels recorded with every instance.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ProfileConfig {
+    /// The waiting rules of this profile.
+    pub fn waiting_rules(&self) -> WaitingRules {
+        WaitingRules { patterns: self.waiting.clone(), idle_ms: self.idle_ms.unwrap_or(1000), shell: self.shell }
+    }
+
+    /// The preferred target, if the profile names one.
+    pub fn preferred_target(&self) -> Result<Option<TargetKind>> {
+        self.target.as_deref().map(str::parse).transpose()
+    }
+}
+
+/// One layer's origin, as shown by `config show`.
+pub type Origin = String;
+
+/// The configuration with the origin of every value.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    /// The typed, merged configuration.
+    pub config: Config,
+    /// The merged TOML tree.
+    pub merged: Value,
+    /// Dotted key path of every leaf value -> the layer it came from.
+    pub origins: BTreeMap<String, Origin>,
+    /// The files that were read, in layer order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Builds the layered configuration.
+#[derive(Debug)]
+pub struct ConfigLoader {
+    merged: Value,
+    origins: BTreeMap<String, Origin>,
+    files: Vec<PathBuf>,
+}
+
+impl ConfigLoader {
+    /// Starts from the built-in defaults.
+    pub fn new() -> Self {
+        let defaults: Value = toml::from_str(DEFAULTS).unwrap_or_else(|e| panic!("built-in defaults: {e}"));
+        let mut loader = ConfigLoader { merged: Value::Table(Default::default()), origins: BTreeMap::new(), files: vec![] };
+        loader.merge(defaults, "built-in");
+        loader
+    }
+
+    /// The standard layers: user file, project file (walking up from `cwd`), environment.
+    pub fn standard(cwd: &Path) -> Result<LoadedConfig> {
+        let mut loader = ConfigLoader::new();
+        if let Some(user) = crate::paths::user_config_file()
+            && user.is_file()
+        {
+            loader.file(&user)?;
+        }
+        if let Some(project) = find_project_file(cwd) {
+            loader.file(&project)?;
+        }
+        loader.environment(std::env::vars())?;
+        loader.finish()
+    }
+
+    /// Adds a TOML file as a layer; a syntax error or unknown key names the file, line and key.
+    pub fn file(&mut self, path: &Path) -> Result<&mut Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        let layer = parse_layer(&text).map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+        self.files.push(path.to_path_buf());
+        self.merge(layer, &path.display().to_string());
+        Ok(self)
+    }
+
+    /// Adds `MAHAVISHNU_SECTION__KEY=value` variables as a layer (`__` separates the levels).
+    pub fn environment(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<&mut Self> {
+        for (name, raw) in vars {
+            let Some(path) = name.strip_prefix("MAHAVISHNU_").filter(|rest| rest.contains("__")) else {
+                continue;
+            };
+            let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+            let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut table| table.remove("v"))
+                .unwrap_or_else(|| Value::String(raw.clone()));
+            let mut layer = value;
+            for key in keys.iter().rev() {
+                let mut table = toml::Table::new();
+                table.insert(key.clone(), layer);
+                layer = Value::Table(table);
+            }
+            Config::deserialize(layer.clone()).map_err(|e| {
+                Error::Config(format!("environment variable {name}: {e}; unset it or fix its value"))
+            })?;
+            self.merge(layer, &format!("env {name}"));
+        }
+        Ok(self)
+    }
+
+    /// Adds a layer given on the command line.
+    pub fn flags(&mut self, layer: Value, origin: &str) -> &mut Self {
+        self.merge(layer, origin);
+        self
+    }
+
+    /// Merges the layers into the typed configuration.
+    pub fn finish(self) -> Result<LoadedConfig> {
+        let config = Config::deserialize(self.merged.clone())
+            .map_err(|e| Error::Config(format!("the merged configuration is invalid: {e}")))?;
+        Ok(LoadedConfig { config, merged: self.merged, origins: self.origins, files: self.files })
+    }
+
+    fn merge(&mut self, layer: Value, origin: &str) {
+        merge_into(&mut self.merged, layer, "", origin, &mut self.origins);
+    }
+}
+
+impl Default for ConfigLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn parse_layer(text: &str) -> std::result::Result<Value, String> {
+    // Deserializing into the typed config reports unknown keys and wrong types with line and column.
+    toml::from_str::<Config>(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    toml::from_str::<Value>(text).map_err(|e| e.to_string())
+}
+
+fn merge_into(base: &mut Value, layer: Value, prefix: &str, origin: &str, origins: &mut BTreeMap<String, Origin>) {
+    match (base, layer) {
+        (Value::Table(base), Value::Table(layer)) => {
+            for (key, value) in layer {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                match base.get_mut(&key) {
+                    Some(existing) if existing.is_table() && value.is_table() => {
+                        merge_into(existing, value, &path, origin, origins)
+                    }
+                    _ => {
+                        origins.retain(|known, _| !(known == &path || known.starts_with(&format!("{path}."))));
+                        record_origins(&value, &path, origin, origins);
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, layer) => *base = layer,
+    }
+}
+
+fn record_origins(value: &Value, path: &str, origin: &str, origins: &mut BTreeMap<String, Origin>) {
+    match value {
+        Value::Table(table) => {
+            for (key, value) in table {
+                record_origins(value, &format!("{path}.{key}"), origin, origins);
+            }
+        }
+        _ => {
+            origins.insert(path.to_string(), origin.to_string());
+        }
+    }
+}
+
+/// The nearest `.mahavishnu.toml` at or above `dir`.
+pub fn find_project_file(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors().map(|dir| dir.join(PROJECT_FILE)).find(|file| file.is_file())
+}
+
+impl LoadedConfig {
+    /// The profile called `name`.
+    pub fn profile(&self, name: &str) -> Result<&ProfileConfig> {
+        self.config.profiles.get(name).ok_or_else(|| Error::UnknownProfile {
+            name: name.to_string(),
+            known: self.config.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Every leaf value as `(dotted key, TOML value, origin)`, sorted by key.
+    pub fn entries(&self) -> Vec<(String, String, String)> {
+        let mut entries = Vec::new();
+        flatten(&self.merged, "", &mut entries);
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let origin = self.origins.get(&key).cloned().unwrap_or_else(|| "built-in".into());
+                (key, value, origin)
+            })
+            .collect()
+    }
+}
+
+fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Table(table) => {
+            for (key, value) in table {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(value, &path, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_layers_win_and_remember_their_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "[terminal]\nmax_concurrent = 4\n[profiles.qwen-local]\nprogram = \"qwen\"\nwaiting = [\"Type\"]\n").unwrap();
+        let mut loader = ConfigLoader::new();
+        loader.file(&file).unwrap();
+        let env = vec![("MAHAVISHNU_TERMINAL__MAX_CONCURRENT".to_string(), "7".to_string())];
+        loader.environment(env.into_iter()).unwrap();
+        let loaded = loader.finish().unwrap();
+        assert_eq!(loaded.config.terminal.max_concurrent, 7);
+        assert_eq!(loaded.origins["terminal.max_concurrent"], "env MAHAVISHNU_TERMINAL__MAX_CONCURRENT");
+        assert_eq!(loaded.origins["terminal.max_count"], "built-in");
+        assert_eq!(loaded.origins["profiles.qwen-local.program"], file.display().to_string());
+        assert_eq!(loaded.profile("qwen-local").unwrap().waiting, vec!["Type".to_string()]);
+        assert!(loaded.profile("shell").unwrap().shell);
+    }
+
+    #[test]
+    fn a_typo_names_the_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".mahavishnu.toml");
+        std::fs::write(&file, "[terminal]\n\nmax_concurent = 4\n").unwrap();
+        let error = ConfigLoader::new().file(&file).unwrap_err().to_string();
+        assert!(error.contains(".mahavishnu.toml"), "{error}");
+        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("max_concurent"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let env = vec![("MAHAVISHNU_TERMINAL__MAX_CONCURRENT".to_string(), "many".to_string())];
+        let error = ConfigLoader::new().environment(env.into_iter()).unwrap_err().to_string();
+        assert!(error.contains("MAHAVISHNU_TERMINAL__MAX_CONCURRENT"), "{error}");
+    }
+
+    #[test]
+    fn unknown_profiles_list_the_known_ones() {
+        let loaded = ConfigLoader::new().finish().unwrap();
+        let error = loaded.profile("qwne").unwrap_err().to_string();
+        assert!(error.contains("qwne") && error.contains("qwen"), "{error}");
+    }
+}

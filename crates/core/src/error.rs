@@ -1,0 +1,76 @@
+//! The one error type of the core and of every target. Each message names the problem and the fix.
+
+use crate::model::TargetKind;
+
+/// Result with the core error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong below the faces. Messages are written for the user: what is wrong, then
+/// what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The target cannot perform this operation at all.
+    #[error("the {target} target does not support `{operation}`")]
+    Unsupported { target: TargetKind, operation: &'static str },
+
+    /// No instance with this id is known.
+    #[error("no instance `{id}`; run `mahavishnu terminal list --all` to see the known ids")]
+    UnknownInstance { id: String },
+
+    /// The id is not of the form `<target>:<native id>`.
+    #[error("`{id}` is not an instance id: {reason}; ids look like `tmux:mv-7f3a` or `pty:mv-19c2`")]
+    InvalidId { id: String, reason: String },
+
+    /// No profile with this name exists.
+    #[error("unknown profile `{name}`; known profiles: {known}. Add one under [profiles.{name}] in the config")]
+    UnknownProfile { name: String, known: String },
+
+    /// A target is not ready to be used (tmux missing, runtime directory unwritable, ...).
+    #[error("the {target} target is not ready: {reason}")]
+    TargetNotReady { target: TargetKind, reason: String },
+
+    /// The instance exists but cannot take this operation in its current state.
+    #[error("instance `{id}` is {state}: {hint}")]
+    NotLive { id: String, state: String, hint: String },
+
+    /// A wait ended without its condition becoming true.
+    #[error("timed out after {seconds:.1}s waiting for {what} on `{id}`")]
+    Timeout { id: String, what: String, seconds: f64 },
+
+    /// The user gave an argument or a configuration value that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// The configuration could not be read.
+    #[error("{0}")]
+    Config(String),
+
+    /// The state store failed.
+    #[error("{0}")]
+    Store(String),
+
+    /// A target failed while doing what it was asked.
+    #[error("{target}: {message}")]
+    Target { target: TargetKind, message: String },
+
+    /// An operating-system call failed; `context` says what was being done.
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being attempted.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    /// A failure of the given target.
+    pub fn target(target: TargetKind, message: impl Into<String>) -> Self {
+        Error::Target { target, message: message.into() }
+    }
+
+    /// Whether this is a mistake in the caller's input (exit code 2 at the CLI) rather than a failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::InvalidId { .. } | Error::UnknownProfile { .. } | Error::Invalid(_))
+    }
+}

@@ -1,0 +1,412 @@
+//! The core model: targets, instance ids, instances and their states, and the values that cross the
+//! `Target` trait.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Where an instance runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A session on Mahavishnu's private tmux server.
+    Tmux,
+    /// A native PTY held by its own host process.
+    Pty,
+    /// A pod on a Kubernetes cluster.
+    Kubernetes,
+}
+
+impl TargetKind {
+    /// Every target kind, in display order.
+    pub const ALL: [TargetKind; 3] = [TargetKind::Tmux, TargetKind::Pty, TargetKind::Kubernetes];
+
+    /// The user-facing name (`--target` value).
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Tmux => "tmux",
+            TargetKind::Pty => "pty",
+            TargetKind::Kubernetes => "kubernetes",
+        }
+    }
+
+    /// The prefix of instance ids on this target.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            TargetKind::Tmux => "tmux",
+            TargetKind::Pty => "pty",
+            TargetKind::Kubernetes => "k8s",
+        }
+    }
+
+    fn from_prefix(prefix: &str) -> Option<Self> {
+        TargetKind::ALL.into_iter().find(|kind| kind.id_prefix() == prefix)
+    }
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TargetKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tmux" => Ok(TargetKind::Tmux),
+            "pty" => Ok(TargetKind::Pty),
+            "kubernetes" | "k8s" => Ok(TargetKind::Kubernetes),
+            other => Err(Error::Invalid(format!(
+                "unknown target `{other}`; choose one of: tmux, pty, kubernetes"
+            ))),
+        }
+    }
+}
+
+/// `<target>:<native id>`, e.g. `tmux:mv-7f3a`. The prefix routes a call to its target; the whole id is
+/// safe to print, paste and pass to a shell.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    target: TargetKind,
+    native: String,
+}
+
+impl InstanceId {
+    /// Builds an id, checking that the native part is shell-safe.
+    pub fn new(target: TargetKind, native: impl Into<String>) -> Result<Self> {
+        let native = native.into();
+        let shown = format!("{}:{native}", target.id_prefix());
+        check_native_id(&native).map_err(|reason| Error::InvalidId { id: shown, reason })?;
+        Ok(InstanceId { target, native })
+    }
+
+    /// The target this instance lives on.
+    pub fn target(&self) -> TargetKind {
+        self.target
+    }
+
+    /// The target's own name for the instance (tmux session name, pty session name, `ns/pod`).
+    pub fn native(&self) -> &str {
+        &self.native
+    }
+}
+
+fn check_native_id(native: &str) -> std::result::Result<(), String> {
+    if native.is_empty() {
+        return Err("the part after the colon is empty".into());
+    }
+    if native.len() > 128 {
+        return Err("it is longer than 128 characters".into());
+    }
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    if let Some(bad) = native.chars().find(|&c| !safe(c)) {
+        return Err(format!("it contains `{}`; only letters, digits, `-`, `_`, `.` and `/` are allowed", bad.escape_default()));
+    }
+    if native.starts_with(['-', '.', '/']) || native.split('/').any(|part| part == ".." || part.is_empty()) {
+        return Err("it must not start with `-`, `.` or `/`, nor contain empty or `..` parts".into());
+    }
+    Ok(())
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.target.id_prefix(), self.native)
+    }
+}
+
+impl FromStr for InstanceId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidId { id: s.to_string(), reason: reason.to_string() };
+        let (prefix, native) = s.split_once(':').ok_or_else(|| invalid("it has no `<target>:` prefix"))?;
+        let target = TargetKind::from_prefix(prefix)
+            .ok_or_else(|| invalid(&format!("`{prefix}` is not a target prefix (tmux, pty, k8s)")))?;
+        InstanceId::new(target, native)
+    }
+}
+
+impl Serialize for InstanceId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for InstanceId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What an instance is doing, as far as Mahavishnu can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Recorded, not yet confirmed by its target.
+    Starting,
+    /// The program runs and is busy (output changes, or it shows no sign of waiting).
+    Running,
+    /// The program waits for input.
+    Waiting,
+    /// The program ended; `exit_code` says how.
+    Exited,
+    /// The target could not start it.
+    Failed,
+    /// The target no longer knows it (its host or server vanished).
+    Lost,
+    /// Closed by the user.
+    Closed,
+}
+
+impl InstanceState {
+    /// The name used in tables, JSON and the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Running => "running",
+            InstanceState::Waiting => "waiting",
+            InstanceState::Exited => "exited",
+            InstanceState::Failed => "failed",
+            InstanceState::Lost => "lost",
+            InstanceState::Closed => "closed",
+        }
+    }
+
+    /// Whether the program may still be running on its target.
+    pub fn is_live(self) -> bool {
+        matches!(self, InstanceState::Starting | InstanceState::Running | InstanceState::Waiting)
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for InstanceState {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        [
+            InstanceState::Starting,
+            InstanceState::Running,
+            InstanceState::Waiting,
+            InstanceState::Exited,
+            InstanceState::Failed,
+            InstanceState::Lost,
+            InstanceState::Closed,
+        ]
+        .into_iter()
+        .find(|state| state.name() == s)
+        .ok_or_else(|| Error::Store(format!("unknown instance state `{s}` in the store")))
+    }
+}
+
+/// Milliseconds since the Unix epoch; shown as RFC 3339.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Timestamp(since.as_millis() as i64)
+    }
+
+    /// Time elapsed since this timestamp (zero if it lies in the future).
+    pub fn age(self) -> Duration {
+        Duration::from_millis(Timestamp::now().0.saturating_sub(self.0).max(0) as u64)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64);
+        write!(f, "{}", humantime::format_rfc3339_millis(time))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let time = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
+        let millis = time.duration_since(UNIX_EPOCH).map_err(serde::de::Error::custom)?.as_millis();
+        Ok(Timestamp(millis as i64))
+    }
+}
+
+/// How to tell that a program waits for input.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WaitingRules {
+    /// Regular expressions; any match on the screen (with the screen idle) means "waiting".
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// How long the screen must stay unchanged before the program counts as waiting.
+    pub idle_ms: u64,
+    /// A shell: waiting means "prompt back and no foreground job".
+    #[serde(default)]
+    pub shell: bool,
+}
+
+/// One instance: a program running (or having run) on a target.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Instance {
+    /// `<target>:<native id>`.
+    pub id: InstanceId,
+    /// The profile it was launched from.
+    pub profile: String,
+    /// The target it runs on.
+    pub target: TargetKind,
+    /// What it is doing.
+    pub state: InstanceState,
+    /// The exit code once `state` is `exited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The working directory it was started in.
+    pub cwd: PathBuf,
+    /// The project it belongs to: the git work tree around `cwd`, or `cwd` itself.
+    pub project: PathBuf,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// The process id on the host, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// How its waiting state is detected.
+    pub waiting: WaitingRules,
+    /// When it was recorded.
+    pub created_at: Timestamp,
+    /// When its record last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Everything a target needs to start one instance.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// The id the instance will have.
+    pub id: InstanceId,
+    /// The profile's name, for labels and recovery.
+    pub profile: String,
+    /// The program (a resolved path) followed by its arguments.
+    pub command: Vec<String>,
+    /// The working directory.
+    pub cwd: PathBuf,
+    /// Environment variables added to the program's environment.
+    pub env: BTreeMap<String, String>,
+    /// Terminal size.
+    pub rows: u16,
+    /// Terminal size.
+    pub cols: u16,
+    /// Labels recorded with the instance.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a target reports about one of its instances.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    /// The target's own id.
+    pub native: String,
+    /// Whether it runs, and how it ended.
+    pub status: ObservedStatus,
+    /// Milliseconds since its screen last changed, where the target can tell.
+    pub idle_ms: Option<u64>,
+    /// Whether a job other than the program itself holds the terminal's foreground.
+    pub foreground_job: Option<bool>,
+    /// The program's process id.
+    pub pid: Option<u32>,
+}
+
+/// Whether an observed program still runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObservedStatus {
+    /// It runs.
+    Running,
+    /// It ended with this code (128 + signal when killed by a signal).
+    Exited(i32),
+}
+
+/// A side command run to completion in an instance's environment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// The program and its arguments; never passed through a shell.
+    pub command: Vec<String>,
+    /// How long it may run before it is killed.
+    pub timeout: Duration,
+}
+
+/// The outcome of a side command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// The exit code; absent when it was killed for running past its timeout.
+    pub exit_code: Option<i32>,
+    /// Its standard output, lossily decoded as UTF-8.
+    pub stdout: String,
+    /// Its standard error, lossily decoded as UTF-8.
+    pub stderr: String,
+    /// How long it ran.
+    pub duration_ms: u64,
+    /// Whether it was killed for running past its timeout.
+    pub timed_out: bool,
+}
+
+/// What `screen` should return.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScreenOptions {
+    /// Include the scrollback history above the visible screen.
+    pub scrollback: bool,
+    /// Keep the escape codes for colours and attributes.
+    pub ansi: bool,
+}
+
+/// Input for the interactive program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Text typed literally, never interpreted by a shell.
+    Text(String),
+    /// Named keys, in order.
+    Keys(Vec<crate::keys::Key>),
+}
+
+/// A target's preflight verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preflight {
+    /// The target.
+    pub target: TargetKind,
+    /// Ready to launch instances.
+    pub ready: bool,
+    /// What was found (version, socket, ...) or exactly why it is not ready.
+    pub detail: String,
+}
+
+/// What a target can do beyond the basics every target offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// `send` and `screen` work: there is an interactive terminal.
+    pub interactive: bool,
+    /// `exec` works.
+    pub exec: bool,
+    /// `logs` works.
+    pub logs: bool,
+    /// A user can attach a terminal to an instance.
+    pub attach: bool,
+    /// Instances outlive the process that launched them.
+    pub persistent: bool,
+}

@@ -1,0 +1,169 @@
+//! Telling "busy" from "waiting for input", from what a target observes and what the screen shows.
+//!
+//! A program waits for input when its screen has stayed unchanged for the profile's idle time and
+//! either shows one of the profile's waiting patterns or, for a shell, the shell holds the terminal's
+//! foreground again (prompt back, no foreground job). The idle time is itself the first confirmation:
+//! two observations `idle_ms` apart saw the same screen. `StatusTracker` adds a second for callers that
+//! poll, so a state never flickers on one lucky sample.
+
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+
+use crate::error::{Error, Result};
+use crate::model::{InstanceState, ObservedStatus, Observation, WaitingRules};
+
+/// Compiled waiting rules of one profile.
+#[derive(Clone, Debug)]
+pub struct WaitingDetector {
+    patterns: Vec<Regex>,
+    idle: Duration,
+    shell: bool,
+}
+
+impl WaitingDetector {
+    /// Compiles the rules; a bad pattern is reported with the fix.
+    pub fn new(rules: &WaitingRules) -> Result<Self> {
+        let patterns = rules
+            .patterns
+            .iter()
+            .map(|pattern| {
+                Regex::new(pattern).map_err(|e| {
+                    Error::Invalid(format!("waiting pattern `{pattern}` is not a valid regular expression: {e}"))
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(WaitingDetector { patterns, idle: Duration::from_millis(rules.idle_ms), shell: rules.shell })
+    }
+
+    /// Whether the screen is needed to classify this observation (it is idle long enough and the
+    /// verdict depends on the patterns).
+    pub fn needs_screen(&self, observation: &Observation) -> bool {
+        !self.shell
+            && !self.patterns.is_empty()
+            && observation.status == ObservedStatus::Running
+            && self.idle_enough(observation.idle_ms)
+    }
+
+    fn idle_enough(&self, idle_ms: Option<u64>) -> bool {
+        idle_ms.is_some_and(|idle| Duration::from_millis(idle) >= self.idle)
+    }
+
+    /// The state this observation shows. `screen` is consulted only where `needs_screen` said so.
+    pub fn classify(&self, observation: &Observation, screen: Option<&str>) -> InstanceState {
+        if let ObservedStatus::Exited(_) = observation.status {
+            return InstanceState::Exited;
+        }
+        if !self.idle_enough(observation.idle_ms) {
+            return InstanceState::Running;
+        }
+        let waiting = if self.shell {
+            observation.foreground_job == Some(false)
+        } else if self.patterns.is_empty() {
+            true
+        } else {
+            screen.is_some_and(|screen| self.patterns.iter().any(|pattern| pattern.is_match(screen)))
+        };
+        if waiting { InstanceState::Waiting } else { InstanceState::Running }
+    }
+}
+
+/// Follows one instance across polls: measures idle time from screen changes where the target cannot
+/// report it, and confirms a new state only when two consecutive polls agree.
+#[derive(Debug)]
+pub struct StatusTracker {
+    last_screen_hash: Option<u64>,
+    changed_at: Instant,
+    candidate: Option<InstanceState>,
+    confirmed: Option<InstanceState>,
+}
+
+impl Default for StatusTracker {
+    fn default() -> Self {
+        StatusTracker { last_screen_hash: None, changed_at: Instant::now(), candidate: None, confirmed: None }
+    }
+}
+
+impl StatusTracker {
+    /// Records the screen seen now and returns how long it has been unchanged.
+    pub fn observe_screen(&mut self, screen: &str) -> Duration {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        screen.hash(&mut hasher);
+        let hash = hasher.finish();
+        if self.last_screen_hash != Some(hash) {
+            self.last_screen_hash = Some(hash);
+            self.changed_at = Instant::now();
+        }
+        self.changed_at.elapsed()
+    }
+
+    /// Feeds one classification; returns the state once two consecutive ones agree.
+    pub fn confirm(&mut self, state: InstanceState) -> Option<InstanceState> {
+        if self.candidate == Some(state) {
+            self.confirmed = Some(state);
+        }
+        self.candidate = Some(state);
+        self.confirmed.filter(|confirmed| *confirmed == state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(idle_ms: u64, foreground_job: Option<bool>) -> Observation {
+        Observation {
+            native: "x".into(),
+            status: ObservedStatus::Running,
+            idle_ms: Some(idle_ms),
+            foreground_job,
+            pid: None,
+        }
+    }
+
+    #[test]
+    fn patterns_count_only_once_the_screen_is_idle() {
+        let rules = WaitingRules { patterns: vec!["Type your message".into()], idle_ms: 500, shell: false };
+        let detector = WaitingDetector::new(&rules).unwrap();
+        let screen = Some("> Type your message or @path");
+        assert_eq!(detector.classify(&observation(100, None), screen), InstanceState::Running);
+        assert!(detector.needs_screen(&observation(600, None)));
+        assert_eq!(detector.classify(&observation(600, None), screen), InstanceState::Waiting);
+        assert_eq!(detector.classify(&observation(600, None), Some("thinking...")), InstanceState::Running);
+    }
+
+    #[test]
+    fn a_shell_waits_when_no_job_holds_the_foreground() {
+        let rules = WaitingRules { patterns: vec![], idle_ms: 200, shell: true };
+        let detector = WaitingDetector::new(&rules).unwrap();
+        assert_eq!(detector.classify(&observation(300, Some(false)), None), InstanceState::Waiting);
+        assert_eq!(detector.classify(&observation(300, Some(true)), None), InstanceState::Running);
+        assert_eq!(detector.classify(&observation(100, Some(false)), None), InstanceState::Running);
+    }
+
+    #[test]
+    fn exited_programs_are_exited_whatever_the_screen() {
+        let detector = WaitingDetector::new(&WaitingRules::default()).unwrap();
+        let mut exited = observation(0, None);
+        exited.status = ObservedStatus::Exited(3);
+        assert_eq!(detector.classify(&exited, None), InstanceState::Exited);
+    }
+
+    #[test]
+    fn the_tracker_needs_two_agreeing_polls() {
+        let mut tracker = StatusTracker::default();
+        assert_eq!(tracker.confirm(InstanceState::Waiting), None);
+        assert_eq!(tracker.confirm(InstanceState::Running), None);
+        assert_eq!(tracker.confirm(InstanceState::Running), Some(InstanceState::Running));
+        assert_eq!(tracker.confirm(InstanceState::Waiting), None);
+        assert_eq!(tracker.confirm(InstanceState::Waiting), Some(InstanceState::Waiting));
+    }
+
+    #[test]
+    fn a_bad_pattern_is_named() {
+        let rules = WaitingRules { patterns: vec!["(".into()], idle_ms: 1, shell: false };
+        let error = WaitingDetector::new(&rules).unwrap_err().to_string();
+        assert!(error.contains("`(`"), "{error}");
+    }
+}

@@ -1,0 +1,86 @@
+//! The `Target` trait: the one boundary between Mahavishnu and the places where instances run.
+//!
+//! Modelled on Nomad's task drivers: a target launches, inspects, lists, feeds and stops instances, and
+//! re-adopts them after Mahavishnu restarts. What a target cannot do returns `Error::Unsupported` from the
+//! default method; it never pretends.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Capabilities, ExecOutput, ExecRequest, Input, LaunchSpec, Observation, Preflight, ScreenOptions, TargetKind,
+};
+
+/// A place where instances run. Every method takes the target's own (native) id.
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// Which target this is.
+    fn kind(&self) -> TargetKind;
+
+    /// What it can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Whether it can be used here, and if not exactly why. Cheap; never launches anything.
+    async fn preflight(&self) -> Preflight;
+
+    /// Starts one instance and reports it as first observed.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observation>;
+
+    /// Observes one instance; `Ok(None)` when the target does not know it (any more).
+    async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
+        Ok(self.list().await?.into_iter().find(|observation| observation.native == native))
+    }
+
+    /// Observes every instance this target holds.
+    async fn list(&self) -> Result<Vec<Observation>>;
+
+    /// Runs a side command to completion in the instance's environment.
+    async fn exec(&self, native: &str, request: &ExecRequest) -> Result<ExecOutput> {
+        let _ = (native, request);
+        Err(self.unsupported("exec"))
+    }
+
+    /// Types text or keys into the interactive program.
+    async fn send(&self, native: &str, input: &Input) -> Result<()> {
+        let _ = (native, input);
+        Err(self.unsupported("send"))
+    }
+
+    /// The rendered screen, as a person would see it.
+    async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
+        let _ = (native, options);
+        Err(self.unsupported("screen"))
+    }
+
+    /// The visible screens of several instances; targets that can batch the work override this.
+    async fn screens(&self, natives: &[String]) -> Vec<Result<String>> {
+        let mut screens = Vec::with_capacity(natives.len());
+        for native in natives {
+            screens.push(self.screen(native, ScreenOptions::default()).await);
+        }
+        screens
+    }
+
+    /// The program's output so far, as raw text.
+    async fn logs(&self, native: &str) -> Result<String> {
+        let _ = native;
+        Err(self.unsupported("logs"))
+    }
+
+    /// Stops the instance: asks it to end, waits up to `grace`, then kills it. Stopping an instance the
+    /// target no longer knows succeeds.
+    async fn stop(&self, native: &str, grace: Duration) -> Result<()>;
+
+    /// The launch specs of instances still running on this target, so that they can be re-adopted after
+    /// Mahavishnu's records were lost.
+    async fn recover(&self) -> Result<Vec<LaunchSpec>> {
+        Err(self.unsupported("recover"))
+    }
+
+    /// The `Unsupported` error for an operation of this target.
+    fn unsupported(&self, operation: &'static str) -> Error {
+        Error::Unsupported { target: self.kind(), operation }
+    }
+}
