@@ -376,13 +376,23 @@ pub struct ScreenOptions {
     pub ansi: bool,
 }
 
-/// Input for the interactive program.
+/// One piece of input for the interactive program; `send` takes a sequence of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
+pub enum InputPart {
     /// Text typed literally, never interpreted by a shell.
     Text(String),
-    /// Named keys, in order.
-    Keys(Vec<crate::keys::Key>),
+    /// A named key.
+    Key(crate::keys::Key),
+}
+
+impl InputPart {
+    /// The bytes a terminal would receive for this input.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            InputPart::Text(text) => text.as_bytes().to_vec(),
+            InputPart::Key(key) => key.to_bytes(),
+        }
+    }
 }
 
 /// A target's preflight verdict.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Capabilities, ExecOutput, ExecRequest, Input, LaunchSpec, Observation, Preflight, ScreenOptions, TargetKind,
+    Capabilities, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation, Preflight, ScreenOptions, TargetKind,
 };
 
 /// A place where instances run. Every method takes the target's own (native) id.
@@ -42,8 +42,8 @@ pub trait Target: Send + Sync {
         Err(self.unsupported("exec"))
     }
 
-    /// Types text or keys into the interactive program.
-    async fn send(&self, native: &str, input: &Input) -> Result<()> {
+    /// Types text and keys, in order, into the interactive program.
+    async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
         let _ = (native, input);
         Err(self.unsupported("send"))
     }

@@ -1,0 +1,306 @@
+//! The pty target: each session is held by its own host process (`mahavishnu __pty-host`), which owns
+//! the PTY and answers on a Unix socket in the runtime directory. Sessions outlive the CLI.
+
+mod attach;
+pub mod host;
+pub mod protocol;
+mod screen;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mahavishnu_core::{
+    Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, ObservedStatus, Observation, Preflight,
+    Result, ScreenOptions, Target, TargetKind,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+pub use attach::{DETACH_KEY_NAME, attach};
+use protocol::{ExitRecord, Request, SessionFiles, Status, write_private};
+
+const KIND: TargetKind = TargetKind::Pty;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Native PTY sessions, one host process each.
+#[derive(Clone, Debug)]
+pub struct PtyTarget {
+    dir: PathBuf,
+    host_program: PathBuf,
+    scrollback: usize,
+}
+
+/// Why a host did not answer.
+enum Unreachable {
+    /// No host answers on the socket: the session ended or its host died.
+    Gone,
+    /// Anything else.
+    Failed(Error),
+}
+
+impl PtyTarget {
+    /// A target keeping its sockets in `runtime_dir/pty`, starting hosts with `host_program __pty-host`.
+    pub fn new(runtime_dir: &Path, host_program: PathBuf, scrollback: usize) -> Self {
+        PtyTarget { dir: runtime_dir.join("pty"), host_program, scrollback }
+    }
+
+    fn files(&self, native: &str) -> SessionFiles {
+        SessionFiles::new(&self.dir, native)
+    }
+
+    async fn request(&self, native: &str, request: &Request, timeout: Duration) -> Result<serde_json::Value, Unreachable> {
+        let socket = self.files(native).socket;
+        let exchange = async {
+            let mut stream = UnixStream::connect(&socket).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Unreachable::Gone,
+                _ => Unreachable::Failed(Error::io(format!("cannot reach the pty host of `{native}`"), e)),
+            })?;
+            let mut line = serde_json::to_vec(request).map_err(|e| Unreachable::Failed(Error::target(KIND, e.to_string())))?;
+            line.push(b'\n');
+            let io = |e: std::io::Error| Unreachable::Failed(Error::io(format!("talking to the pty host of `{native}`"), e));
+            stream.write_all(&line).await.map_err(io)?;
+            let mut answer = String::new();
+            BufReader::new(stream).read_line(&mut answer).await.map_err(io)?;
+            if answer.is_empty() {
+                return Err(Unreachable::Gone);
+            }
+            let value: serde_json::Value = serde_json::from_str(&answer)
+                .map_err(|e| Unreachable::Failed(Error::target(KIND, format!("bad answer from the pty host: {e}"))))?;
+            if let Some(message) = value.get("error").and_then(|e| e.as_str()) {
+                return Err(Unreachable::Failed(Error::target(KIND, message.to_string())));
+            }
+            Ok(value)
+        };
+        tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| {
+            Err(Unreachable::Failed(Error::target(KIND, format!("the pty host of `{native}` did not answer in time"))))
+        })
+    }
+
+    /// A request to a live session; a session whose host is gone is an unknown instance.
+    async fn live_request(&self, native: &str, request: &Request) -> Result<serde_json::Value> {
+        self.request(native, request, REQUEST_TIMEOUT).await.map_err(|unreachable| match unreachable {
+            Unreachable::Gone if self.exit_record(native).is_some() => Error::NotLive {
+                id: format!("pty:{native}"),
+                state: "exited".into(),
+                hint: "its program has ended; `capture` still shows its last screen".into(),
+            },
+            Unreachable::Gone => Error::UnknownInstance { id: format!("pty:{native}") },
+            Unreachable::Failed(error) => error,
+        })
+    }
+
+    fn exit_record(&self, native: &str) -> Option<ExitRecord> {
+        let text = std::fs::read(self.files(native).exit).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn spec(&self, native: &str) -> Option<LaunchSpec> {
+        let text = std::fs::read(self.files(native).spec).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    async fn observe(&self, native: String) -> Option<Observation> {
+        match self.request(&native, &Request::Status, Duration::from_secs(2)).await {
+            Ok(value) => {
+                let status: Status = serde_json::from_value(value).ok()?;
+                Some(Observation {
+                    native,
+                    status: ObservedStatus::Running,
+                    idle_ms: Some(status.idle_ms),
+                    foreground_job: status.foreground_job,
+                    pid: Some(status.pid),
+                })
+            }
+            Err(_) => {
+                let record = self.exit_record(&native)?;
+                Some(Observation {
+                    native,
+                    status: ObservedStatus::Exited(record.code),
+                    idle_ms: None,
+                    foreground_job: None,
+                    pid: None,
+                })
+            }
+        }
+    }
+
+    fn session_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return vec![] };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().into_string().ok()?;
+                let native = name.strip_suffix(".json")?;
+                (!native.ends_with(".exit")).then(|| native.to_string())
+            })
+            .collect()
+    }
+
+    /// The socket of a session, for `attach`.
+    pub fn socket(&self, native: &str) -> PathBuf {
+        self.files(native).socket
+    }
+}
+
+#[async_trait]
+impl Target for PtyTarget {
+    fn kind(&self) -> TargetKind {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { interactive: true, exec: true, logs: true, attach: true, persistent: true }
+    }
+
+    async fn preflight(&self) -> Preflight {
+        let checks = (|| -> Result<String> {
+            mahavishnu_core::paths::ensure_private_dir(&self.dir)?;
+            nix::pty::openpty(None, None).map_err(|e| Error::Invalid(format!("cannot open a pseudo-terminal: {e}")))?;
+            Ok(format!("sockets in {}", self.dir.display()))
+        })();
+        match checks {
+            Ok(detail) => Preflight { target: KIND, ready: true, detail },
+            Err(error) => Preflight { target: KIND, ready: false, detail: error.to_string() },
+        }
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observation> {
+        mahavishnu_core::paths::ensure_private_dir(&self.dir)?;
+        let native = spec.id.native().to_string();
+        let files = self.files(&native);
+        if files.spec.exists() {
+            return Err(Error::Invalid(format!("a pty session `{native}` already exists; choose another --name")));
+        }
+        let bytes = serde_json::to_vec(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
+        write_private(&files.spec, &bytes).map_err(|e| Error::io(format!("cannot write {}", files.spec.display()), e))?;
+        let mut command = tokio::process::Command::new(&self.host_program);
+        command
+            .arg("__pty-host")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--name")
+            .arg(&native)
+            .arg("--scrollback")
+            .arg(self.scrollback.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe; it detaches the host from the caller's terminal and session.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            files.remove();
+            Error::io(format!("cannot start the pty host {}", self.host_program.display()), e)
+        })?;
+        let Some(stdout) = child.stdout.take() else {
+            files.remove();
+            return Err(Error::target(KIND, "the pty host has no output pipe"));
+        };
+        let mut first = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), BufReader::new(stdout).read_line(&mut first)).await;
+        // The host lives on; reap it whenever it ends.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let line = match read {
+            Ok(Ok(_)) => first.trim().to_string(),
+            _ => {
+                files.remove();
+                return Err(Error::target(KIND, format!("the pty host of `{native}` did not start in time")));
+            }
+        };
+        if let Some(pid) = line.strip_prefix("ready ") {
+            return Ok(Observation {
+                native,
+                status: ObservedStatus::Running,
+                idle_ms: Some(0),
+                foreground_job: None,
+                pid: pid.parse().ok(),
+            });
+        }
+        files.remove();
+        let reason = line.strip_prefix("error: ").unwrap_or(&line);
+        Err(Error::target(KIND, if reason.is_empty() { "the pty host exited before it was ready" } else { reason }))
+    }
+
+    async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
+        Ok(self.observe(native.to_string()).await)
+    }
+
+    async fn list(&self) -> Result<Vec<Observation>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for native in self.session_names() {
+            let target = self.clone();
+            tasks.spawn(async move { target.observe(native).await });
+        }
+        let mut observations = Vec::new();
+        while let Some(result) = tasks.join_next().await {
+            if let Ok(Some(observation)) = result {
+                observations.push(observation);
+            }
+        }
+        Ok(observations)
+    }
+
+    async fn exec(&self, native: &str, request: &ExecRequest) -> Result<ExecOutput> {
+        let spec = self.spec(native).ok_or_else(|| Error::UnknownInstance { id: format!("pty:{native}") })?;
+        let cwd = match self.request(native, &Request::Status, REQUEST_TIMEOUT).await {
+            Ok(value) => serde_json::from_value::<Status>(value).ok().and_then(|status| status.cwd),
+            Err(_) => None,
+        };
+        let cwd = cwd.unwrap_or_else(|| spec.cwd.clone());
+        crate::run_side_command(KIND, request, &cwd, &spec.env).await
+    }
+
+    async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
+        let bytes: Vec<u8> = input.iter().flat_map(InputPart::to_bytes).collect();
+        let data = String::from_utf8(bytes).map_err(|_| Error::Invalid("input is not valid UTF-8".into()))?;
+        self.live_request(native, &Request::Send { data }).await.map(drop)
+    }
+
+    async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
+        let request = Request::Screen { scrollback: options.scrollback, ansi: options.ansi };
+        match self.request(native, &request, REQUEST_TIMEOUT).await {
+            Ok(value) => Ok(value.get("text").and_then(|text| text.as_str()).unwrap_or_default().to_string()),
+            Err(Unreachable::Gone) => {
+                let record = self.exit_record(native).ok_or_else(|| Error::UnknownInstance { id: format!("pty:{native}") })?;
+                Ok(match (options.scrollback, options.ansi) {
+                    (true, _) => record.full,
+                    (false, true) => record.screen_ansi,
+                    (false, false) => record.screen,
+                })
+            }
+            Err(Unreachable::Failed(error)) => Err(error),
+        }
+    }
+
+    async fn logs(&self, native: &str) -> Result<String> {
+        self.screen(native, ScreenOptions { scrollback: true, ansi: false }).await
+    }
+
+    async fn stop(&self, native: &str, grace: Duration) -> Result<()> {
+        let request = Request::Stop { grace_ms: grace.as_millis() as u64 };
+        let result = self.request(native, &request, grace + Duration::from_secs(5)).await;
+        self.files(native).remove();
+        match result {
+            Ok(_) | Err(Unreachable::Gone) => Ok(()),
+            Err(Unreachable::Failed(error)) => Err(error),
+        }
+    }
+
+    async fn recover(&self) -> Result<Vec<LaunchSpec>> {
+        let mut specs = Vec::new();
+        for native in self.session_names() {
+            if let (Some(spec), Some(_)) = (self.spec(&native), self.observe(native.clone()).await) {
+                specs.push(spec);
+            }
+        }
+        Ok(specs)
+    }
+}

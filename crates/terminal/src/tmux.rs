@@ -1,0 +1,415 @@
+//! The tmux target: sessions on Mahavishnu's own tmux server (`tmux -L <socket> -f /dev/null`), never the
+//! user's. One tmux session per instance, named after the native id and always addressed exactly
+//! (`=name:`), so `mv-1` can never match `mv-10`. Sessions outlive Mahavishnu.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use mahavishnu_core::{
+    Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, ObservedStatus, Observation, Preflight,
+    Result, ScreenOptions, Target, TargetKind, Timestamp,
+};
+
+use crate::{procfs, run_side_command};
+
+const KIND: TargetKind = TargetKind::Tmux;
+/// Session option holding the launch spec, so that instances can be recovered from tmux alone.
+const SPEC_OPTION: &str = "@mahavishnu_spec";
+const NO_SERVER: &str = "Mahavishnu's tmux server is not running (no sessions)";
+const NO_SESSION: &str = "no such tmux session";
+const SCREEN_MARKER: &str = "\u{1e}mahavishnu-screen\u{1e}";
+
+/// Sessions on a private tmux server.
+#[derive(Clone, Debug)]
+pub struct TmuxTarget {
+    program: String,
+    socket_name: String,
+    history_limit: usize,
+}
+
+impl TmuxTarget {
+    /// A target on the server `tmux -L socket_name`, using the tmux executable `program`.
+    pub fn new(program: impl Into<String>, socket_name: impl Into<String>, history_limit: usize) -> Self {
+        TmuxTarget { program: program.into(), socket_name: socket_name.into(), history_limit }
+    }
+
+    /// The command line a user would type to reach this server.
+    pub fn attach_command(&self, native: &str) -> Vec<String> {
+        vec![
+            self.program.clone(),
+            "-L".into(),
+            self.socket_name.clone(),
+            "attach-session".into(),
+            "-t".into(),
+            exact(native),
+        ]
+    }
+
+    /// Runs tmux with `args` (several commands may be chained with `;`) and returns its stdout.
+    async fn tmux(&self, args: &[String]) -> Result<String> {
+        let output = tokio::process::Command::new(&self.program)
+            .arg("-L")
+            .arg(&self.socket_name)
+            .arg("-f")
+            .arg("/dev/null")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| self.spawn_error(e))?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        Err(TmuxError::classify(&stderr))?
+    }
+
+    fn spawn_error(&self, error: std::io::Error) -> Error {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            Error::TargetNotReady {
+                target: KIND,
+                reason: format!(
+                    "`{}` is not installed (not found on PATH); install tmux (`apt install tmux`, `brew install tmux`), \
+                     set targets.tmux.program, or use `--target pty`",
+                    self.program
+                ),
+            }
+        } else {
+            Error::target(KIND, format!("cannot run `{}`: {error}", self.program))
+        }
+    }
+
+    /// Pane facts of one session: pid, whether dead, current path and the stored spec.
+    async fn pane(&self, native: &str) -> Result<PaneFacts> {
+        let format = format!("#{{pane_pid}}\t#{{pane_dead}}\t#{{pane_current_path}}\t#{{{SPEC_OPTION}}}");
+        let out = self
+            .tmux(&args(["display-message", "-p", "-t", &exact(native), &format]))
+            .await
+            .map_err(|e| e.for_session(native))?;
+        let mut fields = out.trim_end_matches('\n').splitn(4, '\t');
+        let pid = fields.next().and_then(|pid| pid.parse().ok());
+        let dead = fields.next() == Some("1");
+        let cwd = fields.next().filter(|cwd| !cwd.is_empty()).map(PathBuf::from);
+        let spec = fields.next().and_then(|spec| serde_json::from_str::<LaunchSpec>(spec).ok());
+        Ok(PaneFacts { pid, dead, cwd, spec })
+    }
+}
+
+struct PaneFacts {
+    pid: Option<u32>,
+    dead: bool,
+    cwd: Option<PathBuf>,
+    spec: Option<LaunchSpec>,
+}
+
+/// tmux's failures, sorted into the ones Mahavishnu reacts to.
+enum TmuxError {
+    NoServer,
+    NoSession,
+    Other(String),
+}
+
+impl TmuxError {
+    fn classify(stderr: &str) -> TmuxError {
+        if stderr.starts_with("no server running") || stderr.starts_with("error connecting to") {
+            TmuxError::NoServer
+        } else if stderr.starts_with("can't find session") || stderr.starts_with("can't find pane") {
+            TmuxError::NoSession
+        } else {
+            TmuxError::Other(stderr.to_string())
+        }
+    }
+}
+
+impl From<TmuxError> for Error {
+    fn from(error: TmuxError) -> Error {
+        match error {
+            TmuxError::NoServer => Error::target(KIND, NO_SERVER),
+            TmuxError::NoSession => Error::target(KIND, NO_SESSION),
+            TmuxError::Other(message) => Error::target(KIND, format!("tmux failed: {message}")),
+        }
+    }
+}
+
+/// Whether tmux only said that the session, or the whole server, is gone.
+fn is_gone(error: &Error) -> bool {
+    matches!(error, Error::Target { message, .. } if message == NO_SESSION || message == NO_SERVER)
+}
+
+trait ForSession {
+    fn for_session(self, native: &str) -> Error;
+}
+
+impl ForSession for Error {
+    /// Turns "no server"/"no session" into the unknown-instance error a user understands.
+    fn for_session(self, native: &str) -> Error {
+        if is_gone(&self) { Error::UnknownInstance { id: format!("{}:{native}", KIND.id_prefix()) } } else { self }
+    }
+}
+
+fn exact(native: &str) -> String {
+    format!("={native}:")
+}
+
+fn args<const N: usize>(words: [&str; N]) -> Vec<String> {
+    words.iter().map(|word| word.to_string()).collect()
+}
+
+/// Drops tmux's "Pane is dead" line and the blank lines around the end of a dead pane's capture.
+fn trim_dead_pane(text: &str, rows: usize) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    while lines.last().is_some_and(|line| line.trim().is_empty() || line.starts_with("Pane is dead")) {
+        lines.pop();
+    }
+    let start = lines.len().saturating_sub(rows);
+    let mut out = lines[start..].join("\n");
+    out.push('\n');
+    out
+}
+
+#[async_trait]
+impl Target for TmuxTarget {
+    fn kind(&self) -> TargetKind {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { interactive: true, exec: true, logs: true, attach: true, persistent: true }
+    }
+
+    async fn preflight(&self) -> Preflight {
+        let version = tokio::process::Command::new(&self.program).arg("-V").output().await;
+        let (ready, detail) = match version {
+            Ok(output) if output.status.success() => (
+                true,
+                format!("{} (server `-L {}`)", String::from_utf8_lossy(&output.stdout).trim(), self.socket_name),
+            ),
+            Ok(output) => (false, format!("`{} -V` failed: {}", self.program, String::from_utf8_lossy(&output.stderr).trim())),
+            Err(error) => match self.spawn_error(error) {
+                Error::TargetNotReady { reason, .. } => (false, reason),
+                other => (false, other.to_string()),
+            },
+        };
+        Preflight { target: KIND, ready, detail }
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observation> {
+        let name = spec.id.native().to_string();
+        let spec_json = serde_json::to_string(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
+        let mut argv: Vec<String> = args(["start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";"]);
+        argv.extend(args(["set-option", "-g", "history-limit"]));
+        argv.push(self.history_limit.to_string());
+        argv.push(";".into());
+        argv.extend(args(["new-session", "-d", "-s", &name, "-x"]));
+        argv.push(spec.cols.to_string());
+        argv.push("-y".into());
+        argv.push(spec.rows.to_string());
+        argv.push("-c".into());
+        argv.push(spec.cwd.to_string_lossy().into_owned());
+        for (key, value) in &spec.env {
+            argv.push("-e".into());
+            argv.push(format!("{key}={value}"));
+        }
+        argv.extend(args(["-P", "-F", "#{pane_pid}", "--"]));
+        match spec.command.as_slice() {
+            // tmux hands a single word to `sh -c`; quote it so that it stays one literal program path.
+            [program] => argv.push(mahavishnu_core::shell::quote(program)),
+            command => argv.extend(command.iter().cloned()),
+        }
+        argv.push(";".into());
+        argv.extend(args(["set-option", "-t", &name, SPEC_OPTION, &spec_json]));
+        let out = self.tmux(&argv).await.map_err(|e| match e {
+            Error::Target { message, .. } if message.contains("duplicate session") => {
+                Error::Invalid(format!("an instance named `{name}` already runs on tmux; choose another --name"))
+            }
+            other => other,
+        })?;
+        let pid = out.lines().next().and_then(|pid| pid.trim().parse().ok());
+        Ok(Observation {
+            native: name,
+            status: ObservedStatus::Running,
+            idle_ms: Some(0),
+            foreground_job: None,
+            pid,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Observation>> {
+        let format = "#{session_name}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}";
+        let out = match self.tmux(&args(["list-panes", "-a", "-F", format])).await {
+            Ok(out) => out,
+            Err(error) if is_gone(&error) => return Ok(vec![]),
+            Err(error) => return Err(error),
+        };
+        let now_ms = Timestamp::now().0;
+        let mut seen = std::collections::HashSet::new();
+        let mut observations = Vec::new();
+        for line in out.lines() {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [name, pid, dead, status, signal, activity] = fields[..] else { continue };
+            if !seen.insert(name.to_string()) {
+                continue; // a user split the window; the first pane is the instance
+            }
+            let pid: Option<u32> = pid.parse().ok();
+            let status = if dead == "1" {
+                let code = status.parse().ok().or_else(|| signal.parse::<i32>().ok().map(|signal| 128 + signal));
+                ObservedStatus::Exited(code.unwrap_or(-1))
+            } else {
+                ObservedStatus::Running
+            };
+            // window_activity has one-second resolution: subtract a second so idle time is never overstated.
+            let idle_ms = activity
+                .parse::<i64>()
+                .ok()
+                .map(|seconds| (now_ms - seconds * 1000 - 1000).max(0) as u64);
+            observations.push(Observation {
+                native: name.to_string(),
+                status,
+                idle_ms,
+                foreground_job: pid.and_then(procfs::foreground_job),
+                pid,
+            });
+        }
+        Ok(observations)
+    }
+
+    async fn exec(&self, native: &str, request: &ExecRequest) -> Result<ExecOutput> {
+        let pane = self.pane(native).await?;
+        let spec_cwd = pane.spec.as_ref().map(|spec| spec.cwd.clone());
+        let cwd = pane.cwd.or(spec_cwd).ok_or_else(|| {
+            Error::target(KIND, format!("cannot tell the working directory of `{native}`"))
+        })?;
+        let env = pane.spec.map(|spec| spec.env).unwrap_or_default();
+        run_side_command(KIND, request, &cwd, &env).await
+    }
+
+    async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
+        let target = exact(native);
+        let mut argv = Vec::new();
+        for part in input {
+            match part {
+                InputPart::Text(text) if text.is_empty() => continue,
+                InputPart::Text(text) => {
+                    argv.extend(args(["send-keys", "-t", &target, "-l", "--"]));
+                    argv.push(text.clone());
+                }
+                InputPart::Key(key) => {
+                    argv.extend(args(["send-keys", "-t", &target, "--"]));
+                    argv.push(key.to_string());
+                }
+            }
+            argv.push(";".into());
+        }
+        if argv.is_empty() {
+            return Ok(());
+        }
+        argv.pop();
+        self.tmux(&argv).await.map(drop).map_err(|e| e.for_session(native))
+    }
+
+    async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
+        let target = exact(native);
+        let format = "#{pane_dead}\t#{pane_height}";
+        let mut argv = args(["display-message", "-p", "-t", &target, format, ";", "capture-pane", "-p", "-t", &target]);
+        if options.ansi {
+            argv.push("-e".into());
+        }
+        if options.scrollback {
+            argv.extend(args(["-S", "-"]));
+        }
+        let out = self.tmux(&argv).await.map_err(|e| e.for_session(native))?;
+        let (head, text) = out.split_once('\n').unwrap_or((&out, ""));
+        let (dead, height) = head.split_once('\t').unwrap_or((head, "0"));
+        if dead != "1" {
+            return Ok(text.to_string());
+        }
+        // A dead pane's last screen has been pushed into the history by tmux's "Pane is dead" line.
+        let mut argv = args(["capture-pane", "-p", "-t", &target, "-S", "-"]);
+        if options.ansi {
+            argv.push("-e".into());
+        }
+        let all = self.tmux(&argv).await.map_err(|e| e.for_session(native))?;
+        let rows = if options.scrollback { usize::MAX } else { height.parse().unwrap_or(50) };
+        Ok(trim_dead_pane(&all, rows))
+    }
+
+    async fn screens(&self, natives: &[String]) -> Vec<Result<String>> {
+        if natives.is_empty() {
+            return vec![];
+        }
+        let mut argv = Vec::new();
+        for native in natives {
+            let target = exact(native);
+            argv.extend(args(["display-message", "-p", "-t", &target, SCREEN_MARKER]));
+            argv.extend(args([";", "capture-pane", "-p", "-t", &target, ";"]));
+        }
+        argv.pop();
+        match self.tmux(&argv).await {
+            Ok(out) => {
+                let mut parts: Vec<Result<String>> =
+                    out.split(&format!("{SCREEN_MARKER}\n")).skip(1).map(|part| Ok(part.to_string())).collect();
+                parts.resize_with(natives.len(), || Err(Error::target(KIND, "no screen returned")));
+                parts
+            }
+            // One missing session fails the whole chain: fall back to one capture each.
+            Err(_) => {
+                let mut screens = Vec::with_capacity(natives.len());
+                for native in natives {
+                    screens.push(self.screen(native, ScreenOptions::default()).await);
+                }
+                screens
+            }
+        }
+    }
+
+    async fn logs(&self, native: &str) -> Result<String> {
+        self.screen(native, ScreenOptions { scrollback: true, ansi: false }).await
+    }
+
+    async fn stop(&self, native: &str, grace: Duration) -> Result<()> {
+        let pid = match self.pane(native).await {
+            Ok(pane) if !pane.dead => pane.pid,
+            Ok(_) => None,
+            Err(Error::UnknownInstance { .. }) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        // kill-session closes the pane's terminal: its processes get SIGHUP, as when a window closes.
+        match self.tmux(&args(["kill-session", "-t", &exact(native)])).await {
+            Ok(_) => {}
+            Err(error) if is_gone(&error) => {}
+            Err(error) => return Err(error),
+        }
+        if let Some(pid) = pid {
+            kill_after_grace(pid, grace).await;
+        }
+        Ok(())
+    }
+
+    async fn recover(&self) -> Result<Vec<LaunchSpec>> {
+        let format = format!("#{{{SPEC_OPTION}}}");
+        let out = match self.tmux(&args(["list-sessions", "-F", &format])).await {
+            Ok(out) => out,
+            Err(error) if is_gone(&error) => return Ok(vec![]),
+            Err(error) => return Err(error),
+        };
+        Ok(out.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+    }
+}
+
+/// Waits up to `grace` for `pid` to end, then kills its process group and itself.
+pub(crate) async fn kill_after_grace(pid: u32, grace: Duration) {
+    use nix::sys::signal::{Signal, kill, killpg};
+    use nix::unistd::Pid;
+    let pid = Pid::from_raw(pid as i32);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if kill(pid, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
