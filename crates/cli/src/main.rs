@@ -1,1 +1,36 @@
-fn main(){}
+//! `mahavishnu`: orchestrates AI coding CLIs and shells across terminal sessions and targets.
+
+mod cli;
+mod commands;
+mod context;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The pty host is started by Mahavishnu itself; it runs without an async runtime and stays small.
+    if let Command::PtyHost(host) = &cli.command {
+        let code = mahavishnu_terminal::pty::host::run(&host.dir, &host.name, host.scrollback);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            let usage = error.downcast_ref::<mahavishnu_core::Error>().is_some_and(|e| e.is_usage());
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}

@@ -117,14 +117,18 @@ impl Store {
         tx.commit().map_err(fail)
     }
 
-    /// Records a new instance; `Ok(false)` when an instance with that id is already recorded.
+    /// Records a new instance; `Ok(false)` when an instance with that id is already recorded and not
+    /// closed (a closed one's id may be used again).
     pub fn insert_instance(&self, instance: &Instance) -> Result<bool> {
         let record = serde_json::to_string(instance).map_err(|e| Error::Store(e.to_string()))?;
         let changed = self
             .lock()
             .execute(
-                "INSERT OR IGNORE INTO instances (id, target, state, project, record, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO instances (id, target, state, project, record, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(id) DO UPDATE SET target = ?2, state = ?3, project = ?4, record = ?5,
+                     created_at = ?6, updated_at = ?7
+                 WHERE instances.state = 'closed'",
                 params![
                     instance.id.to_string(),
                     instance.target.name(),
@@ -286,7 +290,13 @@ mod tests {
         store.record_event(Some(&first.id), "closed", serde_json::json!({})).unwrap();
         assert_eq!(store.events(0, None, 10).unwrap()[0].kind, "closed");
         drop(store);
-        assert_eq!(Store::open(dir.path()).unwrap().instances(true).unwrap().len(), 1);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.instances(true).unwrap().len(), 1);
+        let mut again = instance("mv-1");
+        again.state = InstanceState::Running;
+        assert!(store.insert_instance(&again).unwrap(), "a closed instance's id can be used again");
+        assert!(!store.insert_instance(&again).unwrap(), "a live id is never taken twice");
+        assert_eq!(store.instance(&again.id).unwrap().unwrap().state, InstanceState::Running);
     }
 
     #[test]

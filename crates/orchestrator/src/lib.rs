@@ -1,1 +1,375 @@
+//! The orchestrator service: owns the targets, launches instances in parallel under a limit, routes
+//! every call by the id prefix, records instances and events in the store, and reconciles the store
+//! with what the targets report. Every face (CLI, MCP, HTTP) calls these functions.
 
+mod launch;
+mod wait;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mahavishnu_core::config::LoadedConfig;
+use mahavishnu_core::status::WaitingDetector;
+use mahavishnu_core::store::{Event, Store};
+use mahavishnu_core::{
+    Error, ExecOutput, ExecRequest, InputPart, Instance, InstanceId, InstanceState, ObservedStatus, Observation,
+    Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
+};
+use serde::Serialize;
+
+pub use launch::LaunchRequest;
+pub use wait::{WaitCondition, WaitOutcome};
+
+/// How long a `starting` record may go unseen by its target before it counts as lost.
+const STARTING_GRACE: Duration = Duration::from_secs(30);
+
+/// The orchestrator.
+pub struct Orchestrator {
+    config: Arc<LoadedConfig>,
+    store: Arc<Store>,
+    targets: BTreeMap<TargetKind, Arc<dyn Target>>,
+}
+
+/// Which instances a listing shows.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only instances of this project (or started below this directory).
+    pub project: Option<PathBuf>,
+    /// Include closed instances.
+    pub all: bool,
+}
+
+/// What `capture` returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptureOptions {
+    /// Only the last N non-empty-trailing lines.
+    pub lines: Option<usize>,
+    /// Scrollback and escape codes.
+    pub screen: ScreenOptions,
+}
+
+/// The outcome of closing one instance.
+#[derive(Clone, Debug, Serialize)]
+pub struct CloseOutcome {
+    /// The instance.
+    pub id: InstanceId,
+    /// Whether it is closed now.
+    pub closed: bool,
+    /// Why not, if it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Orchestrator {
+    /// An orchestrator over `targets`, recording into `store`.
+    pub fn new(config: Arc<LoadedConfig>, store: Arc<Store>, targets: Vec<Arc<dyn Target>>) -> Self {
+        let targets = targets.into_iter().map(|target| (target.kind(), target)).collect();
+        Orchestrator { config, store, targets }
+    }
+
+    /// The merged configuration.
+    pub fn config(&self) -> &LoadedConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The target of `kind`, or why it is not available.
+    pub fn target(&self, kind: TargetKind) -> Result<&Arc<dyn Target>> {
+        self.targets.get(&kind).ok_or_else(|| Error::TargetNotReady {
+            target: kind,
+            reason: "this build of mahavishnu does not include it".into(),
+        })
+    }
+
+    /// Preflight verdicts of every target, in display order.
+    pub async fn preflight_targets(&self) -> Vec<Preflight> {
+        let mut verdicts = Vec::new();
+        for kind in TargetKind::ALL {
+            verdicts.push(match self.targets.get(&kind) {
+                Some(target) => target.preflight().await,
+                None => Preflight { target: kind, ready: false, detail: "not included in this build".into() },
+            });
+        }
+        verdicts
+    }
+
+    /// Turns what the user typed into an id: `tmux:mv-1` as is, or a bare native id (`mv-1`) when it
+    /// names exactly one recorded instance.
+    pub fn resolve_id(&self, text: &str) -> Result<InstanceId> {
+        if text.contains(':') {
+            return text.parse();
+        }
+        let matches: Vec<InstanceId> = self
+            .store
+            .instances(true)?
+            .into_iter()
+            .filter(|instance| instance.id.native() == text)
+            .map(|instance| instance.id)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(Error::UnknownInstance { id: text.to_string() }),
+            many => Err(Error::Invalid(format!(
+                "`{text}` names several instances ({}); give the full id",
+                many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    /// The recorded instance with this id.
+    pub fn recorded(&self, id: &InstanceId) -> Result<Instance> {
+        self.store.instance(id)?.ok_or_else(|| Error::UnknownInstance { id: id.to_string() })
+    }
+
+    /// The instance, reconciled with its target.
+    pub async fn instance(&self, id: &InstanceId) -> Result<Instance> {
+        let instance = self.recorded(id)?;
+        Ok(self.reconcile(vec![instance]).await?.remove(0))
+    }
+
+    /// Recorded instances matching `filter`, reconciled with what their targets report.
+    pub async fn list_instances(&self, filter: &ListFilter) -> Result<Vec<Instance>> {
+        let project = filter.project.as_deref().map(canonical).transpose()?;
+        let instances: Vec<Instance> = self
+            .store
+            .instances(filter.all)?
+            .into_iter()
+            .filter(|instance| project.as_deref().is_none_or(|dir| belongs_to(instance, dir)))
+            .collect();
+        self.reconcile(instances).await
+    }
+
+    /// Brings the records of `instances` up to date with their targets; returns them updated.
+    async fn reconcile(&self, mut instances: Vec<Instance>) -> Result<Vec<Instance>> {
+        let mut by_target: BTreeMap<TargetKind, Vec<usize>> = BTreeMap::new();
+        for (index, instance) in instances.iter().enumerate() {
+            if instance.state.is_live() {
+                by_target.entry(instance.target).or_default().push(index);
+            }
+        }
+        for (kind, indexes) in by_target {
+            let Ok(target) = self.target(kind) else { continue };
+            // A target that cannot answer now (tmux uninstalled, say) leaves its records as they were.
+            let Ok(observed) = target.list().await else { continue };
+            let observed: HashMap<String, Observation> =
+                observed.into_iter().map(|observation| (observation.native.clone(), observation)).collect();
+            let mut need_screen = Vec::new();
+            let mut verdicts: Vec<(usize, Option<Observation>, Option<WaitingDetector>)> = Vec::new();
+            for index in indexes {
+                let instance = &instances[index];
+                let observation = observed.get(instance.id.native()).cloned();
+                let detector = WaitingDetector::new(&instance.waiting).ok();
+                if let (Some(observation), Some(detector)) = (&observation, &detector)
+                    && detector.needs_screen(observation)
+                {
+                    need_screen.push(instance.id.native().to_string());
+                }
+                verdicts.push((index, observation, detector));
+            }
+            let screens: HashMap<String, String> = need_screen
+                .iter()
+                .cloned()
+                .zip(target.screens(&need_screen).await)
+                .filter_map(|(native, screen)| screen.ok().map(|screen| (native, screen)))
+                .collect();
+            for (index, observation, detector) in verdicts {
+                let instance = &mut instances[index];
+                let (state, exit_code, pid) = match (&observation, &detector) {
+                    (None, _) if instance.state == InstanceState::Starting && instance.created_at.age() < STARTING_GRACE => {
+                        continue;
+                    }
+                    (None, _) => (InstanceState::Lost, instance.exit_code, instance.pid),
+                    (Some(observation), Some(detector)) => {
+                        let screen = screens.get(instance.id.native()).map(String::as_str);
+                        let exit_code = match observation.status {
+                            ObservedStatus::Exited(code) => Some(code),
+                            ObservedStatus::Running => None,
+                        };
+                        (detector.classify(observation, screen), exit_code, observation.pid.or(instance.pid))
+                    }
+                    (Some(_), None) => continue,
+                };
+                self.set_state(instance, state, exit_code, pid)?;
+            }
+        }
+        Ok(instances)
+    }
+
+    /// Records a state change (and its event) when something changed.
+    fn set_state(&self, instance: &mut Instance, state: InstanceState, exit_code: Option<i32>, pid: Option<u32>) -> Result<()> {
+        if instance.state == state && instance.exit_code == exit_code && instance.pid == pid {
+            return Ok(());
+        }
+        let from = instance.state;
+        instance.state = state;
+        instance.exit_code = exit_code;
+        instance.pid = pid;
+        instance.updated_at = Timestamp::now();
+        self.store.update_instance(instance)?;
+        if from != state {
+            let mut detail = serde_json::json!({ "from": from.name(), "to": state.name() });
+            if let Some(code) = exit_code {
+                detail["exit_code"] = code.into();
+            }
+            self.store.record_event(Some(&instance.id), "state", detail)?;
+        }
+        Ok(())
+    }
+
+    /// A live instance's record, or the error that says why it cannot take input.
+    fn live(&self, id: &InstanceId) -> Result<Instance> {
+        let instance = self.recorded(id)?;
+        match instance.state {
+            state if state.is_live() => Ok(instance),
+            InstanceState::Exited => Err(Error::NotLive {
+                id: id.to_string(),
+                state: format!("exited with code {}", instance.exit_code.unwrap_or(-1)),
+                hint: "`capture` still shows its last screen; launch a new one to go on".into(),
+            }),
+            state => Err(Error::NotLive {
+                id: id.to_string(),
+                state: state.name().into(),
+                hint: "launch a new one with `mahavishnu terminal launch`".into(),
+            }),
+        }
+    }
+
+    /// Types `input` into the instance.
+    pub async fn send(&self, id: &InstanceId, input: &[InputPart]) -> Result<()> {
+        self.live(id)?;
+        self.target(id.target())?.send(id.native(), input).await
+    }
+
+    /// The instance's screen.
+    pub async fn capture(&self, id: &InstanceId, options: CaptureOptions) -> Result<String> {
+        let instance = self.recorded(id)?;
+        if instance.state == InstanceState::Closed {
+            return Err(Error::NotLive {
+                id: id.to_string(),
+                state: "closed".into(),
+                hint: "a closed session keeps no screen".into(),
+            });
+        }
+        let text = self.target(id.target())?.screen(id.native(), options.screen).await?;
+        Ok(match options.lines {
+            Some(lines) => last_lines(&text, lines),
+            None => text,
+        })
+    }
+
+    /// Runs a side command in the instance's working directory and environment.
+    pub async fn exec(&self, id: &InstanceId, command: Vec<String>, timeout: Duration) -> Result<ExecOutput> {
+        if command.is_empty() {
+            return Err(Error::Invalid("no command given; pass it after `--`, e.g. `-- ls -la`".into()));
+        }
+        self.live(id)?;
+        self.target(id.target())?.exec(id.native(), &ExecRequest { command, timeout }).await
+    }
+
+    /// The instance's output so far.
+    pub async fn logs(&self, id: &InstanceId) -> Result<String> {
+        self.recorded(id)?;
+        self.target(id.target())?.logs(id.native()).await
+    }
+
+    /// Closes the given instances (a grace period, then kill), in parallel. Unknown ids fail the whole
+    /// call before anything is closed.
+    pub async fn close_instances(&self, ids: &[InstanceId], grace: Option<Duration>) -> Result<Vec<CloseOutcome>> {
+        let instances = ids.iter().map(|id| self.recorded(id)).collect::<Result<Vec<_>>>()?;
+        let grace = grace.unwrap_or(Duration::from_millis(self.config.config.terminal.stop_grace_ms));
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.max_concurrent()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for instance in instances {
+            let target = Arc::clone(self.target(instance.target)?);
+            let limit = Arc::clone(&limit);
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let stopped = target.stop(instance.id.native(), grace).await;
+                (instance, stopped)
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((mut instance, stopped)) = joined else { continue };
+            let error = stopped.err().map(|error| error.to_string());
+            if error.is_none() {
+                let exit_code = instance.exit_code;
+                let pid = instance.pid;
+                self.set_state(&mut instance, InstanceState::Closed, exit_code, pid)?;
+                self.store.record_event(Some(&instance.id), "closed", serde_json::json!({}))?;
+            }
+            outcomes.push(CloseOutcome { id: instance.id, closed: error.is_none(), error });
+        }
+        outcomes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(outcomes)
+    }
+
+    /// Recorded events after `after_seq`.
+    pub fn events(&self, after_seq: i64, instance: Option<&InstanceId>, limit: usize) -> Result<Vec<Event>> {
+        let instance = instance.map(ToString::to_string);
+        self.store.events(after_seq, instance.as_deref(), limit)
+    }
+
+    /// Re-adopts instances that still run on their targets but have no live record (after the state
+    /// directory was lost or replaced). Returns the adopted instances.
+    pub async fn recover_instances(&self) -> Result<Vec<Instance>> {
+        let mut adopted = Vec::new();
+        for target in self.targets.values() {
+            let Ok(specs) = target.recover().await else { continue };
+            for spec in specs {
+                if self.store.instance(&spec.id)?.is_some_and(|known| known.state.is_live()) {
+                    continue;
+                }
+                let profile = self.config.profile(&spec.profile).ok();
+                let waiting = profile.map(|profile| profile.waiting_rules()).unwrap_or_default();
+                let instance = launch::record_for(&spec, waiting, InstanceState::Running);
+                if self.store.insert_instance(&instance)? {
+                    self.store.record_event(Some(&instance.id), "recovered", serde_json::json!({}))?;
+                    adopted.push(instance);
+                }
+            }
+        }
+        self.reconcile(adopted).await
+    }
+
+    fn max_concurrent(&self) -> usize {
+        self.config.config.terminal.max_concurrent.max(1)
+    }
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(dir)
+        .map_err(|e| Error::Invalid(format!("--project {}: {e}; give an existing directory", dir.display())))
+}
+
+fn belongs_to(instance: &Instance, dir: &Path) -> bool {
+    instance.project == dir || instance.cwd.starts_with(dir)
+}
+
+/// The last `count` lines of `text`, ignoring blank lines at its end.
+fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines.iter().rposition(|line| !line.trim().is_empty()).map_or(0, |last| last + 1);
+    let start = end.saturating_sub(count);
+    let mut out = lines[start..end].join("\n");
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_skips_the_blank_end_of_the_screen() {
+        assert_eq!(last_lines("a\nb\nc\n\n\n", 2), "b\nc\n");
+        assert_eq!(last_lines("a\n", 5), "a\n");
+        assert_eq!(last_lines("\n\n", 3), "\n");
+    }
+}

@@ -100,7 +100,7 @@ fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
     let listener = bind_private(&files.socket)?;
     let writer = File::from(pty.master.try_clone().map_err(|e| e.to_string())?);
     let shared = Arc::new(Shared {
-        parser: Mutex::new(vt100::Parser::new(spec.rows, spec.cols, scrollback)),
+        parser: Mutex::new(vt100::Parser::new(nonzero(spec.rows, 24), nonzero(spec.cols, 80), scrollback)),
         writer: Mutex::new(writer),
         master: pty.master,
         last_output: Mutex::new(Instant::now()),
@@ -111,6 +111,10 @@ fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
         pid,
     });
     Ok(Host { pid, shared, listener, child })
+}
+
+fn nonzero(value: u16, fallback: u16) -> std::num::NonZeroU16 {
+    std::num::NonZeroU16::new(value).or(std::num::NonZeroU16::new(fallback)).unwrap_or(std::num::NonZeroU16::MIN)
 }
 
 fn set_cloexec(fd: &OwnedFd) -> nix::Result<()> {
@@ -258,7 +262,7 @@ fn handle_client(stream: UnixStream, shared: &Shared, files: &SessionFiles) -> s
             {
                 // Register under the parser lock, so no output falls between the snapshot and the stream.
                 let parser = lock(&shared.parser);
-                writer.write_all(&parser.screen().state_formatted())?;
+                writer.write_all(parser.screen().state_formatted().as_bytes())?;
                 lock(&shared.attached).push(writer.try_clone()?);
             }
             reader.get_ref().set_read_timeout(None)?;
@@ -309,7 +313,7 @@ fn resize(shared: &Shared, rows: u16, cols: u16) {
         return;
     }
     let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
-    lock(&shared.parser).set_size(rows, cols);
+    lock(&shared.parser).set_size(nonzero(rows, 24), nonzero(cols, 80));
     // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; the fd is our open master.
     unsafe { libc::ioctl(shared.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
 }

@@ -4,18 +4,18 @@ use mahavishnu_core::ScreenOptions;
 
 /// Renders the parser's screen (and scrollback on request) as text, a line per row.
 pub fn render(parser: &mut vt100::Parser, options: ScreenOptions) -> String {
-    let rows = usize::from(parser.screen().size().0);
+    let rows = usize::from(parser.screen().size().0.get());
     let mut lines = Vec::new();
     if options.scrollback {
-        parser.set_scrollback(usize::MAX);
-        let mut offset = parser.screen().scrollback();
+        let screen = parser.screen_mut();
+        let mut offset = screen.scrollback_len();
         while offset > 0 {
-            parser.set_scrollback(offset);
+            screen.set_scrollback(offset);
             let take = offset.min(rows);
-            lines.extend(visible_rows(parser.screen(), options.ansi).into_iter().take(take));
+            lines.extend(visible_rows(screen, options.ansi).into_iter().take(take));
             offset -= take;
         }
-        parser.set_scrollback(0);
+        screen.set_scrollback(0);
     }
     lines.extend(visible_rows(parser.screen(), options.ansi));
     let mut text = lines.join("\n");
@@ -24,9 +24,9 @@ pub fn render(parser: &mut vt100::Parser, options: ScreenOptions) -> String {
 }
 
 fn visible_rows(screen: &vt100::Screen, ansi: bool) -> Vec<String> {
-    let cols = screen.size().1;
+    let cols = screen.size().1.get();
     if ansi {
-        screen.rows_formatted(0, cols).map(|row| String::from_utf8_lossy(&row).into_owned()).collect()
+        screen.rows_formatted(0, cols).collect()
     } else {
         screen.rows(0, cols).map(|row| row.trim_end().to_string()).collect()
     }
@@ -36,9 +36,13 @@ fn visible_rows(screen: &vt100::Screen, ansi: bool) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn size(n: u16) -> std::num::NonZeroU16 {
+        std::num::NonZeroU16::new(n).unwrap()
+    }
+
     #[test]
     fn renders_rows_and_the_scrollback_above_them() {
-        let mut parser = vt100::Parser::new(3, 20, 100);
+        let mut parser = vt100::Parser::new(size(3), size(20), 100);
         for n in 1..=6 {
             parser.process(format!("line {n}\r\n").as_bytes());
         }
@@ -50,7 +54,7 @@ mod tests {
 
     #[test]
     fn ansi_keeps_the_colours() {
-        let mut parser = vt100::Parser::new(2, 20, 0);
+        let mut parser = vt100::Parser::new(size(2), size(20), 0);
         parser.process(b"\x1b[31mred\x1b[0m plain");
         let text = render(&mut parser, ScreenOptions { scrollback: false, ansi: true });
         assert!(text.contains("\x1b[31m"), "{text:?}");

@@ -1,0 +1,49 @@
+//! One module per command group, each thin over the services.
+
+mod config;
+mod events;
+mod terminal;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::context;
+use crate::output::{self, emit};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Terminal(command) => terminal::run(global, command).await,
+        Command::Targets => {
+            let orchestrator = context::orchestrator(global)?;
+            let verdicts = orchestrator.preflight_targets().await;
+            emit(global.output, &verdicts, || {
+                let rows: Vec<Vec<String>> = verdicts
+                    .iter()
+                    .map(|verdict| {
+                        let ready = if verdict.ready { "ready" } else { "not ready" };
+                        vec![verdict.target.to_string(), ready.to_string(), verdict.detail.clone()]
+                    })
+                    .collect();
+                output::table(&["TARGET", "STATUS", "DETAIL"], &rows)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(command) => config::run(global, command),
+        Command::Events(args) => events::run(global, args).await,
+        Command::Completions(args) => {
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "mahavishnu", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PtyHost(_) => unreachable!("the pty host is dispatched before the runtime starts"),
+    }
+}

@@ -1,0 +1,223 @@
+//! `mahavishnu terminal ...`: thin over the orchestrator.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use mahavishnu_core::keys::{Key, NamedKey};
+use mahavishnu_core::{Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, ScreenOptions, TargetKind};
+use mahavishnu_orchestrator::{CaptureOptions, LaunchRequest, ListFilter, Orchestrator, WaitCondition};
+use serde::Serialize;
+
+use crate::cli::{GlobalArgs, TargetArg, TerminalCommand};
+use crate::context;
+use crate::output::{self, OutputFormat, emit};
+
+pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCode> {
+    let orchestrator = context::orchestrator(global)?;
+    let format = global.output;
+    match command {
+        TerminalCommand::Launch(args) => {
+            let request = LaunchRequest {
+                profile: args.profile,
+                count: args.count,
+                target: args.target.map(|target| match target {
+                    TargetArg::Tmux => TargetKind::Tmux,
+                    TargetArg::Pty => TargetKind::Pty,
+                }),
+                cwd: args.cwd,
+                env: pairs("--env", &args.env)?,
+                name: args.name,
+                args: args.args,
+                labels: pairs("--label", &args.labels)?,
+            };
+            let outcome = orchestrator.launch_instances(&request).await?;
+            emit(format, &outcome.instances, || {
+                outcome.instances.iter().map(|instance| format!("{}\n", instance.id)).collect()
+            })?;
+            for error in &outcome.errors {
+                eprintln!("error: {error}");
+            }
+            Ok(if outcome.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        TerminalCommand::Send(args) => {
+            let id = orchestrator.resolve_id(&args.id)?;
+            let mut input = vec![InputPart::Text(args.text)];
+            if !args.no_enter {
+                input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
+            }
+            orchestrator.send(&id, &input).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Keys(args) => {
+            let id = orchestrator.resolve_id(&args.id)?;
+            let keys = args.keys.iter().map(|key| key.parse().map(InputPart::Key)).collect::<Result<Vec<_>, Error>>()?;
+            orchestrator.send(&id, &keys).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Capture(args) => {
+            let id = orchestrator.resolve_id(&args.id)?;
+            let options = CaptureOptions {
+                lines: args.lines,
+                screen: ScreenOptions { scrollback: args.scrollback, ansi: args.ansi },
+            };
+            let text = orchestrator.capture(&id, options).await?;
+            #[derive(Serialize)]
+            struct Capture<'a> {
+                id: &'a InstanceId,
+                text: &'a str,
+            }
+            emit(format, &Capture { id: &id, text: &text }, || text.clone())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Wait(args) => {
+            let id = orchestrator.resolve_id(&args.id)?;
+            let condition = match (args.pattern, args.idle) {
+                (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
+                (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
+                (None, None) => WaitCondition::Waiting,
+            };
+            let outcome = orchestrator.wait(&id, &condition, seconds("--timeout", args.timeout)?).await?;
+            emit(format, &outcome, || outcome.matched.as_ref().map(|text| format!("{text}\n")).unwrap_or_default())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::List(args) => {
+            let filter = ListFilter { project: args.project, all: args.all };
+            let instances = orchestrator.list_instances(&filter).await?;
+            emit(format, &instances, || instance_table(&instances))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Show(args) => {
+            let id = orchestrator.resolve_id(&args.id)?;
+            let instance = orchestrator.instance(&id).await?;
+            emit(format, &instance, || instance_table(std::slice::from_ref(&instance)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Exec(args) => {
+            let id = orchestrator.resolve_id(&args.id)?;
+            let output = orchestrator.exec(&id, args.command, seconds("--timeout", args.timeout)?).await?;
+            exec_output(format, &id, &output)
+        }
+        TerminalCommand::Attach(args) => attach(&orchestrator, &args.id).await,
+        TerminalCommand::Close(args) => {
+            let ids: Vec<InstanceId> = if args.all {
+                let filter = ListFilter { project: args.project, all: false };
+                orchestrator.list_instances(&filter).await?.into_iter().map(|instance| instance.id).collect()
+            } else {
+                args.ids.iter().map(|id| orchestrator.resolve_id(id)).collect::<Result<_, Error>>()?
+            };
+            let grace = args.grace.map(|grace| seconds("--grace", grace)).transpose()?;
+            let outcomes = orchestrator.close_instances(&ids, grace).await?;
+            emit(format, &outcomes, || {
+                outcomes
+                    .iter()
+                    .map(|outcome| match &outcome.error {
+                        None => format!("closed {}\n", outcome.id),
+                        Some(error) => format!("not closed {}: {error}\n", outcome.id),
+                    })
+                    .collect()
+            })?;
+            Ok(if outcomes.iter().all(|outcome| outcome.closed) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        TerminalCommand::Logs(args) => {
+            let id = orchestrator.resolve_id(&args.id)?;
+            let text = orchestrator.logs(&id).await?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Recover => {
+            let adopted = orchestrator.recover_instances().await?;
+            emit(format, &adopted, || instance_table(&adopted))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
+    values
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(Error::Invalid(format!("{flag} `{pair}` is not of the form KEY=VALUE")).into()),
+        })
+        .collect()
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    if !value.is_finite() || value < 0.0 || value > 86_400.0 * 365.0 {
+        return Err(Error::Invalid(format!("{flag} {value} is not a number of seconds between 0 and a year")).into());
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn state_label(instance: &Instance) -> String {
+    match (instance.state, instance.exit_code) {
+        (InstanceState::Exited, Some(code)) => format!("exited({code})"),
+        (state, _) => state.to_string(),
+    }
+}
+
+fn instance_table(instances: &[Instance]) -> String {
+    let rows: Vec<Vec<String>> = instances
+        .iter()
+        .map(|instance| {
+            vec![
+                instance.id.to_string(),
+                instance.profile.clone(),
+                instance.target.to_string(),
+                state_label(instance),
+                output::age(instance.created_at.age()),
+                instance.cwd.display().to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "PROFILE", "TARGET", "STATE", "AGE", "CWD"], &rows)
+}
+
+fn exec_output(format: OutputFormat, id: &InstanceId, output: &ExecOutput) -> Result<ExitCode> {
+    let code = output.exit_code.unwrap_or(124);
+    if format != OutputFormat::Table {
+        #[derive(Serialize)]
+        struct Exec<'a> {
+            id: &'a InstanceId,
+            #[serde(flatten)]
+            output: &'a ExecOutput,
+        }
+        emit(format, &Exec { id, output }, String::new)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    std::io::stdout().write_all(output.stdout.as_bytes())?;
+    std::io::stderr().write_all(output.stderr.as_bytes())?;
+    if output.timed_out {
+        eprintln!("error: the command was killed after its timeout");
+    }
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+async fn attach(orchestrator: &Orchestrator, text: &str) -> Result<ExitCode> {
+    let id = orchestrator.resolve_id(text)?;
+    let instance = orchestrator.instance(&id).await?;
+    if !instance.state.is_live() {
+        bail!(Error::NotLive {
+            id: id.to_string(),
+            state: state_label(&instance),
+            hint: "only a running session can be attached; `capture` shows its last screen".into(),
+        });
+    }
+    let (tmux, pty) = context::targets(orchestrator.config())?;
+    match id.target() {
+        TargetKind::Tmux => {
+            let command = tmux.attach_command(id.native());
+            let status = std::process::Command::new(&command[0]).args(&command[1..]).status()?;
+            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        TargetKind::Pty => {
+            eprintln!("attached to {id}; detach with {}", mahavishnu_terminal::pty::DETACH_KEY_NAME);
+            mahavishnu_terminal::pty::attach(&pty.socket(id.native()), &id.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!(Error::Unsupported { target: other, operation: "attach" }),
+    }
+}

@@ -1,0 +1,36 @@
+//! Builds the services a command needs from the configuration and the environment.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use mahavishnu_core::config::{ConfigLoader, LoadedConfig};
+use mahavishnu_core::store::Store;
+use mahavishnu_core::{Target, paths};
+use mahavishnu_orchestrator::Orchestrator;
+use mahavishnu_terminal::{PtyTarget, TmuxTarget};
+
+use crate::cli::GlobalArgs;
+
+/// The merged configuration for the current directory.
+pub fn load_config() -> Result<LoadedConfig> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(ConfigLoader::standard(&cwd)?)
+}
+
+/// The targets this build offers, configured.
+pub fn targets(config: &LoadedConfig) -> Result<(TmuxTarget, PtyTarget)> {
+    let settings = &config.config.targets;
+    let tmux = TmuxTarget::new(&settings.tmux.program, &settings.tmux.socket_name, settings.pty.scrollback);
+    let host = std::env::current_exe().context("cannot find the mahavishnu executable for the pty host")?;
+    let pty = PtyTarget::new(&paths::runtime_dir()?, host, settings.pty.scrollback);
+    Ok((tmux, pty))
+}
+
+/// The orchestrator over every target, with the store opened.
+pub fn orchestrator(global: &GlobalArgs) -> Result<Orchestrator> {
+    let config = load_config()?;
+    let store = Store::open(&paths::state_dir(global.state_dir.as_deref())?)?;
+    let (tmux, pty) = targets(&config)?;
+    let targets: Vec<Arc<dyn Target>> = vec![Arc::new(tmux), Arc::new(pty)];
+    Ok(Orchestrator::new(Arc::new(config), Arc::new(store), targets))
+}

@@ -1,0 +1,306 @@
+//! `launch_instances`: resolve a profile into launch specs, record them, start them in parallel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mahavishnu_core::config::ProfileConfig;
+use mahavishnu_core::{
+    Error, Instance, InstanceId, InstanceState, LaunchSpec, Result, TargetKind, Timestamp, WaitingRules, paths,
+};
+use serde::Serialize;
+
+use crate::Orchestrator;
+
+/// What to launch.
+#[derive(Clone, Debug, Default)]
+pub struct LaunchRequest {
+    /// Profile name.
+    pub profile: String,
+    /// How many instances.
+    pub count: usize,
+    /// The target; else the profile's, else the configured default.
+    pub target: Option<TargetKind>,
+    /// Working directory; else the profile's, else the current directory.
+    pub cwd: Option<PathBuf>,
+    /// Environment added on top of the profile's.
+    pub env: BTreeMap<String, String>,
+    /// Instance name (native id); with a count above one, `NAME-1`, `NAME-2`, ...
+    pub name: Option<String>,
+    /// Arguments appended to the profile's.
+    pub args: Vec<String>,
+    /// Labels added to the profile's.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a launch produced: the instances that run and the errors of those that did not.
+#[derive(Clone, Debug, Serialize)]
+pub struct LaunchOutcome {
+    /// Launched instances, in order.
+    pub instances: Vec<Instance>,
+    /// One message per instance that failed to start.
+    pub errors: Vec<String>,
+}
+
+impl Orchestrator {
+    /// Starts `request.count` instances of a profile in parallel, at most `terminal.max_concurrent` at a
+    /// time, and records them.
+    pub async fn launch_instances(&self, request: &LaunchRequest) -> Result<LaunchOutcome> {
+        let terminal = &self.config.config.terminal;
+        if request.count == 0 {
+            return Err(Error::Invalid("--count 0 launches nothing; give a count of 1 or more".into()));
+        }
+        if request.count > terminal.max_count {
+            return Err(Error::Invalid(format!(
+                "--count {} is more than the limit of {}; launch fewer, or raise terminal.max_count in the config",
+                request.count, terminal.max_count
+            )));
+        }
+        let profile = self.config.profile(&request.profile)?;
+        let kind = self.choose_target(request, profile)?;
+        let target = Arc::clone(self.target(kind)?);
+        let command = resolve_command(&request.profile, profile, &request.args)?;
+        let cwd = resolve_cwd(request.cwd.as_deref().or(profile.cwd.as_deref()))?;
+        let mut env = profile.env.clone();
+        env.extend(request.env.clone());
+        for key in env.keys() {
+            check_env_key(key)?;
+        }
+        let mut labels = profile.labels.clone();
+        labels.extend(request.labels.clone());
+        let names = self.instance_names(kind, request)?;
+
+        let mut specs = Vec::with_capacity(names.len());
+        for id in names {
+            let spec = LaunchSpec {
+                id,
+                profile: request.profile.clone(),
+                command: command.clone(),
+                cwd: cwd.clone(),
+                env: env.clone(),
+                rows: terminal.rows.max(2),
+                cols: terminal.cols.max(10),
+                labels: labels.clone(),
+            };
+            let instance = record_for(&spec, profile.waiting_rules(), InstanceState::Starting);
+            if !self.store.insert_instance(&instance)? {
+                return Err(Error::Invalid(format!(
+                    "an instance `{}` already exists; close it first or choose another --name",
+                    spec.id
+                )));
+            }
+            specs.push((spec, instance));
+        }
+
+        let limit = Arc::new(tokio::sync::Semaphore::new(self.max_concurrent()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (order, (spec, instance)) in specs.into_iter().enumerate() {
+            let target = Arc::clone(&target);
+            let limit = Arc::clone(&limit);
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let launched = target.launch(&spec).await;
+                (order, instance, launched)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(result) = joined {
+                results.push(result);
+            }
+        }
+        results.sort_by_key(|(order, ..)| *order);
+
+        let mut outcome = LaunchOutcome { instances: Vec::new(), errors: Vec::new() };
+        for (_, mut instance, launched) in results {
+            match launched {
+                Ok(observation) => {
+                    self.set_state(&mut instance, InstanceState::Running, None, observation.pid)?;
+                    let detail = serde_json::json!({
+                        "profile": instance.profile, "target": instance.target, "cwd": instance.cwd,
+                    });
+                    self.store.record_event(Some(&instance.id), "launched", detail)?;
+                    outcome.instances.push(instance);
+                }
+                Err(error) => {
+                    let message = format!("{}: {error}", instance.id);
+                    self.set_state(&mut instance, InstanceState::Failed, None, None)?;
+                    self.store.record_event(Some(&instance.id), "failed", serde_json::json!({ "error": error.to_string() }))?;
+                    outcome.errors.push(message);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn choose_target(&self, request: &LaunchRequest, profile: &ProfileConfig) -> Result<TargetKind> {
+        if let Some(kind) = request.target {
+            return Ok(kind);
+        }
+        if let Some(kind) = profile.preferred_target()? {
+            return Ok(kind);
+        }
+        match self.config.config.terminal.default_target.as_str() {
+            "auto" => {
+                let tmux = &self.config.config.targets.tmux.program;
+                Ok(if find_program(tmux).is_some() { TargetKind::Tmux } else { TargetKind::Pty })
+            }
+            other => other.parse().map_err(|_| {
+                Error::Config(format!("terminal.default_target = \"{other}\" is not a target; use tmux, pty or auto"))
+            }),
+        }
+    }
+
+    fn instance_names(&self, kind: TargetKind, request: &LaunchRequest) -> Result<Vec<InstanceId>> {
+        match &request.name {
+            Some(name) => {
+                check_name(name)?;
+                if request.count == 1 {
+                    Ok(vec![InstanceId::new(kind, name.clone())?])
+                } else {
+                    (1..=request.count).map(|n| InstanceId::new(kind, format!("{name}-{n}"))).collect()
+                }
+            }
+            None => {
+                let mut ids = Vec::with_capacity(request.count);
+                while ids.len() < request.count {
+                    let id = InstanceId::new(kind, format!("mv-{:06x}", fastrand::u32(..0x100_0000)))?;
+                    if !ids.contains(&id) && self.store.instance(&id)?.is_none() {
+                        ids.push(id);
+                    }
+                }
+                Ok(ids)
+            }
+        }
+    }
+}
+
+/// The record of an instance about to be (or already) running from `spec`.
+pub(crate) fn record_for(spec: &LaunchSpec, waiting: WaitingRules, state: InstanceState) -> Instance {
+    let now = Timestamp::now();
+    Instance {
+        id: spec.id.clone(),
+        profile: spec.profile.clone(),
+        target: spec.id.target(),
+        state,
+        exit_code: None,
+        cwd: spec.cwd.clone(),
+        project: paths::project_of(&spec.cwd),
+        command: spec.command.clone(),
+        pid: None,
+        labels: spec.labels.clone(),
+        waiting,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "--name `{}` is not usable: use 1 to 64 letters, digits, `-` and `_`, starting with a letter or digit",
+            name.escape_default()
+        )))
+    }
+}
+
+fn check_env_key(key: &str) -> Result<()> {
+    let valid = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "`{}` is not an environment variable name; use letters, digits and `_`, as in --env KEY=value",
+            key.escape_default()
+        )))
+    }
+}
+
+fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
+    let cwd = match cwd {
+        Some(cwd) => cwd.to_path_buf(),
+        None => std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", e))?,
+    };
+    let resolved = std::fs::canonicalize(&cwd)
+        .map_err(|e| Error::Invalid(format!("--cwd {}: {e}; give an existing directory", cwd.display())))?;
+    if !resolved.is_dir() {
+        return Err(Error::Invalid(format!("--cwd {} is not a directory", cwd.display())));
+    }
+    Ok(resolved)
+}
+
+/// The full command of a profile: its program resolved to a path, its arguments, then `extra`.
+fn resolve_command(name: &str, profile: &ProfileConfig, extra: &[String]) -> Result<Vec<String>> {
+    let program = match &profile.program {
+        Some(program) if !program.is_empty() => program.clone(),
+        _ if profile.shell => std::env::var("SHELL").ok().filter(|shell| !shell.is_empty()).unwrap_or_else(|| "/bin/sh".into()),
+        _ => {
+            return Err(Error::Config(format!(
+                "profile `{name}` has no program; set profiles.{name}.program in the config"
+            )));
+        }
+    };
+    let path = find_program(&program).ok_or_else(|| {
+        let install = profile
+            .install_hint
+            .as_ref()
+            .map(|hint| format!("install it (`{hint}`), or "))
+            .unwrap_or_default();
+        Error::Invalid(format!(
+            "program `{program}` of profile `{name}` is not on PATH; {install}set profiles.{name}.program in the config to its full path"
+        ))
+    })?;
+    let mut command = vec![path.to_string_lossy().into_owned()];
+    command.extend(profile.args.iter().cloned());
+    command.extend(extra.iter().cloned());
+    Ok(command)
+}
+
+/// The executable `program` resolves to: a path as given, or the first match on PATH.
+pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return executable(&path).then(|| std::fs::canonicalize(&path).unwrap_or(path));
+    }
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search).map(|dir| dir.join(program)).find(|path| executable(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_env_keys_are_checked() {
+        assert!(check_name("worker_1-a").is_ok());
+        for bad in ["", "-x", "a b", "a;b", "a:b", "a.b", "$(x)", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_env_key("PATH_2").is_ok());
+        assert!(check_env_key("2X").is_err());
+        assert!(check_env_key("A-B").is_err());
+    }
+
+    #[test]
+    fn a_missing_program_names_the_install_command_and_the_config_key() {
+        let profile = ProfileConfig {
+            program: Some("no-such-program-xyz".into()),
+            install_hint: Some("npm install -g no-such".into()),
+            ..Default::default()
+        };
+        let error = resolve_command("thing", &profile, &[]).unwrap_err().to_string();
+        assert!(error.contains("npm install -g no-such"), "{error}");
+        assert!(error.contains("profiles.thing.program"), "{error}");
+    }
+}

@@ -1,0 +1,116 @@
+//! `wait`: block until the screen matches, stays unchanged, or the program waits for input.
+
+use std::time::{Duration, Instant};
+
+use mahavishnu_core::status::{StatusTracker, WaitingDetector};
+use mahavishnu_core::{Error, InstanceId, InstanceState, ObservedStatus, Result, ScreenOptions};
+use regex::Regex;
+use serde::Serialize;
+
+use crate::Orchestrator;
+
+/// What to wait for.
+#[derive(Clone, Debug)]
+pub enum WaitCondition {
+    /// The screen matches this regular expression.
+    Pattern(Regex),
+    /// The screen stays unchanged this long.
+    Idle(Duration),
+    /// The profile's rules say the program waits for input (confirmed on two polls).
+    Waiting,
+}
+
+impl WaitCondition {
+    /// Compiles a `--for` pattern, naming the problem if it is not a regular expression.
+    pub fn pattern(pattern: &str) -> Result<Self> {
+        Regex::new(pattern)
+            .map(WaitCondition::Pattern)
+            .map_err(|e| Error::Invalid(format!("--for `{pattern}` is not a valid regular expression: {e}")))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            WaitCondition::Pattern(regex) => format!("`{}` on the screen", regex.as_str()),
+            WaitCondition::Idle(idle) => format!("{} ms without screen changes", idle.as_millis()),
+            WaitCondition::Waiting => "the program to wait for input".into(),
+        }
+    }
+}
+
+/// How a wait ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitOutcome {
+    /// The instance.
+    pub id: InstanceId,
+    /// The text that matched, for a pattern.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<String>,
+    /// How long the wait took.
+    pub elapsed_ms: u64,
+}
+
+fn poll_interval(elapsed: Duration) -> Duration {
+    match elapsed.as_millis() {
+        0..200 => Duration::from_millis(3),
+        200..2000 => Duration::from_millis(20),
+        _ => Duration::from_millis(50),
+    }
+}
+
+impl Orchestrator {
+    /// Waits until `condition` holds on instance `id`, at most `timeout`.
+    pub async fn wait(&self, id: &InstanceId, condition: &WaitCondition, timeout: Duration) -> Result<WaitOutcome> {
+        let instance = self.live(id)?;
+        let target = self.target(id.target())?;
+        let detector = WaitingDetector::new(&instance.waiting)?;
+        let started = Instant::now();
+        let mut tracker = StatusTracker::default();
+        let mut last_inspect = Instant::now();
+        loop {
+            let screen = target.screen(id.native(), ScreenOptions::default()).await?;
+            let idle = tracker.observe_screen(&screen);
+            let done = match condition {
+                WaitCondition::Pattern(regex) => regex.find(&screen).map(|found| Some(found.as_str().to_string())),
+                WaitCondition::Idle(wanted) => (idle >= *wanted).then_some(None),
+                WaitCondition::Waiting => {
+                    let mut observation = target
+                        .inspect(id.native())
+                        .await?
+                        .ok_or_else(|| Error::UnknownInstance { id: id.to_string() })?;
+                    last_inspect = Instant::now();
+                    let measured = idle.as_millis() as u64;
+                    observation.idle_ms = Some(observation.idle_ms.map_or(measured, |idle| idle.max(measured)));
+                    self.check_running(id, &observation.status)?;
+                    let state = detector.classify(&observation, Some(&screen));
+                    (tracker.confirm(state) == Some(InstanceState::Waiting)).then_some(None)
+                }
+            };
+            if let Some(matched) = done {
+                return Ok(WaitOutcome { id: id.clone(), matched, elapsed_ms: started.elapsed().as_millis() as u64 });
+            }
+            if last_inspect.elapsed() > Duration::from_millis(250) {
+                last_inspect = Instant::now();
+                match target.inspect(id.native()).await? {
+                    Some(observation) => self.check_running(id, &observation.status)?,
+                    None => return Err(Error::NotLive { id: id.to_string(), state: "lost".into(), hint: "its session vanished".into() }),
+                }
+            }
+            let elapsed = started.elapsed();
+            if elapsed >= timeout {
+                return Err(Error::Timeout { id: id.to_string(), what: condition.describe(), seconds: elapsed.as_secs_f64() });
+            }
+            tokio::time::sleep(poll_interval(elapsed).min(timeout - elapsed)).await;
+        }
+    }
+
+    fn check_running(&self, id: &InstanceId, status: &ObservedStatus) -> Result<()> {
+        match status {
+            ObservedStatus::Running => Ok(()),
+            ObservedStatus::Exited(code) => Err(Error::NotLive {
+                id: id.to_string(),
+                state: format!("exited with code {code}"),
+                hint: "it ended before the wait was over; `capture` shows its last screen".into(),
+            }),
+        }
+    }
+}
