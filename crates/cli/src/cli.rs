@@ -9,7 +9,12 @@ use crate::output::OutputFormat;
 /// Orchestrates AI coding CLIs (Qwen Code, Claude Code, Gemini CLI, Codex) and shells across terminal
 /// sessions: launch many at once, type into them, read their screens, see which wait for input.
 #[derive(Debug, Parser)]
-#[command(name = "mahavishnu", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "mahavishnu",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -20,9 +20,16 @@ pub fn load_config() -> Result<LoadedConfig> {
 /// The targets this build offers, configured.
 pub fn targets(config: &LoadedConfig) -> Result<(TmuxTarget, PtyTarget)> {
     let settings = &config.config.targets;
-    let tmux = TmuxTarget::new(&settings.tmux.program, &settings.tmux.socket_name, settings.pty.scrollback);
-    let host = std::env::current_exe().context("cannot find the mahavishnu executable for the pty host")?;
-    let pty = PtyTarget::new(&paths::runtime_dir()?, host, settings.pty.scrollback);
+    let runtime_dir = paths::runtime_dir()?;
+    let tmux = TmuxTarget::new(
+        &settings.tmux.program,
+        &settings.tmux.socket_name,
+        settings.pty.scrollback,
+        &runtime_dir,
+    );
+    let host = std::env::current_exe()
+        .context("cannot find the mahavishnu executable for the pty host")?;
+    let pty = PtyTarget::new(&runtime_dir, host, settings.pty.scrollback);
     Ok((tmux, pty))
 }
 
@@ -32,5 +39,9 @@ pub fn orchestrator(global: &GlobalArgs) -> Result<Orchestrator> {
     let store = Store::open(&paths::state_dir(global.state_dir.as_deref())?)?;
     let (tmux, pty) = targets(&config)?;
     let targets: Vec<Arc<dyn Target>> = vec![Arc::new(tmux), Arc::new(pty)];
-    Ok(Orchestrator::new(Arc::new(config), Arc::new(store), targets))
+    Ok(Orchestrator::new(
+        Arc::new(config),
+        Arc::new(store),
+        targets,
+    ))
 }

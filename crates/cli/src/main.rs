@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         let code = mahavishnu_terminal::pty::host::run(&host.dir, &host.name, host.scrollback);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -29,7 +32,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            let usage = error.downcast_ref::<mahavishnu_core::Error>().is_some_and(|e| e.is_usage());
+            let usage = error
+                .downcast_ref::<mahavishnu_core::Error>()
+                .is_some_and(|e| e.is_usage());
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }

@@ -15,7 +15,11 @@ pub enum OutputFormat {
 }
 
 /// Prints `value` as JSON or YAML, or calls `table` for the table form.
-pub fn emit<T: Serialize + ?Sized>(format: OutputFormat, value: &T, table: impl FnOnce() -> String) -> Result<()> {
+pub fn emit<T: Serialize + ?Sized>(
+    format: OutputFormat,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
     let text = match format {
         OutputFormat::Json => serde_json::to_string_pretty(value)? + "\n",
         OutputFormat::Yaml => serde_yaml::to_string(value)?,

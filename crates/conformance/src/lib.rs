@@ -1,1 +1,451 @@
+//! The conformance suite of the `Target` trait. Every target runs it unchanged: the tmux and pty targets
+//! on this machine, later targets against whatever the tests can reach. A target passes when every check
+//! holds; each failure names the check and what was seen.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mahavishnu_core::keys::{Key, NamedKey};
+use mahavishnu_core::{
+    ExecRequest, InputPart, InstanceId, LaunchSpec, Observation, ObservedStatus, ScreenOptions,
+    Target,
+};
+
+/// What the suite needs to know about a target.
+pub struct Fixture {
+    /// The target under test.
+    pub target: Arc<dyn Target>,
+    /// A POSIX shell on the target, e.g. `/bin/sh`.
+    pub shell: String,
+    /// A directory that exists on the target, used as the working directory.
+    pub cwd: PathBuf,
+    /// A prefix for instance names, unique to this run.
+    pub prefix: String,
+    /// How long the suite waits for a screen or state to appear.
+    pub patience: Duration,
+}
+
+impl Fixture {
+    fn spec(&self, name: &str, command: &[&str]) -> LaunchSpec {
+        let native = format!("{}-{name}", self.prefix);
+        LaunchSpec {
+            id: InstanceId::new(self.target.kind(), native)
+                .expect("conformance names are valid ids"),
+            profile: "conformance".into(),
+            command: command.iter().map(|word| word.to_string()).collect(),
+            cwd: self.cwd.clone(),
+            env: BTreeMap::from([("MV_CONFORMANCE".to_string(), "yes it is".to_string())]),
+            rows: 24,
+            cols: 100,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    async fn launch(&self, name: &str, command: &[&str]) -> LaunchSpec {
+        let spec = self.spec(name, command);
+        let observation = self
+            .target
+            .launch(&spec)
+            .await
+            .unwrap_or_else(|e| panic!("launch {name}: {e}"));
+        assert_eq!(
+            observation.native,
+            spec.id.native(),
+            "launch reports the native id it was given"
+        );
+        spec
+    }
+
+    async fn screen_until(&self, native: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < self.patience {
+            if let Ok(screen) = self.target.screen(native, ScreenOptions::default()).await {
+                if check(&screen) {
+                    return screen;
+                }
+                last = screen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{native}: {what} never appeared on the screen; last screen:\n{last}");
+    }
+
+    async fn observe_until(
+        &self,
+        native: &str,
+        what: &str,
+        check: impl Fn(Option<&Observation>) -> bool,
+    ) {
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < self.patience {
+            let observed = self.target.list().await.expect("list");
+            let mine = observed
+                .into_iter()
+                .find(|observation| observation.native == native);
+            if check(mine.as_ref()) {
+                return;
+            }
+            last = mine;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{native}: never {what}; last observation: {last:?}");
+    }
+}
+
+/// Runs every check against the fixture's target.
+pub async fn run_all(fixture: &Fixture) {
+    check("preflight", preflight(fixture)).await;
+    check("launch and list", launch_and_list(fixture)).await;
+    check("text is typed literally", literal_text(fixture)).await;
+    check("named keys", named_keys(fixture)).await;
+    check("exec", exec(fixture)).await;
+    check("exit code and last screen", exit_and_last_screen(fixture)).await;
+    check("scrollback", scrollback(fixture)).await;
+    check("idle time", idle_time(fixture)).await;
+    check("stop", stop(fixture)).await;
+    check("recover", recover(fixture)).await;
+    check("unknown instances", unknown(fixture)).await;
+}
+
+async fn check(name: &str, body: impl Future<Output = ()>) {
+    let started = Instant::now();
+    body.await;
+    eprintln!(
+        "conformance: {name} ok ({} ms)",
+        started.elapsed().as_millis()
+    );
+}
+
+async fn preflight(fixture: &Fixture) {
+    let verdict = fixture.target.preflight().await;
+    assert!(verdict.ready, "preflight: {}", verdict.detail);
+    assert_eq!(verdict.target, fixture.target.kind());
+}
+
+async fn launch_and_list(fixture: &Fixture) {
+    let spec = fixture.launch("list", &[&fixture.shell]).await;
+    let native = spec.id.native();
+    fixture
+        .observe_until(native, "listed as running", |o| {
+            o.is_some_and(|o| o.status == ObservedStatus::Running)
+        })
+        .await;
+    let inspected = fixture
+        .target
+        .inspect(native)
+        .await
+        .expect("inspect")
+        .expect("inspect finds it");
+    assert_eq!(inspected.status, ObservedStatus::Running);
+    assert!(
+        inspected.pid.is_some(),
+        "a running local instance reports its pid"
+    );
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn literal_text(fixture: &Fixture) {
+    // `cat` echoes what it receives: anything a shell would interpret must come back unchanged.
+    let spec = fixture.launch("literal", &["cat"]).await;
+    let native = spec.id.native();
+    let nasty = r#"a'b"c $(touch pwned) `id` ; | & > x \n ünïcødé $HOME"#;
+    let input = [
+        InputPart::Text(nasty.into()),
+        InputPart::Key(Key::Named(NamedKey::Enter)),
+    ];
+    fixture.target.send(native, &input).await.expect("send");
+    fixture
+        .screen_until(native, "the text twice (echo and cat)", |screen| {
+            screen.matches(nasty).count() >= 2
+        })
+        .await;
+    assert!(
+        !fixture.cwd.join("pwned").exists(),
+        "text was interpreted by a shell"
+    );
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn named_keys(fixture: &Fixture) {
+    let spec = fixture.launch("keys", &["cat"]).await;
+    let native = spec.id.native();
+    let input = [
+        InputPart::Text("abcx".into()),
+        InputPart::Key(Key::Named(NamedKey::Backspace)),
+        InputPart::Text("d".into()),
+        InputPart::Key(Key::Named(NamedKey::Enter)),
+    ];
+    fixture
+        .target
+        .send(native, &input)
+        .await
+        .expect("send keys");
+    fixture
+        .screen_until(native, "`abcd` echoed back by cat", |screen| {
+            screen.matches("abcd").count() >= 2
+        })
+        .await;
+    fixture
+        .target
+        .send(native, &[InputPart::Key(Key::Ctrl('d'))])
+        .await
+        .expect("send C-d");
+    fixture
+        .observe_until(native, "ended by C-d", |o| {
+            o.is_none_or(|o| o.status == ObservedStatus::Exited(0))
+        })
+        .await;
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn exec(fixture: &Fixture) {
+    let spec = fixture.launch("exec", &[&fixture.shell]).await;
+    let native = spec.id.native();
+    let script = "echo \"$MV_CONFORMANCE\"; pwd; echo oops >&2; exit 7";
+    let request = ExecRequest {
+        command: vec![fixture.shell.clone(), "-c".into(), script.into()],
+        timeout: Duration::from_secs(10),
+    };
+    let output = fixture.target.exec(native, &request).await.expect("exec");
+    assert_eq!(output.exit_code, Some(7));
+    assert_eq!(
+        output.stdout,
+        format!("yes it is\n{}\n", fixture.cwd.display())
+    );
+    assert_eq!(output.stderr, "oops\n");
+    assert!(!output.timed_out);
+    let slow = ExecRequest {
+        command: vec!["sleep".into(), "5".into()],
+        timeout: Duration::from_millis(200),
+    };
+    let output = fixture
+        .target
+        .exec(native, &slow)
+        .await
+        .expect("exec with timeout");
+    assert!(output.timed_out && output.exit_code.is_none(), "{output:?}");
+    assert!(
+        output.duration_ms < 3000,
+        "the timeout kills the command: {output:?}"
+    );
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn exit_and_last_screen(fixture: &Fixture) {
+    let spec = fixture
+        .launch("exits", &[&fixture.shell, "-c", "echo last words; exit 3"])
+        .await;
+    let native = spec.id.native();
+    fixture
+        .observe_until(native, "exited with code 3", |o| {
+            o.is_some_and(|o| o.status == ObservedStatus::Exited(3))
+        })
+        .await;
+    let screen = fixture
+        .target
+        .screen(native, ScreenOptions::default())
+        .await
+        .expect("screen of an exited instance");
+    assert!(
+        screen.contains("last words"),
+        "the last screen is kept: {screen:?}"
+    );
+    fixture
+        .target
+        .stop(native, Duration::from_secs(1))
+        .await
+        .expect("stop an exited instance");
+    fixture
+        .observe_until(native, "gone after stop", |o| o.is_none())
+        .await;
+}
+
+async fn scrollback(fixture: &Fixture) {
+    let spec = fixture
+        .launch(
+            "scroll",
+            &[
+                &fixture.shell,
+                "-c",
+                "i=1; while [ $i -le 300 ]; do echo line$i; i=$((i+1)); done; exec cat",
+            ],
+        )
+        .await;
+    let native = spec.id.native();
+    fixture
+        .screen_until(native, "line300", |screen| screen.contains("line300"))
+        .await;
+    let visible = fixture
+        .target
+        .screen(native, ScreenOptions::default())
+        .await
+        .expect("screen");
+    assert!(
+        !visible.contains("line1\n"),
+        "the visible screen holds only the last rows"
+    );
+    assert!(
+        visible.lines().count() <= 24,
+        "one line per row: {} lines",
+        visible.lines().count()
+    );
+    let all = fixture
+        .target
+        .screen(
+            native,
+            ScreenOptions {
+                scrollback: true,
+                ansi: false,
+            },
+        )
+        .await
+        .expect("scrollback");
+    let lines: Vec<&str> = all
+        .lines()
+        .filter(|line| line.starts_with("line"))
+        .collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"line1"),
+        "scrollback starts at the first line"
+    );
+    assert_eq!(lines.len(), 300, "every line is kept, in order");
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn idle_time(fixture: &Fixture) {
+    let spec = fixture.launch("idle", &["cat"]).await;
+    let native = spec.id.native();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let observation = fixture
+        .target
+        .inspect(native)
+        .await
+        .expect("inspect")
+        .expect("found");
+    let idle = observation.idle_ms.expect("the target reports idle time");
+    assert!(
+        (200..=60_000).contains(&idle),
+        "idle time after 2.2 s of silence: {idle} ms"
+    );
+    assert_eq!(
+        observation.foreground_job,
+        Some(false),
+        "cat itself holds the foreground"
+    );
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn stop(fixture: &Fixture) {
+    // A program that ignores SIGHUP and SIGTERM is killed after the grace period.
+    let spec = fixture
+        .launch(
+            "stubborn",
+            &[
+                &fixture.shell,
+                "-c",
+                "trap '' HUP TERM; echo ready; while :; do sleep 1; done",
+            ],
+        )
+        .await;
+    let native = spec.id.native();
+    fixture
+        .screen_until(native, "ready", |screen| screen.contains("ready"))
+        .await;
+    let started = Instant::now();
+    fixture
+        .target
+        .stop(native, Duration::from_millis(300))
+        .await
+        .expect("stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    fixture
+        .observe_until(native, "gone after stop", |o| o.is_none())
+        .await;
+    fixture
+        .target
+        .stop(native, Duration::from_millis(100))
+        .await
+        .expect("stopping twice succeeds");
+}
+
+async fn recover(fixture: &Fixture) {
+    let spec = fixture.launch("recover", &[&fixture.shell]).await;
+    let native = spec.id.native();
+    let specs = fixture.target.recover().await.expect("recover");
+    let found = specs
+        .iter()
+        .find(|found| found.id == spec.id)
+        .expect("a running instance is recoverable");
+    assert_eq!(found.command, spec.command);
+    assert_eq!(found.cwd, spec.cwd);
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn unknown(fixture: &Fixture) {
+    let native = format!("{}-never-launched", fixture.prefix);
+    assert!(
+        fixture
+            .target
+            .inspect(&native)
+            .await
+            .expect("inspect")
+            .is_none()
+    );
+    assert!(
+        fixture
+            .target
+            .send(&native, &[InputPart::Text("x".into())])
+            .await
+            .is_err()
+    );
+    assert!(
+        fixture
+            .target
+            .screen(&native, ScreenOptions::default())
+            .await
+            .is_err()
+    );
+    fixture
+        .target
+        .stop(&native, Duration::from_millis(100))
+        .await
+        .expect("stopping an unknown instance succeeds");
+}

@@ -104,7 +104,11 @@ pub struct ProfileConfig {
 impl ProfileConfig {
     /// The waiting rules of this profile.
     pub fn waiting_rules(&self) -> WaitingRules {
-        WaitingRules { patterns: self.waiting.clone(), idle_ms: self.idle_ms.unwrap_or(1000), shell: self.shell }
+        WaitingRules {
+            patterns: self.waiting.clone(),
+            idle_ms: self.idle_ms.unwrap_or(1000),
+            shell: self.shell,
+        }
     }
 
     /// The preferred target, if the profile names one.
@@ -140,8 +144,13 @@ pub struct ConfigLoader {
 impl ConfigLoader {
     /// Starts from the built-in defaults.
     pub fn new() -> Self {
-        let defaults: Value = toml::from_str(DEFAULTS).unwrap_or_else(|e| panic!("built-in defaults: {e}"));
-        let mut loader = ConfigLoader { merged: Value::Table(Default::default()), origins: BTreeMap::new(), files: vec![] };
+        let defaults: Value =
+            toml::from_str(DEFAULTS).unwrap_or_else(|e| panic!("built-in defaults: {e}"));
+        let mut loader = ConfigLoader {
+            merged: Value::Table(Default::default()),
+            origins: BTreeMap::new(),
+            files: vec![],
+        };
         loader.merge(defaults, "built-in");
         loader
     }
@@ -163,18 +172,26 @@ impl ConfigLoader {
 
     /// Adds a TOML file as a layer; a syntax error or unknown key names the file, line and key.
     pub fn file(&mut self, path: &Path) -> Result<&mut Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
-        let layer = parse_layer(&text).map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        let layer = parse_layer(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         self.files.push(path.to_path_buf());
         self.merge(layer, &path.display().to_string());
         Ok(self)
     }
 
     /// Adds `MAHAVISHNU_SECTION__KEY=value` variables as a layer (`__` separates the levels).
-    pub fn environment(&mut self, vars: impl Iterator<Item = (String, String)>) -> Result<&mut Self> {
+    pub fn environment(
+        &mut self,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<&mut Self> {
         for (name, raw) in vars {
-            let Some(path) = name.strip_prefix("MAHAVISHNU_").filter(|rest| rest.contains("__")) else {
+            let Some(path) = name
+                .strip_prefix("MAHAVISHNU_")
+                .filter(|rest| rest.contains("__"))
+            else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
@@ -189,7 +206,9 @@ impl ConfigLoader {
                 layer = Value::Table(table);
             }
             Config::deserialize(layer.clone()).map_err(|e| {
-                Error::Config(format!("environment variable {name}: {e}; unset it or fix its value"))
+                Error::Config(format!(
+                    "environment variable {name}: {e}; unset it or fix its value"
+                ))
             })?;
             self.merge(layer, &format!("env {name}"));
         }
@@ -206,7 +225,12 @@ impl ConfigLoader {
     pub fn finish(self) -> Result<LoadedConfig> {
         let config = Config::deserialize(self.merged.clone())
             .map_err(|e| Error::Config(format!("the merged configuration is invalid: {e}")))?;
-        Ok(LoadedConfig { config, merged: self.merged, origins: self.origins, files: self.files })
+        Ok(LoadedConfig {
+            config,
+            merged: self.merged,
+            origins: self.origins,
+            files: self.files,
+        })
     }
 
     fn merge(&mut self, layer: Value, origin: &str) {
@@ -226,17 +250,29 @@ fn parse_layer(text: &str) -> std::result::Result<Value, String> {
     toml::from_str::<Value>(text).map_err(|e| e.to_string())
 }
 
-fn merge_into(base: &mut Value, layer: Value, prefix: &str, origin: &str, origins: &mut BTreeMap<String, Origin>) {
+fn merge_into(
+    base: &mut Value,
+    layer: Value,
+    prefix: &str,
+    origin: &str,
+    origins: &mut BTreeMap<String, Origin>,
+) {
     match (base, layer) {
         (Value::Table(base), Value::Table(layer)) => {
             for (key, value) in layer {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 match base.get_mut(&key) {
                     Some(existing) if existing.is_table() && value.is_table() => {
                         merge_into(existing, value, &path, origin, origins)
                     }
                     _ => {
-                        origins.retain(|known, _| !(known == &path || known.starts_with(&format!("{path}."))));
+                        origins.retain(|known, _| {
+                            !(known == &path || known.starts_with(&format!("{path}.")))
+                        });
                         record_origins(&value, &path, origin, origins);
                         base.insert(key, value);
                     }
@@ -262,16 +298,27 @@ fn record_origins(value: &Value, path: &str, origin: &str, origins: &mut BTreeMa
 
 /// The nearest `.mahavishnu.toml` at or above `dir`.
 pub fn find_project_file(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors().map(|dir| dir.join(PROJECT_FILE)).find(|file| file.is_file())
+    dir.ancestors()
+        .map(|dir| dir.join(PROJECT_FILE))
+        .find(|file| file.is_file())
 }
 
 impl LoadedConfig {
     /// The profile called `name`.
     pub fn profile(&self, name: &str) -> Result<&ProfileConfig> {
-        self.config.profiles.get(name).ok_or_else(|| Error::UnknownProfile {
-            name: name.to_string(),
-            known: self.config.profiles.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.config
+            .profiles
+            .get(name)
+            .ok_or_else(|| Error::UnknownProfile {
+                name: name.to_string(),
+                known: self
+                    .config
+                    .profiles
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// Every leaf value as `(dotted key, TOML value, origin)`, sorted by key.
@@ -281,7 +328,11 @@ impl LoadedConfig {
         entries
             .into_iter()
             .map(|(key, value)| {
-                let origin = self.origins.get(&key).cloned().unwrap_or_else(|| "built-in".into());
+                let origin = self
+                    .origins
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| "built-in".into());
                 (key, value, origin)
             })
             .collect()
@@ -292,7 +343,11 @@ fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
     match value {
         Value::Table(table) => {
             for (key, value) in table {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 flatten(value, &path, out);
             }
         }
@@ -311,14 +366,26 @@ mod tests {
         std::fs::write(&file, "[terminal]\nmax_concurrent = 4\n[profiles.qwen-local]\nprogram = \"qwen\"\nwaiting = [\"Type\"]\n").unwrap();
         let mut loader = ConfigLoader::new();
         loader.file(&file).unwrap();
-        let env = vec![("MAHAVISHNU_TERMINAL__MAX_CONCURRENT".to_string(), "7".to_string())];
+        let env = vec![(
+            "MAHAVISHNU_TERMINAL__MAX_CONCURRENT".to_string(),
+            "7".to_string(),
+        )];
         loader.environment(env.into_iter()).unwrap();
         let loaded = loader.finish().unwrap();
         assert_eq!(loaded.config.terminal.max_concurrent, 7);
-        assert_eq!(loaded.origins["terminal.max_concurrent"], "env MAHAVISHNU_TERMINAL__MAX_CONCURRENT");
+        assert_eq!(
+            loaded.origins["terminal.max_concurrent"],
+            "env MAHAVISHNU_TERMINAL__MAX_CONCURRENT"
+        );
         assert_eq!(loaded.origins["terminal.max_count"], "built-in");
-        assert_eq!(loaded.origins["profiles.qwen-local.program"], file.display().to_string());
-        assert_eq!(loaded.profile("qwen-local").unwrap().waiting, vec!["Type".to_string()]);
+        assert_eq!(
+            loaded.origins["profiles.qwen-local.program"],
+            file.display().to_string()
+        );
+        assert_eq!(
+            loaded.profile("qwen-local").unwrap().waiting,
+            vec!["Type".to_string()]
+        );
         assert!(loaded.profile("shell").unwrap().shell);
     }
 
@@ -335,9 +402,18 @@ mod tests {
 
     #[test]
     fn a_bad_environment_value_names_the_variable() {
-        let env = vec![("MAHAVISHNU_TERMINAL__MAX_CONCURRENT".to_string(), "many".to_string())];
-        let error = ConfigLoader::new().environment(env.into_iter()).unwrap_err().to_string();
-        assert!(error.contains("MAHAVISHNU_TERMINAL__MAX_CONCURRENT"), "{error}");
+        let env = vec![(
+            "MAHAVISHNU_TERMINAL__MAX_CONCURRENT".to_string(),
+            "many".to_string(),
+        )];
+        let error = ConfigLoader::new()
+            .environment(env.into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("MAHAVISHNU_TERMINAL__MAX_CONCURRENT"),
+            "{error}"
+        );
     }
 
     #[test]

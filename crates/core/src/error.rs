@@ -11,18 +11,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The target cannot perform this operation at all.
     #[error("the {target} target does not support `{operation}`")]
-    Unsupported { target: TargetKind, operation: &'static str },
+    Unsupported {
+        target: TargetKind,
+        operation: &'static str,
+    },
 
     /// No instance with this id is known.
     #[error("no instance `{id}`; run `mahavishnu terminal list --all` to see the known ids")]
     UnknownInstance { id: String },
 
     /// The id is not of the form `<target>:<native id>`.
-    #[error("`{id}` is not an instance id: {reason}; ids look like `tmux:mv-7f3a` or `pty:mv-19c2`")]
+    #[error(
+        "`{id}` is not an instance id: {reason}; ids look like `tmux:mv-7f3a` or `pty:mv-19c2`"
+    )]
     InvalidId { id: String, reason: String },
 
     /// No profile with this name exists.
-    #[error("unknown profile `{name}`; known profiles: {known}. Add one under [profiles.{name}] in the config")]
+    #[error(
+        "unknown profile `{name}`; known profiles: {known}. Add one under [profiles.{name}] in the config"
+    )]
     UnknownProfile { name: String, known: String },
 
     /// A target is not ready to be used (tmux missing, runtime directory unwritable, ...).
@@ -31,11 +38,19 @@ pub enum Error {
 
     /// The instance exists but cannot take this operation in its current state.
     #[error("instance `{id}` is {state}: {hint}")]
-    NotLive { id: String, state: String, hint: String },
+    NotLive {
+        id: String,
+        state: String,
+        hint: String,
+    },
 
     /// A wait ended without its condition becoming true.
     #[error("timed out after {seconds:.1}s waiting for {what} on `{id}`")]
-    Timeout { id: String, what: String, seconds: f64 },
+    Timeout {
+        id: String,
+        what: String,
+        seconds: f64,
+    },
 
     /// The user gave an argument or a configuration value that cannot work.
     #[error("{0}")]
@@ -55,22 +70,34 @@ pub enum Error {
 
     /// An operating-system call failed; `context` says what was being done.
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// Wraps an I/O error with what was being attempted.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// A failure of the given target.
     pub fn target(target: TargetKind, message: impl Into<String>) -> Self {
-        Error::Target { target, message: message.into() }
+        Error::Target {
+            target,
+            message: message.into(),
+        }
     }
 
     /// Whether this is a mistake in the caller's input (exit code 2 at the CLI) rather than a failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::InvalidId { .. } | Error::UnknownProfile { .. } | Error::Invalid(_))
+        matches!(
+            self,
+            Error::InvalidId { .. } | Error::UnknownProfile { .. } | Error::Invalid(_)
+        )
     }
 }

@@ -87,13 +87,20 @@ impl FromStr for Key {
             .iter()
             .find(|(alias, _)| alias.eq_ignore_ascii_case(text))
             .map_or(text, |(_, name)| *name);
-        if let Some((_, key)) = NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(canonical)) {
+        if let Some((_, key)) = NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(canonical))
+        {
             return Ok(Key::Named(*key));
         }
         if let Some(rest) = text.strip_prefix(['F', 'f'])
             && let Ok(n) = rest.parse::<u8>()
         {
-            return if (1..=12).contains(&n) { Ok(Key::F(n)) } else { Err(unknown()) };
+            return if (1..=12).contains(&n) {
+                Ok(Key::F(n))
+            } else {
+                Err(unknown())
+            };
         }
         let single = |rest: &str| {
             let mut chars = rest.chars();
@@ -125,7 +132,10 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Key::Named(named) => {
-                let name = NAMES.iter().find(|(_, key)| key == named).map_or("?", |(name, _)| *name);
+                let name = NAMES
+                    .iter()
+                    .find(|(_, key)| key == named)
+                    .map_or("?", |(name, _)| *name);
                 f.write_str(name)
             }
             Key::Ctrl(c) => write!(f, "C-{c}"),

@@ -46,7 +46,9 @@ impl TargetKind {
     }
 
     fn from_prefix(prefix: &str) -> Option<Self> {
-        TargetKind::ALL.into_iter().find(|kind| kind.id_prefix() == prefix)
+        TargetKind::ALL
+            .into_iter()
+            .find(|kind| kind.id_prefix() == prefix)
     }
 }
 
@@ -108,10 +110,19 @@ fn check_native_id(native: &str) -> std::result::Result<(), String> {
     }
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
     if let Some(bad) = native.chars().find(|&c| !safe(c)) {
-        return Err(format!("it contains `{}`; only letters, digits, `-`, `_`, `.` and `/` are allowed", bad.escape_default()));
+        return Err(format!(
+            "it contains `{}`; only letters, digits, `-`, `_`, `.` and `/` are allowed",
+            bad.escape_default()
+        ));
     }
-    if native.starts_with(['-', '.', '/']) || native.split('/').any(|part| part == ".." || part.is_empty()) {
-        return Err("it must not start with `-`, `.` or `/`, nor contain empty or `..` parts".into());
+    if native.starts_with(['-', '.', '/'])
+        || native
+            .split('/')
+            .any(|part| part == ".." || part.is_empty())
+    {
+        return Err(
+            "it must not start with `-`, `.` or `/`, nor contain empty or `..` parts".into(),
+        );
     }
     Ok(())
 }
@@ -126,10 +137,18 @@ impl FromStr for InstanceId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let invalid = |reason: &str| Error::InvalidId { id: s.to_string(), reason: reason.to_string() };
-        let (prefix, native) = s.split_once(':').ok_or_else(|| invalid("it has no `<target>:` prefix"))?;
-        let target = TargetKind::from_prefix(prefix)
-            .ok_or_else(|| invalid(&format!("`{prefix}` is not a target prefix (tmux, pty, k8s)")))?;
+        let invalid = |reason: &str| Error::InvalidId {
+            id: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (prefix, native) = s
+            .split_once(':')
+            .ok_or_else(|| invalid("it has no `<target>:` prefix"))?;
+        let target = TargetKind::from_prefix(prefix).ok_or_else(|| {
+            invalid(&format!(
+                "`{prefix}` is not a target prefix (tmux, pty, k8s)"
+            ))
+        })?;
         InstanceId::new(target, native)
     }
 }
@@ -183,7 +202,10 @@ impl InstanceState {
 
     /// Whether the program may still be running on its target.
     pub fn is_live(self) -> bool {
-        matches!(self, InstanceState::Starting | InstanceState::Running | InstanceState::Waiting)
+        matches!(
+            self,
+            InstanceState::Starting | InstanceState::Running | InstanceState::Waiting
+        )
     }
 }
 
@@ -219,7 +241,9 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// The current time.
     pub fn now() -> Self {
-        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(since.as_millis() as i64)
     }
 
@@ -246,7 +270,10 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         let time = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
-        let millis = time.duration_since(UNIX_EPOCH).map_err(serde::de::Error::custom)?.as_millis();
+        let millis = time
+            .duration_since(UNIX_EPOCH)
+            .map_err(serde::de::Error::custom)?
+            .as_millis();
         Ok(Timestamp(millis as i64))
     }
 }

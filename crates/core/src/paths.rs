@@ -33,7 +33,11 @@ pub fn runtime_dir() -> Result<PathBuf> {
 pub fn user_config_file() -> Option<PathBuf> {
     env_path("MAHAVISHNU_CONFIG")
         .or_else(|| env_path("XDG_CONFIG_HOME").map(|dir| dir.join("mahavishnu/config.toml")))
-        .or_else(|| home().ok().map(|home| home.join(".config/mahavishnu/config.toml")))
+        .or_else(|| {
+            home()
+                .ok()
+                .map(|home| home.join(".config/mahavishnu/config.toml"))
+        })
 }
 
 /// Creates `dir` (and parents) readable only by this user, and checks that it is a usable directory.
@@ -44,10 +48,19 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| Error::Invalid(format!("cannot create directory {}: {e}; {fix}", dir.display())))?;
-    let meta = std::fs::metadata(dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "cannot create directory {}: {e}; {fix}",
+                dir.display()
+            ))
+        })?;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
     if !meta.is_dir() {
-        return Err(Error::Invalid(format!("{} is not a directory; {fix}", dir.display())));
+        return Err(Error::Invalid(format!(
+            "{} is not a directory; {fix}",
+            dir.display()
+        )));
     }
     if meta.permissions().mode() & 0o077 != 0 {
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
@@ -68,12 +81,16 @@ pub fn project_of(dir: &Path) -> PathBuf {
 }
 
 fn env_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from)
+    std::env::var_os(name)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
 }
 
 fn home() -> Result<PathBuf> {
     env_path("HOME").ok_or_else(|| {
-        Error::Invalid("HOME is not set; set HOME or MAHAVISHNU_STATE_DIR to a writable directory".into())
+        Error::Invalid(
+            "HOME is not set; set HOME or MAHAVISHNU_STATE_DIR to a writable directory".into(),
+        )
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 
 use crate::error::{Error, Result};
-use crate::model::{InstanceState, ObservedStatus, Observation, WaitingRules};
+use crate::model::{InstanceState, Observation, ObservedStatus, WaitingRules};
 
 /// Compiled waiting rules of one profile.
 #[derive(Clone, Debug)]
@@ -29,11 +29,17 @@ impl WaitingDetector {
             .iter()
             .map(|pattern| {
                 Regex::new(pattern).map_err(|e| {
-                    Error::Invalid(format!("waiting pattern `{pattern}` is not a valid regular expression: {e}"))
+                    Error::Invalid(format!(
+                        "waiting pattern `{pattern}` is not a valid regular expression: {e}"
+                    ))
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(WaitingDetector { patterns, idle: Duration::from_millis(rules.idle_ms), shell: rules.shell })
+        Ok(WaitingDetector {
+            patterns,
+            idle: Duration::from_millis(rules.idle_ms),
+            shell: rules.shell,
+        })
     }
 
     /// Whether the screen is needed to classify this observation (it is idle long enough and the
@@ -62,9 +68,14 @@ impl WaitingDetector {
         } else if self.patterns.is_empty() {
             true
         } else {
-            screen.is_some_and(|screen| self.patterns.iter().any(|pattern| pattern.is_match(screen)))
+            screen
+                .is_some_and(|screen| self.patterns.iter().any(|pattern| pattern.is_match(screen)))
         };
-        if waiting { InstanceState::Waiting } else { InstanceState::Running }
+        if waiting {
+            InstanceState::Waiting
+        } else {
+            InstanceState::Running
+        }
     }
 }
 
@@ -80,7 +91,12 @@ pub struct StatusTracker {
 
 impl Default for StatusTracker {
     fn default() -> Self {
-        StatusTracker { last_screen_hash: None, changed_at: Instant::now(), candidate: None, confirmed: None }
+        StatusTracker {
+            last_screen_hash: None,
+            changed_at: Instant::now(),
+            candidate: None,
+            confirmed: None,
+        }
     }
 }
 
@@ -124,22 +140,48 @@ mod tests {
 
     #[test]
     fn patterns_count_only_once_the_screen_is_idle() {
-        let rules = WaitingRules { patterns: vec!["Type your message".into()], idle_ms: 500, shell: false };
+        let rules = WaitingRules {
+            patterns: vec!["Type your message".into()],
+            idle_ms: 500,
+            shell: false,
+        };
         let detector = WaitingDetector::new(&rules).unwrap();
         let screen = Some("> Type your message or @path");
-        assert_eq!(detector.classify(&observation(100, None), screen), InstanceState::Running);
+        assert_eq!(
+            detector.classify(&observation(100, None), screen),
+            InstanceState::Running
+        );
         assert!(detector.needs_screen(&observation(600, None)));
-        assert_eq!(detector.classify(&observation(600, None), screen), InstanceState::Waiting);
-        assert_eq!(detector.classify(&observation(600, None), Some("thinking...")), InstanceState::Running);
+        assert_eq!(
+            detector.classify(&observation(600, None), screen),
+            InstanceState::Waiting
+        );
+        assert_eq!(
+            detector.classify(&observation(600, None), Some("thinking...")),
+            InstanceState::Running
+        );
     }
 
     #[test]
     fn a_shell_waits_when_no_job_holds_the_foreground() {
-        let rules = WaitingRules { patterns: vec![], idle_ms: 200, shell: true };
+        let rules = WaitingRules {
+            patterns: vec![],
+            idle_ms: 200,
+            shell: true,
+        };
         let detector = WaitingDetector::new(&rules).unwrap();
-        assert_eq!(detector.classify(&observation(300, Some(false)), None), InstanceState::Waiting);
-        assert_eq!(detector.classify(&observation(300, Some(true)), None), InstanceState::Running);
-        assert_eq!(detector.classify(&observation(100, Some(false)), None), InstanceState::Running);
+        assert_eq!(
+            detector.classify(&observation(300, Some(false)), None),
+            InstanceState::Waiting
+        );
+        assert_eq!(
+            detector.classify(&observation(300, Some(true)), None),
+            InstanceState::Running
+        );
+        assert_eq!(
+            detector.classify(&observation(100, Some(false)), None),
+            InstanceState::Running
+        );
     }
 
     #[test]
@@ -155,14 +197,24 @@ mod tests {
         let mut tracker = StatusTracker::default();
         assert_eq!(tracker.confirm(InstanceState::Waiting), None);
         assert_eq!(tracker.confirm(InstanceState::Running), None);
-        assert_eq!(tracker.confirm(InstanceState::Running), Some(InstanceState::Running));
+        assert_eq!(
+            tracker.confirm(InstanceState::Running),
+            Some(InstanceState::Running)
+        );
         assert_eq!(tracker.confirm(InstanceState::Waiting), None);
-        assert_eq!(tracker.confirm(InstanceState::Waiting), Some(InstanceState::Waiting));
+        assert_eq!(
+            tracker.confirm(InstanceState::Waiting),
+            Some(InstanceState::Waiting)
+        );
     }
 
     #[test]
     fn a_bad_pattern_is_named() {
-        let rules = WaitingRules { patterns: vec!["(".into()], idle_ms: 1, shell: false };
+        let rules = WaitingRules {
+            patterns: vec!["(".into()],
+            idle_ms: 1,
+            shell: false,
+        };
         let error = WaitingDetector::new(&rules).unwrap_err().to_string();
         assert!(error.contains("`(`"), "{error}");
     }

@@ -14,8 +14,7 @@ use crate::model::{Instance, InstanceId, Timestamp};
 /// The database file inside the state directory.
 pub const DATABASE_FILE: &str = "mahavishnu.db";
 
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE instances (
+const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
         id TEXT PRIMARY KEY,
         target TEXT NOT NULL,
         state TEXT NOT NULL,
@@ -32,8 +31,7 @@ const MIGRATIONS: &[&str] = &[
         kind TEXT NOT NULL,
         detail TEXT NOT NULL
     );
-    CREATE INDEX events_by_instance ON events(instance_id, seq);",
-];
+    CREATE INDEX events_by_instance ON events(instance_id, seq);"];
 
 /// One recorded event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,10 +73,19 @@ impl Store {
         let path = state_dir.join(DATABASE_FILE);
         let fail = |e: rusqlite::Error| describe_open_error(&path, e);
         let connection = Connection::open(&path).map_err(fail)?;
-        connection.busy_timeout(Duration::from_secs(10)).map_err(fail)?;
-        connection.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
-        connection.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
-        let store = Store { connection: Mutex::new(connection), path };
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(fail)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        connection
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        let store = Store {
+            connection: Mutex::new(connection),
+            path,
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -89,13 +96,17 @@ impl Store {
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn migrate(&self) -> Result<()> {
         let mut connection = self.lock();
         let fail = |e: rusqlite::Error| describe_open_error(&self.path, e);
-        let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(fail)?;
+        let version: usize = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(fail)?;
         if version >= MIGRATIONS.len() {
             if version > MIGRATIONS.len() {
                 return Err(Error::Store(format!(
@@ -109,10 +120,13 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(fail)?;
         // Another process may have migrated while we waited for the lock.
-        let version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(fail)?;
+        let version: usize = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(fail)?;
         for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
             tx.execute_batch(migration).map_err(fail)?;
-            tx.pragma_update(None, "user_version", index + 1).map_err(fail)?;
+            tx.pragma_update(None, "user_version", index + 1)
+                .map_err(fail)?;
         }
         tx.commit().map_err(fail)
     }
@@ -149,7 +163,12 @@ impl Store {
         self.lock()
             .execute(
                 "UPDATE instances SET state = ?2, record = ?3, updated_at = ?4 WHERE id = ?1",
-                params![instance.id.to_string(), instance.state.name(), record, instance.updated_at.0],
+                params![
+                    instance.id.to_string(),
+                    instance.state.name(),
+                    record,
+                    instance.updated_at.0
+                ],
             )
             .map_err(|e| self.error(e))?;
         Ok(())
@@ -159,7 +178,11 @@ impl Store {
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
         let record: Option<String> = self
             .lock()
-            .query_row("SELECT record FROM instances WHERE id = ?1", [id.to_string()], |row| row.get(0))
+            .query_row(
+                "SELECT record FROM instances WHERE id = ?1",
+                [id.to_string()],
+                |row| row.get(0),
+            )
             .optional()
             .map_err(|e| self.error(e))?;
         record.map(|record| self.decode(&record)).transpose()
@@ -174,7 +197,9 @@ impl Store {
             "SELECT record FROM instances WHERE state != 'closed' ORDER BY created_at, id"
         };
         let mut statement = connection.prepare_cached(sql).map_err(|e| self.error(e))?;
-        let rows = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|e| self.error(e))?;
         let mut instances = Vec::new();
         for row in rows {
             instances.push(self.decode(&row.map_err(|e| self.error(e))?)?);
@@ -183,18 +208,33 @@ impl Store {
     }
 
     /// Records an event.
-    pub fn record_event(&self, instance: Option<&InstanceId>, kind: &str, detail: serde_json::Value) -> Result<()> {
+    pub fn record_event(
+        &self,
+        instance: Option<&InstanceId>,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
         self.lock()
             .execute(
                 "INSERT INTO events (at, instance_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![Timestamp::now().0, instance.map(ToString::to_string), kind, detail.to_string()],
+                params![
+                    Timestamp::now().0,
+                    instance.map(ToString::to_string),
+                    kind,
+                    detail.to_string()
+                ],
             )
             .map_err(|e| self.error(e))?;
         Ok(())
     }
 
     /// Events after `after_seq`, oldest first, at most `limit`; optionally of one instance.
-    pub fn events(&self, after_seq: i64, instance: Option<&str>, limit: usize) -> Result<Vec<Event>> {
+    pub fn events(
+        &self,
+        after_seq: i64,
+        instance: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let connection = self.lock();
         let mut statement = connection
             .prepare_cached(
@@ -204,14 +244,26 @@ impl Store {
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map(params![after_seq, instance, limit as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get::<_, String>(4)?,
+                ))
             })
             .map_err(|e| self.error(e))?;
         let mut events = Vec::new();
         for row in rows {
             let (seq, at, instance, kind, detail) = row.map_err(|e| self.error(e))?;
             let detail = serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail));
-            events.push(Event { seq, at: Timestamp(at), instance, kind, detail });
+            events.push(Event {
+                seq,
+                at: Timestamp(at),
+                instance,
+                kind,
+                detail,
+            });
         }
         Ok(events)
     }
@@ -219,13 +271,19 @@ impl Store {
     /// The sequence number of the newest event (0 when there is none).
     pub fn last_event_seq(&self) -> Result<i64> {
         self.lock()
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| row.get(0))
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+                row.get(0)
+            })
             .map_err(|e| self.error(e))
     }
 
     fn decode(&self, record: &str) -> Result<Instance> {
-        serde_json::from_str(record)
-            .map_err(|e| Error::Store(format!("an instance record in {} cannot be read: {e}", self.path.display())))
+        serde_json::from_str(record).map_err(|e| {
+            Error::Store(format!(
+                "an instance record in {} cannot be read: {e}",
+                self.path.display()
+            ))
+        })
     }
 
     fn error(&self, error: rusqlite::Error) -> Error {
@@ -241,10 +299,12 @@ fn describe_open_error(path: &Path, error: rusqlite::Error) -> Error {
             "the state database {shown} is damaged ({error}); nothing was changed. Move it aside (`mv {shown} {shown}.broken`) \
              and run again, or pass another --state-dir"
         )),
-        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => Error::Store(format!(
-            "cannot write the state database {shown} ({error}); make the directory writable, or pass --state-dir / set \
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
+            Error::Store(format!(
+                "cannot write the state database {shown} ({error}); make the directory writable, or pass --state-dir / set \
              MAHAVISHNU_STATE_DIR to a writable directory"
-        )),
+            ))
+        }
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Store(format!(
             "the state database {shown} stayed locked by another mahavishnu process ({error}); try again"
         )),
@@ -284,19 +344,33 @@ mod tests {
         assert!(!store.insert_instance(&first).unwrap());
         first.state = InstanceState::Closed;
         store.update_instance(&first).unwrap();
-        assert_eq!(store.instance(&first.id).unwrap().unwrap().state, InstanceState::Closed);
+        assert_eq!(
+            store.instance(&first.id).unwrap().unwrap().state,
+            InstanceState::Closed
+        );
         assert!(store.instances(false).unwrap().is_empty());
         assert_eq!(store.instances(true).unwrap().len(), 1);
-        store.record_event(Some(&first.id), "closed", serde_json::json!({})).unwrap();
+        store
+            .record_event(Some(&first.id), "closed", serde_json::json!({}))
+            .unwrap();
         assert_eq!(store.events(0, None, 10).unwrap()[0].kind, "closed");
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.instances(true).unwrap().len(), 1);
         let mut again = instance("mv-1");
         again.state = InstanceState::Running;
-        assert!(store.insert_instance(&again).unwrap(), "a closed instance's id can be used again");
-        assert!(!store.insert_instance(&again).unwrap(), "a live id is never taken twice");
-        assert_eq!(store.instance(&again.id).unwrap().unwrap().state, InstanceState::Running);
+        assert!(
+            store.insert_instance(&again).unwrap(),
+            "a closed instance's id can be used again"
+        );
+        assert!(
+            !store.insert_instance(&again).unwrap(),
+            "a live id is never taken twice"
+        );
+        assert_eq!(
+            store.instance(&again.id).unwrap().unwrap().state,
+            InstanceState::Running
+        );
     }
 
     #[test]
@@ -306,7 +380,10 @@ mod tests {
         let garbage = b"this is not a database, but it is the user's data".repeat(100);
         std::fs::write(&file, &garbage).unwrap();
         let error = Store::open(dir.path()).unwrap_err().to_string();
-        assert!(error.contains("damaged") && error.contains("mv "), "{error}");
+        assert!(
+            error.contains("damaged") && error.contains("mv "),
+            "{error}"
+        );
         assert_eq!(std::fs::read(&file).unwrap(), garbage);
     }
 }

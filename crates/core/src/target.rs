@@ -10,7 +10,8 @@ use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Capabilities, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation, Preflight, ScreenOptions, TargetKind,
+    Capabilities, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation, Preflight,
+    ScreenOptions, TargetKind,
 };
 
 /// A place where instances run. Every method takes the target's own (native) id.
@@ -30,7 +31,11 @@ pub trait Target: Send + Sync {
 
     /// Observes one instance; `Ok(None)` when the target does not know it (any more).
     async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
-        Ok(self.list().await?.into_iter().find(|observation| observation.native == native))
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .find(|observation| observation.native == native))
     }
 
     /// Observes every instance this target holds.
@@ -81,6 +86,9 @@ pub trait Target: Send + Sync {
 
     /// The `Unsupported` error for an operation of this target.
     fn unsupported(&self, operation: &'static str) -> Error {
-        Error::Unsupported { target: self.kind(), operation }
+        Error::Unsupported {
+            target: self.kind(),
+            operation,
+        }
     }
 }

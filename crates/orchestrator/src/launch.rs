@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use mahavishnu_core::config::ProfileConfig;
 use mahavishnu_core::{
-    Error, Instance, InstanceId, InstanceState, LaunchSpec, Result, TargetKind, Timestamp, WaitingRules, paths,
+    Error, Instance, InstanceId, InstanceState, LaunchSpec, Result, TargetKind, Timestamp,
+    WaitingRules, paths,
 };
 use serde::Serialize;
 
@@ -48,7 +49,9 @@ impl Orchestrator {
     pub async fn launch_instances(&self, request: &LaunchRequest) -> Result<LaunchOutcome> {
         let terminal = &self.config.config.terminal;
         if request.count == 0 {
-            return Err(Error::Invalid("--count 0 launches nothing; give a count of 1 or more".into()));
+            return Err(Error::Invalid(
+                "--count 0 launches nothing; give a count of 1 or more".into(),
+            ));
         }
         if request.count > terminal.max_count {
             return Err(Error::Invalid(format!(
@@ -111,7 +114,10 @@ impl Orchestrator {
         }
         results.sort_by_key(|(order, ..)| *order);
 
-        let mut outcome = LaunchOutcome { instances: Vec::new(), errors: Vec::new() };
+        let mut outcome = LaunchOutcome {
+            instances: Vec::new(),
+            errors: Vec::new(),
+        };
         for (_, mut instance, launched) in results {
             match launched {
                 Ok(observation) => {
@@ -119,13 +125,18 @@ impl Orchestrator {
                     let detail = serde_json::json!({
                         "profile": instance.profile, "target": instance.target, "cwd": instance.cwd,
                     });
-                    self.store.record_event(Some(&instance.id), "launched", detail)?;
+                    self.store
+                        .record_event(Some(&instance.id), "launched", detail)?;
                     outcome.instances.push(instance);
                 }
                 Err(error) => {
                     let message = format!("{}: {error}", instance.id);
                     self.set_state(&mut instance, InstanceState::Failed, None, None)?;
-                    self.store.record_event(Some(&instance.id), "failed", serde_json::json!({ "error": error.to_string() }))?;
+                    self.store.record_event(
+                        Some(&instance.id),
+                        "failed",
+                        serde_json::json!({ "error": error.to_string() }),
+                    )?;
                     outcome.errors.push(message);
                 }
             }
@@ -133,7 +144,11 @@ impl Orchestrator {
         Ok(outcome)
     }
 
-    fn choose_target(&self, request: &LaunchRequest, profile: &ProfileConfig) -> Result<TargetKind> {
+    fn choose_target(
+        &self,
+        request: &LaunchRequest,
+        profile: &ProfileConfig,
+    ) -> Result<TargetKind> {
         if let Some(kind) = request.target {
             return Ok(kind);
         }
@@ -143,10 +158,16 @@ impl Orchestrator {
         match self.config.config.terminal.default_target.as_str() {
             "auto" => {
                 let tmux = &self.config.config.targets.tmux.program;
-                Ok(if find_program(tmux).is_some() { TargetKind::Tmux } else { TargetKind::Pty })
+                Ok(if find_program(tmux).is_some() {
+                    TargetKind::Tmux
+                } else {
+                    TargetKind::Pty
+                })
             }
             other => other.parse().map_err(|_| {
-                Error::Config(format!("terminal.default_target = \"{other}\" is not a target; use tmux, pty or auto"))
+                Error::Config(format!(
+                    "terminal.default_target = \"{other}\" is not a target; use tmux, pty or auto"
+                ))
             }),
         }
     }
@@ -158,13 +179,16 @@ impl Orchestrator {
                 if request.count == 1 {
                     Ok(vec![InstanceId::new(kind, name.clone())?])
                 } else {
-                    (1..=request.count).map(|n| InstanceId::new(kind, format!("{name}-{n}"))).collect()
+                    (1..=request.count)
+                        .map(|n| InstanceId::new(kind, format!("{name}-{n}")))
+                        .collect()
                 }
             }
             None => {
                 let mut ids = Vec::with_capacity(request.count);
                 while ids.len() < request.count {
-                    let id = InstanceId::new(kind, format!("mv-{:06x}", fastrand::u32(..0x100_0000)))?;
+                    let id =
+                        InstanceId::new(kind, format!("mv-{:06x}", fastrand::u32(..0x100_0000)))?;
                     if !ids.contains(&id) && self.store.instance(&id)?.is_none() {
                         ids.push(id);
                     }
@@ -176,7 +200,11 @@ impl Orchestrator {
 }
 
 /// The record of an instance about to be (or already) running from `spec`.
-pub(crate) fn record_for(spec: &LaunchSpec, waiting: WaitingRules, state: InstanceState) -> Instance {
+pub(crate) fn record_for(
+    spec: &LaunchSpec,
+    waiting: WaitingRules,
+    state: InstanceState,
+) -> Instance {
     let now = Timestamp::now();
     Instance {
         id: spec.id.clone(),
@@ -199,7 +227,9 @@ fn check_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if valid {
         Ok(())
     } else {
@@ -226,12 +256,20 @@ fn check_env_key(key: &str) -> Result<()> {
 fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
     let cwd = match cwd {
         Some(cwd) => cwd.to_path_buf(),
-        None => std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", e))?,
+        None => std::env::current_dir()
+            .map_err(|e| Error::io("cannot read the current directory", e))?,
     };
-    let resolved = std::fs::canonicalize(&cwd)
-        .map_err(|e| Error::Invalid(format!("--cwd {}: {e}; give an existing directory", cwd.display())))?;
+    let resolved = std::fs::canonicalize(&cwd).map_err(|e| {
+        Error::Invalid(format!(
+            "--cwd {}: {e}; give an existing directory",
+            cwd.display()
+        ))
+    })?;
     if !resolved.is_dir() {
-        return Err(Error::Invalid(format!("--cwd {} is not a directory", cwd.display())));
+        return Err(Error::Invalid(format!(
+            "--cwd {} is not a directory",
+            cwd.display()
+        )));
     }
     Ok(resolved)
 }
@@ -240,7 +278,10 @@ fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
 fn resolve_command(name: &str, profile: &ProfileConfig, extra: &[String]) -> Result<Vec<String>> {
     let program = match &profile.program {
         Some(program) if !program.is_empty() => program.clone(),
-        _ if profile.shell => std::env::var("SHELL").ok().filter(|shell| !shell.is_empty()).unwrap_or_else(|| "/bin/sh".into()),
+        _ if profile.shell => std::env::var("SHELL")
+            .ok()
+            .filter(|shell| !shell.is_empty())
+            .unwrap_or_else(|| "/bin/sh".into()),
         _ => {
             return Err(Error::Config(format!(
                 "profile `{name}` has no program; set profiles.{name}.program in the config"
@@ -267,14 +308,17 @@ fn resolve_command(name: &str, profile: &ProfileConfig, extra: &[String]) -> Res
 pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |path: &Path| {
-        std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        std::fs::metadata(path)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
         let path = PathBuf::from(program);
         return executable(&path).then(|| std::fs::canonicalize(&path).unwrap_or(path));
     }
     let search = std::env::var_os("PATH")?;
-    std::env::split_paths(&search).map(|dir| dir.join(program)).find(|path| executable(path))
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(program))
+        .find(|path| executable(path))
 }
 
 #[cfg(test)]
@@ -284,7 +328,16 @@ mod tests {
     #[test]
     fn names_and_env_keys_are_checked() {
         assert!(check_name("worker_1-a").is_ok());
-        for bad in ["", "-x", "a b", "a;b", "a:b", "a.b", "$(x)", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            "a b",
+            "a;b",
+            "a:b",
+            "a.b",
+            "$(x)",
+            &"x".repeat(65),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert!(check_env_key("PATH_2").is_ok());
@@ -299,7 +352,9 @@ mod tests {
             install_hint: Some("npm install -g no-such".into()),
             ..Default::default()
         };
-        let error = resolve_command("thing", &profile, &[]).unwrap_err().to_string();
+        let error = resolve_command("thing", &profile, &[])
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("npm install -g no-such"), "{error}");
         assert!(error.contains("profiles.thing.program"), "{error}");
     }

@@ -14,8 +14,8 @@ use mahavishnu_core::config::LoadedConfig;
 use mahavishnu_core::status::WaitingDetector;
 use mahavishnu_core::store::{Event, Store};
 use mahavishnu_core::{
-    Error, ExecOutput, ExecRequest, InputPart, Instance, InstanceId, InstanceState, ObservedStatus, Observation,
-    Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
+    Error, ExecOutput, ExecRequest, InputPart, Instance, InstanceId, InstanceState, Observation,
+    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
 };
 use serde::Serialize;
 
@@ -64,9 +64,20 @@ pub struct CloseOutcome {
 
 impl Orchestrator {
     /// An orchestrator over `targets`, recording into `store`.
-    pub fn new(config: Arc<LoadedConfig>, store: Arc<Store>, targets: Vec<Arc<dyn Target>>) -> Self {
-        let targets = targets.into_iter().map(|target| (target.kind(), target)).collect();
-        Orchestrator { config, store, targets }
+    pub fn new(
+        config: Arc<LoadedConfig>,
+        store: Arc<Store>,
+        targets: Vec<Arc<dyn Target>>,
+    ) -> Self {
+        let targets = targets
+            .into_iter()
+            .map(|target| (target.kind(), target))
+            .collect();
+        Orchestrator {
+            config,
+            store,
+            targets,
+        }
     }
 
     /// The merged configuration.
@@ -81,10 +92,12 @@ impl Orchestrator {
 
     /// The target of `kind`, or why it is not available.
     pub fn target(&self, kind: TargetKind) -> Result<&Arc<dyn Target>> {
-        self.targets.get(&kind).ok_or_else(|| Error::TargetNotReady {
-            target: kind,
-            reason: "this build of mahavishnu does not include it".into(),
-        })
+        self.targets
+            .get(&kind)
+            .ok_or_else(|| Error::TargetNotReady {
+                target: kind,
+                reason: "this build of mahavishnu does not include it".into(),
+            })
     }
 
     /// Preflight verdicts of every target, in display order.
@@ -93,7 +106,11 @@ impl Orchestrator {
         for kind in TargetKind::ALL {
             verdicts.push(match self.targets.get(&kind) {
                 Some(target) => target.preflight().await,
-                None => Preflight { target: kind, ready: false, detail: "not included in this build".into() },
+                None => Preflight {
+                    target: kind,
+                    ready: false,
+                    detail: "not included in this build".into(),
+                },
             });
         }
         verdicts
@@ -114,17 +131,24 @@ impl Orchestrator {
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.clone()),
-            [] => Err(Error::UnknownInstance { id: text.to_string() }),
+            [] => Err(Error::UnknownInstance {
+                id: text.to_string(),
+            }),
             many => Err(Error::Invalid(format!(
                 "`{text}` names several instances ({}); give the full id",
-                many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
 
     /// The recorded instance with this id.
     pub fn recorded(&self, id: &InstanceId) -> Result<Instance> {
-        self.store.instance(id)?.ok_or_else(|| Error::UnknownInstance { id: id.to_string() })
+        self.store
+            .instance(id)?
+            .ok_or_else(|| Error::UnknownInstance { id: id.to_string() })
     }
 
     /// The instance, reconciled with its target.
@@ -140,7 +164,11 @@ impl Orchestrator {
             .store
             .instances(filter.all)?
             .into_iter()
-            .filter(|instance| project.as_deref().is_none_or(|dir| belongs_to(instance, dir)))
+            .filter(|instance| {
+                project
+                    .as_deref()
+                    .is_none_or(|dir| belongs_to(instance, dir))
+            })
             .collect();
         self.reconcile(instances).await
     }
@@ -154,13 +182,20 @@ impl Orchestrator {
             }
         }
         for (kind, indexes) in by_target {
-            let Ok(target) = self.target(kind) else { continue };
+            let Ok(target) = self.target(kind) else {
+                continue;
+            };
             // A target that cannot answer now (tmux uninstalled, say) leaves its records as they were.
-            let Ok(observed) = target.list().await else { continue };
-            let observed: HashMap<String, Observation> =
-                observed.into_iter().map(|observation| (observation.native.clone(), observation)).collect();
+            let Ok(observed) = target.list().await else {
+                continue;
+            };
+            let observed: HashMap<String, Observation> = observed
+                .into_iter()
+                .map(|observation| (observation.native.clone(), observation))
+                .collect();
             let mut need_screen = Vec::new();
-            let mut verdicts: Vec<(usize, Option<Observation>, Option<WaitingDetector>)> = Vec::new();
+            let mut verdicts: Vec<(usize, Option<Observation>, Option<WaitingDetector>)> =
+                Vec::new();
             for index in indexes {
                 let instance = &instances[index];
                 let observation = observed.get(instance.id.native()).cloned();
@@ -181,7 +216,10 @@ impl Orchestrator {
             for (index, observation, detector) in verdicts {
                 let instance = &mut instances[index];
                 let (state, exit_code, pid) = match (&observation, &detector) {
-                    (None, _) if instance.state == InstanceState::Starting && instance.created_at.age() < STARTING_GRACE => {
+                    (None, _)
+                        if instance.state == InstanceState::Starting
+                            && instance.created_at.age() < STARTING_GRACE =>
+                    {
                         continue;
                     }
                     (None, _) => (InstanceState::Lost, instance.exit_code, instance.pid),
@@ -191,7 +229,11 @@ impl Orchestrator {
                             ObservedStatus::Exited(code) => Some(code),
                             ObservedStatus::Running => None,
                         };
-                        (detector.classify(observation, screen), exit_code, observation.pid.or(instance.pid))
+                        (
+                            detector.classify(observation, screen),
+                            exit_code,
+                            observation.pid.or(instance.pid),
+                        )
                     }
                     (Some(_), None) => continue,
                 };
@@ -202,7 +244,13 @@ impl Orchestrator {
     }
 
     /// Records a state change (and its event) when something changed.
-    fn set_state(&self, instance: &mut Instance, state: InstanceState, exit_code: Option<i32>, pid: Option<u32>) -> Result<()> {
+    fn set_state(
+        &self,
+        instance: &mut Instance,
+        state: InstanceState,
+        exit_code: Option<i32>,
+        pid: Option<u32>,
+    ) -> Result<()> {
         if instance.state == state && instance.exit_code == exit_code && instance.pid == pid {
             return Ok(());
         }
@@ -217,7 +265,8 @@ impl Orchestrator {
             if let Some(code) = exit_code {
                 detail["exit_code"] = code.into();
             }
-            self.store.record_event(Some(&instance.id), "state", detail)?;
+            self.store
+                .record_event(Some(&instance.id), "state", detail)?;
         }
         Ok(())
     }
@@ -256,7 +305,10 @@ impl Orchestrator {
                 hint: "a closed session keeps no screen".into(),
             });
         }
-        let text = self.target(id.target())?.screen(id.native(), options.screen).await?;
+        let text = self
+            .target(id.target())?
+            .screen(id.native(), options.screen)
+            .await?;
         Ok(match options.lines {
             Some(lines) => last_lines(&text, lines),
             None => text,
@@ -264,12 +316,21 @@ impl Orchestrator {
     }
 
     /// Runs a side command in the instance's working directory and environment.
-    pub async fn exec(&self, id: &InstanceId, command: Vec<String>, timeout: Duration) -> Result<ExecOutput> {
+    pub async fn exec(
+        &self,
+        id: &InstanceId,
+        command: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         if command.is_empty() {
-            return Err(Error::Invalid("no command given; pass it after `--`, e.g. `-- ls -la`".into()));
+            return Err(Error::Invalid(
+                "no command given; pass it after `--`, e.g. `-- ls -la`".into(),
+            ));
         }
         self.live(id)?;
-        self.target(id.target())?.exec(id.native(), &ExecRequest { command, timeout }).await
+        self.target(id.target())?
+            .exec(id.native(), &ExecRequest { command, timeout })
+            .await
     }
 
     /// The instance's output so far.
@@ -280,9 +341,18 @@ impl Orchestrator {
 
     /// Closes the given instances (a grace period, then kill), in parallel. Unknown ids fail the whole
     /// call before anything is closed.
-    pub async fn close_instances(&self, ids: &[InstanceId], grace: Option<Duration>) -> Result<Vec<CloseOutcome>> {
-        let instances = ids.iter().map(|id| self.recorded(id)).collect::<Result<Vec<_>>>()?;
-        let grace = grace.unwrap_or(Duration::from_millis(self.config.config.terminal.stop_grace_ms));
+    pub async fn close_instances(
+        &self,
+        ids: &[InstanceId],
+        grace: Option<Duration>,
+    ) -> Result<Vec<CloseOutcome>> {
+        let instances = ids
+            .iter()
+            .map(|id| self.recorded(id))
+            .collect::<Result<Vec<_>>>()?;
+        let grace = grace.unwrap_or(Duration::from_millis(
+            self.config.config.terminal.stop_grace_ms,
+        ));
         let limit = Arc::new(tokio::sync::Semaphore::new(self.max_concurrent()));
         let mut tasks = tokio::task::JoinSet::new();
         for instance in instances {
@@ -296,22 +366,34 @@ impl Orchestrator {
         }
         let mut outcomes = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let Ok((mut instance, stopped)) = joined else { continue };
+            let Ok((mut instance, stopped)) = joined else {
+                continue;
+            };
             let error = stopped.err().map(|error| error.to_string());
             if error.is_none() {
                 let exit_code = instance.exit_code;
                 let pid = instance.pid;
                 self.set_state(&mut instance, InstanceState::Closed, exit_code, pid)?;
-                self.store.record_event(Some(&instance.id), "closed", serde_json::json!({}))?;
+                self.store
+                    .record_event(Some(&instance.id), "closed", serde_json::json!({}))?;
             }
-            outcomes.push(CloseOutcome { id: instance.id, closed: error.is_none(), error });
+            outcomes.push(CloseOutcome {
+                id: instance.id,
+                closed: error.is_none(),
+                error,
+            });
         }
         outcomes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(outcomes)
     }
 
     /// Recorded events after `after_seq`.
-    pub fn events(&self, after_seq: i64, instance: Option<&InstanceId>, limit: usize) -> Result<Vec<Event>> {
+    pub fn events(
+        &self,
+        after_seq: i64,
+        instance: Option<&InstanceId>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         let instance = instance.map(ToString::to_string);
         self.store.events(after_seq, instance.as_deref(), limit)
     }
@@ -321,16 +403,28 @@ impl Orchestrator {
     pub async fn recover_instances(&self) -> Result<Vec<Instance>> {
         let mut adopted = Vec::new();
         for target in self.targets.values() {
-            let Ok(specs) = target.recover().await else { continue };
+            let Ok(specs) = target.recover().await else {
+                continue;
+            };
             for spec in specs {
-                if self.store.instance(&spec.id)?.is_some_and(|known| known.state.is_live()) {
+                if self
+                    .store
+                    .instance(&spec.id)?
+                    .is_some_and(|known| known.state.is_live())
+                {
                     continue;
                 }
                 let profile = self.config.profile(&spec.profile).ok();
-                let waiting = profile.map(|profile| profile.waiting_rules()).unwrap_or_default();
+                let waiting = profile
+                    .map(|profile| profile.waiting_rules())
+                    .unwrap_or_default();
                 let instance = launch::record_for(&spec, waiting, InstanceState::Running);
                 if self.store.insert_instance(&instance)? {
-                    self.store.record_event(Some(&instance.id), "recovered", serde_json::json!({}))?;
+                    self.store.record_event(
+                        Some(&instance.id),
+                        "recovered",
+                        serde_json::json!({}),
+                    )?;
                     adopted.push(instance);
                 }
             }
@@ -344,8 +438,12 @@ impl Orchestrator {
 }
 
 fn canonical(dir: &Path) -> Result<PathBuf> {
-    std::fs::canonicalize(dir)
-        .map_err(|e| Error::Invalid(format!("--project {}: {e}; give an existing directory", dir.display())))
+    std::fs::canonicalize(dir).map_err(|e| {
+        Error::Invalid(format!(
+            "--project {}: {e}; give an existing directory",
+            dir.display()
+        ))
+    })
 }
 
 fn belongs_to(instance: &Instance, dir: &Path) -> bool {
@@ -355,7 +453,10 @@ fn belongs_to(instance: &Instance, dir: &Path) -> bool {
 /// The last `count` lines of `text`, ignoring blank lines at its end.
 fn last_lines(text: &str, count: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    let end = lines.iter().rposition(|line| !line.trim().is_empty()).map_or(0, |last| last + 1);
+    let end = lines
+        .iter()
+        .rposition(|line| !line.trim().is_empty())
+        .map_or(0, |last| last + 1);
     let start = end.saturating_sub(count);
     let mut out = lines[start..end].join("\n");
     out.push('\n');

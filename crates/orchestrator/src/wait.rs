@@ -25,7 +25,11 @@ impl WaitCondition {
     pub fn pattern(pattern: &str) -> Result<Self> {
         Regex::new(pattern)
             .map(WaitCondition::Pattern)
-            .map_err(|e| Error::Invalid(format!("--for `{pattern}` is not a valid regular expression: {e}")))
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "--for `{pattern}` is not a valid regular expression: {e}"
+                ))
+            })
     }
 
     fn describe(&self) -> String {
@@ -59,7 +63,12 @@ fn poll_interval(elapsed: Duration) -> Duration {
 
 impl Orchestrator {
     /// Waits until `condition` holds on instance `id`, at most `timeout`.
-    pub async fn wait(&self, id: &InstanceId, condition: &WaitCondition, timeout: Duration) -> Result<WaitOutcome> {
+    pub async fn wait(
+        &self,
+        id: &InstanceId,
+        condition: &WaitCondition,
+        timeout: Duration,
+    ) -> Result<WaitOutcome> {
         let instance = self.live(id)?;
         let target = self.target(id.target())?;
         let detector = WaitingDetector::new(&instance.waiting)?;
@@ -70,7 +79,9 @@ impl Orchestrator {
             let screen = target.screen(id.native(), ScreenOptions::default()).await?;
             let idle = tracker.observe_screen(&screen);
             let done = match condition {
-                WaitCondition::Pattern(regex) => regex.find(&screen).map(|found| Some(found.as_str().to_string())),
+                WaitCondition::Pattern(regex) => regex
+                    .find(&screen)
+                    .map(|found| Some(found.as_str().to_string())),
                 WaitCondition::Idle(wanted) => (idle >= *wanted).then_some(None),
                 WaitCondition::Waiting => {
                     let mut observation = target
@@ -79,25 +90,43 @@ impl Orchestrator {
                         .ok_or_else(|| Error::UnknownInstance { id: id.to_string() })?;
                     last_inspect = Instant::now();
                     let measured = idle.as_millis() as u64;
-                    observation.idle_ms = Some(observation.idle_ms.map_or(measured, |idle| idle.max(measured)));
+                    observation.idle_ms = Some(
+                        observation
+                            .idle_ms
+                            .map_or(measured, |idle| idle.max(measured)),
+                    );
                     self.check_running(id, &observation.status)?;
                     let state = detector.classify(&observation, Some(&screen));
                     (tracker.confirm(state) == Some(InstanceState::Waiting)).then_some(None)
                 }
             };
             if let Some(matched) = done {
-                return Ok(WaitOutcome { id: id.clone(), matched, elapsed_ms: started.elapsed().as_millis() as u64 });
+                return Ok(WaitOutcome {
+                    id: id.clone(),
+                    matched,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
             }
             if last_inspect.elapsed() > Duration::from_millis(250) {
                 last_inspect = Instant::now();
                 match target.inspect(id.native()).await? {
                     Some(observation) => self.check_running(id, &observation.status)?,
-                    None => return Err(Error::NotLive { id: id.to_string(), state: "lost".into(), hint: "its session vanished".into() }),
+                    None => {
+                        return Err(Error::NotLive {
+                            id: id.to_string(),
+                            state: "lost".into(),
+                            hint: "its session vanished".into(),
+                        });
+                    }
                 }
             }
             let elapsed = started.elapsed();
             if elapsed >= timeout {
-                return Err(Error::Timeout { id: id.to_string(), what: condition.describe(), seconds: elapsed.as_secs_f64() });
+                return Err(Error::Timeout {
+                    id: id.to_string(),
+                    what: condition.describe(),
+                    seconds: elapsed.as_secs_f64(),
+                });
             }
             tokio::time::sleep(poll_interval(elapsed).min(timeout - elapsed)).await;
         }

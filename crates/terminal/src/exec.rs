@@ -15,10 +15,9 @@ pub async fn run_side_command(
     cwd: &Path,
     env: &BTreeMap<String, String>,
 ) -> Result<ExecOutput> {
-    let (program, args) = request
-        .command
-        .split_first()
-        .ok_or_else(|| Error::Invalid("no command given; pass it after `--`, e.g. `-- ls -la`".into()))?;
+    let (program, args) = request.command.split_first().ok_or_else(|| {
+        Error::Invalid("no command given; pass it after `--`, e.g. `-- ls -la`".into())
+    })?;
     let started = Instant::now();
     let mut command = tokio::process::Command::new(program);
     command
@@ -34,11 +33,15 @@ pub async fn run_side_command(
             "cannot run `{program}`: it was not found on PATH (or {} does not exist)",
             cwd.display()
         )),
-        _ => Error::target(target, format!("cannot run `{program}` in {}: {e}", cwd.display())),
+        _ => Error::target(
+            target,
+            format!("cannot run `{program}` in {}: {e}", cwd.display()),
+        ),
     })?;
     match tokio::time::timeout(request.timeout, child.wait_with_output()).await {
         Ok(output) => {
-            let output = output.map_err(|e| Error::target(target, format!("`{program}` failed: {e}")))?;
+            let output =
+                output.map_err(|e| Error::target(target, format!("`{program}` failed: {e}")))?;
             Ok(ExecOutput {
                 exit_code: Some(exit_code(output.status)),
                 stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -51,7 +54,10 @@ pub async fn run_side_command(
         Err(_) => Ok(ExecOutput {
             exit_code: None,
             stdout: String::new(),
-            stderr: format!("killed after the timeout of {:.1}s", request.timeout.as_secs_f64()),
+            stderr: format!(
+                "killed after the timeout of {:.1}s",
+                request.timeout.as_secs_f64()
+            ),
             duration_ms: started.elapsed().as_millis() as u64,
             timed_out: true,
         }),
@@ -61,5 +67,7 @@ pub async fn run_side_command(
 /// A process's exit code, with 128 + the signal number for a process killed by a signal.
 pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }

@@ -1,14 +1,19 @@
 //! The tmux target: sessions on Mahavishnu's own tmux server (`tmux -L <socket> -f /dev/null`), never the
 //! user's. One tmux session per instance, named after the native id and always addressed exactly
 //! (`=name:`), so `mv-1` can never match `mv-10`. Sessions outlive Mahavishnu.
+//!
+//! tmux sometimes loses a dead pane's exit status (`pane_dead_status` stays empty when the terminal's
+//! end is seen before the child is reaped), so each program runs under a two-line `sh` wrapper that
+//! writes its exit code to a file in the runtime directory. The wrapper is the pane's process; the
+//! program is its only child.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use mahavishnu_core::{
-    Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, ObservedStatus, Observation, Preflight,
-    Result, ScreenOptions, Target, TargetKind, Timestamp,
+    Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation,
+    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
 };
 
 use crate::{procfs, run_side_command};
@@ -18,6 +23,8 @@ const KIND: TargetKind = TargetKind::Tmux;
 const SPEC_OPTION: &str = "@mahavishnu_spec";
 const NO_SERVER: &str = "Mahavishnu's tmux server is not running (no sessions)";
 const NO_SESSION: &str = "no such tmux session";
+/// Runs the program, then records its exit code in the file named by `$1`.
+const EXIT_WRAPPER: &str = "f=$1; shift; \"$@\"; c=$?; printf %s \"$c\" > \"$f\"; exit $c";
 const SCREEN_MARKER: &str = "\u{1e}mahavishnu-screen\u{1e}";
 
 /// Sessions on a private tmux server.
@@ -26,12 +33,38 @@ pub struct TmuxTarget {
     program: String,
     socket_name: String,
     history_limit: usize,
+    exits: PathBuf,
 }
 
 impl TmuxTarget {
-    /// A target on the server `tmux -L socket_name`, using the tmux executable `program`.
-    pub fn new(program: impl Into<String>, socket_name: impl Into<String>, history_limit: usize) -> Self {
-        TmuxTarget { program: program.into(), socket_name: socket_name.into(), history_limit }
+    /// A target on the server `tmux -L socket_name`, using the tmux executable `program`, keeping exit
+    /// codes below `runtime_dir`.
+    pub fn new(
+        program: impl Into<String>,
+        socket_name: impl Into<String>,
+        history_limit: usize,
+        runtime_dir: &Path,
+    ) -> Self {
+        let socket_name = socket_name.into();
+        let exits = runtime_dir.join("tmux").join(&socket_name);
+        TmuxTarget {
+            program: program.into(),
+            socket_name,
+            history_limit,
+            exits,
+        }
+    }
+
+    fn exit_file(&self, native: &str) -> PathBuf {
+        self.exits.join(format!("{native}.exit"))
+    }
+
+    fn recorded_exit(&self, native: &str) -> Option<i32> {
+        std::fs::read_to_string(self.exit_file(native))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// The command line a user would type to reach this server.
@@ -82,17 +115,34 @@ impl TmuxTarget {
 
     /// Pane facts of one session: pid, whether dead, current path and the stored spec.
     async fn pane(&self, native: &str) -> Result<PaneFacts> {
-        let format = format!("#{{pane_pid}}\t#{{pane_dead}}\t#{{pane_current_path}}\t#{{{SPEC_OPTION}}}");
+        let format =
+            format!("#{{pane_pid}}\t#{{pane_dead}}\t#{{pane_current_path}}\t#{{{SPEC_OPTION}}}");
         let out = self
-            .tmux(&args(["display-message", "-p", "-t", &exact(native), &format]))
+            .tmux(&args([
+                "display-message",
+                "-p",
+                "-t",
+                &exact(native),
+                &format,
+            ]))
             .await
             .map_err(|e| e.for_session(native))?;
         let mut fields = out.trim_end_matches('\n').splitn(4, '\t');
         let pid = fields.next().and_then(|pid| pid.parse().ok());
         let dead = fields.next() == Some("1");
-        let cwd = fields.next().filter(|cwd| !cwd.is_empty()).map(PathBuf::from);
-        let spec = fields.next().and_then(|spec| serde_json::from_str::<LaunchSpec>(spec).ok());
-        Ok(PaneFacts { pid, dead, cwd, spec })
+        let cwd = fields
+            .next()
+            .filter(|cwd| !cwd.is_empty())
+            .map(PathBuf::from);
+        let spec = fields
+            .next()
+            .and_then(|spec| serde_json::from_str::<LaunchSpec>(spec).ok());
+        Ok(PaneFacts {
+            pid,
+            dead,
+            cwd,
+            spec,
+        })
     }
 }
 
@@ -114,7 +164,8 @@ impl TmuxError {
     fn classify(stderr: &str) -> TmuxError {
         if stderr.starts_with("no server running") || stderr.starts_with("error connecting to") {
             TmuxError::NoServer
-        } else if stderr.starts_with("can't find session") || stderr.starts_with("can't find pane") {
+        } else if stderr.starts_with("can't find session") || stderr.starts_with("can't find pane")
+        {
             TmuxError::NoSession
         } else {
             TmuxError::Other(stderr.to_string())
@@ -144,7 +195,13 @@ trait ForSession {
 impl ForSession for Error {
     /// Turns "no server"/"no session" into the unknown-instance error a user understands.
     fn for_session(self, native: &str) -> Error {
-        if is_gone(&self) { Error::UnknownInstance { id: format!("{}:{native}", KIND.id_prefix()) } } else { self }
+        if is_gone(&self) {
+            Error::UnknownInstance {
+                id: format!("{}:{native}", KIND.id_prefix()),
+            }
+        } else {
+            self
+        }
     }
 }
 
@@ -159,7 +216,10 @@ fn args<const N: usize>(words: [&str; N]) -> Vec<String> {
 /// Drops tmux's "Pane is dead" line and the blank lines around the end of a dead pane's capture.
 fn trim_dead_pane(text: &str, rows: usize) -> String {
     let mut lines: Vec<&str> = text.lines().collect();
-    while lines.last().is_some_and(|line| line.trim().is_empty() || line.starts_with("Pane is dead")) {
+    while lines
+        .last()
+        .is_some_and(|line| line.trim().is_empty() || line.starts_with("Pane is dead"))
+    {
         lines.pop();
     }
     let start = lines.len().saturating_sub(rows);
@@ -175,29 +235,62 @@ impl Target for TmuxTarget {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { interactive: true, exec: true, logs: true, attach: true, persistent: true }
+        Capabilities {
+            interactive: true,
+            exec: true,
+            logs: true,
+            attach: true,
+            persistent: true,
+        }
     }
 
     async fn preflight(&self) -> Preflight {
-        let version = tokio::process::Command::new(&self.program).arg("-V").output().await;
+        let version = tokio::process::Command::new(&self.program)
+            .arg("-V")
+            .output()
+            .await;
         let (ready, detail) = match version {
             Ok(output) if output.status.success() => (
                 true,
-                format!("{} (server `-L {}`)", String::from_utf8_lossy(&output.stdout).trim(), self.socket_name),
+                format!(
+                    "{} (server `-L {}`)",
+                    String::from_utf8_lossy(&output.stdout).trim(),
+                    self.socket_name
+                ),
             ),
-            Ok(output) => (false, format!("`{} -V` failed: {}", self.program, String::from_utf8_lossy(&output.stderr).trim())),
+            Ok(output) => (
+                false,
+                format!(
+                    "`{} -V` failed: {}",
+                    self.program,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            ),
             Err(error) => match self.spawn_error(error) {
                 Error::TargetNotReady { reason, .. } => (false, reason),
                 other => (false, other.to_string()),
             },
         };
-        Preflight { target: KIND, ready, detail }
+        Preflight {
+            target: KIND,
+            ready,
+            detail,
+        }
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observation> {
         let name = spec.id.native().to_string();
-        let spec_json = serde_json::to_string(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
-        let mut argv: Vec<String> = args(["start-server", ";", "set-option", "-g", "remain-on-exit", "on", ";"]);
+        let spec_json =
+            serde_json::to_string(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
+        let mut argv: Vec<String> = args([
+            "start-server",
+            ";",
+            "set-option",
+            "-g",
+            "remain-on-exit",
+            "on",
+            ";",
+        ]);
         argv.extend(args(["set-option", "-g", "history-limit"]));
         argv.push(self.history_limit.to_string());
         argv.push(";".into());
@@ -211,21 +304,33 @@ impl Target for TmuxTarget {
             argv.push("-e".into());
             argv.push(format!("{key}={value}"));
         }
-        argv.extend(args(["-P", "-F", "#{pane_pid}", "--"]));
-        match spec.command.as_slice() {
-            // tmux hands a single word to `sh -c`; quote it so that it stays one literal program path.
-            [program] => argv.push(mahavishnu_core::shell::quote(program)),
-            command => argv.extend(command.iter().cloned()),
-        }
+        argv.extend(args([
+            "-P",
+            "-F",
+            "#{pane_pid}",
+            "--",
+            "/bin/sh",
+            "-c",
+            EXIT_WRAPPER,
+            "mahavishnu",
+        ]));
+        mahavishnu_core::paths::ensure_private_dir(&self.exits)?;
+        let exit_file = self.exit_file(&name);
+        let _ = std::fs::remove_file(&exit_file);
+        argv.push(exit_file.to_string_lossy().into_owned());
+        argv.extend(spec.command.iter().cloned());
         argv.push(";".into());
         argv.extend(args(["set-option", "-t", &name, SPEC_OPTION, &spec_json]));
         let out = self.tmux(&argv).await.map_err(|e| match e {
             Error::Target { message, .. } if message.contains("duplicate session") => {
-                Error::Invalid(format!("an instance named `{name}` already runs on tmux; choose another --name"))
+                Error::Invalid(format!(
+                    "an instance named `{name}` already runs on tmux; choose another --name"
+                ))
             }
             other => other,
         })?;
-        let pid = out.lines().next().and_then(|pid| pid.trim().parse().ok());
+        let wrapper: Option<u32> = out.lines().next().and_then(|pid| pid.trim().parse().ok());
+        let pid = wrapper.and_then(procfs::first_child).or(wrapper);
         Ok(Observation {
             native: name,
             status: ObservedStatus::Running,
@@ -247,17 +352,24 @@ impl Target for TmuxTarget {
         let mut observations = Vec::new();
         for line in out.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
-            let [name, pid, dead, status, signal, activity] = fields[..] else { continue };
+            let [name, pid, dead, status, signal, activity] = fields[..] else {
+                continue;
+            };
             if !seen.insert(name.to_string()) {
                 continue; // a user split the window; the first pane is the instance
             }
-            let pid: Option<u32> = pid.parse().ok();
+            let wrapper: Option<u32> = pid.parse().ok();
+            let program = wrapper.and_then(procfs::first_child);
             let status = if dead == "1" {
-                let code = status.parse().ok().or_else(|| signal.parse::<i32>().ok().map(|signal| 128 + signal));
+                let code = self
+                    .recorded_exit(name)
+                    .or_else(|| status.parse().ok())
+                    .or_else(|| signal.parse::<i32>().ok().map(|signal| 128 + signal));
                 ObservedStatus::Exited(code.unwrap_or(-1))
             } else {
                 ObservedStatus::Running
             };
+            let processes: Vec<u32> = wrapper.into_iter().chain(program).collect();
             // window_activity has one-second resolution: subtract a second so idle time is never overstated.
             let idle_ms = activity
                 .parse::<i64>()
@@ -267,8 +379,8 @@ impl Target for TmuxTarget {
                 native: name.to_string(),
                 status,
                 idle_ms,
-                foreground_job: pid.and_then(procfs::foreground_job),
-                pid,
+                foreground_job: procfs::foreground_job(&processes),
+                pid: program.or(wrapper),
             });
         }
         Ok(observations)
@@ -278,7 +390,10 @@ impl Target for TmuxTarget {
         let pane = self.pane(native).await?;
         let spec_cwd = pane.spec.as_ref().map(|spec| spec.cwd.clone());
         let cwd = pane.cwd.or(spec_cwd).ok_or_else(|| {
-            Error::target(KIND, format!("cannot tell the working directory of `{native}`"))
+            Error::target(
+                KIND,
+                format!("cannot tell the working directory of `{native}`"),
+            )
         })?;
         let env = pane.spec.map(|spec| spec.env).unwrap_or_default();
         run_side_command(KIND, request, &cwd, &env).await
@@ -305,13 +420,27 @@ impl Target for TmuxTarget {
             return Ok(());
         }
         argv.pop();
-        self.tmux(&argv).await.map(drop).map_err(|e| e.for_session(native))
+        self.tmux(&argv)
+            .await
+            .map(drop)
+            .map_err(|e| e.for_session(native))
     }
 
     async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
         let target = exact(native);
         let format = "#{pane_dead}\t#{pane_height}";
-        let mut argv = args(["display-message", "-p", "-t", &target, format, ";", "capture-pane", "-p", "-t", &target]);
+        let mut argv = args([
+            "display-message",
+            "-p",
+            "-t",
+            &target,
+            format,
+            ";",
+            "capture-pane",
+            "-p",
+            "-t",
+            &target,
+        ]);
         if options.ansi {
             argv.push("-e".into());
         }
@@ -330,7 +459,11 @@ impl Target for TmuxTarget {
             argv.push("-e".into());
         }
         let all = self.tmux(&argv).await.map_err(|e| e.for_session(native))?;
-        let rows = if options.scrollback { usize::MAX } else { height.parse().unwrap_or(50) };
+        let rows = if options.scrollback {
+            usize::MAX
+        } else {
+            height.parse().unwrap_or(50)
+        };
         Ok(trim_dead_pane(&all, rows))
     }
 
@@ -341,15 +474,26 @@ impl Target for TmuxTarget {
         let mut argv = Vec::new();
         for native in natives {
             let target = exact(native);
-            argv.extend(args(["display-message", "-p", "-t", &target, SCREEN_MARKER]));
+            argv.extend(args([
+                "display-message",
+                "-p",
+                "-t",
+                &target,
+                SCREEN_MARKER,
+            ]));
             argv.extend(args([";", "capture-pane", "-p", "-t", &target, ";"]));
         }
         argv.pop();
         match self.tmux(&argv).await {
             Ok(out) => {
-                let mut parts: Vec<Result<String>> =
-                    out.split(&format!("{SCREEN_MARKER}\n")).skip(1).map(|part| Ok(part.to_string())).collect();
-                parts.resize_with(natives.len(), || Err(Error::target(KIND, "no screen returned")));
+                let mut parts: Vec<Result<String>> = out
+                    .split(&format!("{SCREEN_MARKER}\n"))
+                    .skip(1)
+                    .map(|part| Ok(part.to_string()))
+                    .collect();
+                parts.resize_with(natives.len(), || {
+                    Err(Error::target(KIND, "no screen returned"))
+                });
                 parts
             }
             // One missing session fails the whole chain: fall back to one capture each.
@@ -364,25 +508,38 @@ impl Target for TmuxTarget {
     }
 
     async fn logs(&self, native: &str) -> Result<String> {
-        self.screen(native, ScreenOptions { scrollback: true, ansi: false }).await
+        self.screen(
+            native,
+            ScreenOptions {
+                scrollback: true,
+                ansi: false,
+            },
+        )
+        .await
     }
 
     async fn stop(&self, native: &str, grace: Duration) -> Result<()> {
-        let pid = match self.pane(native).await {
-            Ok(pane) if !pane.dead => pane.pid,
-            Ok(_) => None,
+        let _ = std::fs::remove_file(self.exit_file(native));
+        let pids: Vec<u32> = match self.pane(native).await {
+            Ok(pane) if !pane.dead => pane
+                .pid
+                .into_iter()
+                .chain(pane.pid.and_then(procfs::first_child))
+                .collect(),
+            Ok(_) => vec![],
             Err(Error::UnknownInstance { .. }) => return Ok(()),
             Err(error) => return Err(error),
         };
         // kill-session closes the pane's terminal: its processes get SIGHUP, as when a window closes.
-        match self.tmux(&args(["kill-session", "-t", &exact(native)])).await {
+        match self
+            .tmux(&args(["kill-session", "-t", &exact(native)]))
+            .await
+        {
             Ok(_) => {}
             Err(error) if is_gone(&error) => {}
             Err(error) => return Err(error),
         }
-        if let Some(pid) = pid {
-            kill_after_grace(pid, grace).await;
-        }
+        kill_after_grace(&pids, grace).await;
         Ok(())
     }
 
@@ -393,23 +550,33 @@ impl Target for TmuxTarget {
             Err(error) if is_gone(&error) => return Ok(vec![]),
             Err(error) => return Err(error),
         };
-        Ok(out.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+        Ok(out
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
     }
 }
 
-/// Waits up to `grace` for `pid` to end, then kills its process group and itself.
-pub(crate) async fn kill_after_grace(pid: u32, grace: Duration) {
+/// Waits up to `grace` for `pids` to end, then kills their process groups and themselves.
+async fn kill_after_grace(pids: &[u32], grace: Duration) {
     use nix::sys::signal::{Signal, kill, killpg};
-    use nix::unistd::Pid;
-    let pid = Pid::from_raw(pid as i32);
+    use nix::unistd::{Pid, getpgid};
+    let pids: Vec<Pid> = pids.iter().map(|&pid| Pid::from_raw(pid as i32)).collect();
+    let groups: Vec<Pid> = pids
+        .iter()
+        .filter_map(|&pid| getpgid(Some(pid)).ok())
+        .collect();
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if kill(pid, None).is_err() {
+        if pids.iter().all(|&pid| kill(pid, None).is_err()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = killpg(pid, Signal::SIGKILL);
-    let _ = kill(pid, Signal::SIGKILL);
+    for group in groups {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
+    for pid in pids {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
 }
-

@@ -20,10 +20,17 @@ pub fn run(global: &GlobalArgs, command: ConfigCommand) -> Result<ExitCode> {
     match command {
         ConfigCommand::Show => {
             let loaded = context::load_config()?;
-            let view = ConfigView { config: &loaded.merged, origins: &loaded.origins, files: &loaded.files };
+            let view = ConfigView {
+                config: &loaded.merged,
+                origins: &loaded.origins,
+                files: &loaded.files,
+            };
             emit(global.output, &view, || {
-                let rows: Vec<Vec<String>> =
-                    loaded.entries().into_iter().map(|(key, value, origin)| vec![key, value, origin]).collect();
+                let rows: Vec<Vec<String>> = loaded
+                    .entries()
+                    .into_iter()
+                    .map(|(key, value, origin)| vec![key, value, origin])
+                    .collect();
                 output::table(&["KEY", "VALUE", "FROM"], &rows)
             })?;
             Ok(ExitCode::SUCCESS)

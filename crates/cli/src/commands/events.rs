@@ -12,7 +12,11 @@ use crate::output::{OutputFormat, emit};
 
 pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
     let orchestrator = context::orchestrator(global)?;
-    let id = args.id.as_deref().map(|id| orchestrator.resolve_id(id)).transpose()?;
+    let id = args
+        .id
+        .as_deref()
+        .map(|id| orchestrator.resolve_id(id))
+        .transpose()?;
     let newest = orchestrator.store().last_event_seq()?;
     let mut after = (newest - args.limit as i64).max(0);
     let first = orchestrator.events(after, id.as_ref(), args.limit)?;
@@ -41,5 +45,8 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
 
 fn line(event: &Event) -> String {
     let id = event.instance.as_deref().unwrap_or("-");
-    format!("{:>5}  {}  {id}  {}  {}\n", event.seq, event.at, event.kind, event.detail)
+    format!(
+        "{:>5}  {}  {id}  {}  {}\n",
+        event.seq, event.at, event.kind, event.detail
+    )
 }

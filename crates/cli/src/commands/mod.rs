@@ -26,7 +26,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     .iter()
                     .map(|verdict| {
                         let ready = if verdict.ready { "ready" } else { "not ready" };
-                        vec![verdict.target.to_string(), ready.to_string(), verdict.detail.clone()]
+                        vec![
+                            verdict.target.to_string(),
+                            ready.to_string(),
+                            verdict.detail.clone(),
+                        ]
                     })
                     .collect();
                 output::table(&["TARGET", "STATUS", "DETAIL"], &rows)
@@ -37,7 +41,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Events(args) => events::run(global, args).await,
         Command::Completions(args) => {
             let mut command = Cli::command();
-            clap_complete::generate(args.shell, &mut command, "mahavishnu", &mut std::io::stdout());
+            clap_complete::generate(
+                args.shell,
+                &mut command,
+                "mahavishnu",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {

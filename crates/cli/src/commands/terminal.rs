@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use mahavishnu_core::keys::{Key, NamedKey};
-use mahavishnu_core::{Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, ScreenOptions, TargetKind};
-use mahavishnu_orchestrator::{CaptureOptions, LaunchRequest, ListFilter, Orchestrator, WaitCondition};
+use mahavishnu_core::{
+    Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, ScreenOptions, TargetKind,
+};
+use mahavishnu_orchestrator::{
+    CaptureOptions, LaunchRequest, ListFilter, Orchestrator, WaitCondition,
+};
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, TargetArg, TerminalCommand};
@@ -35,12 +39,20 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             };
             let outcome = orchestrator.launch_instances(&request).await?;
             emit(format, &outcome.instances, || {
-                outcome.instances.iter().map(|instance| format!("{}\n", instance.id)).collect()
+                outcome
+                    .instances
+                    .iter()
+                    .map(|instance| format!("{}\n", instance.id))
+                    .collect()
             })?;
             for error in &outcome.errors {
                 eprintln!("error: {error}");
             }
-            Ok(if outcome.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if outcome.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         TerminalCommand::Send(args) => {
             let id = orchestrator.resolve_id(&args.id)?;
@@ -53,7 +65,11 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
         }
         TerminalCommand::Keys(args) => {
             let id = orchestrator.resolve_id(&args.id)?;
-            let keys = args.keys.iter().map(|key| key.parse().map(InputPart::Key)).collect::<Result<Vec<_>, Error>>()?;
+            let keys = args
+                .keys
+                .iter()
+                .map(|key| key.parse().map(InputPart::Key))
+                .collect::<Result<Vec<_>, Error>>()?;
             orchestrator.send(&id, &keys).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -61,7 +77,10 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             let id = orchestrator.resolve_id(&args.id)?;
             let options = CaptureOptions {
                 lines: args.lines,
-                screen: ScreenOptions { scrollback: args.scrollback, ansi: args.ansi },
+                screen: ScreenOptions {
+                    scrollback: args.scrollback,
+                    ansi: args.ansi,
+                },
             };
             let text = orchestrator.capture(&id, options).await?;
             #[derive(Serialize)]
@@ -69,7 +88,14 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
                 id: &'a InstanceId,
                 text: &'a str,
             }
-            emit(format, &Capture { id: &id, text: &text }, || text.clone())?;
+            emit(
+                format,
+                &Capture {
+                    id: &id,
+                    text: &text,
+                },
+                || text.clone(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Wait(args) => {
@@ -79,12 +105,23 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
                 (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
                 (None, None) => WaitCondition::Waiting,
             };
-            let outcome = orchestrator.wait(&id, &condition, seconds("--timeout", args.timeout)?).await?;
-            emit(format, &outcome, || outcome.matched.as_ref().map(|text| format!("{text}\n")).unwrap_or_default())?;
+            let outcome = orchestrator
+                .wait(&id, &condition, seconds("--timeout", args.timeout)?)
+                .await?;
+            emit(format, &outcome, || {
+                outcome
+                    .matched
+                    .as_ref()
+                    .map(|text| format!("{text}\n"))
+                    .unwrap_or_default()
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::List(args) => {
-            let filter = ListFilter { project: args.project, all: args.all };
+            let filter = ListFilter {
+                project: args.project,
+                all: args.all,
+            };
             let instances = orchestrator.list_instances(&filter).await?;
             emit(format, &instances, || instance_table(&instances))?;
             Ok(ExitCode::SUCCESS)
@@ -92,23 +129,41 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
         TerminalCommand::Show(args) => {
             let id = orchestrator.resolve_id(&args.id)?;
             let instance = orchestrator.instance(&id).await?;
-            emit(format, &instance, || instance_table(std::slice::from_ref(&instance)))?;
+            emit(format, &instance, || {
+                instance_table(std::slice::from_ref(&instance))
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Exec(args) => {
             let id = orchestrator.resolve_id(&args.id)?;
-            let output = orchestrator.exec(&id, args.command, seconds("--timeout", args.timeout)?).await?;
+            let output = orchestrator
+                .exec(&id, args.command, seconds("--timeout", args.timeout)?)
+                .await?;
             exec_output(format, &id, &output)
         }
         TerminalCommand::Attach(args) => attach(&orchestrator, &args.id).await,
         TerminalCommand::Close(args) => {
             let ids: Vec<InstanceId> = if args.all {
-                let filter = ListFilter { project: args.project, all: false };
-                orchestrator.list_instances(&filter).await?.into_iter().map(|instance| instance.id).collect()
+                let filter = ListFilter {
+                    project: args.project,
+                    all: false,
+                };
+                orchestrator
+                    .list_instances(&filter)
+                    .await?
+                    .into_iter()
+                    .map(|instance| instance.id)
+                    .collect()
             } else {
-                args.ids.iter().map(|id| orchestrator.resolve_id(id)).collect::<Result<_, Error>>()?
+                args.ids
+                    .iter()
+                    .map(|id| orchestrator.resolve_id(id))
+                    .collect::<Result<_, Error>>()?
             };
-            let grace = args.grace.map(|grace| seconds("--grace", grace)).transpose()?;
+            let grace = args
+                .grace
+                .map(|grace| seconds("--grace", grace))
+                .transpose()?;
             let outcomes = orchestrator.close_instances(&ids, grace).await?;
             emit(format, &outcomes, || {
                 outcomes
@@ -119,7 +174,11 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
                     })
                     .collect()
             })?;
-            Ok(if outcomes.iter().all(|outcome| outcome.closed) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if outcomes.iter().all(|outcome| outcome.closed) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         TerminalCommand::Logs(args) => {
             let id = orchestrator.resolve_id(&args.id)?;
@@ -140,14 +199,19 @@ fn pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
         .iter()
         .map(|pair| match pair.split_once('=') {
             Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-            _ => Err(Error::Invalid(format!("{flag} `{pair}` is not of the form KEY=VALUE")).into()),
+            _ => {
+                Err(Error::Invalid(format!("{flag} `{pair}` is not of the form KEY=VALUE")).into())
+            }
         })
         .collect()
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration> {
     if !value.is_finite() || value < 0.0 || value > 86_400.0 * 365.0 {
-        return Err(Error::Invalid(format!("{flag} {value} is not a number of seconds between 0 and a year")).into());
+        return Err(Error::Invalid(format!(
+            "{flag} {value} is not a number of seconds between 0 and a year"
+        ))
+        .into());
     }
     Ok(Duration::from_secs_f64(value))
 }
@@ -210,14 +274,26 @@ async fn attach(orchestrator: &Orchestrator, text: &str) -> Result<ExitCode> {
     match id.target() {
         TargetKind::Tmux => {
             let command = tmux.attach_command(id.native());
-            let status = std::process::Command::new(&command[0]).args(&command[1..]).status()?;
-            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let status = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .status()?;
+            Ok(if status.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         TargetKind::Pty => {
-            eprintln!("attached to {id}; detach with {}", mahavishnu_terminal::pty::DETACH_KEY_NAME);
+            eprintln!(
+                "attached to {id}; detach with {}",
+                mahavishnu_terminal::pty::DETACH_KEY_NAME
+            );
             mahavishnu_terminal::pty::attach(&pty.socket(id.native()), &id.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
-        other => bail!(Error::Unsupported { target: other, operation: "attach" }),
+        other => bail!(Error::Unsupported {
+            target: other,
+            operation: "attach"
+        }),
     }
 }

@@ -20,26 +20,38 @@ pub const DETACH_KEY_NAME: &str = "Ctrl-]";
 /// session ends.
 pub fn attach(socket: &Path, id: &str) -> Result<()> {
     let stdin = std::io::stdin();
-    let original = termios::tcgetattr(stdin.as_fd())
-        .map_err(|_| Error::Invalid("attach needs a terminal: run it from an interactive shell, not a pipe".into()))?;
+    let original = termios::tcgetattr(stdin.as_fd()).map_err(|_| {
+        Error::Invalid(
+            "attach needs a terminal: run it from an interactive shell, not a pipe".into(),
+        )
+    })?;
     let mut stream = UnixStream::connect(socket).map_err(|_| Error::NotLive {
         id: id.to_string(),
         state: "not running".into(),
         hint: "only a running session can be attached; see `mahavishnu terminal list`".into(),
     })?;
     let (rows, cols) = terminal_size();
-    let mut request = serde_json::to_vec(&Request::Attach { rows, cols }).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut request = serde_json::to_vec(&Request::Attach { rows, cols })
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     request.push(b'\n');
-    stream.write_all(&request).map_err(|e| Error::io("cannot attach", e))?;
+    stream
+        .write_all(&request)
+        .map_err(|e| Error::io("cannot attach", e))?;
     let mut ack = Vec::new();
     let mut byte = [0u8; 1];
-    while stream.read(&mut byte).map_err(|e| Error::io("cannot attach", e))? == 1 && byte[0] != b'\n' {
+    while stream
+        .read(&mut byte)
+        .map_err(|e| Error::io("cannot attach", e))?
+        == 1
+        && byte[0] != b'\n'
+    {
         ack.push(byte[0]);
     }
 
     let mut raw = original.clone();
     termios::cfmakeraw(&mut raw);
-    termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).map_err(|e| Error::Invalid(format!("cannot set raw mode: {e}")))?;
+    termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)
+        .map_err(|e| Error::Invalid(format!("cannot set raw mode: {e}")))?;
     let outcome = pump(stream);
     let _ = termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &original);
     print!("\x1b[0m\r\n[detached from {id}]\r\n");
@@ -105,14 +117,27 @@ fn send_frame(stream: &mut UnixStream, kind: u8, payload: &[u8]) -> std::io::Res
 }
 
 fn wait_readable(fd: i32, timeout_ms: i32) -> bool {
-    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe { libc::poll(&mut poll, 1, timeout_ms) > 0 }
 }
 
 fn terminal_size() -> (u16, u16) {
-    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes a winsize into a valid pointer.
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_row > 0 { (size.ws_row, size.ws_col) } else { (24, 80) }
+    if ok && size.ws_row > 0 {
+        (size.ws_row, size.ws_col)
+    } else {
+        (24, 80)
+    }
 }

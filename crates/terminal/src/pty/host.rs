@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use mahavishnu_core::{LaunchSpec, ScreenOptions};
 
-use super::protocol::{ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, Status, write_private};
+use super::protocol::{
+    ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, Status, write_private,
+};
 use super::screen::render;
 use crate::procfs;
 
@@ -61,26 +63,46 @@ struct Shared {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
-    let spec_text = std::fs::read_to_string(&files.spec).map_err(|e| format!("cannot read {}: {e}", files.spec.display()))?;
-    let spec: LaunchSpec = serde_json::from_str(&spec_text).map_err(|e| format!("bad launch spec: {e}"))?;
-    let (program, args) = spec.command.split_first().ok_or("the launch spec has no command")?;
+    let spec_text = std::fs::read_to_string(&files.spec)
+        .map_err(|e| format!("cannot read {}: {e}", files.spec.display()))?;
+    let spec: LaunchSpec =
+        serde_json::from_str(&spec_text).map_err(|e| format!("bad launch spec: {e}"))?;
+    let (program, args) = spec
+        .command
+        .split_first()
+        .ok_or("the launch spec has no command")?;
 
-    let size = nix::pty::Winsize { ws_row: spec.rows, ws_col: spec.cols, ws_xpixel: 0, ws_ypixel: 0 };
-    let pty = nix::pty::openpty(Some(&size), None).map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+    let size = nix::pty::Winsize {
+        ws_row: spec.rows,
+        ws_col: spec.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None)
+        .map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
     for fd in [&pty.master, &pty.slave] {
         set_cloexec(fd).map_err(|e| format!("cannot configure the pseudo-terminal: {e}"))?;
     }
-    let stdio = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| format!("cannot duplicate the terminal: {e}"));
+    let stdio = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map(Stdio::from)
+            .map_err(|e| format!("cannot duplicate the terminal: {e}"))
+    };
     let mut command = Command::new(program);
     command.args(args).current_dir(&spec.cwd).envs(&spec.env);
     if std::env::var_os("TERM").is_none() && !spec.env.contains_key("TERM") {
         command.env("TERM", "xterm-256color");
     }
-    command.stdin(stdio(&pty.slave)?).stdout(stdio(&pty.slave)?).stderr(stdio(&pty.slave)?);
+    command
+        .stdin(stdio(&pty.slave)?)
+        .stdout(stdio(&pty.slave)?)
+        .stderr(stdio(&pty.slave)?);
     // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
     unsafe {
         command.pre_exec(|| {
@@ -93,14 +115,20 @@ fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
             Ok(())
         });
     }
-    let child = command.spawn().map_err(|e| format!("cannot start `{program}` in {}: {e}", spec.cwd.display()))?;
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start `{program}` in {}: {e}", spec.cwd.display()))?;
     drop(pty.slave);
     let pid = child.id();
 
     let listener = bind_private(&files.socket)?;
     let writer = File::from(pty.master.try_clone().map_err(|e| e.to_string())?);
     let shared = Arc::new(Shared {
-        parser: Mutex::new(vt100::Parser::new(nonzero(spec.rows, 24), nonzero(spec.cols, 80), scrollback)),
+        parser: Mutex::new(vt100::Parser::new(
+            nonzero(spec.rows, 24),
+            nonzero(spec.cols, 80),
+            scrollback,
+        )),
         writer: Mutex::new(writer),
         master: pty.master,
         last_output: Mutex::new(Instant::now()),
@@ -110,11 +138,18 @@ fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
         stopping: AtomicBool::new(false),
         pid,
     });
-    Ok(Host { pid, shared, listener, child })
+    Ok(Host {
+        pid,
+        shared,
+        listener,
+        child,
+    })
 }
 
 fn nonzero(value: u16, fallback: u16) -> std::num::NonZeroU16 {
-    std::num::NonZeroU16::new(value).or(std::num::NonZeroU16::new(fallback)).unwrap_or(std::num::NonZeroU16::MIN)
+    std::num::NonZeroU16::new(value)
+        .or(std::num::NonZeroU16::new(fallback))
+        .unwrap_or(std::num::NonZeroU16::MIN)
 }
 
 fn set_cloexec(fd: &OwnedFd) -> nix::Result<()> {
@@ -149,11 +184,19 @@ fn detach_stdio() {
 }
 
 fn spawn(name: &str, work: impl FnOnce() + Send + 'static) {
-    let _ = std::thread::Builder::new().name(name.into()).stack_size(THREAD_STACK).spawn(work);
+    let _ = std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(THREAD_STACK)
+        .spawn(work);
 }
 
 fn serve(host: Host, files: SessionFiles) -> i32 {
-    let Host { shared, listener, mut child, .. } = host;
+    let Host {
+        shared,
+        listener,
+        mut child,
+        ..
+    } = host;
 
     let reader_shared = Arc::clone(&shared);
     spawn("pty-output", move || pump_output(&reader_shared));
@@ -176,8 +219,20 @@ fn serve(host: Host, files: SessionFiles) -> i32 {
         let record = ExitRecord {
             code,
             screen: render(&mut parser, ScreenOptions::default()),
-            screen_ansi: render(&mut parser, ScreenOptions { scrollback: false, ansi: true }),
-            full: render(&mut parser, ScreenOptions { scrollback: true, ansi: false }),
+            screen_ansi: render(
+                &mut parser,
+                ScreenOptions {
+                    scrollback: false,
+                    ansi: true,
+                },
+            ),
+            full: render(
+                &mut parser,
+                ScreenOptions {
+                    scrollback: true,
+                    ansi: false,
+                },
+            ),
         };
         if let Ok(bytes) = serde_json::to_vec(&record) {
             let _ = write_private(&waiter_files.exit, &bytes);
@@ -226,7 +281,12 @@ fn handle_client(stream: UnixStream, shared: &Shared, files: &SessionFiles) -> s
     let mut writer = stream;
     let request: Request = match serde_json::from_str(&line) {
         Ok(request) => request,
-        Err(e) => return reply(&mut writer, &serde_json::json!({ "error": format!("bad request: {e}") })),
+        Err(e) => {
+            return reply(
+                &mut writer,
+                &serde_json::json!({ "error": format!("bad request: {e}") }),
+            );
+        }
     };
     match request {
         Request::Status => {
@@ -239,14 +299,20 @@ fn handle_client(stream: UnixStream, shared: &Shared, files: &SessionFiles) -> s
             reply(&mut writer, &status)
         }
         Request::Screen { scrollback, ansi } => {
-            let text = render(&mut lock(&shared.parser), ScreenOptions { scrollback, ansi });
+            let text = render(
+                &mut lock(&shared.parser),
+                ScreenOptions { scrollback, ansi },
+            );
             reply(&mut writer, &serde_json::json!({ "text": text }))
         }
         Request::Send { data } => {
             let written = lock(&shared.writer).write_all(data.as_bytes());
             match written {
                 Ok(()) => reply(&mut writer, &serde_json::json!({})),
-                Err(e) => reply(&mut writer, &serde_json::json!({ "error": format!("cannot write to the terminal: {e}") })),
+                Err(e) => reply(
+                    &mut writer,
+                    &serde_json::json!({ "error": format!("cannot write to the terminal: {e}") }),
+                ),
             }
         }
         Request::Stop { grace_ms } => {
@@ -312,7 +378,12 @@ fn resize(shared: &Shared, rows: u16, cols: u16) {
     if rows == 0 || cols == 0 {
         return;
     }
-    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     lock(&shared.parser).set_size(nonzero(rows, 24), nonzero(cols, 80));
     // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; the fd is our open master.
     unsafe { libc::ioctl(shared.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
@@ -321,7 +392,7 @@ fn resize(shared: &Shared, rows: u16, cols: u16) {
 fn foreground_job(shared: &Shared) -> Option<bool> {
     // SAFETY: tcgetpgrp on our open master descriptor.
     let group = unsafe { libc::tcgetpgrp(shared.master.as_raw_fd()) };
-    (group > 0).then(|| group as u32 != shared.pid)
+    (group > 0).then_some(group as u32 != shared.pid)
 }
 
 fn stop_program(shared: &Shared, grace: Duration) {
@@ -339,6 +410,8 @@ fn stop_program(shared: &Shared, grace: Duration) {
     if guard.is_none() {
         drop(guard);
         let _ = killpg(group, Signal::SIGKILL);
-        let _ = signal.wait_timeout_while(lock(exited), Duration::from_secs(2), |exited| exited.is_none());
+        let _ = signal.wait_timeout_while(lock(exited), Duration::from_secs(2), |exited| {
+            exited.is_none()
+        });
     }
 }

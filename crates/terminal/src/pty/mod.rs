@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mahavishnu_core::{
-    Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, ObservedStatus, Observation, Preflight,
-    Result, ScreenOptions, Target, TargetKind,
+    Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation,
+    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -43,52 +43,93 @@ enum Unreachable {
 impl PtyTarget {
     /// A target keeping its sockets in `runtime_dir/pty`, starting hosts with `host_program __pty-host`.
     pub fn new(runtime_dir: &Path, host_program: PathBuf, scrollback: usize) -> Self {
-        PtyTarget { dir: runtime_dir.join("pty"), host_program, scrollback }
+        PtyTarget {
+            dir: runtime_dir.join("pty"),
+            host_program,
+            scrollback,
+        }
     }
 
     fn files(&self, native: &str) -> SessionFiles {
         SessionFiles::new(&self.dir, native)
     }
 
-    async fn request(&self, native: &str, request: &Request, timeout: Duration) -> Result<serde_json::Value, Unreachable> {
+    async fn request(
+        &self,
+        native: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, Unreachable> {
         let socket = self.files(native).socket;
         let exchange = async {
-            let mut stream = UnixStream::connect(&socket).await.map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Unreachable::Gone,
-                _ => Unreachable::Failed(Error::io(format!("cannot reach the pty host of `{native}`"), e)),
-            })?;
-            let mut line = serde_json::to_vec(request).map_err(|e| Unreachable::Failed(Error::target(KIND, e.to_string())))?;
+            let mut stream = UnixStream::connect(&socket)
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                        Unreachable::Gone
+                    }
+                    _ => Unreachable::Failed(Error::io(
+                        format!("cannot reach the pty host of `{native}`"),
+                        e,
+                    )),
+                })?;
+            let mut line = serde_json::to_vec(request)
+                .map_err(|e| Unreachable::Failed(Error::target(KIND, e.to_string())))?;
             line.push(b'\n');
-            let io = |e: std::io::Error| Unreachable::Failed(Error::io(format!("talking to the pty host of `{native}`"), e));
+            let io = |e: std::io::Error| {
+                Unreachable::Failed(Error::io(
+                    format!("talking to the pty host of `{native}`"),
+                    e,
+                ))
+            };
             stream.write_all(&line).await.map_err(io)?;
             let mut answer = String::new();
-            BufReader::new(stream).read_line(&mut answer).await.map_err(io)?;
+            BufReader::new(stream)
+                .read_line(&mut answer)
+                .await
+                .map_err(io)?;
             if answer.is_empty() {
                 return Err(Unreachable::Gone);
             }
-            let value: serde_json::Value = serde_json::from_str(&answer)
-                .map_err(|e| Unreachable::Failed(Error::target(KIND, format!("bad answer from the pty host: {e}"))))?;
+            let value: serde_json::Value = serde_json::from_str(&answer).map_err(|e| {
+                Unreachable::Failed(Error::target(
+                    KIND,
+                    format!("bad answer from the pty host: {e}"),
+                ))
+            })?;
             if let Some(message) = value.get("error").and_then(|e| e.as_str()) {
-                return Err(Unreachable::Failed(Error::target(KIND, message.to_string())));
+                return Err(Unreachable::Failed(Error::target(
+                    KIND,
+                    message.to_string(),
+                )));
             }
             Ok(value)
         };
-        tokio::time::timeout(timeout, exchange).await.unwrap_or_else(|_| {
-            Err(Unreachable::Failed(Error::target(KIND, format!("the pty host of `{native}` did not answer in time"))))
-        })
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Unreachable::Failed(Error::target(
+                    KIND,
+                    format!("the pty host of `{native}` did not answer in time"),
+                )))
+            })
     }
 
     /// A request to a live session; a session whose host is gone is an unknown instance.
     async fn live_request(&self, native: &str, request: &Request) -> Result<serde_json::Value> {
-        self.request(native, request, REQUEST_TIMEOUT).await.map_err(|unreachable| match unreachable {
-            Unreachable::Gone if self.exit_record(native).is_some() => Error::NotLive {
-                id: format!("pty:{native}"),
-                state: "exited".into(),
-                hint: "its program has ended; `capture` still shows its last screen".into(),
-            },
-            Unreachable::Gone => Error::UnknownInstance { id: format!("pty:{native}") },
-            Unreachable::Failed(error) => error,
-        })
+        self.request(native, request, REQUEST_TIMEOUT)
+            .await
+            .map_err(|unreachable| match unreachable {
+                Unreachable::Gone if self.exit_record(native).is_some() => Error::NotLive {
+                    id: format!("pty:{native}"),
+                    state: "exited".into(),
+                    hint: "its program has ended; `capture` still shows its last screen".into(),
+                },
+                Unreachable::Gone => Error::UnknownInstance {
+                    id: format!("pty:{native}"),
+                },
+                Unreachable::Failed(error) => error,
+            })
     }
 
     fn exit_record(&self, native: &str) -> Option<ExitRecord> {
@@ -102,7 +143,10 @@ impl PtyTarget {
     }
 
     async fn observe(&self, native: String) -> Option<Observation> {
-        match self.request(&native, &Request::Status, Duration::from_secs(2)).await {
+        match self
+            .request(&native, &Request::Status, Duration::from_secs(2))
+            .await
+        {
             Ok(value) => {
                 let status: Status = serde_json::from_value(value).ok()?;
                 Some(Observation {
@@ -127,7 +171,9 @@ impl PtyTarget {
     }
 
     fn session_names(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return vec![] };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
         entries
             .flatten()
             .filter_map(|entry| {
@@ -151,18 +197,33 @@ impl Target for PtyTarget {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { interactive: true, exec: true, logs: true, attach: true, persistent: true }
+        Capabilities {
+            interactive: true,
+            exec: true,
+            logs: true,
+            attach: true,
+            persistent: true,
+        }
     }
 
     async fn preflight(&self) -> Preflight {
         let checks = (|| -> Result<String> {
             mahavishnu_core::paths::ensure_private_dir(&self.dir)?;
-            nix::pty::openpty(None, None).map_err(|e| Error::Invalid(format!("cannot open a pseudo-terminal: {e}")))?;
+            nix::pty::openpty(None, None)
+                .map_err(|e| Error::Invalid(format!("cannot open a pseudo-terminal: {e}")))?;
             Ok(format!("sockets in {}", self.dir.display()))
         })();
         match checks {
-            Ok(detail) => Preflight { target: KIND, ready: true, detail },
-            Err(error) => Preflight { target: KIND, ready: false, detail: error.to_string() },
+            Ok(detail) => Preflight {
+                target: KIND,
+                ready: true,
+                detail,
+            },
+            Err(error) => Preflight {
+                target: KIND,
+                ready: false,
+                detail: error.to_string(),
+            },
         }
     }
 
@@ -171,10 +232,13 @@ impl Target for PtyTarget {
         let native = spec.id.native().to_string();
         let files = self.files(&native);
         if files.spec.exists() {
-            return Err(Error::Invalid(format!("a pty session `{native}` already exists; choose another --name")));
+            return Err(Error::Invalid(format!(
+                "a pty session `{native}` already exists; choose another --name"
+            )));
         }
         let bytes = serde_json::to_vec(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
-        write_private(&files.spec, &bytes).map_err(|e| Error::io(format!("cannot write {}", files.spec.display()), e))?;
+        write_private(&files.spec, &bytes)
+            .map_err(|e| Error::io(format!("cannot write {}", files.spec.display()), e))?;
         let mut command = tokio::process::Command::new(&self.host_program);
         command
             .arg("__pty-host")
@@ -196,14 +260,21 @@ impl Target for PtyTarget {
         }
         let mut child = command.spawn().map_err(|e| {
             files.remove();
-            Error::io(format!("cannot start the pty host {}", self.host_program.display()), e)
+            Error::io(
+                format!("cannot start the pty host {}", self.host_program.display()),
+                e,
+            )
         })?;
         let Some(stdout) = child.stdout.take() else {
             files.remove();
             return Err(Error::target(KIND, "the pty host has no output pipe"));
         };
         let mut first = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), BufReader::new(stdout).read_line(&mut first)).await;
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            BufReader::new(stdout).read_line(&mut first),
+        )
+        .await;
         // The host lives on; reap it whenever it ends.
         tokio::spawn(async move {
             let _ = child.wait().await;
@@ -212,7 +283,10 @@ impl Target for PtyTarget {
             Ok(Ok(_)) => first.trim().to_string(),
             _ => {
                 files.remove();
-                return Err(Error::target(KIND, format!("the pty host of `{native}` did not start in time")));
+                return Err(Error::target(
+                    KIND,
+                    format!("the pty host of `{native}` did not start in time"),
+                ));
             }
         };
         if let Some(pid) = line.strip_prefix("ready ") {
@@ -226,7 +300,14 @@ impl Target for PtyTarget {
         }
         files.remove();
         let reason = line.strip_prefix("error: ").unwrap_or(&line);
-        Err(Error::target(KIND, if reason.is_empty() { "the pty host exited before it was ready" } else { reason }))
+        Err(Error::target(
+            KIND,
+            if reason.is_empty() {
+                "the pty host exited before it was ready"
+            } else {
+                reason
+            },
+        ))
     }
 
     async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
@@ -249,9 +330,16 @@ impl Target for PtyTarget {
     }
 
     async fn exec(&self, native: &str, request: &ExecRequest) -> Result<ExecOutput> {
-        let spec = self.spec(native).ok_or_else(|| Error::UnknownInstance { id: format!("pty:{native}") })?;
-        let cwd = match self.request(native, &Request::Status, REQUEST_TIMEOUT).await {
-            Ok(value) => serde_json::from_value::<Status>(value).ok().and_then(|status| status.cwd),
+        let spec = self.spec(native).ok_or_else(|| Error::UnknownInstance {
+            id: format!("pty:{native}"),
+        })?;
+        let cwd = match self
+            .request(native, &Request::Status, REQUEST_TIMEOUT)
+            .await
+        {
+            Ok(value) => serde_json::from_value::<Status>(value)
+                .ok()
+                .and_then(|status| status.cwd),
             Err(_) => None,
         };
         let cwd = cwd.unwrap_or_else(|| spec.cwd.clone());
@@ -260,16 +348,30 @@ impl Target for PtyTarget {
 
     async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
         let bytes: Vec<u8> = input.iter().flat_map(InputPart::to_bytes).collect();
-        let data = String::from_utf8(bytes).map_err(|_| Error::Invalid("input is not valid UTF-8".into()))?;
-        self.live_request(native, &Request::Send { data }).await.map(drop)
+        let data = String::from_utf8(bytes)
+            .map_err(|_| Error::Invalid("input is not valid UTF-8".into()))?;
+        self.live_request(native, &Request::Send { data })
+            .await
+            .map(drop)
     }
 
     async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
-        let request = Request::Screen { scrollback: options.scrollback, ansi: options.ansi };
+        let request = Request::Screen {
+            scrollback: options.scrollback,
+            ansi: options.ansi,
+        };
         match self.request(native, &request, REQUEST_TIMEOUT).await {
-            Ok(value) => Ok(value.get("text").and_then(|text| text.as_str()).unwrap_or_default().to_string()),
+            Ok(value) => Ok(value
+                .get("text")
+                .and_then(|text| text.as_str())
+                .unwrap_or_default()
+                .to_string()),
             Err(Unreachable::Gone) => {
-                let record = self.exit_record(native).ok_or_else(|| Error::UnknownInstance { id: format!("pty:{native}") })?;
+                let record = self
+                    .exit_record(native)
+                    .ok_or_else(|| Error::UnknownInstance {
+                        id: format!("pty:{native}"),
+                    })?;
                 Ok(match (options.scrollback, options.ansi) {
                     (true, _) => record.full,
                     (false, true) => record.screen_ansi,
@@ -281,12 +383,23 @@ impl Target for PtyTarget {
     }
 
     async fn logs(&self, native: &str) -> Result<String> {
-        self.screen(native, ScreenOptions { scrollback: true, ansi: false }).await
+        self.screen(
+            native,
+            ScreenOptions {
+                scrollback: true,
+                ansi: false,
+            },
+        )
+        .await
     }
 
     async fn stop(&self, native: &str, grace: Duration) -> Result<()> {
-        let request = Request::Stop { grace_ms: grace.as_millis() as u64 };
-        let result = self.request(native, &request, grace + Duration::from_secs(5)).await;
+        let request = Request::Stop {
+            grace_ms: grace.as_millis() as u64,
+        };
+        let result = self
+            .request(native, &request, grace + Duration::from_secs(5))
+            .await;
         self.files(native).remove();
         match result {
             Ok(_) | Err(Unreachable::Gone) => Ok(()),
@@ -297,7 +410,8 @@ impl Target for PtyTarget {
     async fn recover(&self) -> Result<Vec<LaunchSpec>> {
         let mut specs = Vec::new();
         for native in self.session_names() {
-            if let (Some(spec), Some(_)) = (self.spec(&native), self.observe(native.clone()).await) {
+            if let (Some(spec), Some(_)) = (self.spec(&native), self.observe(native.clone()).await)
+            {
                 specs.push(spec);
             }
         }

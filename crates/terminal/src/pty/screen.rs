@@ -28,7 +28,10 @@ fn visible_rows(screen: &vt100::Screen, ansi: bool) -> Vec<String> {
     if ansi {
         screen.rows_formatted(0, cols).collect()
     } else {
-        screen.rows(0, cols).map(|row| row.trim_end().to_string()).collect()
+        screen
+            .rows(0, cols)
+            .map(|row| row.trim_end().to_string())
+            .collect()
     }
 }
 
@@ -46,8 +49,17 @@ mod tests {
         for n in 1..=6 {
             parser.process(format!("line {n}\r\n").as_bytes());
         }
-        assert_eq!(render(&mut parser, ScreenOptions::default()), "line 5\nline 6\n\n");
-        let all = render(&mut parser, ScreenOptions { scrollback: true, ansi: false });
+        assert_eq!(
+            render(&mut parser, ScreenOptions::default()),
+            "line 5\nline 6\n\n"
+        );
+        let all = render(
+            &mut parser,
+            ScreenOptions {
+                scrollback: true,
+                ansi: false,
+            },
+        );
         assert_eq!(all, "line 1\nline 2\nline 3\nline 4\nline 5\nline 6\n\n");
         assert_eq!(parser.screen().scrollback(), 0);
     }
@@ -56,7 +68,13 @@ mod tests {
     fn ansi_keeps_the_colours() {
         let mut parser = vt100::Parser::new(size(2), size(20), 0);
         parser.process(b"\x1b[31mred\x1b[0m plain");
-        let text = render(&mut parser, ScreenOptions { scrollback: false, ansi: true });
+        let text = render(
+            &mut parser,
+            ScreenOptions {
+                scrollback: false,
+                ansi: true,
+            },
+        );
         assert!(text.contains("\x1b[31m"), "{text:?}");
         assert!(render(&mut parser, ScreenOptions::default()).starts_with("red plain\n"));
     }

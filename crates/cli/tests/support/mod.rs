@@ -1,0 +1,162 @@
+//! Test support: every test gets its own state directory, runtime directory and tmux server, and drives
+//! the real `mahavishnu` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub mod stub_model;
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mahavishnu"))
+}
+
+/// An isolated Mahavishnu world; closes every session it started when dropped.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub tmux_socket: String,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mv")
+            .tempdir()
+            .expect("tempdir");
+        let tmux_socket = format!("mvtest-{}-{}", std::process::id(), fastrand_suffix());
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        World { dir, tmux_socket }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// `mahavishnu ARGS` in this world, run from the work directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .current_dir(self.work())
+            .env("MAHAVISHNU_STATE_DIR", self.state_dir())
+            .env("MAHAVISHNU_RUNTIME_DIR", self.runtime_dir())
+            .env("MAHAVISHNU_TARGETS__TMUX__SOCKET_NAME", &self.tmux_socket)
+            .env(
+                "MAHAVISHNU_CONFIG",
+                self.dir.path().join("home/config.toml"),
+            )
+            .env("SHELL", "/bin/bash")
+            .env("HOME", self.dir.path().join("home"))
+            .env("PS1", "$ ")
+            .env_remove("MAHAVISHNU_TERMINAL__MAX_CONCURRENT");
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mahavishnu")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "mahavishnu {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// Runs and asserts failure with `code`; returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let output = self.run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "mahavishnu {args:?}: stderr: {stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "errors start with `error: `: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        serde_json::from_str(&self.ok(&args)).expect("json output")
+    }
+
+    /// Launches and returns the ids.
+    pub fn launch(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["terminal", "launch"];
+        all.extend(args);
+        self.ok(&all).lines().map(str::to_string).collect()
+    }
+
+    pub fn state_of(&self, id: &str) -> String {
+        let shown = self.json(&["terminal", "show", id]);
+        shown["state"].as_str().expect("state").to_string()
+    }
+
+    /// Polls `terminal show` until the state is `want`.
+    pub fn wait_state(&self, id: &str, want: &str, patience: Duration) {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < patience {
+            last = self.state_of(id);
+            if last == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{id} never became {want}; last state {last}");
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self
+            .command(&["terminal", "close", "--all", "--grace", "0.2"])
+            .output();
+        let _ = Command::new("tmux")
+            .args(["-L", &self.tmux_socket, "kill-server"])
+            .output();
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish() % 1_000_000
+}
+
+/// Whether `path` exists, after giving a racing writer `patience`.
+pub fn eventually_exists(path: &Path, patience: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
