@@ -207,7 +207,7 @@ fn pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration> {
-    if !value.is_finite() || value < 0.0 || value > 86_400.0 * 365.0 {
+    if !(0.0..=86_400.0 * 365.0).contains(&value) {
         return Err(Error::Invalid(format!(
             "{flag} {value} is not a number of seconds between 0 and a year"
         ))
