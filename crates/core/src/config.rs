@@ -93,6 +93,8 @@ pub struct ProfileConfig {
     pub idle_ms: Option<u64>,
     /// A shell: waiting means "prompt back and no foreground job".
     pub shell: bool,
+    /// Pause between typed text and the Enter that submits it (AI CLIs take fast input for a paste).
+    pub submit_delay_ms: u64,
     /// Preferred target.
     pub target: Option<String>,
     /// How to install the program, shown when it is missing.

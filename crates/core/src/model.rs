@@ -319,6 +319,10 @@ pub struct Instance {
     pub labels: BTreeMap<String, String>,
     /// How its waiting state is detected.
     pub waiting: WaitingRules,
+    /// Pause between typed text and the Enter that submits it, for programs that take fast input for
+    /// a paste.
+    #[serde(default)]
+    pub submit_delay_ms: u64,
     /// When it was recorded.
     pub created_at: Timestamp,
     /// When its record last changed.

@@ -79,6 +79,14 @@ impl WaitingDetector {
     }
 }
 
+/// A hash of a screen's text, the same in every process of this build.
+pub fn screen_hash(screen: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    screen.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Follows one instance across polls: measures idle time from screen changes where the target cannot
 /// report it, and confirms a new state only when two consecutive polls agree.
 #[derive(Debug)]
@@ -103,15 +111,18 @@ impl Default for StatusTracker {
 impl StatusTracker {
     /// Records the screen seen now and returns how long it has been unchanged.
     pub fn observe_screen(&mut self, screen: &str) -> Duration {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        screen.hash(&mut hasher);
-        let hash = hasher.finish();
+        let hash = screen_hash(screen);
         if self.last_screen_hash != Some(hash) {
             self.last_screen_hash = Some(hash);
             self.changed_at = Instant::now();
         }
         self.changed_at.elapsed()
+    }
+
+    /// The hash of the last screen seen and how long it has been unchanged.
+    pub fn mark(&self) -> Option<(u64, Duration)> {
+        self.last_screen_hash
+            .map(|hash| (hash, self.changed_at.elapsed()))
     }
 
     /// Feeds one classification; returns the state once two consecutive ones agree.

@@ -14,7 +14,8 @@ use crate::model::{Instance, InstanceId, Timestamp};
 /// The database file inside the state directory.
 pub const DATABASE_FILE: &str = "mahavishnu.db";
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE instances (
         id TEXT PRIMARY KEY,
         target TEXT NOT NULL,
         state TEXT NOT NULL,
@@ -31,7 +32,14 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
         kind TEXT NOT NULL,
         detail TEXT NOT NULL
     );
-    CREATE INDEX events_by_instance ON events(instance_id, seq);"];
+    CREATE INDEX events_by_instance ON events(instance_id, seq);",
+    // The last screen seen of each instance and since when, so that idle time survives between processes.
+    "CREATE TABLE screen_marks (
+        instance_id TEXT PRIMARY KEY,
+        hash INTEGER NOT NULL,
+        since INTEGER NOT NULL
+    );",
+];
 
 /// One recorded event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -268,6 +276,30 @@ impl Store {
         Ok(events)
     }
 
+    /// The hash of the screen last seen on an instance, and since when it has looked like that.
+    pub fn screen_mark(&self, id: &InstanceId) -> Result<Option<(u64, Timestamp)>> {
+        self.lock()
+            .query_row(
+                "SELECT hash, since FROM screen_marks WHERE instance_id = ?1",
+                [id.to_string()],
+                |row| Ok((row.get::<_, i64>(0)? as u64, Timestamp(row.get(1)?))),
+            )
+            .optional()
+            .map_err(|e| self.error(e))
+    }
+
+    /// Records the screen seen on an instance (its hash) and since when it has looked like that.
+    pub fn set_screen_mark(&self, id: &InstanceId, hash: u64, since: Timestamp) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO screen_marks (instance_id, hash, since) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(instance_id) DO UPDATE SET hash = ?2, since = ?3",
+                params![id.to_string(), hash as i64, since.0],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     /// The sequence number of the newest event (0 when there is none).
     pub fn last_event_seq(&self) -> Result<i64> {
         self.lock()
@@ -330,6 +362,7 @@ mod tests {
             pid: None,
             labels: Default::default(),
             waiting: WaitingRules::default(),
+            submit_delay_ms: 0,
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),
         }

@@ -85,7 +85,8 @@ impl Orchestrator {
                 cols: terminal.cols.max(10),
                 labels: labels.clone(),
             };
-            let instance = record_for(&spec, profile.waiting_rules(), InstanceState::Starting);
+            let mut instance = record_for(&spec, profile.waiting_rules(), InstanceState::Starting);
+            instance.submit_delay_ms = profile.submit_delay_ms;
             if !self.store.insert_instance(&instance)? {
                 return Err(Error::Invalid(format!(
                     "an instance `{}` already exists; close it first or choose another --name",
@@ -218,6 +219,7 @@ pub(crate) fn record_for(
         pid: None,
         labels: spec.labels.clone(),
         waiting,
+        submit_delay_ms: 0,
         created_at: now,
         updated_at: now,
     }

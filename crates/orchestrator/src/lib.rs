@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mahavishnu_core::config::LoadedConfig;
-use mahavishnu_core::status::WaitingDetector;
+use mahavishnu_core::keys::{Key, NamedKey};
+use mahavishnu_core::status::{WaitingDetector, screen_hash};
 use mahavishnu_core::store::{Event, Store};
 use mahavishnu_core::{
     Error, ExecOutput, ExecRequest, InputPart, Instance, InstanceId, InstanceState, Observation,
@@ -193,6 +194,8 @@ impl Orchestrator {
                 .into_iter()
                 .map(|observation| (observation.native.clone(), observation))
                 .collect();
+            // Screens are read where idle time is uncertain (the target's own measure is coarse or short)
+            // and where the waiting patterns decide; the stored screen marks make idle time exact.
             let mut need_screen = Vec::new();
             let mut verdicts: Vec<(usize, Option<Observation>, Option<WaitingDetector>)> =
                 Vec::new();
@@ -201,7 +204,11 @@ impl Orchestrator {
                 let observation = observed.get(instance.id.native()).cloned();
                 let detector = WaitingDetector::new(&instance.waiting).ok();
                 if let (Some(observation), Some(detector)) = (&observation, &detector)
-                    && detector.needs_screen(observation)
+                    && observation.status == ObservedStatus::Running
+                    && (observation
+                        .idle_ms
+                        .is_none_or(|idle| idle < instance.waiting.idle_ms)
+                        || detector.needs_screen(observation))
                 {
                     need_screen.push(instance.id.native().to_string());
                 }
@@ -213,8 +220,17 @@ impl Orchestrator {
                 .zip(target.screens(&need_screen).await)
                 .filter_map(|(native, screen)| screen.ok().map(|screen| (native, screen)))
                 .collect();
-            for (index, observation, detector) in verdicts {
+            for (index, mut observation, detector) in verdicts {
                 let instance = &mut instances[index];
+                let screen = screens.get(instance.id.native()).map(String::as_str);
+                if let (Some(observation), Some(screen)) = (observation.as_mut(), screen) {
+                    let unchanged_ms = self.mark_screen(&instance.id, screen)?;
+                    observation.idle_ms = Some(
+                        observation
+                            .idle_ms
+                            .map_or(unchanged_ms, |idle| idle.max(unchanged_ms)),
+                    );
+                }
                 let (state, exit_code, pid) = match (&observation, &detector) {
                     (None, _)
                         if instance.state == InstanceState::Starting
@@ -224,7 +240,6 @@ impl Orchestrator {
                     }
                     (None, _) => (InstanceState::Lost, instance.exit_code, instance.pid),
                     (Some(observation), Some(detector)) => {
-                        let screen = screens.get(instance.id.native()).map(String::as_str);
                         let exit_code = match observation.status {
                             ObservedStatus::Exited(code) => Some(code),
                             ObservedStatus::Running => None,
@@ -241,6 +256,18 @@ impl Orchestrator {
             }
         }
         Ok(instances)
+    }
+
+    /// Compares `screen` with the stored mark of the instance; returns how long it has been unchanged.
+    fn mark_screen(&self, id: &InstanceId, screen: &str) -> Result<u64> {
+        let hash = screen_hash(screen);
+        match self.store.screen_mark(id)? {
+            Some((known, since)) if known == hash => Ok(since.age().as_millis() as u64),
+            _ => {
+                self.store.set_screen_mark(id, hash, Timestamp::now())?;
+                Ok(0)
+            }
+        }
     }
 
     /// Records a state change (and its event) when something changed.
@@ -289,10 +316,25 @@ impl Orchestrator {
         }
     }
 
-    /// Types `input` into the instance.
+    /// Types `input` into the instance. Where its profile asks for it, an Enter that follows text waits
+    /// `submit_delay_ms`, so that the program sees a keypress rather than the end of a paste.
     pub async fn send(&self, id: &InstanceId, input: &[InputPart]) -> Result<()> {
-        self.live(id)?;
-        self.target(id.target())?.send(id.native(), input).await
+        let instance = self.live(id)?;
+        let target = self.target(id.target())?;
+        if instance.submit_delay_ms == 0 {
+            return target.send(id.native(), input).await;
+        }
+        let enter = InputPart::Key(Key::Named(NamedKey::Enter));
+        let mut pending: Vec<InputPart> = Vec::new();
+        for part in input {
+            if *part == enter && matches!(pending.last(), Some(InputPart::Text(_))) {
+                target.send(id.native(), &pending).await?;
+                pending.clear();
+                tokio::time::sleep(Duration::from_millis(instance.submit_delay_ms)).await;
+            }
+            pending.push(part.clone());
+        }
+        target.send(id.native(), &pending).await
     }
 
     /// The instance's screen.
@@ -418,7 +460,8 @@ impl Orchestrator {
                 let waiting = profile
                     .map(|profile| profile.waiting_rules())
                     .unwrap_or_default();
-                let instance = launch::record_for(&spec, waiting, InstanceState::Running);
+                let mut instance = launch::record_for(&spec, waiting, InstanceState::Running);
+                instance.submit_delay_ms = profile.map_or(0, |profile| profile.submit_delay_ms);
                 if self.store.insert_instance(&instance)? {
                     self.store.record_event(
                         Some(&instance.id),

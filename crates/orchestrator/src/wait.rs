@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use mahavishnu_core::status::{StatusTracker, WaitingDetector};
-use mahavishnu_core::{Error, InstanceId, InstanceState, ObservedStatus, Result, ScreenOptions};
+use mahavishnu_core::{
+    Error, Instance, InstanceId, InstanceState, ObservedStatus, Result, ScreenOptions, Timestamp,
+};
 use regex::Regex;
 use serde::Serialize;
 
@@ -101,6 +103,7 @@ impl Orchestrator {
                 }
             };
             if let Some(matched) = done {
+                self.remember_wait(&instance, &tracker, condition)?;
                 return Ok(WaitOutcome {
                     id: id.clone(),
                     matched,
@@ -130,6 +133,26 @@ impl Orchestrator {
             }
             tokio::time::sleep(poll_interval(elapsed).min(timeout - elapsed)).await;
         }
+    }
+
+    /// Leaves what the wait learnt in the store: the screen and since when it is unchanged, and the
+    /// confirmed waiting state, so that the next `list` agrees.
+    fn remember_wait(
+        &self,
+        instance: &Instance,
+        tracker: &StatusTracker,
+        condition: &WaitCondition,
+    ) -> Result<()> {
+        if let Some((hash, unchanged)) = tracker.mark() {
+            let since = Timestamp(Timestamp::now().0 - unchanged.as_millis() as i64);
+            self.store.set_screen_mark(&instance.id, hash, since)?;
+        }
+        if let WaitCondition::Waiting = condition {
+            let mut instance = instance.clone();
+            let (exit_code, pid) = (instance.exit_code, instance.pid);
+            self.set_state(&mut instance, InstanceState::Waiting, exit_code, pid)?;
+        }
+        Ok(())
     }
 
     fn check_running(&self, id: &InstanceId, status: &ObservedStatus) -> Result<()> {

@@ -1,1 +1,139 @@
-pub fn placeholder() {}
+//! A FAKE model server, for tests only: a loopback OpenAI-compatible endpoint that answers every chat
+//! completion with one canned reply (streamed or not) and records the requests it got. The real Qwen
+//! Code CLI talks to it over real HTTP; no real model can run on the test machines.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+/// A running stub model.
+pub struct StubModel {
+    pub port: u16,
+    pub reply: String,
+    requests: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl StubModel {
+    /// Starts the stub on a free loopback port; it answers until the test process ends.
+    pub fn start(reply: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the stub model");
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&requests);
+        let canned = reply.to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let recorded = Arc::clone(&recorded);
+                let canned = canned.clone();
+                std::thread::spawn(move || {
+                    let _ = answer(stream, &canned, &recorded);
+                });
+            }
+        });
+        StubModel {
+            port,
+            reply: reply.to_string(),
+            requests,
+        }
+    }
+
+    /// The base URL to give the CLI (`--openai-base-url`).
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+
+    /// The JSON bodies of the chat requests received so far.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn answer(
+    stream: TcpStream,
+    reply: &str,
+    recorded: &Mutex<Vec<serde_json::Value>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        if header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    let mut stream = stream;
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    if request_line.starts_with("GET") && path.ends_with("/models") {
+        let models = serde_json::json!({ "object": "list", "data": [{ "id": "stub-model", "object": "model" }] });
+        return respond(&mut stream, "application/json", &models.to_string());
+    }
+    if !path.ends_with("/chat/completions") {
+        return respond_status(
+            &mut stream,
+            "404 Not Found",
+            r#"{"error":{"message":"not found"}}"#,
+        );
+    }
+    let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let streamed = request["stream"].as_bool().unwrap_or(false);
+    recorded.lock().unwrap().push(request);
+    let usage =
+        serde_json::json!({ "prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8 });
+    if streamed {
+        let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+            let mut chunk = serde_json::json!({
+                "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0, "model": "stub-model",
+                "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+            });
+            if !finish.is_null() {
+                chunk["usage"] = usage.clone();
+            }
+            format!("data: {chunk}\n\n")
+        };
+        let mut events = chunk(
+            serde_json::json!({ "role": "assistant", "content": reply }),
+            serde_json::Value::Null,
+        );
+        events.push_str(&chunk(serde_json::json!({}), "stop".into()));
+        events.push_str("data: [DONE]\n\n");
+        return respond(&mut stream, "text/event-stream", &events);
+    }
+    let completion = serde_json::json!({
+        "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": "stub-model",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": reply }, "finish_reason": "stop" }],
+        "usage": usage,
+    });
+    respond(&mut stream, "application/json", &completion.to_string())
+}
+
+fn respond(stream: &mut TcpStream, content_type: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
+}
+
+fn respond_status(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
+}
