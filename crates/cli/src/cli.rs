@@ -163,7 +163,7 @@ pub struct CaptureArgs {
 pub struct WaitArgs {
     /// Session id
     pub id: String,
-    /// Until the screen matches this regular expression
+    /// Until the screen matches this regular expression (`^` and `$` match at each line)
     #[arg(long = "for", value_name = "REGEX")]
     pub pattern: Option<String>,
     /// Until the screen has not changed for this many milliseconds

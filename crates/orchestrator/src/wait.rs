@@ -23,9 +23,12 @@ pub enum WaitCondition {
 }
 
 impl WaitCondition {
-    /// Compiles a `--for` pattern, naming the problem if it is not a regular expression.
+    /// Compiles a `--for` pattern (multi-line: `^` and `$` match at each screen line), naming the
+    /// problem if it is not a regular expression.
     pub fn pattern(pattern: &str) -> Result<Self> {
-        Regex::new(pattern)
+        regex::RegexBuilder::new(pattern)
+            .multi_line(true)
+            .build()
             .map(WaitCondition::Pattern)
             .map_err(|e| {
                 Error::Invalid(format!(

@@ -100,7 +100,7 @@ impl World {
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut args = args.to_vec();
-        args.extend(["--output", "json"]);
+        args.splice(0..0, ["--output", "json"]);
         serde_json::from_str(&self.ok(&args)).expect("json output")
     }
 

@@ -1,0 +1,791 @@
+//! End-to-end tests of `mahavishnu terminal ...`, driving the built binary against real tmux and real PTYs.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::World;
+
+const BASH: &[&str] = &["--", "--norc", "--noprofile"];
+
+fn launch_shells(world: &World, target: &str, count: usize) -> Vec<String> {
+    let count = count.to_string();
+    let mut args = vec!["shell", "--target", target, "--count", &count];
+    args.extend(BASH);
+    world.launch(&args)
+}
+
+fn many_shells_round_trip(target: &str) {
+    let world = World::new();
+    let ids = launch_shells(&world, target, 10);
+    assert_eq!(ids.len(), 10);
+    assert!(
+        ids.iter()
+            .all(|id| id.starts_with(&format!("{target}:mv-"))),
+        "{ids:?}"
+    );
+    let listed = world.json(&["terminal", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 10);
+    for (n, id) in ids.iter().enumerate() {
+        // The marker is computed by the shell, so the typed command line itself never matches.
+        world.ok(&["terminal", "send", id, &format!("echo MARK-{n}-$((40+2))")]);
+        let matched = world.ok(&[
+            "terminal",
+            "wait",
+            id,
+            "--for",
+            &format!("MARK-{n}-42"),
+            "--timeout",
+            "20",
+        ]);
+        assert_eq!(matched.trim(), format!("MARK-{n}-42"));
+        let screen = world.ok(&["terminal", "capture", id]);
+        assert!(screen.contains(&format!("MARK-{n}-42")), "{screen}");
+        let exec = world.json(&[
+            "terminal",
+            "exec",
+            id,
+            "--",
+            "sh",
+            "-c",
+            "pwd; echo err >&2; exit 3",
+        ]);
+        assert_eq!(exec["exit_code"], 3);
+        assert_eq!(
+            exec["stdout"].as_str().unwrap().trim(),
+            std::fs::canonicalize(world.work())
+                .unwrap()
+                .to_str()
+                .unwrap()
+        );
+        assert_eq!(exec["stderr"], "err\n");
+    }
+    world.ok(&["terminal", "wait", &ids[0], "--waiting", "--timeout", "20"]);
+    let closed = world.json(&["terminal", "close", "--all"]);
+    assert_eq!(closed.as_array().unwrap().len(), 10);
+    assert!(
+        closed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|outcome| outcome["closed"] == true)
+    );
+    assert_eq!(
+        world.json(&["terminal", "list"]).as_array().unwrap().len(),
+        0
+    );
+    let all = world.json(&["terminal", "list", "--all"]);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|instance| instance["state"] == "closed")
+    );
+}
+
+#[test]
+fn ten_shells_on_pty_launch_send_wait_capture_exec_close() {
+    many_shells_round_trip("pty");
+}
+
+#[test]
+fn ten_shells_on_tmux_launch_send_wait_capture_exec_close() {
+    many_shells_round_trip("tmux");
+}
+
+#[test]
+fn a_killed_pty_host_turns_its_session_lost() {
+    let world = World::new();
+    let id = launch_shells(&world, "pty", 2).remove(0);
+    let native = id.trim_start_matches("pty:");
+    let host = Command::new("pgrep")
+        .args(["-f", &format!("__pty-host.*--name {native}")])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(host.stdout).unwrap().trim().to_string();
+    assert!(!pid.is_empty(), "the host process of {id} runs");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    world.wait_state(&id, "lost", Duration::from_secs(5));
+    let listed = world.json(&["terminal", "list"]);
+    let states: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().filter(|state| **state == "lost").count(),
+        1,
+        "only the killed session: {states:?}"
+    );
+    let events = world.json(&["events", "--id", &id]);
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["detail"]["to"] == "lost"),
+        "{events}"
+    );
+}
+
+#[test]
+fn a_killed_tmux_server_turns_its_sessions_lost() {
+    let world = World::new();
+    let ids = launch_shells(&world, "tmux", 2);
+    assert!(
+        Command::new("tmux")
+            .args(["-L", &world.tmux_socket, "kill-server"])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for id in &ids {
+        world.wait_state(id, "lost", Duration::from_secs(5));
+    }
+    let stderr = world.fails(&["terminal", "send", &ids[0], "hello"], 1);
+    assert!(stderr.contains("lost"), "{stderr}");
+}
+
+#[test]
+fn a_program_that_exits_at_once_keeps_its_code_and_last_screen() {
+    let world = World::new();
+    for target in ["pty", "tmux"] {
+        let name = format!("quick-{target}");
+        let ids = world.launch(&[
+            "shell",
+            "--target",
+            target,
+            "--name",
+            &name,
+            "--",
+            "-c",
+            "echo last words; exit 3",
+        ]);
+        world.wait_state(&ids[0], "exited", Duration::from_secs(5));
+        let shown = world.json(&["terminal", "show", &name]);
+        assert_eq!(shown["exit_code"], 3, "{shown}");
+        let screen = world.ok(&["terminal", "capture", &name, "--lines", "1"]);
+        assert_eq!(screen, "last words\n");
+        let stderr = world.fails(&["terminal", "send", &name, "more"], 1);
+        assert!(
+            stderr.contains("exited with code 3") && stderr.contains("capture"),
+            "{stderr}"
+        );
+        let table = world.ok(&["terminal", "list"]);
+        assert!(table.contains("exited(3)"), "{table}");
+    }
+}
+
+#[test]
+fn text_with_shell_syntax_is_typed_literally() {
+    let world = World::new();
+    let work = world.work();
+    for target in ["pty", "tmux"] {
+        let id = world
+            .launch(&["shell", "--target", target, "--", "-c", "exec cat"])
+            .remove(0);
+        let nasty = [
+            "it's \"quoted\"",
+            "a; touch pwned-semicolon",
+            "$(touch pwned-subst)",
+            "`touch pwned-backtick`",
+            "ünïcødé ✓ 日本",
+            "-n looks like a flag",
+            "line one\nline two",
+        ];
+        for text in nasty {
+            world.ok(&["terminal", "send", &id, text]);
+        }
+        world.ok(&[
+            "terminal",
+            "wait",
+            &id,
+            "--for",
+            "line two\\s+line one\\s+line two",
+            "--timeout",
+            "10",
+        ]);
+        let screen = world.ok(&["terminal", "capture", &id]);
+        for text in nasty.iter().filter(|text| !text.contains('\n')) {
+            assert!(
+                screen.matches(text).count() >= 2,
+                "{text:?} typed and echoed by cat:\n{screen}"
+            );
+        }
+        world.ok(&["terminal", "close", &id]);
+    }
+    let pwned: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pwned"))
+        .collect();
+    assert!(pwned.is_empty(), "nothing was executed: {pwned:?}");
+}
+
+#[test]
+fn keys_scrollback_ansi_and_idle_waits() {
+    let world = World::new();
+    for target in ["pty", "tmux"] {
+        let id = launch_shells(&world, target, 1).remove(0);
+        world.ok(&[
+            "terminal",
+            "send",
+            &id,
+            "for i in $(seq 1 400); do echo row$i; done; printf '\\033[31mRED\\033[0m\\n'",
+        ]);
+        world.ok(&["terminal", "wait", &id, "--for", "^RED", "--timeout", "10"]);
+        let visible = world.ok(&["terminal", "capture", &id]);
+        assert!(!visible.contains("row1\n"), "the first rows scrolled away");
+        let all = world.ok(&["terminal", "capture", &id, "--scrollback"]);
+        assert!(
+            all.contains("\nrow1\n") && all.contains("\nrow400\n"),
+            "scrollback keeps every row"
+        );
+        let ansi = world.ok(&["terminal", "capture", &id, "--ansi"]);
+        assert!(
+            ansi.contains("\u{1b}["),
+            "escape codes are kept with --ansi"
+        );
+        let last = world.ok(&["terminal", "capture", &id, "--lines", "2"]);
+        assert_eq!(last.lines().next(), Some("RED"), "{last:?}");
+
+        world.ok(&["terminal", "send", &id, "sleep 30", "--no-enter"]);
+        world.ok(&["terminal", "keys", &id, "Enter"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            world.state_of(&id),
+            "running",
+            "a foreground job means busy"
+        );
+        world.ok(&["terminal", "keys", &id, "C-c"]);
+        let started = Instant::now();
+        world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "10"]);
+        world.ok(&["terminal", "wait", &id, "--idle", "300", "--timeout", "10"]);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(world.state_of(&id), "waiting");
+    }
+}
+
+#[test]
+fn exec_uses_the_session_directory_and_environment() {
+    let world = World::new();
+    let sub = world.work().join("sub dir");
+    std::fs::create_dir_all(&sub).unwrap();
+    for target in ["pty", "tmux"] {
+        let sub = sub.to_str().unwrap();
+        let id = world
+            .launch(&[
+                "shell",
+                "--target",
+                target,
+                "--cwd",
+                sub,
+                "--env",
+                "GREETING=hello there",
+                "--",
+                "--norc",
+            ])
+            .remove(0);
+        let out = world.ok(&[
+            "terminal",
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo \"$GREETING\" in \"$(pwd)\"",
+        ]);
+        assert_eq!(
+            out.trim(),
+            format!(
+                "hello there in {}",
+                std::fs::canonicalize(sub).unwrap().display()
+            )
+        );
+        // The shell's own `cd` moves where side commands run.
+        world.ok(&["terminal", "send", &id, "cd .. && echo MOVED-$((1+1))"]);
+        world.ok(&["terminal", "wait", &id, "--for", "MOVED-2"]);
+        let out = world.ok(&["terminal", "exec", &id, "--", "pwd"]);
+        assert_eq!(
+            out.trim(),
+            std::fs::canonicalize(world.work())
+                .unwrap()
+                .to_str()
+                .unwrap()
+        );
+        let status = world
+            .run(&["terminal", "exec", &id, "--", "sh", "-c", "exit 9"])
+            .status;
+        assert_eq!(status.code(), Some(9), "exec exits with the command's code");
+        let timed = world.json(&[
+            "terminal",
+            "exec",
+            &id,
+            "--timeout",
+            "0.3",
+            "--",
+            "sleep",
+            "10",
+        ]);
+        assert_eq!(timed["timed_out"], true);
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_disturbs_nothing() {
+    let world = World::new();
+    let alive = launch_shells(&world, "pty", 1).remove(0);
+    std::fs::write(world.dir.path().join("home/config.toml"), "[profiles.ghost]\nprogram = \"no-such-cli-xyz\"\ninstall_hint = \"npm install -g ghost-cli\"\n").unwrap();
+    let cases: &[(&[&str], i32, &[&str])] = &[
+        (
+            &["terminal", "send", "pty:mv-nope", "x"],
+            1,
+            &["no instance `pty:mv-nope`", "terminal list"],
+        ),
+        (
+            &["terminal", "send", "bogus:id", "x"],
+            2,
+            &["not an instance id", "tmux:mv-"],
+        ),
+        (
+            &["terminal", "send", "nope", "x"],
+            1,
+            &["no instance `nope`"],
+        ),
+        (
+            &["terminal", "launch", "nosuch"],
+            2,
+            &["unknown profile `nosuch`", "qwen", "[profiles.nosuch]"],
+        ),
+        (
+            &["terminal", "launch", "ghost"],
+            2,
+            &[
+                "`no-such-cli-xyz`",
+                "npm install -g ghost-cli",
+                "profiles.ghost.program",
+            ],
+        ),
+        (
+            &["terminal", "launch", "shell", "--count", "0"],
+            2,
+            &["--count 0"],
+        ),
+        (
+            &["terminal", "launch", "shell", "--count", "1000000"],
+            2,
+            &["terminal.max_count"],
+        ),
+        (
+            &["terminal", "launch", "shell", "--env", "NOEQUALS"],
+            2,
+            &["KEY=VALUE"],
+        ),
+        (
+            &["terminal", "launch", "shell", "--env", "BAD-KEY=1"],
+            2,
+            &["not an environment variable name"],
+        ),
+        (
+            &["terminal", "launch", "shell", "--name", "a;rm -rf x"],
+            2,
+            &["--name"],
+        ),
+        (
+            &["terminal", "launch", "shell", "--cwd", "/no/such/dir"],
+            2,
+            &["/no/such/dir", "existing directory"],
+        ),
+        (
+            &["terminal", "keys", &alive, "Hyper-Q"],
+            2,
+            &["unknown key `Hyper-Q`", "C-c"],
+        ),
+        (
+            &["terminal", "wait", &alive, "--for", "(unclosed"],
+            2,
+            &["not a valid regular expression"],
+        ),
+        (
+            &[
+                "terminal",
+                "wait",
+                &alive,
+                "--for",
+                "NEVER-THERE",
+                "--timeout",
+                "0.3",
+            ],
+            1,
+            &["timed out", "NEVER-THERE"],
+        ),
+        (
+            &["terminal", "exec", &alive, "--", "no-such-command-xyz"],
+            2,
+            &["no-such-command-xyz", "not found"],
+        ),
+        (&["terminal", "capture", &alive, "--lines", "-3"], 2, &[]),
+    ];
+    for (args, code, needles) in cases {
+        let stderr = world.fails(args, *code);
+        for needle in *needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: {stderr:?} should mention {needle:?}"
+            );
+        }
+    }
+    let listed = world.json(&["terminal", "list"]);
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "no failed launch left a record behind: {listed}"
+    );
+    assert_ne!(world.state_of(&alive), "lost");
+}
+
+#[test]
+fn without_tmux_the_pty_target_still_works() {
+    let world = World::new();
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        "[targets.tmux]\nprogram = \"/nonexistent/tmux\"\n",
+    )
+    .unwrap();
+    let targets = world.json(&["targets"]);
+    let tmux = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == "tmux")
+        .unwrap();
+    assert_eq!(tmux["ready"], false);
+    assert!(
+        tmux["detail"]
+            .as_str()
+            .unwrap()
+            .contains("apt install tmux"),
+        "{tmux}"
+    );
+    let stderr = world.fails(&["terminal", "launch", "shell", "--target", "tmux"], 1);
+    assert!(
+        stderr.contains("not installed") && stderr.contains("--target pty"),
+        "{stderr}"
+    );
+    let id = world.launch(&["shell"]).remove(0);
+    assert!(id.starts_with("pty:"), "auto picks pty without tmux: {id}");
+    let listed = world.json(&["terminal", "list", "--all"]);
+    assert_eq!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] == "running" || i["state"] == "waiting")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_damaged_or_unusable_state_directory_is_reported_and_left_alone() {
+    let world = World::new();
+    std::fs::create_dir_all(world.state_dir()).unwrap();
+    let database = world.state_dir().join("mahavishnu.db");
+    let garbage = b"precious bytes that are not SQLite ".repeat(200);
+    std::fs::write(&database, &garbage).unwrap();
+    let stderr = world.fails(&["terminal", "list"], 1);
+    assert!(
+        stderr.contains("damaged") && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&database).unwrap(),
+        garbage,
+        "the damaged file is untouched"
+    );
+
+    let file = world.dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("state");
+    let stderr = world.fails(
+        &[
+            "terminal",
+            "list",
+            "--state-dir",
+            under_file.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains("cannot create the state directory") && stderr.contains("writable"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn twenty_concurrent_processes_lose_and_corrupt_nothing() {
+    let world = World::new();
+    let children: Vec<_> = (0..20)
+        .map(|n| {
+            let name = format!("c{n}");
+            world
+                .command(&[
+                    "terminal", "launch", "shell", "--target", "pty", "--name", &name, "--",
+                    "--norc",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let listers: Vec<_> = (0..20)
+        .map(|_| {
+            world
+                .command(&["terminal", "list", "-o", "json"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for lister in listers {
+        let output = lister.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 20);
+    }
+    let events = world.json(&["events", "--limit", "1000"]);
+    let launched = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "launched")
+        .count();
+    assert_eq!(launched, 20);
+    let integrity = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma integrity_check').fetchone()[0])"])
+        .arg(world.state_dir().join("mahavishnu.db"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&integrity.stdout).trim(), "ok");
+}
+
+#[test]
+fn config_show_names_where_each_value_came_from() {
+    let world = World::new();
+    std::fs::write(world.work().join(".mahavishnu.toml"), "[terminal]\nmax_concurrent = 3\n[profiles.qwen-local]\nprogram = \"qwen\"\nwaiting = [\"Type your message\"]\nidle_ms = 1500\n").unwrap();
+    let shown = world.json(&["config", "show"]);
+    assert_eq!(shown["config"]["terminal"]["max_concurrent"], 3);
+    assert!(
+        shown["origins"]["terminal.max_concurrent"]
+            .as_str()
+            .unwrap()
+            .ends_with(".mahavishnu.toml")
+    );
+    assert_eq!(shown["origins"]["terminal.rows"], "built-in");
+    assert_eq!(
+        shown["origins"]["targets.tmux.socket_name"],
+        "env MAHAVISHNU_TARGETS__TMUX__SOCKET_NAME"
+    );
+    assert_eq!(shown["config"]["profiles"]["qwen-local"]["idle_ms"], 1500);
+    let table = world.ok(&["config", "show"]);
+    assert!(
+        table.contains("terminal.max_concurrent") && table.contains(".mahavishnu.toml"),
+        "{table}"
+    );
+
+    std::fs::write(
+        world.work().join(".mahavishnu.toml"),
+        "[terminal]\n\nmax_concurent = 3\n",
+    )
+    .unwrap();
+    let stderr = world.fails(&["terminal", "list"], 1);
+    assert!(
+        stderr.contains(".mahavishnu.toml")
+            && stderr.contains("line 3")
+            && stderr.contains("max_concurent"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let world = World::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = world.ok(&["completions", shell]);
+        assert!(
+            script.contains("terminal") && script.contains("capture"),
+            "{shell}"
+        );
+    }
+    let man = world.ok(&["man"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH"), "roff output");
+    assert!(man.contains("terminal"));
+    let version = world.ok(&["--version"]);
+    assert!(version.starts_with("mahavishnu "));
+}
+
+#[test]
+fn events_follow_prints_state_changes_as_they_happen() {
+    let world = World::new();
+    let mut follower = world
+        .command(&["events", "--follow", "-o", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let id = launch_shells(&world, "pty", 1).remove(0);
+    world.ok(&["terminal", "close", &id]);
+    std::thread::sleep(Duration::from_millis(600));
+    follower.kill().unwrap();
+    let output = follower.wait_with_output().unwrap();
+    let kinds: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"launched".to_string()) && kinds.contains(&"closed".to_string()),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn sessions_are_recovered_after_the_state_is_lost() {
+    let world = World::new();
+    let pty = launch_shells(&world, "pty", 1).remove(0);
+    let tmux = launch_shells(&world, "tmux", 1).remove(0);
+    std::fs::remove_dir_all(world.state_dir()).unwrap();
+    assert_eq!(
+        world.json(&["terminal", "list"]).as_array().unwrap().len(),
+        0
+    );
+    let adopted = world.json(&["terminal", "recover"]);
+    let mut ids: Vec<&str> = adopted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut want = vec![pty.as_str(), tmux.as_str()];
+    want.sort();
+    assert_eq!(ids, want);
+    world.ok(&["terminal", "send", &pty, "echo BACK-$((2+3))"]);
+    world.ok(&["terminal", "wait", &pty, "--for", "BACK-5"]);
+}
+
+/// Runs `mahavishnu terminal attach` inside a tmux pane of its own (a real terminal a person would use),
+/// types through it, then detaches.
+#[test]
+fn attach_hands_over_the_terminal_and_gives_it_back() {
+    let world = World::new();
+    let outer = format!("{}-outer", world.tmux_socket);
+    let outer_tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &outer, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for target in ["pty", "tmux"] {
+        let id = launch_shells(&world, target, 1).remove(0);
+        let attach = world.command(&["terminal", "attach", &id]);
+        let mut line = String::new();
+        for (key, value) in attach.get_envs() {
+            if let Some(value) = value {
+                line.push_str(&format!(
+                    "{}={} ",
+                    key.to_string_lossy(),
+                    mahavishnu_core::shell::quote(&value.to_string_lossy())
+                ));
+            }
+        }
+        line.push_str(&format!(
+            "{} terminal attach {id}; echo ATTACH-EXIT=$?; sleep 60",
+            support::binary().display()
+        ));
+        let started = outer_tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "outer",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "env",
+            "-u",
+            "TMUX",
+            "sh",
+            "-c",
+            &line,
+        ]);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(800));
+        outer_tmux(&["send-keys", "-t", "=outer:", "-l", "echo THROUGH-$((3*3))"]);
+        outer_tmux(&["send-keys", "-t", "=outer:", "Enter"]);
+        world.ok(&[
+            "terminal",
+            "wait",
+            &id,
+            "--for",
+            "THROUGH-9",
+            "--timeout",
+            "10",
+        ]);
+        let detach: &[&str] = if target == "pty" {
+            &["C-]"]
+        } else {
+            &["C-b", "d"]
+        };
+        for key in detach {
+            outer_tmux(&["send-keys", "-t", "=outer:", key]);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let started = Instant::now();
+        let mut screen = String::new();
+        while started.elapsed() < Duration::from_secs(10) && !screen.contains("ATTACH-EXIT=0") {
+            std::thread::sleep(Duration::from_millis(100));
+            screen = String::from_utf8_lossy(
+                &outer_tmux(&["capture-pane", "-p", "-t", "=outer:"]).stdout,
+            )
+            .into_owned();
+        }
+        assert!(
+            screen.contains("ATTACH-EXIT=0"),
+            "attach returned cleanly after detaching:\n{screen}"
+        );
+        assert_ne!(
+            world.state_of(&id),
+            "lost",
+            "the session lives on after detaching"
+        );
+        outer_tmux(&["kill-server"]);
+    }
+}
