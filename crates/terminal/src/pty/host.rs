@@ -12,15 +12,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mahavishnu_core::{LaunchSpec, ScreenOptions};
+use mahavishnu_core::{LaunchSpec, ScreenOptions, Timestamp};
 
 use super::protocol::{
-    ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, Status, write_private,
+    ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, create_status, write_private,
+    write_status,
 };
 use super::screen::render;
-use crate::procfs;
 
 const THREAD_STACK: usize = 128 * 1024;
 
@@ -54,7 +54,7 @@ struct Shared {
     parser: Mutex<vt100::Parser>,
     writer: Mutex<File>,
     master: OwnedFd,
-    last_output: Mutex<Instant>,
+    status: File,
     attached: Mutex<Vec<UnixStream>>,
     output_done: (Mutex<bool>, Condvar),
     exited: (Mutex<Option<i32>>, Condvar),
@@ -121,6 +121,8 @@ fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
     drop(pty.slave);
     let pid = child.id();
 
+    let status = create_status(&files.status, pid, Timestamp::now().0)
+        .map_err(|e| format!("cannot write {}: {e}", files.status.display()))?;
     let listener = bind_private(&files.socket)?;
     let writer = File::from(pty.master.try_clone().map_err(|e| e.to_string())?);
     let shared = Arc::new(Shared {
@@ -131,7 +133,7 @@ fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
         )),
         writer: Mutex::new(writer),
         master: pty.master,
-        last_output: Mutex::new(Instant::now()),
+        status,
         attached: Mutex::new(Vec::new()),
         output_done: (Mutex::new(false), Condvar::new()),
         exited: (Mutex::new(None), Condvar::new()),
@@ -238,6 +240,7 @@ fn serve(host: Host, files: SessionFiles) -> i32 {
             let _ = write_private(&waiter_files.exit, &bytes);
         }
         let _ = std::fs::remove_file(&waiter_files.socket);
+        let _ = std::fs::remove_file(&waiter_files.status);
         std::process::exit(0);
     });
 
@@ -262,7 +265,7 @@ fn pump_output(shared: &Shared) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 lock(&shared.parser).process(&buffer[..n]);
-                *lock(&shared.last_output) = Instant::now();
+                let _ = write_status(&shared.status, shared.pid, Timestamp::now().0);
                 let mut attached = lock(&shared.attached);
                 attached.retain_mut(|client| client.write_all(&buffer[..n]).is_ok());
             }
@@ -289,15 +292,6 @@ fn handle_client(stream: UnixStream, shared: &Shared, files: &SessionFiles) -> s
         }
     };
     match request {
-        Request::Status => {
-            let status = Status {
-                pid: shared.pid,
-                idle_ms: lock(&shared.last_output).elapsed().as_millis() as u64,
-                foreground_job: foreground_job(shared),
-                cwd: procfs::cwd(shared.pid),
-            };
-            reply(&mut writer, &status)
-        }
         Request::Screen { scrollback, ansi } => {
             let text = render(
                 &mut lock(&shared.parser),
@@ -387,12 +381,6 @@ fn resize(shared: &Shared, rows: u16, cols: u16) {
     lock(&shared.parser).set_size(nonzero(rows, 24), nonzero(cols, 80));
     // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; the fd is our open master.
     unsafe { libc::ioctl(shared.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
-}
-
-fn foreground_job(shared: &Shared) -> Option<bool> {
-    // SAFETY: tcgetpgrp on our open master descriptor.
-    let group = unsafe { libc::tcgetpgrp(shared.master.as_raw_fd()) };
-    (group > 0).then_some(group as u32 != shared.pid)
 }
 
 fn stop_program(shared: &Shared, grace: Duration) {

@@ -13,13 +13,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mahavishnu_core::{
     Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation,
-    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind,
+    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 pub use attach::{DETACH_KEY_NAME, attach};
-use protocol::{ExitRecord, Request, SessionFiles, Status, write_private};
+use protocol::{ExitRecord, HostStatus, Request, SessionFiles, read_status, write_private};
 
 const KIND: TargetKind = TargetKind::Pty;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,22 +142,20 @@ impl PtyTarget {
         serde_json::from_slice(&text).ok()
     }
 
-    async fn observe(&self, native: String) -> Option<Observation> {
-        match self
-            .request(&native, &Request::Status, Duration::from_secs(2))
-            .await
-        {
-            Ok(value) => {
-                let status: Status = serde_json::from_value(value).ok()?;
-                Some(Observation {
-                    native,
-                    status: ObservedStatus::Running,
-                    idle_ms: Some(status.idle_ms),
-                    foreground_job: status.foreground_job,
-                    pid: Some(status.pid),
-                })
-            }
-            Err(_) => {
+    /// Observes a session from its status file, without a round trip to its host.
+    fn observe(&self, native: String) -> Option<Observation> {
+        match read_status(&self.files(&native).status) {
+            Some(HostStatus::Alive {
+                pid,
+                last_output_ms,
+            }) => Some(Observation {
+                foreground_job: crate::procfs::foreground_job(&[pid]),
+                native,
+                status: ObservedStatus::Running,
+                idle_ms: Some(Timestamp::now().0.saturating_sub(last_output_ms).max(0) as u64),
+                pid: Some(pid),
+            }),
+            _ => {
                 let record = self.exit_record(&native)?;
                 Some(Observation {
                     native,
@@ -311,36 +309,25 @@ impl Target for PtyTarget {
     }
 
     async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
-        Ok(self.observe(native.to_string()).await)
+        Ok(self.observe(native.to_string()))
     }
 
     async fn list(&self) -> Result<Vec<Observation>> {
-        let mut tasks = tokio::task::JoinSet::new();
-        for native in self.session_names() {
-            let target = self.clone();
-            tasks.spawn(async move { target.observe(native).await });
-        }
-        let mut observations = Vec::new();
-        while let Some(result) = tasks.join_next().await {
-            if let Ok(Some(observation)) = result {
-                observations.push(observation);
-            }
-        }
-        Ok(observations)
+        Ok(self
+            .session_names()
+            .into_iter()
+            .filter_map(|native| self.observe(native))
+            .collect())
     }
 
     async fn exec(&self, native: &str, request: &ExecRequest) -> Result<ExecOutput> {
         let spec = self.spec(native).ok_or_else(|| Error::UnknownInstance {
             id: format!("pty:{native}"),
         })?;
-        let cwd = match self
-            .request(native, &Request::Status, REQUEST_TIMEOUT)
-            .await
-        {
-            Ok(value) => serde_json::from_value::<Status>(value)
-                .ok()
-                .and_then(|status| status.cwd),
-            Err(_) => None,
+        // Where the program is now (a shell may have changed directory), else where it started.
+        let cwd = match read_status(&self.files(native).status) {
+            Some(HostStatus::Alive { pid, .. }) => crate::procfs::cwd(pid),
+            _ => None,
         };
         let cwd = cwd.unwrap_or_else(|| spec.cwd.clone());
         crate::run_side_command(KIND, request, &cwd, &spec.env).await
@@ -410,8 +397,11 @@ impl Target for PtyTarget {
     async fn recover(&self) -> Result<Vec<LaunchSpec>> {
         let mut specs = Vec::new();
         for native in self.session_names() {
-            if let (Some(spec), Some(_)) = (self.spec(&native), self.observe(native.clone()).await)
-            {
+            let alive = matches!(
+                read_status(&self.files(&native).status),
+                Some(HostStatus::Alive { .. })
+            );
+            if let (Some(spec), true) = (self.spec(&native), alive) {
                 specs.push(spec);
             }
         }

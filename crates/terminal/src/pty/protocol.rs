@@ -1,6 +1,9 @@
 //! The wire protocol between Mahavishnu and a pty host: one JSON request line, one JSON reply line.
 //! `attach` then turns the connection into a byte stream (framed from client to host).
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -9,8 +12,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Report `Status`.
-    Status,
     /// Render the screen.
     Screen { scrollback: bool, ansi: bool },
     /// Write bytes (UTF-8 text and key sequences) to the terminal.
@@ -19,19 +20,6 @@ pub enum Request {
     Stop { grace_ms: u64 },
     /// Stream the terminal to an interactive client of this size.
     Attach { rows: u16, cols: u16 },
-}
-
-/// The host's answer to `Status`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Status {
-    /// The program's process id.
-    pub pid: u32,
-    /// Milliseconds since the program last wrote to the terminal.
-    pub idle_ms: u64,
-    /// Whether another job holds the terminal's foreground.
-    pub foreground_job: Option<bool>,
-    /// The program's current working directory.
-    pub cwd: Option<PathBuf>,
 }
 
 /// What a host leaves behind when its program ends by itself: the exit code and the last screen.
@@ -61,6 +49,8 @@ pub struct SessionFiles {
     pub socket: PathBuf,
     /// Written by the host when the program ends by itself.
     pub exit: PathBuf,
+    /// The host's status: the program's pid and when it last wrote output; locked while the host lives.
+    pub status: PathBuf,
 }
 
 impl SessionFiles {
@@ -70,12 +60,13 @@ impl SessionFiles {
             spec: dir.join(format!("{name}.json")),
             socket: dir.join(format!("{name}.sock")),
             exit: dir.join(format!("{name}.exit.json")),
+            status: dir.join(format!("{name}.status")),
         }
     }
 
     /// Removes every file of the session.
     pub fn remove(&self) {
-        for file in [&self.spec, &self.socket, &self.exit] {
+        for file in [&self.spec, &self.socket, &self.exit, &self.status] {
             let _ = std::fs::remove_file(file);
         }
     }
@@ -94,4 +85,62 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .open(&temporary)?;
     file.write_all(bytes)?;
     std::fs::rename(&temporary, path)
+}
+
+/// What the status file says about a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostStatus {
+    /// The host holds its lock: the session lives.
+    Alive {
+        /// The program's process id.
+        pid: u32,
+        /// When the program last wrote to the terminal, in milliseconds since the Unix epoch.
+        last_output_ms: i64,
+    },
+    /// The lock is free: the host has ended (or was killed).
+    Gone,
+}
+
+/// Creates the status file, locked for as long as the returned file stays open. Reading it costs no
+/// round trip to the host, which keeps `list` cheap with many sessions.
+pub fn create_status(path: &Path, pid: u32, now_ms: i64) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    write_status(&file, pid, now_ms)?;
+    Ok(file)
+}
+
+/// Rewrites the status in place (fixed width, so a reader never sees a shorter, torn line).
+pub fn write_status(file: &File, pid: u32, last_output_ms: i64) -> std::io::Result<()> {
+    file.write_all_at(format!("{pid:>10} {last_output_ms:>20}\n").as_bytes(), 0)
+}
+
+/// Reads a status file; `None` when there is none.
+pub fn read_status(path: &Path) -> Option<HostStatus> {
+    let file = File::open(path).ok()?;
+    // SAFETY: flock on a descriptor we own; the lock, if taken, goes with the file.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        return Some(HostStatus::Gone);
+    }
+    let mut buffer = [0u8; 32];
+    let read = file.read_at(&mut buffer, 0).ok()?;
+    let text = std::str::from_utf8(&buffer[..read]).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid = fields.next()?.parse().ok()?;
+    let last_output_ms = fields.next()?.parse().ok()?;
+    Some(HostStatus::Alive {
+        pid,
+        last_output_ms,
+    })
 }
