@@ -91,6 +91,11 @@ def main():
             launch_shells(env, target, 50)
             time.sleep(2)
             report("terminal list, 50 sessions recorded (%s)" % target, timed(lambda: run(env, "terminal", "list"), 30), 10)
+            if target == "tmux":
+                # The floor under a tmux-backed list: one tmux client asking the server for its panes.
+                socket = env["MAHAVISHNU_TARGETS__TMUX__SOCKET_NAME"]
+                query = ["tmux", "-L", socket, "list-panes", "-a", "-F", "#{session_name} #{pane_pid} #{pane_dead}"]
+                report("  of which: tmux list-panes alone", timed(lambda: subprocess.run(query, stdout=subprocess.DEVNULL), 30))
             close_all(env)
 
             session = launch_shells(env, target, 1)[0]

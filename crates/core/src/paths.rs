@@ -80,6 +80,23 @@ pub fn project_of(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The executable `program` resolves to: a path as given, or the first match on PATH.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &Path| {
+        std::fs::metadata(path)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return executable(&path).then(|| std::fs::canonicalize(&path).unwrap_or(path));
+    }
+    let search = std::env::var_os("PATH")?;
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(program))
+        .find(|path| executable(path))
+}
+
 fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|value| !value.is_empty())

@@ -159,7 +159,7 @@ impl Orchestrator {
         match self.config.config.terminal.default_target.as_str() {
             "auto" => {
                 let tmux = &self.config.config.targets.tmux.program;
-                Ok(if find_program(tmux).is_some() {
+                Ok(if paths::find_program(tmux).is_some() {
                     TargetKind::Tmux
                 } else {
                     TargetKind::Pty
@@ -290,7 +290,7 @@ fn resolve_command(name: &str, profile: &ProfileConfig, extra: &[String]) -> Res
             )));
         }
     };
-    let path = find_program(&program).ok_or_else(|| {
+    let path = paths::find_program(&program).ok_or_else(|| {
         let install = profile
             .install_hint
             .as_ref()
@@ -304,23 +304,6 @@ fn resolve_command(name: &str, profile: &ProfileConfig, extra: &[String]) -> Res
     command.extend(profile.args.iter().cloned());
     command.extend(extra.iter().cloned());
     Ok(command)
-}
-
-/// The executable `program` resolves to: a path as given, or the first match on PATH.
-pub(crate) fn find_program(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |path: &Path| {
-        std::fs::metadata(path)
-            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        let path = PathBuf::from(program);
-        return executable(&path).then(|| std::fs::canonicalize(&path).unwrap_or(path));
-    }
-    let search = std::env::var_os("PATH")?;
-    std::env::split_paths(&search)
-        .map(|dir| dir.join(program))
-        .find(|path| executable(path))
 }
 
 #[cfg(test)]

@@ -1,35 +1,49 @@
-//! What Linux's /proc says about a terminal's processes.
+//! What Linux's /proc says about a terminal's processes. Each file is read with one `read` into a small
+//! buffer: `list` reads two of them per session, so this is on a hot path.
 
-/// The process group and the terminal's foreground process group of `pid`.
-fn groups(pid: u32) -> Option<(i64, i64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may itself contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.get(2)?.parse().ok()?, fields.get(5)?.parse().ok()?))
+use std::io::Read;
+
+fn read_small(path: &str, buffer: &mut [u8]) -> Option<usize> {
+    std::fs::File::open(path).ok()?.read(buffer).ok()
 }
 
-/// Whether a job other than the process groups of `pids` holds the foreground of their terminal; `None`
-/// where /proc cannot tell (another OS, or the processes are gone).
-pub fn foreground_job(pids: &[u32]) -> Option<bool> {
-    let mut own = Vec::new();
-    let mut foreground = None;
-    for &pid in pids {
-        let (pgrp, tpgid) = groups(pid)?;
-        own.push(pgrp);
-        foreground = Some(tpgid);
-    }
-    let foreground = foreground.filter(|tpgid| *tpgid > 0)?;
-    Some(!own.contains(&foreground))
+/// The foreground process group of `pid`'s controlling terminal, from `/proc/<pid>/stat`.
+pub fn foreground_group(pid: u32) -> Option<u32> {
+    let mut buffer = [0u8; 1024];
+    let length = read_small(&format!("/proc/{pid}/stat"), &mut buffer)?;
+    let stat = std::str::from_utf8(&buffer[..length]).ok()?;
+    // Fields after the command name, which is in parentheses and may itself contain spaces:
+    // state, ppid, pgrp, session, tty_nr, tpgid.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let tpgid: i64 = rest.split_ascii_whitespace().nth(5)?.parse().ok()?;
+    u32::try_from(tpgid).ok().filter(|tpgid| *tpgid > 0)
 }
 
 /// The first child process of `pid`.
 pub fn first_child(pid: u32) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
+    let mut buffer = [0u8; 64];
+    let length = read_small(&format!("/proc/{pid}/task/{pid}/children"), &mut buffer)?;
+    std::str::from_utf8(&buffer[..length])
+        .ok()?
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The current working directory of `pid`.
 pub fn cwd(pid: u32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        let _ = foreground_group(me);
+        assert_eq!(cwd(me), std::env::current_dir().ok());
+    }
 }

@@ -21,6 +21,8 @@ use crate::{procfs, run_side_command};
 const KIND: TargetKind = TargetKind::Tmux;
 /// Session option holding the launch spec, so that instances can be recovered from tmux alone.
 const SPEC_OPTION: &str = "@mahavishnu_spec";
+/// Session option holding the program's pid (the wrapper's child).
+const PID_OPTION: &str = "@mahavishnu_pid";
 const NO_SERVER: &str = "Mahavishnu's tmux server is not running (no sessions)";
 const NO_SESSION: &str = "no such tmux session";
 /// Runs the program, then records its exit code in the file named by `$1`.
@@ -47,12 +49,41 @@ impl TmuxTarget {
     ) -> Self {
         let socket_name = socket_name.into();
         let exits = runtime_dir.join("tmux").join(&socket_name);
+        // Resolved once, so that each tmux call is one exec rather than a search along PATH.
+        let program: String = program.into();
+        let program = mahavishnu_core::paths::find_program(&program)
+            .map_or(program, |path| path.to_string_lossy().into_owned());
         TmuxTarget {
-            program: program.into(),
+            program,
             socket_name,
             history_limit,
             exits,
         }
+    }
+
+    /// Finds the program the wrapper started and records its pid on the session, so that `list` can
+    /// tell the program's own process group from a job's without searching /proc.
+    async fn record_program_pid(&self, name: &str, wrapper: u32) -> Option<u32> {
+        let mut program = None;
+        for _ in 0..100 {
+            program = procfs::first_child(wrapper);
+            if program.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let program = program?;
+        let target = exact(name);
+        let _ = self
+            .tmux(&args([
+                "set-option",
+                "-t",
+                &target,
+                PID_OPTION,
+                &program.to_string(),
+            ]))
+            .await;
+        Some(program)
     }
 
     fn exit_file(&self, native: &str) -> PathBuf {
@@ -320,17 +351,36 @@ impl Target for TmuxTarget {
         argv.push(exit_file.to_string_lossy().into_owned());
         argv.extend(spec.command.iter().cloned());
         argv.push(";".into());
-        argv.extend(args(["set-option", "-t", &name, SPEC_OPTION, &spec_json]));
-        let out = self.tmux(&argv).await.map_err(|e| match e {
-            Error::Target { message, .. } if message.contains("duplicate session") => {
-                Error::Invalid(format!(
+        argv.extend(args([
+            "set-option",
+            "-t",
+            &exact(&name),
+            SPEC_OPTION,
+            &spec_json,
+        ]));
+        let out = match self.tmux(&argv).await {
+            Ok(out) => out,
+            Err(Error::Target { message, .. }) if message.contains("duplicate session") => {
+                return Err(Error::Invalid(format!(
                     "an instance named `{name}` already runs on tmux; choose another --name"
-                ))
+                )));
             }
-            other => other,
-        })?;
+            Err(error) => {
+                // A half-done launch leaves nothing behind.
+                let _ = self
+                    .tmux(&args(["kill-session", "-t", &exact(&name)]))
+                    .await;
+                return Err(error);
+            }
+        };
         let wrapper: Option<u32> = out.lines().next().and_then(|pid| pid.trim().parse().ok());
-        let pid = wrapper.and_then(procfs::first_child).or(wrapper);
+        let pid = match wrapper {
+            Some(wrapper) => self
+                .record_program_pid(&name, wrapper)
+                .await
+                .or(Some(wrapper)),
+            None => None,
+        };
         Ok(Observation {
             native: name,
             status: ObservedStatus::Running,
@@ -341,8 +391,10 @@ impl Target for TmuxTarget {
     }
 
     async fn list(&self) -> Result<Vec<Observation>> {
-        let format = "#{session_name}\t#{pane_pid}\t#{pane_dead}\t#{pane_dead_status}\t#{pane_dead_signal}\t#{window_activity}";
-        let out = match self.tmux(&args(["list-panes", "-a", "-F", format])).await {
+        let format = format!(
+            "#{{session_name}}\t#{{pane_pid}}\t#{{pane_dead}}\t#{{pane_dead_status}}\t#{{pane_dead_signal}}\t#{{window_activity}}\t#{{{PID_OPTION}}}"
+        );
+        let out = match self.tmux(&args(["list-panes", "-a", "-F", &format])).await {
             Ok(out) => out,
             Err(error) if is_gone(&error) => return Ok(vec![]),
             Err(error) => return Err(error),
@@ -352,14 +404,14 @@ impl Target for TmuxTarget {
         let mut observations = Vec::new();
         for line in out.lines() {
             let fields: Vec<&str> = line.split('\t').collect();
-            let [name, pid, dead, status, signal, activity] = fields[..] else {
+            let [name, pid, dead, status, signal, activity, program] = fields[..] else {
                 continue;
             };
             if !seen.insert(name.to_string()) {
                 continue; // a user split the window; the first pane is the instance
             }
             let wrapper: Option<u32> = pid.parse().ok();
-            let program = wrapper.and_then(procfs::first_child);
+            let program: Option<u32> = program.parse().ok();
             let status = if dead == "1" {
                 let code = self
                     .recorded_exit(name)
@@ -369,7 +421,6 @@ impl Target for TmuxTarget {
             } else {
                 ObservedStatus::Running
             };
-            let processes: Vec<u32> = wrapper.into_iter().chain(program).collect();
             // window_activity has one-second resolution: subtract a second so idle time is never overstated.
             let idle_ms = activity
                 .parse::<i64>()
@@ -379,7 +430,12 @@ impl Target for TmuxTarget {
                 native: name.to_string(),
                 status,
                 idle_ms,
-                foreground_job: procfs::foreground_job(&processes),
+                // In front is the wrapper's group (which a program without job control shares) or the
+                // program's own (a shell at its prompt); any other group is a job.
+                foreground_job: wrapper
+                    .filter(|_| dead != "1")
+                    .and_then(procfs::foreground_group)
+                    .map(|group| Some(group) != wrapper && Some(group) != program),
                 pid: program.or(wrapper),
             });
         }

@@ -149,7 +149,8 @@ impl PtyTarget {
                 pid,
                 last_output_ms,
             }) => Some(Observation {
-                foreground_job: crate::procfs::foreground_job(&[pid]),
+                // The program leads its own session: its group in front means no other job is.
+                foreground_job: crate::procfs::foreground_group(pid).map(|group| group != pid),
                 native,
                 status: ObservedStatus::Running,
                 idle_ms: Some(Timestamp::now().0.saturating_sub(last_output_ms).max(0) as u64),
