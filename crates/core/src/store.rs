@@ -87,6 +87,7 @@ impl Store {
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
+        keep_wal_files(&connection);
         connection
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail)?;
@@ -320,6 +321,23 @@ impl Store {
 
     fn error(&self, error: rusqlite::Error) -> Error {
         describe_open_error(&self.path, error)
+    }
+}
+
+/// Keeps the WAL and shared-memory files when the last connection closes. Without this, every short
+/// `mahavishnu` process would delete them on exit and the next would create them again, which costs
+/// more than the whole query of a `list`.
+fn keep_wal_files(connection: &Connection) {
+    let mut persist: std::ffi::c_int = 1;
+    // SAFETY: the handle is a live connection owned by `connection`; SQLITE_FCNTL_PERSIST_WAL reads and
+    // writes one int through the pointer, which outlives the call.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            connection.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut persist as *mut std::ffi::c_int).cast(),
+        );
     }
 }
 
