@@ -25,6 +25,155 @@ pub struct Config {
     pub targets: TargetsConfig,
     /// Named recipes for instances.
     pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Lifecycle hooks, by event name (`[[hooks.SessionStart]]`).
+    pub hooks: BTreeMap<String, Vec<HookConfig>>,
+}
+
+/// The hook events Mahavishnu knows, in Claude Code's (and Qwen Code's) names.
+pub const HOOK_EVENTS: &[&str] = &[
+    "SessionStart",
+    "SessionEnd",
+    "UserPromptSubmit",
+    "Stop",
+    "SubagentStop",
+    "PreCompact",
+    "PreToolUse",
+    "PostToolUse",
+    "Notification",
+];
+
+/// One `[[hooks.EVENT]]` entry: an action with its conditions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HookConfig {
+    /// Shown in listings and run records.
+    pub name: Option<String>,
+    /// A shell command; placeholders such as `{project_dir}` are shell-quoted before substitution.
+    pub command: Option<String>,
+    /// Launch a terminal profile.
+    pub launch: Option<LaunchHook>,
+    /// Close `"launched"` (what this session launched) or the live sessions of a profile.
+    pub close: Option<String>,
+    /// Checkpoint the project's work tree.
+    pub checkpoint: Option<CheckpointHook>,
+    /// Conditions; all given must hold.
+    pub when: WhenConfig,
+    /// How long the hook may run (`"5s"`, `"500ms"`); 30 s when not given.
+    pub timeout: Option<String>,
+    /// `false` skips the hook.
+    pub enabled: Option<bool>,
+    /// A failure blocks the caller on events that can block (UserPromptSubmit, Stop).
+    pub required: bool,
+}
+
+/// `launch = { profile = "qwen", count = 1 }`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchHook {
+    /// The profile.
+    pub profile: String,
+    /// How many sessions; one when not given.
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// The target; the profile's or the default when not given.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+/// `checkpoint = true` or `checkpoint = { commit = true, message = "..." }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CheckpointHook {
+    /// `true` checkpoints; `false` does nothing.
+    Enabled(bool),
+    /// With options.
+    Options(CheckpointOptions),
+}
+
+/// Options of a checkpoint hook.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointOptions {
+    /// Also commit the changes on the current branch.
+    pub commit: bool,
+    /// The message; a default names the session and event.
+    pub message: Option<String>,
+}
+
+/// `when = { ... }`: every condition given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhenConfig {
+    /// The project has at least one of these paths (relative to the project directory).
+    pub project_has: Vec<String>,
+    /// SessionStart's `source` is one of these (`startup`, `resume`, `clear`, `compact`).
+    pub source: Vec<String>,
+    /// SessionEnd's `reason` is one of these.
+    pub reason: Vec<String>,
+}
+
+impl HookConfig {
+    /// Whether the hook runs at all.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+
+    /// The hook's time limit.
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_deref()
+            .and_then(|text| humantime::parse_duration(text).ok())
+            .unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    /// Checks the hook; the message says what to change.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let actions = [
+            self.command.is_some(),
+            self.launch.is_some(),
+            self.close.is_some(),
+            self.checkpoint.is_some(),
+        ];
+        if actions.iter().filter(|given| **given).count() != 1 {
+            return Err("give exactly one action: command, launch, close or checkpoint".into());
+        }
+        if let Some(timeout) = &self.timeout {
+            humantime::parse_duration(timeout).map_err(|e| {
+                format!("timeout = \"{timeout}\" is not a duration like \"5s\" or \"500ms\": {e}")
+            })?;
+        }
+        if let Some(launch) = &self.launch {
+            if launch.count == Some(0) {
+                return Err("launch.count must be 1 or more".into());
+            }
+            if let Some(target) = &launch.target {
+                target.parse::<TargetKind>().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_hooks(text: &str, config: &Config) -> std::result::Result<(), String> {
+    let line_of = |needle: &str| {
+        text.lines()
+            .position(|line| line.contains(needle))
+            .map_or(String::new(), |index| format!("line {}: ", index + 1))
+    };
+    for (event, hooks) in &config.hooks {
+        if !HOOK_EVENTS.contains(&event.as_str()) {
+            return Err(format!(
+                "{}unknown hook event `hooks.{event}`; known events: {}",
+                line_of(event),
+                HOOK_EVENTS.join(", ")
+            ));
+        }
+        for (index, hook) in hooks.iter().enumerate() {
+            hook.validate()
+                .map_err(|e| format!("{}hooks.{event}[{index}]: {e}", line_of(event)))?;
+        }
+    }
+    Ok(())
 }
 
 /// `[terminal]`.
@@ -133,6 +282,10 @@ pub struct LoadedConfig {
     pub origins: BTreeMap<String, Origin>,
     /// The files that were read, in layer order.
     pub files: Vec<PathBuf>,
+    /// The project's `.mahavishnu.toml`, if one was found.
+    pub project_file: Option<PathBuf>,
+    /// The hooks that came from the project file (they run only once the project is trusted).
+    pub project_hooks: BTreeMap<String, Vec<HookConfig>>,
 }
 
 /// Builds the layered configuration.
@@ -141,6 +294,8 @@ pub struct ConfigLoader {
     merged: Value,
     origins: BTreeMap<String, Origin>,
     files: Vec<PathBuf>,
+    project_file: Option<PathBuf>,
+    project_hooks: BTreeMap<String, Vec<HookConfig>>,
 }
 
 impl ConfigLoader {
@@ -152,6 +307,8 @@ impl ConfigLoader {
             merged: Value::Table(Default::default()),
             origins: BTreeMap::new(),
             files: vec![],
+            project_file: None,
+            project_hooks: BTreeMap::new(),
         };
         loader.merge(defaults, "built-in");
         loader
@@ -166,7 +323,7 @@ impl ConfigLoader {
             loader.file(&user)?;
         }
         if let Some(project) = find_project_file(cwd) {
-            loader.file(&project)?;
+            loader.project(&project)?;
         }
         loader.environment(std::env::vars())?;
         loader.finish()
@@ -181,6 +338,19 @@ impl ConfigLoader {
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         self.files.push(path.to_path_buf());
         self.merge(layer, &path.display().to_string());
+        Ok(self)
+    }
+
+    /// Adds the project's `.mahavishnu.toml` as a layer, remembering its hooks apart (they need trust).
+    pub fn project(&mut self, path: &Path) -> Result<&mut Self> {
+        self.file(path)?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        let typed: Config = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+        self.project_hooks = typed.hooks;
+        self.project_file = Some(path.to_path_buf());
         Ok(self)
     }
 
@@ -232,6 +402,8 @@ impl ConfigLoader {
             merged: self.merged,
             origins: self.origins,
             files: self.files,
+            project_file: self.project_file,
+            project_hooks: self.project_hooks,
         })
     }
 
@@ -248,7 +420,8 @@ impl Default for ConfigLoader {
 
 fn parse_layer(text: &str) -> std::result::Result<Value, String> {
     // Deserializing into the typed config reports unknown keys and wrong types with line and column.
-    toml::from_str::<Config>(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    let typed = toml::from_str::<Config>(text).map_err(|e| e.to_string().trim_end().to_string())?;
+    validate_hooks(text, &typed)?;
     toml::from_str::<Value>(text).map_err(|e| e.to_string())
 }
 
@@ -270,6 +443,16 @@ fn merge_into(
                 match base.get_mut(&key) {
                     Some(existing) if existing.is_table() && value.is_table() => {
                         merge_into(existing, value, &path, origin, origins)
+                    }
+                    // Hooks add up across layers: the user's run, and the project's after them.
+                    Some(Value::Array(existing)) if path.starts_with("hooks.") => {
+                        if let Value::Array(more) = value {
+                            existing.extend(more);
+                        }
+                        let known = origins.get(&path).cloned();
+                        let both =
+                            known.map_or(origin.to_string(), |known| format!("{known} + {origin}"));
+                        origins.insert(path, both);
                     }
                     _ => {
                         origins.retain(|known, _| {

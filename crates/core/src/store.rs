@@ -39,7 +39,97 @@ const MIGRATIONS: &[&str] = &[
         hash INTEGER NOT NULL,
         since INTEGER NOT NULL
     );",
+    // Lifecycle: coding sessions, what they launched, every hook run, and trusted projects.
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        project TEXT NOT NULL,
+        state TEXT NOT NULL,
+        source TEXT,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        end_reason TEXT
+    );
+    CREATE INDEX sessions_by_project ON sessions(project);
+    CREATE TABLE session_instances (
+        session_id TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        PRIMARY KEY (session_id, instance_id)
+    );
+    CREATE TABLE hook_runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT,
+        event TEXT NOT NULL,
+        hook TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        success INTEGER NOT NULL,
+        exit_code INTEGER,
+        output TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        error TEXT,
+        detached INTEGER NOT NULL
+    );
+    CREATE INDEX hook_runs_by_session ON hook_runs(session_id, seq);
+    CREATE TABLE trust (
+        project TEXT PRIMARY KEY,
+        hooks_hash TEXT NOT NULL,
+        trusted_at INTEGER NOT NULL
+    );",
 ];
+
+/// A coding session (Claude Code's or Qwen Code's, or one started by hand).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The caller's session id, or a generated one.
+    pub id: String,
+    /// The project directory.
+    pub project: PathBuf,
+    /// `active` or `ended`.
+    pub state: String,
+    /// How it started (`startup`, `resume`, `clear`, `compact`, `manual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// Why it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    /// The instances it launched.
+    #[serde(default)]
+    pub instances: Vec<String>,
+}
+
+/// One run of one hook.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HookRun {
+    /// Increasing sequence number.
+    pub seq: i64,
+    /// The session it ran for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The event.
+    pub event: String,
+    /// The hook's name (or a description of its action).
+    pub hook: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// A command's exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// What it printed (capped) or what it did.
+    pub output: String,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether it ran after the caller had its answer.
+    pub detached: bool,
+}
 
 /// One recorded event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -299,6 +389,190 @@ impl Store {
             )
             .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    /// Records a session as started; `Ok(false)` when it is already active (starting it again is a
+    /// no-op). An ended session with the same id starts again.
+    pub fn start_session(&self, session: &SessionRecord) -> Result<bool> {
+        let changed = self
+            .lock()
+            .execute(
+                "INSERT INTO sessions (id, project, state, source, started_at) VALUES (?1, ?2, 'active', ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET project = ?2, state = 'active', source = ?3, started_at = ?4,
+                     ended_at = NULL, end_reason = NULL
+                 WHERE sessions.state != 'active'",
+                params![session.id, session.project.to_string_lossy(), session.source, session.started_at.0],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(changed == 1)
+    }
+
+    /// Marks a session ended; `Ok(false)` when it was not active.
+    pub fn end_session(&self, id: &str, reason: Option<&str>) -> Result<bool> {
+        let changed = self
+            .lock()
+            .execute(
+                "UPDATE sessions SET state = 'ended', ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND state = 'active'",
+                params![id, Timestamp::now().0, reason],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(changed == 1)
+    }
+
+    /// One session, with the instances it launched.
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        Ok(self.sessions_where("id = ?1", id)?.pop())
+    }
+
+    /// Sessions, newest first; of one project when given.
+    pub fn sessions(&self, project: Option<&Path>) -> Result<Vec<SessionRecord>> {
+        match project {
+            Some(project) => self.sessions_where("project = ?1", &project.to_string_lossy()),
+            None => self.sessions_where("?1 IS NOT NULL", ""),
+        }
+    }
+
+    fn sessions_where(&self, condition: &str, value: &str) -> Result<Vec<SessionRecord>> {
+        let connection = self.lock();
+        let sql = format!(
+            "SELECT id, project, state, source, started_at, ended_at, end_reason FROM sessions
+             WHERE {condition} ORDER BY started_at DESC, id"
+        );
+        let mut statement = connection.prepare_cached(&sql).map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([value], |row| {
+                Ok(SessionRecord {
+                    id: row.get(0)?,
+                    project: PathBuf::from(row.get::<_, String>(1)?),
+                    state: row.get(2)?,
+                    source: row.get(3)?,
+                    started_at: Timestamp(row.get(4)?),
+                    ended_at: row.get::<_, Option<i64>>(5)?.map(Timestamp),
+                    end_reason: row.get(6)?,
+                    instances: Vec::new(),
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        let mut sessions = Vec::new();
+        for row in rows {
+            sessions.push(row.map_err(|e| self.error(e))?);
+        }
+        let mut instances = connection
+            .prepare_cached("SELECT instance_id FROM session_instances WHERE session_id = ?1 ORDER BY instance_id")
+            .map_err(|e| self.error(e))?;
+        for session in &mut sessions {
+            let rows = instances
+                .query_map([&session.id], |row| row.get(0))
+                .map_err(|e| self.error(e))?;
+            for row in rows {
+                session.instances.push(row.map_err(|e| self.error(e))?);
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Remembers that `session` launched `instance`.
+    pub fn add_session_instance(&self, session: &str, instance: &InstanceId) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT OR IGNORE INTO session_instances (session_id, instance_id) VALUES (?1, ?2)",
+                params![session, instance.to_string()],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Records one hook run.
+    pub fn record_hook_run(&self, run: &HookRun) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO hook_runs (session_id, event, hook, started_at, success, exit_code, output, duration_ms, error, detached)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    run.session_id,
+                    run.event,
+                    run.hook,
+                    run.started_at.0,
+                    run.success,
+                    run.exit_code,
+                    run.output,
+                    run.duration_ms as i64,
+                    run.error,
+                    run.detached
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Hook runs, oldest first; of one session when given; at most the newest `limit`.
+    pub fn hook_runs(&self, session: Option<&str>, limit: usize) -> Result<Vec<HookRun>> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT seq, session_id, event, hook, started_at, success, exit_code, output, duration_ms, error, detached
+                 FROM (SELECT * FROM hook_runs WHERE (?1 IS NULL OR session_id = ?1) ORDER BY seq DESC LIMIT ?2)
+                 ORDER BY seq",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(params![session, limit as i64], |row| {
+                Ok(HookRun {
+                    seq: row.get(0)?,
+                    session_id: row.get(1)?,
+                    event: row.get(2)?,
+                    hook: row.get(3)?,
+                    started_at: Timestamp(row.get(4)?),
+                    success: row.get(5)?,
+                    exit_code: row.get(6)?,
+                    output: row.get(7)?,
+                    duration_ms: row.get::<_, i64>(8)? as u64,
+                    error: row.get(9)?,
+                    detached: row.get(10)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        let mut runs = Vec::new();
+        for row in rows {
+            runs.push(row.map_err(|e| self.error(e))?);
+        }
+        Ok(runs)
+    }
+
+    /// The hooks hash a project was trusted with, if it was.
+    pub fn trusted_hash(&self, project: &Path) -> Result<Option<String>> {
+        self.lock()
+            .query_row(
+                "SELECT hooks_hash FROM trust WHERE project = ?1",
+                [project.to_string_lossy()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error(e))
+    }
+
+    /// Trusts a project's hooks as they are now (identified by their hash).
+    pub fn set_trust(&self, project: &Path, hooks_hash: &str) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO trust (project, hooks_hash, trusted_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(project) DO UPDATE SET hooks_hash = ?2, trusted_at = ?3",
+                params![project.to_string_lossy(), hooks_hash, Timestamp::now().0],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Withdraws trust from a project; `Ok(false)` when it was not trusted.
+    pub fn remove_trust(&self, project: &Path) -> Result<bool> {
+        let changed = self
+            .lock()
+            .execute(
+                "DELETE FROM trust WHERE project = ?1",
+                [project.to_string_lossy()],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(changed == 1)
     }
 
     /// The sequence number of the newest event (0 when there is none).
