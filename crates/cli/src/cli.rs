@@ -40,6 +40,20 @@ pub enum Command {
     Terminal(TerminalCommand),
     /// List the targets and whether each is ready, or exactly why not
     Targets,
+    /// The entry Claude Code and Qwen Code call on their hook events (JSON on stdin)
+    Hook,
+    /// Coding sessions: start, end, status, list
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// The project's lifecycle hooks: list, runs, test
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+    /// Allow the project's hooks to run, as they are now (again after any change)
+    Trust(TrustArgs),
+    /// Add Mahavishnu's hooks to Claude Code's or Qwen Code's settings
+    Init(InitArgs),
+    /// Snapshot the work tree on a hidden ref; list, diff and restore snapshots
+    Checkpoint(CheckpointArgs),
     /// Show the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -52,6 +66,181 @@ pub enum Command {
     /// Hold one pty session (started by mahavishnu itself)
     #[command(name = "__pty-host", hide = true)]
     PtyHost(PtyHostArgs),
+    /// Finish hooks after `mahavishnu hook` has answered (started by mahavishnu itself)
+    #[command(name = "__hook-worker", hide = true)]
+    HookWorker(HookWorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session and run its SessionStart hooks (a no-op if it is already active)
+    Start(SessionArgs),
+    /// End a session and run its SessionEnd hooks
+    End(SessionArgs),
+    /// Show one session
+    Status(SessionIdArgs),
+    /// List sessions
+    #[command(visible_alias = "ls")]
+    List(ProjectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Session id [default for start: a new one]
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Project directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionIdArgs {
+    /// Session id
+    #[arg(long)]
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// Project directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// The hooks that apply to the project, with where each came from and whether it is trusted
+    #[command(visible_alias = "ls")]
+    List(ProjectArgs),
+    /// Recorded hook runs
+    Runs(HookRunsArgs),
+    /// Run an event's hooks against a sample (or given) payload and show what happened
+    Test(HooksTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HookRunsArgs {
+    /// Only runs of this session
+    #[arg(long)]
+    pub session: Option<String>,
+    /// At most this many (the newest)
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksTestArgs {
+    /// The event: SessionStart, SessionEnd, UserPromptSubmit, Stop, PreCompact, ...
+    pub event: String,
+    /// A payload file (JSON, as the CLI would send it)
+    #[arg(long, value_name = "FILE")]
+    pub payload: Option<PathBuf>,
+    /// Show what would run, run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Project directory [default: the payload's cwd, else the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Project directory [default: the current directory]
+    pub dir: Option<PathBuf>,
+    /// Withdraw trust instead
+    #[arg(long)]
+    pub remove: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ClientArg {
+    Claude,
+    Qwen,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    Project,
+    User,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Whose settings: claude (.claude/settings.json) or qwen (.qwen/settings.json)
+    pub client: ClientArg,
+    /// The project's settings file or the user's
+    #[arg(long, value_enum, default_value_t = ScopeArg::Project)]
+    pub scope: ScopeArg,
+    /// Show the change, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take Mahavishnu's entries out again
+    #[arg(long)]
+    pub remove: bool,
+    /// Project directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CheckpointArgs {
+    #[command(subcommand)]
+    pub command: Option<CheckpointCommand>,
+    /// The checkpoint's message
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// Also commit the changes on the current branch (never on a detached HEAD, never empty)
+    #[arg(long)]
+    pub commit: bool,
+    /// Project directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// List checkpoints, newest first
+    #[command(visible_alias = "ls")]
+    List(ProjectArgs),
+    /// What changed in the work tree since a checkpoint
+    Diff(CheckpointDiffArgs),
+    /// Write a checkpoint's files back (after a safety checkpoint of the current state)
+    Restore(CheckpointIdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointDiffArgs {
+    /// Checkpoint id (or a unique prefix)
+    pub id: String,
+    /// Only a summary of changed files
+    #[arg(long)]
+    pub stat: bool,
+    /// Project directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointIdArgs {
+    /// Checkpoint id (or a unique prefix)
+    pub id: String,
+    /// Project directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SelectionArg {
+    All,
+    Optional,
+}
+
+#[derive(Debug, Args)]
+pub struct HookWorkerArgs {
+    #[arg(long, value_enum)]
+    pub selection: SelectionArg,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,8 @@
 
 mod config;
 mod events;
+mod hook;
+mod lifecycle;
 mod terminal;
 
 use std::process::ExitCode;
@@ -38,6 +40,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(command) => config::run(global, command),
+        Command::Hook => hook::run(global).await,
+        Command::HookWorker(args) => hook::worker(global, args).await,
+        Command::Session(command) => lifecycle::session(global, command).await,
+        Command::Hooks(command) => lifecycle::hooks(global, command).await,
+        Command::Trust(args) => lifecycle::trust(global, args),
+        Command::Init(args) => lifecycle::init(global, args),
+        Command::Checkpoint(args) => lifecycle::checkpoint(global, args),
         Command::Events(args) => events::run(global, args).await,
         Command::Completions(args) => {
             let mut command = Cli::command();

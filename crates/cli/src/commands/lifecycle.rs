@@ -1,0 +1,416 @@
+//! `mahavishnu session|hooks|trust|init|checkpoint`: thin over the lifecycle service.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use mahavishnu_core::Error;
+use mahavishnu_core::store::{HookRun, SessionRecord};
+use mahavishnu_lifecycle::checkpoint::Repository;
+use mahavishnu_lifecycle::init::{self, Client, Scope};
+use mahavishnu_lifecycle::payload::{HookPayload, check_event};
+use mahavishnu_lifecycle::{EventOutcome, HookContext, Lifecycle, Selection, hooks};
+
+use crate::cli::{
+    CheckpointArgs, CheckpointCommand, ClientArg, GlobalArgs, HooksCommand, InitArgs, ScopeArg,
+    SessionCommand, TrustArgs,
+};
+use crate::context;
+use crate::output::{self, emit};
+
+fn lifecycle(global: &GlobalArgs) -> Result<Lifecycle> {
+    Ok(Lifecycle::new(Arc::new(context::orchestrator(global)?)))
+}
+
+fn project(dir: Option<&Path>) -> Result<PathBuf> {
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    Ok(Lifecycle::project_of(&dir)?)
+}
+
+fn session_table(sessions: &[SessionRecord]) -> String {
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|session| {
+            vec![
+                session.id.clone(),
+                session.state.clone(),
+                output::age(session.started_at.age()),
+                session.instances.join(" "),
+                session.project.display().to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["SESSION", "STATE", "AGE", "INSTANCES", "PROJECT"], &rows)
+}
+
+fn runs_table(runs: &[HookRun]) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|run| {
+            let result = if run.success {
+                "ok".to_string()
+            } else {
+                format!("failed: {}", run.error.as_deref().unwrap_or(""))
+            };
+            vec![
+                run.started_at.to_string(),
+                run.session_id.clone().unwrap_or_else(|| "-".into()),
+                run.event.clone(),
+                run.hook.clone(),
+                result,
+                run.exit_code.map_or("-".into(), |code| code.to_string()),
+                format!("{}ms", run.duration_ms),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "TIME", "SESSION", "EVENT", "HOOK", "RESULT", "EXIT", "DURATION",
+        ],
+        &rows,
+    )
+}
+
+fn print_outcome(format: output::OutputFormat, outcome: &EventOutcome) -> Result<()> {
+    for note in &outcome.notes {
+        eprintln!("note: {note}");
+    }
+    emit(format, outcome, || {
+        let mut text = match &outcome.session {
+            Some(session) if outcome.applied => {
+                format!("session {} {}\n", session.id, session.state)
+            }
+            Some(session) => format!(
+                "session {} is already {}; nothing ran\n",
+                session.id, session.state
+            ),
+            None => "no such session; nothing ran\n".into(),
+        };
+        if !outcome.runs.is_empty() {
+            text.push_str(&runs_table(&outcome.runs));
+        }
+        text
+    })
+}
+
+pub async fn session(global: &GlobalArgs, command: SessionCommand) -> Result<ExitCode> {
+    let lifecycle = lifecycle(global)?;
+    let store = lifecycle.orchestrator().store();
+    match command {
+        SessionCommand::Start(args) => {
+            let project = project(args.project.as_deref())?;
+            let outcome = lifecycle
+                .session_start(&project, args.id, Some("manual".into()))
+                .await?;
+            print_outcome(global.output, &outcome)?;
+        }
+        SessionCommand::End(args) => {
+            let project = project(args.project.as_deref())?;
+            let id = match args.id {
+                Some(id) => id,
+                None => {
+                    let active: Vec<SessionRecord> = store
+                        .sessions(Some(&project))?
+                        .into_iter()
+                        .filter(|session| session.state == "active")
+                        .collect();
+                    match active.as_slice() {
+                        [one] => one.id.clone(),
+                        [] => {
+                            return Err(Error::Invalid(format!(
+                                "no active session in {}",
+                                project.display()
+                            ))
+                            .into());
+                        }
+                        _ => {
+                            return Err(Error::Invalid(
+                                "several sessions are active here; give --id".into(),
+                            )
+                            .into());
+                        }
+                    }
+                }
+            };
+            let outcome = lifecycle
+                .session_end(&project, &id, Some("manual".into()), false)
+                .await?;
+            print_outcome(global.output, &outcome)?;
+        }
+        SessionCommand::Status(args) => {
+            let session = store.session(&args.id)?.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no session `{}`; see `mahavishnu session list`",
+                    args.id
+                ))
+            })?;
+            emit(global.output, &session, || {
+                session_table(std::slice::from_ref(&session))
+            })?;
+        }
+        SessionCommand::List(args) => {
+            let project = args
+                .project
+                .as_deref()
+                .map(|dir| project(Some(dir)))
+                .transpose()?;
+            let sessions = store.sessions(project.as_deref())?;
+            emit(global.output, &sessions, || session_table(&sessions))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn hooks(global: &GlobalArgs, command: HooksCommand) -> Result<ExitCode> {
+    let lifecycle = lifecycle(global)?;
+    match command {
+        HooksCommand::List(args) => {
+            let listed = lifecycle.project_hooks(&project(args.project.as_deref())?)?;
+            emit(global.output, &listed, || {
+                let rows: Vec<Vec<String>> = listed
+                    .hooks
+                    .iter()
+                    .map(|entry| {
+                        let mut flags = Vec::new();
+                        if !entry.hook.is_enabled() {
+                            flags.push("disabled");
+                        }
+                        if entry.hook.required {
+                            flags.push("required");
+                        }
+                        if !entry.trusted {
+                            flags.push("untrusted");
+                        }
+                        vec![
+                            entry.event.clone(),
+                            hooks::describe(&entry.hook),
+                            humantime::format_duration(entry.hook.timeout()).to_string(),
+                            flags.join(","),
+                            entry.origin.clone(),
+                        ]
+                    })
+                    .collect();
+                let mut text = output::table(&["EVENT", "HOOK", "TIMEOUT", "FLAGS", "FROM"], &rows);
+                if let Some(message) = &listed.untrusted_message {
+                    text.push_str(&format!("\n{message}\n"));
+                }
+                text
+            })?;
+        }
+        HooksCommand::Runs(args) => {
+            let runs = lifecycle
+                .orchestrator()
+                .store()
+                .hook_runs(args.session.as_deref(), args.limit)?;
+            emit(global.output, &runs, || runs_table(&runs))?;
+        }
+        HooksCommand::Test(args) => {
+            check_event(&args.event)?;
+            let mut payload = match &args.payload {
+                Some(file) => {
+                    let bytes = std::fs::read(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    HookPayload::parse(&bytes)?
+                }
+                None => HookPayload {
+                    session_id: Some("hooks-test".into()),
+                    ..Default::default()
+                },
+            };
+            payload.hook_event_name = args.event.clone();
+            let dir = args.project.clone().or_else(|| payload.cwd.clone());
+            let project = project(dir.as_deref())?;
+            let context = HookContext {
+                event: args.event.clone(),
+                session_id: payload.session_id.clone(),
+                project_dir: project.clone(),
+                prompt: payload.prompt.clone(),
+                source: payload.source.clone(),
+                reason: payload.reason.clone(),
+            };
+            if args.dry_run {
+                let listed = lifecycle.project_hooks(&project)?;
+                let plan: Vec<serde_json::Value> = listed
+                    .hooks
+                    .iter()
+                    .filter(|entry| entry.event == args.event)
+                    .map(|entry| {
+                        let verdict = if !entry.hook.is_enabled() {
+                            "skipped: disabled".to_string()
+                        } else if !entry.trusted {
+                            "skipped: not trusted".to_string()
+                        } else {
+                            match hooks::conditions_hold(&entry.hook.when, &context) {
+                                Ok(()) => "would run".to_string(),
+                                Err(why) => format!("skipped: {why}"),
+                            }
+                        };
+                        let command = entry.hook.command.as_deref().map(|command| hooks::render(command, &context));
+                        serde_json::json!({ "hook": hooks::describe(&entry.hook), "verdict": verdict, "command": command })
+                    })
+                    .collect();
+                emit(global.output, &plan, || {
+                    plan.iter()
+                        .map(|step| {
+                            let command = step["command"]
+                                .as_str()
+                                .map(|c| format!("\n    $ {c}"))
+                                .unwrap_or_default();
+                            format!(
+                                "{}: {}{command}\n",
+                                step["hook"].as_str().unwrap_or(""),
+                                step["verdict"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })?;
+            } else {
+                let outcome = lifecycle.run_event(&context, Selection::All, false).await?;
+                print_outcome(
+                    global.output,
+                    &EventOutcome {
+                        applied: true,
+                        ..outcome.clone()
+                    },
+                )?;
+                if outcome.runs.iter().any(|run| !run.success) {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn trust(global: &GlobalArgs, args: TrustArgs) -> Result<ExitCode> {
+    let project = project(args.dir.as_deref())?;
+    // The project's own configuration decides what is trusted.
+    std::env::set_current_dir(&project)
+        .with_context(|| format!("cannot enter {}", project.display()))?;
+    let lifecycle = lifecycle(global)?;
+    if args.remove {
+        let removed = lifecycle.distrust(&project)?;
+        println!(
+            "{} {}",
+            if removed {
+                "no longer trusted:"
+            } else {
+                "was not trusted:"
+            },
+            project.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listed = lifecycle.trust(&project)?;
+    emit(global.output, &listed, || {
+        format!(
+            "trusted the hooks of {} ({} hooks)\n",
+            project.display(),
+            listed.hooks.len()
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode> {
+    let project = project(args.project.as_deref())?;
+    let client = match args.client {
+        ClientArg::Claude => Client::Claude,
+        ClientArg::Qwen => Client::Qwen,
+    };
+    let scope = match args.scope {
+        ScopeArg::Project => Scope::Project,
+        ScopeArg::User => Scope::User,
+    };
+    let path = init::settings_path(client, scope, &project)?;
+    let exe = std::env::current_exe().context("cannot find the mahavishnu executable")?;
+    let command = mahavishnu_core::shell::quote(&exe.to_string_lossy());
+    let outcome = init::init(client, &path, &command, args.dry_run, args.remove)?;
+    emit(global.output, &outcome, || {
+        let mut text = String::new();
+        if outcome.changed && args.dry_run {
+            text.push_str(&format!(
+                "would change {}:\n{}",
+                path.display(),
+                outcome.diff
+            ));
+        } else if outcome.changed {
+            text.push_str(&format!("updated {}", path.display()));
+            if let Some(backup) = &outcome.backup {
+                text.push_str(&format!(" (backup: {})", backup.display()));
+            }
+            text.push('\n');
+        } else {
+            text.push_str(&format!("{} already up to date\n", path.display()));
+        }
+        text
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn checkpoint(global: &GlobalArgs, args: CheckpointArgs) -> Result<ExitCode> {
+    let format = global.output;
+    match args.command {
+        None => {
+            let repository = Repository::discover(&project(args.project.as_deref())?)?;
+            let message = args
+                .message
+                .unwrap_or_else(|| "mahavishnu checkpoint".into());
+            let made = repository.checkpoint(&message, args.commit)?;
+            emit(format, &made, || {
+                let mut text = format!("checkpoint {} ({})\n", made.id, made.reference);
+                if let Some(commit) = &made.branch_commit {
+                    text.push_str(&format!("committed {commit} on the current branch\n"));
+                } else if args.commit {
+                    text.push_str("nothing to commit on the branch\n");
+                }
+                text
+            })?;
+        }
+        Some(CheckpointCommand::List(list)) => {
+            let repository = Repository::discover(&project(list.project.as_deref())?)?;
+            let checkpoints = repository.checkpoints()?;
+            emit(format, &checkpoints, || {
+                let rows: Vec<Vec<String>> = checkpoints
+                    .iter()
+                    .map(|c| vec![c.id.clone(), c.created_at.to_string(), c.message.clone()])
+                    .collect();
+                output::table(&["ID", "CREATED", "MESSAGE"], &rows)
+            })?;
+        }
+        Some(CheckpointCommand::Diff(diff)) => {
+            let repository = Repository::discover(&project(diff.project.as_deref())?)?;
+            let text = repository.diff(&diff.id, diff.stat)?;
+            emit(
+                format,
+                &serde_json::json!({ "id": diff.id, "diff": text }),
+                || {
+                    if text.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{text}\n")
+                    }
+                },
+            )?;
+        }
+        Some(CheckpointCommand::Restore(restore)) => {
+            let repository = Repository::discover(&project(restore.project.as_deref())?)?;
+            let (restored, safety) = repository.restore(&restore.id)?;
+            emit(
+                format,
+                &serde_json::json!({ "restored": restored, "safety": safety }),
+                || {
+                    format!(
+                        "restored {}; the state before is kept as checkpoint {}\n",
+                        restored.id, safety.id
+                    )
+                },
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
