@@ -7,8 +7,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::World;
 use support::stub_model::StubModel;
+use support::{World, git, wait_for};
 
 /// The Qwen Code executable: `MAHAVISHNU_TEST_QWEN`, which the test script sets after installing the CLI.
 fn qwen() -> PathBuf {
@@ -99,4 +99,53 @@ fn qwen_code_converses_in_a_tmux_session() {
 #[test]
 fn qwen_code_converses_in_a_pty_session() {
     converse("pty");
+}
+
+/// Qwen Code calls `mahavishnu hook` from the settings `mahavishnu init qwen` wrote: SessionStart reaches
+/// Mahavishnu (a configured hook leaves its mark and a shell is launched), `/quit` ends the session and
+/// closes what it launched.
+#[test]
+fn qwen_code_calls_the_session_hooks() {
+    let stub = StubModel::start("STUB-HOOKS-5511");
+    let world = qwen_world(&stub);
+    let project = std::fs::canonicalize(world.work()).unwrap();
+    git(&project, &["init", "-q"]);
+    std::fs::write(
+        project.join(".mahavishnu.toml"),
+        r#"
+[[hooks.SessionStart]]
+command = "echo start {source} >> {project_dir}/marks.log"
+[[hooks.SessionStart]]
+launch = { profile = "shell", count = 1, target = "pty" }
+[[hooks.SessionEnd]]
+close = "launched"
+[[hooks.SessionEnd]]
+command = "echo end {reason} >> {project_dir}/marks.log"
+"#,
+    )
+    .unwrap();
+    world.ok(&["init", "qwen"]);
+    world.ok(&["trust"]);
+    let id = world.launch(&["qwen", "--target", "tmux"]).remove(0);
+    world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
+    let marks = wait_for(&project.join("marks.log"), "start", Duration::from_secs(30));
+    assert_eq!(marks, "start startup\n", "SessionStart reached Mahavishnu");
+    let sessions = world.json(&["session", "list"]);
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    assert_eq!(sessions[0]["state"], "active");
+    let launched = sessions[0]["instances"][0]
+        .as_str()
+        .expect("the hook launched a shell")
+        .to_string();
+    assert_ne!(world.state_of(&launched), "closed");
+
+    world.ok(&["terminal", "send", &id, "/quit"]);
+    let marks = wait_for(&project.join("marks.log"), "end", Duration::from_secs(30));
+    assert!(
+        marks.starts_with("start startup\nend "),
+        "SessionEnd reached Mahavishnu: {marks}"
+    );
+    world.wait_state(&launched, "closed", Duration::from_secs(10));
+    let session = world.json(&["session", "list"]);
+    assert_eq!(session[0]["state"], "ended");
 }

@@ -83,7 +83,19 @@ fn enter_project(bytes: &[u8]) -> Result<(HookPayload, PathBuf)> {
     Ok((payload, project))
 }
 
+/// Answers the caller. Any failure of Mahavishnu's own is exit code 1 (reported, never blocking): exit
+/// code 2 is reserved for a required hook that failed on an event that can block.
 pub async fn run(global: &GlobalArgs) -> Result<ExitCode> {
+    match answer(global).await {
+        Ok(code) => Ok(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn answer(global: &GlobalArgs) -> Result<ExitCode> {
     let bytes = read_payload();
     let (payload, project) = enter_project(&bytes)?;
     let lifecycle = Lifecycle::new(Arc::new(context::orchestrator(global)?));

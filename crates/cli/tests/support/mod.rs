@@ -160,3 +160,31 @@ pub fn eventually_exists(path: &Path, patience: Duration) -> bool {
     }
     false
 }
+
+/// Runs git in `dir` and returns its output; fails the test on error.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 from git")
+}
+
+/// The text of `path` once it contains `needle`, or whatever it holds after `patience`.
+pub fn wait_for(path: &Path, needle: &str, patience: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || started.elapsed() > patience {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
