@@ -45,11 +45,10 @@ fn read_payload() -> Vec<u8> {
         let _ = done_tx.send(());
     });
     let _ = done_rx.recv_timeout(STDIN_PATIENCE);
-    let bytes = shared
+    shared
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    bytes
+        .clone()
 }
 
 fn context_of(payload: &HookPayload, project: PathBuf) -> HookContext {
