@@ -688,3 +688,107 @@ fn checkpoint_commit_commits_on_the_branch_but_never_empty_ignored_or_detached()
         "nothing moved"
     );
 }
+
+/// One fixture per event of the Claude Code hooks contract; each is answered, and reaches the hooks
+/// configured for it.
+#[test]
+fn every_event_of_the_hooks_contract_is_answered() {
+    let world = World::new();
+    let project = repository(&world);
+    let events = [
+        "SessionStart",
+        "UserPromptSubmit",
+        "PreToolUse",
+        "PostToolUse",
+        "Notification",
+        "Stop",
+        "SubagentStop",
+        "PreCompact",
+        "SessionEnd",
+    ];
+    let mut config = String::new();
+    for event in events {
+        config.push_str(&format!(
+            "[[hooks.{event}]]\ncommand = \"echo {{event}} >> {{project_dir}}/events.log\"\n"
+        ));
+    }
+    std::fs::write(project.join(".mahavishnu.toml"), config).unwrap();
+    world.ok(&["trust"]);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hooks");
+    for event in events {
+        let text = std::fs::read_to_string(fixtures.join(format!("{event}.json"))).unwrap();
+        let text = text.replace("PROJECT", project.to_str().unwrap());
+        let (code, _, stderr, _) = hook(&world, &text);
+        assert_eq!(code, 0, "{event}: {stderr}");
+        let log = wait_for(&project.join("events.log"), event, Duration::from_secs(10));
+        assert!(
+            log.contains(&format!("{event}\n")),
+            "{event} ran its hook: {log}"
+        );
+    }
+    assert_eq!(
+        world.json(&["session", "status", "--id", "abc123"])["state"],
+        "ended"
+    );
+}
+
+#[test]
+fn hooks_test_shows_and_runs_an_event_against_a_payload() {
+    let world = World::new();
+    let project = repository(&world);
+    std::fs::write(
+        project.join(".mahavishnu.toml"),
+        "[[hooks.UserPromptSubmit]]\ncommand = \"echo {prompt} > prompt.txt\"\n[[hooks.UserPromptSubmit]]\ncommand = \"true\"\nwhen = { project_has = [\"nope\"] }\n",
+    )
+    .unwrap();
+    let payload = world.dir.path().join("payload.json");
+    std::fs::write(
+        &payload,
+        r#"{"hook_event_name":"UserPromptSubmit","session_id":"t","prompt":"it's $(here)"}"#,
+    )
+    .unwrap();
+    let plan = world.json(&[
+        "hooks",
+        "test",
+        "UserPromptSubmit",
+        "--payload",
+        payload.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(plan[0]["verdict"], "skipped: not trusted");
+    world.ok(&["trust"]);
+    let plan = world.json(&[
+        "hooks",
+        "test",
+        "UserPromptSubmit",
+        "--payload",
+        payload.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(plan[0]["verdict"], "would run");
+    assert_eq!(plan[0]["command"], "echo 'it'\\''s $(here)' > prompt.txt");
+    assert!(
+        plan[1]["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped: the project has none of nope")
+    );
+    assert!(
+        !project.join("prompt.txt").exists(),
+        "a dry run runs nothing"
+    );
+    let ran = world.json(&[
+        "hooks",
+        "test",
+        "UserPromptSubmit",
+        "--payload",
+        payload.to_str().unwrap(),
+    ]);
+    assert_eq!(ran["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(project.join("prompt.txt")).unwrap(),
+        "it's $(here)\n"
+    );
+    let stderr = world.fails(&["hooks", "test", "Whenever"], 2);
+    assert!(stderr.contains("unknown hook event"), "{stderr}");
+}
