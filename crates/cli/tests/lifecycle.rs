@@ -192,6 +192,13 @@ command = "sleep 2; echo end {session_id} {reason} >> marks.log"
     std::fs::write(project.join(".mahavishnu.toml"), config).unwrap();
     let listed = world.json(&["hooks", "list"]);
     assert_eq!(listed["trusted"], false);
+    world.ok(&["trust"]);
+    assert_eq!(world.json(&["hooks", "list"])["trusted"], true);
+    // So does a changed profile: it decides what a `launch` hook runs.
+    let mut config = std::fs::read_to_string(project.join(".mahavishnu.toml")).unwrap();
+    config.push_str("\n[profiles.shell]\nprogram = \"/bin/sh\"\n");
+    std::fs::write(project.join(".mahavishnu.toml"), config).unwrap();
+    assert_eq!(world.json(&["hooks", "list"])["trusted"], false);
     let (_, _, stderr, _) = hook(
         &world,
         &payload("SessionStart", "s2", &project, serde_json::json!({})),

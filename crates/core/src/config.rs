@@ -286,6 +286,9 @@ pub struct LoadedConfig {
     pub project_file: Option<PathBuf>,
     /// The hooks that came from the project file (they run only once the project is trusted).
     pub project_hooks: BTreeMap<String, Vec<HookConfig>>,
+    /// The parts of the project file that decide what runs (its hooks and profiles), canonically
+    /// serialized: trust is given to exactly this.
+    pub project_trust_text: Option<String>,
 }
 
 /// Builds the layered configuration.
@@ -296,6 +299,7 @@ pub struct ConfigLoader {
     files: Vec<PathBuf>,
     project_file: Option<PathBuf>,
     project_hooks: BTreeMap<String, Vec<HookConfig>>,
+    project_trust_text: Option<String>,
 }
 
 impl ConfigLoader {
@@ -309,6 +313,7 @@ impl ConfigLoader {
             files: vec![],
             project_file: None,
             project_hooks: BTreeMap::new(),
+            project_trust_text: None,
         };
         loader.merge(defaults, "built-in");
         loader
@@ -349,6 +354,17 @@ impl ConfigLoader {
         })?;
         let typed: Config = toml::from_str(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+        #[derive(Serialize)]
+        struct Trusted<'a> {
+            hooks: &'a BTreeMap<String, Vec<HookConfig>>,
+            profiles: &'a BTreeMap<String, ProfileConfig>,
+        }
+        let trusted = Trusted {
+            hooks: &typed.hooks,
+            profiles: &typed.profiles,
+        };
+        self.project_trust_text =
+            Some(toml::to_string(&trusted).map_err(|e| Error::Config(e.to_string()))?);
         self.project_hooks = typed.hooks;
         self.project_file = Some(path.to_path_buf());
         Ok(self)
@@ -404,6 +420,7 @@ impl ConfigLoader {
             files: self.files,
             project_file: self.project_file,
             project_hooks: self.project_hooks,
+            project_trust_text: self.project_trust_text,
         })
     }
 

@@ -79,12 +79,16 @@ impl WaitingDetector {
     }
 }
 
-/// A hash of a screen's text, the same in every process of this build.
+/// A hash of a screen's text, the same in every process and every build (it is stored).
 pub fn screen_hash(screen: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    screen.hash(&mut hasher);
-    hasher.finish()
+    stable_hash(screen.as_bytes())
+}
+
+/// 64-bit FNV-1a: small, and fixed for good, so hashes kept in the store stay comparable.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Follows one instance across polls: measures idle time from screen changes where the target cannot

@@ -110,14 +110,16 @@ impl Lifecycle {
         Ok(paths::project_of(&dir))
     }
 
-    /// The hash that trust is recorded against: of the project file's hooks, or of the built-in ones.
+    /// The hash that trust is recorded against: of what in the project file decides what runs (its
+    /// hooks and profiles: a profile's program is what a `launch` hook starts), or of the built-in hooks.
     fn trust_hash(&self) -> String {
-        let config = self.orchestrator.config();
-        if config.project_hooks.is_empty() {
-            return "built-in:1".into();
+        match &self.orchestrator.config().project_trust_text {
+            Some(text) => format!(
+                "{:016x}",
+                mahavishnu_core::status::stable_hash(text.as_bytes())
+            ),
+            None => "built-in:1".into(),
         }
-        let text = toml::to_string(&config.project_hooks).unwrap_or_default();
-        format!("{:016x}", mahavishnu_core::status::screen_hash(&text))
     }
 
     /// Trusts the project's hooks as they are now.
