@@ -99,6 +99,15 @@ fn a_killed_pty_host_turns_its_session_lost() {
     let world = World::new();
     let id = launch_shells(&world, "pty", 2).remove(0);
     let native = id.trim_start_matches("pty:");
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: std::path::PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(world.runtime_dir().join(format!("pty/{native}.sock"))),
+        0o600,
+        "only the user may talk to a host"
+    );
+    assert_eq!(mode(world.runtime_dir().join("pty")), 0o700);
     let host = Command::new("pgrep")
         .args(["-f", &format!("__pty-host.*--name {native}")])
         .output()

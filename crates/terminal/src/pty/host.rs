@@ -171,7 +171,11 @@ fn bind_private(socket: &Path) -> Result<UnixListener, String> {
     let bound = UnixListener::bind(socket);
     // SAFETY: as above, restoring the previous mask.
     unsafe { libc::umask(previous) };
-    bound.map_err(|e| format!("cannot listen on {}: {e}", socket.display()))
+    let listener = bound.map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot restrict {}: {e}", socket.display()))?;
+    Ok(listener)
 }
 
 fn detach_stdio() {
