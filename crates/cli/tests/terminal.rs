@@ -756,18 +756,28 @@ fn attach_hands_over_the_terminal_and_gives_it_back() {
             "{}",
             String::from_utf8_lossy(&started.stderr)
         );
-        std::thread::sleep(Duration::from_millis(800));
-        outer_tmux(&["send-keys", "-t", "=outer:", "-l", "echo THROUGH-$((3*3))"]);
-        outer_tmux(&["send-keys", "-t", "=outer:", "Enter"]);
-        world.ok(&[
-            "terminal",
-            "wait",
-            &id,
-            "--for",
-            "THROUGH-9",
-            "--timeout",
-            "10",
-        ]);
+        // The attach takes a moment to start: type until the session shows what was typed.
+        let started = Instant::now();
+        loop {
+            outer_tmux(&["send-keys", "-t", "=outer:", "-l", "echo THROUGH-$((3*3))"]);
+            outer_tmux(&["send-keys", "-t", "=outer:", "Enter"]);
+            let seen = world.run(&[
+                "terminal",
+                "wait",
+                &id,
+                "--for",
+                "THROUGH-9",
+                "--timeout",
+                "1",
+            ]);
+            if seen.status.success() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "typing through attach never arrived"
+            );
+        }
         let detach: &[&str] = if target == "pty" {
             &["C-]"]
         } else {
