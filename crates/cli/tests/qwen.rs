@@ -130,7 +130,19 @@ command = "echo end {reason} >> {project_dir}/marks.log"
     world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
     let marks = wait_for(&project.join("marks.log"), "start", Duration::from_secs(30));
     assert_eq!(marks, "start startup\n", "SessionStart reached Mahavishnu");
-    let sessions = world.json(&["session", "list"]);
+    // The mark comes from the first SessionStart hook; the launch is the second: wait for it too.
+    let started = std::time::Instant::now();
+    let sessions = loop {
+        let sessions = world.json(&["session", "list"]);
+        if sessions[0]["instances"]
+            .as_array()
+            .is_some_and(|ids| !ids.is_empty())
+            || started.elapsed() > Duration::from_secs(30)
+        {
+            break sessions;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
     assert_eq!(sessions[0]["state"], "active");
     let launched = sessions[0]["instances"][0]

@@ -179,7 +179,11 @@ impl Store {
             .map_err(fail)?;
         keep_wal_files(&connection);
         // Short-lived processes leave checkpointing to SQLite's automatic checkpoints instead of
-        // paying for one (and its fsyncs) every time they exit.
+        // paying for one (and its fsyncs) every time they exit. Those come every 64 pages, so that the
+        // WAL, which each new process reads to rebuild its index, stays small.
+        connection
+            .pragma_update(None, "wal_autocheckpoint", 64)
+            .map_err(fail)?;
         connection
             .set_db_config(
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
