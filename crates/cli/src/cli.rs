@@ -54,6 +54,9 @@ pub enum Command {
     Init(InitArgs),
     /// Snapshot the work tree on a hidden ref; list, diff and restore snapshots
     Checkpoint(CheckpointArgs),
+    /// Agent definitions of Claude Code and Qwen Code: list, show, validate
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Show the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -69,6 +72,36 @@ pub enum Command {
     /// Finish hooks after `mahavishnu hook` has answered (started by mahavishnu itself)
     #[command(name = "__hook-worker", hide = true)]
     HookWorker(HookWorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Every agent in effect here, with its scope, file and the definition it overrides
+    #[command(visible_alias = "ls")]
+    List(AgentsListArgs),
+    /// One agent: frontmatter and body
+    Show(AgentShowArgs),
+    /// Check agent files (default: every one that applies here); `file:line:col: message` per problem
+    Validate(AgentsValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsListArgs {
+    /// Also list the definitions that nearer ones override
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentShowArgs {
+    /// The agent's name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsValidateArgs {
+    /// Files or directories to check
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! One module per command group, each thin over the services.
 
+mod agents;
 mod config;
 mod events;
 mod hook;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Trust(args) => lifecycle::trust(global, args),
         Command::Init(args) => lifecycle::init(global, args),
         Command::Checkpoint(args) => lifecycle::checkpoint(global, args),
+        Command::Agents(command) => agents::run(global, command),
         Command::Events(args) => events::run(global, args).await,
         Command::Completions(args) => {
             let mut command = Cli::command();

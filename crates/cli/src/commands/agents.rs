@@ -1,0 +1,115 @@
+//! `mahavishnu agents ...`: thin over the agent registry.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use mahavishnu_agents::{Agent, Registry, Severity, validate};
+use serde::Serialize;
+
+use crate::cli::{AgentsCommand, GlobalArgs};
+use crate::output::{self, emit};
+
+fn places() -> Result<(PathBuf, Option<PathBuf>)> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let home = std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map(PathBuf::from);
+    Ok((cwd, home))
+}
+
+fn table(agents: &[&Agent]) -> String {
+    let rows: Vec<Vec<String>> = agents
+        .iter()
+        .map(|agent| {
+            vec![
+                agent.name.clone(),
+                agent.scope.name().to_string(),
+                agent.model.clone().unwrap_or_else(|| "-".into()),
+                agent
+                    .tools
+                    .as_ref()
+                    .map_or("all".into(), |tools| tools.join(",")),
+                agent.description.chars().take(60).collect(),
+                agent.path.display().to_string(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["NAME", "SCOPE", "MODEL", "TOOLS", "DESCRIPTION", "FILE"],
+        &rows,
+    )
+}
+
+pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
+    let (cwd, home) = places()?;
+    match command {
+        AgentsCommand::List(args) => {
+            let registry = Registry::load(&cwd, home.as_deref());
+            let mut agents: Vec<&Agent> = registry.agents.iter().collect();
+            if args.all {
+                agents.extend(registry.overridden.iter());
+            }
+            emit(global.output, &agents, || table(&agents))?;
+            for diagnostic in registry
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+            {
+                eprintln!("{diagnostic}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::Show(args) => {
+            let registry = Registry::load(&cwd, home.as_deref());
+            let agent = registry.get(&args.name)?;
+            #[derive(Serialize)]
+            struct Shown<'a> {
+                #[serde(flatten)]
+                agent: &'a Agent,
+                frontmatter: &'a str,
+                body: &'a str,
+            }
+            let shown = Shown {
+                agent,
+                frontmatter: &agent.frontmatter,
+                body: &agent.body,
+            };
+            emit(global.output, &shown, || {
+                let mut text = format!(
+                    "# {} ({}, {})\n",
+                    agent.name,
+                    agent.scope.name(),
+                    agent.path.display()
+                );
+                if let Some(overridden) = &agent.overrides {
+                    text.push_str(&format!("# overrides {}\n", overridden.display()));
+                }
+                text.push_str(&format!("---\n{}\n---\n{}", agent.frontmatter, agent.body));
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::Validate(args) => {
+            let diagnostics = validate(&args.paths, &cwd, home.as_deref());
+            let errors = diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            emit(global.output, &diagnostics, || {
+                let mut text: String = diagnostics.iter().map(|d| format!("{d}\n")).collect();
+                let warnings = diagnostics.len() - errors;
+                text.push_str(&format!("{errors} errors, {warnings} warnings\n"));
+                text
+            })?;
+            Ok(if errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

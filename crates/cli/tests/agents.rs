@@ -1,0 +1,275 @@
+//! End-to-end tests of the agent registry: fixture trees with project, user and Qwen agents, overrides,
+//! and every validation error.
+
+mod support;
+
+use std::path::Path;
+
+use support::World;
+
+fn agent(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn good(name: &str, description: &str) -> String {
+    format!(
+        "---\nname: {name}\ndescription: {description}\nmodel: sonnet\ntools: Read, Grep\n---\n\nYou are {name}.\n"
+    )
+}
+
+#[test]
+fn list_and_show_resolve_project_user_and_qwen_agents() {
+    let world = World::new();
+    let home = world.dir.path().join("home");
+    let work = world.work();
+    agent(
+        &home.join(".claude/agents/reviewer.md"),
+        &good("reviewer", "User reviewer"),
+    );
+    agent(
+        &home.join(".claude/agents/planner.md"),
+        &good("planner", "User planner"),
+    );
+    agent(
+        &work.join(".claude/agents/reviewer.md"),
+        &good("reviewer", "Project reviewer"),
+    );
+    agent(
+        &work.join(".qwen/agents/tester.md"),
+        "---\nname: tester\ndescription: Qwen tester\ntools:\n  - read_file\n  - run_shell_command\n---\nTest things.\n",
+    );
+    agent(
+        &home.join(".qwen/agents/helper.md"),
+        "---\nname: helper\ndescription: Qwen helper\n---\nHelp.\n",
+    );
+
+    let listed = world.json(&["agents", "list"]);
+    let rows: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_string(),
+                a["scope"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("planner", "user"),
+        ("reviewer", "project"),
+        ("helper", "qwen-user"),
+        ("tester", "qwen-project"),
+    ];
+    assert_eq!(rows, want.map(|(n, s)| (n.to_string(), s.to_string())));
+    let reviewer = &listed[1];
+    assert_eq!(reviewer["description"], "Project reviewer");
+    assert_eq!(
+        reviewer["overrides"].as_str().unwrap(),
+        home.join(".claude/agents/reviewer.md").to_str().unwrap()
+    );
+    assert_eq!(reviewer["tools"], serde_json::json!(["Read", "Grep"]));
+    assert_eq!(
+        world
+            .json(&["agents", "list", "--all"])
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    let table = world.ok(&["agents", "list"]);
+    assert!(
+        table.contains("NAME") && table.contains("qwen-project"),
+        "{table}"
+    );
+
+    let shown = world.json(&["agents", "show", "reviewer"]);
+    assert_eq!(shown["body"], "You are reviewer.\n");
+    assert!(
+        shown["frontmatter"]
+            .as_str()
+            .unwrap()
+            .contains("name: reviewer")
+    );
+    let text = world.ok(&["agents", "show", "tester"]);
+    assert!(
+        text.contains("---\nname: tester") && text.contains("Test things."),
+        "{text}"
+    );
+    let stderr = world.fails(&["agents", "show", "nobody"], 2);
+    assert!(
+        stderr.contains("no agent `nobody`") && stderr.contains("reviewer"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_names_every_problem_with_its_place() {
+    let world = World::new();
+    let dir = world.work().join(".claude/agents");
+    let qwen = world.work().join(".qwen/agents");
+    let cases: &[(&Path, &str, &[u8], &str)] = &[
+        (
+            &dir,
+            "none.md",
+            b"just text\n",
+            "none.md:1:1: error: no frontmatter",
+        ),
+        (
+            &dir,
+            "open.md",
+            b"---\nname: open\ndescription: d\n",
+            "open.md:1:1: error: the frontmatter opened here never closes",
+        ),
+        (
+            &dir,
+            "tab.md",
+            b"---\nname: tab\n\tdescription: d\n---\nx\n",
+            "tab.md:3:1: error: a tab",
+        ),
+        (
+            &dir,
+            "yaml.md",
+            b"---\nname: [yaml\n---\nx\n",
+            "error: the frontmatter is not valid YAML",
+        ),
+        (
+            &dir,
+            "noname.md",
+            b"---\ndescription: d\n---\nx\n",
+            "noname.md:1:1: error: missing `name`",
+        ),
+        (
+            &dir,
+            "nodesc.md",
+            b"---\nname: nodesc\ndescription: \"  \"\n---\nx\n",
+            "nodesc.md:3:1: error: `description` is empty",
+        ),
+        (
+            &dir,
+            "caps.md",
+            b"---\nname: Caps_Name\ndescription: d\n---\nx\n",
+            "caps.md:2:1: error: the name `Caps_Name`",
+        ),
+        (
+            &dir,
+            "escape.md",
+            b"---\nname: ../../etc\ndescription: d\n---\nx\n",
+            "path separator",
+        ),
+        (
+            &dir,
+            "model.md",
+            b"---\nname: model\ndescription: d\nmodel: gpt-5\n---\nx\n",
+            "model.md:4:1: error: unknown model `gpt-5`",
+        ),
+        (
+            &dir,
+            "empty.md",
+            b"---\nname: empty\ndescription: d\n---\n\n",
+            "error: the body is empty",
+        ),
+        (
+            &dir,
+            "dup2.md",
+            b"---\nname: dup\ndescription: d\n---\nx\n",
+            "is named `dup` (",
+        ),
+        (
+            &dir,
+            "extra.md",
+            b"---\nname: extra\ndescription: d\nmood: happy\n---\nx\n",
+            "extra.md:4:1: warning: unknown field `mood`",
+        ),
+        (
+            &dir,
+            "bom.md",
+            b"\xef\xbb\xbf---\nname: bom\ndescription: d\n---\nx\n",
+            "bom.md:1:1: warning",
+        ),
+        (
+            &dir,
+            "crlf.md",
+            b"---\r\nname: crlf\r\ndescription: d\r\n---\r\nx\r\n",
+            "crlf.md:1:1: warning: CRLF",
+        ),
+        (
+            &dir,
+            "latin1.md",
+            b"---\nname: latin\ndescription: caf\xe9\n---\nx\n",
+            "latin1.md:3:17: error: not valid UTF-8",
+        ),
+        (
+            &qwen,
+            "string-tools.md",
+            b"---\nname: st\ndescription: d\ntools: read_file, glob\n---\nx\n",
+            "string-tools.md:4:1: error: `tools` is a string",
+        ),
+        (
+            &qwen,
+            "claude-tools.md",
+            b"---\nname: ct\ndescription: d\ntools:\n  - Read\n---\nx\n",
+            "error: `Read` is not a Qwen Code tool",
+        ),
+    ];
+    for (dir, file, bytes, _) in cases {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    std::fs::write(
+        dir.join("dup1.md"),
+        b"---\nname: dup\ndescription: d\n---\nx\n",
+    )
+    .unwrap();
+    let mut big = b"---\nname: big\ndescription: d\n---\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 1 << 20));
+    std::fs::write(dir.join("big.md"), &big).unwrap();
+    let before: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|(dir, file, ..)| std::fs::read(dir.join(file)).unwrap())
+        .collect();
+
+    let output = world.run(&["agents", "validate"]);
+    assert_eq!(output.status.code(), Some(1), "errors make validate fail");
+    let text = String::from_utf8(output.stdout).unwrap();
+    for (_, file, _, needle) in cases {
+        let line = text
+            .lines()
+            .find(|line| line.contains(&format!("/{file}:")))
+            .unwrap_or_else(|| panic!("no diagnostic for {file}:\n{text}"));
+        assert!(
+            text.lines()
+                .any(|line| line.contains(&format!("/{file}:")) && line.contains(needle)),
+            "{file}: {line}"
+        );
+    }
+    assert!(
+        text.contains("big.md:5:1: warning: the body is 1024 KB"),
+        "{text}"
+    );
+    let output = world.run(&[
+        "--output",
+        "json",
+        "agents",
+        "validate",
+        dir.join("model.md").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["line"], 4);
+    assert_eq!(json[0]["severity"], "error");
+    let after: Vec<Vec<u8>> = cases
+        .iter()
+        .map(|(dir, file, ..)| std::fs::read(dir.join(file)).unwrap())
+        .collect();
+    assert_eq!(before, after, "validation rewrites nothing");
+    let clean = world.dir.path().join("clean.md");
+    std::fs::write(&clean, good("clean", "Fine")).unwrap();
+    assert!(
+        world
+            .ok(&["agents", "validate", clean.to_str().unwrap()])
+            .contains("0 errors, 0 warnings")
+    );
+}
