@@ -3,6 +3,8 @@
 //! name wins) and validated.
 
 pub mod definition;
+pub mod templates;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

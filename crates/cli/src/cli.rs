@@ -83,6 +83,58 @@ pub enum AgentsCommand {
     Show(AgentShowArgs),
     /// Check agent files (default: every one that applies here); `file:line:col: message` per problem
     Validate(AgentsValidateArgs),
+    /// Write a new agent from a template (never over an existing file)
+    New(AgentNewArgs),
+    /// Print the agents in effect in another tool's format
+    Export(AgentsExportArgs),
+    /// Write Qwen Code definitions (.qwen/agents) from the Claude Code agents in effect
+    Sync(AgentsSyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentNewArgs {
+    /// The name: lowercase letters, digits and hyphens
+    pub name: String,
+    /// When the agent should be used
+    #[arg(long)]
+    pub description: String,
+    /// Model: sonnet, opus, haiku, inherit, or a full model id
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Tools, comma-separated [default: the template's, else all]
+    #[arg(long, value_delimiter = ',')]
+    pub tools: Vec<String>,
+    /// basic, fastblocks-architect or splashsand-specialist
+    #[arg(long, default_value = "basic")]
+    pub template: String,
+    /// The project's `.claude/agents` or the user's `~/.claude/agents`
+    #[arg(long, value_enum, default_value_t = ScopeArg::Project)]
+    pub scope: ScopeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// The JSON object `claude --agents` takes
+    ClaudeJson,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsExportArgs {
+    /// The format
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SyncTarget {
+    /// Qwen Code
+    Qwen,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsSyncArgs {
+    /// Whose definitions to write
+    pub target: SyncTarget,
 }
 
 #[derive(Debug, Args)]

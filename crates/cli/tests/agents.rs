@@ -273,3 +273,161 @@ fn validate_names_every_problem_with_its_place() {
             .contains("0 errors, 0 warnings")
     );
 }
+
+#[test]
+fn new_writes_from_templates_and_never_overwrites() {
+    let world = World::new();
+    let work = world.work();
+    let out = world.ok(&[
+        "agents",
+        "new",
+        "block-designer",
+        "--description",
+        "Designs \"blocks\": it's careful",
+        "--template",
+        "fastblocks-architect",
+        "--model",
+        "opus",
+    ]);
+    let path = work.join(".claude/agents/block-designer.md");
+    assert!(out.contains(path.to_str().unwrap()), "{out}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for topic in [
+        "Block interfaces",
+        "Inter-block communication",
+        "Block lifecycle",
+    ] {
+        assert!(text.contains(topic), "the template covers {topic}");
+    }
+    world.ok(&[
+        "agents",
+        "new",
+        "cloud-runner",
+        "--description",
+        "Runs services",
+        "--template",
+        "splashsand-specialist",
+        "--scope",
+        "user",
+    ]);
+    let user = world.dir.path().join("home/.claude/agents/cloud-runner.md");
+    let text = std::fs::read_to_string(&user).unwrap();
+    for topic in ["Revisions", "Traffic", "Auto-scaling", "Multi-region"] {
+        assert!(text.contains(topic), "the template covers {topic}");
+    }
+    assert!(
+        world.ok(&["agents", "validate"]).contains("0 errors"),
+        "what new writes validates"
+    );
+    let shown = world.json(&["agents", "show", "block-designer"]);
+    assert_eq!(shown["description"], "Designs \"blocks\": it's careful");
+    assert_eq!(shown["model"], "opus");
+
+    let before = std::fs::read(&path).unwrap();
+    let stderr = world.fails(
+        &["agents", "new", "block-designer", "--description", "other"],
+        2,
+    );
+    assert!(
+        stderr.contains("already exists") && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    for bad in ["../escape", "a/b", "Upper", ""] {
+        let stderr = world.fails(&["agents", "new", bad, "--description", "d"], 2);
+        assert!(stderr.contains("name"), "{bad}: {stderr}");
+    }
+    assert!(
+        !world.dir.path().join("escape.md").exists() && !work.join(".claude/escape.md").exists()
+    );
+    let stderr = world.fails(
+        &[
+            "agents",
+            "new",
+            "x",
+            "--description",
+            "d",
+            "--template",
+            "nope",
+        ],
+        2,
+    );
+    assert!(
+        stderr.contains("no template `nope`") && stderr.contains("splashsand-specialist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn export_and_sync_carry_agents_to_claude_json_and_qwen() {
+    let world = World::new();
+    let work = world.work();
+    agent(
+        &work.join(".claude/agents/reviewer.md"),
+        "---\nname: reviewer\ndescription: Reviews\nmodel: sonnet\ntools: Read, Grep, Bash, WebSearch, mcp__github__search\n---\nReview well.\n",
+    );
+    agent(
+        &work.join(".claude/agents/writer.md"),
+        &good("writer", "Writes"),
+    );
+    agent(
+        &work.join(".qwen/agents/hand-made.md"),
+        "---\nname: writer\ndescription: Hand-made Qwen writer\n---\nMine.\n",
+    );
+    std::fs::rename(
+        work.join(".qwen/agents/hand-made.md"),
+        work.join(".qwen/agents/writer.md"),
+    )
+    .unwrap();
+
+    let exported: serde_json::Value =
+        serde_json::from_str(&world.ok(&["agents", "export", "--format", "claude-json"])).unwrap();
+    assert_eq!(exported["reviewer"]["prompt"], "Review well.\n");
+    assert_eq!(exported["reviewer"]["model"], "sonnet");
+    assert_eq!(
+        exported["writer"]["tools"],
+        serde_json::json!(["Read", "Grep"])
+    );
+
+    let synced = world.json(&["agents", "sync", "qwen"]);
+    let reviewer = synced
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "reviewer")
+        .unwrap();
+    assert_eq!(reviewer["written"], true);
+    assert_eq!(reviewer["unmapped_tools"], serde_json::json!(["WebSearch"]));
+    let writer = synced
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "writer")
+        .unwrap();
+    assert_eq!(
+        writer["written"], false,
+        "a hand-made Qwen agent is left alone"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join(".qwen/agents/writer.md")).unwrap(),
+        "---\nname: writer\ndescription: Hand-made Qwen writer\n---\nMine.\n"
+    );
+    let text = std::fs::read_to_string(work.join(".qwen/agents/reviewer.md")).unwrap();
+    assert!(
+        text.contains(
+            "tools:\n- read_file\n- grep_search\n- run_shell_command\n- mcp__github__search\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        world
+            .ok(&[
+                "agents",
+                "validate",
+                work.join(".qwen/agents").to_str().unwrap()
+            ])
+            .contains("0 errors")
+    );
+    // Syncing again replaces only its own files.
+    assert_eq!(world.json(&["agents", "sync", "qwen"])[0]["written"], true);
+}

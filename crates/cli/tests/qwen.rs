@@ -161,3 +161,71 @@ command = "echo end {reason} >> {project_dir}/marks.log"
     let session = world.json(&["session", "list"]);
     assert_eq!(session[0]["state"], "ended");
 }
+
+/// What `agents sync qwen` writes is what Qwen Code loads: the agents appear in the `init` message of a
+/// headless run.
+#[test]
+fn qwen_code_loads_the_synced_agents() {
+    let stub = StubModel::start("STUB-AGENTS-2718");
+    let world = qwen_world(&stub);
+    let project = std::fs::canonicalize(world.work()).unwrap();
+    git(&project, &["init", "-q"]);
+    world.ok(&[
+        "agents",
+        "new",
+        "block-designer",
+        "--description",
+        "Designs blocks",
+        "--template",
+        "fastblocks-architect",
+    ]);
+    world.ok(&[
+        "agents",
+        "new",
+        "cloud-runner",
+        "--description",
+        "Runs services",
+        "--tools",
+        "Read,Bash,WebSearch",
+    ]);
+    world.ok(&["agents", "sync", "qwen"]);
+    let output = std::process::Command::new(qwen())
+        .args([
+            "--auth-type",
+            "openai",
+            "--openai-base-url",
+            &stub.base_url(),
+            "--openai-api-key",
+            "sk-stub",
+            "-m",
+            "stub-model",
+        ])
+        .args(["-p", "hello", "-o", "json"])
+        .current_dir(&project)
+        .env("HOME", world.dir.path().join("home"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let messages: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("qwen -o json prints JSON");
+    let init = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|message| message["type"] == "system" && message["subtype"] == "init")
+        .expect("an init message");
+    let agents: Vec<&str> = init["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        agents.contains(&"block-designer") && agents.contains(&"cloud-runner"),
+        "{agents:?}"
+    );
+}

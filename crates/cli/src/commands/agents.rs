@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
+use mahavishnu_agents::write::{NewAgent, create, export_claude, sync_qwen};
 use mahavishnu_agents::{Agent, Registry, Severity, validate};
 use serde::Serialize;
 
-use crate::cli::{AgentsCommand, GlobalArgs};
+use crate::cli::{AgentsCommand, ExportFormat, GlobalArgs, ScopeArg};
 use crate::output::{self, emit};
 
 fn places() -> Result<(PathBuf, Option<PathBuf>)> {
@@ -110,6 +111,63 @@ pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        AgentsCommand::New(args) => {
+            let base = match args.scope {
+                ScopeArg::Project => mahavishnu_core::paths::project_of(&cwd),
+                ScopeArg::User => home
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("HOME is not set; use --scope project"))?,
+            };
+            let agent = NewAgent {
+                name: args.name,
+                description: args.description,
+                model: args.model,
+                tools: args.tools,
+                template: Some(args.template),
+            };
+            let path = create(&base.join(".claude/agents"), &agent)?;
+            emit(
+                global.output,
+                &serde_json::json!({ "name": agent.name, "path": path }),
+                || format!("wrote {}\n", path.display()),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::Export(args) => {
+            let registry = Registry::load(&cwd, home.as_deref());
+            match args.format {
+                ExportFormat::ClaudeJson => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&export_claude(&registry))?
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentsCommand::Sync(_) => {
+            let registry = Registry::load(&cwd, home.as_deref());
+            let dir = mahavishnu_core::paths::project_of(&cwd).join(".qwen/agents");
+            let outcomes = sync_qwen(&registry, &dir)?;
+            emit(global.output, &outcomes, || {
+                outcomes
+                    .iter()
+                    .map(|outcome| {
+                        let verb = if outcome.written { "wrote" } else { "skipped" };
+                        let mut line = format!("{verb} {}", outcome.path.display());
+                        if !outcome.unmapped_tools.is_empty() {
+                            line.push_str(&format!(
+                                " (no Qwen Code tool for: {})",
+                                outcome.unmapped_tools.join(", ")
+                            ));
+                        }
+                        if let Some(note) = &outcome.note {
+                            line.push_str(&format!("; {note}"));
+                        }
+                        line + "\n"
+                    })
+                    .collect()
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
