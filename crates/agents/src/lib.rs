@@ -3,6 +3,7 @@
 //! name wins) and validated.
 
 pub mod definition;
+pub mod run;
 pub mod templates;
 pub mod write;
 

@@ -89,6 +89,41 @@ pub enum AgentsCommand {
     Export(AgentsExportArgs),
     /// Write Qwen Code definitions (.qwen/agents) from the Claude Code agents in effect
     Sync(AgentsSyncArgs),
+    /// Run an agent: a session of the CLI with the agent's instructions, the prompt submitted
+    Run(AgentRunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CliArg {
+    Qwen,
+    Claude,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentRunArgs {
+    /// The agent's name
+    pub name: String,
+    /// What the agent should do
+    #[arg(long)]
+    pub prompt: String,
+    /// Which CLI runs it (its profile of the same name)
+    #[arg(long, value_enum, default_value_t = CliArg::Qwen)]
+    pub cli: CliArg,
+    /// Where the session runs [default: tmux if installed, else pty]
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
+    /// Working directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Wait until the CLI waits for input again, and print what it answered
+    #[arg(long, conflicts_with = "print")]
+    pub wait: bool,
+    /// Run the CLI headless (-p) to completion and print its output instead of starting a session
+    #[arg(long)]
+    pub print: bool,
+    /// Give up waiting after this many seconds
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args)]

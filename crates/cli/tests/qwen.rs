@@ -229,3 +229,71 @@ fn qwen_code_loads_the_synced_agents() {
         "{agents:?}"
     );
 }
+
+/// `agents run` starts Qwen Code with the agent's instructions in its system prompt and submits the
+/// prompt; the stub model receives both, and the answer comes back (interactive and `--print`).
+#[test]
+fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
+    let stub = StubModel::start("STUB-AGENT-ANSWER-99");
+    let world = qwen_world(&stub);
+    let agents = world.work().join(".claude/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        agents.join("pirate.md"),
+        "---\nname: pirate\ndescription: Talks like a pirate\n---\nYou are PIRATE-7 and always answer in pirate speech.\n",
+    )
+    .unwrap();
+    let mentions = |needle: &str, role: &str| {
+        stub.requests().iter().any(|request| {
+            request["messages"].as_array().is_some_and(|messages| {
+                messages.iter().any(|message| {
+                    message["role"] == role && message["content"].to_string().contains(needle)
+                })
+            })
+        })
+    };
+    for target in ["pty", "tmux"] {
+        let prompt = format!("Where is the treasure on {target}");
+        let output = world.ok(&[
+            "agents",
+            "run",
+            "pirate",
+            "--prompt",
+            &prompt,
+            "--target",
+            target,
+            "--wait",
+            "--timeout",
+            "90",
+        ]);
+        let mut lines = output.lines();
+        let id = lines.next().unwrap().to_string();
+        assert!(id.starts_with(&format!("{target}:")), "{output}");
+        assert!(
+            output.contains(&stub.reply),
+            "the answer is printed: {output}"
+        );
+        assert!(
+            mentions("You are PIRATE-7", "system"),
+            "the agent's instructions reached the system prompt"
+        );
+        assert!(mentions(&prompt, "user"), "the prompt reached the model");
+        let screen = world.ok(&["terminal", "capture", &id]);
+        assert!(screen.contains(&stub.reply), "{screen}");
+        world.ok(&["terminal", "close", &id]);
+    }
+    let printed = world.ok(&[
+        "agents",
+        "run",
+        "pirate",
+        "--prompt",
+        "Headless question",
+        "--print",
+        "--timeout",
+        "90",
+    ]);
+    assert!(printed.contains(&stub.reply), "{printed}");
+    assert!(mentions("Headless question", "user"));
+    let stderr = world.fails(&["agents", "run", "nobody", "--prompt", "x"], 2);
+    assert!(stderr.contains("no agent `nobody`"), "{stderr}");
+}

@@ -145,6 +145,17 @@ impl Orchestrator {
         Ok(outcome)
     }
 
+    /// The command a profile runs (its program resolved on PATH, its arguments, then `extra`) and the
+    /// environment it adds: for running a profile's program outside a session.
+    pub fn profile_command(
+        &self,
+        profile: &str,
+        extra: &[String],
+    ) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+        let config = self.config.profile(profile)?;
+        Ok((resolve_command(profile, config, extra)?, config.env.clone()))
+    }
+
     fn choose_target(
         &self,
         request: &LaunchRequest,

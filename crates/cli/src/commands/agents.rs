@@ -8,7 +8,10 @@ use mahavishnu_agents::write::{NewAgent, create, export_claude, sync_qwen};
 use mahavishnu_agents::{Agent, Registry, Severity, validate};
 use serde::Serialize;
 
-use crate::cli::{AgentsCommand, ExportFormat, GlobalArgs, ScopeArg};
+use crate::cli::{
+    AgentRunArgs, AgentsCommand, CliArg, ExportFormat, GlobalArgs, ScopeArg, TargetArg,
+};
+use crate::context;
 use crate::output::{self, emit};
 
 fn places() -> Result<(PathBuf, Option<PathBuf>)> {
@@ -40,6 +43,65 @@ fn table(agents: &[&Agent]) -> String {
         &["NAME", "SCOPE", "MODEL", "TOOLS", "DESCRIPTION", "FILE"],
         &rows,
     )
+}
+
+/// `agents run`: interactive (a session, the prompt submitted) or `--print` (headless, to completion).
+pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCode> {
+    use mahavishnu_agents::run::{RunRequest, print_command, run_interactive};
+    let (cwd, home) = places()?;
+    let registry = Registry::load(&cwd, home.as_deref());
+    let agent = registry.get(&args.name)?;
+    let orchestrator = context::orchestrator(global)?;
+    let profile = match args.cli {
+        CliArg::Qwen => "qwen",
+        CliArg::Claude => "claude",
+    };
+    if !(0.0..=86_400.0).contains(&args.timeout) {
+        anyhow::bail!(mahavishnu_core::Error::Invalid(format!(
+            "--timeout {} is not a number of seconds up to a day",
+            args.timeout
+        )));
+    }
+    let timeout = std::time::Duration::from_secs_f64(args.timeout);
+    if args.print {
+        let (program, env) = orchestrator.profile_command(profile, &[])?;
+        let command = print_command(program, agent, &args.prompt);
+        let dir = args.cwd.clone().unwrap_or(cwd);
+        let child = tokio::process::Command::new(&command[0])
+            .args(&command[1..])
+            .current_dir(&dir)
+            .envs(&env)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(timeout, child)
+            .await
+            .map_err(|_| anyhow::anyhow!("`{profile}` did not finish within {} s", args.timeout))?
+            .with_context(|| format!("cannot run {}", command[0]))?;
+        use std::io::Write;
+        std::io::stdout().write_all(&output.stdout)?;
+        std::io::stderr().write_all(&output.stderr)?;
+        return Ok(ExitCode::from(
+            output.status.code().unwrap_or(1).clamp(0, 255) as u8,
+        ));
+    }
+    let request = RunRequest {
+        profile: profile.to_string(),
+        prompt: args.prompt,
+        target: args.target.map(|target| match target {
+            TargetArg::Tmux => mahavishnu_core::TargetKind::Tmux,
+            TargetArg::Pty => mahavishnu_core::TargetKind::Pty,
+        }),
+        cwd: args.cwd,
+        wait: args.wait,
+        timeout,
+    };
+    let outcome = run_interactive(&orchestrator, agent, &request).await?;
+    emit(global.output, &outcome, || match &outcome.answer {
+        Some(answer) => format!("{}\n{answer}", outcome.instance.id),
+        None => format!("{}\n", outcome.instance.id),
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
@@ -144,6 +206,7 @@ pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        AgentsCommand::Run(_) => unreachable!("agents run is dispatched to run_agent"),
         AgentsCommand::Sync(_) => {
             let registry = Registry::load(&cwd, home.as_deref());
             let dir = mahavishnu_core::paths::project_of(&cwd).join(".qwen/agents");

@@ -48,6 +48,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Trust(args) => lifecycle::trust(global, args),
         Command::Init(args) => lifecycle::init(global, args),
         Command::Checkpoint(args) => lifecycle::checkpoint(global, args),
+        Command::Agents(crate::cli::AgentsCommand::Run(args)) => {
+            agents::run_agent(global, args).await
+        }
         Command::Agents(command) => agents::run(global, command),
         Command::Events(args) => events::run(global, args).await,
         Command::Completions(args) => {

@@ -1,0 +1,178 @@
+//! `agents run`: an agent as a terminal session of Qwen Code or Claude Code, its instructions appended to
+//! the CLI's system prompt and the user's prompt submitted; or headless (`-p`) to completion.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mahavishnu_core::keys::{Key, NamedKey};
+use mahavishnu_core::{Error, InputPart, Instance, Result, ScreenOptions, TargetKind};
+use mahavishnu_orchestrator::{CaptureOptions, LaunchRequest, Orchestrator, WaitCondition};
+use serde::Serialize;
+
+use crate::Agent;
+
+/// How to run an agent.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// The CLI's profile: `qwen` or `claude` (or any profile whose CLI takes `--append-system-prompt`).
+    pub profile: String,
+    /// The prompt to submit.
+    pub prompt: String,
+    /// The target.
+    pub target: Option<TargetKind>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Wait for the answer (interactive runs).
+    pub wait: bool,
+    /// How long to wait for the CLI to be ready and to answer.
+    pub timeout: Duration,
+}
+
+/// What an interactive run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunOutcome {
+    /// The session running the agent.
+    pub instance: Instance,
+    /// What the CLI answered, when waited for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+/// Starts `agent` as a session and submits the prompt.
+pub async fn run_interactive(
+    orchestrator: &Orchestrator,
+    agent: &Agent,
+    request: &RunRequest,
+) -> Result<RunOutcome> {
+    if request.prompt.trim().is_empty() {
+        return Err(Error::Invalid(
+            "--prompt is empty; say what the agent should do".into(),
+        ));
+    }
+    let launch = LaunchRequest {
+        profile: request.profile.clone(),
+        count: 1,
+        target: request.target,
+        cwd: request.cwd.clone(),
+        args: vec!["--append-system-prompt".into(), agent.body.clone()],
+        labels: [("agent".to_string(), agent.name.clone())].into(),
+        ..Default::default()
+    };
+    let mut launched = orchestrator.launch_instances(&launch).await?;
+    if let Some(error) = launched.errors.pop() {
+        return Err(Error::Invalid(error));
+    }
+    let instance = launched
+        .instances
+        .pop()
+        .ok_or_else(|| Error::Invalid("nothing was launched".into()))?;
+    let id = instance.id.clone();
+    orchestrator
+        .wait(&id, &WaitCondition::Waiting, request.timeout)
+        .await?;
+    // One line: a newline inside the prompt would submit it early.
+    let prompt = request
+        .prompt
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let input = [
+        InputPart::Text(prompt.clone()),
+        InputPart::Key(Key::Named(NamedKey::Enter)),
+    ];
+    orchestrator.send(&id, &input).await?;
+    let answer = if request.wait {
+        // First the screen must move (the CLI took the prompt), then settle waiting for input again.
+        let before = orchestrator.capture(&id, CaptureOptions::default()).await?;
+        let started = std::time::Instant::now();
+        while orchestrator.capture(&id, CaptureOptions::default()).await? == before
+            && started.elapsed() < request.timeout
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        orchestrator
+            .wait(&id, &WaitCondition::Waiting, request.timeout)
+            .await?;
+        let options = CaptureOptions {
+            lines: None,
+            screen: ScreenOptions {
+                scrollback: true,
+                ansi: false,
+            },
+        };
+        let screen = orchestrator.capture(&id, options).await?;
+        Some(answer_after(&screen, &prompt, &instance.waiting.patterns))
+    } else {
+        None
+    };
+    Ok(RunOutcome {
+        instance: orchestrator.recorded(&id)?,
+        answer,
+    })
+}
+
+/// The lines of `screen` after the last one showing `prompt`, up to the CLI's input area.
+fn answer_after(screen: &str, prompt: &str, waiting: &[String]) -> String {
+    let lines: Vec<&str> = screen.lines().collect();
+    let probe: String = prompt.chars().take(40).collect();
+    let start = lines
+        .iter()
+        .rposition(|line| line.contains(probe.as_str()))
+        .map_or(0, |index| index + 1);
+    let patterns: Vec<regex::Regex> = waiting
+        .iter()
+        .filter_map(|pattern| regex::Regex::new(pattern).ok())
+        .collect();
+    let end = lines[start..]
+        .iter()
+        .position(|line| patterns.iter().any(|pattern| pattern.is_match(line)))
+        .map_or(lines.len(), |offset| start + offset);
+    let is_frame = |line: &str| {
+        line.trim()
+            .chars()
+            .all(|c| matches!(c, '─' | '━' | '│' | '╭' | '╮' | '╰' | '╯' | '-' | '=' | ' '))
+    };
+    let mut answer: Vec<&str> = lines[start..end].to_vec();
+    while answer.last().is_some_and(|line| is_frame(line)) {
+        answer.pop();
+    }
+    while answer.first().is_some_and(|line| line.trim().is_empty()) {
+        answer.remove(0);
+    }
+    let mut text = answer
+        .iter()
+        .map(|line| line.trim_end())
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.push('\n');
+    text
+}
+
+/// The command line of a headless run: the profile's program and arguments, the agent's instructions
+/// appended to the system prompt, and `-p PROMPT`.
+pub fn print_command(program_and_args: Vec<String>, agent: &Agent, prompt: &str) -> Vec<String> {
+    let mut command = program_and_args;
+    command.extend([
+        "--append-system-prompt".into(),
+        agent.body.clone(),
+        "-p".into(),
+        prompt.to_string(),
+    ]);
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_answer_is_what_follows_the_prompt_up_to_the_input_box() {
+        let screen = "banner\n> summarise the repo\n\n✦ It is a Rust workspace.\n  Four crates.\n\n────────\n>   Type your message or @path\n────────\n";
+        let answer = answer_after(
+            screen,
+            "summarise the repo",
+            &["Type your message".to_string()],
+        );
+        assert_eq!(answer, "✦ It is a Rust workspace.\n  Four crates.\n");
+    }
+}
