@@ -148,17 +148,62 @@ fn answer_after(screen: &str, prompt: &str, waiting: &[String]) -> String {
     text
 }
 
-/// The command line of a headless run: the profile's program and arguments, the agent's instructions
-/// appended to the system prompt, and `-p PROMPT`.
-pub fn print_command(program_and_args: Vec<String>, agent: &Agent, prompt: &str) -> Vec<String> {
-    let mut command = program_and_args;
-    command.extend([
-        "--append-system-prompt".into(),
+/// What a headless run printed.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrintOutcome {
+    /// The CLI's exit code (128 + signal when killed by one).
+    pub exit_code: i32,
+    /// Its standard output: the answer.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs the CLI headless (`-p PROMPT`) with the agent's instructions appended to its system prompt, to
+/// completion or `request.timeout`.
+pub async fn run_print(
+    orchestrator: &Orchestrator,
+    agent: &Agent,
+    request: &RunRequest,
+) -> Result<PrintOutcome> {
+    let extra = [
+        "--append-system-prompt".to_string(),
         agent.body.clone(),
         "-p".into(),
-        prompt.to_string(),
-    ]);
-    command
+        request.prompt.clone(),
+    ];
+    let (command, env) = orchestrator.profile_command(&request.profile, &extra)?;
+    let dir = match &request.cwd {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| Error::io("cannot read the current directory", e))?,
+    };
+    let child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .current_dir(&dir)
+        .envs(&env)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(request.timeout, child)
+        .await
+        .map_err(|_| {
+            Error::Invalid(format!(
+                "`{}` did not finish within {:.0} s; raise --timeout",
+                request.profile,
+                request.timeout.as_secs_f64()
+            ))
+        })?
+        .map_err(|e| Error::io(format!("cannot run {}", command[0]), e))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(PrintOutcome {
+        exit_code: output
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + output.status.signal().unwrap_or(0)),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ fn table(agents: &[&Agent]) -> String {
 
 /// `agents run`: interactive (a session, the prompt submitted) or `--print` (headless, to completion).
 pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCode> {
-    use mahavishnu_agents::run::{RunRequest, print_command, run_interactive};
+    use mahavishnu_agents::run::{RunRequest, run_interactive, run_print};
     let (cwd, home) = places()?;
     let registry = Registry::load(&cwd, home.as_deref());
     let agent = registry.get(&args.name)?;
@@ -63,28 +63,6 @@ pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCo
         )));
     }
     let timeout = std::time::Duration::from_secs_f64(args.timeout);
-    if args.print {
-        let (program, env) = orchestrator.profile_command(profile, &[])?;
-        let command = print_command(program, agent, &args.prompt);
-        let dir = args.cwd.clone().unwrap_or(cwd);
-        let child = tokio::process::Command::new(&command[0])
-            .args(&command[1..])
-            .current_dir(&dir)
-            .envs(&env)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(timeout, child)
-            .await
-            .map_err(|_| anyhow::anyhow!("`{profile}` did not finish within {} s", args.timeout))?
-            .with_context(|| format!("cannot run {}", command[0]))?;
-        use std::io::Write;
-        std::io::stdout().write_all(&output.stdout)?;
-        std::io::stderr().write_all(&output.stderr)?;
-        return Ok(ExitCode::from(
-            output.status.code().unwrap_or(1).clamp(0, 255) as u8,
-        ));
-    }
     let request = RunRequest {
         profile: profile.to_string(),
         prompt: args.prompt,
@@ -96,6 +74,17 @@ pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCo
         wait: args.wait,
         timeout,
     };
+    if args.print {
+        let printed = run_print(&orchestrator, agent, &request).await?;
+        if global.output != output::OutputFormat::Table {
+            emit(global.output, &printed, String::new)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        use std::io::Write;
+        std::io::stdout().write_all(printed.stdout.as_bytes())?;
+        std::io::stderr().write_all(printed.stderr.as_bytes())?;
+        return Ok(ExitCode::from(printed.exit_code.clamp(0, 255) as u8));
+    }
     let outcome = run_interactive(&orchestrator, agent, &request).await?;
     emit(global.output, &outcome, || match &outcome.answer {
         Some(answer) => format!("{}\n{answer}", outcome.instance.id),
