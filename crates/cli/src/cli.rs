@@ -26,7 +26,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Where the state database lives [default: $XDG_STATE_HOME/mahavishnu]
-    #[arg(long, global = true, env = "MAHAVISHNU_STATE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAHAVISHNU_STATE_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub state_dir: Option<PathBuf>,
     /// Output format of list and show commands
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
@@ -54,7 +60,7 @@ pub enum Command {
     Init(InitArgs),
     /// Snapshot the work tree on a hidden ref; list, diff and restore snapshots
     Checkpoint(CheckpointArgs),
-    /// Agent definitions of Claude Code and Qwen Code: list, show, validate
+    /// Agent definitions of Claude Code and Qwen Code: list, validate, create, sync, run
     #[command(subcommand)]
     Agents(AgentsCommand),
     /// Show the configuration
