@@ -62,13 +62,10 @@ impl Registry {
                 let parsed = match std::fs::read(&path) {
                     Ok(bytes) => parse(&path, scope, &bytes),
                     Err(error) => {
-                        registry.diagnostics.push(Diagnostic {
-                            path: path.clone(),
-                            line: 1,
-                            column: 1,
-                            severity: Severity::Error,
-                            message: format!("cannot read the file: {error}"),
-                        });
+                        registry.diagnostics.push(Diagnostic::file_error(
+                            &path,
+                            format!("cannot read the file: {error}"),
+                        ));
                         continue;
                     }
                 };
@@ -77,18 +74,15 @@ impl Registry {
                     continue;
                 };
                 if let Some(first) = by_dir_and_name.get(&(dir.clone(), agent.name.clone())) {
-                    registry.diagnostics.push(Diagnostic {
-                        path: path.clone(),
-                        line: 1,
-                        column: 1,
-                        severity: Severity::Error,
-                        message: format!(
-                            "another agent in {} is named `{}` ({}); names must be unique in a directory",
-                            dir.display(),
-                            agent.name,
-                            first.display()
-                        ),
-                    });
+                    let message = format!(
+                        "another agent in {} is named `{}` ({}); names must be unique in a directory",
+                        dir.display(),
+                        agent.name,
+                        first.display()
+                    );
+                    registry
+                        .diagnostics
+                        .push(Diagnostic::file_error(&path, message));
                     continue;
                 }
                 by_dir_and_name.insert((dir.clone(), agent.name.clone()), path.clone());
@@ -158,13 +152,10 @@ pub fn validate(paths: &[PathBuf], cwd: &Path, home: Option<&Path>) -> Vec<Diagn
             };
             match std::fs::read(&file) {
                 Ok(bytes) => diagnostics.extend(parse(&file, scope, &bytes).diagnostics),
-                Err(error) => diagnostics.push(Diagnostic {
-                    path: file.clone(),
-                    line: 1,
-                    column: 1,
-                    severity: Severity::Error,
-                    message: format!("cannot read the file: {error}"),
-                }),
+                Err(error) => diagnostics.push(Diagnostic::file_error(
+                    &file,
+                    format!("cannot read the file: {error}"),
+                )),
             }
         }
     }
