@@ -19,6 +19,16 @@ pub fn foreground_group(pid: u32) -> Option<u32> {
     u32::try_from(tpgid).ok().filter(|tpgid| *tpgid > 0)
 }
 
+/// When `pid` started (clock ticks since boot): with the pid, it names one process for good.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let mut buffer = [0u8; 1024];
+    let length = read_small(&format!("/proc/{pid}/stat"), &mut buffer)?;
+    let stat = std::str::from_utf8(&buffer[..length]).ok()?;
+    // Fields after the command name: state is the 3rd field of the line, starttime the 22nd.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
 /// The first child process of `pid`.
 pub fn first_child(pid: u32) -> Option<u32> {
     let mut buffer = [0u8; 64];
@@ -44,6 +54,8 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id();
         let _ = foreground_group(me);
+        assert!(start_time(me).is_some_and(|ticks| ticks > 0));
+        assert_eq!(start_time(me), start_time(me));
         assert_eq!(cwd(me), std::env::current_dir().ok());
     }
 }

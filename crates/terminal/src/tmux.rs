@@ -576,13 +576,16 @@ impl Target for TmuxTarget {
 
     async fn stop(&self, native: &str, grace: Duration) -> Result<()> {
         let _ = std::fs::remove_file(self.exit_file(native));
-        let pids: Vec<u32> = match self.pane(native).await {
-            Ok(pane) if !pane.dead => pane
-                .pid
-                .into_iter()
-                .chain(pane.pid.and_then(procfs::first_child))
-                .collect(),
-            Ok(_) => vec![],
+        let processes = match self.pane(native).await {
+            Ok(pane) if !pane.dead => {
+                let pids: Vec<u32> = pane
+                    .pid
+                    .into_iter()
+                    .chain(pane.pid.and_then(procfs::first_child))
+                    .collect();
+                PaneProcesses::capture(&pids)
+            }
+            Ok(_) => PaneProcesses::capture(&[]),
             Err(Error::UnknownInstance { .. }) => return Ok(()),
             Err(error) => return Err(error),
         };
@@ -595,7 +598,7 @@ impl Target for TmuxTarget {
             Err(error) if is_gone(&error) => {}
             Err(error) => return Err(error),
         }
-        kill_after_grace(&pids, grace).await;
+        processes.kill_after_grace(grace).await;
         Ok(())
     }
 
@@ -613,26 +616,49 @@ impl Target for TmuxTarget {
     }
 }
 
-/// Waits up to `grace` for `pids` to end, then kills their process groups and themselves.
-async fn kill_after_grace(pids: &[u32], grace: Duration) {
-    use nix::sys::signal::{Signal, kill, killpg};
-    use nix::unistd::{Pid, getpgid};
-    let pids: Vec<Pid> = pids.iter().map(|&pid| Pid::from_raw(pid as i32)).collect();
-    let groups: Vec<Pid> = pids
-        .iter()
-        .filter_map(|&pid| getpgid(Some(pid)).ok())
-        .collect();
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if pids.iter().all(|&pid| kill(pid, None).is_err()) {
-            return;
+/// The processes of a pane, identified so that a pid reused by another process after they end is
+/// never signalled: tmux reaps them, and pids come round again on a busy machine.
+struct PaneProcesses {
+    /// (pid, start time, process group) of each, taken while they are known to be alive.
+    members: Vec<(u32, u64, Option<i32>)>,
+}
+
+impl PaneProcesses {
+    fn capture(pids: &[u32]) -> Self {
+        let members = pids
+            .iter()
+            .filter_map(|&pid| {
+                let started = procfs::start_time(pid)?;
+                let group = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).ok();
+                Some((pid, started, group.map(|group| group.as_raw())))
+            })
+            .collect();
+        PaneProcesses { members }
+    }
+
+    /// The members that are still the same processes.
+    fn alive(&self) -> impl Iterator<Item = &(u32, u64, Option<i32>)> {
+        self.members
+            .iter()
+            .filter(|(pid, started, _)| procfs::start_time(*pid) == Some(*started))
+    }
+
+    /// Waits up to `grace` for every member to end, then kills those still running and their groups.
+    async fn kill_after_grace(&self, grace: Duration) {
+        use nix::sys::signal::{Signal, kill, killpg};
+        use nix::unistd::Pid;
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.alive().next().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for group in groups {
-        let _ = killpg(group, Signal::SIGKILL);
-    }
-    for pid in pids {
-        let _ = kill(pid, Signal::SIGKILL);
+        for (pid, _, group) in self.alive() {
+            if let Some(group) = group {
+                let _ = killpg(Pid::from_raw(*group), Signal::SIGKILL);
+            }
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
     }
 }
