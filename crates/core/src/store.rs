@@ -169,36 +169,33 @@ impl Store {
             ))
         })?;
         let path = state_dir.join(DATABASE_FILE);
-        let fail = |e: rusqlite::Error| describe_open_error(&path, e);
-        let connection = Connection::open(&path).map_err(fail)?;
-        connection
-            .busy_timeout(Duration::from_secs(10))
-            .map_err(fail)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail)?;
-        keep_wal_files(&connection);
-        // Short-lived processes leave checkpointing to SQLite's automatic checkpoints instead of
-        // paying for one (and its fsyncs) every time they exit. Those come every 64 pages, so that the
-        // WAL, which each new process reads to rebuild its index, stays small.
-        connection
-            .pragma_update(None, "wal_autocheckpoint", 64)
-            .map_err(fail)?;
-        connection
-            .set_db_config(
-                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-                true,
-            )
-            .map_err(fail)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(fail)?;
-        let store = Store {
-            connection: Mutex::new(connection),
-            path,
-        };
-        store.migrate()?;
-        Ok(store)
+        // Processes that open a new database at the same moment can meet SQLite's "database is
+        // locked" without its busy handler being asked (switching to WAL needs a moment alone), so
+        // opening is tried again for a while before that becomes an error.
+        let started = std::time::Instant::now();
+        loop {
+            match open_connection(&path) {
+                Ok(connection) => {
+                    return Ok(Store {
+                        connection: Mutex::new(connection),
+                        path,
+                    });
+                }
+                Err(OpenError::Sqlite(error))
+                    if is_busy(&error) && started.elapsed() < Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(Duration::from_millis(5 + jitter_ms()));
+                }
+                Err(OpenError::Sqlite(error)) => return Err(describe_open_error(&path, error)),
+                Err(OpenError::NewerSchema(version)) => {
+                    return Err(Error::Store(format!(
+                        "the state database {} was written by a newer Mahavishnu (schema {version}); \
+                         upgrade mahavishnu or use another --state-dir",
+                        path.display()
+                    )));
+                }
+            }
+        }
     }
 
     /// The database file.
@@ -210,36 +207,6 @@ impl Store {
         self.connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn migrate(&self) -> Result<()> {
-        let mut connection = self.lock();
-        let fail = |e: rusqlite::Error| describe_open_error(&self.path, e);
-        let version: usize = connection
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(fail)?;
-        if version >= MIGRATIONS.len() {
-            if version > MIGRATIONS.len() {
-                return Err(Error::Store(format!(
-                    "the state database {} was written by a newer Mahavishnu (schema {version}); upgrade mahavishnu or use another --state-dir",
-                    self.path.display()
-                )));
-            }
-            return Ok(());
-        }
-        let tx = connection
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(fail)?;
-        // Another process may have migrated while we waited for the lock.
-        let version: usize = tx
-            .query_row("PRAGMA user_version", [], |row| row.get(0))
-            .map_err(fail)?;
-        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(migration).map_err(fail)?;
-            tx.pragma_update(None, "user_version", index + 1)
-                .map_err(fail)?;
-        }
-        tx.commit().map_err(fail)
     }
 
     /// Records a new instance; `Ok(false)` when an instance with that id is already recorded and not
@@ -610,6 +577,72 @@ impl Store {
     }
 }
 
+/// Why a connection could not be opened.
+enum OpenError {
+    Sqlite(rusqlite::Error),
+    /// The database has a schema newer than this build knows.
+    NewerSchema(usize),
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(error: rusqlite::Error) -> Self {
+        OpenError::Sqlite(error)
+    }
+}
+
+/// Opens and prepares a connection: WAL, settings, migrations.
+fn open_connection(path: &Path) -> std::result::Result<Connection, OpenError> {
+    let mut connection = Connection::open(path)?;
+    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    keep_wal_files(&connection);
+    // Short-lived processes leave checkpointing to SQLite's automatic checkpoints instead of
+    // paying for one (and its fsyncs) every time they exit. Those come every 64 pages, so that the
+    // WAL, which each new process reads to rebuild its index, stays small.
+    connection.pragma_update(None, "wal_autocheckpoint", 64)?;
+    connection.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> std::result::Result<(), OpenError> {
+    let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(OpenError::NewerSchema(version));
+    }
+    if version == MIGRATIONS.len() {
+        return Ok(());
+    }
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have migrated while we waited for the lock.
+    let version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(migration)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+    }
+    Ok(tx.commit()?)
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// A few milliseconds of jitter, so that processes retrying together do not stay in step.
+fn jitter_ms() -> u64 {
+    u64::from(std::process::id() % 7)
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            % 11) as u64
+}
+
 /// Keeps the WAL and shared-memory files when the last connection closes. Without this, every short
 /// `mahavishnu` process would delete them on exit and the next would create them again, which costs
 /// more than the whole query of a `list`.
@@ -708,6 +741,23 @@ mod tests {
             store.instance(&again.id).unwrap().unwrap().state,
             InstanceState::Running
         );
+    }
+
+    #[test]
+    fn many_openers_of_a_new_database_all_succeed() {
+        // Switching a new database to WAL needs a moment alone; openers that meet it wait and retry.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let openers: Vec<_> = (0..16)
+                .map(|_| {
+                    let path = dir.path().to_path_buf();
+                    std::thread::spawn(move || Store::open(&path).map(drop))
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]
