@@ -799,3 +799,40 @@ fn hooks_test_shows_and_runs_an_event_against_a_payload() {
     let stderr = world.fails(&["hooks", "test", "Whenever"], 2);
     assert!(stderr.contains("unknown hook event"), "{stderr}");
 }
+
+/// Mahavishnu may be set up in the middle of a coding session: that session's end still runs its hooks.
+#[test]
+fn session_end_of_a_session_started_before_setup_runs_its_hooks() {
+    let world = World::new();
+    let project = repository(&world);
+    std::fs::write(
+        project.join(".mahavishnu.toml"),
+        "[[hooks.SessionEnd]]\ncommand = \"echo end {session_id} >> {project_dir}/marks.log\"\n",
+    )
+    .unwrap();
+    world.ok(&["trust"]);
+    let (code, _, stderr, _) = hook(
+        &world,
+        &payload(
+            "SessionEnd",
+            "late",
+            &project,
+            serde_json::json!({"reason": "other"}),
+        ),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let marks = wait_for(
+        &project.join("marks.log"),
+        "end late",
+        Duration::from_secs(10),
+    );
+    assert_eq!(marks, "end late\n");
+    let started = Instant::now();
+    while world.json(&["session", "status", "--id", "late"])["state"] != "ended" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the session is recorded as ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -101,6 +101,22 @@ pub struct SessionRecord {
     pub instances: Vec<String>,
 }
 
+impl SessionRecord {
+    /// A session starting now.
+    pub fn active(id: &str, project: &Path, source: Option<String>) -> Self {
+        SessionRecord {
+            id: id.to_string(),
+            project: project.to_path_buf(),
+            state: "active".into(),
+            source,
+            started_at: Timestamp::now(),
+            ended_at: None,
+            end_reason: None,
+            instances: vec![],
+        }
+    }
+}
+
 /// One run of one hook.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HookRun {

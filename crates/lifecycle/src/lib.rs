@@ -19,6 +19,21 @@ use mahavishnu_orchestrator::{LaunchRequest, ListFilter, Orchestrator};
 use serde::Serialize;
 
 pub use hooks::HookContext;
+use payload::HookPayload;
+
+impl HookContext {
+    /// The context of a payload's event in `project`.
+    pub fn from_payload(payload: &HookPayload, project: PathBuf) -> Self {
+        HookContext {
+            event: payload.hook_event_name.clone(),
+            session_id: payload.session_id.clone(),
+            project_dir: project,
+            prompt: payload.prompt.clone(),
+            source: payload.source.clone(),
+            reason: payload.reason.clone(),
+        }
+    }
+}
 
 /// Paths whose presence makes a project a Qwen project.
 const QWEN_MARKERS: [&str; 2] = ["QWEN.md", ".qwen"];
@@ -86,6 +101,30 @@ pub enum Selection {
     Required,
     /// Only those not marked `required`.
     Optional,
+}
+
+impl Selection {
+    /// Whether this selection includes `hook`.
+    pub fn picks(self, hook: &HookConfig) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Required => hook.required,
+            Selection::Optional => !hook.required,
+        }
+    }
+}
+
+impl ProjectHooks {
+    /// Whether any hook of `event` in `selection` would run (enabled and trusted; its `when`
+    /// conditions are checked only when it runs).
+    pub fn would_run(&self, event: &str, selection: Selection) -> bool {
+        self.hooks.iter().any(|entry| {
+            entry.event == event
+                && entry.trusted
+                && entry.hook.is_enabled()
+                && selection.picks(&entry.hook)
+        })
+    }
 }
 
 impl Lifecycle {
@@ -195,16 +234,7 @@ impl Lifecycle {
         source: Option<String>,
     ) -> Result<EventOutcome> {
         let id = id.unwrap_or_else(|| format!("manual-{:08x}", fastrand::u32(..)));
-        let record = SessionRecord {
-            id: id.clone(),
-            project: project.to_path_buf(),
-            state: "active".into(),
-            source: source.clone(),
-            started_at: Timestamp::now(),
-            ended_at: None,
-            end_reason: None,
-            instances: vec![],
-        };
+        let record = SessionRecord::active(&id, project, source.clone());
         let store = self.orchestrator.store();
         if !store.start_session(&record)? {
             return Ok(EventOutcome {
@@ -237,12 +267,16 @@ impl Lifecycle {
         let known = store.session(id)?;
         if known
             .as_ref()
-            .is_none_or(|session| session.state != "active")
+            .is_some_and(|session| session.state != "active")
         {
             return Ok(EventOutcome {
                 session: known,
                 ..Default::default()
             });
+        }
+        if known.is_none() {
+            // Mahavishnu was set up after this session started: its end still counts.
+            store.start_session(&SessionRecord::active(id, project, None))?;
         }
         let context = HookContext {
             event: "SessionEnd".into(),
@@ -266,6 +300,19 @@ impl Lifecycle {
         detached: bool,
     ) -> Result<EventOutcome> {
         let project_hooks = self.project_hooks(&context.project_dir)?;
+        self.run_hooks(&project_hooks, context, selection, detached)
+            .await
+    }
+
+    /// Runs the hooks of `context.event` from `project_hooks` (as `project_hooks()` returned them),
+    /// in order, recording every run.
+    pub async fn run_hooks(
+        &self,
+        project_hooks: &ProjectHooks,
+        context: &HookContext,
+        selection: Selection,
+        detached: bool,
+    ) -> Result<EventOutcome> {
         let mut outcome = EventOutcome::default();
         let mut skipped_untrusted = false;
         for entry in project_hooks
@@ -274,12 +321,7 @@ impl Lifecycle {
             .filter(|hook| hook.event == context.event)
         {
             let hook = &entry.hook;
-            let picked = match selection {
-                Selection::All => true,
-                Selection::Required => hook.required,
-                Selection::Optional => !hook.required,
-            };
-            if !picked || !hook.is_enabled() {
+            if !selection.picks(hook) || !hook.is_enabled() {
                 continue;
             }
             if !entry.trusted {
@@ -303,8 +345,8 @@ impl Lifecycle {
             }
             outcome.runs.push(run);
         }
-        if skipped_untrusted && let Some(message) = project_hooks.untrusted_message {
-            outcome.notes.push(message);
+        if skipped_untrusted && let Some(message) = &project_hooks.untrusted_message {
+            outcome.notes.push(message.clone());
         }
         Ok(outcome)
     }

@@ -51,17 +51,6 @@ fn read_payload() -> Vec<u8> {
         .clone()
 }
 
-fn context_of(payload: &HookPayload, project: PathBuf) -> HookContext {
-    HookContext {
-        event: payload.hook_event_name.clone(),
-        session_id: payload.session_id.clone(),
-        project_dir: project,
-        prompt: payload.prompt.clone(),
-        source: payload.source.clone(),
-        reason: payload.reason.clone(),
-    }
-}
-
 /// Parses the payload and moves into its project, so that the project's configuration applies.
 fn enter_project(bytes: &[u8]) -> Result<(HookPayload, PathBuf)> {
     let payload = HookPayload::parse(bytes)?;
@@ -134,12 +123,10 @@ async fn answer(global: &GlobalArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "SessionEnd" => {
-            let hooks = lifecycle.project_hooks(&project)?;
-            let pending = hooks
-                .hooks
-                .iter()
-                .any(|hook| hook.event == "SessionEnd" && hook.trusted && hook.hook.is_enabled());
-            if pending {
+            if lifecycle
+                .project_hooks(&project)?
+                .would_run(event, Selection::All)
+            {
                 detach(global, SelectionArg::All, &bytes)?;
             } else if let Some(id) = &payload.session_id {
                 lifecycle
@@ -149,30 +136,26 @@ async fn answer(global: &GlobalArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         _ => {
-            let context = context_of(&payload, project.clone());
+            let context = HookContext::from_payload(&payload, project.clone());
+            let hooks = lifecycle.project_hooks(&project)?;
             if can_block(event) {
                 let outcome = lifecycle
-                    .run_event(&context, Selection::Required, false)
+                    .run_hooks(&hooks, &context, Selection::Required, false)
                     .await?;
                 if let Some(reason) = outcome.blocked {
                     eprintln!("{reason}");
                     return Ok(ExitCode::from(2));
                 }
             }
-            let hooks = lifecycle.project_hooks(&project)?;
-            let optional = hooks.hooks.iter().any(|hook| {
-                hook.event == event
-                    && hook.trusted
-                    && hook.hook.is_enabled()
-                    && !(can_block(event) && hook.hook.required)
-            });
-            if optional {
-                let selection = if can_block(event) {
-                    SelectionArg::Optional
-                } else {
-                    SelectionArg::All
-                };
-                detach(global, selection, &bytes)?;
+            // What remains (the optional hooks of an event that can block, or all of any other) finishes
+            // after the answer.
+            let (rest, worker) = if can_block(event) {
+                (Selection::Optional, SelectionArg::Optional)
+            } else {
+                (Selection::All, SelectionArg::All)
+            };
+            if hooks.would_run(event, rest) {
+                detach(global, worker, &bytes)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -231,7 +214,11 @@ pub async fn worker(global: &GlobalArgs, args: HookWorkerArgs) -> Result<ExitCod
             SelectionArg::Optional => Selection::Optional,
         };
         lifecycle
-            .run_event(&context_of(&payload, project), selection, true)
+            .run_event(
+                &HookContext::from_payload(&payload, project),
+                selection,
+                true,
+            )
             .await?;
     }
     Ok(ExitCode::SUCCESS)

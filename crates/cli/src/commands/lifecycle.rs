@@ -224,14 +224,7 @@ pub async fn hooks(global: &GlobalArgs, command: HooksCommand) -> Result<ExitCod
             payload.hook_event_name = args.event.clone();
             let dir = args.project.clone().or_else(|| payload.cwd.clone());
             let project = project(dir.as_deref())?;
-            let context = HookContext {
-                event: args.event.clone(),
-                session_id: payload.session_id.clone(),
-                project_dir: project.clone(),
-                prompt: payload.prompt.clone(),
-                source: payload.source.clone(),
-                reason: payload.reason.clone(),
-            };
+            let context = HookContext::from_payload(&payload, project.clone());
             if args.dry_run {
                 let listed = lifecycle.project_hooks(&project)?;
                 let plan: Vec<serde_json::Value> = listed
