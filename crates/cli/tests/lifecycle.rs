@@ -836,3 +836,45 @@ fn session_end_of_a_session_started_before_setup_runs_its_hooks() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The user's hooks and the project's add up; the user's need no trust, the project's do.
+#[test]
+fn user_and_project_hooks_add_up_and_only_the_projects_need_trust() {
+    let world = World::new();
+    let project = repository(&world);
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        "[[hooks.SessionStart]]\ncommand = \"echo user >> {project_dir}/marks.log\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join(".mahavishnu.toml"),
+        "[[hooks.SessionStart]]\ncommand = \"echo project >> {project_dir}/marks.log\"\n",
+    )
+    .unwrap();
+    let listed = world.json(&["hooks", "list"]);
+    let hooks = listed["hooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 2, "{listed}");
+    assert_eq!(
+        (hooks[0]["origin"].as_str(), hooks[0]["trusted"].as_bool()),
+        (Some("user config"), Some(true))
+    );
+    assert_eq!(hooks[1]["trusted"], false);
+    hook(
+        &world,
+        &payload("SessionStart", "u1", &project, serde_json::json!({})),
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("marks.log")).unwrap(),
+        "user\n"
+    );
+    world.ok(&["trust"]);
+    hook(
+        &world,
+        &payload("SessionStart", "u2", &project, serde_json::json!({})),
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("marks.log")).unwrap(),
+        "user\nuser\nproject\n"
+    );
+}
