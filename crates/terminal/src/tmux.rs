@@ -193,7 +193,12 @@ enum TmuxError {
 
 impl TmuxError {
     fn classify(stderr: &str) -> TmuxError {
-        if stderr.starts_with("no server running") || stderr.starts_with("error connecting to") {
+        // A server whose last session just ended exits while a client is still talking to it:
+        // tmux then says "server exited unexpectedly". Either way the server is gone.
+        if stderr.starts_with("no server running")
+            || stderr.starts_with("error connecting to")
+            || stderr.starts_with("server exited unexpectedly")
+        {
             TmuxError::NoServer
         } else if stderr.starts_with("can't find session") || stderr.starts_with("can't find pane")
         {
@@ -358,7 +363,14 @@ impl Target for TmuxTarget {
             SPEC_OPTION,
             &spec_json,
         ]));
-        let out = match self.tmux(&argv).await {
+        let mut attempt = self.tmux(&argv).await;
+        if matches!(&attempt, Err(Error::Target { message, .. }) if message == NO_SERVER) {
+            // The server was exiting (its last session had just been closed) when this client
+            // reached it; the next client starts a fresh one.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            attempt = self.tmux(&argv).await;
+        }
+        let out = match attempt {
             Ok(out) => out,
             Err(Error::Target { message, .. }) if message.contains("duplicate session") => {
                 return Err(Error::Invalid(format!(
