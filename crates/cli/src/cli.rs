@@ -63,6 +63,10 @@ pub enum Command {
     /// Agent definitions of Claude Code and Qwen Code: list, validate, create, sync, run
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Serve MCP on stdio for Claude Code, Qwen Code or any MCP host; `mcp install` registers it
+    Mcp(McpArgs),
+    /// Serve MCP over streamable HTTP at /mcp, with /healthz and a JSON API under /v1
+    Serve(ServeArgs),
     /// Show the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -307,6 +311,55 @@ pub struct InitArgs {
     /// Project directory [default: the current directory]
     #[arg(long, value_name = "DIR")]
     pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    #[command(subcommand)]
+    pub command: Option<McpCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Register Mahavishnu's MCP server with Claude Code (.mcp.json, ~/.claude.json) or Qwen Code
+    /// (settings.json), keeping everything else
+    Install(McpInstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpInstallArgs {
+    /// The client: claude or qwen
+    #[arg(long, value_enum)]
+    pub client: ClientArg,
+    /// The project's configuration or the user's
+    #[arg(long, value_enum, default_value_t = ScopeArg::Project)]
+    pub scope: ScopeArg,
+    /// Connect to `mahavishnu serve` at this URL (e.g. http://127.0.0.1:8677/mcp) instead of starting
+    /// `mahavishnu mcp`; off loopback the client sends the token from its MAHAVISHNU_TOKEN
+    #[arg(long, value_name = "URL")]
+    pub http: Option<String>,
+    /// Show the change, write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take the server out again
+    #[arg(long)]
+    pub remove: bool,
+    /// Project directory [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: serve.listen, 127.0.0.1:8677]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Bearer token every request must carry; required when listening off loopback
+    #[arg(long, env = "MAHAVISHNU_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Also accept this Host header (a proxy's or a container's name); `*` accepts any
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -45,3 +45,13 @@ pub fn orchestrator(global: &GlobalArgs) -> Result<Orchestrator> {
         targets,
     ))
 }
+
+/// The operations every face offers, over the orchestrator, from the current directory.
+pub fn api(global: &GlobalArgs) -> Result<mahavishnu_api::Api> {
+    let orchestrator = Arc::new(orchestrator(global)?);
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let home = std::env::var_os("HOME")
+        .filter(|home| !home.is_empty())
+        .map(std::path::PathBuf::from);
+    Ok(mahavishnu_api::Api::new(orchestrator, cwd, home))
+}

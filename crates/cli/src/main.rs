@@ -18,10 +18,13 @@ fn main() -> ExitCode {
         let code = mahavishnu_terminal::pty::host::run(&host.dir, &host.name, host.scrollback);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The HTTP server answers many clients at once; every other command is one call.
+    let mut builder = if matches!(cli.command, Command::Serve(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

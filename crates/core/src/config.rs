@@ -27,6 +27,19 @@ pub struct Config {
     pub profiles: BTreeMap<String, ProfileConfig>,
     /// Lifecycle hooks, by event name (`[[hooks.SessionStart]]`).
     pub hooks: BTreeMap<String, Vec<HookConfig>>,
+    /// The HTTP server (`mahavishnu serve`).
+    pub serve: ServeConfig,
+}
+
+/// `[serve]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// `Host` header values accepted besides the loopback names (`example.com`, `example.com:8443`),
+    /// for a server behind a proxy or in a container; `*` accepts any.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The hook events Mahavishnu knows, in Claude Code's (and Qwen Code's) names.

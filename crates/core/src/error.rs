@@ -56,6 +56,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// An operation ran and did not succeed; the message says why.
+    #[error("{0}")]
+    Failed(String),
+
     /// The configuration could not be read.
     #[error("{0}")]
     Config(String),

@@ -85,27 +85,28 @@ pub fn init(
     dry_run: bool,
     remove: bool,
 ) -> Result<InitOutcome> {
-    let before = match std::fs::read_to_string(path) {
-        Ok(text) => Some(text),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => return Err(Error::io(format!("cannot read {}", path.display()), error)),
-    };
-    let mut settings: Value = match before.as_deref().map(str::trim) {
-        None | Some("") => json!({}),
-        Some(text) => serde_json::from_str(text).map_err(|e| {
-            Error::Invalid(format!(
-                "{} is not valid JSON ({e}); fix it by hand first, nothing was changed",
-                path.display()
-            ))
-        })?,
-    };
-    let original = settings.clone();
-    let Some(root) = settings.as_object_mut() else {
-        return Err(Error::Invalid(format!(
-            "{} does not hold a JSON object; nothing was changed",
-            path.display()
-        )));
-    };
+    edit_json_file(path, dry_run, |root| {
+        let had_hooks = root.contains_key("hooks");
+        merge_hooks(client, root, path, command, remove)?;
+        if !had_hooks
+            && root
+                .get("hooks")
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+        {
+            root.remove("hooks");
+        }
+        Ok(())
+    })
+}
+
+fn merge_hooks(
+    client: Client,
+    root: &mut Map<String, Value>,
+    path: &Path,
+    command: &str,
+    remove: bool,
+) -> Result<()> {
     let hook_command = format!("{command} hook");
     let timeout = match client {
         Client::Claude => json!(30),
@@ -163,9 +164,39 @@ pub fn init(
         }
     }
     hooks.retain(|_, groups| groups.as_array().is_none_or(|groups| !groups.is_empty()));
-    if hooks.is_empty() && original.get("hooks").is_none() {
-        root.remove("hooks");
-    }
+    Ok(())
+}
+
+/// Edits the JSON object in `path` (an absent or empty file is `{}`) with `edit`, and writes it back
+/// atomically with a backup of the old file when it changed; a dry run only reports the diff. A file
+/// that is not a JSON object is left untouched.
+pub fn edit_json_file(
+    path: &Path,
+    dry_run: bool,
+    edit: impl FnOnce(&mut Map<String, Value>) -> Result<()>,
+) -> Result<InitOutcome> {
+    let before = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(Error::io(format!("cannot read {}", path.display()), error)),
+    };
+    let mut settings: Value = match before.as_deref().map(str::trim) {
+        None | Some("") => json!({}),
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            Error::Invalid(format!(
+                "{} is not valid JSON ({e}); fix it by hand first, nothing was changed",
+                path.display()
+            ))
+        })?,
+    };
+    let original = settings.clone();
+    let Some(root) = settings.as_object_mut() else {
+        return Err(Error::Invalid(format!(
+            "{} does not hold a JSON object; nothing was changed",
+            path.display()
+        )));
+    };
+    edit(root)?;
     let changed = settings != original;
     let after =
         serde_json::to_string_pretty(&settings).map_err(|e| Error::Invalid(e.to_string()))? + "\n";
@@ -204,6 +235,92 @@ pub fn init(
         .map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))?;
     outcome.written = true;
     Ok(outcome)
+}
+
+/// How a client reaches Mahavishnu's MCP server.
+#[derive(Clone, Debug)]
+pub enum McpTransport {
+    /// Runs `COMMAND mcp` (stdio); `command` is the executable's path.
+    Stdio {
+        /// The mahavishnu executable.
+        command: String,
+    },
+    /// Connects to `mahavishnu serve` at this URL (ending in `/mcp`).
+    Http {
+        /// The server's MCP endpoint.
+        url: String,
+        /// Send `Authorization: Bearer ${MAHAVISHNU_TOKEN}`, expanded by the client from its
+        /// environment, so the token itself is never written into the file.
+        token_from_env: bool,
+    },
+}
+
+/// The name Mahavishnu's server has in a client's configuration.
+pub const MCP_SERVER_NAME: &str = "mahavishnu";
+
+/// The file a client keeps its MCP servers in: Claude Code's `.mcp.json` (project) or `~/.claude.json`
+/// (user); Qwen Code's `settings.json`.
+pub fn mcp_config_path(client: Client, scope: Scope, project: &Path) -> Result<PathBuf> {
+    match (client, scope) {
+        (Client::Claude, Scope::Project) => Ok(project.join(".mcp.json")),
+        (Client::Claude, Scope::User) => std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(".claude.json"))
+            .ok_or_else(|| Error::Invalid("HOME is not set; use --scope project".into())),
+        (Client::Qwen, scope) => settings_path(Client::Qwen, scope, project),
+    }
+}
+
+/// Registers (or with `remove`, unregisters) Mahavishnu's MCP server under `mcpServers`.
+pub fn install_mcp(
+    client: Client,
+    path: &Path,
+    transport: &McpTransport,
+    dry_run: bool,
+    remove: bool,
+) -> Result<InitOutcome> {
+    edit_json_file(path, dry_run, |root| {
+        let had_servers = root.contains_key("mcpServers");
+        let servers = root
+            .entry("mcpServers")
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Some(servers) = servers.as_object_mut() else {
+            return Err(Error::Invalid(format!(
+                "`mcpServers` in {} is not an object; nothing was changed",
+                path.display()
+            )));
+        };
+        if remove {
+            servers.remove(MCP_SERVER_NAME);
+        } else {
+            servers.insert(MCP_SERVER_NAME.into(), mcp_entry(client, transport));
+        }
+        if !had_servers && servers.is_empty() {
+            root.remove("mcpServers");
+        }
+        Ok(())
+    })
+}
+
+fn mcp_entry(client: Client, transport: &McpTransport) -> Value {
+    match transport {
+        McpTransport::Stdio { command } => match client {
+            Client::Claude => json!({ "type": "stdio", "command": command, "args": ["mcp"] }),
+            Client::Qwen => json!({ "command": command, "args": ["mcp"] }),
+        },
+        McpTransport::Http {
+            url,
+            token_from_env,
+        } => {
+            let mut entry = match client {
+                Client::Claude => json!({ "type": "http", "url": url }),
+                Client::Qwen => json!({ "httpUrl": url }),
+            };
+            if *token_from_env {
+                entry["headers"] = json!({ "Authorization": "Bearer ${MAHAVISHNU_TOKEN}" });
+            }
+            entry
+        }
+    }
 }
 
 fn contains_ours(group: &Value) -> bool {

@@ -255,6 +255,27 @@ impl Lifecycle {
         Ok(outcome)
     }
 
+    /// The one active session of a project, for commands that were not given a session id.
+    pub fn only_active_session(&self, project: &Path) -> Result<String> {
+        let active: Vec<SessionRecord> = self
+            .orchestrator
+            .store()
+            .sessions(Some(project))?
+            .into_iter()
+            .filter(|session| session.state == "active")
+            .collect();
+        match active.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(Error::Invalid(format!(
+                "no active session in {}",
+                project.display()
+            ))),
+            _ => Err(Error::Invalid(
+                "several sessions are active here; give the session id".into(),
+            )),
+        }
+    }
+
     /// Ends a session and runs its SessionEnd hooks; ending one that is not active runs nothing.
     pub async fn session_end(
         &self,

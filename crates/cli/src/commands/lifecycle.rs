@@ -112,29 +112,7 @@ pub async fn session(global: &GlobalArgs, command: SessionCommand) -> Result<Exi
             let project = project(args.project.as_deref())?;
             let id = match args.id {
                 Some(id) => id,
-                None => {
-                    let active: Vec<SessionRecord> = store
-                        .sessions(Some(&project))?
-                        .into_iter()
-                        .filter(|session| session.state == "active")
-                        .collect();
-                    match active.as_slice() {
-                        [one] => one.id.clone(),
-                        [] => {
-                            return Err(Error::Invalid(format!(
-                                "no active session in {}",
-                                project.display()
-                            ))
-                            .into());
-                        }
-                        _ => {
-                            return Err(Error::Invalid(
-                                "several sessions are active here; give --id".into(),
-                            )
-                            .into());
-                        }
-                    }
-                }
+                None => lifecycle.only_active_session(&project)?,
             };
             let outcome = lifecycle
                 .session_end(&project, &id, Some("manual".into()), false)

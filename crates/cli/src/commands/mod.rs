@@ -5,6 +5,7 @@ mod config;
 mod events;
 mod hook;
 mod lifecycle;
+mod mcp;
 mod terminal;
 
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mcp(args) => mcp::mcp(global, args).await,
+        Command::Serve(args) => mcp::serve(global, args).await,
         Command::Config(command) => config::run(global, command),
         Command::Hook => hook::run(global).await,
         Command::HookWorker(args) => hook::worker(global, args).await,

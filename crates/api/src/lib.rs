@@ -1,0 +1,365 @@
+//! The operations every face of Mahavishnu offers: the MCP tools, the HTTP API and the CLI call these
+//! same functions, so they take the same parameters, return the same JSON shapes and fail with the same
+//! messages.
+//!
+//! Each operation has a parameter type (its JSON Schema is the MCP tool's input schema, described field
+//! by field) and returns a [`Reply`]: a JSON object and a one-line summary for people.
+
+mod agents;
+mod lifecycle;
+mod terminal;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use mahavishnu_core::{Error, Result};
+use mahavishnu_lifecycle::Lifecycle;
+use mahavishnu_orchestrator::Orchestrator;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+pub use agents::{AgentDetail, CreatedAgent, agent_prompt, create_agent};
+pub use lifecycle::{CheckpointDiff, Restored, checkpoint_diff_of, restore_checkpoint};
+pub use terminal::{Capture, CaptureParams, ExecResult, capture_screen};
+
+/// The services the operations run on, and the directories they default to.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    orchestrator: Arc<Orchestrator>,
+    lifecycle: Lifecycle,
+    cwd: PathBuf,
+    home: Option<PathBuf>,
+}
+
+impl Api {
+    /// Operations over `orchestrator`; relative paths and absent projects mean `cwd`.
+    pub fn new(orchestrator: Arc<Orchestrator>, cwd: PathBuf, home: Option<PathBuf>) -> Self {
+        Api {
+            inner: Arc::new(Inner {
+                lifecycle: Lifecycle::new(orchestrator.clone()),
+                orchestrator,
+                cwd,
+                home,
+            }),
+        }
+    }
+
+    /// The orchestrator.
+    pub fn orchestrator(&self) -> &Orchestrator {
+        &self.inner.orchestrator
+    }
+
+    /// The lifecycle service.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.inner.lifecycle
+    }
+
+    /// The directory relative paths start from.
+    pub fn cwd(&self) -> &Path {
+        &self.inner.cwd
+    }
+
+    /// The user's home directory, where user-level agents live.
+    pub fn home(&self) -> Option<&Path> {
+        self.inner.home.as_deref()
+    }
+
+    /// `path` made absolute against the working directory.
+    fn absolute(&self, path: &Path) -> PathBuf {
+        self.inner.cwd.join(path)
+    }
+
+    /// The project a directory belongs to (the working directory when none is given).
+    fn project(&self, dir: Option<&Path>) -> Result<PathBuf> {
+        let dir = dir.map_or_else(|| self.inner.cwd.clone(), |dir| self.absolute(dir));
+        Lifecycle::project_of(&dir)
+    }
+
+    /// Runs the operation called `name` with JSON `arguments`.
+    pub async fn call(&self, name: &str, arguments: Value, progress: Progress) -> Result<Reply> {
+        let operation = operation(name).ok_or_else(|| unknown_operation(name))?;
+        (operation.run)(self.clone(), arguments, progress).await
+    }
+}
+
+/// What an operation returns: a JSON object (MCP `structuredContent`, the HTTP body, the CLI's
+/// `--output json`) and a short summary for people.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The result; always a JSON object.
+    pub value: Value,
+    /// One or a few lines saying what happened.
+    pub summary: String,
+}
+
+impl Reply {
+    /// A reply whose value is `value` serialized.
+    pub fn new(value: &impl Serialize, summary: impl Into<String>) -> Result<Self> {
+        let value = serde_json::to_value(value)
+            .map_err(|e| Error::Failed(format!("cannot encode the result: {e}")))?;
+        Ok(Reply {
+            value,
+            summary: summary.into(),
+        })
+    }
+
+    /// A reply whose value is `{ key: items }`: MCP results are objects, so a list travels under the
+    /// name of what it lists.
+    pub fn list(key: &str, items: &impl Serialize, summary: impl Into<String>) -> Result<Self> {
+        let items = serde_json::to_value(items)
+            .map_err(|e| Error::Failed(format!("cannot encode the result: {e}")))?;
+        Ok(Reply {
+            value: Value::Object(Map::from_iter([(key.to_string(), items)])),
+            summary: summary.into(),
+        })
+    }
+}
+
+/// Where a long operation reports how far it got; the MCP face turns this into progress
+/// notifications when the client asked for them.
+#[derive(Clone, Default)]
+pub struct Progress {
+    report: Option<Arc<Report>>,
+}
+
+/// `report(done, total, message)`.
+type Report = dyn Fn(f64, Option<f64>, String) + Send + Sync;
+
+impl Progress {
+    /// Reports to `report(progress, total, message)`.
+    pub fn new(report: impl Fn(f64, Option<f64>, String) + Send + Sync + 'static) -> Self {
+        Progress {
+            report: Some(Arc::new(report)),
+        }
+    }
+
+    /// Reports that `done` of `total` is done.
+    pub fn report(&self, done: f64, total: Option<f64>, message: impl Into<String>) {
+        if let Some(report) = &self.report {
+            report(done, total, message.into());
+        }
+    }
+
+    /// Runs `work`, reporting the seconds spent every second (of `limit`, when there is one).
+    pub async fn while_running<T>(
+        &self,
+        what: &str,
+        limit: Option<Duration>,
+        work: impl Future<Output = T>,
+    ) -> T {
+        if self.report.is_none() {
+            return work.await;
+        }
+        let started = tokio::time::Instant::now();
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.tick().await;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = ticks.tick() => {
+                    let elapsed = started.elapsed().as_secs_f64();
+                    self.report(
+                        elapsed.floor(),
+                        limit.map(|limit| limit.as_secs_f64().ceil()),
+                        format!("{what}: {:.0}s", elapsed),
+                    );
+                }
+            }
+        }
+    }
+}
+
+type Running = Pin<Box<dyn Future<Output = Result<Reply>> + Send>>;
+
+/// One operation: its name (the MCP tool name, the `/v1/` path), what it does, and how to run it.
+pub struct Operation {
+    /// The tool name.
+    pub name: &'static str,
+    /// What it does, for the model and for people.
+    pub description: &'static str,
+    /// Whether it only reads.
+    pub read_only: bool,
+    /// The JSON Schema of its arguments.
+    pub input_schema: Arc<Map<String, Value>>,
+    run: Box<dyn Fn(Api, Value, Progress) -> Running + Send + Sync>,
+}
+
+/// The most bytes of text one argument may carry; more is refused with a clear error.
+pub const MAX_ARGUMENT_BYTES: usize = 1024 * 1024;
+
+fn define<P, F>(
+    name: &'static str,
+    read_only: bool,
+    description: &'static str,
+    run: fn(Api, P, Progress) -> F,
+) -> Operation
+where
+    P: DeserializeOwned + JsonSchema + Send + 'static,
+    F: Future<Output = Result<Reply>> + Send + 'static,
+{
+    Operation {
+        name,
+        description,
+        read_only,
+        input_schema: Arc::new(schema_of::<P>()),
+        run: Box::new(
+            move |api, arguments, progress| match parse::<P>(name, arguments) {
+                Ok(params) => Box::pin(run(api, params, progress)),
+                Err(error) => Box::pin(std::future::ready(Err(error))),
+            },
+        ),
+    }
+}
+
+fn schema_of<P: JsonSchema>() -> Map<String, Value> {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<P>();
+    match schema.to_value() {
+        Value::Object(mut map) => {
+            map.remove("$schema");
+            map.remove("title");
+            map.entry("properties")
+                .or_insert_with(|| Value::Object(Map::new()));
+            map
+        }
+        _ => Map::from_iter([("type".to_string(), Value::from("object"))]),
+    }
+}
+
+fn parse<P: DeserializeOwned>(name: &str, arguments: Value) -> Result<P> {
+    let arguments = match arguments {
+        Value::Null => Value::Object(Map::new()),
+        other => other,
+    };
+    if !arguments.is_object() {
+        return Err(Error::Invalid(format!(
+            "the arguments of `{name}` must be a JSON object; see its input schema"
+        )));
+    }
+    serde_json::from_value(arguments).map_err(|e| {
+        Error::Invalid(format!(
+            "invalid arguments for `{name}`: {e}; see its input schema"
+        ))
+    })
+}
+
+fn unknown_operation(name: &str) -> Error {
+    Error::Invalid(format!(
+        "no tool `{name}`; the tools are: {}",
+        operations()
+            .iter()
+            .map(|operation| operation.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// Every operation, in a stable order.
+pub fn operations() -> &'static [Operation] {
+    static OPERATIONS: OnceLock<Vec<Operation>> = OnceLock::new();
+    OPERATIONS.get_or_init(|| {
+        let mut all = terminal::operations();
+        all.extend(lifecycle::operations());
+        all.extend(agents::operations());
+        all
+    })
+}
+
+/// The operation called `name`.
+pub fn operation(name: &str) -> Option<&'static Operation> {
+    operations().iter().find(|operation| operation.name == name)
+}
+
+/// A number of seconds, checked to be between 0 and a year; `name` says which argument it was.
+pub fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if !(0.0..=86_400.0 * 365.0).contains(&value) {
+        return Err(Error::Invalid(format!(
+            "{name} {value} is not a number of seconds between 0 and a year"
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Refuses text longer than [`MAX_ARGUMENT_BYTES`].
+fn bounded(name: &str, text: &str) -> Result<()> {
+    if text.len() > MAX_ARGUMENT_BYTES {
+        return Err(Error::Invalid(format!(
+            "{name} is {} bytes; the limit is {} bytes. Send it in parts, or write it to a file",
+            text.len(),
+            MAX_ARGUMENT_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// Runs blocking work (git, the file system, the store) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Failed(format!("the operation stopped unexpectedly: {e}")))?
+}
+
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_an_object_schema_with_described_fields() {
+        let names: Vec<&str> = operations().iter().map(|o| o.name).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "duplicate names in {names:?}");
+        for operation in operations() {
+            let schema = &operation.input_schema;
+            assert_eq!(schema["type"], "object", "{}", operation.name);
+            for (field, spec) in schema["properties"].as_object().unwrap() {
+                assert!(
+                    spec.get("description").is_some(),
+                    "{}.{field} has no description: {spec}",
+                    operation.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        let error = parse::<terminal::SendParams>("terminal_send", serde_json::json!({"id": 3}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("terminal_send"), "{error}");
+        assert!(error.contains("invalid type"), "{error}");
+        let error = parse::<terminal::SendParams>("terminal_send", serde_json::json!([1]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("must be a JSON object"), "{error}");
+        let error = parse::<terminal::SendParams>(
+            "terminal_send",
+            serde_json::json!({"id": "tmux:a", "text": "x", "entr": true}),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("unknown field `entr`"), "{error}");
+    }
+}

@@ -1,0 +1,633 @@
+//! Terminal sessions and instances on any target: launch, type, read, wait, run, close.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mahavishnu_core::keys::{Key, NamedKey};
+use mahavishnu_core::{
+    Error, ExecOutput, InputPart, Instance, InstanceId, Result, ScreenOptions, TargetKind,
+};
+use mahavishnu_orchestrator::{CaptureOptions, LaunchRequest, ListFilter, WaitCondition};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{Api, Operation, Progress, Reply, bounded, define, plural, seconds};
+
+pub(crate) fn operations() -> Vec<Operation> {
+    vec![
+        define(
+            "terminal_launch",
+            false,
+            "Start one or more terminal sessions of a profile (shell, qwen, claude, gemini, codex, or \
+             one from the configuration) and return them with their ids.",
+            launch,
+        ),
+        define(
+            "terminal_send",
+            false,
+            "Type text into a session literally, then press Enter (unless enter is false).",
+            send,
+        ),
+        define(
+            "terminal_keys",
+            false,
+            "Press named keys in a session: Enter, Escape, Tab, Up, Down, Left, Right, C-c, M-x, F1 ...",
+            keys,
+        ),
+        define(
+            "terminal_capture",
+            true,
+            "Read a session's screen as a person would see it, optionally with scrollback or escape codes.",
+            capture,
+        ),
+        define(
+            "terminal_wait",
+            true,
+            "Wait until a session's screen matches a regular expression, stays unchanged for idle_ms, \
+             or (the default) its program waits for input. Reports progress and honours cancellation.",
+            wait,
+        ),
+        define(
+            "terminal_list",
+            true,
+            "List terminal sessions with their state (starting, running, waiting, exited, lost).",
+            list,
+        ),
+        define(
+            "terminal_exec",
+            false,
+            "Run a side command to completion in a session's directory and environment; returns its \
+             exit code, stdout and stderr.",
+            exec,
+        ),
+        define(
+            "terminal_close",
+            false,
+            "Close sessions: their programs get a grace period to end, then are killed.",
+            close,
+        ),
+        define(
+            "targets_list",
+            true,
+            "List the targets (tmux, pty, kubernetes) and whether each is ready, or exactly why not.",
+            targets,
+        ),
+        define(
+            "instances_launch",
+            false,
+            "Start instances of a profile on any target (the same as terminal_launch; give target).",
+            launch,
+        ),
+        define(
+            "instance_exec",
+            false,
+            "Run a command to completion in an instance of any target; the id's prefix picks the target.",
+            exec,
+        ),
+        define(
+            "instance_status",
+            true,
+            "One instance of any target, with its current state.",
+            status,
+        ),
+        define(
+            "instances_list",
+            true,
+            "List instances of every target, or of one.",
+            instances,
+        ),
+        define(
+            "instance_stop",
+            false,
+            "Stop one instance of any target (grace period, then kill).",
+            stop,
+        ),
+    ]
+}
+
+fn one() -> usize {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn thirty() -> f64 {
+    30.0
+}
+
+fn sixty() -> f64 {
+    60.0
+}
+
+/// Arguments of `terminal_launch` and `instances_launch`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchParams {
+    /// The profile: shell, qwen, claude, gemini, codex, or one defined under [profiles.NAME].
+    pub profile: String,
+    /// How many sessions to start.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub count: usize,
+    /// The target: tmux or pty (default: the profile's, else terminal.default_target).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Working directory (default: the server's current directory).
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Environment variables added to the profile's.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Session name; with a count above one, NAME-1, NAME-2, ...
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Arguments appended to the profile's.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Labels added to the profile's.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A target name, parsed with the same message the CLI gives.
+pub(crate) fn target_kind(text: Option<&str>) -> Result<Option<TargetKind>> {
+    text.map(str::parse::<TargetKind>).transpose()
+}
+
+async fn launch(api: Api, params: LaunchParams, progress: Progress) -> Result<Reply> {
+    let request = LaunchRequest {
+        profile: params.profile,
+        count: params.count,
+        target: target_kind(params.target.as_deref())?,
+        cwd: params.cwd.map(|dir| api.absolute(&dir)),
+        env: params.env,
+        name: params.name,
+        args: params.args,
+        labels: params.labels,
+    };
+    let outcome = progress
+        .while_running(
+            "launching",
+            None,
+            api.orchestrator().launch_instances(&request),
+        )
+        .await?;
+    if outcome.instances.is_empty() {
+        return Err(Error::Failed(outcome.errors.join("; ")));
+    }
+    let ids: Vec<String> = outcome.instances.iter().map(|i| i.id.to_string()).collect();
+    let mut summary = format!(
+        "launched {}: {}",
+        plural(ids.len(), "session", "sessions"),
+        ids.join(", ")
+    );
+    for error in &outcome.errors {
+        summary.push_str(&format!("\nnot launched: {error}"));
+    }
+    Reply::new(&outcome, summary)
+}
+
+/// Arguments of `terminal_send`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendParams {
+    /// The session id, e.g. tmux:mv-7f3a (or its unique native part).
+    pub id: String,
+    /// The text, typed literally: shell syntax, newlines and non-ASCII are not interpreted.
+    pub text: String,
+    /// Press Enter after the text.
+    #[serde(default = "yes")]
+    pub enter: bool,
+}
+
+/// What `terminal_send` and `terminal_keys` did.
+#[derive(Debug, Serialize)]
+struct Sent<'a> {
+    id: &'a InstanceId,
+    parts: usize,
+}
+
+async fn send(api: Api, params: SendParams, _: Progress) -> Result<Reply> {
+    bounded("text", &params.text)?;
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let chars = params.text.chars().count();
+    let mut input = vec![InputPart::Text(params.text)];
+    if params.enter {
+        input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
+    }
+    orchestrator.send(&id, &input).await?;
+    let enter = if params.enter {
+        " and pressed Enter"
+    } else {
+        ""
+    };
+    Reply::new(
+        &Sent {
+            id: &id,
+            parts: input.len(),
+        },
+        format!(
+            "typed {} into {id}{enter}",
+            plural(chars, "character", "characters")
+        ),
+    )
+}
+
+/// Arguments of `terminal_keys`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeysParams {
+    /// The session id.
+    pub id: String,
+    /// Key names as tmux spells them: Enter, Escape, Tab, BSpace, Up, Down, C-c, M-x, F1 ...
+    #[schemars(length(min = 1))]
+    pub keys: Vec<String>,
+}
+
+async fn keys(api: Api, params: KeysParams, _: Progress) -> Result<Reply> {
+    if params.keys.is_empty() {
+        return Err(Error::Invalid(
+            "keys is empty; name at least one key, e.g. Enter or C-c".into(),
+        ));
+    }
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let input = params
+        .keys
+        .iter()
+        .map(|key| key.parse().map(InputPart::Key))
+        .collect::<Result<Vec<_>>>()?;
+    orchestrator.send(&id, &input).await?;
+    Reply::new(
+        &Sent {
+            id: &id,
+            parts: input.len(),
+        },
+        format!("pressed {} in {id}", params.keys.join(" ")),
+    )
+}
+
+/// Arguments of `terminal_capture`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureParams {
+    /// The session id.
+    pub id: String,
+    /// Only the last N lines (trailing blank lines do not count).
+    #[serde(default)]
+    pub lines: Option<usize>,
+    /// Include the scrollback history above the screen.
+    #[serde(default)]
+    pub scrollback: bool,
+    /// Keep the escape codes (colours, attributes).
+    #[serde(default)]
+    pub ansi: bool,
+}
+
+/// A captured screen.
+#[derive(Clone, Debug, Serialize)]
+pub struct Capture {
+    /// The session.
+    pub id: InstanceId,
+    /// The rendered screen.
+    pub text: String,
+}
+
+/// Captures a screen, as `terminal capture` and `terminal_capture` both do.
+pub async fn capture_screen(api: &Api, params: CaptureParams) -> Result<Capture> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let options = CaptureOptions {
+        lines: params.lines,
+        screen: ScreenOptions {
+            scrollback: params.scrollback,
+            ansi: params.ansi,
+        },
+    };
+    let text = orchestrator.capture(&id, options).await?;
+    Ok(Capture { id, text })
+}
+
+async fn capture(api: Api, params: CaptureParams, _: Progress) -> Result<Reply> {
+    let captured = capture_screen(&api, params).await?;
+    let summary = captured.text.clone();
+    Reply::new(&captured, summary)
+}
+
+/// Arguments of `terminal_wait`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitParams {
+    /// The session id.
+    pub id: String,
+    /// Wait until the screen matches this regular expression (^ and $ match at each line).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Wait until the screen has not changed for this many milliseconds.
+    #[serde(default)]
+    pub idle_ms: Option<u64>,
+    /// Wait until the program waits for input, by its profile's rules (the default condition).
+    #[serde(default)]
+    pub waiting: bool,
+    /// Give up after this many seconds.
+    #[serde(default = "thirty")]
+    pub timeout: f64,
+}
+
+async fn wait(api: Api, params: WaitParams, progress: Progress) -> Result<Reply> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let given = [
+        params.pattern.is_some(),
+        params.idle_ms.is_some(),
+        params.waiting,
+    ];
+    if given.iter().filter(|given| **given).count() > 1 {
+        return Err(Error::Invalid(
+            "give one of pattern, idle_ms or waiting, not several".into(),
+        ));
+    }
+    let condition = match (params.pattern, params.idle_ms) {
+        (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
+        (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
+        (None, None) => WaitCondition::Waiting,
+    };
+    let timeout = seconds("timeout", params.timeout)?;
+    let outcome = progress
+        .while_running(
+            &format!("waiting on {id}"),
+            Some(timeout),
+            orchestrator.wait(&id, &condition, timeout),
+        )
+        .await?;
+    let summary = match &outcome.matched {
+        Some(text) => format!("{id} matched after {} ms: {text}", outcome.elapsed_ms),
+        None => format!("{id} is ready after {} ms", outcome.elapsed_ms),
+    };
+    Reply::new(&outcome, summary)
+}
+
+/// Arguments of `terminal_list`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only sessions of this project (or started below this directory).
+    #[serde(default)]
+    pub project: Option<PathBuf>,
+    /// Include closed sessions.
+    #[serde(default)]
+    pub all: bool,
+}
+
+fn instance_lines(instances: &[Instance]) -> String {
+    if instances.is_empty() {
+        return "no instances".into();
+    }
+    instances
+        .iter()
+        .map(|instance| {
+            let state = match instance.exit_code {
+                Some(code) if instance.state == mahavishnu_core::InstanceState::Exited => {
+                    format!("exited({code})")
+                }
+                _ => instance.state.to_string(),
+            };
+            format!(
+                "{} {} {} {}",
+                instance.id,
+                instance.profile,
+                state,
+                instance.cwd.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn list(api: Api, params: ListParams, _: Progress) -> Result<Reply> {
+    let filter = ListFilter {
+        project: params.project.map(|dir| api.absolute(&dir)),
+        all: params.all,
+    };
+    let listed = api.orchestrator().list_instances(&filter).await?;
+    let summary = instance_lines(&listed);
+    Reply::list("instances", &listed, summary)
+}
+
+/// Arguments of `instances_list`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesParams {
+    /// Only instances of this project (or started below this directory).
+    #[serde(default)]
+    pub project: Option<PathBuf>,
+    /// Include closed instances.
+    #[serde(default)]
+    pub all: bool,
+    /// Only instances of this target: tmux, pty or kubernetes.
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+async fn instances(api: Api, params: InstancesParams, _: Progress) -> Result<Reply> {
+    let target = target_kind(params.target.as_deref())?;
+    let filter = ListFilter {
+        project: params.project.map(|dir| api.absolute(&dir)),
+        all: params.all,
+    };
+    let listed: Vec<Instance> = api
+        .orchestrator()
+        .list_instances(&filter)
+        .await?
+        .into_iter()
+        .filter(|instance| target.is_none_or(|target| instance.target == target))
+        .collect();
+    let summary = instance_lines(&listed);
+    Reply::list("instances", &listed, summary)
+}
+
+/// Arguments of `instance_status`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusParams {
+    /// The instance id, e.g. tmux:mv-7f3a, pty:mv-19c2, k8s:dev/mv-qwen-x2k9.
+    pub id: String,
+}
+
+async fn status(api: Api, params: StatusParams, _: Progress) -> Result<Reply> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let instance = orchestrator.instance(&id).await?;
+    let summary = instance_lines(std::slice::from_ref(&instance));
+    Reply::new(&instance, summary)
+}
+
+/// Arguments of `terminal_exec` and `instance_exec`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecParams {
+    /// The session id.
+    pub id: String,
+    /// The program and its arguments (no shell is involved; use ["sh", "-c", "..."] for one).
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    /// Kill the command after this many seconds.
+    #[serde(default = "sixty")]
+    pub timeout: f64,
+}
+
+/// What a side command did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExecResult {
+    /// The session it ran in.
+    pub id: InstanceId,
+    /// Its exit code, output and whether it timed out.
+    #[serde(flatten)]
+    pub output: ExecOutput,
+}
+
+async fn exec(api: Api, params: ExecParams, progress: Progress) -> Result<Reply> {
+    for part in &params.command {
+        bounded("command", part)?;
+    }
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let timeout = seconds("timeout", params.timeout)?;
+    let output = progress
+        .while_running(
+            &format!("running in {id}"),
+            Some(timeout),
+            orchestrator.exec(&id, params.command, timeout),
+        )
+        .await?;
+    let mut summary = match (output.timed_out, output.exit_code) {
+        (true, _) => "killed after its timeout".to_string(),
+        (false, Some(code)) => format!("exit code {code}"),
+        (false, None) => "ended without an exit code".to_string(),
+    };
+    for (name, text) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        if !text.is_empty() {
+            summary.push_str(&format!("\n{name}:\n{text}"));
+        }
+    }
+    Reply::new(&ExecResult { id, output }, summary)
+}
+
+/// Arguments of `terminal_close`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseParams {
+    /// The session ids to close.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Close every live session instead (of project, when given).
+    #[serde(default)]
+    pub all: bool,
+    /// With all: only sessions of this project.
+    #[serde(default)]
+    pub project: Option<PathBuf>,
+    /// Seconds a program gets to end before it is killed (default: terminal.stop_grace_ms).
+    #[serde(default)]
+    pub grace: Option<f64>,
+}
+
+async fn close(api: Api, params: CloseParams, _: Progress) -> Result<Reply> {
+    let orchestrator = api.orchestrator();
+    let ids: Vec<InstanceId> = match (params.all, params.ids.is_empty()) {
+        (true, true) => {
+            let filter = ListFilter {
+                project: params.project.map(|dir| api.absolute(&dir)),
+                all: false,
+            };
+            orchestrator
+                .list_instances(&filter)
+                .await?
+                .into_iter()
+                .map(|instance| instance.id)
+                .collect()
+        }
+        (false, false) => params
+            .ids
+            .iter()
+            .map(|id| orchestrator.resolve_id(id))
+            .collect::<Result<_>>()?,
+        (true, false) => {
+            return Err(Error::Invalid("give ids or all, not both".into()));
+        }
+        (false, true) => {
+            return Err(Error::Invalid(
+                "nothing to close: give ids, or all: true".into(),
+            ));
+        }
+    };
+    let grace = params
+        .grace
+        .map(|grace| seconds("grace", grace))
+        .transpose()?;
+    let outcomes = orchestrator.close_instances(&ids, grace).await?;
+    let summary = if outcomes.is_empty() {
+        "nothing to close".to_string()
+    } else {
+        outcomes
+            .iter()
+            .map(|outcome| match &outcome.error {
+                None => format!("closed {}", outcome.id),
+                Some(error) => format!("not closed {}: {error}", outcome.id),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Reply::list("closed", &outcomes, summary)
+}
+
+/// Arguments of `instance_stop`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopParams {
+    /// The instance id.
+    pub id: String,
+    /// Seconds it gets to end before it is killed (default: terminal.stop_grace_ms).
+    #[serde(default)]
+    pub grace: Option<f64>,
+}
+
+async fn stop(api: Api, params: StopParams, _: Progress) -> Result<Reply> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let grace = params
+        .grace
+        .map(|grace| seconds("grace", grace))
+        .transpose()?;
+    let mut outcomes = orchestrator
+        .close_instances(std::slice::from_ref(&id), grace)
+        .await?;
+    let outcome = outcomes
+        .pop()
+        .ok_or_else(|| Error::UnknownInstance { id: id.to_string() })?;
+    if let Some(error) = &outcome.error {
+        return Err(Error::Failed(format!("{id} was not stopped: {error}")));
+    }
+    Reply::new(&outcome, format!("stopped {id}"))
+}
+
+/// Arguments of `targets_list`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+async fn targets(api: Api, _: NoParams, _: Progress) -> Result<Reply> {
+    let verdicts = api.orchestrator().preflight_targets().await;
+    let summary = verdicts
+        .iter()
+        .map(|verdict| {
+            let ready = if verdict.ready { "ready" } else { "not ready" };
+            format!("{}: {ready} ({})", verdict.target, verdict.detail)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Reply::list("targets", &verdicts, summary)
+}

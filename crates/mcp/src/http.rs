@@ -1,0 +1,294 @@
+//! `mahavishnu serve`: MCP over streamable HTTP at `/mcp`, `/healthz`, and the operations as a small JSON
+//! API under `/v1/`. Loopback by default; any other address needs a bearer token; the `Host` header is
+//! checked against an allow-list so a web page cannot reach the server through DNS rebinding.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mahavishnu_api::{Api, Progress, operations};
+use mahavishnu_core::Error;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::server::McpServer;
+
+/// Host names every server accepts: the loopback ones.
+const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1", "[::1]"];
+
+/// How the HTTP server runs.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The bearer token requests must carry; required off loopback.
+    pub token: Option<String>,
+    /// `Host` values accepted besides the loopback names; `*` accepts any.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl HttpOptions {
+    /// Checks the rules a server must follow before it listens.
+    pub fn check(&self) -> Result<(), Error> {
+        if !self.listen.ip().is_loopback() && self.token.is_none() {
+            return Err(Error::Invalid(format!(
+                "listening on {} exposes your sessions to the network; give a token with --token or \
+                 MAHAVISHNU_TOKEN (or listen on 127.0.0.1)",
+                self.listen
+            )));
+        }
+        if self.token.as_deref().is_some_and(|token| token.len() < 16) {
+            return Err(Error::Invalid(
+                "the token is shorter than 16 characters; use a long random one, e.g. `openssl rand -hex 32`"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn host_allowed(&self, host: &str) -> bool {
+        if self.allowed_hosts.iter().any(|allowed| allowed == "*") {
+            return true;
+        }
+        let name = host_name(host);
+        LOOPBACK_HOSTS.contains(&name)
+            || self.allowed_hosts.iter().any(|allowed| {
+                allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(name)
+            })
+    }
+}
+
+/// The name part of a `Host` value: `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Compares without leaking through timing how much of the token was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn guard(State(options): State<Arc<HttpOptions>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if !options.host_allowed(host) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host `{host}` is not allowed; add it to serve.allowed_hosts in the config (or pass \
+                 --allowed-host) when the server runs behind a proxy or in a container"
+            ),
+        );
+    }
+    if let Some(token) = &options.token
+        && request.uri().path() != "/healthz"
+        && !bearer(request.headers()).is_some_and(|given| same_secret(given, token.as_bytes()))
+    {
+        let mut response = error_response(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token; send `Authorization: Bearer <token>`",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    next.run(request).await
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let scheme = value.get(..7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then(|| &value[7..])
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })).into_response()
+}
+
+async fn list_operations() -> Response {
+    let listed: Vec<Value> = operations()
+        .iter()
+        .map(|operation| {
+            json!({
+                "name": operation.name,
+                "description": operation.description,
+                "read_only": operation.read_only,
+                "input_schema": &*operation.input_schema,
+            })
+        })
+        .collect();
+    axum::Json(json!({ "operations": listed })).into_response()
+}
+
+fn status_of(error: &Error) -> StatusCode {
+    match error {
+        Error::UnknownInstance { .. } => StatusCode::NOT_FOUND,
+        Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        Error::NotLive { .. } => StatusCode::CONFLICT,
+        Error::Unsupported { .. } | Error::TargetNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        error if error.is_usage() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+async fn call_operation(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if mahavishnu_api::operation(&name).is_none() {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            format!("no operation `{name}`; GET /v1 lists them"),
+        );
+    }
+    let arguments = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(value) => value,
+            Err(error) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not JSON: {error}; send the arguments as a JSON object"),
+                );
+            }
+        }
+    };
+    match api.call(&name, arguments, Progress::default()).await {
+        Ok(reply) => axum::Json(reply.value).into_response(),
+        Err(error) => error_response(status_of(&error), error.to_string()),
+    }
+}
+
+/// The whole HTTP application: `/mcp`, `/healthz`, `/v1`.
+pub fn router(api: Api, options: Arc<HttpOptions>, shutdown: CancellationToken) -> Router {
+    let mut config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown);
+    // The guard checks Host for every route; the MCP service checks it again with the same list.
+    config = if options.allowed_hosts.iter().any(|host| host == "*") {
+        config.disable_allowed_hosts()
+    } else {
+        let mut hosts: Vec<String> = LOOPBACK_HOSTS.iter().map(|h| h.to_string()).collect();
+        hosts.extend(options.allowed_hosts.iter().cloned());
+        config.with_allowed_hosts(hosts)
+    };
+    let mcp_api = api.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(McpServer::new(mcp_api.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let v1 = Router::new()
+        .route("/v1", get(list_operations))
+        .route("/v1/", get(list_operations))
+        .route("/v1/{name}", post(call_operation))
+        .with_state(api);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(v1)
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(options, guard))
+}
+
+/// Serves until `shutdown` resolves; prints the address it listens on to stderr.
+pub async fn serve(
+    api: Api,
+    options: HttpOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    options.check()?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the listening address", e))?;
+    eprintln!("mahavishnu: serving MCP at http://{address}/mcp and the API at http://{address}/v1");
+    let stop = CancellationToken::new();
+    let app = router(api, Arc::new(options), stop.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.cancel();
+        })
+        .await
+        .map_err(|e| Error::io("the HTTP server stopped", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(listen: &str, token: Option<&str>, hosts: &[&str]) -> HttpOptions {
+        HttpOptions {
+            listen: listen.parse().unwrap(),
+            token: token.map(String::from),
+            allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn off_loopback_a_long_token_is_required() {
+        assert!(options("127.0.0.1:0", None, &[]).check().is_ok());
+        let error = options("0.0.0.0:8677", None, &[]).check().unwrap_err();
+        assert!(error.to_string().contains("--token"), "{error}");
+        assert!(options("0.0.0.0:8677", Some("short"), &[]).check().is_err());
+        assert!(
+            options("0.0.0.0:8677", Some("0123456789abcdef0123"), &[])
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn hosts_are_matched_by_name_or_authority() {
+        let options = options("127.0.0.1:0", None, &["proxy.example", "box:9000"]);
+        for host in [
+            "localhost:8677",
+            "127.0.0.1",
+            "[::1]:80",
+            "proxy.example:443",
+            "box:9000",
+        ] {
+            assert!(options.host_allowed(host), "{host}");
+        }
+        for host in ["evil.example", "box:9001", "", "localhost.evil.example"] {
+            assert!(!options.host_allowed(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+    }
+}

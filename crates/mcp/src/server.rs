@@ -1,0 +1,313 @@
+//! The MCP server: every operation as a tool, every agent as a prompt, every live instance's screen as a
+//! resource.
+
+use std::sync::Arc;
+
+use mahavishnu_api::{
+    Api, CaptureParams, Progress, Reply, agent_prompt, capture_screen, operations,
+};
+use mahavishnu_core::{Error, InstanceId};
+use mahavishnu_orchestrator::ListFilter;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, Prompt, PromptArgument, PromptMessage, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate, Role,
+    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+
+const INSTRUCTIONS: &str = "Mahavishnu runs terminal sessions of AI coding CLIs (Qwen Code, Claude Code, \
+Gemini CLI, Codex) and shells on tmux, pty and other targets. Launch sessions with terminal_launch, type \
+with terminal_send, read the screen with terminal_capture, wait with terminal_wait. Ids look like \
+tmux:mv-7f3a; their prefix names the target. Coding sessions (session_*), their hooks and git \
+checkpoints, and agent definitions (agents_*) are here too. Each agent is also a prompt.";
+
+/// The scheme and path of screen resources: `mahavishnu://instances/{id}/screen`.
+const SCREEN_PREFIX: &str = "mahavishnu://instances/";
+const SCREEN_SUFFIX: &str = "/screen";
+
+/// The server over one set of services.
+#[derive(Clone)]
+pub struct McpServer {
+    api: Api,
+}
+
+impl McpServer {
+    /// Serves `api`.
+    pub fn new(api: Api) -> Self {
+        McpServer { api }
+    }
+}
+
+/// The MCP tool list, built once from the operations.
+fn tools() -> &'static [Tool] {
+    static TOOLS: std::sync::OnceLock<Vec<Tool>> = std::sync::OnceLock::new();
+    TOOLS.get_or_init(|| {
+        operations()
+            .iter()
+            .map(|operation| {
+                Tool::new(
+                    operation.name,
+                    operation.description,
+                    Arc::clone(&operation.input_schema),
+                )
+                .annotate(
+                    ToolAnnotations::new()
+                        .read_only(operation.read_only)
+                        .open_world(false),
+                )
+            })
+            .collect()
+    })
+}
+
+/// An operation's reply as a tool result: the object as `structuredContent`, the summary and the
+/// object as text for clients that read only text.
+pub fn tool_result(reply: Reply) -> CallToolResult {
+    let mut result = CallToolResult::structured(reply.value);
+    result.content.insert(0, ContentBlock::text(reply.summary));
+    result
+}
+
+/// A failed operation as a tool result: `isError`, with the message the CLI prints.
+pub fn tool_error(error: &Error) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(format!("error: {error}"))])
+}
+
+/// Turns `notifications/progress` on for a request whose client sent a progress token.
+fn progress_of(context: &RequestContext<RoleServer>) -> Progress {
+    let Some(token) = context.meta.get_progress_token() else {
+        return Progress::default();
+    };
+    let peer = context.peer.clone();
+    Progress::new(move |done, total, message| {
+        let mut param = ProgressNotificationParam::new(token.clone(), done).with_message(message);
+        if let Some(total) = total {
+            param = param.with_total(total);
+        }
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            let _ = peer.notify_progress(param).await;
+        });
+    })
+}
+
+/// The resource URI of an instance's screen; `/` and `%` in the id are percent-encoded.
+pub fn screen_uri(id: &InstanceId) -> String {
+    let encoded = id.to_string().replace('%', "%25").replace('/', "%2F");
+    format!("{SCREEN_PREFIX}{encoded}{SCREEN_SUFFIX}")
+}
+
+fn id_of_screen_uri(uri: &str) -> Option<String> {
+    let encoded = uri
+        .strip_prefix(SCREEN_PREFIX)?
+        .strip_suffix(SCREEN_SUFFIX)?;
+    Some(
+        encoded
+            .replace("%2F", "/")
+            .replace("%2f", "/")
+            .replace("%25", "%"),
+    )
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .build(),
+        );
+        info.server_info = Implementation::new("mahavishnu", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(INSTRUCTIONS.into());
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools().to_vec()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tools().iter().find(|tool| tool.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        if mahavishnu_api::operation(&request.name).is_none() {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "no tool `{}`; tools/list names the tools this server has",
+                    request.name
+                ),
+                None,
+            ));
+        }
+        let arguments = request.arguments.map_or(Value::Null, Value::Object);
+        let progress = progress_of(&context);
+        let call = self.api.call(&request.name, arguments, progress);
+        let result = tokio::select! {
+            result = call => result,
+            () = context.ct.cancelled() => Err(Error::Failed(format!("`{}` was cancelled", request.name))),
+        };
+        Ok(match result {
+            Ok(reply) => tool_result(reply),
+            Err(error) => tool_error(&error),
+        }
+        .into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let registry = mahavishnu_agents::Registry::load(self.api.cwd(), self.api.home());
+        let prompts = registry
+            .agents
+            .iter()
+            .map(|agent| {
+                Prompt::new(
+                    agent.name.clone(),
+                    Some(agent.description.clone()),
+                    Some(vec![
+                        PromptArgument::new("task")
+                            .with_description("What the agent should do")
+                            .with_required(true),
+                    ]),
+                )
+            })
+            .collect();
+        Ok(ListPromptsResult::with_all_items(prompts))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let registry = mahavishnu_agents::Registry::load(self.api.cwd(), self.api.home());
+        let agent = registry
+            .get(&request.name)
+            .map_err(|error| ErrorData::invalid_params(error.to_string(), None))?;
+        let task = match request.arguments.as_ref().and_then(|a| a.get("task")) {
+            Some(Value::String(task)) if !task.trim().is_empty() => task.clone(),
+            Some(Value::String(_)) | None => {
+                return Err(ErrorData::invalid_params(
+                    format!(
+                        "the prompt `{}` needs its argument `task`: what the agent should do",
+                        agent.name
+                    ),
+                    None,
+                ));
+            }
+            Some(other) => {
+                return Err(ErrorData::invalid_params(
+                    format!("the argument `task` must be a string, not {other}"),
+                    None,
+                ));
+            }
+        };
+        let message = PromptMessage::new_text(Role::User, agent_prompt(agent, &task));
+        Ok(GetPromptResult::new(vec![message])
+            .with_description(agent.description.clone())
+            .into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let instances = self
+            .api
+            .orchestrator()
+            .list_instances(&ListFilter::default())
+            .await
+            .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
+        let resources = instances
+            .iter()
+            .filter(|instance| instance.state.is_live())
+            .map(|instance| {
+                Resource::new(screen_uri(&instance.id), format!("{} screen", instance.id))
+                    .with_description(format!(
+                        "The screen of {} ({}, {})",
+                        instance.id, instance.profile, instance.state
+                    ))
+                    .with_mime_type("text/plain")
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let template = ResourceTemplate::new(
+            format!("{SCREEN_PREFIX}{{id}}{SCREEN_SUFFIX}"),
+            "instance screen",
+        )
+        .with_description("The screen of an instance, as a person would see it")
+        .with_mime_type("text/plain");
+        Ok(ListResourceTemplatesResult::with_all_items(vec![template]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let Some(id) = id_of_screen_uri(&request.uri) else {
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "no resource `{}`; screens are {SCREEN_PREFIX}{{id}}{SCREEN_SUFFIX}",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        let params = CaptureParams {
+            id,
+            lines: None,
+            scrollback: false,
+            ansi: false,
+        };
+        let captured = capture_screen(&self.api, params).await.map_err(|error| {
+            ErrorData::resource_not_found(format!("{}: {error}", request.uri), None)
+        })?;
+        Ok(
+            ReadResourceResult::new(vec![ResourceContents::text(captured.text, request.uri)])
+                .into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screen_uris_round_trip_every_id() {
+        for text in ["tmux:mv-7f3a", "pty:mv-19c2", "k8s:dev/mv-qwen-x2k9"] {
+            let id: InstanceId = text.parse().unwrap();
+            let uri = screen_uri(&id);
+            let segment = &uri[SCREEN_PREFIX.len()..uri.len() - SCREEN_SUFFIX.len()];
+            assert!(!segment.contains('/'), "one path segment: {uri}");
+            assert_eq!(id_of_screen_uri(&uri).as_deref(), Some(text), "{uri}");
+        }
+        assert_eq!(id_of_screen_uri("mahavishnu://other"), None);
+    }
+}
