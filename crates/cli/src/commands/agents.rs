@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use mahavishnu_agents::write::{NewAgent, create, export_claude, sync_qwen};
+use mahavishnu_agents::write::{NewAgent, export_claude, sync_qwen};
 use mahavishnu_agents::{Agent, Registry, Severity, validate};
-use serde::Serialize;
 
 use crate::cli::{
     AgentRunArgs, AgentsCommand, CliArg, ExportFormat, GlobalArgs, ScopeArg, TargetArg,
@@ -115,18 +114,7 @@ pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
         AgentsCommand::Show(args) => {
             let registry = Registry::load(&cwd, home.as_deref());
             let agent = registry.get(&args.name)?;
-            #[derive(Serialize)]
-            struct Shown<'a> {
-                #[serde(flatten)]
-                agent: &'a Agent,
-                frontmatter: &'a str,
-                body: &'a str,
-            }
-            let shown = Shown {
-                agent,
-                frontmatter: &agent.frontmatter,
-                body: &agent.body,
-            };
+            let shown = mahavishnu_api::AgentDetail::of(agent);
             emit(global.output, &shown, || {
                 let mut text = format!(
                     "# {} ({}, {})\n",
@@ -164,12 +152,6 @@ pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
             })
         }
         AgentsCommand::New(args) => {
-            let base = match args.scope {
-                ScopeArg::Project => mahavishnu_core::paths::project_of(&cwd),
-                ScopeArg::User => home
-                    .clone()
-                    .ok_or_else(|| anyhow::anyhow!("HOME is not set; use --scope project"))?,
-            };
             let agent = NewAgent {
                 name: args.name,
                 description: args.description,
@@ -177,12 +159,11 @@ pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
                 tools: args.tools,
                 template: Some(args.template),
             };
-            let path = create(&base.join(".claude/agents"), &agent)?;
-            emit(
-                global.output,
-                &serde_json::json!({ "name": agent.name, "path": path }),
-                || format!("wrote {}\n", path.display()),
-            )?;
+            let user_scope = matches!(args.scope, ScopeArg::User);
+            let created = mahavishnu_api::create_agent(&cwd, home.as_deref(), user_scope, &agent)?;
+            emit(global.output, &created, || {
+                format!("wrote {}\n", created.path.display())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         AgentsCommand::Export(args) => {

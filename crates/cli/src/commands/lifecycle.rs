@@ -354,33 +354,25 @@ pub fn checkpoint(global: &GlobalArgs, args: CheckpointArgs) -> Result<ExitCode>
             })?;
         }
         Some(CheckpointCommand::Diff(diff)) => {
-            let repository = Repository::discover(&project(diff.project.as_deref())?)?;
-            let text = repository.diff(&diff.id, diff.stat)?;
-            emit(
-                format,
-                &serde_json::json!({ "id": diff.id, "diff": text }),
-                || {
-                    if text.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{text}\n")
-                    }
-                },
-            )?;
+            let project = project(diff.project.as_deref())?;
+            let changes = mahavishnu_api::checkpoint_diff_of(&project, &diff.id, diff.stat)?;
+            emit(format, &changes, || {
+                if changes.diff.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}\n", changes.diff)
+                }
+            })?;
         }
         Some(CheckpointCommand::Restore(restore)) => {
-            let repository = Repository::discover(&project(restore.project.as_deref())?)?;
-            let (restored, safety) = repository.restore(&restore.id)?;
-            emit(
-                format,
-                &serde_json::json!({ "restored": restored, "safety": safety }),
-                || {
-                    format!(
-                        "restored {}; the state before is kept as checkpoint {}\n",
-                        restored.id, safety.id
-                    )
-                },
-            )?;
+            let project = project(restore.project.as_deref())?;
+            let restored = mahavishnu_api::restore_checkpoint(&project, &restore.id)?;
+            emit(format, &restored, || {
+                format!(
+                    "restored {}; the state before is kept as checkpoint {}\n",
+                    restored.restored.id, restored.safety.id
+                )
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

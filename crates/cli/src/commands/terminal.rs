@@ -8,19 +8,17 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use mahavishnu_core::keys::{Key, NamedKey};
 use mahavishnu_core::{
-    Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, ScreenOptions, TargetKind,
+    Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind,
 };
-use mahavishnu_orchestrator::{
-    CaptureOptions, LaunchRequest, ListFilter, Orchestrator, WaitCondition,
-};
-use serde::Serialize;
+use mahavishnu_orchestrator::{LaunchRequest, ListFilter, Orchestrator, WaitCondition};
 
 use crate::cli::{GlobalArgs, TargetArg, TerminalCommand};
 use crate::context;
 use crate::output::{self, OutputFormat, emit};
 
 pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCode> {
-    let orchestrator = context::orchestrator(global)?;
+    let api = context::api(global)?;
+    let orchestrator = api.orchestrator();
     let format = global.output;
     match command {
         TerminalCommand::Launch(args) => {
@@ -74,28 +72,14 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Capture(args) => {
-            let id = orchestrator.resolve_id(&args.id)?;
-            let options = CaptureOptions {
+            let params = mahavishnu_api::CaptureParams {
+                id: args.id,
                 lines: args.lines,
-                screen: ScreenOptions {
-                    scrollback: args.scrollback,
-                    ansi: args.ansi,
-                },
+                scrollback: args.scrollback,
+                ansi: args.ansi,
             };
-            let text = orchestrator.capture(&id, options).await?;
-            #[derive(Serialize)]
-            struct Capture<'a> {
-                id: &'a InstanceId,
-                text: &'a str,
-            }
-            emit(
-                format,
-                &Capture {
-                    id: &id,
-                    text: &text,
-                },
-                || text.clone(),
-            )?;
+            let captured = mahavishnu_api::capture_screen(&api, params).await?;
+            emit(format, &captured, || captured.text.clone())?;
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Wait(args) => {
@@ -141,7 +125,7 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
                 .await?;
             exec_output(format, &id, &output)
         }
-        TerminalCommand::Attach(args) => attach(&orchestrator, &args.id).await,
+        TerminalCommand::Attach(args) => attach(orchestrator, &args.id).await,
         TerminalCommand::Close(args) => {
             let ids: Vec<InstanceId> = if args.all {
                 let filter = ListFilter {
@@ -207,13 +191,7 @@ fn pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration> {
-    if !(0.0..=86_400.0 * 365.0).contains(&value) {
-        return Err(Error::Invalid(format!(
-            "{flag} {value} is not a number of seconds between 0 and a year"
-        ))
-        .into());
-    }
-    Ok(Duration::from_secs_f64(value))
+    Ok(mahavishnu_api::seconds(flag, value)?)
 }
 
 fn state_label(instance: &Instance) -> String {
@@ -243,13 +221,11 @@ fn instance_table(instances: &[Instance]) -> String {
 fn exec_output(format: OutputFormat, id: &InstanceId, output: &ExecOutput) -> Result<ExitCode> {
     let code = output.exit_code.unwrap_or(124);
     if format != OutputFormat::Table {
-        #[derive(Serialize)]
-        struct Exec<'a> {
-            id: &'a InstanceId,
-            #[serde(flatten)]
-            output: &'a ExecOutput,
-        }
-        emit(format, &Exec { id, output }, String::new)?;
+        let result = mahavishnu_api::ExecResult {
+            id: id.clone(),
+            output: output.clone(),
+        };
+        emit(format, &result, String::new)?;
         return Ok(ExitCode::SUCCESS);
     }
     std::io::stdout().write_all(output.stdout.as_bytes())?;
