@@ -5,7 +5,7 @@ mod support;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{World, git, wait_for};
@@ -21,13 +21,7 @@ fn repository(world: &World) -> std::path::PathBuf {
 /// Runs `mahavishnu hook` with `payload` on stdin; returns (exit code, stdout, stderr, time taken).
 fn hook(world: &World, payload: &str) -> (i32, String, String, Duration) {
     let started = Instant::now();
-    let mut child = world
-        .command(&["hook"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = world.spawn_piped(&["hook"]);
     // The hook may stop reading a payload that is too big: a broken pipe is its answer, not a failure.
     let _ = child.stdin.take().unwrap().write_all(payload.as_bytes());
     let output = child.wait_with_output().unwrap();
@@ -313,13 +307,7 @@ fn bad_payloads_get_clear_errors_and_never_hang() {
 
     // A caller that never closes stdin still gets its answer.
     let started = Instant::now();
-    let mut child = world
-        .command(&["hook"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = world.spawn_piped(&["hook"]);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(payload("Stop", "open", &project, serde_json::json!({})).as_bytes())

@@ -121,7 +121,10 @@ impl Orchestrator {
     /// names exactly one recorded instance.
     pub fn resolve_id(&self, text: &str) -> Result<InstanceId> {
         if text.contains(':') {
-            return text.parse();
+            let id: InstanceId = text.parse()?;
+            // An id of a target this build lacks can name nothing; say why.
+            self.target(id.target())?;
+            return Ok(id);
         }
         let matches: Vec<InstanceId> = self
             .store

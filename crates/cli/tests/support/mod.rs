@@ -46,9 +46,16 @@ impl World {
 
     /// `mahavishnu ARGS` in this world, run from the work directory.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(binary());
+        let mut command = self.program(binary());
+        command.args(args);
         command
-            .args(args)
+    }
+
+    /// Any program with this world's environment (what a `mahavishnu` it starts sees), in the work
+    /// directory.
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
             .current_dir(self.work())
             .env("MAHAVISHNU_STATE_DIR", self.state_dir())
             .env("MAHAVISHNU_RUNTIME_DIR", self.runtime_dir())
@@ -62,6 +69,16 @@ impl World {
             .env("PS1", "$ ")
             .env_remove("MAHAVISHNU_TERMINAL__MAX_CONCURRENT");
         command
+    }
+
+    /// `mahavishnu ARGS` started with stdin, stdout and stderr piped.
+    pub fn spawn_piped(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start mahavishnu")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -187,4 +204,16 @@ pub fn wait_for(path: &Path, needle: &str, patience: Duration) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `output` of `what`, after asserting that it succeeded (showing both streams when not).
+pub fn succeeded(what: &str, output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "{what} failed with {:?}:\n{}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }

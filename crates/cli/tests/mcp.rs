@@ -1,0 +1,560 @@
+//! The MCP server and the HTTP API, driven by real clients: the official Python MCP client, the MCP
+//! Inspector CLI, and plain HTTP.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{World, binary, git, succeeded};
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
+fn python_path() -> PathBuf {
+    let path = std::env::var_os("MAHAVISHNU_TEST_PYTHONPATH").map(PathBuf::from).expect(
+        "MAHAVISHNU_TEST_PYTHONPATH is not set: run the tests with `scripts/test`, which installs the \
+         Python MCP client",
+    );
+    assert!(
+        path.join("mcp").is_dir(),
+        "no mcp package in {}",
+        path.display()
+    );
+    path
+}
+
+/// The MCP Inspector CLI: `MAHAVISHNU_TEST_INSPECTOR`, set by `scripts/test`.
+fn inspector() -> PathBuf {
+    let path = std::env::var_os("MAHAVISHNU_TEST_INSPECTOR").map(PathBuf::from).expect(
+        "MAHAVISHNU_TEST_INSPECTOR is not set: run the tests with `scripts/test`, which installs the \
+         MCP Inspector",
+    );
+    assert!(path.exists(), "{} does not exist", path.display());
+    path
+}
+
+/// A world whose work directory is a git project with one agent.
+fn project_world() -> World {
+    let world = World::new();
+    let work = world.work();
+    git(&work, &["init", "-q"]);
+    std::fs::create_dir_all(work.join(".claude/agents")).unwrap();
+    std::fs::write(
+        work.join(".claude/agents/reviewer.md"),
+        "---\nname: reviewer\ndescription: Reviews code for bugs\n---\nReview code for bugs, one \
+         finding per line.\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("notes.txt"), "first\n").unwrap();
+    world
+}
+
+/// `mahavishnu serve` in `world`, on a free loopback port.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(world: &World, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend(extra);
+        let mut child = world
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mahavishnu serve");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let address = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("serve announces its address: {line:?}"))
+            .to_string();
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Server { child, address }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        http_request(&self.address, method, path, headers, body)
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request to `address`; returns the status and the body.
+fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {}\r\n", address));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn run_scenario(world: &World, args: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/scenario.py");
+    let output = world
+        .program("python3")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", python_path())
+        .output()
+        .expect("run python3");
+    let output = succeeded("the Python MCP client", output);
+    let last = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_str(&last).expect("the scenario prints its report")
+}
+
+/// What the tools returned is what the CLI prints with `--output json`.
+fn assert_same_shapes_as_the_cli(world: &World, report: &Value, session: &str) {
+    assert_eq!(
+        report["session_status"],
+        world.json(&["session", "status", "--id", session]),
+        "session_status"
+    );
+    assert_eq!(
+        report["agent"],
+        world.json(&["agents", "show", "reviewer"]),
+        "agent_get"
+    );
+    assert_eq!(
+        report["checkpoints"]["checkpoints"],
+        world.json(&["checkpoint", "list"]),
+        "checkpoint_list"
+    );
+    let id = report["ids"][0].as_str().unwrap();
+    let shown = world.json(&["terminal", "show", id]);
+    let mut keys: Vec<&String> = shown.as_object().unwrap().keys().collect();
+    keys.sort();
+    let reported: Vec<&str> = report["instance_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys, reported,
+        "instance_status has the fields of terminal show"
+    );
+    assert_eq!(
+        shown["state"], "closed",
+        "the session closed through MCP is closed"
+    );
+    let capture = &report["capture"];
+    assert_eq!(capture["id"], id);
+    assert_eq!(capture.as_object().unwrap().len(), 2, "{capture}");
+}
+
+#[test]
+fn the_python_client_drives_the_stdio_server() {
+    let world = project_world();
+    let work = std::fs::canonicalize(world.work()).unwrap();
+    let report = run_scenario(
+        &world,
+        &["stdio", binary().to_str().unwrap(), work.to_str().unwrap()],
+    );
+    assert_eq!(report["tools"].as_array().unwrap().len(), 29);
+    assert_same_shapes_as_the_cli(&world, &report, "mcp-stdio");
+}
+
+#[test]
+fn the_python_client_drives_the_http_server_with_a_token() {
+    let world = project_world();
+    let work = std::fs::canonicalize(world.work()).unwrap();
+    let server = Server::start(&world, &["--token", TOKEN]);
+    let report = run_scenario(
+        &world,
+        &["http", &server.url("/mcp"), work.to_str().unwrap(), TOKEN],
+    );
+    assert_same_shapes_as_the_cli(&world, &report, "mcp-http");
+    let (status, body) = server.request("GET", "/healthz", &[], "");
+    assert_eq!((status, body.contains("ok")), (200, true), "{body}");
+    assert!(server.stop().success(), "serve ends cleanly on SIGTERM");
+}
+
+#[test]
+fn http_needs_the_token_off_loopback_and_checks_tokens_and_hosts() {
+    let world = project_world();
+    let refused = world.fails(&["serve", "--listen", "0.0.0.0:0"], 2);
+    assert!(
+        refused.contains("--token") && refused.contains("MAHAVISHNU_TOKEN"),
+        "{refused}"
+    );
+
+    let server = Server::start(
+        &world,
+        &["--token", TOKEN, "--allowed-host", "proxy.example"],
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+
+    let (status, _) = server.request("GET", "/healthz", &[], "");
+    assert_eq!(status, 200, "health needs no token");
+    for headers in [
+        &[][..],
+        &[("Authorization", "Bearer wrong-token-0123456789")][..],
+    ] {
+        let (status, body) = server.request("POST", "/v1/targets_list", headers, "{}");
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("bearer token"), "{body}");
+        let (status, _) = server.request("POST", "/mcp", headers, "{}");
+        assert_eq!(status, 401, "MCP needs the token too");
+    }
+    let (status, body) = server.request("POST", "/v1/targets_list", &auth, "");
+    assert_eq!(status, 200, "{body}");
+    let targets: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(targets["targets"][1]["target"], "pty");
+
+    for (host, want) in [("evil.example:8677", 403), ("proxy.example", 200)] {
+        let (status, body) =
+            server.request("POST", "/v1/targets_list", &[auth[0], ("Host", host)], "");
+        assert_eq!(status, want, "Host {host}: {body}");
+        if want == 403 {
+            assert!(body.contains("allowed_hosts"), "{body}");
+        }
+    }
+
+    let (status, body) = server.request("GET", "/v1", &auth, "");
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["operations"].as_array().unwrap().len(), 29);
+    let (status, body) = server.request("POST", "/v1/no_such", &auth, "{}");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = server.request("POST", "/v1/terminal_capture", &auth, "{not json");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.request(
+        "POST",
+        "/v1/terminal_capture",
+        &auth,
+        r#"{"id":"pty:mv-none"}"#,
+    );
+    assert_eq!(status, 404, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    let cli = world.fails(&["terminal", "capture", "pty:mv-none"], 1);
+    assert_eq!(
+        format!("error: {}\n", error["error"].as_str().unwrap()),
+        cli,
+        "the API fails with the CLI's message"
+    );
+
+    // The same operation through the API and the CLI returns the same JSON.
+    let (status, body) = server.request(
+        "POST",
+        "/v1/terminal_launch",
+        &auth,
+        r#"{"profile":"shell","target":"pty","count":3}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let launched: Value = serde_json::from_str(&body).unwrap();
+    let id = launched["instances"][0]["id"].as_str().unwrap().to_string();
+    let (_, body) = server.request(
+        "POST",
+        "/v1/instance_status",
+        &auth,
+        &json!({"id": id}).to_string(),
+    );
+    let via_api: Value = serde_json::from_str(&body).unwrap();
+    let via_cli = world.json(&["terminal", "show", &id]);
+    assert_eq!(via_api["id"], via_cli["id"]);
+    assert_eq!(via_api["cwd"], via_cli["cwd"]);
+    assert_eq!(via_api["created_at"], via_cli["created_at"]);
+
+    // 100 concurrent calls: every one answered, none lost.
+    let handles: Vec<_> = (0..100)
+        .map(|n| {
+            let address = server.address.clone();
+            let body = json!({"id": id, "lines": 1 + n % 5}).to_string();
+            std::thread::spawn(move || {
+                let bearer = format!("Bearer {TOKEN}");
+                let headers = [("Authorization", bearer.as_str())];
+                http_request(&address, "POST", "/v1/terminal_capture", &headers, &body).0
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        world.json(&["terminal", "list"]).as_array().unwrap().len(),
+        3
+    );
+}
+
+/// The MCP Inspector's CLI mode, over stdio and over HTTP.
+#[test]
+fn the_inspector_cli_lists_calls_reads_and_prompts() {
+    let world = project_world();
+    let inspector = inspector();
+    let run = |args: &[&str]| -> Value {
+        let output = world
+            .program(&inspector)
+            .arg("--cli")
+            .args(args)
+            .output()
+            .expect("run the MCP Inspector");
+        let output = succeeded(&format!("inspector {args:?}"), output);
+        serde_json::from_slice(&output.stdout).expect("the inspector prints JSON")
+    };
+    let binary = binary();
+    let stdio = |method: &[&str]| -> Value {
+        let mut args = vec![binary.to_str().unwrap(), "mcp"];
+        args.extend(method);
+        run(&args)
+    };
+
+    let tools = stdio(&["--method", "tools/list"]);
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 29);
+    let launched = stdio(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "terminal_launch",
+        "--tool-arg",
+        "profile=shell",
+        "--tool-arg",
+        "target=pty",
+    ]);
+    assert_eq!(launched["isError"], false, "{launched}");
+    let id = launched["structuredContent"]["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resources = stdio(&["--method", "resources/list"]);
+    let uri = format!("mahavishnu://instances/{id}/screen");
+    assert!(resources.to_string().contains(&uri), "{resources}");
+    let read = stdio(&["--method", "resources/read", "--uri", &uri]);
+    assert!(read["contents"][0]["text"].is_string(), "{read}");
+    let prompt = stdio(&[
+        "--method",
+        "prompts/get",
+        "--prompt-name",
+        "reviewer",
+        "--prompt-args",
+        "task=Check main.rs",
+    ]);
+    assert!(prompt.to_string().contains("Check main.rs"), "{prompt}");
+
+    let server = Server::start(&world, &[]);
+    let url = server.url("/mcp");
+    let listed = run(&[
+        &url,
+        "--transport",
+        "http",
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "terminal_list",
+    ]);
+    assert!(
+        listed.to_string().contains(&id),
+        "the HTTP server sees the same sessions: {listed}"
+    );
+}
+
+/// Nothing but protocol messages reaches stdout, even when hooks and sessions print.
+#[test]
+fn the_stdio_server_writes_only_protocol_to_stdout() {
+    let world = project_world();
+    std::fs::write(
+        world.work().join(".mahavishnu.toml"),
+        "[[hooks.SessionStart]]\ncommand = \"echo HOOK-SAYS-HELLO; echo to-stderr >&2\"\n",
+    )
+    .unwrap();
+    world.ok(&["trust"]);
+    let requests = [
+        json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}),
+        json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
+        json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"session_start","arguments":{"id":"raw-1"}}}),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"terminal_launch","arguments":{"profile":"shell","target":"pty"}}}),
+        json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"no_such_tool"}}),
+        json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"terminal_send","arguments":"not an object"}}),
+    ];
+    let mut child = world.spawn_piped(&["mcp"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for request in &requests {
+        writeln!(stdin, "{request}").unwrap();
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let message: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stdout carries only JSON-RPC, not {line:?}: {e}"));
+        assert_eq!(message["jsonrpc"], "2.0", "{line}");
+        if let Some(id) = message["id"].as_i64() {
+            answered.insert(id, message);
+        }
+        if answered.len() == 5 {
+            break;
+        }
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the server ends when the client closes stdin"
+    );
+    let started = &answered[&2]["result"];
+    assert_eq!(started["isError"], false, "{started}");
+    assert_eq!(
+        started["structuredContent"]["runs"][0]["success"], true,
+        "{started}"
+    );
+    assert_eq!(
+        answered[&4]["error"]["code"], -32602,
+        "an unknown tool is invalid params"
+    );
+    let not_object = &answered[&5];
+    assert!(
+        not_object.get("error").is_some() || not_object["result"]["isError"] == true,
+        "{not_object}"
+    );
+}
+
+#[test]
+fn mcp_install_registers_the_server_idempotently_and_removes_it() {
+    let world = project_world();
+    let work = world.work();
+    std::fs::write(
+        work.join(".mcp.json"),
+        "{\n  \"mcpServers\": {\n    \"other\": { \"command\": \"other-server\" }\n  }\n}\n",
+    )
+    .unwrap();
+    let before = std::fs::read_to_string(work.join(".mcp.json")).unwrap();
+    world.ok(&["mcp", "install", "--client", "claude"]);
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join(".mcp.json")).unwrap()).unwrap();
+    assert_eq!(written["mcpServers"]["other"]["command"], "other-server");
+    let ours = &written["mcpServers"]["mahavishnu"];
+    assert_eq!(ours["args"], json!(["mcp"]));
+    assert_eq!(ours["command"], binary().to_str().unwrap());
+    let again = world.ok(&["mcp", "install", "--client", "claude"]);
+    assert!(again.contains("already up to date"), "{again}");
+    world.ok(&["mcp", "install", "--client", "claude", "--remove"]);
+    let after: Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join(".mcp.json")).unwrap()).unwrap();
+    assert_eq!(after, serde_json::from_str::<Value>(&before).unwrap());
+
+    world.ok(&[
+        "mcp",
+        "install",
+        "--client",
+        "qwen",
+        "--http",
+        "https://mv.example:8677/mcp",
+    ]);
+    let qwen: Value =
+        serde_json::from_str(&std::fs::read_to_string(work.join(".qwen/settings.json")).unwrap())
+            .unwrap();
+    let entry = &qwen["mcpServers"]["mahavishnu"];
+    assert_eq!(entry["httpUrl"], "https://mv.example:8677/mcp");
+    assert_eq!(
+        entry["headers"]["Authorization"], "Bearer ${MAHAVISHNU_TOKEN}",
+        "off loopback the client sends the token from its environment; the file never holds it"
+    );
+
+    let home = world.dir.path().join("home");
+    std::fs::write(home.join(".claude.json"), "{\"numStartups\": 3}").unwrap();
+    let dry = world.ok(&[
+        "mcp",
+        "install",
+        "--client",
+        "claude",
+        "--scope",
+        "user",
+        "--dry-run",
+    ]);
+    assert!(dry.contains("would change") && dry.contains("+ "), "{dry}");
+    world.ok(&[
+        "mcp",
+        "install",
+        "--client",
+        "claude",
+        "--scope",
+        "user",
+        "--http",
+        "http://127.0.0.1:8677/mcp",
+    ]);
+    let user: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
+    assert_eq!(user["numStartups"], 3);
+    assert_eq!(
+        user["mcpServers"]["mahavishnu"],
+        json!({"type": "http", "url": "http://127.0.0.1:8677/mcp"})
+    );
+
+    std::fs::write(work.join(".mcp.json"), "{ broken").unwrap();
+    let error = world.fails(&["mcp", "install", "--client", "claude"], 2);
+    assert!(error.contains("not valid JSON"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(work.join(".mcp.json")).unwrap(),
+        "{ broken"
+    );
+}
