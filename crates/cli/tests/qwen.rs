@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use support::stub_model::StubModel;
-use support::{World, git, wait_for};
+use serde_json::json;
+use support::{World, binary, git, wait_for};
 
 /// The Qwen Code executable: `MAHAVISHNU_TEST_QWEN`, which the test script sets after installing the CLI.
 fn qwen() -> PathBuf {
@@ -296,4 +297,74 @@ fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
     assert!(mentions("Headless question", "user"));
     let stderr = world.fails(&["agents", "run", "nobody", "--prompt", "x"], 2);
     assert!(stderr.contains("no agent `nobody`"), "{stderr}");
+}
+
+/// Qwen Code, given Mahavishnu in `--mcp-config`, connects to `mahavishnu mcp`: its init message lists the
+/// server as connected, and Mahavishnu's tools reach the model.
+#[test]
+fn qwen_code_connects_to_the_mcp_server() {
+    let stub = StubModel::start("STUB-MCP-1414");
+    let world = qwen_world(&stub);
+    let project = std::fs::canonicalize(world.work()).unwrap();
+    git(&project, &["init", "-q"]);
+    // An MCP client starts its servers with a minimal environment; the world's goes in explicitly.
+    let env = json!({
+        "MAHAVISHNU_STATE_DIR": world.state_dir(),
+        "MAHAVISHNU_RUNTIME_DIR": world.runtime_dir(),
+        "MAHAVISHNU_TARGETS__TMUX__SOCKET_NAME": world.tmux_socket,
+        "MAHAVISHNU_CONFIG": world.dir.path().join("home/config.toml"),
+    });
+    let config = world.dir.path().join("mcp.json");
+    std::fs::write(
+        &config,
+        json!({"mcpServers": {"mahavishnu": {"command": binary(), "args": ["mcp"], "env": env}}})
+            .to_string(),
+    )
+    .unwrap();
+    let output = std::process::Command::new(qwen())
+        .args([
+            "--auth-type",
+            "openai",
+            "--openai-base-url",
+            &stub.base_url(),
+            "--openai-api-key",
+            "sk-stub",
+            "-m",
+            "stub-model",
+        ])
+        .args(["-p", "hello", "-o", "json", "--mcp-config"])
+        .arg(&config)
+        .current_dir(&project)
+        .env("HOME", world.dir.path().join("home"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let messages: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("qwen -o json prints JSON");
+    let init = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|message| message["type"] == "system" && message["subtype"] == "init")
+        .expect("an init message");
+    let servers = init["mcp_servers"].as_array().expect("mcp_servers");
+    assert!(
+        servers
+            .iter()
+            .any(|server| server["name"] == "mahavishnu" && server["status"] == "connected"),
+        "{servers:?}"
+    );
+    let tools = init["tools"].to_string();
+    for tool in ["terminal_launch", "terminal_capture", "session_start", "agents_list"] {
+        assert!(tools.contains(tool), "{tool} is among Qwen Code's tools: {tools}");
+    }
+    let sent = serde_json::to_string(&stub.requests()).unwrap();
+    assert!(
+        sent.contains("terminal_launch"),
+        "Mahavishnu's tools reach the model"
+    );
 }
