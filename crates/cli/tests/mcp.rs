@@ -140,7 +140,8 @@ fn http_request(
         "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     ));
-    stream.write_all(request.as_bytes()).unwrap();
+    // A server may answer (413) and close before it has read a huge body.
+    let _ = stream.write_all(request.as_bytes());
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response
@@ -326,6 +327,30 @@ fn http_needs_the_token_off_loopback_and_checks_tokens_and_hosts() {
     assert_eq!(via_api["id"], via_cli["id"]);
     assert_eq!(via_api["cwd"], via_cli["cwd"]);
     assert_eq!(via_api["created_at"], via_cli["created_at"]);
+
+    // A client that goes away mid-call, and one that sends too much: the server serves on.
+    let mut gone = TcpStream::connect(&server.address).unwrap();
+    let waiting = json!({"id": id, "pattern": "never-appears", "timeout": 30}).to_string();
+    write!(
+        gone,
+        "POST /v1/terminal_wait HTTP/1.1\r\nHost: {}\r\nAuthorization: {bearer}\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\n\r\n{waiting}",
+        server.address,
+        waiting.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(gone);
+    let huge = json!({"id": id, "text": "x".repeat(3 * 1024 * 1024)}).to_string();
+    let (status, _) = server.request("POST", "/v1/terminal_send", &auth, &huge);
+    assert_eq!(status, 413, "a body over the limit is refused");
+    let (status, body) = server.request(
+        "POST",
+        "/v1/instance_status",
+        &auth,
+        &json!({"id": id}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
 
     // 100 concurrent calls: every one answered, none lost.
     let handles: Vec<_> = (0..100)

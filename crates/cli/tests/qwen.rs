@@ -7,8 +7,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use support::stub_model::StubModel;
 use serde_json::json;
+use support::stub_model::StubModel;
 use support::{World, binary, git, wait_for};
 
 /// The Qwen Code executable: `MAHAVISHNU_TEST_QWEN`, which the test script sets after installing the CLI.
@@ -359,8 +359,16 @@ fn qwen_code_connects_to_the_mcp_server() {
         "{servers:?}"
     );
     let tools = init["tools"].to_string();
-    for tool in ["terminal_launch", "terminal_capture", "session_start", "agents_list"] {
-        assert!(tools.contains(tool), "{tool} is among Qwen Code's tools: {tools}");
+    for tool in [
+        "terminal_launch",
+        "terminal_capture",
+        "session_start",
+        "agents_list",
+    ] {
+        assert!(
+            tools.contains(tool),
+            "{tool} is among Qwen Code's tools: {tools}"
+        );
     }
     let sent = serde_json::to_string(&stub.requests()).unwrap();
     assert!(

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use mahavishnu_api::{Api, Progress, operations};
 use mahavishnu_core::Error;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -234,6 +235,11 @@ pub async fn serve(
     eprintln!("mahavishnu: serving MCP at http://{address}/mcp and the API at http://{address}/v1");
     let stop = CancellationToken::new();
     let app = router(api, Arc::new(options), stop.clone());
+    // Answers are small and often streamed in pieces (SSE); without NODELAY, Nagle's algorithm and the
+    // client's delayed ACK hold each piece back for some 40 ms.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
