@@ -203,11 +203,19 @@ pub struct SendParams {
     pub enter: bool,
 }
 
-/// What `terminal_send` and `terminal_keys` did.
+/// What `terminal_send` typed.
 #[derive(Debug, Serialize)]
-struct Sent<'a> {
+struct Typed<'a> {
     id: &'a InstanceId,
-    parts: usize,
+    characters: usize,
+    enter: bool,
+}
+
+/// What `terminal_keys` pressed.
+#[derive(Debug, Serialize)]
+struct Pressed<'a> {
+    id: &'a InstanceId,
+    keys: &'a [String],
 }
 
 async fn send(api: Api, params: SendParams, _: Progress) -> Result<Reply> {
@@ -226,9 +234,10 @@ async fn send(api: Api, params: SendParams, _: Progress) -> Result<Reply> {
         ""
     };
     Reply::new(
-        &Sent {
+        &Typed {
             id: &id,
-            parts: input.len(),
+            characters: chars,
+            enter: params.enter,
         },
         format!(
             "typed {} into {id}{enter}",
@@ -263,9 +272,9 @@ async fn keys(api: Api, params: KeysParams, _: Progress) -> Result<Reply> {
         .collect::<Result<Vec<_>>>()?;
     orchestrator.send(&id, &input).await?;
     Reply::new(
-        &Sent {
+        &Pressed {
             id: &id,
-            parts: input.len(),
+            keys: &params.keys,
         },
         format!("pressed {} in {id}", params.keys.join(" ")),
     )
