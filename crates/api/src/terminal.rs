@@ -132,7 +132,7 @@ pub struct LaunchParams {
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub count: usize,
-    /// The target: tmux or pty (default: the profile's, else terminal.default_target).
+    /// The target: tmux, pty or kubernetes (default: the profile's, else terminal.default_target).
     #[serde(default)]
     pub target: Option<String>,
     /// Working directory (default: the server's current directory).
@@ -150,6 +150,10 @@ pub struct LaunchParams {
     /// Labels added to the profile's.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The container image, for the kubernetes target (default: the profile's, else
+    /// targets.kubernetes.image).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// A target name, parsed with the same message the CLI gives.
@@ -167,6 +171,7 @@ async fn launch(api: Api, params: LaunchParams, progress: Progress) -> Result<Re
         name: params.name,
         args: params.args,
         labels: params.labels,
+        image: params.image,
     };
     let outcome = progress
         .while_running(

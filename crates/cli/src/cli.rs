@@ -455,6 +455,18 @@ pub enum TerminalCommand {
 pub enum TargetArg {
     Tmux,
     Pty,
+    Kubernetes,
+}
+
+impl TargetArg {
+    /// The target kind.
+    pub fn kind(self) -> mahavishnu_core::TargetKind {
+        match self {
+            TargetArg::Tmux => mahavishnu_core::TargetKind::Tmux,
+            TargetArg::Pty => mahavishnu_core::TargetKind::Pty,
+            TargetArg::Kubernetes => mahavishnu_core::TargetKind::Kubernetes,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -479,6 +491,18 @@ pub struct LaunchArgs {
     /// Label recorded with the sessions (repeatable)
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
+    /// Container image (kubernetes) [default: the profile's, else targets.kubernetes.image]
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Namespace (kubernetes) [default: targets.kubernetes.namespace, else the context's]
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// kubeconfig context (kubernetes) [default: targets.kubernetes.context, else the current one]
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Print what would be created (kubernetes: the pod manifests) instead of launching
+    #[arg(long)]
+    pub dry_run: bool,
     /// Arguments for the program, after `--`
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

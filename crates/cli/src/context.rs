@@ -35,10 +35,24 @@ pub fn targets(config: &LoadedConfig) -> Result<(TmuxTarget, PtyTarget)> {
 
 /// The orchestrator over every target, with the store opened.
 pub fn orchestrator(global: &GlobalArgs) -> Result<Orchestrator> {
-    let config = load_config()?;
+    orchestrator_with(global, |_| {})
+}
+
+/// The orchestrator, with the configuration adjusted first (by flags such as `--namespace`).
+pub fn orchestrator_with(
+    global: &GlobalArgs,
+    adjust: impl FnOnce(&mut LoadedConfig),
+) -> Result<Orchestrator> {
+    let mut config = load_config()?;
+    adjust(&mut config);
     let store = Store::open(&paths::state_dir(global.state_dir.as_deref())?)?;
     let (tmux, pty) = targets(&config)?;
-    let targets: Vec<Arc<dyn Target>> = vec![Arc::new(tmux), Arc::new(pty)];
+    #[allow(unused_mut)]
+    let mut targets: Vec<Arc<dyn Target>> = vec![Arc::new(tmux), Arc::new(pty)];
+    #[cfg(feature = "kubernetes")]
+    targets.push(Arc::new(mahavishnu_kube::KubernetesTarget::new(
+        config.config.targets.kubernetes.clone(),
+    )));
     Ok(Orchestrator::new(
         Arc::new(config),
         Arc::new(store),

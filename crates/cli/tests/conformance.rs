@@ -35,3 +35,25 @@ async fn pty_target_conforms() {
     let target = PtyTarget::new(&world.runtime_dir(), support::binary(), 10_000);
     run_all(&fixture(Arc::new(target), &world, "pt")).await;
 }
+
+/// The kubernetes target against the fake API server of the tests (no real cluster runs here).
+#[cfg(feature = "kubernetes")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_target_conforms_against_the_fake_api_server() {
+    let world = support::World::new();
+    let fake = support::fake_kube::FakeKube::start();
+    let settings = mahavishnu_core::config::KubernetesConfig {
+        kubeconfig: Some(fake.kubeconfig(world.dir.path(), "dev")),
+        image: Some("busybox:1.36".into()),
+        startup_timeout_ms: 10_000,
+        request_timeout_ms: 10_000,
+        ..Default::default()
+    };
+    let target = mahavishnu_kube::KubernetesTarget::new(settings);
+    assert_eq!(
+        target.namespace(),
+        "dev",
+        "the namespace comes from the kubeconfig context"
+    );
+    run_all(&fixture(Arc::new(target), &world, "dev/k8s")).await;
+}

@@ -215,6 +215,50 @@ pub struct TargetsConfig {
     pub tmux: TmuxConfig,
     /// `[targets.pty]`.
     pub pty: PtyConfig,
+    /// `[targets.kubernetes]`.
+    pub kubernetes: KubernetesConfig,
+}
+
+/// `[targets.kubernetes]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The kubeconfig file (default: `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: the kubeconfig's current context).
+    pub context: Option<String>,
+    /// The namespace pods go to (default: the context's, else `default`).
+    pub namespace: Option<String>,
+    /// The image of profiles that name none.
+    pub image: Option<String>,
+    /// Image pull secrets given to every pod.
+    pub image_pull_secrets: Vec<String>,
+    /// The service account pods run as.
+    pub service_account: Option<String>,
+    /// Node labels pods must be scheduled on.
+    pub node_selector: BTreeMap<String, String>,
+    /// How long a launch waits for a pod to run, in milliseconds.
+    pub startup_timeout_ms: u64,
+    /// How long one API call may take, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+/// Resource requests and limits of a container (Kubernetes quantities: `500m`, `1Gi`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourcesConfig {
+    /// CPU request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPU limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<String>,
+    /// Memory limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<String>,
 }
 
 /// `[targets.tmux]`.
@@ -263,6 +307,12 @@ pub struct ProfileConfig {
     pub install_hint: Option<String>,
     /// Labels recorded with every instance.
     pub labels: BTreeMap<String, String>,
+    /// The container image, for container targets.
+    pub image: Option<String>,
+    /// Resource requests and limits, for container targets.
+    pub resources: ResourcesConfig,
+    /// Give the program a terminal and stdin (true unless set to false).
+    pub interactive: Option<bool>,
 }
 
 impl ProfileConfig {

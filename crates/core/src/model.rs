@@ -52,6 +52,13 @@ impl TargetKind {
     }
 }
 
+impl TargetKind {
+    /// Whether its instances run on this machine (their programs are found on this PATH).
+    pub fn is_local(self) -> bool {
+        matches!(self, TargetKind::Tmux | TargetKind::Pty)
+    }
+}
+
 impl fmt::Display for TargetKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -330,7 +337,7 @@ pub struct Instance {
 }
 
 /// Everything a target needs to start one instance.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LaunchSpec {
     /// The id the instance will have.
     pub id: InstanceId,
@@ -348,6 +355,41 @@ pub struct LaunchSpec {
     pub cols: u16,
     /// Labels recorded with the instance.
     pub labels: BTreeMap<String, String>,
+    /// What container targets need; ignored by terminal targets.
+    #[serde(default)]
+    pub container: ContainerSpec,
+}
+
+/// The parts of a launch only container targets use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The image (else the target's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Resource requests and limits.
+    #[serde(default)]
+    pub resources: crate::config::ResourcesConfig,
+    /// Whether the program gets a terminal and stdin.
+    #[serde(default = "interactive_default")]
+    pub interactive: bool,
+    /// The working directory inside the container, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+}
+
+fn interactive_default() -> bool {
+    true
+}
+
+impl Default for ContainerSpec {
+    fn default() -> Self {
+        ContainerSpec {
+            image: None,
+            resources: Default::default(),
+            interactive: true,
+            working_dir: None,
+        }
+    }
 }
 
 /// What a target reports about one of its instances.
@@ -396,6 +438,35 @@ pub struct ExecOutput {
     pub duration_ms: u64,
     /// Whether it was killed for running past its timeout.
     pub timed_out: bool,
+}
+
+impl ExecOutput {
+    /// A command that ended (with `exit_code`, when it has one) after starting at `started`.
+    pub fn finished(
+        exit_code: Option<i32>,
+        stdout: &[u8],
+        stderr: &[u8],
+        started: std::time::Instant,
+    ) -> Self {
+        ExecOutput {
+            exit_code,
+            stdout: String::from_utf8_lossy(stdout).into_owned(),
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            timed_out: false,
+        }
+    }
+
+    /// A command that was stopped after `timeout`.
+    pub fn timed_out(timeout: Duration, started: std::time::Instant) -> Self {
+        ExecOutput {
+            exit_code: None,
+            stdout: String::new(),
+            stderr: format!("killed after the timeout of {:.1}s", timeout.as_secs_f64()),
+            duration_ms: started.elapsed().as_millis() as u64,
+            timed_out: true,
+        }
+    }
 }
 
 /// What `screen` should return.

@@ -26,6 +26,11 @@ pub trait Target: Send + Sync {
     /// Whether it can be used here, and if not exactly why. Cheap; never launches anything.
     async fn preflight(&self) -> Preflight;
 
+    /// The native id a new instance called `name` gets (a Kubernetes target puts its namespace first).
+    fn native_name(&self, name: &str) -> String {
+        name.to_string()
+    }
+
     /// Starts one instance and reports it as first observed.
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observation>;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use mahavishnu_core::config::ProfileConfig;
 use mahavishnu_core::{
-    Error, Instance, InstanceId, InstanceState, LaunchSpec, Result, TargetKind, Timestamp,
-    WaitingRules, paths,
+    ContainerSpec, Error, Instance, InstanceId, InstanceState, LaunchSpec, Result, Target,
+    TargetKind, Timestamp, WaitingRules, paths,
 };
 use serde::Serialize;
 
@@ -32,6 +32,8 @@ pub struct LaunchRequest {
     pub args: Vec<String>,
     /// Labels added to the profile's.
     pub labels: BTreeMap<String, String>,
+    /// The container image, for container targets (else the profile's, else the target's).
+    pub image: Option<String>,
 }
 
 /// What a launch produced: the instances that run and the errors of those that did not.
@@ -62,8 +64,23 @@ impl Orchestrator {
         let profile = self.config.profile(&request.profile)?;
         let kind = self.choose_target(request, profile)?;
         let target = Arc::clone(self.target(kind)?);
-        let command = resolve_command(&request.profile, profile, &request.args)?;
-        let cwd = resolve_cwd(request.cwd.as_deref().or(profile.cwd.as_deref()))?;
+        let command = if kind.is_local() {
+            resolve_command(&request.profile, profile, &request.args)?
+        } else {
+            container_command(&request.profile, profile, &request.args)?
+        };
+        let container = ContainerSpec {
+            image: request.image.clone().or_else(|| profile.image.clone()),
+            resources: profile.resources.clone(),
+            interactive: profile.interactive.unwrap_or(true),
+            working_dir: request.cwd.clone().or_else(|| profile.cwd.clone()),
+        };
+        let cwd = if kind.is_local() {
+            resolve_cwd(request.cwd.as_deref().or(profile.cwd.as_deref()))?
+        } else {
+            // The project a remote instance belongs to is the directory it was launched from.
+            resolve_cwd(None)?
+        };
         let mut env = profile.env.clone();
         env.extend(request.env.clone());
         for key in env.keys() {
@@ -71,7 +88,7 @@ impl Orchestrator {
         }
         let mut labels = profile.labels.clone();
         labels.extend(request.labels.clone());
-        let names = self.instance_names(kind, request)?;
+        let names = self.instance_names(kind, target.as_ref(), request)?;
 
         let mut specs = Vec::with_capacity(names.len());
         for id in names {
@@ -84,6 +101,7 @@ impl Orchestrator {
                 rows: terminal.rows.max(2),
                 cols: terminal.cols.max(10),
                 labels: labels.clone(),
+                container: container.clone(),
             };
             let mut instance = record_for(&spec, profile.waiting_rules(), InstanceState::Starting);
             instance.submit_delay_ms = profile.submit_delay_ms;
@@ -184,23 +202,28 @@ impl Orchestrator {
         }
     }
 
-    fn instance_names(&self, kind: TargetKind, request: &LaunchRequest) -> Result<Vec<InstanceId>> {
+    fn instance_names(
+        &self,
+        kind: TargetKind,
+        target: &dyn Target,
+        request: &LaunchRequest,
+    ) -> Result<Vec<InstanceId>> {
+        let id = |name: String| InstanceId::new(kind, target.native_name(&name));
         match &request.name {
             Some(name) => {
                 check_name(name)?;
                 if request.count == 1 {
-                    Ok(vec![InstanceId::new(kind, name.clone())?])
+                    Ok(vec![id(name.clone())?])
                 } else {
                     (1..=request.count)
-                        .map(|n| InstanceId::new(kind, format!("{name}-{n}")))
+                        .map(|n| id(format!("{name}-{n}")))
                         .collect()
                 }
             }
             None => {
                 let mut ids = Vec::with_capacity(request.count);
                 while ids.len() < request.count {
-                    let id =
-                        InstanceId::new(kind, format!("mv-{:06x}", fastrand::u32(..0x100_0000)))?;
+                    let id = id(format!("mv-{:06x}", fastrand::u32(..0x100_0000)))?;
                     if !ids.contains(&id) && self.store.instance(&id)?.is_none() {
                         ids.push(id);
                     }
@@ -285,6 +308,24 @@ fn resolve_cwd(cwd: Option<&Path>) -> Result<PathBuf> {
         )));
     }
     Ok(resolved)
+}
+
+/// The command of a profile in a container: its program as named (it is looked up in the image, not
+/// here), its arguments, then `extra`; a shell profile without a program runs `/bin/sh`.
+fn container_command(name: &str, profile: &ProfileConfig, extra: &[String]) -> Result<Vec<String>> {
+    let program = match &profile.program {
+        Some(program) if !program.is_empty() => program.clone(),
+        _ if profile.shell => "/bin/sh".into(),
+        _ => {
+            return Err(Error::Config(format!(
+                "profile `{name}` has no program; set profiles.{name}.program in the config"
+            )));
+        }
+    };
+    let mut command = vec![program];
+    command.extend(profile.args.iter().cloned());
+    command.extend(extra.iter().cloned());
+    Ok(command)
 }
 
 /// The full command of a profile: its program resolved to a path, its arguments, then `extra`.

@@ -42,25 +42,16 @@ pub async fn run_side_command(
         Ok(output) => {
             let output =
                 output.map_err(|e| Error::target(target, format!("`{program}` failed: {e}")))?;
-            Ok(ExecOutput {
-                exit_code: Some(exit_code(output.status)),
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-                duration_ms: started.elapsed().as_millis() as u64,
-                timed_out: false,
-            })
+            let code = exit_code(output.status);
+            Ok(ExecOutput::finished(
+                Some(code),
+                &output.stdout,
+                &output.stderr,
+                started,
+            ))
         }
         // Dropping the future kills the child (kill_on_drop).
-        Err(_) => Ok(ExecOutput {
-            exit_code: None,
-            stdout: String::new(),
-            stderr: format!(
-                "killed after the timeout of {:.1}s",
-                request.timeout.as_secs_f64()
-            ),
-            duration_ms: started.elapsed().as_millis() as u64,
-            timed_out: true,
-        }),
+        Err(_) => Ok(ExecOutput::timed_out(request.timeout, started)),
     }
 }
 

@@ -65,10 +65,7 @@ pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCo
     let request = RunRequest {
         profile: profile.to_string(),
         prompt: args.prompt,
-        target: args.target.map(|target| match target {
-            TargetArg::Tmux => mahavishnu_core::TargetKind::Tmux,
-            TargetArg::Pty => mahavishnu_core::TargetKind::Pty,
-        }),
+        target: args.target.map(TargetArg::kind),
         cwd: args.cwd,
         wait: args.wait,
         timeout,

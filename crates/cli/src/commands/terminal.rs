@@ -25,15 +25,13 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             let request = LaunchRequest {
                 profile: args.profile,
                 count: args.count,
-                target: args.target.map(|target| match target {
-                    TargetArg::Tmux => TargetKind::Tmux,
-                    TargetArg::Pty => TargetKind::Pty,
-                }),
+                target: args.target.map(TargetArg::kind),
                 cwd: args.cwd,
                 env: pairs("--env", &args.env)?,
                 name: args.name,
                 args: args.args,
                 labels: pairs("--label", &args.labels)?,
+                image: args.image,
             };
             let outcome = orchestrator.launch_instances(&request).await?;
             emit(format, &outcome.instances, || {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod fake_kube;
 pub mod stub_model;
 
 /// The binary under test.

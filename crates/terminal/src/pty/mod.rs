@@ -4,7 +4,7 @@
 mod attach;
 pub mod host;
 pub mod protocol;
-mod screen;
+pub mod screen;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,0 +1,551 @@
+//! The Kubernetes target: each instance is a pod (one container, `main`). Launch creates the pod and
+//! waits until it runs, or reports the cluster's own reason why not; typing goes through `attach`
+//! (stdin), the screen is the container's terminal output (its log) rendered by the same virtual
+//! terminal as the pty target, side commands go through `exec` over the websocket protocol, and pods are
+//! found again by their labels.
+//!
+//! Native ids are `NAMESPACE/POD`.
+
+mod manifest;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams, DeleteParams, ListParams, LogParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use mahavishnu_core::config::KubernetesConfig;
+use mahavishnu_core::{
+    Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation, Preflight,
+    Result, ScreenOptions, Target, TargetKind,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use manifest::{MANAGED_BY, SPEC_ANNOTATION, pod_manifest};
+
+const KIND: TargetKind = TargetKind::Kubernetes;
+const CONTAINER: &str = "main";
+
+/// The Kubernetes target.
+pub struct KubernetesTarget {
+    settings: KubernetesConfig,
+    namespace: String,
+    client: tokio::sync::OnceCell<Client>,
+    /// Terminal sizes of the pods this process has seen, so a screen needs one API call.
+    sizes: Mutex<BTreeMap<String, (u16, u16)>>,
+}
+
+impl KubernetesTarget {
+    /// A target for `settings`; the namespace is the configured one, else the context's, else the
+    /// in-cluster one, else `default`. No connection is made until it is needed.
+    pub fn new(settings: KubernetesConfig) -> Self {
+        let namespace = settings
+            .namespace
+            .clone()
+            .or_else(|| {
+                context_namespace(settings.kubeconfig.as_deref(), settings.context.as_deref())
+            })
+            .or_else(|| {
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .ok()
+                    .map(|ns| ns.trim().to_string())
+            })
+            .unwrap_or_else(|| "default".into());
+        KubernetesTarget {
+            settings,
+            namespace,
+            client: tokio::sync::OnceCell::new(),
+            sizes: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The namespace new pods go to.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.request_timeout_ms.max(1000))
+    }
+
+    async fn client(&self) -> Result<Client> {
+        self.client
+            .get_or_try_init(|| async {
+                let options = KubeConfigOptions {
+                    context: self.settings.context.clone(),
+                    ..Default::default()
+                };
+                let context = self.settings.context.as_deref().unwrap_or("the current context");
+                let mut config = match (&self.settings.kubeconfig, &self.settings.context) {
+                    (Some(path), _) => {
+                        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                            not_ready(format!("cannot read {} (targets.kubernetes.kubeconfig): {e}", path.display()))
+                        })?;
+                        Config::from_custom_kubeconfig(kubeconfig, &options)
+                            .await
+                            .map_err(|e| not_ready(format!("{} with {context}: {e}", path.display())))?
+                    }
+                    (None, Some(_)) => Config::from_kubeconfig(&options)
+                        .await
+                        .map_err(|e| not_ready(format!("kubeconfig with {context}: {e}")))?,
+                    (None, None) => Config::infer().await.map_err(|e| {
+                        not_ready(format!(
+                            "no cluster configuration ({e}); set KUBECONFIG, create ~/.kube/config, or run in a pod"
+                        ))
+                    })?,
+                };
+                config.connect_timeout = Some(self.timeout());
+                config.read_timeout = Some(self.timeout());
+                Client::try_from(config).map_err(|e| not_ready(format!("cannot make a client: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn pods(&self, namespace: &str) -> Result<Api<Pod>> {
+        Ok(Api::namespaced(self.client().await?, namespace))
+    }
+
+    /// Bounds an API call by the request timeout.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout(), call).await {
+            Ok(result) => result.map_err(|e| api_error(what, e)),
+            Err(_) => Err(Error::target(
+                KIND,
+                format!(
+                    "{what}: no answer from the cluster within {:.0}s (targets.kubernetes.request_timeout_ms)",
+                    self.timeout().as_secs_f64()
+                ),
+            )),
+        }
+    }
+
+    async fn get(&self, native: &str) -> Result<Option<Pod>> {
+        let (namespace, name) = split(native)?;
+        let pods = self.pods(namespace).await?;
+        self.call(&format!("get pod {native}"), pods.get_opt(name))
+            .await
+    }
+
+    fn size_of(&self, native: &str, pod: Option<&Pod>) -> (u16, u16) {
+        if let Some(size) = self.sizes.lock().ok().and_then(|s| s.get(native).copied()) {
+            return size;
+        }
+        let size = pod
+            .and_then(manifest::spec_of)
+            .map_or((50, 200), |spec| (spec.rows, spec.cols));
+        if let Ok(mut sizes) = self.sizes.lock() {
+            sizes.insert(native.to_string(), size);
+        }
+        size
+    }
+
+    /// Mahavishnu's pods, found by label: in every namespace where the account may list pods, else in
+    /// the target's own namespace.
+    async fn managed_pods(&self) -> Result<Vec<Pod>> {
+        let client = self.client().await?;
+        let selector = ListParams::default().labels(&format!("{MANAGED_BY}=mahavishnu"));
+        let everywhere: Api<Pod> = Api::all(client.clone());
+        let listed = match self.call("list pods", everywhere.list(&selector)).await {
+            Ok(list) => list,
+            Err(_) => {
+                let here: Api<Pod> = Api::namespaced(client, &self.namespace);
+                self.call("list pods", here.list(&selector)).await?
+            }
+        };
+        Ok(listed.items)
+    }
+
+    /// Waits until the pod runs (or has already ended), failing with the cluster's reason.
+    async fn wait_running(&self, native: &str) -> Result<Observation> {
+        let limit = Duration::from_millis(self.settings.startup_timeout_ms.max(1000));
+        let started = Instant::now();
+        let mut last = String::from("not created yet");
+        while started.elapsed() < limit {
+            if let Some(pod) = self.get(native).await? {
+                match manifest::startup(&pod) {
+                    manifest::Startup::Running(observation)
+                    | manifest::Startup::Ended(observation) => {
+                        return Ok(Observation {
+                            native: native.to_string(),
+                            ..observation
+                        });
+                    }
+                    manifest::Startup::Failed(reason) => {
+                        return Err(Error::target(
+                            KIND,
+                            format!("pod {native} cannot run: {reason}"),
+                        ));
+                    }
+                    manifest::Startup::Pending(state) => last = state,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(
+                if started.elapsed() < Duration::from_secs(2) {
+                    20
+                } else {
+                    250
+                },
+            ))
+            .await;
+        }
+        Err(Error::target(
+            KIND,
+            format!(
+                "pod {native} did not run within {:.0}s (targets.kubernetes.startup_timeout_ms); last: {last}",
+                limit.as_secs_f64()
+            ),
+        ))
+    }
+}
+
+/// The namespace of a kubeconfig context (the current one when `context` is None).
+fn context_namespace(path: Option<&std::path::Path>, context: Option<&str>) -> Option<String> {
+    let kubeconfig = match path {
+        Some(path) => Kubeconfig::read_from(path).ok()?,
+        None => Kubeconfig::read().ok()?,
+    };
+    let name = context
+        .map(str::to_string)
+        .or_else(|| kubeconfig.current_context.clone())?;
+    kubeconfig
+        .contexts
+        .iter()
+        .find(|named| named.name == name)?
+        .context
+        .as_ref()?
+        .namespace
+        .clone()
+}
+
+fn not_ready(reason: String) -> Error {
+    Error::TargetNotReady {
+        target: KIND,
+        reason,
+    }
+}
+
+/// A kube error as a message that names what was being done and the cluster's own words.
+fn api_error(what: &str, error: kube::Error) -> Error {
+    match error {
+        kube::Error::Api(status) => {
+            let reason = if status.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", status.reason)
+            };
+            Error::target(KIND, format!("{what}: {}{reason}", status.message))
+        }
+        other => Error::target(KIND, format!("{what}: {other}")),
+    }
+}
+
+/// `NAMESPACE/POD` into its parts.
+fn split(native: &str) -> Result<(&str, &str)> {
+    native
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| Error::InvalidId {
+            id: format!("k8s:{native}"),
+            reason: "a kubernetes id is `k8s:NAMESPACE/POD`".into(),
+        })
+}
+
+#[async_trait]
+impl Target for KubernetesTarget {
+    fn kind(&self) -> TargetKind {
+        KIND
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            interactive: true,
+            exec: true,
+            logs: true,
+            attach: false,
+            persistent: true,
+        }
+    }
+
+    fn native_name(&self, name: &str) -> String {
+        format!("{}/{}", self.namespace, name)
+    }
+
+    async fn preflight(&self) -> Preflight {
+        let verdict = async {
+            let client = self.client().await?;
+            let version = self
+                .call("ask the cluster's version", client.apiserver_version())
+                .await?;
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            if self
+                .call("read the namespace", namespaces.get_opt(&self.namespace))
+                .await?
+                .is_none()
+            {
+                return Err(not_ready(format!(
+                    "namespace `{}` does not exist; create it or set targets.kubernetes.namespace",
+                    self.namespace
+                )));
+            }
+            let review = manifest::access_review(&self.namespace);
+            let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+                Api::all(client);
+            let answer = self
+                .call(
+                    "ask whether pods may be created",
+                    reviews.create(&PostParams::default(), &review),
+                )
+                .await?;
+            if !answer.status.is_some_and(|status| status.allowed) {
+                return Err(not_ready(format!(
+                    "not allowed to create pods in namespace `{}`",
+                    self.namespace
+                )));
+            }
+            Ok(format!(
+                "cluster {} reachable; namespace `{}`; may create pods",
+                version.git_version, self.namespace
+            ))
+        }
+        .await;
+        match verdict {
+            Ok(detail) => Preflight {
+                target: KIND,
+                ready: true,
+                detail,
+            },
+            Err(Error::TargetNotReady { reason, .. }) => Preflight {
+                target: KIND,
+                ready: false,
+                detail: reason,
+            },
+            Err(other) => Preflight {
+                target: KIND,
+                ready: false,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Observation> {
+        let native = spec.id.native();
+        let (namespace, _) = split(native)?;
+        let pod = pod_manifest(spec, &self.settings)?;
+        let pods = self.pods(namespace).await?;
+        match self
+            .call(
+                &format!("create pod {native}"),
+                pods.create(&PostParams::default(), &pod),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(Error::Target { message, .. }) if message.contains("AlreadyExists") => {
+                return Err(Error::Invalid(format!(
+                    "a pod `{native}` already exists; choose another --name or close it first"
+                )));
+            }
+            Err(other) => return Err(other),
+        }
+        if let Ok(mut sizes) = self.sizes.lock() {
+            sizes.insert(native.to_string(), (spec.rows, spec.cols));
+        }
+        self.wait_running(native).await
+    }
+
+    async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
+        Ok(self.get(native).await?.map(|pod| manifest::observe(&pod)))
+    }
+
+    async fn list(&self) -> Result<Vec<Observation>> {
+        Ok(self
+            .managed_pods()
+            .await?
+            .iter()
+            .map(manifest::observe)
+            .collect())
+    }
+
+    async fn exec(&self, native: &str, request: &ExecRequest) -> Result<ExecOutput> {
+        let (namespace, name) = split(native)?;
+        if request.command.is_empty() {
+            return Err(Error::Invalid(
+                "no command given; pass it after `--`, e.g. `-- ls -la`".into(),
+            ));
+        }
+        let pods = self.pods(namespace).await?;
+        let started = Instant::now();
+        let params = AttachParams::default()
+            .container(CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
+        let run = async {
+            let mut process = self
+                .call(
+                    &format!("exec in {native}"),
+                    pods.exec(name, request.command.clone(), &params),
+                )
+                .await?;
+            let mut stdout = process.stdout();
+            let mut stderr = process.stderr();
+            let status = process.take_status();
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let read_out = async {
+                if let Some(stdout) = stdout.as_mut() {
+                    let _ = stdout.read_to_end(&mut out).await;
+                }
+            };
+            let read_err = async {
+                if let Some(stderr) = stderr.as_mut() {
+                    let _ = stderr.read_to_end(&mut err).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            let status = match status {
+                Some(status) => status.await,
+                None => None,
+            };
+            Ok::<_, Error>((manifest::exit_code_of(status.as_ref()), out, err))
+        };
+        match tokio::time::timeout(request.timeout, run).await {
+            Ok(result) => {
+                let (code, out, err) = result?;
+                Ok(ExecOutput::finished(Some(code), &out, &err, started))
+            }
+            Err(_) => Ok(ExecOutput::timed_out(request.timeout, started)),
+        }
+    }
+
+    async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
+        let (namespace, name) = split(native)?;
+        let mut bytes = Vec::new();
+        for part in input {
+            match part {
+                InputPart::Text(text) => bytes.extend_from_slice(text.as_bytes()),
+                InputPart::Key(key) => bytes.extend(key.to_bytes()),
+            }
+        }
+        let pods = self.pods(namespace).await?;
+        let params = AttachParams::interactive_tty()
+            .container(CONTAINER)
+            .stdout(false);
+        let mut attached = self
+            .call(&format!("attach to {native}"), pods.attach(name, &params))
+            .await?;
+        let mut stdin = attached
+            .stdin()
+            .ok_or_else(|| Error::target(KIND, format!("{native} has no stdin to type into")))?;
+        stdin
+            .write_all(&bytes)
+            .await
+            .map_err(|e| Error::target(KIND, format!("typing into {native}: {e}")))?;
+        stdin
+            .flush()
+            .await
+            .map_err(|e| Error::target(KIND, format!("typing into {native}: {e}")))?;
+        // Give the bytes time to leave before the stream closes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        attached.abort();
+        Ok(())
+    }
+
+    async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
+        let (namespace, name) = split(native)?;
+        let pods = self.pods(namespace).await?;
+        let pod = self
+            .call(&format!("get pod {native}"), pods.get_opt(name))
+            .await?
+            .ok_or_else(|| Error::UnknownInstance {
+                id: format!("k8s:{native}"),
+            })?;
+        let (rows, cols) = self.size_of(native, Some(&pod));
+        let log = self.logs(native).await?;
+        let size = |n: u16, least: u16| {
+            std::num::NonZeroU16::new(n.max(least)).unwrap_or(std::num::NonZeroU16::MIN)
+        };
+        let mut parser = vt100::Parser::new(size(rows, 2), size(cols, 10), 10_000);
+        parser.process(log.as_bytes());
+        Ok(mahavishnu_terminal::pty::screen::render(
+            &mut parser,
+            options,
+        ))
+    }
+
+    async fn logs(&self, native: &str) -> Result<String> {
+        let (namespace, name) = split(native)?;
+        let pods = self.pods(namespace).await?;
+        let params = LogParams {
+            container: Some(CONTAINER.into()),
+            ..Default::default()
+        };
+        self.call(
+            &format!("read the log of {native}"),
+            pods.logs(name, &params),
+        )
+        .await
+    }
+
+    async fn stop(&self, native: &str, grace: Duration) -> Result<()> {
+        let (namespace, name) = split(native)?;
+        let pods = self.pods(namespace).await?;
+        let params = DeleteParams {
+            grace_period_seconds: Some(
+                grace.as_secs().max(if grace.is_zero() { 0 } else { 1 }) as u32
+            ),
+            ..Default::default()
+        };
+        match self
+            .call(&format!("delete pod {native}"), pods.delete(name, &params))
+            .await
+        {
+            Ok(_) => {}
+            Err(Error::Target { message, .. }) if message.contains("NotFound") => return Ok(()),
+            Err(other) => return Err(other),
+        }
+        let deadline = Instant::now() + grace + self.timeout();
+        while Instant::now() < deadline {
+            if self.get(native).await?.is_none() {
+                if let Ok(mut sizes) = self.sizes.lock() {
+                    sizes.remove(native);
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(Error::target(
+            KIND,
+            format!("pod {native} is still there after its grace period; it is being deleted"),
+        ))
+    }
+
+    async fn recover(&self) -> Result<Vec<LaunchSpec>> {
+        Ok(self
+            .managed_pods()
+            .await?
+            .iter()
+            .filter_map(manifest::spec_of)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_split_into_namespace_and_pod() {
+        assert_eq!(split("dev/mv-1").unwrap(), ("dev", "mv-1"));
+        for bad in ["mv-1", "/mv-1", "dev/", "a/b/c"] {
+            assert!(split(bad).is_err(), "{bad}");
+        }
+    }
+}

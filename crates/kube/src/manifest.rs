@@ -1,0 +1,382 @@
+//! Pods as Mahavishnu writes and reads them: the manifest of a launch, and what a pod's status says.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use mahavishnu_core::config::KubernetesConfig;
+use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result};
+use serde_json::{Value, json};
+
+/// The label every pod of Mahavishnu carries (`=mahavishnu`).
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The annotation holding the launch spec, for recovery.
+pub const SPEC_ANNOTATION: &str = "mahavishnu.dev/spec";
+const PROFILE_LABEL: &str = "mahavishnu.dev/profile";
+const PROJECT_LABEL: &str = "mahavishnu.dev/project";
+
+/// A label value Kubernetes accepts: at most 63 of `[A-Za-z0-9._-]`, alphanumeric at both ends.
+fn label_value(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// A short stable name for a project directory (label values cannot hold paths).
+fn project_label(spec: &LaunchSpec) -> String {
+    let path = spec.cwd.to_string_lossy();
+    let hash = mahavishnu_core::status::stable_hash(path.as_bytes());
+    let base = spec
+        .cwd
+        .file_name()
+        .map(|name| label_value(&name.to_string_lossy()))
+        .unwrap_or_default();
+    label_value(&format!(
+        "{}-{:08x}",
+        base.chars().take(40).collect::<String>(),
+        hash as u32
+    ))
+}
+
+fn check_pod_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "`{name}` cannot name a pod: use lowercase letters, digits and `-` (at most 63), starting and ending with a letter or digit"
+        )))
+    }
+}
+
+/// The pod of a launch: one container `main` running the profile's command in its image.
+pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Pod> {
+    let (namespace, name) =
+        spec.id.native().split_once('/').ok_or_else(|| {
+            Error::Invalid(format!("`{}` is not NAMESPACE/POD", spec.id.native()))
+        })?;
+    check_pod_name(name)?;
+    let image = spec
+        .container
+        .image
+        .clone()
+        .or_else(|| settings.image.clone())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "no image for profile `{}` on kubernetes; pass --image, set profiles.{}.image, or set targets.kubernetes.image",
+                spec.profile, spec.profile
+            ))
+        })?;
+    let mut labels: BTreeMap<String, String> = spec
+        .labels
+        .iter()
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(key, value)| {
+            (
+                format!("mahavishnu.dev/{}", label_value(key)),
+                label_value(value),
+            )
+        })
+        .collect();
+    labels.insert(MANAGED_BY.into(), "mahavishnu".into());
+    labels.insert(PROFILE_LABEL.into(), label_value(&spec.profile));
+    labels.insert(PROJECT_LABEL.into(), project_label(spec));
+    let env: Vec<Value> = spec
+        .env
+        .iter()
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .chain([
+            json!({ "name": "TERM", "value": "xterm-256color" }),
+            json!({ "name": "MAHAVISHNU_INSTANCE_ID", "value": spec.id.to_string() }),
+        ])
+        .collect();
+    let resources = &spec.container.resources;
+    let quantities = |cpu: &Option<String>,
+                      memory: &Option<String>|
+     -> serde_json::Map<String, Value> {
+        [("cpu", cpu), ("memory", memory)]
+            .into_iter()
+            .filter_map(|(key, value)| value.as_ref().map(|value| (key.to_string(), json!(value))))
+            .collect()
+    };
+    let requests = quantities(&resources.cpu, &resources.memory);
+    let limits = quantities(&resources.cpu_limit, &resources.memory_limit);
+    let interactive = spec.container.interactive;
+    let mut container = json!({
+        "name": "main",
+        "image": image,
+        "command": spec.command,
+        "env": env,
+        "tty": interactive,
+        "stdin": interactive,
+        "stdinOnce": false,
+        "resources": { "requests": requests, "limits": limits },
+    });
+    if let Some(dir) = &spec.container.working_dir {
+        container["workingDir"] = json!(dir);
+    }
+    let stored = serde_json::to_string(spec).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "containers": [container],
+    });
+    if !settings.image_pull_secrets.is_empty() {
+        pod_spec["imagePullSecrets"] = settings
+            .image_pull_secrets
+            .iter()
+            .map(|name| json!({ "name": name }))
+            .collect();
+    }
+    if let Some(account) = &settings.service_account {
+        pod_spec["serviceAccountName"] = json!(account);
+    }
+    if !settings.node_selector.is_empty() {
+        pod_spec["nodeSelector"] = json!(settings.node_selector);
+    }
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {
+                SPEC_ANNOTATION: stored,
+                "mahavishnu.dev/project-dir": spec.cwd,
+            },
+        },
+        "spec": pod_spec,
+    });
+    serde_json::from_value(pod).map_err(|e| Error::Invalid(format!("cannot build the pod: {e}")))
+}
+
+/// The launch spec stored on a pod.
+pub fn spec_of(pod: &Pod) -> Option<LaunchSpec> {
+    let text = pod.metadata.annotations.as_ref()?.get(SPEC_ANNOTATION)?;
+    serde_json::from_str(text).ok()
+}
+
+fn native_of(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// How far a pod got towards running.
+pub enum Startup {
+    /// It runs.
+    Running(Observation),
+    /// It already ended.
+    Ended(Observation),
+    /// It will not run; the cluster's reason.
+    Failed(String),
+    /// Not yet; what it is waiting for.
+    Pending(String),
+}
+
+/// Waiting reasons after which a pod will not start by itself.
+const HOPELESS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// Reads a pod's status during a launch.
+pub fn startup(pod: &Pod) -> Startup {
+    let observation = observe(pod);
+    let status = pod.status.as_ref();
+    if let Some(condition) = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|conditions| {
+            conditions.iter().find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
+    {
+        return Startup::Failed(format!(
+            "Unschedulable: {}",
+            condition.message.as_deref().unwrap_or("no node fits")
+        ));
+    }
+    let container = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.first());
+    if let Some(waiting) = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|state| state.waiting.as_ref())
+    {
+        let reason = waiting.reason.clone().unwrap_or_default();
+        let text = match &waiting.message {
+            Some(message) => format!("{reason}: {message}"),
+            None => reason.clone(),
+        };
+        return if HOPELESS.contains(&reason.as_str()) {
+            Startup::Failed(text)
+        } else {
+            Startup::Pending(text)
+        };
+    }
+    match observation.status {
+        ObservedStatus::Exited(_) => Startup::Ended(observation),
+        ObservedStatus::Running
+            if container.is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())) =>
+        {
+            Startup::Running(observation)
+        }
+        ObservedStatus::Running => Startup::Pending(format!(
+            "phase {}",
+            status
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Pending".into())
+        )),
+    }
+}
+
+/// What a pod says about its program.
+pub fn observe(pod: &Pod) -> Observation {
+    let status = pod.status.as_ref();
+    let terminated = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|state| state.terminated.as_ref());
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let status = match (terminated, phase) {
+        (Some(terminated), _) => ObservedStatus::Exited(terminated.exit_code),
+        (None, "Succeeded") => ObservedStatus::Exited(0),
+        (None, "Failed") => ObservedStatus::Exited(1),
+        _ => ObservedStatus::Running,
+    };
+    Observation {
+        native: native_of(pod),
+        status,
+        idle_ms: None,
+        foreground_job: None,
+        pid: None,
+    }
+}
+
+/// "May I create pods in this namespace?"
+pub fn access_review(namespace: &str) -> SelfSubjectAccessReview {
+    serde_json::from_value(json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": { "resourceAttributes": { "namespace": namespace, "verb": "create", "resource": "pods" } },
+    }))
+    .expect("a fixed, valid review")
+}
+
+/// The exit code in an exec's final status: 0 on success, the `ExitCode` cause otherwise.
+pub fn exit_code_of(status: Option<&Status>) -> i32 {
+    let Some(status) = status else {
+        return 0;
+    };
+    if status.status.as_deref() == Some("Success") {
+        return 0;
+    }
+    status
+        .details
+        .as_ref()
+        .and_then(|details| details.causes.as_ref())
+        .and_then(|causes| {
+            causes
+                .iter()
+                .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        })
+        .and_then(|cause| cause.message.as_deref())
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mahavishnu_core::{InstanceId, TargetKind};
+
+    fn spec(native: &str) -> LaunchSpec {
+        LaunchSpec {
+            id: InstanceId::new(TargetKind::Kubernetes, native).unwrap(),
+            profile: "qwen-local".into(),
+            command: vec!["qwen".into(), "--yolo".into()],
+            cwd: "/home/me/src/My App".into(),
+            env: BTreeMap::from([("A".to_string(), "1".to_string())]),
+            rows: 40,
+            cols: 120,
+            labels: BTreeMap::from([("team".to_string(), "blocks & more".to_string())]),
+            container: Default::default(),
+        }
+    }
+
+    #[test]
+    fn manifests_carry_labels_the_spec_and_the_image() {
+        let settings = KubernetesConfig {
+            image: Some("busybox:1.36".into()),
+            image_pull_secrets: vec!["regcred".into()],
+            ..Default::default()
+        };
+        let pod = pod_manifest(&spec("dev/mv-1a2b3c"), &settings).unwrap();
+        let value = serde_json::to_value(&pod).unwrap();
+        assert_eq!(value["metadata"]["namespace"], "dev");
+        assert_eq!(value["metadata"]["labels"][MANAGED_BY], "mahavishnu");
+        assert_eq!(
+            value["metadata"]["labels"]["mahavishnu.dev/team"],
+            "blocks---more"
+        );
+        assert!(
+            value["metadata"]["labels"][PROJECT_LABEL]
+                .as_str()
+                .unwrap()
+                .starts_with("My-App-")
+        );
+        assert_eq!(value["spec"]["containers"][0]["image"], "busybox:1.36");
+        assert_eq!(value["spec"]["containers"][0]["tty"], true);
+        assert_eq!(value["spec"]["imagePullSecrets"][0]["name"], "regcred");
+        assert_eq!(spec_of(&pod).unwrap(), spec("dev/mv-1a2b3c"));
+    }
+
+    #[test]
+    fn bad_names_and_missing_images_are_named() {
+        let error = pod_manifest(&spec("dev/mv-1a2b3c"), &KubernetesConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--image") && error.contains("targets.kubernetes.image"),
+            "{error}"
+        );
+        let settings = KubernetesConfig {
+            image: Some("x".into()),
+            ..Default::default()
+        };
+        let error = pod_manifest(&spec("dev/Has_Upper"), &settings)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot name a pod"), "{error}");
+    }
+}
