@@ -790,7 +790,7 @@ async fn run_exec(mut socket: WebSocket, object: Value, command: Vec<String>, st
             let _ = socket
                 .send(Message::Binary(error_frame(&message, None)))
                 .await;
-            let _ = socket.send(Message::Close(None)).await;
+            close_normally(&mut socket).await;
             return;
         }
     };
@@ -866,7 +866,16 @@ async fn run_exec(mut socket: WebSocket, object: Value, command: Vec<String>, st
         )
     };
     let _ = socket.send(Message::Binary(frame)).await;
-    let _ = socket.send(Message::Close(None)).await;
+    close_normally(&mut socket).await;
+}
+
+/// Ends a websocket with a normal-closure frame (1000), as the API server does.
+async fn close_normally(socket: &mut WebSocket) {
+    let frame = axum::extract::ws::CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
 /// A message on the error channel (3): a `Status`, with the exit code for a command that failed.
