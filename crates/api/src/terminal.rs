@@ -426,6 +426,7 @@ async fn list(api: Api, params: ListParams, _: Progress) -> Result<Reply> {
     let filter = ListFilter {
         project: params.project.map(|dir| api.absolute(&dir)),
         all: params.all,
+        target: None,
     };
     let listed = api.orchestrator().list_instances(&filter).await?;
     let summary = instance_lines(&listed);
@@ -448,18 +449,12 @@ pub struct InstancesParams {
 }
 
 async fn instances(api: Api, params: InstancesParams, _: Progress) -> Result<Reply> {
-    let target = target_kind(params.target.as_deref())?;
     let filter = ListFilter {
         project: params.project.map(|dir| api.absolute(&dir)),
         all: params.all,
+        target: target_kind(params.target.as_deref())?,
     };
-    let listed: Vec<Instance> = api
-        .orchestrator()
-        .list_instances(&filter)
-        .await?
-        .into_iter()
-        .filter(|instance| target.is_none_or(|target| instance.target == target))
-        .collect();
+    let listed = api.orchestrator().list_instances(&filter).await?;
     let summary = instance_lines(&listed);
     Reply::list("instances", &listed, summary)
 }
@@ -553,16 +548,9 @@ async fn close(api: Api, params: CloseParams, _: Progress) -> Result<Reply> {
     let orchestrator = api.orchestrator();
     let ids: Vec<InstanceId> = match (params.all, params.ids.is_empty()) {
         (true, true) => {
-            let filter = ListFilter {
-                project: params.project.map(|dir| api.absolute(&dir)),
-                all: false,
-            };
             orchestrator
-                .list_instances(&filter)
+                .live_ids(params.project.map(|dir| api.absolute(&dir)))
                 .await?
-                .into_iter()
-                .map(|instance| instance.id)
-                .collect()
         }
         (false, false) => params
             .ids

@@ -44,6 +44,9 @@ pub enum Command {
     /// Terminal sessions running AI coding CLIs or shells
     #[command(subcommand, visible_alias = "t")]
     Terminal(TerminalCommand),
+    /// Instances on any target: launch, exec, status, list, stop, logs
+    #[command(subcommand, visible_alias = "i")]
+    Instances(InstancesCommand),
     /// List the targets and whether each is ready, or exactly why not
     Targets,
     /// The entry Claude Code and Qwen Code call on their hook events (JSON on stdin)
@@ -446,9 +449,50 @@ pub enum TerminalCommand {
     /// Stop sessions: a grace period, then kill
     Close(CloseArgs),
     /// Print a session's output so far (its scrollback and screen)
-    Logs(IdArgs),
+    Logs(LogsArgs),
     /// Re-adopt sessions that still run but have no record (after the state directory was lost)
     Recover,
+}
+
+/// The same operations for instances of any target (tmux, pty, kubernetes); the id's prefix routes
+/// each call.
+#[derive(Debug, Subcommand)]
+pub enum InstancesCommand {
+    /// Start instances of a profile on a target
+    Launch(LaunchArgs),
+    /// Run a command to completion in an instance
+    Exec(ExecArgs),
+    /// One instance and its state
+    Status(IdArgs),
+    /// Instances of every target, or of one
+    #[command(visible_alias = "ls")]
+    List(InstancesListArgs),
+    /// Stop instances (a grace period, then kill; pods are deleted)
+    Stop(CloseArgs),
+    /// What an instance printed
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstancesListArgs {
+    /// Only instances of this project (or started below this directory)
+    #[arg(long, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Include closed instances
+    #[arg(long)]
+    pub all: bool,
+    /// Only instances of this target
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Instance id
+    pub id: String,
+    /// Keep printing what it prints until it ends
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

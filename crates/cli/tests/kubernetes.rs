@@ -46,14 +46,36 @@ fn kubectl_lists_and_execs_against_the_fake() {
         .remove(0);
     assert_eq!(id, "k8s:dev/probe");
 
-    let listed = kubectl(&fake, &["get", "pods", "-n", "dev", "-l", "app.kubernetes.io/managed-by=mahavishnu"]);
+    let listed = kubectl(
+        &fake,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "dev",
+            "-l",
+            "app.kubernetes.io/managed-by=mahavishnu",
+        ],
+    );
     let stdout = String::from_utf8_lossy(&listed.stdout);
     assert!(
         listed.status.success() && stdout.contains("probe"),
         "kubectl get pods:\n{stdout}\n{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    let exec = kubectl(&fake, &["exec", "-n", "dev", "probe", "--", "sh", "-c", "echo from-kubectl; exit 3"]);
+    let exec = kubectl(
+        &fake,
+        &[
+            "exec",
+            "-n",
+            "dev",
+            "probe",
+            "--",
+            "sh",
+            "-c",
+            "echo from-kubectl; exit 3",
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&exec.stdout),
         "from-kubectl\n",
@@ -69,7 +91,337 @@ fn kubectl_lists_and_execs_against_the_fake() {
     let json = kubectl(&fake, &["get", "pod", "probe", "-n", "dev", "-o", "json"]);
     let pod: serde_json::Value = serde_json::from_slice(&json.stdout).expect("kubectl -o json");
     assert_eq!(pod["status"]["phase"], "Running");
-    assert!(pod["metadata"]["uid"].as_str().is_some_and(|uid| !uid.is_empty()));
+    assert!(
+        pod["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|uid| !uid.is_empty())
+    );
     world.ok(&["terminal", "close", &id]);
     assert!(fake.pod_names().is_empty(), "close deleted the pod");
+}
+
+/// Shells in pods: launch three, type, wait, read the screen, exec, list, logs, close.
+#[test]
+fn shells_in_pods_launch_type_read_exec_and_close() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let targets = world.json(&["targets"]);
+    let kubernetes = &targets.as_array().unwrap()[2];
+    assert_eq!(kubernetes["ready"], true, "{kubernetes}");
+    assert!(
+        kubernetes["detail"]
+            .as_str()
+            .unwrap()
+            .contains("v1.33.0-fake"),
+        "{kubernetes}"
+    );
+
+    let launched = world.json(&[
+        "terminal",
+        "launch",
+        "shell",
+        "--target",
+        "kubernetes",
+        "--count",
+        "3",
+    ]);
+    let ids: Vec<String> = launched
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.iter().all(|id| id.starts_with("k8s:dev/mv-")),
+        "{ids:?}"
+    );
+    assert_eq!(fake.pod_names().len(), 3);
+
+    let id = &ids[0];
+    world.ok(&["terminal", "wait", id, "--idle", "300", "--timeout", "20"]);
+    world.ok(&[
+        "terminal",
+        "send",
+        id,
+        "echo hello-$((6*7)) 'it''s' \"$HOME\"",
+    ]);
+    world.ok(&[
+        "terminal",
+        "wait",
+        id,
+        "--for",
+        "^hello-42 its",
+        "--timeout",
+        "20",
+    ]);
+    let screen = world.ok(&["terminal", "capture", id]);
+    assert!(
+        screen.contains("echo hello-$((6*7))"),
+        "the typed line is on the screen:\n{screen}"
+    );
+    world.ok(&["terminal", "keys", id, "C-c"]);
+
+    let exec = world.json(&[
+        "instances",
+        "exec",
+        id,
+        "--",
+        "sh",
+        "-c",
+        "echo $MAHAVISHNU_INSTANCE_ID; exit 4",
+    ]);
+    assert_eq!(exec["exit_code"], 4, "{exec}");
+    assert_eq!(exec["stdout"], format!("{id}\n"));
+
+    let listed = world.json(&["instances", "list", "--target", "kubernetes"]);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    let status = world.json(&["instances", "status", id]);
+    assert!(
+        matches!(status["state"].as_str(), Some("running" | "waiting")),
+        "{status}"
+    );
+    let logs = world.ok(&["instances", "logs", id]);
+    assert!(logs.contains("hello-42"), "{logs}");
+
+    world.ok(&["instances", "stop", &ids[0], "--grace", "0"]);
+    world.ok(&["terminal", "close", "--all", "--grace", "0"]);
+    let started = std::time::Instant::now();
+    while !fake.pod_names().is_empty() && started.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        fake.pod_names().is_empty(),
+        "every pod is deleted: {:?}",
+        fake.pod_names()
+    );
+    assert_eq!(world.state_of(id), "closed");
+}
+
+/// A pod that cannot run is reported with the cluster's own reason.
+#[test]
+fn pods_that_cannot_run_say_why() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    for (image, reason) in [
+        ("example/pull-fails:1", "ErrImagePull"),
+        ("example/unschedulable:1", "Insufficient cpu"),
+        ("example/crash:1", "CrashLoopBackOff"),
+    ] {
+        let stderr = world.fails(
+            &[
+                "terminal",
+                "launch",
+                "shell",
+                "--target",
+                "kubernetes",
+                "--image",
+                image,
+            ],
+            1,
+        );
+        assert!(stderr.contains(reason), "{image}: {stderr}");
+    }
+    let stderr = world.fails(
+        &[
+            "terminal",
+            "launch",
+            "shell",
+            "--target",
+            "kubernetes",
+            "--namespace",
+            "missing",
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains("namespaces \"missing\" not found"),
+        "{stderr}"
+    );
+    let stderr = world.fails(
+        &[
+            "terminal",
+            "launch",
+            "shell",
+            "--target",
+            "kubernetes",
+            "--name",
+            "Bad_Name",
+        ],
+        1,
+    );
+    assert!(stderr.contains("cannot name a pod"), "{stderr}");
+}
+
+/// `--dry-run` prints the exact manifests and creates nothing.
+#[test]
+fn dry_run_prints_the_manifests() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    std::fs::write(
+        world.work().join(".mahavishnu.toml"),
+        "[profiles.agent]\nprogram = \"qwen\"\nargs = [\"--yolo\"]\nimage = \"ghcr.io/acme/qwen:1\"\n\
+         resources = { cpu = \"500m\", memory = \"1Gi\", memory_limit = \"2Gi\" }\n",
+    )
+    .unwrap();
+    let yaml = world.ok(&[
+        "--output",
+        "yaml",
+        "terminal",
+        "launch",
+        "agent",
+        "--target",
+        "kubernetes",
+        "--count",
+        "2",
+        "--namespace",
+        "team",
+        "--dry-run",
+    ]);
+    let documents: Vec<&str> = yaml
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    assert_eq!(documents.len(), 2, "{yaml}");
+    for document in documents {
+        let pod: serde_json::Value = serde_yaml::from_str(document).unwrap();
+        assert_eq!(pod["kind"], "Pod");
+        assert_eq!(pod["metadata"]["namespace"], "team");
+        assert_eq!(
+            pod["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "mahavishnu"
+        );
+        assert_eq!(pod["metadata"]["labels"]["mahavishnu.dev/profile"], "agent");
+        let container = &pod["spec"]["containers"][0];
+        assert_eq!(container["image"], "ghcr.io/acme/qwen:1");
+        assert_eq!(container["command"], serde_json::json!(["qwen", "--yolo"]));
+        assert_eq!(container["resources"]["requests"]["cpu"], "500m");
+        assert_eq!(container["resources"]["limits"]["memory"], "2Gi");
+        assert_eq!(container["tty"], true);
+        assert_eq!(container["stdin"], true);
+    }
+    assert!(fake.pod_names().is_empty(), "a dry run creates nothing");
+    assert!(
+        world
+            .json(&["terminal", "list", "--all"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// After the state is lost, `recover` re-adopts the pods by their labels.
+#[test]
+fn pods_are_recovered_after_the_state_is_lost() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let ids = world.launch(&["shell", "--target", "kubernetes", "--count", "2"]);
+    std::fs::remove_dir_all(world.state_dir()).unwrap();
+    assert!(
+        world
+            .json(&["terminal", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let adopted = support::sorted_ids(&world.json(&["terminal", "recover"]));
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(adopted, expected);
+    let exec = world.json(&["terminal", "exec", &ids[0], "--", "true"]);
+    assert_eq!(exec["exit_code"], 0);
+}
+
+/// Preflight names what is wrong: an unreadable kubeconfig, a namespace that does not exist.
+#[test]
+fn preflight_says_why_the_cluster_is_not_ready() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    for (key, value, reason) in [
+        ("NAMESPACE", "missing", "namespace `missing` does not exist"),
+        (
+            "KUBECONFIG",
+            "/nonexistent/kubeconfig",
+            "/nonexistent/kubeconfig",
+        ),
+    ] {
+        let output = world
+            .command(&["--output", "json", "targets"])
+            .env(format!("MAHAVISHNU_TARGETS__KUBERNETES__{key}"), value)
+            .output()
+            .unwrap();
+        let verdicts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let kubernetes = &verdicts[2];
+        assert_eq!(kubernetes["ready"], false, "{key}={value}: {kubernetes}");
+        assert!(
+            kubernetes["detail"].as_str().unwrap().contains(reason),
+            "{key}={value}: {kubernetes}"
+        );
+    }
+}
+
+/// Against a real cluster, when `MAHAVISHNU_TEST_KUBECONFIG` names one: launch a pod, exec, close. A
+/// set but unreachable cluster fails the test.
+#[test]
+fn a_real_cluster_when_one_is_configured() {
+    let Some(kubeconfig) = std::env::var_os("MAHAVISHNU_TEST_KUBECONFIG") else {
+        eprintln!("MAHAVISHNU_TEST_KUBECONFIG is not set: no real cluster to test against");
+        return;
+    };
+    let world = World::new();
+    let image = std::env::var("MAHAVISHNU_TEST_IMAGE").unwrap_or_else(|_| "busybox:1.36".into());
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!(
+            "[targets.kubernetes]\nkubeconfig = {:?}\nimage = {image:?}\n",
+            std::path::PathBuf::from(kubeconfig).display().to_string()
+        ),
+    )
+    .unwrap();
+    let targets = world.json(&["targets"]);
+    assert_eq!(
+        targets[2]["ready"], true,
+        "the configured cluster is reachable: {}",
+        targets[2]
+    );
+    let id = world.launch(&["shell", "--target", "kubernetes"]).remove(0);
+    let exec = world.json(&[
+        "terminal",
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo real-$((2+3))",
+    ]);
+    assert_eq!(exec["stdout"], "real-5\n");
+    world.ok(&["terminal", "close", &id]);
+}
+
+/// `instances logs --follow` prints as the pod prints, and ends when it ends.
+#[test]
+fn logs_follow_until_the_pod_ends() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let id = world
+        .launch(&[
+            "shell",
+            "--target",
+            "kubernetes",
+            "--",
+            "-c",
+            "echo first; sleep 1; echo second",
+        ])
+        .remove(0);
+    let started = std::time::Instant::now();
+    let followed = world.ok(&["instances", "logs", "--follow", &id]);
+    assert!(
+        followed.contains("first") && followed.contains("second"),
+        "{followed:?}"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "it waited for the rest"
+    );
+    assert_eq!(world.state_of(&id), "exited");
 }

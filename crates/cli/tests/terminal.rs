@@ -690,15 +690,8 @@ fn sessions_are_recovered_after_the_state_is_lost() {
         world.json(&["terminal", "list"]).as_array().unwrap().len(),
         0
     );
-    let adopted = world.json(&["terminal", "recover"]);
-    let mut ids: Vec<&str> = adopted
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
-    ids.sort();
-    let mut want = vec![pty.as_str(), tmux.as_str()];
+    let ids = support::sorted_ids(&world.json(&["terminal", "recover"]));
+    let mut want = vec![pty.clone(), tmux.clone()];
     want.sort();
     assert_eq!(ids, want);
     world.ok(&["terminal", "send", &pty, "echo BACK-$((2+3))"]);

@@ -31,6 +31,12 @@ pub trait Target: Send + Sync {
         name.to_string()
     }
 
+    /// What launching `spec` would create, for `--dry-run`: by default the spec itself; a cluster
+    /// target returns its manifest.
+    async fn plan(&self, spec: &LaunchSpec) -> Result<serde_json::Value> {
+        serde_json::to_value(spec).map_err(|e| Error::Invalid(format!("cannot show the plan: {e}")))
+    }
+
     /// Starts one instance and reports it as first observed.
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observation>;
 

@@ -335,6 +335,12 @@ impl Target for KubernetesTarget {
         }
     }
 
+    async fn plan(&self, spec: &LaunchSpec) -> Result<serde_json::Value> {
+        let pod = pod_manifest(spec, &self.settings)?;
+        serde_json::to_value(pod)
+            .map_err(|e| Error::Invalid(format!("cannot show the manifest: {e}")))
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observation> {
         let native = spec.id.native();
         let (namespace, _) = split(native)?;

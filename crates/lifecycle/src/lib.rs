@@ -528,7 +528,7 @@ impl Lifecycle {
             } else {
                 let filter = ListFilter {
                     project: Some(context.project_dir.clone()),
-                    all: false,
+                    ..Default::default()
                 };
                 self.orchestrator
                     .list_instances(&filter)

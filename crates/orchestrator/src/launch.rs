@@ -46,9 +46,11 @@ pub struct LaunchOutcome {
 }
 
 impl Orchestrator {
-    /// Starts `request.count` instances of a profile in parallel, at most `terminal.max_concurrent` at a
-    /// time, and records them.
-    pub async fn launch_instances(&self, request: &LaunchRequest) -> Result<LaunchOutcome> {
+    /// The launch specs a request makes, and its target; nothing is recorded or started.
+    fn launch_specs(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<(Arc<dyn Target>, &ProfileConfig, Vec<LaunchSpec>)> {
         let terminal = &self.config.config.terminal;
         if request.count == 0 {
             return Err(Error::Invalid(
@@ -90,9 +92,9 @@ impl Orchestrator {
         labels.extend(request.labels.clone());
         let names = self.instance_names(kind, target.as_ref(), request)?;
 
-        let mut specs = Vec::with_capacity(names.len());
-        for id in names {
-            let spec = LaunchSpec {
+        let specs = names
+            .into_iter()
+            .map(|id| LaunchSpec {
                 id,
                 profile: request.profile.clone(),
                 command: command.clone(),
@@ -102,7 +104,28 @@ impl Orchestrator {
                 cols: terminal.cols.max(10),
                 labels: labels.clone(),
                 container: container.clone(),
-            };
+            })
+            .collect();
+        Ok((target, profile, specs))
+    }
+
+    /// What a launch would create, target by target (a pod manifest for Kubernetes, the launch spec
+    /// for terminals); nothing is recorded or started.
+    pub async fn plan_launch(&self, request: &LaunchRequest) -> Result<Vec<serde_json::Value>> {
+        let (target, _, specs) = self.launch_specs(request)?;
+        let mut plans = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            plans.push(target.plan(spec).await?);
+        }
+        Ok(plans)
+    }
+
+    /// Starts `request.count` instances of a profile in parallel, at most `terminal.max_concurrent` at a
+    /// time, and records them.
+    pub async fn launch_instances(&self, request: &LaunchRequest) -> Result<LaunchOutcome> {
+        let (target, profile, planned) = self.launch_specs(request)?;
+        let mut specs = Vec::with_capacity(planned.len());
+        for spec in planned {
             let mut instance = record_for(&spec, profile.waiting_rules(), InstanceState::Starting);
             instance.submit_delay_ms = profile.submit_delay_ms;
             if !self.store.insert_instance(&instance)? {

@@ -40,6 +40,8 @@ pub struct ListFilter {
     pub project: Option<PathBuf>,
     /// Include closed instances.
     pub all: bool,
+    /// Only instances of this target.
+    pub target: Option<TargetKind>,
 }
 
 /// What `capture` returns.
@@ -172,9 +174,24 @@ impl Orchestrator {
                 project
                     .as_deref()
                     .is_none_or(|dir| belongs_to(instance, dir))
+                    && filter.target.is_none_or(|kind| instance.target == kind)
             })
             .collect();
         self.reconcile(instances).await
+    }
+
+    /// The ids of the live instances of a project (of every project when `project` is None).
+    pub async fn live_ids(&self, project: Option<PathBuf>) -> Result<Vec<InstanceId>> {
+        let filter = ListFilter {
+            project,
+            ..Default::default()
+        };
+        Ok(self
+            .list_instances(&filter)
+            .await?
+            .into_iter()
+            .map(|instance| instance.id)
+            .collect())
     }
 
     /// Brings the records of `instances` up to date with their targets; returns them updated.

@@ -22,6 +22,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
         Command::Terminal(command) => terminal::run(global, command).await,
+        Command::Instances(command) => terminal::instances(global, command).await,
         Command::Targets => {
             let orchestrator = context::orchestrator(global)?;
             let verdicts = orchestrator.preflight_targets().await;

@@ -6,13 +6,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use mahavishnu_api::Api;
 use mahavishnu_core::keys::{Key, NamedKey};
 use mahavishnu_core::{
     Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind,
 };
 use mahavishnu_orchestrator::{LaunchRequest, ListFilter, Orchestrator, WaitCondition};
 
-use crate::cli::{GlobalArgs, TargetArg, TerminalCommand};
+use crate::cli::{
+    CloseArgs, ExecArgs, GlobalArgs, InstancesCommand, LaunchArgs, LogsArgs, TargetArg,
+    TerminalCommand,
+};
 use crate::context;
 use crate::output::{self, OutputFormat, emit};
 
@@ -21,35 +25,7 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
     let orchestrator = api.orchestrator();
     let format = global.output;
     match command {
-        TerminalCommand::Launch(args) => {
-            let request = LaunchRequest {
-                profile: args.profile,
-                count: args.count,
-                target: args.target.map(TargetArg::kind),
-                cwd: args.cwd,
-                env: pairs("--env", &args.env)?,
-                name: args.name,
-                args: args.args,
-                labels: pairs("--label", &args.labels)?,
-                image: args.image,
-            };
-            let outcome = orchestrator.launch_instances(&request).await?;
-            emit(format, &outcome.instances, || {
-                outcome
-                    .instances
-                    .iter()
-                    .map(|instance| format!("{}\n", instance.id))
-                    .collect()
-            })?;
-            for error in &outcome.errors {
-                eprintln!("error: {error}");
-            }
-            Ok(if outcome.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        TerminalCommand::Launch(args) => launch(global, args).await,
         TerminalCommand::Send(args) => {
             let id = orchestrator.resolve_id(&args.id)?;
             let mut input = vec![InputPart::Text(args.text)];
@@ -99,80 +75,177 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        TerminalCommand::List(args) => {
-            let filter = ListFilter {
-                project: args.project,
-                all: args.all,
-            };
-            let instances = orchestrator.list_instances(&filter).await?;
-            emit(format, &instances, || instance_table(&instances))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        TerminalCommand::Show(args) => {
-            let id = orchestrator.resolve_id(&args.id)?;
-            let instance = orchestrator.instance(&id).await?;
-            emit(format, &instance, || {
-                instance_table(std::slice::from_ref(&instance))
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
-        TerminalCommand::Exec(args) => {
-            let id = orchestrator.resolve_id(&args.id)?;
-            let output = orchestrator
-                .exec(&id, args.command, seconds("--timeout", args.timeout)?)
-                .await?;
-            exec_output(format, &id, &output)
-        }
+        TerminalCommand::List(args) => list(&api, format, args.project, args.all, None).await,
+        TerminalCommand::Show(args) => show(&api, format, &args.id).await,
+        TerminalCommand::Exec(args) => exec(&api, format, args).await,
         TerminalCommand::Attach(args) => attach(orchestrator, &args.id).await,
-        TerminalCommand::Close(args) => {
-            let ids: Vec<InstanceId> = if args.all {
-                let filter = ListFilter {
-                    project: args.project,
-                    all: false,
-                };
-                orchestrator
-                    .list_instances(&filter)
-                    .await?
-                    .into_iter()
-                    .map(|instance| instance.id)
-                    .collect()
-            } else {
-                args.ids
-                    .iter()
-                    .map(|id| orchestrator.resolve_id(id))
-                    .collect::<Result<_, Error>>()?
-            };
-            let grace = args
-                .grace
-                .map(|grace| seconds("--grace", grace))
-                .transpose()?;
-            let outcomes = orchestrator.close_instances(&ids, grace).await?;
-            emit(format, &outcomes, || {
-                outcomes
-                    .iter()
-                    .map(|outcome| match &outcome.error {
-                        None => format!("closed {}\n", outcome.id),
-                        Some(error) => format!("not closed {}: {error}\n", outcome.id),
-                    })
-                    .collect()
-            })?;
-            Ok(if outcomes.iter().all(|outcome| outcome.closed) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        TerminalCommand::Logs(args) => {
-            let id = orchestrator.resolve_id(&args.id)?;
-            let text = orchestrator.logs(&id).await?;
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
-        }
+        TerminalCommand::Close(args) => close(&api, format, args).await,
+        TerminalCommand::Logs(args) => logs(&api, args).await,
         TerminalCommand::Recover => {
             let adopted = orchestrator.recover_instances().await?;
             emit(format, &adopted, || instance_table(&adopted))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `instances ...`: the same operations, for instances of any target.
+pub async fn instances(global: &GlobalArgs, command: InstancesCommand) -> Result<ExitCode> {
+    if let InstancesCommand::Launch(args) = command {
+        return launch(global, args).await;
+    }
+    let api = context::api(global)?;
+    let format = global.output;
+    match command {
+        InstancesCommand::Launch(_) => unreachable!("handled above"),
+        InstancesCommand::Exec(args) => exec(&api, format, args).await,
+        InstancesCommand::Status(args) => show(&api, format, &args.id).await,
+        InstancesCommand::List(args) => {
+            let target = args.target.map(TargetArg::kind);
+            list(&api, format, args.project, args.all, target).await
+        }
+        InstancesCommand::Stop(args) => close(&api, format, args).await,
+        InstancesCommand::Logs(args) => logs(&api, args).await,
+    }
+}
+
+async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
+    let (namespace, context) = (args.namespace.clone(), args.context.clone());
+    let orchestrator = context::orchestrator_with(global, |config| {
+        let kubernetes = &mut config.config.targets.kubernetes;
+        if namespace.is_some() {
+            kubernetes.namespace = namespace;
+        }
+        if context.is_some() {
+            kubernetes.context = context;
+        }
+    })?;
+    let format = global.output;
+    let request = LaunchRequest {
+        profile: args.profile,
+        count: args.count,
+        target: args.target.map(TargetArg::kind),
+        cwd: args.cwd,
+        env: pairs("--env", &args.env)?,
+        name: args.name,
+        args: args.args,
+        labels: pairs("--label", &args.labels)?,
+        image: args.image,
+    };
+    if args.dry_run {
+        let plans = orchestrator.plan_launch(&request).await?;
+        if format == OutputFormat::Json {
+            emit(format, &plans, String::new)?;
+        } else {
+            // YAML documents, one per instance: what `kubectl apply -f -` takes.
+            for plan in &plans {
+                print!("---\n{}", serde_yaml::to_string(plan)?);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = orchestrator.launch_instances(&request).await?;
+    emit(format, &outcome.instances, || {
+        outcome
+            .instances
+            .iter()
+            .map(|instance| format!("{}\n", instance.id))
+            .collect()
+    })?;
+    for error in &outcome.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(if outcome.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn list(
+    api: &Api,
+    format: OutputFormat,
+    project: Option<std::path::PathBuf>,
+    all: bool,
+    target: Option<TargetKind>,
+) -> Result<ExitCode> {
+    let filter = ListFilter {
+        project,
+        all,
+        target,
+    };
+    let instances = api.orchestrator().list_instances(&filter).await?;
+    emit(format, &instances, || instance_table(&instances))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(api: &Api, format: OutputFormat, text: &str) -> Result<ExitCode> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(text)?;
+    let instance = orchestrator.instance(&id).await?;
+    emit(format, &instance, || {
+        instance_table(std::slice::from_ref(&instance))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn exec(api: &Api, format: OutputFormat, args: ExecArgs) -> Result<ExitCode> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&args.id)?;
+    let output = orchestrator
+        .exec(&id, args.command, seconds("--timeout", args.timeout)?)
+        .await?;
+    exec_output(format, &id, &output)
+}
+
+async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitCode> {
+    let orchestrator = api.orchestrator();
+    let ids: Vec<InstanceId> = if args.all {
+        orchestrator.live_ids(args.project).await?
+    } else {
+        args.ids
+            .iter()
+            .map(|id| orchestrator.resolve_id(id))
+            .collect::<Result<_, Error>>()?
+    };
+    let grace = args
+        .grace
+        .map(|grace| seconds("--grace", grace))
+        .transpose()?;
+    let outcomes = orchestrator.close_instances(&ids, grace).await?;
+    emit(format, &outcomes, || {
+        outcomes
+            .iter()
+            .map(|outcome| match &outcome.error {
+                None => format!("closed {}\n", outcome.id),
+                Some(error) => format!("not closed {}: {error}\n", outcome.id),
+            })
+            .collect()
+    })?;
+    Ok(if outcomes.iter().all(|outcome| outcome.closed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints what an instance printed; with `--follow`, keeps printing until it ends.
+async fn logs(api: &Api, args: LogsArgs) -> Result<ExitCode> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&args.id)?;
+    let mut printed = 0;
+    loop {
+        let text = orchestrator.logs(&id).await?;
+        if text.len() >= printed {
+            let mut stdout = std::io::stdout();
+            stdout.write_all(&text.as_bytes()[printed..])?;
+            stdout.flush()?;
+            printed = text.len();
+        }
+        if !args.follow || !orchestrator.instance(&id).await?.state.is_live() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -571,6 +571,13 @@ async fn create_pod(
     UrlPath(namespace): UrlPath<String>,
     axum::Json(mut pod): axum::Json<Value>,
 ) -> Response {
+    if namespace == "missing" {
+        return status(
+            404,
+            "NotFound",
+            format!("namespaces \"{namespace}\" not found"),
+        );
+    }
     let Some(name) = pod["metadata"]["name"].as_str().map(String::from) else {
         return status(
             422,

@@ -218,3 +218,15 @@ pub fn succeeded(what: &str, output: Output) -> Output {
     );
     output
 }
+
+/// The `id`s of a JSON array of instances, sorted.
+pub fn sorted_ids(instances: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = instances
+        .as_array()
+        .expect("an array of instances")
+        .iter()
+        .map(|instance| instance["id"].as_str().expect("an id").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
