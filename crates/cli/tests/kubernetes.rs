@@ -96,8 +96,53 @@ fn kubectl_lists_and_execs_against_the_fake() {
             .as_str()
             .is_some_and(|uid| !uid.is_empty())
     );
-    world.ok(&["terminal", "close", &id]);
-    assert!(fake.pod_names().is_empty(), "close deleted the pod");
+    world.ok(&["terminal", "send", &id, "echo via-$((40+2))"]);
+    world.ok(&[
+        "terminal",
+        "wait",
+        &id,
+        "--for",
+        "^via-42",
+        "--timeout",
+        "20",
+    ]);
+    let logs = kubectl(&fake, &["logs", "-n", "dev", "probe"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("via-42"),
+        "kubectl logs shows what the session printed: {}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
+    // A watch stream sees a new pod added and then running.
+    let address = format!("127.0.0.1:{}", fake.port);
+    let watcher = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "GET /api/v1/namespaces/dev/pods?watch=true&resourceVersion=1&timeoutSeconds=3 HTTP/1.1\r\n\
+             Host: fake\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    world.launch(&["shell", "--target", "kubernetes", "--name", "watched"]);
+    let events = watcher.join().unwrap();
+    assert!(
+        events.contains(r#""type":"ADDED""#) && events.contains(r#""name":"watched""#),
+        "{events}"
+    );
+    assert!(events.contains(r#""phase":"Running""#), "{events}");
+
+    world.ok(&["terminal", "close", "--all", "--grace", "0"]);
+    let started = std::time::Instant::now();
+    while !fake.pod_names().is_empty() && started.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(fake.pod_names().is_empty(), "close deleted the pods");
 }
 
 /// Shells in pods: launch three, type, wait, read the screen, exec, list, logs, close.
