@@ -454,12 +454,13 @@ impl Target for KubernetesTarget {
             .write_all(&bytes)
             .await
             .map_err(|e| Error::target(KIND, format!("typing into {native}: {e}")))?;
-        stdin
-            .flush()
-            .await
-            .map_err(|e| Error::target(KIND, format!("typing into {native}: {e}")))?;
-        // Give the bytes time to leave before the stream closes.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Closing our end of stdin sends everything written, then the end-of-stdin signal; a server that
+        // then ends the attach tells us all of it arrived. One that keeps it open gets a moment first.
+        let ended = attached.take_status();
+        drop(stdin);
+        if let Some(ended) = ended {
+            let _ = tokio::time::timeout(Duration::from_millis(300), ended).await;
+        }
         attached.abort();
         Ok(())
     }

@@ -928,6 +928,11 @@ async fn run_attach(mut socket: WebSocket, container: Arc<Container>) {
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Binary(data))) if !data.is_empty() && data[0] == 0 => container.write(&data[1..]),
+                // The client closed its stdin (v5): an attach for typing only is done.
+                Some(Ok(Message::Binary(data))) if data.first() == Some(&255) => {
+                    close_normally(&mut socket).await;
+                    return;
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 _ => {}
             },
