@@ -32,7 +32,8 @@ const CONTAINER: &str = "main";
 /// The Kubernetes target.
 pub struct KubernetesTarget {
     settings: KubernetesConfig,
-    namespace: String,
+    /// Resolved on first use, so commands that never touch the cluster never read a kubeconfig.
+    namespace: std::sync::OnceLock<String>,
     client: tokio::sync::OnceCell<Client>,
     /// Terminal sizes of the pods this process has seen, so a screen needs one API call.
     sizes: Mutex<BTreeMap<String, (u16, u16)>>,
@@ -42,21 +43,9 @@ impl KubernetesTarget {
     /// A target for `settings`; the namespace is the configured one, else the context's, else the
     /// in-cluster one, else `default`. No connection is made until it is needed.
     pub fn new(settings: KubernetesConfig) -> Self {
-        let namespace = settings
-            .namespace
-            .clone()
-            .or_else(|| {
-                context_namespace(settings.kubeconfig.as_deref(), settings.context.as_deref())
-            })
-            .or_else(|| {
-                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-                    .ok()
-                    .map(|ns| ns.trim().to_string())
-            })
-            .unwrap_or_else(|| "default".into());
         KubernetesTarget {
             settings,
-            namespace,
+            namespace: std::sync::OnceLock::new(),
             client: tokio::sync::OnceCell::new(),
             sizes: Mutex::new(BTreeMap::new()),
         }
@@ -64,7 +53,23 @@ impl KubernetesTarget {
 
     /// The namespace new pods go to.
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        self.namespace.get_or_init(|| {
+            let settings = &self.settings;
+            settings
+                .namespace
+                .clone()
+                .or_else(|| {
+                    context_namespace(settings.kubeconfig.as_deref(), settings.context.as_deref())
+                })
+                .or_else(|| {
+                    std::fs::read_to_string(
+                        "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                    )
+                    .ok()
+                    .map(|ns| ns.trim().to_string())
+                })
+                .unwrap_or_else(|| "default".into())
+        })
     }
 
     fn timeout(&self) -> Duration {
@@ -97,8 +102,10 @@ impl KubernetesTarget {
                         ))
                     })?,
                 };
+                // Unary calls are bounded by `call`; exec and log streams by their own timeouts, so a
+                // silent command is not cut off by a read timeout.
                 config.connect_timeout = Some(self.timeout());
-                config.read_timeout = Some(self.timeout());
+                config.read_timeout = None;
                 Client::try_from(config).map_err(|e| not_ready(format!("cannot make a client: {e}")))
             })
             .await
@@ -156,7 +163,7 @@ impl KubernetesTarget {
         let listed = match self.call("list pods", everywhere.list(&selector)).await {
             Ok(list) => list,
             Err(_) => {
-                let here: Api<Pod> = Api::namespaced(client, &self.namespace);
+                let here: Api<Pod> = Api::namespaced(client, self.namespace());
                 self.call("list pods", here.list(&selector)).await?
             }
         };
@@ -275,7 +282,7 @@ impl Target for KubernetesTarget {
     }
 
     fn native_name(&self, name: &str) -> String {
-        format!("{}/{}", self.namespace, name)
+        format!("{}/{}", self.namespace(), name)
     }
 
     async fn preflight(&self) -> Preflight {
@@ -286,16 +293,16 @@ impl Target for KubernetesTarget {
                 .await?;
             let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
             if self
-                .call("read the namespace", namespaces.get_opt(&self.namespace))
+                .call("read the namespace", namespaces.get_opt(self.namespace()))
                 .await?
                 .is_none()
             {
                 return Err(not_ready(format!(
                     "namespace `{}` does not exist; create it or set targets.kubernetes.namespace",
-                    self.namespace
+                    self.namespace()
                 )));
             }
-            let review = manifest::access_review(&self.namespace);
+            let review = manifest::access_review(self.namespace());
             let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
                 Api::all(client);
             let answer = self
@@ -307,12 +314,13 @@ impl Target for KubernetesTarget {
             if !answer.status.is_some_and(|status| status.allowed) {
                 return Err(not_ready(format!(
                     "not allowed to create pods in namespace `{}`",
-                    self.namespace
+                    self.namespace()
                 )));
             }
             Ok(format!(
                 "cluster {} reachable; namespace `{}`; may create pods",
-                version.git_version, self.namespace
+                version.git_version,
+                self.namespace()
             ))
         }
         .await;
