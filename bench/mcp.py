@@ -89,8 +89,8 @@ def stdio_figures(env):
         send(process, {"jsonrpc": "2.0", "id": 100 + n, "method": "tools/list"})
         answer = read_message(process, 100 + n)
         listing.append((time.perf_counter() - started) * 1000)
-        assert len(answer["result"]["tools"]) == 29
-    report("tools/list round trip (29 tools, stdio)", listing, 2)
+        tools = len(answer["result"]["tools"])
+    report("tools/list round trip (%d tools, stdio)" % tools, listing, 2)
     time.sleep(0.5)
     with open("/proc/%d/status" % process.pid) as status:
         rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

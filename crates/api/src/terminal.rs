@@ -30,6 +30,13 @@ pub(crate) fn operations() -> Vec<Operation> {
             send,
         ),
         define(
+            "terminal_broadcast",
+            false,
+            "Type the same text (then Enter) into every live session at once, or into those of a \
+             project or a profile; one result per session.",
+            broadcast,
+        ),
+        define(
             "terminal_keys",
             false,
             "Press named keys in a session: Enter, Escape, Tab, Up, Down, Left, Right, C-c, M-x, F1 ...",
@@ -251,6 +258,44 @@ async fn send(api: Api, params: SendParams, _: Progress) -> Result<Reply> {
     )
 }
 
+/// Arguments of `terminal_broadcast`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastParams {
+    /// The text, typed literally into every matching session.
+    pub text: String,
+    /// Press Enter after the text.
+    #[serde(default = "yes")]
+    pub enter: bool,
+    /// Only sessions of this project (or started below this directory).
+    #[serde(default)]
+    pub project: Option<PathBuf>,
+    /// Only sessions of this profile.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+async fn broadcast(api: Api, params: BroadcastParams, _: Progress) -> Result<Reply> {
+    bounded("text", &params.text)?;
+    let orchestrator = api.orchestrator();
+    let ids = orchestrator
+        .live_ids(params.project.map(|dir| api.absolute(&dir)), params.profile)
+        .await?;
+    let mut input = vec![InputPart::Text(params.text)];
+    if params.enter {
+        input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
+    }
+    let outcomes = orchestrator.broadcast(&ids, &input).await;
+    let failed = outcomes.iter().filter(|outcome| !outcome.ok).count();
+    let summary = format!(
+        "typed into {} of {} sessions{}",
+        outcomes.len() - failed,
+        outcomes.len(),
+        if failed > 0 { "; see the errors" } else { "" }
+    );
+    Reply::list("sent", &outcomes, summary)
+}
+
 /// Arguments of `terminal_keys`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -426,7 +471,7 @@ async fn list(api: Api, params: ListParams, _: Progress) -> Result<Reply> {
     let filter = ListFilter {
         project: params.project.map(|dir| api.absolute(&dir)),
         all: params.all,
-        target: None,
+        ..Default::default()
     };
     let listed = api.orchestrator().list_instances(&filter).await?;
     let summary = instance_lines(&listed);
@@ -453,6 +498,7 @@ async fn instances(api: Api, params: InstancesParams, _: Progress) -> Result<Rep
         project: params.project.map(|dir| api.absolute(&dir)),
         all: params.all,
         target: target_kind(params.target.as_deref())?,
+        ..Default::default()
     };
     let listed = api.orchestrator().list_instances(&filter).await?;
     let summary = instance_lines(&listed);
@@ -549,7 +595,7 @@ async fn close(api: Api, params: CloseParams, _: Progress) -> Result<Reply> {
     let ids: Vec<InstanceId> = match (params.all, params.ids.is_empty()) {
         (true, true) => {
             orchestrator
-                .live_ids(params.project.map(|dir| api.absolute(&dir)))
+                .live_ids(params.project.map(|dir| api.absolute(&dir)), None)
                 .await?
         }
         (false, false) => params

@@ -560,14 +560,22 @@ pub struct IdArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Session id
-    pub id: String,
-    /// Text, typed literally; never interpreted by a shell
-    #[arg(allow_hyphen_values = true)]
-    pub text: String,
+    /// The session id, then the text; with --all only the text. Text is typed literally and never
+    /// interpreted by a shell
+    #[arg(required = true, num_args = 1..=2, allow_hyphen_values = true, value_name = "ID] [TEXT")]
+    pub words: Vec<String>,
     /// Do not press Enter after the text
     #[arg(long)]
     pub no_enter: bool,
+    /// Type the text into every live session (of --project, of --profile) at once
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only sessions of this project
+    #[arg(long, value_name = "DIR", requires = "all")]
+    pub project: Option<PathBuf>,
+    /// With --all: only sessions of this profile
+    #[arg(long, requires = "all")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -598,7 +606,17 @@ pub struct CaptureArgs {
 #[command(group(clap::ArgGroup::new("condition").required(true).args(["pattern", "idle", "waiting"])))]
 pub struct WaitArgs {
     /// Session id
-    pub id: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<String>,
+    /// Wait for every live session (of --project, of --profile) at once
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only sessions of this project
+    #[arg(long, value_name = "DIR", requires = "all")]
+    pub project: Option<PathBuf>,
+    /// With --all: only sessions of this profile
+    #[arg(long, requires = "all")]
+    pub profile: Option<String>,
     /// Until the screen matches this regular expression (`^` and `$` match at each line)
     #[arg(long = "for", value_name = "REGEX")]
     pub pattern: Option<String>,

@@ -14,6 +14,9 @@ use support::{World, binary, git, succeeded};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
+/// How many tools (and `/v1` operations) the server offers.
+const TOOLS: usize = 30;
+
 /// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
 fn python_path() -> PathBuf {
     let path = std::env::var_os("MAHAVISHNU_TEST_PYTHONPATH").map(PathBuf::from).expect(
@@ -222,7 +225,7 @@ fn the_python_client_drives_the_stdio_server() {
         &world,
         &["stdio", binary().to_str().unwrap(), work.to_str().unwrap()],
     );
-    assert_eq!(report["tools"].as_array().unwrap().len(), 29);
+    assert_eq!(report["tools"].as_array().unwrap().len(), TOOLS);
     assert_same_shapes_as_the_cli(&world, &report, "mcp-stdio");
 }
 
@@ -286,7 +289,7 @@ fn http_needs_the_token_off_loopback_and_checks_tokens_and_hosts() {
     let (status, body) = server.request("GET", "/v1", &auth, "");
     assert_eq!(status, 200);
     let listed: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(listed["operations"].as_array().unwrap().len(), 29);
+    assert_eq!(listed["operations"].as_array().unwrap().len(), TOOLS);
     let (status, body) = server.request("POST", "/v1/no_such", &auth, "{}");
     assert_eq!(status, 404, "{body}");
     let (status, body) = server.request("POST", "/v1/terminal_capture", &auth, "{not json");
@@ -395,7 +398,7 @@ fn the_inspector_cli_lists_calls_reads_and_prompts() {
     };
 
     let tools = stdio(&["--method", "tools/list"]);
-    assert_eq!(tools["tools"].as_array().unwrap().len(), 29);
+    assert_eq!(tools["tools"].as_array().unwrap().len(), TOOLS);
     let launched = stdio(&[
         "--method",
         "tools/call",

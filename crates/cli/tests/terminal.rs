@@ -801,3 +801,66 @@ fn attach_hands_over_the_terminal_and_gives_it_back() {
         outer_tmux(&["kill-server"]);
     }
 }
+
+/// `send --all` types one prompt into every matching session at once; `wait --all` waits for all.
+#[test]
+fn send_all_broadcasts_and_wait_all_waits_for_every_session() {
+    let world = World::new();
+    let ids = launch_shells(&world, "pty", 3);
+    world.ok(&[
+        "terminal",
+        "wait",
+        "--all",
+        "--idle",
+        "300",
+        "--timeout",
+        "20",
+    ]);
+    let sent = world.json(&[
+        "terminal",
+        "send",
+        "--all",
+        "--profile",
+        "shell",
+        "echo BC-$((1+1))",
+    ]);
+    assert_eq!(support::sorted_ids(&sent), {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted
+    });
+    assert!(
+        sent.as_array().unwrap().iter().all(|s| s["ok"] == true),
+        "{sent}"
+    );
+    world.ok(&[
+        "terminal",
+        "wait",
+        "--all",
+        "--for",
+        "^BC-2$",
+        "--timeout",
+        "20",
+    ]);
+    for id in &ids {
+        let screen = world.ok(&["terminal", "capture", id]);
+        assert!(screen.contains("\nBC-2"), "{id}:\n{screen}");
+    }
+    let none = world.ok(&["terminal", "send", "--all", "--profile", "qwen", "hello"]);
+    assert!(none.contains("no live sessions match"), "{none}");
+    let usage = world.fails(&["terminal", "send", "--all", "two", "words"], 2);
+    assert!(usage.contains("with --all give only the text"), "{usage}");
+    let timed_out = world.fails(
+        &[
+            "terminal",
+            "wait",
+            "--all",
+            "--for",
+            "never-there",
+            "--timeout",
+            "0.5",
+        ],
+        1,
+    );
+    assert!(timed_out.contains("3 of 3 sessions failed"), "{timed_out}");
+}

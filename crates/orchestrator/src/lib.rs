@@ -42,6 +42,23 @@ pub struct ListFilter {
     pub all: bool,
     /// Only instances of this target.
     pub target: Option<TargetKind>,
+    /// Only instances of this profile.
+    pub profile: Option<String>,
+}
+
+/// What one instance of a broadcast or of a wait for many did.
+#[derive(Clone, Debug, Serialize)]
+pub struct EachOutcome {
+    /// The instance.
+    pub id: InstanceId,
+    /// Whether it worked.
+    pub ok: bool,
+    /// How long it took, for a wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What `capture` returns.
@@ -175,15 +192,24 @@ impl Orchestrator {
                     .as_deref()
                     .is_none_or(|dir| belongs_to(instance, dir))
                     && filter.target.is_none_or(|kind| instance.target == kind)
+                    && filter
+                        .profile
+                        .as_deref()
+                        .is_none_or(|profile| instance.profile == profile)
             })
             .collect();
         self.reconcile(instances).await
     }
 
-    /// The ids of the live instances of a project (of every project when `project` is None).
-    pub async fn live_ids(&self, project: Option<PathBuf>) -> Result<Vec<InstanceId>> {
+    /// The ids of the live instances of a project and profile (every one when they are None).
+    pub async fn live_ids(
+        &self,
+        project: Option<PathBuf>,
+        profile: Option<String>,
+    ) -> Result<Vec<InstanceId>> {
         let filter = ListFilter {
             project,
+            profile,
             ..Default::default()
         };
         Ok(self
@@ -355,6 +381,46 @@ impl Orchestrator {
             pending.push(part.clone());
         }
         target.send(id.native(), &pending).await
+    }
+
+    /// Types the same input into every instance of `ids` at once; one outcome per instance.
+    pub async fn broadcast(&self, ids: &[InstanceId], input: &[InputPart]) -> Vec<EachOutcome> {
+        let sends = ids.iter().map(|id| async move {
+            let sent = self.send(id, input).await;
+            EachOutcome {
+                id: id.clone(),
+                ok: sent.is_ok(),
+                elapsed_ms: None,
+                error: sent.err().map(|e| e.to_string()),
+            }
+        });
+        futures::future::join_all(sends).await
+    }
+
+    /// Waits for `condition` on every instance of `ids` at once, each at most `timeout`.
+    pub async fn wait_all(
+        &self,
+        ids: &[InstanceId],
+        condition: &WaitCondition,
+        timeout: Duration,
+    ) -> Vec<EachOutcome> {
+        let waits = ids.iter().map(|id| async move {
+            match self.wait(id, condition, timeout).await {
+                Ok(outcome) => EachOutcome {
+                    id: id.clone(),
+                    ok: true,
+                    elapsed_ms: Some(outcome.elapsed_ms),
+                    error: None,
+                },
+                Err(error) => EachOutcome {
+                    id: id.clone(),
+                    ok: false,
+                    elapsed_ms: None,
+                    error: Some(error.to_string()),
+                },
+            }
+        });
+        futures::future::join_all(waits).await
     }
 
     /// The instance's screen.

@@ -11,11 +11,13 @@ use mahavishnu_core::keys::{Key, NamedKey};
 use mahavishnu_core::{
     Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind,
 };
-use mahavishnu_orchestrator::{LaunchRequest, ListFilter, Orchestrator, WaitCondition};
+use mahavishnu_orchestrator::{
+    EachOutcome, LaunchRequest, ListFilter, Orchestrator, WaitCondition,
+};
 
 use crate::cli::{
-    CloseArgs, ExecArgs, GlobalArgs, InstancesCommand, LaunchArgs, LogsArgs, TargetArg,
-    TerminalCommand,
+    CloseArgs, ExecArgs, GlobalArgs, InstancesCommand, LaunchArgs, LogsArgs, SendArgs, TargetArg,
+    TerminalCommand, WaitArgs,
 };
 use crate::context;
 use crate::output::{self, OutputFormat, emit};
@@ -26,15 +28,7 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
     let format = global.output;
     match command {
         TerminalCommand::Launch(args) => launch(global, args).await,
-        TerminalCommand::Send(args) => {
-            let id = orchestrator.resolve_id(&args.id)?;
-            let mut input = vec![InputPart::Text(args.text)];
-            if !args.no_enter {
-                input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
-            }
-            orchestrator.send(&id, &input).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        TerminalCommand::Send(args) => send(orchestrator, format, args).await,
         TerminalCommand::Keys(args) => {
             let id = orchestrator.resolve_id(&args.id)?;
             let keys = args
@@ -56,25 +50,7 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             emit(format, &captured, || captured.text.clone())?;
             Ok(ExitCode::SUCCESS)
         }
-        TerminalCommand::Wait(args) => {
-            let id = orchestrator.resolve_id(&args.id)?;
-            let condition = match (args.pattern, args.idle) {
-                (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
-                (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
-                (None, None) => WaitCondition::Waiting,
-            };
-            let outcome = orchestrator
-                .wait(&id, &condition, seconds("--timeout", args.timeout)?)
-                .await?;
-            emit(format, &outcome, || {
-                outcome
-                    .matched
-                    .as_ref()
-                    .map(|text| format!("{text}\n"))
-                    .unwrap_or_default()
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        TerminalCommand::Wait(args) => wait(orchestrator, format, args).await,
         TerminalCommand::List(args) => list(&api, format, args.project, args.all, None).await,
         TerminalCommand::Show(args) => show(&api, format, &args.id).await,
         TerminalCommand::Exec(args) => exec(&api, format, args).await,
@@ -107,6 +83,94 @@ pub async fn instances(global: &GlobalArgs, command: InstancesCommand) -> Result
         InstancesCommand::Stop(args) => close(&api, format, args).await,
         InstancesCommand::Logs(args) => logs(&api, args).await,
     }
+}
+
+/// `send ID TEXT`, or `send --all TEXT` to every matching live session at once.
+async fn send(
+    orchestrator: &Orchestrator,
+    format: OutputFormat,
+    args: SendArgs,
+) -> Result<ExitCode> {
+    let (id, text) = match (args.all, args.words.as_slice()) {
+        (false, [id, text]) => (Some(id.clone()), text.clone()),
+        (true, [text]) => (None, text.clone()),
+        (false, _) => bail!(Error::Invalid(
+            "give the session id and the text: `terminal send ID TEXT` (or `--all TEXT`)".into()
+        )),
+        (true, _) => bail!(Error::Invalid(
+            "with --all give only the text: `terminal send --all TEXT`".into()
+        )),
+    };
+    let mut input = vec![InputPart::Text(text)];
+    if !args.no_enter {
+        input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
+    }
+    let Some(id) = id else {
+        let ids = orchestrator.live_ids(args.project, args.profile).await?;
+        let outcomes = orchestrator.broadcast(&ids, &input).await;
+        return each_outcome(format, "sent to", "not sent to", &outcomes);
+    };
+    let id = orchestrator.resolve_id(&id)?;
+    orchestrator.send(&id, &input).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wait ID ...`, or `wait --all ...` until every matching live session meets the condition.
+async fn wait(
+    orchestrator: &Orchestrator,
+    format: OutputFormat,
+    args: WaitArgs,
+) -> Result<ExitCode> {
+    let condition = match (args.pattern, args.idle) {
+        (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
+        (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
+        (None, None) => WaitCondition::Waiting,
+    };
+    let timeout = seconds("--timeout", args.timeout)?;
+    let Some(id) = args.id else {
+        let ids = orchestrator.live_ids(args.project, args.profile).await?;
+        let outcomes = orchestrator.wait_all(&ids, &condition, timeout).await;
+        return each_outcome(format, "ready", "not ready", &outcomes);
+    };
+    let id = orchestrator.resolve_id(&id)?;
+    let outcome = orchestrator.wait(&id, &condition, timeout).await?;
+    emit(format, &outcome, || {
+        outcome
+            .matched
+            .as_ref()
+            .map(|text| format!("{text}\n"))
+            .unwrap_or_default()
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one line per instance of a broadcast or a wait for many; fails when any failed.
+fn each_outcome(
+    format: OutputFormat,
+    done: &str,
+    failed: &str,
+    outcomes: &[EachOutcome],
+) -> Result<ExitCode> {
+    emit(format, outcomes, || {
+        if outcomes.is_empty() {
+            return "no live sessions match\n".into();
+        }
+        outcomes
+            .iter()
+            .map(|outcome| match &outcome.error {
+                None => format!("{done} {}\n", outcome.id),
+                Some(error) => format!("{failed} {}: {error}\n", outcome.id),
+            })
+            .collect()
+    })?;
+    let failures = outcomes.iter().filter(|outcome| !outcome.ok).count();
+    if failures > 0 {
+        bail!(Error::Failed(format!(
+            "{failures} of {} sessions failed",
+            outcomes.len()
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
@@ -173,6 +237,7 @@ async fn list(
         project,
         all,
         target,
+        ..Default::default()
     };
     let instances = api.orchestrator().list_instances(&filter).await?;
     emit(format, &instances, || instance_table(&instances))?;
@@ -201,7 +266,7 @@ async fn exec(api: &Api, format: OutputFormat, args: ExecArgs) -> Result<ExitCod
 async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitCode> {
     let orchestrator = api.orchestrator();
     let ids: Vec<InstanceId> = if args.all {
-        orchestrator.live_ids(args.project).await?
+        orchestrator.live_ids(args.project, None).await?
     } else {
         args.ids
             .iter()

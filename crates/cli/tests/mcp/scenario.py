@@ -27,6 +27,7 @@ EXPECTED_TOOLS = {
     "checkpoint_create", "checkpoint_list", "checkpoint_diff", "checkpoint_restore",
     "agents_list", "agent_get", "agent_create", "agents_validate", "agent_run",
     "instances_launch", "instance_exec", "instance_status", "instances_list", "instance_stop",
+    "terminal_broadcast",
 }
 
 
@@ -91,6 +92,9 @@ async def scenario(session, workdir, transport):
     executed = await call(session, "terminal_exec", {"id": first, "command": ["pwd"]})
     check(executed["exit_code"] == 0, f"exec ran: {executed}")
     check(os.path.realpath(executed["stdout"].strip()) == os.path.realpath(workdir), f"exec ran in the cwd: {executed}")
+    sent_all = await call(session, "terminal_broadcast", {"text": "echo everyone-$((3*3))", "profile": "shell"})
+    check({s["id"] for s in sent_all["sent"]} >= set(ids) and all(s["ok"] for s in sent_all["sent"]), f"{sent_all}")
+    await call(session, "terminal_wait", {"id": ids[1], "pattern": "^everyone-9$", "timeout": 20})
     keys = await call(session, "terminal_keys", {"id": ids[1], "keys": ["C-c"]})
     check(keys["keys"] == ["C-c"], f"the key pressed: {keys}")
     listed = await call(session, "terminal_list", {})
