@@ -567,7 +567,14 @@ pub struct SendArgs {
     /// Do not press Enter after the text
     #[arg(long)]
     pub no_enter: bool,
-    /// Type the text into every live session (of --project, of --profile) at once
+    #[command(flatten)]
+    pub every: EverySession,
+}
+
+/// `--all [--project DIR] [--profile P]`: every live session that matches, at once.
+#[derive(Debug, Args)]
+pub struct EverySession {
+    /// Every live session (of --project, of --profile) at once
     #[arg(long)]
     pub all: bool,
     /// With --all: only sessions of this project
@@ -608,15 +615,8 @@ pub struct WaitArgs {
     /// Session id
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub id: Option<String>,
-    /// Wait for every live session (of --project, of --profile) at once
-    #[arg(long)]
-    pub all: bool,
-    /// With --all: only sessions of this project
-    #[arg(long, value_name = "DIR", requires = "all")]
-    pub project: Option<PathBuf>,
-    /// With --all: only sessions of this profile
-    #[arg(long, requires = "all")]
-    pub profile: Option<String>,
+    #[command(flatten)]
+    pub every: EverySession,
     /// Until the screen matches this regular expression (`^` and `$` match at each line)
     #[arg(long = "for", value_name = "REGEX")]
     pub pattern: Option<String>,

@@ -91,7 +91,7 @@ async fn send(
     format: OutputFormat,
     args: SendArgs,
 ) -> Result<ExitCode> {
-    let (id, text) = match (args.all, args.words.as_slice()) {
+    let (id, text) = match (args.every.all, args.words.as_slice()) {
         (false, [id, text]) => (Some(id.clone()), text.clone()),
         (true, [text]) => (None, text.clone()),
         (false, _) => bail!(Error::Invalid(
@@ -106,7 +106,9 @@ async fn send(
         input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
     }
     let Some(id) = id else {
-        let ids = orchestrator.live_ids(args.project, args.profile).await?;
+        let ids = orchestrator
+            .live_ids(args.every.project, args.every.profile)
+            .await?;
         let outcomes = orchestrator.broadcast(&ids, &input).await;
         return each_outcome(format, "sent to", "not sent to", &outcomes);
     };
@@ -128,7 +130,9 @@ async fn wait(
     };
     let timeout = seconds("--timeout", args.timeout)?;
     let Some(id) = args.id else {
-        let ids = orchestrator.live_ids(args.project, args.profile).await?;
+        let ids = orchestrator
+            .live_ids(args.every.project, args.every.profile)
+            .await?;
         let outcomes = orchestrator.wait_all(&ids, &condition, timeout).await;
         return each_outcome(format, "ready", "not ready", &outcomes);
     };
