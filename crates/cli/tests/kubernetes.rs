@@ -429,6 +429,46 @@ fn preflight_says_why_the_cluster_is_not_ready() {
     }
 }
 
+/// A cluster that never answers is reported within seconds, not after the request timeout.
+#[test]
+fn an_unresponsive_cluster_is_reported_quickly() {
+    // A listener that is never served: connections are made, requests never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let world = World::new();
+    let kubeconfig = world.dir.path().join("silent-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: silent\nclusters:\n- name: silent\n  cluster:\n    \
+             server: http://{}\ncontexts:\n- name: silent\n  context:\n    cluster: silent\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: t\n",
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = world
+        .command(&["--output", "json", "targets"])
+        .env("MAHAVISHNU_TARGETS__KUBERNETES__KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let verdicts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(verdicts[2]["ready"], false);
+    assert!(
+        verdicts[2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 5s"),
+        "{verdicts}"
+    );
+    drop(silent);
+}
+
 /// Against a real cluster, when `MAHAVISHNU_TEST_KUBECONFIG` names one: launch a pod, exec, close. A
 /// set but unreachable cluster fails the test.
 #[test]

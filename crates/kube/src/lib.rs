@@ -28,6 +28,8 @@ pub use manifest::{MANAGED_BY, SPEC_ANNOTATION, pod_manifest};
 
 const KIND: TargetKind = TargetKind::Kubernetes;
 const CONTAINER: &str = "main";
+/// The longest a preflight waits for the cluster.
+const PREFLIGHT_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The Kubernetes target.
 pub struct KubernetesTarget {
@@ -322,8 +324,16 @@ impl Target for KubernetesTarget {
                 version.git_version,
                 self.namespace()
             ))
-        }
-        .await;
+        };
+        // A preflight stays cheap: an unreachable cluster is reported after a few seconds.
+        let patience = self.timeout().min(PREFLIGHT_PATIENCE);
+        let verdict = match tokio::time::timeout(patience, verdict).await {
+            Ok(verdict) => verdict,
+            Err(_) => Err(not_ready(format!(
+                "the cluster did not answer within {:.0}s; check the kubeconfig's server address and the network",
+                patience.as_secs_f64()
+            ))),
+        };
         match verdict {
             Ok(detail) => Preflight {
                 target: KIND,
