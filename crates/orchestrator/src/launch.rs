@@ -77,6 +77,15 @@ impl Orchestrator {
             interactive: profile.interactive.unwrap_or(true),
             working_dir: request.cwd.clone().or_else(|| profile.cwd.clone()),
         };
+        if let Some(dir) = &container.working_dir
+            && !kind.is_local()
+            && dir.is_relative()
+        {
+            return Err(Error::Invalid(format!(
+                "--cwd {} is relative; on {kind} give an absolute path inside the container",
+                dir.display()
+            )));
+        }
         let cwd = if kind.is_local() {
             resolve_cwd(request.cwd.as_deref().or(profile.cwd.as_deref()))?
         } else {
