@@ -560,10 +560,12 @@ pub struct IdArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The session id, then the text; with --all only the text. Text is typed literally and never
-    /// interpreted by a shell
-    #[arg(required = true, num_args = 1..=2, allow_hyphen_values = true, value_name = "ID] [TEXT")]
-    pub words: Vec<String>,
+    /// Session id (with --all: the text)
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Text, typed literally; never interpreted by a shell
+    #[arg(allow_hyphen_values = true)]
+    pub text: Option<String>,
     /// Do not press Enter after the text
     #[arg(long)]
     pub no_enter: bool,

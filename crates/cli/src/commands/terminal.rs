@@ -91,10 +91,10 @@ async fn send(
     format: OutputFormat,
     args: SendArgs,
 ) -> Result<ExitCode> {
-    let (id, text) = match (args.every.all, args.words.as_slice()) {
-        (false, [id, text]) => (Some(id.clone()), text.clone()),
-        (true, [text]) => (None, text.clone()),
-        (false, _) => bail!(Error::Invalid(
+    let (id, text) = match (args.every.all, args.text) {
+        (false, Some(text)) => (Some(args.id), text),
+        (true, None) => (None, args.id),
+        (false, None) => bail!(Error::Invalid(
             "give the session id and the text: `terminal send ID TEXT` (or `--all TEXT`)".into()
         )),
         (true, _) => bail!(Error::Invalid(
