@@ -243,6 +243,13 @@ pub struct KubernetesConfig {
     pub request_timeout_ms: u64,
 }
 
+impl ResourcesConfig {
+    /// Whether nothing is requested or limited.
+    pub fn is_empty(&self) -> bool {
+        *self == ResourcesConfig::default()
+    }
+}
+
 /// Resource requests and limits of a container (Kubernetes quantities: `500m`, `1Gi`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -308,10 +315,13 @@ pub struct ProfileConfig {
     /// Labels recorded with every instance.
     pub labels: BTreeMap<String, String>,
     /// The container image, for container targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Resource requests and limits, for container targets.
+    #[serde(skip_serializing_if = "ResourcesConfig::is_empty")]
     pub resources: ResourcesConfig,
     /// Give the program a terminal and stdin (true unless set to false).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interactive: Option<bool>,
 }
 
@@ -623,6 +633,26 @@ fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trust is recorded against this text: fields a project does not set must not appear in it, or a
+    /// new version of Mahavishnu would silently withdraw the trust users gave.
+    #[test]
+    fn trust_text_holds_only_what_the_project_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".mahavishnu.toml");
+        std::fs::write(
+            &path,
+            "[profiles.mine]\nprogram = \"qwen\"\n\n[[hooks.SessionStart]]\ncommand = \"true\"\n",
+        )
+        .unwrap();
+        let mut loader = ConfigLoader::new();
+        loader.project(&path).unwrap();
+        let text = loader.project_trust_text.clone().unwrap();
+        for absent in ["image", "resources", "interactive"] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        assert!(text.contains("program = \"qwen\""), "{text}");
+    }
 
     #[test]
     fn later_layers_win_and_remember_their_origin() {
