@@ -8,6 +8,7 @@
 mod agents;
 mod lifecycle;
 mod terminal;
+mod worktree;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use serde_json::{Map, Value};
 pub use agents::{AgentDetail, CreatedAgent, agent_prompt, create_agent};
 pub use lifecycle::{CheckpointDiff, Restored, checkpoint_diff_of, restore_checkpoint};
 pub use terminal::{Capture, CaptureParams, ExecResult, capture_screen};
+pub use worktree::{SessionDiff, WorktreeOptions, launch_in_worktrees, session_diff, worktree_of};
 
 /// The services the operations run on, and the directories they default to.
 #[derive(Clone)]

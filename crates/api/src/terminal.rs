@@ -179,6 +179,7 @@ async fn launch(api: Api, params: LaunchParams, progress: Progress) -> Result<Re
         args: params.args,
         labels: params.labels,
         image: params.image,
+        worktree: None,
     };
     let outcome = progress
         .while_running(

@@ -450,12 +450,16 @@ pub enum TerminalCommand {
     Close(CloseArgs),
     /// Print a session's output so far (its scrollback and screen)
     Logs(LogsArgs),
+    /// What a worktree session changed against its base, committed and not
+    Diff(DiffArgs),
     /// Re-adopt sessions that still run but have no record (after the state directory was lost)
     Recover,
 }
 
 /// The same operations for instances of any target (tmux, pty, kubernetes); the id's prefix routes
 /// each call.
+// Parsed once per run; boxing the launch arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum InstancesCommand {
     /// Start instances of a profile on a target
@@ -547,6 +551,15 @@ pub struct LaunchArgs {
     /// Print what would be created (kubernetes: the pod manifests) instead of launching
     #[arg(long)]
     pub dry_run: bool,
+    /// Give each session its own git worktree and branch (outside your work tree)
+    #[arg(long)]
+    pub worktree: bool,
+    /// With --worktree: the commit or branch the worktrees start from [default: HEAD]
+    #[arg(long, value_name = "REF", requires = "worktree")]
+    pub from: Option<String>,
+    /// With --worktree: the branch prefix [default: worktree.branch_prefix, mahavishnu/]
+    #[arg(long, value_name = "PREFIX", requires = "worktree")]
+    pub branch_prefix: Option<String>,
     /// Arguments for the program, after `--`
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -669,6 +682,21 @@ pub struct CloseArgs {
     /// Seconds to wait for a program to end before killing it [default: terminal.stop_grace_ms]
     #[arg(long, value_name = "SECS")]
     pub grace: Option<f64>,
+    /// Also remove the sessions' worktrees and branches (refused while they hold unmerged work)
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: remove them even with unmerged work
+    #[arg(long, requires = "prune")]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Session id (of a session launched with --worktree)
+    pub id: String,
+    /// Only the changed files and line counts
+    #[arg(long)]
+    pub stat: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,6 +29,32 @@ pub struct Config {
     pub hooks: BTreeMap<String, Vec<HookConfig>>,
     /// The HTTP server (`mahavishnu serve`).
     pub serve: ServeConfig,
+    /// Git worktrees for sessions launched with `--worktree`.
+    pub worktree: WorktreeConfig,
+}
+
+/// `[worktree]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorktreeConfig {
+    /// Where worktrees are made (default: the data directory's `worktrees`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Files copied from the main work tree into each new worktree (`.env`, `.env.local`, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copy: Vec<String>,
+    /// A command run in each new worktree before its session starts (placeholders as in hooks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<String>,
+    /// How long the setup command may take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup_timeout: Option<String>,
+    /// Branch names are this prefix and the session's name.
+    pub branch_prefix: String,
+    /// The first port handed out; each session gets `port_span` ports from its own base.
+    pub port_base: u16,
+    /// How many ports each session gets.
+    pub port_span: u16,
 }
 
 /// `[serve]`.
@@ -431,10 +457,17 @@ impl ConfigLoader {
         struct Trusted<'a> {
             hooks: &'a BTreeMap<String, Vec<HookConfig>>,
             profiles: &'a BTreeMap<String, ProfileConfig>,
+            // What a worktree's setup runs and copies; absent unless the project sets it.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            worktree_setup: Option<&'a String>,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            worktree_copy: &'a [String],
         }
         let trusted = Trusted {
             hooks: &typed.hooks,
             profiles: &typed.profiles,
+            worktree_setup: typed.worktree.setup.as_ref(),
+            worktree_copy: &typed.worktree.copy,
         };
         self.project_trust_text =
             Some(toml::to_string(&trusted).map_err(|e| Error::Config(e.to_string()))?);

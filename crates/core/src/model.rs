@@ -334,6 +334,24 @@ pub struct Instance {
     pub created_at: Timestamp,
     /// When its record last changed.
     pub updated_at: Timestamp,
+    /// The git worktree it works in, for sessions launched with `--worktree`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeRecord>,
+}
+
+/// A session's own git worktree and branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorktreeRecord {
+    /// The worktree's directory.
+    pub path: PathBuf,
+    /// Its branch.
+    pub branch: String,
+    /// The commit it started from.
+    pub base: String,
+    /// The main work tree of the repository.
+    pub repository: PathBuf,
+    /// The first of its ports (`PORT`, `MAHAVISHNU_PORT_BASE`).
+    pub port_base: u16,
 }
 
 /// Everything a target needs to start one instance.

@@ -718,6 +718,7 @@ mod tests {
             submit_delay_ms: 0,
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),
+            worktree: None,
         }
     }
 

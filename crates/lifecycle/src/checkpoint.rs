@@ -77,7 +77,8 @@ impl Repository {
         &self.top
     }
 
-    fn run(&self, args: &[&str], index: Option<&Path>) -> Result<String> {
+    /// Runs git in the work tree (with a private index, when given) and returns its output.
+    pub fn run(&self, args: &[&str], index: Option<&Path>) -> Result<String> {
         let output = git(&self.top, args, index, self.anonymous)?;
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout)
@@ -100,7 +101,7 @@ impl Repository {
 
     /// Snapshots the work tree into a tree object through a private index seeded from the user's, so
     /// that only changed files are hashed again.
-    fn snapshot_tree(&self) -> Result<String> {
+    pub fn snapshot_tree(&self) -> Result<String> {
         let index = PrivateIndex::new(&self.git_dir)?;
         let user_index = self.git_dir.join("index");
         if user_index.is_file() {

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod hooks;
 pub mod init;
 pub mod payload;
+pub mod worktree;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -161,6 +162,12 @@ impl Lifecycle {
         }
     }
 
+    /// Whether the project's file, as it is now, is trusted (what runs from it has been allowed).
+    pub fn is_trusted(&self, project: &Path) -> Result<bool> {
+        Ok(self.orchestrator.store().trusted_hash(project)?.as_deref()
+            == Some(self.trust_hash().as_str()))
+    }
+
     /// Trusts the project's hooks as they are now.
     pub fn trust(&self, project: &Path) -> Result<ProjectHooks> {
         self.orchestrator
@@ -177,8 +184,7 @@ impl Lifecycle {
     /// Every hook that applies to `project`, with its origin and trust.
     pub fn project_hooks(&self, project: &Path) -> Result<ProjectHooks> {
         let loaded = self.orchestrator.config();
-        let trusted = self.orchestrator.store().trusted_hash(project)?.as_deref()
-            == Some(self.trust_hash().as_str());
+        let trusted = self.is_trusted(project)?;
         let project_origin = loaded
             .project_file
             .as_ref()

@@ -34,6 +34,8 @@ pub struct LaunchRequest {
     pub labels: BTreeMap<String, String>,
     /// The container image, for container targets (else the profile's, else the target's).
     pub image: Option<String>,
+    /// The worktree the (single) instance works in; its directory is the instance's cwd.
+    pub worktree: Option<mahavishnu_core::WorktreeRecord>,
 }
 
 /// What a launch produced: the instances that run and the errors of those that did not.
@@ -137,6 +139,7 @@ impl Orchestrator {
         for spec in planned {
             let mut instance = record_for(&spec, profile.waiting_rules(), InstanceState::Starting);
             instance.submit_delay_ms = profile.submit_delay_ms;
+            instance.worktree = request.worktree.clone();
             if !self.store.insert_instance(&instance)? {
                 return Err(Error::Invalid(format!(
                     "an instance `{}` already exists; close it first or choose another --name",
@@ -288,10 +291,12 @@ pub(crate) fn record_for(
         submit_delay_ms: 0,
         created_at: now,
         updated_at: now,
+        worktree: None,
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Checks a `--name`: 1 to 64 letters, digits, `-` and `_`, starting with a letter or digit.
+pub fn check_name(name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())

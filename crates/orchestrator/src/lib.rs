@@ -20,7 +20,7 @@ use mahavishnu_core::{
 };
 use serde::Serialize;
 
-pub use launch::LaunchRequest;
+pub use launch::{LaunchOutcome, LaunchRequest, check_name};
 pub use wait::{WaitCondition, WaitOutcome};
 
 /// How long a `starting` record may go unseen by its target before it counts as lost.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use mahavishnu_api::Api;
+use mahavishnu_api::{Api, WorktreeOptions};
 use mahavishnu_core::keys::{Key, NamedKey};
 use mahavishnu_core::{
     Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind,
@@ -57,6 +57,17 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
         TerminalCommand::Attach(args) => attach(orchestrator, &args.id).await,
         TerminalCommand::Close(args) => close(&api, format, args).await,
         TerminalCommand::Logs(args) => logs(&api, args).await,
+        TerminalCommand::Diff(args) => {
+            let diff = mahavishnu_api::session_diff(&api, &args.id, args.stat).await?;
+            emit(format, &diff, || {
+                if diff.diff.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}\n", diff.diff)
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         TerminalCommand::Recover => {
             let adopted = orchestrator.recover_instances().await?;
             emit(format, &adopted, || instance_table(&adopted))?;
@@ -199,6 +210,7 @@ async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
         args: args.args,
         labels: pairs("--label", &args.labels)?,
         image: args.image,
+        worktree: None,
     };
     if args.dry_run {
         let plans = orchestrator.plan_launch(&request).await?;
@@ -212,7 +224,20 @@ async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = orchestrator.launch_instances(&request).await?;
+    let outcome = if args.worktree {
+        let api = Api::new(
+            std::sync::Arc::new(orchestrator),
+            std::env::current_dir()?,
+            std::env::var_os("HOME").map(std::path::PathBuf::from),
+        );
+        let options = WorktreeOptions {
+            from: args.from,
+            branch_prefix: args.branch_prefix,
+        };
+        mahavishnu_api::launch_in_worktrees(&api, request, &options).await?
+    } else {
+        orchestrator.launch_instances(&request).await?
+    };
     emit(format, &outcome.instances, || {
         outcome
             .instances
@@ -281,7 +306,24 @@ async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitC
         .grace
         .map(|grace| seconds("--grace", grace))
         .transpose()?;
+    // With --prune, every worktree is checked before anything is closed.
+    let mut worktrees = Vec::new();
+    if args.prune {
+        for id in &ids {
+            if let Some(record) = orchestrator.recorded(id)?.worktree {
+                if !args.force
+                    && let Some(why) = mahavishnu_lifecycle::worktree::unmerged_work(&record)?
+                {
+                    bail!(Error::Failed(format!("{id} is not closed: {why}")));
+                }
+                worktrees.push(record);
+            }
+        }
+    }
     let outcomes = orchestrator.close_instances(&ids, grace).await?;
+    for record in &worktrees {
+        mahavishnu_lifecycle::worktree::remove(record)?;
+    }
     emit(format, &outcomes, || {
         outcomes
             .iter()
@@ -342,20 +384,44 @@ fn state_label(instance: &Instance) -> String {
 }
 
 fn instance_table(instances: &[Instance]) -> String {
+    let worktrees = instances.iter().any(|instance| instance.worktree.is_some());
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|instance| {
-            vec![
+            let mut row = vec![
                 instance.id.to_string(),
                 instance.profile.clone(),
                 instance.target.to_string(),
                 state_label(instance),
                 output::age(instance.created_at.age()),
-                instance.cwd.display().to_string(),
-            ]
+            ];
+            if worktrees {
+                row.push(branch_label(instance));
+            }
+            row.push(instance.cwd.display().to_string());
+            row
         })
         .collect();
-    output::table(&["ID", "PROFILE", "TARGET", "STATE", "AGE", "CWD"], &rows)
+    let mut header = vec!["ID", "PROFILE", "TARGET", "STATE", "AGE"];
+    if worktrees {
+        header.push("BRANCH");
+    }
+    header.push("CWD");
+    output::table(&header, &rows)
+}
+
+/// `mahavishnu/mv-1 +3 ↑1 ↓0`: a worktree session's branch, changed files, commits ahead and behind.
+fn branch_label(instance: &Instance) -> String {
+    let Some(record) = &instance.worktree else {
+        return "-".into();
+    };
+    match mahavishnu_lifecycle::worktree::status(record) {
+        Ok(status) => format!(
+            "{} +{} ↑{} ↓{}",
+            status.branch, status.changed_files, status.ahead, status.behind
+        ),
+        Err(_) => format!("{} (worktree missing)", record.branch),
+    }
 }
 
 fn exec_output(format: OutputFormat, id: &InstanceId, output: &ExecOutput) -> Result<ExitCode> {

@@ -1,0 +1,276 @@
+//! Sessions in their own git worktrees, on real git repositories: parallel sessions never touch each
+//! other or the main work tree; files are copied and the setup runs first; ports differ; diff, list
+//! and prune see the work; bad input is refused before anything is made.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{World, git};
+
+/// A world whose work directory is a repository with one commit, a gitignored `.env`, and a
+/// `[worktree]` configuration that copies `.env` and runs a setup that leaves a mark.
+fn repo_world() -> World {
+    let world = World::new();
+    let work = world.work();
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("shared.txt"), "from the main work tree\n").unwrap();
+    std::fs::write(work.join(".gitignore"), ".env\n").unwrap();
+    std::fs::write(work.join(".env"), "SECRET=42\n").unwrap();
+    git(&work, &["add", "shared.txt", ".gitignore"]);
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "base",
+        ],
+    );
+    configure_worktrees(
+        &world,
+        "copy = [\".env\"]\nsetup = \"echo prepared for {session_id} > setup-mark\"\n",
+    );
+    world
+}
+
+/// Writes the user's `[worktree]` section: worktrees under the world's directory, plus `rest`.
+fn configure_worktrees(world: &World, rest: &str) {
+    let dir = world.dir.path().join("worktrees");
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!("[worktree]\ndir = {:?}\n{rest}", dir.display().to_string()),
+    )
+    .unwrap();
+}
+
+fn cwd_of(world: &World, id: &str) -> PathBuf {
+    PathBuf::from(
+        world.json(&["terminal", "show", id])["cwd"]
+            .as_str()
+            .unwrap(),
+    )
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn parallel_sessions_work_in_their_own_worktrees() {
+    let world = repo_world();
+    let work = world.work();
+    // A dirty main work tree: the worktrees start from HEAD and never see this.
+    std::fs::write(work.join("shared.txt"), "edited by hand, not committed\n").unwrap();
+    let ids = world.launch(&[
+        "shell",
+        "--target",
+        "pty",
+        "--worktree",
+        "--count",
+        "5",
+        "--name",
+        "agent",
+        "--",
+        "-c",
+        "cat setup-mark .env; echo port=$PORT; echo \"$1\" > shared.txt; exec cat",
+        "sh",
+    ]);
+    assert_eq!(ids.len(), 5);
+    let mut ports = Vec::new();
+    for id in &ids {
+        let name = id.trim_start_matches("pty:");
+        world.ok(&["terminal", "wait", id, "--for", "^port=", "--timeout", "20"]);
+        let screen = world.ok(&["terminal", "capture", id]);
+        assert!(
+            screen.contains(&format!("prepared for {name}")) && screen.contains("SECRET=42"),
+            "the setup ran and .env was copied before the program started:\n{screen}"
+        );
+        let port = screen
+            .lines()
+            .find_map(|line| line.strip_prefix("port="))
+            .unwrap()
+            .to_string();
+        ports.push(port);
+        let dir = cwd_of(&world, id);
+        assert!(
+            !dir.starts_with(&work),
+            "worktrees live outside the work tree: {}",
+            dir.display()
+        );
+        assert_eq!(
+            git(&dir, &["branch", "--show-current"]).trim(),
+            format!("mahavishnu/{name}")
+        );
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 5, "every session has its own ports: {ports:?}");
+
+    // Each writes the same file in its own worktree.
+    for (n, id) in ids.iter().enumerate() {
+        world.ok(&[
+            "terminal",
+            "exec",
+            id,
+            "--",
+            "sh",
+            "-c",
+            &format!("echo agent {n} > shared.txt"),
+        ]);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(
+            read(&cwd_of(&world, id).join("shared.txt")),
+            format!("agent {n}\n")
+        );
+        let diff = world.json(&["terminal", "diff", id]);
+        assert!(
+            diff["diff"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("+agent {n}")),
+            "{diff}"
+        );
+    }
+    assert_eq!(
+        read(&work.join("shared.txt")),
+        "edited by hand, not committed\n",
+        "the main work tree is untouched"
+    );
+
+    let stat = world.ok(&["terminal", "diff", &ids[0], "--stat"]);
+    assert!(stat.contains("shared.txt"), "{stat}");
+    let table = world.ok(&["terminal", "list"]);
+    assert!(
+        table.contains("BRANCH") && table.contains("mahavishnu/agent-1 +2 ↑0 ↓0"),
+        "{table}"
+    );
+
+    // Pruning refuses to throw work away unless forced.
+    let refused = world.fails(&["terminal", "close", &ids[0], "--prune"], 1);
+    assert!(
+        refused.contains("not merged") && refused.contains("--force"),
+        "{refused}"
+    );
+    let state = world.state_of(&ids[0]);
+    assert!(
+        matches!(state.as_str(), "running" | "waiting"),
+        "nothing was closed: {state}"
+    );
+    let dirs: Vec<PathBuf> = ids.iter().map(|id| cwd_of(&world, id)).collect();
+    world.ok(&[
+        "terminal", "close", "--all", "--prune", "--force", "--grace", "0.2",
+    ]);
+    for dir in dirs {
+        assert!(!dir.exists(), "{} is removed", dir.display());
+    }
+    let branches = git(&work, &["branch", "--list", "mahavishnu/*"]);
+    assert!(
+        branches.trim().is_empty(),
+        "the branches are gone: {branches}"
+    );
+}
+
+#[test]
+fn bad_worktree_launches_are_refused_and_a_failing_setup_starts_nothing() {
+    let world = repo_world();
+    let launch = |extra: &[&str]| {
+        let mut args = vec![
+            "terminal",
+            "launch",
+            "shell",
+            "--target",
+            "pty",
+            "--worktree",
+        ];
+        args.extend(extra);
+        world.fails(&args, 2)
+    };
+    let branch_taken = {
+        git(&world.work(), &["branch", "mahavishnu/taken"]);
+        launch(&["--name", "taken"])
+    };
+    assert!(
+        branch_taken.contains("branch `mahavishnu/taken` already exists"),
+        "{branch_taken}"
+    );
+    let shell_syntax = launch(&["--name", "a;touch pwned"]);
+    assert!(shell_syntax.contains("is not usable"), "{shell_syntax}");
+    assert!(!world.work().join("pwned").exists());
+    let bad_ref = launch(&["--from", "no-such-branch"]);
+    assert!(
+        bad_ref.contains("--from `no-such-branch` names no commit"),
+        "{bad_ref}"
+    );
+
+    let plain = world.dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let not_git = launch(&["--cwd", plain.to_str().unwrap()]);
+    assert!(not_git.contains("not inside a git repository"), "{not_git}");
+    git(&plain, &["init", "-q"]);
+    let no_commits = launch(&["--cwd", plain.to_str().unwrap()]);
+    assert!(no_commits.contains("has no commits yet"), "{no_commits}");
+
+    // A project's own setup runs only once the project is trusted.
+    std::fs::write(
+        world.work().join(".mahavishnu.toml"),
+        "[worktree]\nsetup = \"touch project-setup-ran\"\n",
+    )
+    .unwrap();
+    let untrusted = launch(&["--name", "trusting"]);
+    assert!(
+        untrusted.contains("not trusted") && untrusted.contains("mahavishnu trust"),
+        "{untrusted}"
+    );
+    world.ok(&["trust"]);
+    let id = world
+        .launch(&[
+            "shell",
+            "--target",
+            "pty",
+            "--worktree",
+            "--name",
+            "trusting",
+        ])
+        .remove(0);
+    assert!(cwd_of(&world, &id).join("project-setup-ran").exists());
+    world.ok(&[
+        "terminal", "close", &id, "--prune", "--force", "--grace", "0.2",
+    ]);
+    std::fs::remove_file(world.work().join(".mahavishnu.toml")).unwrap();
+
+    // A setup that fails: the session is not started and the worktree is kept for inspection.
+    configure_worktrees(&world, "setup = \"echo installing; exit 7\"\n");
+    let failed = world.fails(
+        &[
+            "terminal",
+            "launch",
+            "shell",
+            "--target",
+            "pty",
+            "--worktree",
+            "--name",
+            "broken",
+        ],
+        1,
+    );
+    assert!(
+        failed.contains("worktree.setup failed")
+            && failed.contains("kept for inspection")
+            && failed.contains("installing"),
+        "{failed}"
+    );
+    let listed = world.json(&["terminal", "list", "--all"]);
+    assert!(
+        !listed.to_string().contains("broken"),
+        "nothing was started: {listed}"
+    );
+    let kept = std::fs::read_dir(world.dir.path().join("worktrees"))
+        .unwrap()
+        .count();
+    assert_eq!(kept, 1, "the worktree is kept");
+}
