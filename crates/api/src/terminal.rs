@@ -75,6 +75,32 @@ pub(crate) fn operations() -> Vec<Operation> {
             close,
         ),
         define(
+            "terminal_diff",
+            true,
+            "What a worktree session changed against the commit it started from, committed and not.",
+            diff,
+        ),
+        define(
+            "terminal_pause",
+            false,
+            "Pause a worktree session: commit its work on its branch, stop it, remove its worktree.",
+            pause,
+        ),
+        define(
+            "terminal_resume",
+            false,
+            "Resume a paused session: recreate its worktree and launch it again, continuing its \
+             conversation where the CLI can.",
+            resume,
+        ),
+        define(
+            "terminal_merge",
+            false,
+            "Merge a worktree session's branch back (by default into the main work tree's branch); a \
+             conflict names the files and changes nothing.",
+            merge,
+        ),
+        define(
             "targets_list",
             true,
             "List the targets (tmux, pty, kubernetes) and whether each is ready, or exactly why not.",
@@ -161,6 +187,15 @@ pub struct LaunchParams {
     /// targets.kubernetes.image).
     #[serde(default)]
     pub image: Option<String>,
+    /// Give each session its own git worktree and branch, outside the work tree.
+    #[serde(default)]
+    pub worktree: bool,
+    /// With worktree: the commit or branch the worktrees start from (default HEAD).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// With worktree: the branch prefix (default worktree.branch_prefix).
+    #[serde(default)]
+    pub branch_prefix: Option<String>,
 }
 
 /// A target name, parsed with the same message the CLI gives.
@@ -181,13 +216,27 @@ async fn launch(api: Api, params: LaunchParams, progress: Progress) -> Result<Re
         image: params.image,
         worktree: None,
     };
-    let outcome = progress
-        .while_running(
-            "launching",
-            None,
-            api.orchestrator().launch_instances(&request),
-        )
-        .await?;
+    let outcome = if params.worktree {
+        let options = crate::WorktreeOptions {
+            from: params.from,
+            branch_prefix: params.branch_prefix,
+        };
+        progress
+            .while_running(
+                "launching in worktrees",
+                None,
+                crate::launch_in_worktrees(&api, request, &options),
+            )
+            .await?
+    } else {
+        progress
+            .while_running(
+                "launching",
+                None,
+                api.orchestrator().launch_instances(&request),
+            )
+            .await?
+    };
     if outcome.instances.is_empty() {
         return Err(Error::Failed(outcome.errors.join("; ")));
     }
@@ -504,6 +553,68 @@ async fn instances(api: Api, params: InstancesParams, _: Progress) -> Result<Rep
     let listed = api.orchestrator().list_instances(&filter).await?;
     let summary = instance_lines(&listed);
     Reply::list("instances", &listed, summary)
+}
+
+/// Arguments of `terminal_diff`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiffParams {
+    /// The session id (of a session launched with worktree).
+    pub id: String,
+    /// Only the changed files and line counts.
+    #[serde(default)]
+    pub stat: bool,
+}
+
+async fn diff(api: Api, params: DiffParams, _: Progress) -> Result<Reply> {
+    let diff = crate::session_diff(&api, &params.id, params.stat).await?;
+    let summary = if diff.diff.is_empty() {
+        format!("{} ({}) changed nothing", diff.id, diff.branch)
+    } else {
+        diff.diff.clone()
+    };
+    Reply::new(&diff, summary)
+}
+
+async fn pause(api: Api, params: StatusParams, _: Progress) -> Result<Reply> {
+    let paused = crate::pause_session(&api, &params.id).await?;
+    let summary = format!(
+        "paused {}; its work is on branch {}",
+        paused.id, paused.branch
+    );
+    Reply::new(&paused, summary)
+}
+
+async fn resume(api: Api, params: StatusParams, _: Progress) -> Result<Reply> {
+    let outcome = crate::resume_session(&api, &params.id).await?;
+    if outcome.instances.is_empty() {
+        return Err(Error::Failed(outcome.errors.join("; ")));
+    }
+    let summary = instance_lines(&outcome.instances);
+    Reply::new(&outcome, summary)
+}
+
+/// Arguments of `terminal_merge`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MergeParams {
+    /// The session id.
+    pub id: String,
+    /// Merge into this branch (default: the branch checked out in the main work tree).
+    #[serde(default)]
+    pub into: Option<String>,
+    /// One commit with the session's changes instead of a merge commit.
+    #[serde(default)]
+    pub squash: bool,
+}
+
+async fn merge(api: Api, params: MergeParams, _: Progress) -> Result<Reply> {
+    let merged = crate::merge_session(&api, &params.id, params.into, params.squash).await?;
+    let summary = format!(
+        "merged {} into {} ({})",
+        merged.branch, merged.into, merged.commit
+    );
+    Reply::new(&merged, summary)
 }
 
 /// Arguments of `instance_status`.

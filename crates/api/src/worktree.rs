@@ -110,52 +110,15 @@ pub async fn launch_in_worktrees(
         errors: Vec::new(),
     };
     let copy = settings.copy.clone();
-    let timeout = settings
-        .setup_timeout
-        .as_deref()
-        .map(|text| {
-            humantime::parse_duration(text).map_err(|e| {
-                Error::Invalid(format!(
-                    "worktree.setup_timeout `{text}` is not a duration like 5m: {e}"
-                ))
-            })
-        })
-        .transpose()?
-        .unwrap_or(Duration::from_secs(600));
+    let timeout = setup_timeout(&settings)?;
     let mut ready = Vec::new();
     for (name, plan) in names.into_iter().zip(planned) {
         let port = next_port();
         let copy = copy.clone();
         let (record, _) = blocking(move || plan.create(&copy, port)).await?;
-        if let Some(setup) = &settings.setup {
-            let context = HookContext {
-                event: "WorktreeSetup".into(),
-                session_id: Some(name.clone()),
-                project_dir: project.clone(),
-                ..Default::default()
-            };
-            let mut environment = context.environment();
-            environment.extend(port_environment(port));
-            environment.push((
-                "MAHAVISHNU_WORKTREE".into(),
-                record.path.display().to_string(),
-            ));
-            let ran = run_command(
-                &render(setup, &context),
-                &record.path,
-                &environment,
-                timeout,
-            )
-            .await;
-            if let Some(error) = ran.error {
-                outcome.errors.push(format!(
-                    "{name}: worktree.setup failed ({error}), so the session was not started; the worktree \
-                     is kept for inspection at {}:\n{}",
-                    record.path.display(),
-                    ran.output.trim_end()
-                ));
-                continue;
-            }
+        if let Err(error) = run_setup(&settings, &project, &name, &record, timeout).await {
+            outcome.errors.push(error);
+            continue;
         }
         ready.push((name, record));
     }
@@ -178,6 +141,157 @@ pub async fn launch_in_worktrees(
         }
     }
     Ok(outcome)
+}
+
+/// Runs `worktree.setup` in a new worktree; the error says what failed and that the worktree is kept.
+async fn run_setup(
+    settings: &mahavishnu_core::config::WorktreeConfig,
+    project: &std::path::Path,
+    name: &str,
+    record: &WorktreeRecord,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let Some(setup) = &settings.setup else {
+        return Ok(());
+    };
+    let context = HookContext {
+        event: "WorktreeSetup".into(),
+        session_id: Some(name.to_string()),
+        project_dir: project.to_path_buf(),
+        ..Default::default()
+    };
+    let mut environment = context.environment();
+    environment.extend(port_environment(record.port_base));
+    environment.push((
+        "MAHAVISHNU_WORKTREE".into(),
+        record.path.display().to_string(),
+    ));
+    let ran = run_command(
+        &render(setup, &context),
+        &record.path,
+        &environment,
+        timeout,
+    )
+    .await;
+    match ran.error {
+        None => Ok(()),
+        Some(error) => Err(format!(
+            "{name}: worktree.setup failed ({error}), so the session was not started; the worktree is \
+             kept for inspection at {}:\n{}",
+            record.path.display(),
+            ran.output.trim_end()
+        )),
+    }
+}
+
+fn setup_timeout(settings: &mahavishnu_core::config::WorktreeConfig) -> Result<Duration> {
+    Ok(settings
+        .setup_timeout
+        .as_deref()
+        .map(|text| {
+            humantime::parse_duration(text).map_err(|e| {
+                Error::Invalid(format!(
+                    "worktree.setup_timeout `{text}` is not a duration like 5m: {e}"
+                ))
+            })
+        })
+        .transpose()?
+        .unwrap_or(Duration::from_secs(600)))
+}
+
+/// What `terminal pause` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Paused {
+    /// The session.
+    pub id: InstanceId,
+    /// The branch that keeps its work.
+    pub branch: String,
+    /// Whether uncommitted work was committed on the branch.
+    pub committed_work_in_progress: bool,
+}
+
+/// `terminal pause`: commits the session's work on its branch, stops it, removes its worktree.
+pub async fn pause_session(api: &Api, text: &str) -> Result<Paused> {
+    let (id, record) = worktree_of(api, text).await?;
+    let orchestrator = api.orchestrator();
+    let instance = orchestrator.recorded(&id)?;
+    if instance.state == mahavishnu_core::InstanceState::Paused {
+        return Err(Error::Invalid(format!(
+            "{id} is already paused; `terminal resume {id}` brings it back"
+        )));
+    }
+    if instance.state.is_live() {
+        let closed = orchestrator
+            .close_instances(std::slice::from_ref(&id), None)
+            .await?;
+        if let Some(error) = closed.into_iter().find_map(|outcome| outcome.error) {
+            return Err(Error::Failed(format!(
+                "{id} could not be stopped, so it was not paused: {error}"
+            )));
+        }
+    }
+    let branch = record.branch.clone();
+    let committed = blocking(move || worktree::stash_away(&record)).await?;
+    orchestrator.mark_paused(&id)?;
+    Ok(Paused {
+        id,
+        branch,
+        committed_work_in_progress: committed,
+    })
+}
+
+/// `terminal resume`: recreates the worktree from the branch and launches the profile again, with its
+/// continue arguments (`-c` for Qwen Code and Claude Code).
+pub async fn resume_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
+    let (id, record) = worktree_of(api, text).await?;
+    let orchestrator = api.orchestrator();
+    let instance = orchestrator.recorded(&id)?;
+    if instance.state != mahavishnu_core::InstanceState::Paused {
+        return Err(Error::Invalid(format!(
+            "{id} is {}, not paused; only a paused session can be resumed",
+            instance.state
+        )));
+    }
+    let settings = api.orchestrator().config().config.worktree.clone();
+    let timeout = setup_timeout(&settings)?;
+    let back = record.clone();
+    blocking(move || worktree::bring_back(&back)).await?;
+    let (top, path, copy) = (
+        record.repository.clone(),
+        record.path.clone(),
+        settings.copy.clone(),
+    );
+    blocking(move || worktree::copy_files(&top, &path, &copy)).await?;
+    let name = id.native().to_string();
+    run_setup(&settings, &record.repository, &name, &record, timeout)
+        .await
+        .map_err(Error::Failed)?;
+    orchestrator.forget_paused(&id)?;
+    let profile = orchestrator.config().profile(&instance.profile)?;
+    let request = LaunchRequest {
+        profile: instance.profile.clone(),
+        count: 1,
+        target: Some(instance.target),
+        cwd: Some(record.path.clone()),
+        env: port_environment(record.port_base).into_iter().collect(),
+        name: Some(name),
+        args: profile.resume_args.clone(),
+        labels: instance.labels.clone(),
+        image: None,
+        worktree: Some(record),
+    };
+    orchestrator.launch_instances(&request).await
+}
+
+/// `terminal merge`: merges the session's branch back.
+pub async fn merge_session(
+    api: &Api,
+    text: &str,
+    into: Option<String>,
+    squash: bool,
+) -> Result<worktree::Merged> {
+    let (_, record) = worktree_of(api, text).await?;
+    blocking(move || worktree::merge(&record, into.as_deref(), squash)).await
 }
 
 fn port_environment(port: u16) -> [(String, String); 2] {

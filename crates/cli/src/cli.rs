@@ -452,6 +452,12 @@ pub enum TerminalCommand {
     Logs(LogsArgs),
     /// What a worktree session changed against its base, committed and not
     Diff(DiffArgs),
+    /// Commit a worktree session's work on its branch, stop it, and remove its worktree
+    Pause(IdArgs),
+    /// Recreate a paused session's worktree and launch it again, continuing its conversation
+    Resume(IdArgs),
+    /// Merge a worktree session's branch back (a conflict changes nothing)
+    Merge(MergeArgs),
     /// Re-adopt sessions that still run but have no record (after the state directory was lost)
     Recover,
 }
@@ -688,6 +694,18 @@ pub struct CloseArgs {
     /// With --prune: remove them even with unmerged work
     #[arg(long, requires = "prune")]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Session id
+    pub id: String,
+    /// Into this branch [default: the branch checked out in the main work tree]
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+    /// One commit with the session's changes instead of a merge commit
+    #[arg(long)]
+    pub squash: bool,
 }
 
 #[derive(Debug, Args)]

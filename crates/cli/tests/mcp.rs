@@ -15,7 +15,7 @@ use support::{World, binary, git, succeeded};
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// How many tools (and `/v1` operations) the server offers.
-const TOOLS: usize = 30;
+const TOOLS: usize = 34;
 
 /// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
 fn python_path() -> PathBuf {
@@ -54,6 +54,16 @@ fn project_world() -> World {
     )
     .unwrap();
     std::fs::write(work.join("notes.txt"), "first\n").unwrap();
+    git(&work, &["add", "notes.txt"]);
+    support::git_commit(&work, &["-m", "first"]);
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!(
+            "[worktree]\ndir = {:?}\n",
+            world.dir.path().join("worktrees").display().to_string()
+        ),
+    )
+    .unwrap();
     world
 }
 

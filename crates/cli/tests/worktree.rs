@@ -18,18 +18,7 @@ fn repo_world() -> World {
     std::fs::write(work.join(".gitignore"), ".env\n").unwrap();
     std::fs::write(work.join(".env"), "SECRET=42\n").unwrap();
     git(&work, &["add", "shared.txt", ".gitignore"]);
-    git(
-        &work,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "base",
-        ],
-    );
+    support::git_commit(&work, &["-m", "base"]);
     configure_worktrees(
         &world,
         "copy = [\".env\"]\nsetup = \"echo prepared for {session_id} > setup-mark\"\n",
@@ -273,4 +262,112 @@ fn bad_worktree_launches_are_refused_and_a_failing_setup_starts_nothing() {
         .unwrap()
         .count();
     assert_eq!(kept, 1, "the worktree is kept");
+}
+
+#[test]
+fn pause_and_resume_keep_the_work_and_merge_reports_conflicts_changing_nothing() {
+    let world = repo_world();
+    let work = world.work();
+    let id = world
+        .launch(&[
+            "shell",
+            "--target",
+            "tmux",
+            "--worktree",
+            "--name",
+            "keeper",
+        ])
+        .remove(0);
+    let dir = cwd_of(&world, &id);
+    world.ok(&[
+        "terminal",
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo agent > shared.txt; echo new > added.txt",
+    ]);
+
+    let paused = world.json(&["terminal", "pause", &id]);
+    assert_eq!(paused["committed_work_in_progress"], true, "{paused}");
+    assert_eq!(world.state_of(&id), "paused");
+    assert!(!dir.exists(), "the worktree is removed while paused");
+    assert!(
+        world
+            .ok(&["terminal", "list"])
+            .contains("mahavishnu/keeper (paused)")
+    );
+    let again = world.fails(&["terminal", "pause", &id], 2);
+    assert!(again.contains("already paused"), "{again}");
+
+    world.ok(&["terminal", "resume", &id]);
+    assert!(matches!(
+        world.state_of(&id).as_str(),
+        "running" | "waiting"
+    ));
+    assert_eq!(
+        read(&dir.join("shared.txt")),
+        "agent\n",
+        "resume keeps every change"
+    );
+    assert_eq!(read(&dir.join("added.txt")), "new\n");
+    assert!(dir.join("setup-mark").exists(), "the setup ran again");
+
+    // The main branch moves on and touches the same file: merging conflicts and changes nothing.
+    std::fs::write(work.join("shared.txt"), "main moved on\n").unwrap();
+    support::git_commit(&work, &["-am", "main"]);
+    let head = git(&work, &["rev-parse", "HEAD"]);
+    let conflict = world.fails(&["terminal", "merge", &id], 1);
+    assert!(
+        conflict.contains("conflicts in: shared.txt") && conflict.contains("nothing was changed"),
+        "{conflict}"
+    );
+    assert_eq!(
+        git(&work, &["rev-parse", "HEAD"]),
+        head,
+        "the target branch did not move"
+    );
+    assert!(
+        git(&work, &["status", "--porcelain", "--untracked-files=no"])
+            .trim()
+            .is_empty()
+    );
+    assert_eq!(read(&work.join("shared.txt")), "main moved on\n");
+
+    // Resolved in the session's worktree, it merges (squashed) into the checked-out branch.
+    world.ok(&[
+        "terminal",
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "git checkout -q --theirs . 2>/dev/null; echo resolved > shared.txt",
+    ]);
+    git(
+        &dir,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "merge",
+            "-q",
+            "-s",
+            "ours",
+            "-m",
+            "take main",
+            "master",
+        ],
+    );
+    let merged = world.json(&["terminal", "merge", &id, "--squash"]);
+    assert_eq!(merged["squash"], true, "{merged}");
+    assert_eq!(
+        read(&work.join("shared.txt")),
+        "resolved\n",
+        "the main work tree follows its branch"
+    );
+    assert_eq!(read(&work.join("added.txt")), "new\n");
+    world.ok(&["terminal", "close", &id, "--prune", "--grace", "0.2"]);
 }

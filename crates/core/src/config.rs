@@ -349,6 +349,9 @@ pub struct ProfileConfig {
     /// Give the program a terminal and stdin (true unless set to false).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interactive: Option<bool>,
+    /// Arguments that make the program continue its last conversation, added on `terminal resume`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resume_args: Vec<String>,
 }
 
 impl ProfileConfig {

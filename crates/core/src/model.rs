@@ -191,6 +191,8 @@ pub enum InstanceState {
     Lost,
     /// Closed by the user.
     Closed,
+    /// Paused: its work is committed on its branch and its worktree removed until it is resumed.
+    Paused,
 }
 
 impl InstanceState {
@@ -204,6 +206,7 @@ impl InstanceState {
             InstanceState::Failed => "failed",
             InstanceState::Lost => "lost",
             InstanceState::Closed => "closed",
+            InstanceState::Paused => "paused",
         }
     }
 
@@ -234,6 +237,7 @@ impl FromStr for InstanceState {
             InstanceState::Failed,
             InstanceState::Lost,
             InstanceState::Closed,
+            InstanceState::Paused,
         ]
         .into_iter()
         .find(|state| state.name() == s)

@@ -268,6 +268,14 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the record of an instance (its events stay), so that the id can be launched again.
+    pub fn forget_instance(&self, id: &InstanceId) -> Result<()> {
+        self.lock()
+            .execute("DELETE FROM instances WHERE id = ?1", [id.to_string()])
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     /// The instance with this id.
     pub fn instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
         let record: Option<String> = self

@@ -29,6 +29,14 @@ pub struct Checkpoint {
     pub branch_commit: Option<String>,
 }
 
+/// What a git command that may fail printed.
+pub struct Attempt {
+    /// Whether it exited 0.
+    pub success: bool,
+    /// Its standard output.
+    pub stdout: String,
+}
+
 /// A git work tree.
 #[derive(Clone, Debug)]
 pub struct Repository {
@@ -93,6 +101,16 @@ impl Repository {
         )))
     }
 
+    /// Runs git and returns whether it succeeded and what it printed, for commands whose failure is an
+    /// answer (a merge that conflicts).
+    pub fn try_run(&self, args: &[&str]) -> Result<Attempt> {
+        let output = git(&self.top, args, None, self.anonymous)?;
+        Ok(Attempt {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        })
+    }
+
     fn head(&self) -> Option<String> {
         self.run(&["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], None)
             .ok()
@@ -112,7 +130,8 @@ impl Repository {
         self.run(&["write-tree"], Some(&index.path))
     }
 
-    fn commit_tree(&self, tree: &str, parent: Option<&str>, message: &str) -> Result<String> {
+    /// Makes a commit of `tree` (on `parent`), as the user, or as Mahavishnu where git knows no one.
+    pub fn commit_tree(&self, tree: &str, parent: Option<&str>, message: &str) -> Result<String> {
         let mut args = vec!["commit-tree", tree, "-m", message];
         if let Some(parent) = parent {
             args.extend(["-p", parent]);

@@ -119,33 +119,7 @@ impl Planned {
             ],
             None,
         )?;
-        let mut copied = Vec::new();
-        for relative in copy {
-            let relative_path = Path::new(relative);
-            if relative_path.is_absolute()
-                || relative_path.components().any(|c| c.as_os_str() == "..")
-            {
-                return Err(Error::Invalid(format!(
-                    "worktree.copy entry `{relative}` must be a path inside the work tree"
-                )));
-            }
-            let from = self.repository.top().join(relative_path);
-            if !from.is_file() {
-                continue;
-            }
-            let to = self.path.join(relative_path);
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
-            }
-            std::fs::copy(&from, &to).map_err(|e| {
-                Error::io(
-                    format!("cannot copy {} into the worktree", from.display()),
-                    e,
-                )
-            })?;
-            copied.push(relative.clone());
-        }
+        let copied = copy_files(self.repository.top(), &self.path, copy)?;
         Ok((
             WorktreeRecord {
                 path: self.path,
@@ -157,6 +131,79 @@ impl Planned {
             copied,
         ))
     }
+}
+
+/// Copies `copy` (paths relative to the main work tree `top`) into the worktree `into`; files that do
+/// not exist are skipped. Returns those copied.
+pub fn copy_files(top: &Path, into: &Path, copy: &[String]) -> Result<Vec<String>> {
+    let mut copied = Vec::new();
+    for relative in copy {
+        let relative_path = Path::new(relative);
+        if relative_path.is_absolute() || relative_path.components().any(|c| c.as_os_str() == "..")
+        {
+            return Err(Error::Invalid(format!(
+                "worktree.copy entry `{relative}` must be a path inside the work tree"
+            )));
+        }
+        let from = top.join(relative_path);
+        if !from.is_file() {
+            continue;
+        }
+        let to = into.join(relative_path);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+        }
+        std::fs::copy(&from, &to).map_err(|e| {
+            Error::io(
+                format!("cannot copy {} into the worktree", from.display()),
+                e,
+            )
+        })?;
+        copied.push(relative.clone());
+    }
+    Ok(copied)
+}
+
+/// Pauses a worktree: its work is committed on its branch and the worktree removed; the branch stays.
+pub fn stash_away(record: &WorktreeRecord) -> Result<bool> {
+    let committed = commit_work_in_progress(
+        record,
+        &format!("Work in progress of {} (paused)", record.branch),
+    )?;
+    let main = Repository::discover(&record.repository)?;
+    remove_directory(&main, record)?;
+    Ok(committed)
+}
+
+/// `git worktree remove --force`: the directory and git's record of it.
+fn remove_directory(main: &Repository, record: &WorktreeRecord) -> Result<()> {
+    let path = record.path.to_string_lossy();
+    main.run(&["worktree", "remove", "--force", &path], None)
+        .map(|_| ())
+}
+
+/// Brings a paused worktree back at its old place, on its branch. Refuses if something is there now.
+pub fn bring_back(record: &WorktreeRecord) -> Result<()> {
+    if record.path.exists() {
+        return Err(Error::Invalid(format!(
+            "{} exists, so the worktree is not recreated over it; move it away and resume again",
+            record.path.display()
+        )));
+    }
+    let main = Repository::discover(&record.repository)?;
+    main.run(&["worktree", "prune"], None)?;
+    main.run(
+        &[
+            "worktree",
+            "add",
+            "--quiet",
+            &record.path.to_string_lossy(),
+            &record.branch,
+        ],
+        None,
+    )?;
+    Ok(())
 }
 
 fn worktree_repository(record: &WorktreeRecord) -> Result<Repository> {
@@ -223,26 +270,45 @@ pub fn status(record: &WorktreeRecord) -> Result<WorktreeStatus> {
 /// Why removing the worktree would lose work (uncommitted changes, or commits the main work tree's
 /// branch lacks), or None when nothing would be lost.
 pub fn unmerged_work(record: &WorktreeRecord) -> Result<Option<String>> {
-    if !record.path.is_dir() {
+    // Uncommitted work exists only while the worktree does (a paused session has none).
+    let uncommitted = if record.path.is_dir() {
+        let repository = Repository::discover(&record.path)?;
+        let tree = repository.snapshot_tree()?;
+        let head = repository.run(&["rev-parse", "HEAD^{tree}"], None)?;
+        repository
+            .run(&["diff", "--name-only", &head, &tree], None)?
+            .lines()
+            .filter(|line| !line.is_empty())
+            .count()
+    } else {
+        0
+    };
+    let main = Repository::discover(&record.repository)?;
+    let branch = format!("refs/heads/{}", record.branch);
+    if main
+        .run(&["show-ref", "--verify", "--quiet", &branch], None)
+        .is_err()
+    {
         return Ok(None);
     }
-    let repository = Repository::discover(&record.path)?;
-    let tree = repository.snapshot_tree()?;
-    let head = repository.run(&["rev-parse", "HEAD^{tree}"], None)?;
-    let uncommitted = repository
-        .run(&["diff", "--name-only", &head, &tree], None)?
-        .lines()
-        .filter(|line| !line.is_empty())
-        .count();
-    let main = Repository::discover(&record.repository)?;
-    let unmerged: usize = main
-        .run(
-            &["rev-list", "--count", &format!("HEAD..{}", record.branch)],
-            None,
-        )?
-        .parse()
-        .unwrap_or(0);
-    Ok((uncommitted > 0 || unmerged > 0).then(|| {
+    // Merged (also when squashed) if merging the branch again would change nothing.
+    let head_tree = main.run(&["rev-parse", "HEAD^{tree}"], None)?;
+    let again = main.try_run(&[
+        "merge-tree",
+        "--write-tree",
+        "--no-messages",
+        "HEAD",
+        &branch,
+    ])?;
+    let merged = again.success && again.stdout.lines().next() == Some(head_tree.as_str());
+    let unmerged: usize = if merged {
+        0
+    } else {
+        main.run(&["rev-list", "--count", &format!("HEAD..{branch}")], None)?
+            .parse()
+            .unwrap_or(0)
+    };
+    Ok((uncommitted > 0 || !merged).then(|| {
         format!(
             "{} has work that is not merged ({uncommitted} uncommitted files, {unmerged} commits not on the main branch); merge it first, or pass --force to throw it away",
             record.branch
@@ -254,15 +320,7 @@ pub fn unmerged_work(record: &WorktreeRecord) -> Result<Option<String>> {
 pub fn remove(record: &WorktreeRecord) -> Result<()> {
     let main = Repository::discover(&record.repository)?;
     if record.path.is_dir() {
-        main.run(
-            &[
-                "worktree",
-                "remove",
-                "--force",
-                &record.path.to_string_lossy(),
-            ],
-            None,
-        )?;
+        remove_directory(&main, record)?;
     } else {
         main.run(&["worktree", "prune"], None)?;
     }
@@ -281,4 +339,152 @@ pub fn remove(record: &WorktreeRecord) -> Result<()> {
         main.run(&["branch", "-D", "--quiet", &record.branch], None)?;
     }
     Ok(())
+}
+
+/// A merge of a session's branch.
+#[derive(Clone, Debug, Serialize)]
+pub struct Merged {
+    /// The branch merged.
+    pub branch: String,
+    /// The branch merged into.
+    pub into: String,
+    /// The new commit on `into`.
+    pub commit: String,
+    /// Whether the branch's changes went in as one commit without the branch as a parent.
+    pub squash: bool,
+    /// Whether uncommitted work in the worktree was committed on the branch first.
+    pub committed_work_in_progress: bool,
+}
+
+/// Commits whatever the worktree holds that its branch does not (untracked files too) on the branch;
+/// returns whether there was anything.
+pub fn commit_work_in_progress(record: &WorktreeRecord, message: &str) -> Result<bool> {
+    let repository = worktree_repository(record)?;
+    let tree = repository.snapshot_tree()?;
+    let head = repository.run(&["rev-parse", "HEAD"], None)?;
+    if tree == repository.run(&["rev-parse", "HEAD^{tree}"], None)? {
+        return Ok(false);
+    }
+    let commit = repository.commit_tree(&tree, Some(&head), message)?;
+    // Move the branch and make the index match, leaving the files as they are.
+    repository.run(
+        &[
+            "update-ref",
+            &format!("refs/heads/{}", record.branch),
+            &commit,
+            &head,
+        ],
+        None,
+    )?;
+    repository.run(&["reset", "--quiet", "--mixed", &commit], None)?;
+    Ok(true)
+}
+
+/// Merges the session's branch (with its uncommitted work committed first) into `into`, by default the
+/// main work tree's branch. The merge is computed without touching any work tree; a conflict names
+/// the files and changes nothing. When `into` is checked out in the main work tree, that work tree is
+/// brought along (`reset --keep`), and refused without a change if local edits are in the way.
+pub fn merge(record: &WorktreeRecord, into: Option<&str>, squash: bool) -> Result<Merged> {
+    let main = Repository::discover(&record.repository)?;
+    let current = main
+        .run(&["symbolic-ref", "--quiet", "--short", "HEAD"], None)
+        .ok();
+    let into = match (into, &current) {
+        (Some(into), _) => into.to_string(),
+        (None, Some(current)) => current.clone(),
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "{} has a detached HEAD; say which branch to merge into with --into",
+                record.repository.display()
+            )));
+        }
+    };
+    let target = main
+        .run(
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{into}"),
+            ],
+            None,
+        )
+        .map_err(|_| Error::Invalid(format!("there is no branch `{into}` to merge into")))?;
+    let committed_work_in_progress = commit_work_in_progress(
+        record,
+        &format!(
+            "Work in progress of {} (committed for a merge)",
+            record.branch
+        ),
+    )?;
+    let branch = main.run(
+        &["rev-parse", &format!("refs/heads/{}", record.branch)],
+        None,
+    )?;
+    let attempt = main.try_run(&[
+        "merge-tree",
+        "--write-tree",
+        "--name-only",
+        "--no-messages",
+        &target,
+        &branch,
+    ])?;
+    let mut lines = attempt.stdout.lines();
+    let tree = lines.next().unwrap_or_default().to_string();
+    if !attempt.success {
+        let files: Vec<&str> = lines.filter(|line| !line.is_empty()).collect();
+        return Err(Error::Failed(format!(
+            "merging {} into {into} conflicts in: {}; nothing was changed. Resolve it in the session's \
+             worktree (merge {into} there), then merge again",
+            record.branch,
+            files.join(", ")
+        )));
+    }
+    let message = if squash {
+        format!("Squashed changes of {}", record.branch)
+    } else {
+        format!("Merge branch '{}' into {into}", record.branch)
+    };
+    let commit = if squash {
+        main.commit_tree(&tree, Some(&target), &message)?
+    } else {
+        main.run(
+            &[
+                "commit-tree",
+                &tree,
+                "-p",
+                &target,
+                "-p",
+                &branch,
+                "-m",
+                &message,
+            ],
+            None,
+        )?
+    };
+    if current.as_deref() == Some(into.as_str()) {
+        main.run(&["reset", "--quiet", "--keep", &commit], None).map_err(|e| {
+            Error::Failed(format!(
+                "the main work tree has uncommitted changes in files the merge touches, so nothing was \
+                 changed; commit or stash them, then merge again ({e})"
+            ))
+        })?;
+    } else {
+        main.run(
+            &[
+                "update-ref",
+                &format!("refs/heads/{into}"),
+                &commit,
+                &target,
+            ],
+            None,
+        )?;
+    }
+    Ok(Merged {
+        branch: record.branch.clone(),
+        into,
+        commit,
+        squash,
+        committed_work_in_progress,
+    })
 }

@@ -515,6 +515,30 @@ impl Orchestrator {
         Ok(outcomes)
     }
 
+    /// Marks a stopped instance as paused (its work kept elsewhere until it is resumed).
+    pub fn mark_paused(&self, id: &InstanceId) -> Result<Instance> {
+        let mut instance = self.recorded(id)?;
+        let (exit_code, pid) = (instance.exit_code, instance.pid);
+        self.set_state(&mut instance, InstanceState::Paused, exit_code, pid)?;
+        Ok(instance)
+    }
+
+    /// Forgets a paused instance's record so that it can be launched again under the same id.
+    pub fn forget_paused(&self, id: &InstanceId) -> Result<Instance> {
+        let instance = self.recorded(id)?;
+        if instance.state != InstanceState::Paused {
+            return Err(Error::NotLive {
+                id: id.to_string(),
+                state: instance.state.to_string(),
+                hint: "only a paused session can be resumed; `terminal pause` it first".into(),
+            });
+        }
+        self.store.forget_instance(id)?;
+        self.store
+            .record_event(Some(id), "resuming", serde_json::json!({}))?;
+        Ok(instance)
+    }
+
     /// Recorded events after `after_seq`.
     pub fn events(
         &self,

@@ -57,6 +57,37 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
         TerminalCommand::Attach(args) => attach(orchestrator, &args.id).await,
         TerminalCommand::Close(args) => close(&api, format, args).await,
         TerminalCommand::Logs(args) => logs(&api, args).await,
+        TerminalCommand::Pause(args) => {
+            let paused = mahavishnu_api::pause_session(&api, &args.id).await?;
+            emit(format, &paused, || {
+                format!(
+                    "paused {}; its work is on branch {}\n",
+                    paused.id, paused.branch
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Resume(args) => {
+            let outcome = mahavishnu_api::resume_session(&api, &args.id).await?;
+            emit(format, &outcome.instances, || {
+                instance_table(&outcome.instances)
+            })?;
+            if let Some(error) = outcome.errors.first() {
+                bail!(Error::Failed(error.clone()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TerminalCommand::Merge(args) => {
+            let merged =
+                mahavishnu_api::merge_session(&api, &args.id, args.into, args.squash).await?;
+            emit(format, &merged, || {
+                format!(
+                    "merged {} into {} ({})\n",
+                    merged.branch, merged.into, merged.commit
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         TerminalCommand::Diff(args) => {
             let diff = mahavishnu_api::session_diff(&api, &args.id, args.stat).await?;
             emit(format, &diff, || {
@@ -415,6 +446,9 @@ fn branch_label(instance: &Instance) -> String {
     let Some(record) = &instance.worktree else {
         return "-".into();
     };
+    if instance.state == InstanceState::Paused {
+        return format!("{} (paused)", record.branch);
+    }
     match mahavishnu_lifecycle::worktree::status(record) {
         Ok(status) => format!(
             "{} +{} ↑{} ↓{}",

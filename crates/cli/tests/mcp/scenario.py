@@ -27,7 +27,7 @@ EXPECTED_TOOLS = {
     "checkpoint_create", "checkpoint_list", "checkpoint_diff", "checkpoint_restore",
     "agents_list", "agent_get", "agent_create", "agents_validate", "agent_run",
     "instances_launch", "instance_exec", "instance_status", "instances_list", "instance_stop",
-    "terminal_broadcast",
+    "terminal_broadcast", "terminal_diff", "terminal_pause", "terminal_resume", "terminal_merge",
 }
 
 
@@ -171,6 +171,23 @@ async def scenario(session, workdir, transport):
     check(made["id"] in [c["id"] for c in report["checkpoints"]["checkpoints"]], "the checkpoint is listed")
     diff = await call(session, "checkpoint_diff", {"project": workdir, "id": made["id"], "stat": True})
     check(diff["id"] == made["id"], f"{diff}")
+
+    # A session in its own worktree: change, diff, pause, resume, merge, prune.
+    name = f"wt-{transport['name']}"
+    in_tree = (await call(session, "terminal_launch", {"profile": "shell", "target": transport["target"], "worktree": True, "name": name}))["instances"][0]
+    check(in_tree["worktree"]["branch"] == f"mahavishnu/{name}", f"{in_tree}")
+    await call(session, "terminal_exec", {"id": in_tree["id"], "command": ["sh", "-c", "echo from-the-agent > agent.txt"]})
+    diff = await call(session, "terminal_diff", {"id": in_tree["id"], "stat": True})
+    check("agent.txt" in diff["diff"], f"{diff}")
+    paused = await call(session, "terminal_pause", {"id": in_tree["id"]})
+    check(paused["committed_work_in_progress"], f"{paused}")
+    check(not os.path.exists(in_tree["worktree"]["path"]), "the paused worktree is removed")
+    await call(session, "terminal_resume", {"id": in_tree["id"]})
+    kept = await call(session, "terminal_exec", {"id": in_tree["id"], "command": ["cat", "agent.txt"]})
+    check(kept["stdout"] == "from-the-agent\n", f"resume keeps the work: {kept}")
+    merged = await call(session, "terminal_merge", {"id": in_tree["id"]})
+    check(open(os.path.join(workdir, "agent.txt")).read() == "from-the-agent\n", f"merged into the work tree: {merged}")
+    await call(session, "terminal_close", {"ids": [in_tree["id"]], "grace": 0.2})
 
     # Agents: tools and prompts.
     agents = await call(session, "agents_list", {})

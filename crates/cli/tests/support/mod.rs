@@ -230,3 +230,10 @@ pub fn sorted_ids(instances: &serde_json::Value) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// `git commit ARGS` in `dir` as a test identity.
+pub fn git_commit(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec!["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q"];
+    all.extend(args);
+    git(dir, &all)
+}
