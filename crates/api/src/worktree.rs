@@ -111,16 +111,38 @@ pub async fn launch_in_worktrees(
     };
     let copy = settings.copy.clone();
     let timeout = setup_timeout(&settings)?;
-    let mut ready = Vec::new();
-    for (name, plan) in names.into_iter().zip(planned) {
+    // Registered one at a time (git's worktree bookkeeping is shared), then checked out in parallel
+    // (each has its own index and branch), then set up.
+    let registered = blocking(move || {
+        planned
+            .into_iter()
+            .map(worktree::Planned::register)
+            .collect::<Result<Vec<_>>>()
+    })
+    .await?;
+    let creations = names.into_iter().zip(registered).map(|(name, plan)| {
         let port = next_port();
         let copy = copy.clone();
-        let (record, _) = blocking(move || plan.create(&copy, port)).await?;
-        if let Err(error) = run_setup(&settings, &project, &name, &record, timeout).await {
-            outcome.errors.push(error);
-            continue;
+        async move {
+            let created = blocking(move || plan.populate(&copy, port)).await;
+            (name, created)
         }
-        ready.push((name, record));
+    });
+    let created = futures::future::join_all(creations.collect::<Vec<_>>()).await;
+    let setups = created.into_iter().map(|(name, created)| {
+        let (settings, project) = (&settings, &project);
+        async move {
+            let (record, _) = created.map_err(|e| format!("{name}: {e}"))?;
+            run_setup(settings, project, &name, &record, timeout).await?;
+            Ok::<_, String>((name, record))
+        }
+    });
+    let mut ready = Vec::new();
+    for result in futures::future::join_all(setups).await {
+        match result {
+            Ok(one) => ready.push(one),
+            Err(error) => outcome.errors.push(error),
+        }
     }
     request.count = 1;
     let launches = ready.into_iter().map(|(name, record)| {

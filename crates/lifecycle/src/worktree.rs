@@ -99,9 +99,10 @@ pub fn plan(project: &Path, name: &str, from: &str, prefix: &str, root: &Path) -
 }
 
 impl Planned {
-    /// Creates the branch and the worktree, and copies `copy` (paths relative to the main work tree)
-    /// into it; missing files are skipped. Returns the record and the files copied.
-    pub fn create(self, copy: &[String], port_base: u16) -> Result<(WorktreeRecord, Vec<String>)> {
+    /// Creates the branch and registers the worktree without checking files out. git's worktree
+    /// bookkeeping is shared, so registrations must happen one at a time; `populate` may run in
+    /// parallel afterwards.
+    pub fn register(self) -> Result<Self> {
         if let Some(parent) = self.path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
@@ -112,6 +113,7 @@ impl Planned {
                 "worktree",
                 "add",
                 "--quiet",
+                "--no-checkout",
                 "-b",
                 &self.branch,
                 &path,
@@ -119,6 +121,18 @@ impl Planned {
             ],
             None,
         )?;
+        Ok(self)
+    }
+
+    /// Checks the files out into a registered worktree and copies `copy` (paths relative to the main
+    /// work tree) into it; missing files are skipped. Returns the record and the files copied.
+    pub fn populate(
+        self,
+        copy: &[String],
+        port_base: u16,
+    ) -> Result<(WorktreeRecord, Vec<String>)> {
+        let worktree = Repository::discover(&self.path)?;
+        worktree.run(&["reset", "--hard", "--quiet"], None)?;
         let copied = copy_files(self.repository.top(), &self.path, copy)?;
         Ok((
             WorktreeRecord {
@@ -219,12 +233,28 @@ fn worktree_repository(record: &WorktreeRecord) -> Result<Repository> {
 /// What the session changed against its base, committed and not (untracked files too).
 pub fn diff(record: &WorktreeRecord, stat: bool) -> Result<String> {
     let repository = worktree_repository(record)?;
-    let tree = repository.snapshot_tree()?;
     let mut args = vec!["diff", "--no-color"];
     if stat {
         args.push("--stat");
     }
-    args.extend([record.base.as_str(), tree.as_str()]);
+    // Without untracked files, the work tree against the base says it all, and quickly; with them,
+    // a snapshot of the whole work tree (through a private index) includes them.
+    let untracked = repository.run(
+        &[
+            "ls-files",
+            "--others",
+            "--exclude-standard",
+            "--directory",
+            "--no-empty-directory",
+        ],
+        None,
+    )?;
+    let tree;
+    args.push(record.base.as_str());
+    if !untracked.is_empty() {
+        tree = repository.snapshot_tree()?;
+        args.push(tree.as_str());
+    }
     repository.run(&args, None)
 }
 
