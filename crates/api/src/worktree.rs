@@ -111,8 +111,8 @@ pub async fn launch_in_worktrees(
     };
     let copy = settings.copy.clone();
     let timeout = setup_timeout(&settings)?;
-    // Registered one at a time (git's worktree bookkeeping is shared), then checked out in parallel
-    // (each has its own index and branch), then set up.
+    // Made one at a time (git's worktree bookkeeping is shared), then files copied and set up in
+    // parallel.
     let registered = blocking(move || {
         planned
             .into_iter()
