@@ -57,6 +57,11 @@ pub async fn launch_in_worktrees(
     mut request: LaunchRequest,
     options: &WorktreeOptions,
 ) -> Result<LaunchOutcome> {
+    if let Some(kind) = request.target.filter(|kind| !kind.is_local()) {
+        return Err(Error::Invalid(format!(
+            "--worktree makes worktrees on this machine, so it works with tmux and pty, not {kind}"
+        )));
+    }
     let settings = api.orchestrator().config().config.worktree.clone();
     let project = api.project(request.cwd.as_deref())?;
     if settings.setup.is_some() || !settings.copy.is_empty() {
