@@ -28,8 +28,8 @@ pub use agents::{AgentDetail, CreatedAgent, agent_prompt, create_agent};
 pub use lifecycle::{CheckpointDiff, Restored, checkpoint_diff_of, restore_checkpoint};
 pub use terminal::{Capture, CaptureParams, ExecResult, capture_screen};
 pub use worktree::{
-    Paused, SessionDiff, WorktreeOptions, launch_in_worktrees, merge_session, pause_session,
-    resume_session, session_diff, worktree_of,
+    Paused, SessionDiff, WorktreeOptions, launch_in_worktrees, launch_sessions, merge_session,
+    pause_session, resume_session, session_diff, worktree_of,
 };
 
 /// The services the operations run on, and the directories they default to.

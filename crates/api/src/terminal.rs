@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mahavishnu_core::keys::{Key, NamedKey};
 use mahavishnu_core::{
     Error, ExecOutput, InputPart, Instance, InstanceId, Result, ScreenOptions, TargetKind,
 };
@@ -216,27 +215,17 @@ async fn launch(api: Api, params: LaunchParams, progress: Progress) -> Result<Re
         image: params.image,
         worktree: None,
     };
-    let outcome = if params.worktree {
-        let options = crate::WorktreeOptions {
-            from: params.from,
-            branch_prefix: params.branch_prefix,
-        };
-        progress
-            .while_running(
-                "launching in worktrees",
-                None,
-                crate::launch_in_worktrees(&api, request, &options),
-            )
-            .await?
-    } else {
-        progress
-            .while_running(
-                "launching",
-                None,
-                api.orchestrator().launch_instances(&request),
-            )
-            .await?
-    };
+    let worktree = params.worktree.then_some(crate::WorktreeOptions {
+        from: params.from,
+        branch_prefix: params.branch_prefix,
+    });
+    let outcome = progress
+        .while_running(
+            "launching",
+            None,
+            crate::launch_sessions(&api, request, worktree.as_ref()),
+        )
+        .await?;
     if outcome.instances.is_empty() {
         return Err(Error::Failed(outcome.errors.join("; ")));
     }
@@ -285,10 +274,7 @@ async fn send(api: Api, params: SendParams, _: Progress) -> Result<Reply> {
     let orchestrator = api.orchestrator();
     let id = orchestrator.resolve_id(&params.id)?;
     let chars = params.text.chars().count();
-    let mut input = vec![InputPart::Text(params.text)];
-    if params.enter {
-        input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
-    }
+    let input = InputPart::line(params.text, params.enter);
     orchestrator.send(&id, &input).await?;
     let enter = if params.enter {
         " and pressed Enter"
@@ -331,10 +317,7 @@ async fn broadcast(api: Api, params: BroadcastParams, _: Progress) -> Result<Rep
     let ids = orchestrator
         .live_ids(params.project.map(|dir| api.absolute(&dir)), params.profile)
         .await?;
-    let mut input = vec![InputPart::Text(params.text)];
-    if params.enter {
-        input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
-    }
+    let input = InputPart::line(params.text, params.enter);
     let outcomes = orchestrator.broadcast(&ids, &input).await;
     let failed = outcomes.iter().filter(|outcome| !outcome.ok).count();
     let summary = format!(

@@ -49,6 +49,18 @@ async fn ports_in_use(api: &Api) -> Result<BTreeSet<u16>> {
         .collect())
 }
 
+/// Launches `request`: in worktrees when `worktree` options are given, else as a plain launch.
+pub async fn launch_sessions(
+    api: &Api,
+    request: LaunchRequest,
+    worktree: Option<&WorktreeOptions>,
+) -> Result<LaunchOutcome> {
+    match worktree {
+        Some(options) => launch_in_worktrees(api, request, options).await,
+        None => api.orchestrator().launch_instances(&request).await,
+    }
+}
+
 /// Launches `request.count` sessions, each in a new worktree and branch of the repository around
 /// `request.cwd`: files from `worktree.copy` are copied in, `worktree.setup` runs there first (a
 /// failure keeps the worktree for inspection and starts nothing), and each gets its own ports.

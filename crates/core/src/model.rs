@@ -510,6 +510,17 @@ pub enum InputPart {
 }
 
 impl InputPart {
+    /// `text` typed literally, then Enter when `enter`.
+    pub fn line(text: String, enter: bool) -> Vec<InputPart> {
+        let mut input = vec![InputPart::Text(text)];
+        if enter {
+            input.push(InputPart::Key(crate::keys::Key::Named(
+                crate::keys::NamedKey::Enter,
+            )));
+        }
+        input
+    }
+
     /// The bytes a terminal would receive for this input.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {

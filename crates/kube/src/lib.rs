@@ -451,13 +451,7 @@ impl Target for KubernetesTarget {
 
     async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
         let (namespace, name) = split(native)?;
-        let mut bytes = Vec::new();
-        for part in input {
-            match part {
-                InputPart::Text(text) => bytes.extend_from_slice(text.as_bytes()),
-                InputPart::Key(key) => bytes.extend(key.to_bytes()),
-            }
-        }
+        let bytes: Vec<u8> = input.iter().flat_map(InputPart::to_bytes).collect();
         let pods = self.pods(namespace).await?;
         let params = AttachParams::interactive_tty()
             .container(CONTAINER)

@@ -229,12 +229,17 @@ fn worktree_repository(record: &WorktreeRecord) -> Result<Repository> {
 /// What the session changed against its base, committed and not (untracked files too).
 pub fn diff(record: &WorktreeRecord, stat: bool) -> Result<String> {
     let repository = worktree_repository(record)?;
-    let mut args = vec!["diff", "--no-color"];
-    if stat {
-        args.push("--stat");
-    }
-    // Without untracked files, the work tree against the base says it all, and quickly; with them,
-    // a snapshot of the whole work tree (through a private index) includes them.
+    diff_against_base(&repository, record, if stat { &["--stat"] } else { &[] })
+}
+
+/// `git diff OPTIONS BASE` over everything the worktree holds. Without untracked files, the work tree
+/// against the base says it all, and quickly; with them, a snapshot of the whole work tree (through a
+/// private index) includes them.
+fn diff_against_base(
+    repository: &Repository,
+    record: &WorktreeRecord,
+    options: &[&str],
+) -> Result<String> {
     let untracked = repository.run(
         &[
             "ls-files",
@@ -246,6 +251,8 @@ pub fn diff(record: &WorktreeRecord, stat: bool) -> Result<String> {
         None,
     )?;
     let tree;
+    let mut args = vec!["diff", "--no-color"];
+    args.extend(options);
     args.push(record.base.as_str());
     if !untracked.is_empty() {
         tree = repository.snapshot_tree()?;
@@ -270,8 +277,7 @@ pub struct WorktreeStatus {
 /// The status of a worktree session.
 pub fn status(record: &WorktreeRecord) -> Result<WorktreeStatus> {
     let repository = worktree_repository(record)?;
-    let tree = repository.snapshot_tree()?;
-    let changed = repository.run(&["diff", "--name-only", &record.base, &tree], None)?;
+    let changed = diff_against_base(&repository, record, &["--name-only"])?;
     let main = Repository::discover(&record.repository)?;
     let counts = main.run(
         &[

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use mahavishnu_api::{Api, WorktreeOptions};
-use mahavishnu_core::keys::{Key, NamedKey};
 use mahavishnu_core::{
     Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind,
 };
@@ -143,10 +142,7 @@ async fn send(
             "with --all give only the text: `terminal send --all TEXT`".into()
         )),
     };
-    let mut input = vec![InputPart::Text(text)];
-    if !args.no_enter {
-        input.push(InputPart::Key(Key::Named(NamedKey::Enter)));
-    }
+    let input = InputPart::line(text, !args.no_enter);
     let Some(id) = id else {
         let ids = orchestrator
             .live_ids(args.every.project, args.every.profile)
@@ -255,20 +251,16 @@ async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = if args.worktree {
-        let api = Api::new(
-            std::sync::Arc::new(orchestrator),
-            std::env::current_dir()?,
-            std::env::var_os("HOME").map(std::path::PathBuf::from),
-        );
-        let options = WorktreeOptions {
-            from: args.from,
-            branch_prefix: args.branch_prefix,
-        };
-        mahavishnu_api::launch_in_worktrees(&api, request, &options).await?
-    } else {
-        orchestrator.launch_instances(&request).await?
-    };
+    let api = Api::new(
+        std::sync::Arc::new(orchestrator),
+        std::env::current_dir()?,
+        std::env::var_os("HOME").map(std::path::PathBuf::from),
+    );
+    let worktree = args.worktree.then_some(WorktreeOptions {
+        from: args.from,
+        branch_prefix: args.branch_prefix,
+    });
+    let outcome = mahavishnu_api::launch_sessions(&api, request, worktree.as_ref()).await?;
     emit(format, &outcome.instances, || {
         outcome
             .instances
