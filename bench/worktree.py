@@ -4,8 +4,11 @@
 Usage: cargo build --release && python3 bench/worktree.py [target/release/mahavishnu]
 
 - launch 10: `terminal launch shell --target pty --worktree --count 10` on a repository of 10,000 files
-  (100 directories of 100), until all ten run; 5 runs, pruned between runs.
-- diff --stat: `terminal diff ID --stat` on a session whose worktree has 100 changed files; 30 runs.
+  (100 directories of 100), until all ten run; 3 runs, alternating with git alone making 10 worktrees.
+- diff --stat: `terminal diff ID --stat` on a session whose worktree has 100 changed files (all of them
+  tracked files, then half of them new files); 30 runs each.
+
+Set TMPDIR to run it on another filesystem (the repository and the worktrees are made there).
 """
 
 import json
@@ -55,41 +58,54 @@ def main():
         print("binary: %s" % BINARY)
         print("machine: %s, %d cores" % (os.uname().machine, os.cpu_count()))
 
-        # The floor: git alone making 10 worktrees of this repository, one after another.
-        floors = []
+        # Rounds of git alone making 10 worktrees of this repository one after another (the floor, what
+        # a user would run by hand) and of Mahavishnu launching 10 worktree sessions, in alternating
+        # order, nothing deleted in between: this disk's speed drifts, and deleting 100,000 files slows
+        # the next minutes down.
+        floors, launches = [], []
         for n in range(3):
-            started = time.perf_counter()
-            for i in range(10):
-                subprocess.run(["git", "worktree", "add", "-q", "-b", "floor-%d-%d" % (n, i),
-                                os.path.join(root, "floor", "%d-%d" % (n, i)), "HEAD"], cwd=repo, check=True)
-            floors.append((time.perf_counter() - started) * 1000)
-            for i in range(10):
-                subprocess.run(["git", "worktree", "remove", "--force", os.path.join(root, "floor", "%d-%d" % (n, i))], cwd=repo, check=True)
-                subprocess.run(["git", "branch", "-q", "-D", "floor-%d-%d" % (n, i)], cwd=repo, check=True)
+            def floor():
+                started = time.perf_counter()
+                for i in range(10):
+                    subprocess.run(["git", "worktree", "add", "-q", "-b", "floor-%d-%d" % (n, i),
+                                    os.path.join(root, "floor", "%d-%d" % (n, i)), "HEAD"], cwd=repo, check=True)
+                floors.append((time.perf_counter() - started) * 1000)
+
+            def launch():
+                started = time.perf_counter()
+                ids = run("terminal", "launch", "shell", "--target", "pty", "--worktree", "--count", "10",
+                          "--name", "b%d" % n).split()
+                launches.append((time.perf_counter() - started) * 1000)
+                assert len(ids) == 10, ids
+
+            for step in ((floor, launch) if n % 2 == 0 else (launch, floor)):
+                step()
+            print("round %d: git alone %.0f ms, launch %.0f ms (ratio %.2f)"
+                  % (n, floors[-1], launches[-1], launches[-1] / floors[-1]))
         report("git worktree add x10 alone (the floor)", floors, 3000)
-
-        launches = []
-        for n in range(3):
-            started = time.perf_counter()
-            ids = run("terminal", "launch", "shell", "--target", "pty", "--worktree", "--count", "10", "--name", "b%d" % n).split()
-            launches.append((time.perf_counter() - started) * 1000)
-            assert len(ids) == 10, ids
-            run("terminal", "close", "--all", "--prune", "--force", "--grace", "0.2")
         report("launch 10 worktree sessions, 10,000 files", launches, 3000)
+        run("terminal", "close", "--all", "--prune", "--force", "--grace", "0.2")
 
-        session = run("terminal", "launch", "shell", "--target", "pty", "--worktree", "--name", "differ").strip()
-        shown = json.loads(run("--output", "json", "terminal", "show", session))
-        for f in range(100):
-            with open(os.path.join(shown["cwd"], "d%02d" % (f % 100), "f%03d.txt" % f), "a") as out:
-                out.write("changed\n")
-        stat = run("terminal", "diff", session, "--stat")
-        assert "100 files changed" in stat, stat
-        diffs = []
-        for _ in range(30):
-            started = time.perf_counter()
-            run("terminal", "diff", session, "--stat")
-            diffs.append((time.perf_counter() - started) * 1000)
-        report("terminal diff --stat, 100 changed files", diffs, 50)
+        def diff_figure(name, new_files):
+            session = run("terminal", "launch", "shell", "--target", "pty", "--worktree", "--name", name).strip()
+            shown = json.loads(run("--output", "json", "terminal", "show", session))
+            for f in range(100):
+                path = os.path.join(shown["cwd"], "d%02d" % f, "f%03d.txt" % f)
+                if f < new_files:
+                    path = path.replace(".txt", "-new.txt")
+                with open(path, "a") as out:
+                    out.write("changed\n")
+            stat = run("terminal", "diff", session, "--stat")
+            assert "100 files changed" in stat, stat
+            diffs = []
+            for _ in range(30):
+                started = time.perf_counter()
+                run("terminal", "diff", session, "--stat")
+                diffs.append((time.perf_counter() - started) * 1000)
+            report("terminal diff --stat, 100 changed files (%d new)" % new_files, diffs, 50)
+
+        diff_figure("modified", 0)
+        diff_figure("half-new", 50)
         run("terminal", "close", "--all", "--prune", "--force", "--grace", "0.2")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::StreamExt;
 use mahavishnu_core::{Error, InstanceId, Result, WorktreeRecord};
 use mahavishnu_lifecycle::HookContext;
 use mahavishnu_lifecycle::hooks::{render, run_command};
@@ -128,8 +129,8 @@ pub async fn launch_in_worktrees(
     };
     let copy = settings.copy.clone();
     let timeout = setup_timeout(&settings)?;
-    // Made one at a time (git's worktree bookkeeping is shared), then files copied and set up in
-    // parallel.
+    // Registered one at a time (git's worktree bookkeeping is shared), then checked out, one per core,
+    // and set up in parallel.
     let registered = blocking(move || {
         planned
             .into_iter()
@@ -145,7 +146,11 @@ pub async fn launch_in_worktrees(
             (name, created)
         }
     });
-    let created = futures::future::join_all(creations.collect::<Vec<_>>()).await;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let created: Vec<_> = futures::stream::iter(creations.collect::<Vec<_>>())
+        .buffered(cores)
+        .collect()
+        .await;
     let setups = created.into_iter().map(|(name, created)| {
         let (settings, project) = (&settings, &project);
         async move {

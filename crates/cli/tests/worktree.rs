@@ -165,6 +165,98 @@ fn parallel_sessions_work_in_their_own_worktrees() {
 }
 
 #[test]
+fn diff_sees_every_change_even_within_a_second_and_never_touches_the_worktrees_index() {
+    let world = repo_world();
+    let work = world.work();
+    for name in ["one.txt", "two.txt", "gone.txt"] {
+        std::fs::write(work.join(name), "0000\n").unwrap();
+    }
+    std::fs::write(work.join(".gitignore"), ".env\n*.log\n").unwrap();
+    git(&work, &["add", "."]);
+    support::git_commit(&work, &["-m", "more files"]);
+    let id =
+        world.launch(&["shell", "--target", "pty", "--worktree", "--name", "differ"])[0].clone();
+    // Found with git, so that no status of Mahavishnu's has looked at the worktree yet.
+    let dir = PathBuf::from(
+        git(&work, &["worktree", "list", "--porcelain"])
+            .lines()
+            .filter_map(|line| line.strip_prefix("worktree "))
+            .find(|path| path.ends_with("/differ"))
+            .unwrap(),
+    );
+    // Same size, and very likely in the same second as the checkout wrote the index: only the file's
+    // content tells. The first diff comes a second later, when the change no longer looks recent.
+    std::fs::write(dir.join("one.txt"), "1111\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::remove_file(dir.join("gone.txt")).unwrap();
+    std::fs::create_dir_all(dir.join("new dir")).unwrap();
+    std::fs::write(dir.join("new dir/$(touch pwned).txt"), "nested\n").unwrap();
+    std::fs::write(dir.join(":(glob)*"), "odd name\n").unwrap();
+    std::fs::write(dir.join("debug.log"), "ignored\n").unwrap();
+    let index = PathBuf::from(git(&dir, &["rev-parse", "--git-path", "index"]).trim());
+    let index = if index.is_absolute() {
+        index
+    } else {
+        dir.join(index)
+    };
+    let before = (
+        std::fs::read(&index).unwrap(),
+        std::fs::metadata(&index).unwrap().modified().unwrap(),
+    );
+
+    let names = |world: &World| {
+        let diff = world.json(&["terminal", "diff", &id]);
+        let text = diff["diff"].as_str().unwrap().to_string();
+        let mut names: Vec<String> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("diff --git a/"))
+            .map(|rest| rest.split(" b/").next().unwrap().to_string())
+            .collect();
+        names.sort();
+        (names, text)
+    };
+    // The setup's mark is a new file of the worktree too.
+    let expected = [
+        ":(glob)*",
+        "gone.txt",
+        "new dir/$(touch pwned).txt",
+        "one.txt",
+        "setup-mark",
+    ];
+    let (first, text) = names(&world);
+    assert_eq!(first, expected, "{text}");
+    assert!(text.contains("-0000") && text.contains("+1111"), "{text}");
+    // Again through the settled cache, with one more same-size edit right after the last diff.
+    std::fs::write(dir.join("two.txt"), "2222\n").unwrap();
+    let (second, text) = names(&world);
+    let mut with_two = expected.to_vec();
+    with_two.push("two.txt");
+    with_two.sort();
+    assert_eq!(second, with_two, "{text}");
+    assert!(
+        !dir.join("pwned").exists() && !work.join("pwned").exists(),
+        "names never reach a shell"
+    );
+    let stat = world.ok(&["terminal", "diff", &id, "--stat"]);
+    assert!(stat.contains("6 files changed"), "{stat}");
+
+    let after = (
+        std::fs::read(&index).unwrap(),
+        std::fs::metadata(&index).unwrap().modified().unwrap(),
+    );
+    assert!(before == after, "the worktree's own index is never written");
+    assert!(!index.with_extension("lock").exists());
+    let status = git(&dir, &["status", "--porcelain"]);
+    assert!(
+        status.contains("?? \"new dir/\"") || status.contains("?? new dir/"),
+        "untracked files stay untracked: {status}"
+    );
+    world.ok(&[
+        "terminal", "close", &id, "--prune", "--force", "--grace", "0.2",
+    ]);
+}
+
+#[test]
 fn bad_worktree_launches_are_refused_and_a_failing_setup_starts_nothing() {
     let world = repo_world();
     let launch = |extra: &[&str]| {

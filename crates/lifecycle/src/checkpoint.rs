@@ -2,8 +2,10 @@
 //! refs, `refs/mahavishnu/checkpoints/...`, made through a private index. HEAD, the branch and the
 //! user's index never move, except when the user asks for an ordinary commit as well.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use mahavishnu_core::{Error, Result, Timestamp};
 use serde::Serialize;
@@ -42,8 +44,9 @@ pub struct Attempt {
 pub struct Repository {
     top: PathBuf,
     git_dir: PathBuf,
-    /// No identity is configured: commits are made as "Mahavishnu".
-    anonymous: bool,
+    /// No identity is configured, so commits are made as "Mahavishnu"; asked of git on the first
+    /// command that makes a commit.
+    anonymous: OnceLock<bool>,
 }
 
 impl Repository {
@@ -69,15 +72,50 @@ impl Repository {
                 dir.display()
             )));
         };
-        // Checkpoints must work where no identity is configured; git's own settings win where there is one.
-        let anonymous = !git(dir, &["var", "GIT_COMMITTER_IDENT"], None, false)?
-            .status
-            .success();
         Ok(Repository {
             top: PathBuf::from(top),
             git_dir: PathBuf::from(git_dir),
-            anonymous,
+            anonymous: OnceLock::new(),
         })
+    }
+
+    /// The work tree whose top is `top`, found without running git: its `.git` is the git directory or,
+    /// in a linked worktree, a file naming it.
+    pub fn open(top: &Path) -> Result<Self> {
+        let dot_git = top.join(".git");
+        let git_dir = if dot_git.is_dir() {
+            dot_git
+        } else {
+            let link = std::fs::read_to_string(&dot_git).map_err(|e| {
+                Error::io(
+                    format!("{} is not the top of a git work tree", top.display()),
+                    e,
+                )
+            })?;
+            let named = link.strip_prefix("gitdir:").map(str::trim).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} names no git directory; repair it with `git worktree repair`",
+                    dot_git.display()
+                ))
+            })?;
+            top.join(named)
+        };
+        Ok(Repository {
+            top: top.to_path_buf(),
+            git_dir,
+            anonymous: OnceLock::new(),
+        })
+    }
+
+    /// Whether commits must be made as "Mahavishnu": checkpoints work where no identity is configured,
+    /// and git's own settings win where there is one.
+    fn anonymous(&self, args: &[&str]) -> bool {
+        let commits = matches!(args.first(), Some(&("commit-tree" | "commit" | "merge")));
+        commits
+            && *self.anonymous.get_or_init(|| {
+                git(&self.top, &["var", "GIT_COMMITTER_IDENT"], None, false)
+                    .is_ok_and(|output| !output.status.success())
+            })
     }
 
     /// The top of the work tree.
@@ -87,7 +125,28 @@ impl Repository {
 
     /// Runs git in the work tree (with a private index, when given) and returns its output.
     pub fn run(&self, args: &[&str], index: Option<&Path>) -> Result<String> {
-        let output = git(&self.top, args, index, self.anonymous)?;
+        let output = git(&self.top, args, index, self.anonymous(args))?;
+        self.answer(args, output)
+    }
+
+    /// Runs git with `input` on its standard input.
+    fn run_with_input(&self, args: &[&str], index: Option<&Path>, input: &[u8]) -> Result<String> {
+        let mut child = command(&self.top, args, index, self.anonymous(args))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(cannot_run)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input)
+                .map_err(|e| Error::io("cannot write to git", e))?;
+        }
+        let output = child.wait_with_output().map_err(cannot_run)?;
+        self.answer(args, output)
+    }
+
+    fn answer(&self, args: &[&str], output: Output) -> Result<String> {
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout)
                 .trim_end()
@@ -104,7 +163,7 @@ impl Repository {
     /// Runs git and returns whether it succeeded and what it printed, for commands whose failure is an
     /// answer (a merge that conflicts).
     pub fn try_run(&self, args: &[&str]) -> Result<Attempt> {
-        let output = git(&self.top, args, None, self.anonymous)?;
+        let output = git(&self.top, args, None, self.anonymous(args))?;
         Ok(Attempt {
             success: output.status.success(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -117,17 +176,100 @@ impl Repository {
             .filter(|head| !head.is_empty())
     }
 
-    /// Snapshots the work tree into a tree object through a private index seeded from the user's, so
-    /// that only changed files are hashed again.
+    /// Snapshots the work tree into a tree object through a private index seeded from the stat cache,
+    /// so that only changed files are hashed again.
     pub fn snapshot_tree(&self) -> Result<String> {
+        let cache = self.stat_cache()?;
         let index = PrivateIndex::new(&self.git_dir)?;
-        let user_index = self.git_dir.join("index");
-        if user_index.is_file() {
-            std::fs::copy(&user_index, &index.path)
-                .map_err(|e| Error::io(format!("cannot copy {}", user_index.display()), e))?;
-        }
+        copy_index(&cache, &index.path)?;
         self.run(&["add", "--all", "--", "."], Some(&index.path))?;
         self.run(&["write-tree"], Some(&index.path))
+    }
+
+    /// The work tree's stat cache: a private index of it, kept in the git directory, that tells git
+    /// which files are unchanged without reading them. The user's own index can stay "racily clean":
+    /// git compares every file written in the same second as the index byte by byte, on every use, until
+    /// the index is written again (a fresh worktree is all such files). It is never written or locked
+    /// here, so that git commands of the user or an agent never find it busy; instead the cache is
+    /// seeded from it and refreshed, again whenever the user's index changed or the cache was written
+    /// in the same second as the user's index.
+    fn stat_cache(&self) -> Result<PathBuf> {
+        let cache = self.git_dir.join("mahavishnu").join("stat-index");
+        let user = self.git_dir.join("index");
+        let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let seconds = |time: std::time::SystemTime| {
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs())
+        };
+        let stale = match (modified(&user), modified(&cache)) {
+            (_, None) => true,
+            (Some(user), Some(cache)) => user > cache || seconds(cache) <= seconds(user),
+            (None, Some(_)) => false,
+        };
+        if stale {
+            let fresh = PrivateIndex::new(&self.git_dir)?;
+            copy_index(&user, &fresh.path)?;
+            // Best effort: without it the cache is only as fast as the user's index.
+            let _ = git(
+                &self.top,
+                &["update-index", "-q", "--refresh"],
+                Some(&fresh.path),
+                false,
+            );
+            if fresh.path.is_file() {
+                std::fs::rename(&fresh.path, &cache)
+                    .map_err(|e| Error::io(format!("cannot write {}", cache.display()), e))?;
+            }
+        }
+        Ok(cache)
+    }
+
+    /// `git diff OPTIONS AGAINST` of the whole work tree, untracked files included (those `.gitignore`
+    /// does not exclude), through the stat cache.
+    pub fn diff_work_tree(&self, against: &str, options: &[&str]) -> Result<String> {
+        let cache = self.stat_cache()?;
+        let mut args = vec!["diff", "--no-color", "--no-ext-diff"];
+        args.extend(options);
+        args.push(against);
+        let listing = [
+            "ls-files",
+            "-z",
+            "--others",
+            "--exclude-standard",
+            "--directory",
+            "--no-empty-directory",
+        ];
+        // Finding untracked files and diffing tracked ones each walk the work tree: both at once.
+        let (untracked, tracked) = std::thread::scope(|scope| {
+            let untracked = scope.spawn(|| self.run(&listing, Some(&cache)));
+            let tracked = self.run(&args, Some(&cache));
+            (untracked.join(), tracked)
+        });
+        let untracked = untracked
+            .map_err(|_| Error::Failed("listing untracked files failed unexpectedly".into()))??;
+        if untracked.is_empty() {
+            return tracked;
+        }
+        // Untracked files join the cache as intent-to-add entries, so that the next diff finds them
+        // there (one that is deleted again shows no more); while another diff holds the cache, they
+        // join a throwaway copy of it instead.
+        let add = [
+            "--literal-pathspecs",
+            "add",
+            "--intent-to-add",
+            "--pathspec-from-file=-",
+            "--pathspec-file-nul",
+        ];
+        if self
+            .run_with_input(&add, Some(&cache), untracked.as_bytes())
+            .is_ok()
+        {
+            return self.run(&args, Some(&cache));
+        }
+        let index = PrivateIndex::new(&self.git_dir)?;
+        copy_index(&cache, &index.path)?;
+        self.run_with_input(&add, Some(&index.path), untracked.as_bytes())?;
+        self.run(&args, Some(&index.path))
     }
 
     /// Makes a commit of `tree` (on `parent`), as the user, or as Mahavishnu where git knows no one.
@@ -257,14 +399,7 @@ impl Repository {
     /// What changed in the work tree since a checkpoint (a unified diff, or `--stat`).
     pub fn diff(&self, id: &str, stat: bool) -> Result<String> {
         let checkpoint = self.find(id)?;
-        let now = self.snapshot_tree()?;
-        let mut args = vec!["diff", "--no-color", "--no-ext-diff"];
-        if stat {
-            args.push("--stat");
-        }
-        args.push(&checkpoint.commit);
-        args.push(&now);
-        self.run(&args, None)
+        self.diff_work_tree(&checkpoint.commit, if stat { &["--stat"] } else { &[] })
     }
 
     /// Writes a checkpoint's files back into the work tree, after a safety checkpoint of the current
@@ -322,14 +457,48 @@ impl Drop for PrivateIndex {
     }
 }
 
+/// Copies an index file with its modification time, so that git's check for entries written in the
+/// same second as the index ("racily clean") finds in the copy what it would find in the original. A
+/// missing index is an empty one, to git as here: nothing to copy.
+fn copy_index(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_file() {
+        return Ok(());
+    }
+    let failed = |e| Error::io(format!("cannot copy {}", from.display()), e);
+    std::fs::copy(from, to).map_err(failed)?;
+    let modified = std::fs::metadata(from)
+        .and_then(|m| m.modified())
+        .map_err(failed)?;
+    std::fs::File::options()
+        .write(true)
+        .open(to)
+        .and_then(|copy| copy.set_modified(modified))
+        .map_err(failed)
+}
+
 fn git(dir: &Path, args: &[&str], index: Option<&Path>, anonymous: bool) -> Result<Output> {
+    command(dir, args, index, anonymous)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(cannot_run)
+}
+
+fn cannot_run(e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Invalid(
+            "git is not installed (not found on PATH); checkpoints need it: install git".into(),
+        ),
+        _ => Error::io("cannot run git", e),
+    }
+}
+
+fn command(dir: &Path, args: &[&str], index: Option<&Path>, anonymous: bool) -> Command {
     let mut command = Command::new("git");
     command
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null());
+        .env("GIT_TERMINAL_PROMPT", "0");
     if let Some(index) = index {
         command.env("GIT_INDEX_FILE", index);
     }
@@ -339,10 +508,5 @@ fn git(dir: &Path, args: &[&str], index: Option<&Path>, anonymous: bool) -> Resu
             command.env(format!("GIT_{role}_EMAIL"), "mahavishnu@localhost");
         }
     }
-    command.output().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Invalid(
-            "git is not installed (not found on PATH); checkpoints need it: install git".into(),
-        ),
-        _ => Error::io("cannot run git", e),
-    })
+    command
 }

@@ -99,8 +99,8 @@ pub fn plan(project: &Path, name: &str, from: &str, prefix: &str, root: &Path) -
 }
 
 impl Planned {
-    /// Creates the branch and the worktree with its files. git's worktree bookkeeping is shared, so
-    /// this must happen one worktree at a time (parallel checkouts were also measured slower here).
+    /// Creates the branch and registers the worktree, without its files yet. git's worktree bookkeeping
+    /// is shared, so this must happen one worktree at a time; `populate` can then run in parallel.
     pub fn register(self) -> Result<Self> {
         if let Some(parent) = self.path.parent() {
             std::fs::create_dir_all(parent)
@@ -112,6 +112,7 @@ impl Planned {
                 "worktree",
                 "add",
                 "--quiet",
+                "--no-checkout",
                 "-b",
                 &self.branch,
                 &path,
@@ -122,13 +123,15 @@ impl Planned {
         Ok(self)
     }
 
-    /// Copies `copy` (paths relative to the main work tree) into a registered worktree; missing files
-    /// are skipped. Returns the record and the files copied.
+    /// Checks out the files of a registered worktree (as `git worktree add` would), then copies `copy`
+    /// (paths relative to the main work tree) in; missing files are skipped. Returns the record and the
+    /// files copied.
     pub fn populate(
         self,
         copy: &[String],
         port_base: u16,
     ) -> Result<(WorktreeRecord, Vec<String>)> {
+        Repository::open(&self.path)?.run(&["reset", "--hard", "--quiet"], None)?;
         let copied = copy_files(self.repository.top(), &self.path, copy)?;
         Ok((
             WorktreeRecord {
@@ -223,42 +226,12 @@ fn worktree_repository(record: &WorktreeRecord) -> Result<Repository> {
             record.path.display()
         )));
     }
-    Repository::discover(&record.path)
+    Repository::open(&record.path)
 }
 
 /// What the session changed against its base, committed and not (untracked files too).
 pub fn diff(record: &WorktreeRecord, stat: bool) -> Result<String> {
-    let repository = worktree_repository(record)?;
-    diff_against_base(&repository, record, if stat { &["--stat"] } else { &[] })
-}
-
-/// `git diff OPTIONS BASE` over everything the worktree holds. Without untracked files, the work tree
-/// against the base says it all, and quickly; with them, a snapshot of the whole work tree (through a
-/// private index) includes them.
-fn diff_against_base(
-    repository: &Repository,
-    record: &WorktreeRecord,
-    options: &[&str],
-) -> Result<String> {
-    let untracked = repository.run(
-        &[
-            "ls-files",
-            "--others",
-            "--exclude-standard",
-            "--directory",
-            "--no-empty-directory",
-        ],
-        None,
-    )?;
-    let tree;
-    let mut args = vec!["diff", "--no-color"];
-    args.extend(options);
-    args.push(record.base.as_str());
-    if !untracked.is_empty() {
-        tree = repository.snapshot_tree()?;
-        args.push(tree.as_str());
-    }
-    repository.run(&args, None)
+    worktree_repository(record)?.diff_work_tree(&record.base, if stat { &["--stat"] } else { &[] })
 }
 
 /// A worktree session's branch and how far it is from the main work tree's.
@@ -276,9 +249,8 @@ pub struct WorktreeStatus {
 
 /// The status of a worktree session.
 pub fn status(record: &WorktreeRecord) -> Result<WorktreeStatus> {
-    let repository = worktree_repository(record)?;
-    let changed = diff_against_base(&repository, record, &["--name-only"])?;
-    let main = Repository::discover(&record.repository)?;
+    let changed = worktree_repository(record)?.diff_work_tree(&record.base, &["--name-only"])?;
+    let main = Repository::open(&record.repository)?;
     let counts = main.run(
         &[
             "rev-list",
@@ -304,11 +276,8 @@ pub fn status(record: &WorktreeRecord) -> Result<WorktreeStatus> {
 pub fn unmerged_work(record: &WorktreeRecord) -> Result<Option<String>> {
     // Uncommitted work exists only while the worktree does (a paused session has none).
     let uncommitted = if record.path.is_dir() {
-        let repository = Repository::discover(&record.path)?;
-        let tree = repository.snapshot_tree()?;
-        let head = repository.run(&["rev-parse", "HEAD^{tree}"], None)?;
-        repository
-            .run(&["diff", "--name-only", &head, &tree], None)?
+        Repository::open(&record.path)?
+            .diff_work_tree("HEAD", &["--name-only"])?
             .lines()
             .filter(|line| !line.is_empty())
             .count()
