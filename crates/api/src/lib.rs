@@ -29,7 +29,7 @@ pub use lifecycle::{CheckpointDiff, Restored, checkpoint_diff_of, restore_checkp
 pub use terminal::{Capture, CaptureParams, ExecResult, capture_screen};
 pub use worktree::{
     Paused, SessionDiff, WorktreeOptions, launch_in_worktrees, launch_sessions, merge_session,
-    pause_session, resume_session, session_diff, worktree_of,
+    pause_session, repair_session, resume_session, session_diff, worktree_of,
 };
 
 /// The services the operations run on, and the directories they default to.

@@ -7,7 +7,9 @@ use std::time::Duration;
 use mahavishnu_core::{
     Error, ExecOutput, InputPart, Instance, InstanceId, Result, ScreenOptions, TargetKind,
 };
-use mahavishnu_orchestrator::{CaptureOptions, LaunchRequest, ListFilter, WaitCondition};
+use mahavishnu_orchestrator::{
+    CaptureOptions, LaunchOutcome, LaunchRequest, ListFilter, WaitCondition,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +93,14 @@ pub(crate) fn operations() -> Vec<Operation> {
             "Resume a paused session: recreate its worktree and launch it again, continuing its \
              conversation where the CLI can.",
             resume,
+        ),
+        define(
+            "terminal_repair",
+            false,
+            "Repair a session whose worktree was deleted by hand: make the worktree again from its \
+             branch at its old place (refused if anything is there now) and start the session again \
+             there, continuing its conversation where the CLI can.",
+            repair,
         ),
         define(
             "terminal_merge",
@@ -569,7 +579,15 @@ async fn pause(api: Api, params: StatusParams, _: Progress) -> Result<Reply> {
 }
 
 async fn resume(api: Api, params: StatusParams, _: Progress) -> Result<Reply> {
-    let outcome = crate::resume_session(&api, &params.id).await?;
+    relaunched(crate::resume_session(&api, &params.id).await?)
+}
+
+async fn repair(api: Api, params: StatusParams, _: Progress) -> Result<Reply> {
+    relaunched(crate::repair_session(&api, &params.id).await?)
+}
+
+/// The reply of `resume` and `repair`: the session launched again.
+fn relaunched(outcome: LaunchOutcome) -> Result<Reply> {
     if outcome.instances.is_empty() {
         return Err(Error::Failed(outcome.errors.join("; ")));
     }

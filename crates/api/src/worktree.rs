@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mahavishnu_core::{Error, InstanceId, Result, WorktreeRecord};
+use mahavishnu_core::{Error, InstanceId, InstanceState, Result, WorktreeRecord};
 use mahavishnu_lifecycle::HookContext;
 use mahavishnu_lifecycle::hooks::{render, run_command};
 use mahavishnu_lifecycle::worktree;
@@ -259,7 +259,7 @@ pub async fn pause_session(api: &Api, text: &str) -> Result<Paused> {
     let (id, record) = worktree_of(api, text).await?;
     let orchestrator = api.orchestrator();
     let instance = orchestrator.recorded(&id)?;
-    if instance.state == mahavishnu_core::InstanceState::Paused {
+    if instance.state == InstanceState::Paused {
         return Err(Error::Invalid(format!(
             "{id} is already paused; `terminal resume {id}` brings it back"
         )));
@@ -288,15 +288,58 @@ pub async fn pause_session(api: &Api, text: &str) -> Result<Paused> {
 /// continue arguments (`-c` for Qwen Code and Claude Code).
 pub async fn resume_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
     let (id, record) = worktree_of(api, text).await?;
-    let orchestrator = api.orchestrator();
-    let instance = orchestrator.recorded(&id)?;
-    if instance.state != mahavishnu_core::InstanceState::Paused {
+    let instance = api.orchestrator().recorded(&id)?;
+    if instance.state != InstanceState::Paused {
         return Err(Error::Invalid(format!(
             "{id} is {}, not paused; only a paused session can be resumed",
             instance.state
         )));
     }
-    let settings = api.orchestrator().config().config.worktree.clone();
+    relaunch(api, instance, record).await
+}
+
+/// `terminal repair`: for a session whose worktree was deleted by hand. The worktree is made again
+/// from the session's branch at its old place (never over anything that is there now), and the
+/// session is started again in it as by `resume`; what was not committed was lost with the directory.
+pub async fn repair_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
+    let (id, record) = worktree_of(api, text).await?;
+    let orchestrator = api.orchestrator();
+    let instance = orchestrator.recorded(&id)?;
+    if instance.state == InstanceState::Paused {
+        return Err(Error::Invalid(format!(
+            "{id} is paused (its worktree was removed on purpose); `terminal resume {id}` brings it back"
+        )));
+    }
+    if record.path.join(".git").exists() {
+        return Err(Error::Invalid(format!(
+            "the worktree of {id} is in place at {}; there is nothing to repair",
+            record.path.display()
+        )));
+    }
+    let check = record.clone();
+    blocking(move || worktree::can_bring_back(&check)).await?;
+    if instance.state.is_live() {
+        let closed = orchestrator
+            .close_instances(std::slice::from_ref(&id), None)
+            .await?;
+        if let Some(error) = closed.into_iter().find_map(|outcome| outcome.error) {
+            return Err(Error::Failed(format!(
+                "{id} could not be stopped, so nothing was repaired: {error}"
+            )));
+        }
+    }
+    relaunch(api, instance, record).await
+}
+
+/// Makes a stopped session's worktree again from its branch (files copied, setup run) and launches
+/// the session there with its profile's continue arguments, under the same id.
+async fn relaunch(
+    api: &Api,
+    instance: mahavishnu_core::Instance,
+    record: WorktreeRecord,
+) -> Result<LaunchOutcome> {
+    let orchestrator = api.orchestrator();
+    let settings = orchestrator.config().config.worktree.clone();
     let timeout = setup_timeout(&settings)?;
     let back = record.clone();
     blocking(move || worktree::bring_back(&back)).await?;
@@ -306,11 +349,11 @@ pub async fn resume_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
         settings.copy.clone(),
     );
     blocking(move || worktree::copy_files(&top, &path, &copy)).await?;
-    let name = id.native().to_string();
+    let name = instance.id.native().to_string();
     run_setup(&settings, &record.repository, &name, &record, timeout)
         .await
         .map_err(Error::Failed)?;
-    orchestrator.forget_paused(&id)?;
+    orchestrator.forget_stopped(&instance.id)?;
     let profile = orchestrator.config().profile(&instance.profile)?;
     let request = LaunchRequest {
         profile: instance.profile.clone(),

@@ -456,6 +456,8 @@ pub enum TerminalCommand {
     Pause(IdArgs),
     /// Recreate a paused session's worktree and launch it again, continuing its conversation
     Resume(IdArgs),
+    /// Make a worktree deleted by hand again from its branch and restart its session there
+    Repair(IdArgs),
     /// Merge a worktree session's branch back (a conflict changes nothing)
     Merge(MergeArgs),
     /// Re-adopt sessions that still run but have no record (after the state directory was lost)

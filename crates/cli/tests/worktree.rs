@@ -357,6 +357,102 @@ fn bad_worktree_launches_are_refused_and_a_failing_setup_starts_nothing() {
 }
 
 #[test]
+fn a_worktree_deleted_by_hand_is_reported_then_repaired_or_pruned_never_recreated_over_files() {
+    let world = repo_world();
+    let work = world.work();
+    let ids = world.launch(&[
+        "shell",
+        "--target",
+        "pty",
+        "--worktree",
+        "--count",
+        "2",
+        "--name",
+        "lost",
+    ]);
+    let (repaired, pruned) = (&ids[0], &ids[1]);
+    let dir = cwd_of(&world, repaired);
+    world.ok(&[
+        "terminal",
+        "exec",
+        repaired,
+        "--",
+        "sh",
+        "-c",
+        "echo committed > kept.txt",
+    ]);
+    git(&dir, &["add", "kept.txt"]);
+    support::git_commit(&dir, &["-m", "work of the session"]);
+    std::fs::write(dir.join("uncommitted.txt"), "lost with the directory\n").unwrap();
+    let nothing = world.fails(&["terminal", "repair", repaired], 2);
+    assert!(nothing.contains("nothing to repair"), "{nothing}");
+    for id in &ids {
+        std::fs::remove_dir_all(cwd_of(&world, id)).unwrap();
+    }
+
+    // Reported: by list, and by diff with both ways out.
+    let table = world.ok(&["terminal", "list"]);
+    assert!(
+        table.contains("mahavishnu/lost-1 (worktree missing)"),
+        "{table}"
+    );
+    let diff = world.fails(&["terminal", "diff", repaired], 2);
+    assert!(
+        diff.contains("is gone") && diff.contains("terminal repair") && diff.contains("--prune"),
+        "{diff}"
+    );
+
+    // Never made again over what someone put there since.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine\n").unwrap();
+    let taken = world.fails(&["terminal", "repair", repaired], 2);
+    assert!(
+        taken.contains("exists") && taken.contains("move it away"),
+        "{taken}"
+    );
+    assert_eq!(read(&dir.join("notes.txt")), "mine\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Repaired: the worktree again, from the branch, and the session started there.
+    let again = world.json(&["terminal", "repair", repaired]);
+    assert_eq!(again[0]["id"], repaired.as_str(), "{again}");
+    assert!(matches!(
+        world.state_of(repaired).as_str(),
+        "running" | "waiting"
+    ));
+    assert_eq!(
+        read(&dir.join("kept.txt")),
+        "committed\n",
+        "the branch's work is back"
+    );
+    assert!(!dir.join("uncommitted.txt").exists());
+    assert!(dir.join("setup-mark").exists() && dir.join(".env").exists());
+    let pwd = world.ok(&["terminal", "exec", repaired, "--", "pwd"]);
+    assert_eq!(Path::new(pwd.trim()), dir.canonicalize().unwrap());
+
+    // Pruned: the record and the branch are gone.
+    world.ok(&[
+        "terminal", "close", pruned, "--prune", "--force", "--grace", "0.2",
+    ]);
+    assert!(
+        git(&work, &["branch", "--list", "mahavishnu/lost-2"])
+            .trim()
+            .is_empty()
+    );
+    let branch_gone = {
+        world.ok(&["terminal", "close", repaired, "--grace", "0.2"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        git(&work, &["worktree", "prune"]);
+        git(&work, &["branch", "-D", "mahavishnu/lost-1"]);
+        world.fails(&["terminal", "repair", repaired], 2)
+    };
+    assert!(
+        branch_gone.contains("no longer exists") && branch_gone.contains("--prune"),
+        "{branch_gone}"
+    );
+}
+
+#[test]
 fn pause_and_resume_keep_the_work_and_merge_reports_conflicts_changing_nothing() {
     let world = repo_world();
     let work = world.work();

@@ -196,15 +196,33 @@ fn remove_directory(main: &Repository, record: &WorktreeRecord) -> Result<()> {
         .map(|_| ())
 }
 
-/// Brings a paused worktree back at its old place, on its branch. Refuses if something is there now.
-pub fn bring_back(record: &WorktreeRecord) -> Result<()> {
+/// Why a removed worktree cannot be made again at its old place from its branch, if it cannot: its
+/// place is taken (it may hold someone's files), or the branch is gone.
+pub fn can_bring_back(record: &WorktreeRecord) -> Result<Repository> {
     if record.path.exists() {
         return Err(Error::Invalid(format!(
-            "{} exists, so the worktree is not recreated over it; move it away and resume again",
+            "{} exists, so the worktree is not made again over it; move it away and try again",
             record.path.display()
         )));
     }
     let main = Repository::discover(&record.repository)?;
+    let branch = format!("refs/heads/{}", record.branch);
+    if main
+        .run(&["show-ref", "--verify", "--quiet", &branch], None)
+        .is_err()
+    {
+        return Err(Error::Invalid(format!(
+            "branch `{}` no longer exists, so its worktree cannot be made again; `terminal close ID \
+             --prune` forgets the session",
+            record.branch
+        )));
+    }
+    Ok(main)
+}
+
+/// Brings a removed worktree back at its old place, on its branch. Refuses if something is there now.
+pub fn bring_back(record: &WorktreeRecord) -> Result<()> {
+    let main = can_bring_back(record)?;
     main.run(&["worktree", "prune"], None)?;
     main.run(
         &[
@@ -222,7 +240,8 @@ pub fn bring_back(record: &WorktreeRecord) -> Result<()> {
 fn worktree_repository(record: &WorktreeRecord) -> Result<Repository> {
     if !record.path.is_dir() {
         return Err(Error::Invalid(format!(
-            "the worktree {} is gone (deleted by hand?); `terminal close ID --prune` removes the record and the branch",
+            "the worktree {} is gone (deleted by hand?); `terminal repair ID` makes it again from its \
+             branch, `terminal close ID --prune` forgets the session and deletes the branch",
             record.path.display()
         )));
     }

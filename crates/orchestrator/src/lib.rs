@@ -523,19 +523,19 @@ impl Orchestrator {
         Ok(instance)
     }
 
-    /// Forgets a paused instance's record so that it can be launched again under the same id.
-    pub fn forget_paused(&self, id: &InstanceId) -> Result<Instance> {
+    /// Forgets a stopped instance's record (paused, closed, exited...) so that it can be launched
+    /// again under the same id; a live one is refused.
+    pub fn forget_stopped(&self, id: &InstanceId) -> Result<Instance> {
         let instance = self.recorded(id)?;
-        if instance.state != InstanceState::Paused {
-            return Err(Error::NotLive {
-                id: id.to_string(),
-                state: instance.state.to_string(),
-                hint: "only a paused session can be resumed; `terminal pause` it first".into(),
-            });
+        if instance.state.is_live() {
+            return Err(Error::Invalid(format!(
+                "{id} is {}; it must be stopped before it is launched again",
+                instance.state
+            )));
         }
         self.store.forget_instance(id)?;
         self.store
-            .record_event(Some(id), "resuming", serde_json::json!({}))?;
+            .record_event(Some(id), "relaunching", serde_json::json!({}))?;
         Ok(instance)
     }
 

@@ -11,7 +11,7 @@ use mahavishnu_core::{
     Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind,
 };
 use mahavishnu_orchestrator::{
-    EachOutcome, LaunchRequest, ListFilter, Orchestrator, WaitCondition,
+    EachOutcome, LaunchOutcome, LaunchRequest, ListFilter, Orchestrator, WaitCondition,
 };
 
 use crate::cli::{
@@ -66,16 +66,14 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        TerminalCommand::Resume(args) => {
-            let outcome = mahavishnu_api::resume_session(&api, &args.id).await?;
-            emit(format, &outcome.instances, || {
-                instance_table(&outcome.instances)
-            })?;
-            if let Some(error) = outcome.errors.first() {
-                bail!(Error::Failed(error.clone()));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        TerminalCommand::Resume(args) => relaunched(
+            format,
+            mahavishnu_api::resume_session(&api, &args.id).await?,
+        ),
+        TerminalCommand::Repair(args) => relaunched(
+            format,
+            mahavishnu_api::repair_session(&api, &args.id).await?,
+        ),
         TerminalCommand::Merge(args) => {
             let merged =
                 mahavishnu_api::merge_session(&api, &args.id, args.into, args.squash).await?;
@@ -408,6 +406,21 @@ fn state_label(instance: &Instance) -> String {
 
 fn instance_table(instances: &[Instance]) -> String {
     let worktrees = instances.iter().any(|instance| instance.worktree.is_some());
+    // Each worktree's status asks git about its files: all at once.
+    let mut branches: Vec<String> = Vec::new();
+    if worktrees {
+        branches = std::thread::scope(|scope| {
+            let labels: Vec<_> = instances
+                .iter()
+                .map(|instance| scope.spawn(|| branch_label(instance)))
+                .collect();
+            labels
+                .into_iter()
+                .map(|label| label.join().unwrap_or_else(|_| "?".into()))
+                .collect()
+        });
+    }
+    let mut branches = branches.into_iter();
     let rows: Vec<Vec<String>> = instances
         .iter()
         .map(|instance| {
@@ -418,8 +431,8 @@ fn instance_table(instances: &[Instance]) -> String {
                 state_label(instance),
                 output::age(instance.created_at.age()),
             ];
-            if worktrees {
-                row.push(branch_label(instance));
+            if let Some(branch) = branches.next() {
+                row.push(branch);
             }
             row.push(instance.cwd.display().to_string());
             row
@@ -431,6 +444,17 @@ fn instance_table(instances: &[Instance]) -> String {
     }
     header.push("CWD");
     output::table(&header, &rows)
+}
+
+/// Prints the session that `resume` or `repair` launched again.
+fn relaunched(format: OutputFormat, outcome: LaunchOutcome) -> Result<ExitCode> {
+    emit(format, &outcome.instances, || {
+        instance_table(&outcome.instances)
+    })?;
+    if let Some(error) = outcome.errors.first() {
+        bail!(Error::Failed(error.clone()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `mahavishnu/mv-1 +3 ↑1 ↓0`: a worktree session's branch, changed files, commits ahead and behind.
@@ -446,7 +470,8 @@ fn branch_label(instance: &Instance) -> String {
             "{} +{} ↑{} ↓{}",
             status.branch, status.changed_files, status.ahead, status.behind
         ),
-        Err(_) => format!("{} (worktree missing)", record.branch),
+        Err(_) if !record.path.exists() => format!("{} (worktree missing)", record.branch),
+        Err(_) => format!("{} (status unknown)", record.branch),
     }
 }
 

@@ -10,6 +10,7 @@ compare with the CLI.
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -27,7 +28,8 @@ EXPECTED_TOOLS = {
     "checkpoint_create", "checkpoint_list", "checkpoint_diff", "checkpoint_restore",
     "agents_list", "agent_get", "agent_create", "agents_validate", "agent_run",
     "instances_launch", "instance_exec", "instance_status", "instances_list", "instance_stop",
-    "terminal_broadcast", "terminal_diff", "terminal_pause", "terminal_resume", "terminal_merge",
+    "terminal_broadcast", "terminal_diff", "terminal_pause", "terminal_resume", "terminal_repair",
+    "terminal_merge",
 }
 
 
@@ -187,6 +189,11 @@ async def scenario(session, workdir, transport):
     check(kept["stdout"] == "from-the-agent\n", f"resume keeps the work: {kept}")
     merged = await call(session, "terminal_merge", {"id": in_tree["id"]})
     check(open(os.path.join(workdir, "agent.txt")).read() == "from-the-agent\n", f"merged into the work tree: {merged}")
+    shutil.rmtree(in_tree["worktree"]["path"])
+    repaired = await call(session, "terminal_repair", {"id": in_tree["id"]})
+    check(repaired["instances"][0]["id"] == in_tree["id"], f"{repaired}")
+    kept = await call(session, "terminal_exec", {"id": in_tree["id"], "command": ["cat", "agent.txt"]})
+    check(kept["stdout"] == "from-the-agent\n", f"repair brings back what the branch holds: {kept}")
     await call(session, "terminal_close", {"ids": [in_tree["id"]], "grace": 0.2})
 
     # Agents: tools and prompts.
