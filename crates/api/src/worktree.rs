@@ -265,14 +265,7 @@ pub async fn pause_session(api: &Api, text: &str) -> Result<Paused> {
         )));
     }
     if instance.state.is_live() {
-        let closed = orchestrator
-            .close_instances(std::slice::from_ref(&id), None)
-            .await?;
-        if let Some(error) = closed.into_iter().find_map(|outcome| outcome.error) {
-            return Err(Error::Failed(format!(
-                "{id} could not be stopped, so it was not paused: {error}"
-            )));
-        }
+        stop(api, &id, "paused").await?;
     }
     let branch = record.branch.clone();
     let committed = blocking(move || worktree::stash_away(&record)).await?;
@@ -319,16 +312,23 @@ pub async fn repair_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
     let check = record.clone();
     blocking(move || worktree::can_bring_back(&check)).await?;
     if instance.state.is_live() {
-        let closed = orchestrator
-            .close_instances(std::slice::from_ref(&id), None)
-            .await?;
-        if let Some(error) = closed.into_iter().find_map(|outcome| outcome.error) {
-            return Err(Error::Failed(format!(
-                "{id} could not be stopped, so nothing was repaired: {error}"
-            )));
-        }
+        stop(api, &id, "repaired").await?;
     }
     relaunch(api, instance, record).await
+}
+
+/// Stops a live session before it is `done` (paused, repaired); the error says it was not.
+async fn stop(api: &Api, id: &InstanceId, done: &str) -> Result<()> {
+    let closed = api
+        .orchestrator()
+        .close_instances(std::slice::from_ref(id), None)
+        .await?;
+    match closed.into_iter().find_map(|outcome| outcome.error) {
+        Some(error) => Err(Error::Failed(format!(
+            "{id} could not be stopped, so it was not {done}: {error}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Makes a stopped session's worktree again from its branch (files copied, setup run) and launches
