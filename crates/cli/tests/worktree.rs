@@ -54,6 +54,16 @@ fn parallel_sessions_work_in_their_own_worktrees() {
     let work = world.work();
     // A dirty main work tree: the worktrees start from HEAD and never see this.
     std::fs::write(work.join("shared.txt"), "edited by hand, not committed\n").unwrap();
+    // The repository's post-checkout hook runs in each new worktree, as with `git worktree add`.
+    let hook = work.join(".git/hooks/post-checkout");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho \"$PWD $3\" >> \"$(git rev-parse --git-common-dir)/checkouts.log\"\n",
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&hook).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&hook, permissions).unwrap();
     let ids = world.launch(&[
         "shell",
         "--target",
@@ -98,6 +108,14 @@ fn parallel_sessions_work_in_their_own_worktrees() {
     ports.sort();
     ports.dedup();
     assert_eq!(ports.len(), 5, "every session has its own ports: {ports:?}");
+    let checkouts = read(&work.join(".git/checkouts.log"));
+    for id in &ids {
+        let line = format!("{} 1", cwd_of(&world, id).display());
+        assert!(
+            checkouts.lines().any(|l| l == line),
+            "{line} in {checkouts}"
+        );
+    }
 
     // Each writes the same file in its own worktree.
     for (n, id) in ids.iter().enumerate() {

@@ -131,7 +131,27 @@ impl Planned {
         copy: &[String],
         port_base: u16,
     ) -> Result<(WorktreeRecord, Vec<String>)> {
-        Repository::open(&self.path)?.run(&["reset", "--hard", "--quiet"], None)?;
+        let worktree = Repository::open(&self.path)?;
+        worktree.run(&["reset", "--hard", "--quiet"], None)?;
+        // The hook `git worktree add` would have run after its checkout (git 2.36 and later run it).
+        let hook = worktree.run(
+            &[
+                "hook",
+                "run",
+                "--ignore-missing",
+                "post-checkout",
+                "--",
+                "0000000000000000000000000000000000000000",
+                &self.base,
+                "1",
+            ],
+            None,
+        );
+        if let Err(error) = hook
+            && !error.to_string().contains("is not a git command")
+        {
+            return Err(error);
+        }
         let copied = copy_files(self.repository.top(), &self.path, copy)?;
         Ok((
             WorktreeRecord {
