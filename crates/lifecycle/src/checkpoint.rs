@@ -209,10 +209,12 @@ impl Repository {
         if stale {
             let fresh = PrivateIndex::new(&self.git_dir)?;
             copy_index(&user, &fresh.path)?;
-            // Best effort: without it the cache is only as fast as the user's index.
+            // Best effort: without it the cache is only as fast as the user's index. Written even
+            // when nothing changed (git writes only then), so that its own time settles it; on the
+            // way, git marks any entry that only looked clean by its time as changed.
             let _ = git(
                 &self.top,
-                &["update-index", "-q", "--refresh"],
+                &["update-index", "-q", "--refresh", "--force-write-index"],
                 Some(&fresh.path),
                 false,
             );
