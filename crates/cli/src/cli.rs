@@ -25,14 +25,10 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Where the state database lives [default: $XDG_STATE_HOME/mahavishnu]
-    #[arg(
-        long,
-        global = true,
-        env = "MAHAVISHNU_STATE_DIR",
-        hide_env_values = true,
-        value_name = "DIR"
-    )]
+    /// Where the state database lives [default: $MAHAVISHNU_STATE_DIR, else
+    /// $XDG_STATE_HOME/mahavishnu]
+    // The variable is read where the directory is resolved, where an empty one counts as unset.
+    #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Output format of list and show commands
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
@@ -357,8 +353,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: serve.listen, 127.0.0.1:8677]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Bearer token every request must carry; required when listening off loopback
-    #[arg(long, env = "MAHAVISHNU_TOKEN", hide_env_values = true)]
+    /// Bearer token every request must carry; required when listening off loopback [default:
+    /// $MAHAVISHNU_TOKEN]
+    #[arg(long)]
     pub token: Option<String>,
     /// Also accept this Host header (a proxy's or a container's name); `*` accepts any
     #[arg(long = "allowed-host", value_name = "HOST")]

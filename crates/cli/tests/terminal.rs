@@ -537,6 +537,21 @@ fn a_damaged_or_unusable_state_directory_is_reported_and_left_alone() {
         stderr.contains("cannot create the state directory") && stderr.contains("writable"),
         "{stderr}"
     );
+
+    // An empty variable counts as unset, as everywhere: the state then lives under XDG_STATE_HOME.
+    let xdg = world.dir.path().join("xdg-state");
+    let listed = support::succeeded(
+        "terminal list with empty variables",
+        world
+            .command(&["--output", "json", "terminal", "list"])
+            .env("MAHAVISHNU_STATE_DIR", "")
+            .env("MAHAVISHNU_TOKEN", "")
+            .env("XDG_STATE_HOME", &xdg)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+    assert!(xdg.join("mahavishnu/mahavishnu.db").exists());
 }
 
 #[test]

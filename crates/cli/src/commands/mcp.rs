@@ -96,7 +96,10 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     allowed_hosts.extend(args.allowed_hosts);
     let options = HttpOptions {
         listen,
-        token: args.token.filter(|token| !token.is_empty()),
+        token: args
+            .token
+            .or_else(|| std::env::var("MAHAVISHNU_TOKEN").ok())
+            .filter(|token| !token.is_empty()),
         allowed_hosts,
     };
     mahavishnu_mcp::serve(api, options, shutdown_signal()).await?;
