@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mahavishnu_core::{Error, InstanceId, InstanceState, Result, WorktreeRecord};
+use mahavishnu_core::{Error, Instance, InstanceId, InstanceState, Result, WorktreeRecord};
 use mahavishnu_lifecycle::HookContext;
 use mahavishnu_lifecycle::hooks::{render, run_command};
 use mahavishnu_lifecycle::worktree;
@@ -256,9 +256,8 @@ pub struct Paused {
 
 /// `terminal pause`: commits the session's work on its branch, stops it, removes its worktree.
 pub async fn pause_session(api: &Api, text: &str) -> Result<Paused> {
-    let (id, record) = worktree_of(api, text).await?;
-    let orchestrator = api.orchestrator();
-    let instance = orchestrator.recorded(&id)?;
+    let (instance, record) = worktree_of(api, text).await?;
+    let (orchestrator, id) = (api.orchestrator(), instance.id);
     if instance.state == InstanceState::Paused {
         return Err(Error::Invalid(format!(
             "{id} is already paused; `terminal resume {id}` brings it back"
@@ -280,12 +279,11 @@ pub async fn pause_session(api: &Api, text: &str) -> Result<Paused> {
 /// `terminal resume`: recreates the worktree from the branch and launches the profile again, with its
 /// continue arguments (`-c` for Qwen Code and Claude Code).
 pub async fn resume_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
-    let (id, record) = worktree_of(api, text).await?;
-    let instance = api.orchestrator().recorded(&id)?;
+    let (instance, record) = worktree_of(api, text).await?;
     if instance.state != InstanceState::Paused {
         return Err(Error::Invalid(format!(
-            "{id} is {}, not paused; only a paused session can be resumed",
-            instance.state
+            "{} is {}, not paused; only a paused session can be resumed",
+            instance.id, instance.state
         )));
     }
     relaunch(api, instance, record).await
@@ -295,9 +293,8 @@ pub async fn resume_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
 /// from the session's branch at its old place (never over anything that is there now), and the
 /// session is started again in it as by `resume`; what was not committed was lost with the directory.
 pub async fn repair_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
-    let (id, record) = worktree_of(api, text).await?;
-    let orchestrator = api.orchestrator();
-    let instance = orchestrator.recorded(&id)?;
+    let (instance, record) = worktree_of(api, text).await?;
+    let id = &instance.id;
     if instance.state == InstanceState::Paused {
         return Err(Error::Invalid(format!(
             "{id} is paused (its worktree was removed on purpose); `terminal resume {id}` brings it back"
@@ -312,7 +309,7 @@ pub async fn repair_session(api: &Api, text: &str) -> Result<LaunchOutcome> {
     let check = record.clone();
     blocking(move || worktree::can_bring_back(&check)).await?;
     if instance.state.is_live() {
-        stop(api, &id, "repaired").await?;
+        stop(api, id, "repaired").await?;
     }
     relaunch(api, instance, record).await
 }
@@ -333,11 +330,7 @@ async fn stop(api: &Api, id: &InstanceId, done: &str) -> Result<()> {
 
 /// Makes a stopped session's worktree again from its branch (files copied, setup run) and launches
 /// the session there with its profile's continue arguments, under the same id.
-async fn relaunch(
-    api: &Api,
-    instance: mahavishnu_core::Instance,
-    record: WorktreeRecord,
-) -> Result<LaunchOutcome> {
+async fn relaunch(api: &Api, instance: Instance, record: WorktreeRecord) -> Result<LaunchOutcome> {
     let orchestrator = api.orchestrator();
     let settings = orchestrator.config().config.worktree.clone();
     let timeout = setup_timeout(&settings)?;
@@ -399,22 +392,26 @@ pub struct SessionDiff {
     pub diff: String,
 }
 
-/// The worktree of an instance, or why it has none.
-pub async fn worktree_of(api: &Api, text: &str) -> Result<(InstanceId, WorktreeRecord)> {
+/// An instance and its worktree, or why it has none.
+pub async fn worktree_of(api: &Api, text: &str) -> Result<(Instance, WorktreeRecord)> {
     let id = api.orchestrator().resolve_id(text)?;
     let instance = api.orchestrator().recorded(&id)?;
-    let record = instance.worktree.ok_or_else(|| {
+    let record = instance.worktree.clone().ok_or_else(|| {
         Error::Invalid(format!(
             "{id} has no worktree of its own; launch sessions with --worktree to have one"
         ))
     })?;
-    Ok((id, record))
+    Ok((instance, record))
 }
 
 /// `terminal diff`: what the session changed against its base, committed and not.
 pub async fn session_diff(api: &Api, text: &str, stat: bool) -> Result<SessionDiff> {
-    let (id, record) = worktree_of(api, text).await?;
+    let (instance, record) = worktree_of(api, text).await?;
     let branch = record.branch.clone();
     let diff = blocking(move || worktree::diff(&record, stat)).await?;
-    Ok(SessionDiff { id, branch, diff })
+    Ok(SessionDiff {
+        id: instance.id,
+        branch,
+        diff,
+    })
 }

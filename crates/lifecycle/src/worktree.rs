@@ -61,18 +61,7 @@ pub fn plan(project: &Path, name: &str, from: &str, prefix: &str, root: &Path) -
             "`{branch}` cannot be a branch name; choose another --name or --branch-prefix"
         )));
     }
-    if repository
-        .run(
-            &[
-                "show-ref",
-                "--verify",
-                "--quiet",
-                &format!("refs/heads/{branch}"),
-            ],
-            None,
-        )
-        .is_ok()
-    {
+    if has_branch(&repository, &branch) {
         return Err(Error::Invalid(format!(
             "branch `{branch}` already exists; choose another --name or --branch-prefix, or delete the branch"
         )));
@@ -204,7 +193,7 @@ pub fn stash_away(record: &WorktreeRecord) -> Result<bool> {
         record,
         &format!("Work in progress of {} (paused)", record.branch),
     )?;
-    let main = Repository::discover(&record.repository)?;
+    let main = main_repository(record)?;
     remove_directory(&main, record)?;
     Ok(committed)
 }
@@ -225,12 +214,8 @@ pub fn can_bring_back(record: &WorktreeRecord) -> Result<Repository> {
             record.path.display()
         )));
     }
-    let main = Repository::discover(&record.repository)?;
-    let branch = format!("refs/heads/{}", record.branch);
-    if main
-        .run(&["show-ref", "--verify", "--quiet", &branch], None)
-        .is_err()
-    {
+    let main = main_repository(record)?;
+    if !has_branch(&main, &record.branch) {
         return Err(Error::Invalid(format!(
             "branch `{}` no longer exists, so its worktree cannot be made again; `terminal close ID \
              --prune` forgets the session",
@@ -255,6 +240,26 @@ pub fn bring_back(record: &WorktreeRecord) -> Result<()> {
         None,
     )?;
     Ok(())
+}
+
+/// Whether `repository` has a local branch `branch`.
+fn has_branch(repository: &Repository, branch: &str) -> bool {
+    repository
+        .run(
+            &[
+                "show-ref",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{branch}"),
+            ],
+            None,
+        )
+        .is_ok()
+}
+
+/// The main work tree a worktree session came from (its top is on record).
+fn main_repository(record: &WorktreeRecord) -> Result<Repository> {
+    Repository::open(&record.repository)
 }
 
 fn worktree_repository(record: &WorktreeRecord) -> Result<Repository> {
@@ -289,7 +294,7 @@ pub struct WorktreeStatus {
 /// The status of a worktree session.
 pub fn status(record: &WorktreeRecord) -> Result<WorktreeStatus> {
     let changed = worktree_repository(record)?.diff_work_tree(&record.base, &["--name-only"])?;
-    let main = Repository::open(&record.repository)?;
+    let main = main_repository(record)?;
     let counts = main.run(
         &[
             "rev-list",
@@ -323,14 +328,11 @@ pub fn unmerged_work(record: &WorktreeRecord) -> Result<Option<String>> {
     } else {
         0
     };
-    let main = Repository::discover(&record.repository)?;
-    let branch = format!("refs/heads/{}", record.branch);
-    if main
-        .run(&["show-ref", "--verify", "--quiet", &branch], None)
-        .is_err()
-    {
+    let main = main_repository(record)?;
+    if !has_branch(&main, &record.branch) {
         return Ok(None);
     }
+    let branch = format!("refs/heads/{}", record.branch);
     // Merged (also when squashed) if merging the branch again would change nothing.
     let head_tree = main.run(&["rev-parse", "HEAD^{tree}"], None)?;
     let again = main.try_run(&[
@@ -358,24 +360,13 @@ pub fn unmerged_work(record: &WorktreeRecord) -> Result<Option<String>> {
 
 /// Removes the worktree (what is in it is lost) and its branch.
 pub fn remove(record: &WorktreeRecord) -> Result<()> {
-    let main = Repository::discover(&record.repository)?;
+    let main = main_repository(record)?;
     if record.path.is_dir() {
         remove_directory(&main, record)?;
     } else {
         main.run(&["worktree", "prune"], None)?;
     }
-    if main
-        .run(
-            &[
-                "show-ref",
-                "--verify",
-                "--quiet",
-                &format!("refs/heads/{}", record.branch),
-            ],
-            None,
-        )
-        .is_ok()
-    {
+    if has_branch(&main, &record.branch) {
         main.run(&["branch", "-D", "--quiet", &record.branch], None)?;
     }
     Ok(())
@@ -425,7 +416,7 @@ pub fn commit_work_in_progress(record: &WorktreeRecord, message: &str) -> Result
 /// the files and changes nothing. When `into` is checked out in the main work tree, that work tree is
 /// brought along (`reset --keep`), and refused without a change if local edits are in the way.
 pub fn merge(record: &WorktreeRecord, into: Option<&str>, squash: bool) -> Result<Merged> {
-    let main = Repository::discover(&record.repository)?;
+    let main = main_repository(record)?;
     let current = main
         .run(&["symbolic-ref", "--quiet", "--short", "HEAD"], None)
         .ok();

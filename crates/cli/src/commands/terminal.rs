@@ -407,9 +407,8 @@ fn state_label(instance: &Instance) -> String {
 fn instance_table(instances: &[Instance]) -> String {
     let worktrees = instances.iter().any(|instance| instance.worktree.is_some());
     // Each worktree's status asks git about its files: all at once.
-    let mut branches: Vec<String> = Vec::new();
-    if worktrees {
-        branches = std::thread::scope(|scope| {
+    let branches: Vec<String> = if worktrees {
+        std::thread::scope(|scope| {
             let labels: Vec<_> = instances
                 .iter()
                 .map(|instance| scope.spawn(|| branch_label(instance)))
@@ -418,8 +417,10 @@ fn instance_table(instances: &[Instance]) -> String {
                 .into_iter()
                 .map(|label| label.join().unwrap_or_else(|_| "?".into()))
                 .collect()
-        });
-    }
+        })
+    } else {
+        Vec::new()
+    };
     let mut branches = branches.into_iter();
     let rows: Vec<Vec<String>> = instances
         .iter()
