@@ -303,15 +303,7 @@ fn exec_uses_the_session_directory_and_environment() {
                 "--norc",
             ])
             .remove(0);
-        let out = world.ok(&[
-            "terminal",
-            "exec",
-            &id,
-            "--",
-            "sh",
-            "-c",
-            "echo \"$GREETING\" in \"$(pwd)\"",
-        ]);
+        let out = world.sh(&id, "echo \"$GREETING\" in \"$(pwd)\"");
         assert_eq!(
             out.trim(),
             format!(

@@ -119,15 +119,7 @@ fn parallel_sessions_work_in_their_own_worktrees() {
 
     // Each writes the same file in its own worktree.
     for (n, id) in ids.iter().enumerate() {
-        world.ok(&[
-            "terminal",
-            "exec",
-            id,
-            "--",
-            "sh",
-            "-c",
-            &format!("echo agent {n} > shared.txt"),
-        ]);
+        world.sh(id, &format!("echo agent {n} > shared.txt"));
     }
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(
@@ -390,15 +382,7 @@ fn a_worktree_deleted_by_hand_is_reported_then_repaired_or_pruned_never_recreate
     ]);
     let (repaired, pruned) = (&ids[0], &ids[1]);
     let dir = cwd_of(&world, repaired);
-    world.ok(&[
-        "terminal",
-        "exec",
-        repaired,
-        "--",
-        "sh",
-        "-c",
-        "echo committed > kept.txt",
-    ]);
+    world.sh(repaired, "echo committed > kept.txt");
     git(&dir, &["add", "kept.txt"]);
     support::git_commit(&dir, &["-m", "work of the session"]);
     std::fs::write(dir.join("uncommitted.txt"), "lost with the directory\n").unwrap();
@@ -485,15 +469,7 @@ fn pause_and_resume_keep_the_work_and_merge_reports_conflicts_changing_nothing()
         ])
         .remove(0);
     let dir = cwd_of(&world, &id);
-    world.ok(&[
-        "terminal",
-        "exec",
-        &id,
-        "--",
-        "sh",
-        "-c",
-        "echo agent > shared.txt; echo new > added.txt",
-    ]);
+    world.sh(&id, "echo agent > shared.txt; echo new > added.txt");
 
     let paused = world.json(&["terminal", "pause", &id]);
     assert_eq!(paused["committed_work_in_progress"], true, "{paused}");
@@ -542,15 +518,10 @@ fn pause_and_resume_keep_the_work_and_merge_reports_conflicts_changing_nothing()
     assert_eq!(read(&work.join("shared.txt")), "main moved on\n");
 
     // Resolved in the session's worktree, it merges (squashed) into the checked-out branch.
-    world.ok(&[
-        "terminal",
-        "exec",
+    world.sh(
         &id,
-        "--",
-        "sh",
-        "-c",
         "git checkout -q --theirs . 2>/dev/null; echo resolved > shared.txt",
-    ]);
+    );
     git(
         &dir,
         &[

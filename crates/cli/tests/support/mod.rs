@@ -122,6 +122,12 @@ impl World {
         serde_json::from_str(&self.ok(&args)).expect("json output")
     }
 
+    /// Runs `script` with `sh -c` in a session's directory and environment (`terminal exec`), and
+    /// asserts success; returns stdout.
+    pub fn sh(&self, id: &str, script: &str) -> String {
+        self.ok(&["terminal", "exec", id, "--", "sh", "-c", script])
+    }
+
     /// Launches and returns the ids.
     pub fn launch(&self, args: &[&str]) -> Vec<String> {
         let mut all = vec!["terminal", "launch"];
