@@ -1,5 +1,6 @@
 //! Where Mahavishnu keeps its state and its runtime files.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -40,30 +41,168 @@ pub fn user_config_file() -> Option<PathBuf> {
         })
 }
 
-/// Creates `dir` (and parents) readable only by this user, and checks that it is a usable directory.
+/// Makes sure `dir` exists and belongs to this user alone, the way tmux guards its socket directory:
+/// the directory itself is looked at without following a symbolic link, and it must be a real
+/// directory owned by this user; group and other permission bits are removed (and the directory is
+/// refused when they cannot be). A directory above it that another user could rename it out of (owned
+/// by someone other than this user or root, or writable by others without the sticky bit) is refused
+/// too. A missing directory is made with mode 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let fix = "set MAHAVISHNU_RUNTIME_DIR or --state-dir to a writable directory";
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "cannot create directory {}: {e}; {fix}",
-                dir.display()
-            ))
-        })?;
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
-    if !meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{} is not a directory; {fix}",
-            dir.display()
-        )));
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| unusable(dir, &format!("its parent cannot be created: {e}")))?;
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(unusable(dir, &format!("it cannot be created: {e}"))),
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| unusable(dir, &format!("it cannot be read: {e}")))?;
+    let uid = current_uid();
+    if meta.file_type().is_symlink() {
+        let points_to = std::fs::read_link(dir)
+            .map(|to| format!(" (to {})", to.display()))
+            .unwrap_or_default();
+        return Err(unusable(
+            dir,
+            &format!(
+                "it is a symbolic link{points_to}, owned by uid {}; private files are kept only in a real \
+                 directory. If you made the link, point the setting at its target instead; if not, another \
+                 user may have planted it: remove it",
+                meta.uid()
+            ),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(unusable(dir, "it is not a directory"));
+    }
+    if meta.uid() != uid {
+        return Err(unusable(
+            dir,
+            &format!(
+                "it is owned by uid {}, not by you (uid {uid}): another user may have made it to read or forge \
+                 what goes through it. Have its owner (or root) remove it",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        // Opened without following links, so the mode change lands on what was checked above.
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| unusable(dir, &format!("it cannot be opened: {e}")))?;
+        let _ = handle.set_permissions(std::fs::Permissions::from_mode(0o700));
+        let mode = handle
+            .metadata()
+            .map_err(|e| unusable(dir, &format!("it cannot be read: {e}")))?
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(unusable(
+                dir,
+                &format!(
+                    "its mode is {:04o} and cannot be made private (0700) on this file system",
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    check_ancestors(dir, uid)
+}
+
+/// Refuses a directory above `dir` through which another user could replace `dir`.
+fn check_ancestors(dir: &Path, uid: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return Ok(());
+    };
+    for ancestor in real.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let foreign_owner = meta.uid() != uid && meta.uid() != 0;
+        let open_to_others = meta.mode() & 0o002 != 0 && meta.mode() & 0o1000 == 0;
+        if foreign_owner || open_to_others {
+            return Err(unusable(
+                dir,
+                &format!(
+                    "the directory above it, {}, is {}, so another user could replace it",
+                    ancestor.display(),
+                    if foreign_owner {
+                        format!("owned by uid {}", meta.uid())
+                    } else {
+                        "writable by every user without the sticky bit".to_string()
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn unusable(dir: &Path, why: &str) -> Error {
+    Error::Invalid(format!(
+        "{} is not safe to keep private files in: {why}. Or set MAHAVISHNU_RUNTIME_DIR (sockets) or \
+         MAHAVISHNU_STATE_DIR / --state-dir (state) to a directory of your own",
+        dir.display()
+    ))
+}
+
+/// Creates a new file readable and writable by this user only; an existing file or a symbolic link at
+/// `path` is an error, never followed or reused.
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Writes `bytes` to `path` atomically (a new private file renamed over it), readable by this user
+/// only.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension(format!(
+        "tmp{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let written = create_private_file(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_data()
+    });
+    match written.and_then(|()| std::fs::rename(&temporary, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            Err(e)
+        }
+    }
+}
+
+/// Removes group and other permissions from an existing file, without following a link at `path`;
+/// a missing file is fine.
+pub fn make_file_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mode = file.metadata()?.mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
     }
     Ok(())
 }

@@ -178,13 +178,9 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            Error::Store(format!(
-                "cannot create the state directory {}: {e}; pass --state-dir or set MAHAVISHNU_STATE_DIR to a writable directory",
-                state_dir.display()
-            ))
-        })?;
+        crate::paths::ensure_private_dir(state_dir)?;
         let path = state_dir.join(DATABASE_FILE);
+        make_database_private(&path)?;
         // Processes that open a new database at the same moment can meet SQLite's "database is
         // locked" without its busy handler being asked (switching to WAL needs a moment alone), so
         // opening is tried again for a while before that becomes an error.
@@ -612,6 +608,34 @@ impl From<rusqlite::Error> for OpenError {
     fn from(error: rusqlite::Error) -> Self {
         OpenError::Sqlite(error)
     }
+}
+
+/// Creates the database file readable by this user only (SQLite gives its WAL and shared-memory
+/// files the database's mode), and takes group and other permissions from files made before.
+fn make_database_private(path: &Path) -> Result<()> {
+    match crate::paths::create_private_file(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(describe_private_error(path, e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        crate::paths::make_file_private(&file).map_err(|e| describe_private_error(&file, e))?;
+    }
+    Ok(())
+}
+
+fn describe_private_error(path: &Path, error: std::io::Error) -> Error {
+    let why = if error.raw_os_error() == Some(libc::ELOOP) {
+        "it is a symbolic link; the state database must be a plain file".to_string()
+    } else {
+        error.to_string()
+    };
+    Error::Store(format!(
+        "cannot make the state database {} private ({why}); pass --state-dir or set MAHAVISHNU_STATE_DIR to a \
+         directory of your own",
+        path.display()
+    ))
 }
 
 /// Opens and prepares a connection: WAL, settings, migrations.
