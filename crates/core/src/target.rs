@@ -26,6 +26,14 @@ pub trait Target: Send + Sync {
     /// Whether it can be used here, and if not exactly why. Cheap; never launches anything.
     async fn preflight(&self) -> Preflight;
 
+    /// Where new instances of this target go, when one target kind can reach several places (the
+    /// kubeconfig context of a Kubernetes target); `None` for a target with only one place. It is
+    /// recorded with each instance, and a later call on that instance through a target whose scope
+    /// differs is refused instead of reaching the wrong place.
+    async fn scope(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// The native id a new instance called `name` gets (a Kubernetes target puts its namespace first).
     fn native_name(&self, name: &str) -> String {
         name.to_string()
