@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use mahavishnu_core::{Error, Instance, InstanceId, InstanceState, Result, WorktreeRecord};
 use mahavishnu_lifecycle::HookContext;
-use mahavishnu_lifecycle::hooks::{render, run_command};
+use mahavishnu_lifecycle::hooks::{prepare, run_command};
 use mahavishnu_lifecycle::worktree;
 use mahavishnu_orchestrator::{LaunchOutcome, LaunchRequest, ListFilter};
 use serde::Serialize;
@@ -204,16 +204,16 @@ async fn run_setup(
         project_dir: project.to_path_buf(),
         ..Default::default()
     };
-    let mut environment = context.environment();
-    environment.extend(port_environment(record.port_base));
-    environment.push((
+    let mut extra = port_environment(record.port_base).to_vec();
+    extra.push((
         "MAHAVISHNU_WORKTREE".into(),
         record.path.display().to_string(),
     ));
+    let prepared = prepare(setup, &context, extra).map_err(|e| e.to_string())?;
     let ran = run_command(
-        &render(setup, &context),
+        &prepared.command,
         &record.path,
-        &environment,
+        &prepared.environment,
         timeout,
     )
     .await;

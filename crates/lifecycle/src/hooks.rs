@@ -5,7 +5,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mahavishnu_core::config::{HookConfig, WhenConfig};
-use mahavishnu_core::shell;
 use serde::Serialize;
 
 /// The most of a command's output that is kept.
@@ -50,45 +49,175 @@ impl HookContext {
         ]
     }
 
-    /// The same values as `MAHAVISHNU_*` environment variables.
+    /// The same values as `MAHAVISHNU_*` environment variables (a shell variable cannot hold a NUL
+    /// byte, so NULs are dropped).
     pub fn environment(&self) -> Vec<(String, String)> {
         self.values()
             .into_iter()
-            .map(|(name, value)| (format!("MAHAVISHNU_{}", name.to_ascii_uppercase()), value))
+            .map(|(name, value)| (variable(name), value.replace('\0', "")))
             .collect()
     }
 }
 
-/// Substitutes `{name}` placeholders, each value shell-quoted so that it stays one literal word.
-/// Braces that do not name a placeholder are left as they are.
-pub fn render(template: &str, context: &HookContext) -> String {
-    let values = context.values();
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let known = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            values
-                .iter()
-                .find(|(known, _)| *known == name)
-                .map(|(_, value)| (close, value))
-        });
-        match known {
-            Some((close, value)) => {
-                out.push_str(&shell::quote(value));
-                rest = &after[close + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
+/// The environment variable that carries placeholder `name`.
+fn variable(name: &str) -> String {
+    format!("MAHAVISHNU_{}", name.to_ascii_uppercase())
+}
+
+/// The largest value passed in the environment itself. Linux refuses to start a program when one
+/// environment string passes 128 KiB (`Argument list too long`); larger values go through a file.
+const ENVIRONMENT_VALUE_LIMIT: usize = 64 * 1024;
+
+/// A hook command ready to run: its placeholders are quoted references to environment variables, so
+/// that no value is ever read by the shell as code, whatever quotes surround the placeholder.
+#[derive(Debug)]
+pub struct PreparedCommand {
+    /// What `sh -c` runs.
+    pub command: String,
+    /// The variables it refers to, and the extra ones given.
+    pub environment: Vec<(String, String)>,
+    spilled: Vec<PathBuf>,
+}
+
+impl Drop for PreparedCommand {
+    fn drop(&mut self) {
+        for file in &self.spilled {
+            let _ = std::fs::remove_file(file);
         }
     }
-    out.push_str(rest);
+}
+
+/// Prepares `template` to run in `context`, with `extra` variables added. A value too large for the
+/// environment is written to a private file in the runtime directory, named by `MAHAVISHNU_<NAME>_FILE`
+/// (removed when the prepared command is dropped), and its placeholder reads that file.
+pub fn prepare(
+    template: &str,
+    context: &HookContext,
+    extra: Vec<(String, String)>,
+) -> mahavishnu_core::Result<PreparedCommand> {
+    let mut prepared = PreparedCommand {
+        command: String::new(),
+        environment: Vec::new(),
+        spilled: Vec::new(),
+    };
+    let mut large = Vec::new();
+    for ((name, _), (key, value)) in context.values().into_iter().zip(context.environment()) {
+        if value.len() <= ENVIRONMENT_VALUE_LIMIT {
+            prepared.environment.push((key, value));
+            continue;
+        }
+        let dir = mahavishnu_core::paths::runtime_dir()?.join("hooks");
+        mahavishnu_core::paths::ensure_private_dir(&dir)?;
+        let file = dir.join(format!(
+            "{name}-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let written = mahavishnu_core::paths::create_private_file(&file)
+            .and_then(|mut handle| std::io::Write::write_all(&mut handle, value.as_bytes()));
+        prepared.spilled.push(file.clone());
+        written.map_err(|e| {
+            mahavishnu_core::Error::io(format!("cannot write {}", file.display()), e)
+        })?;
+        prepared
+            .environment
+            .push((format!("{key}_FILE"), file.display().to_string()));
+        large.push(name);
+    }
+    prepared.environment.extend(extra);
+    prepared.command = render_with(template, &large);
+    Ok(prepared)
+}
+
+/// Replaces each `{name}` placeholder with a reference to its environment variable, quoted for the
+/// place it stands in: `"${MAHAVISHNU_NAME}"` outside quotes, `${MAHAVISHNU_NAME}` inside double
+/// quotes, and closing and reopening single quotes around it inside single quotes. The shell never
+/// parses an expanded value again, so a value is always one literal piece of text. Braces that do
+/// not name a placeholder (and `${...}` expansions) are left as they are.
+pub fn render(template: &str) -> String {
+    render_with(template, &[])
+}
+
+/// Where in a POSIX shell command a character stands.
+#[derive(Clone, Copy, PartialEq)]
+enum Quoting {
+    Bare,
+    Single,
+    Double,
+}
+
+fn render_with(template: &str, from_files: &[&str]) -> String {
+    let reference = |name: &str| {
+        let variable = variable(name);
+        if from_files.contains(&name) {
+            format!("$(cat \"${{{variable}_FILE}}\")")
+        } else {
+            format!("${{{variable}}}")
+        }
+    };
+    let mut out = String::with_capacity(template.len());
+    // Command substitutions (`$(`) start a fresh quoting level, inside double quotes too.
+    let mut levels = vec![Quoting::Bare];
+    let mut chars = template.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let quoting = *levels.last().unwrap_or(&Quoting::Bare);
+        if c == '{' {
+            let name = template[at + 1..]
+                .find('}')
+                .map(|close| &template[at + 1..at + 1 + close])
+                .filter(|name| PLACEHOLDERS.contains(name) && !template[..at].ends_with('$'));
+            if let Some(name) = name {
+                let value = reference(name);
+                out.push_str(&match quoting {
+                    Quoting::Bare => format!("\"{value}\""),
+                    Quoting::Double => value,
+                    Quoting::Single => format!("'\"{value}\"'"),
+                });
+                let end = at + name.len() + 1;
+                while chars.next_if(|(next, _)| *next <= end).is_some() {}
+                continue;
+            }
+        }
+        out.push(c);
+        match (quoting, c) {
+            (Quoting::Single, '\'') => {
+                levels.pop();
+            }
+            (Quoting::Single, _) => {}
+            (_, '\\') => {
+                if let Some((_, escaped)) = chars.next() {
+                    out.push(escaped);
+                }
+            }
+            (Quoting::Bare, '\'') => levels.push(Quoting::Single),
+            (Quoting::Bare, '"') => levels.push(Quoting::Double),
+            (Quoting::Double, '"') => {
+                levels.pop();
+            }
+            (_, '$') if chars.peek().is_some_and(|(_, next)| *next == '(') => {
+                out.push('(');
+                chars.next();
+                levels.push(Quoting::Bare);
+            }
+            (Quoting::Bare, ')') if levels.len() > 1 => {
+                levels.pop();
+            }
+            _ => {}
+        }
+    }
     out
 }
+
+/// The placeholder names a command may use.
+const PLACEHOLDERS: &[&str] = &[
+    "project_name",
+    "project_dir",
+    "session_id",
+    "event",
+    "prompt",
+    "source",
+    "reason",
+];
 
 /// Whether the hook's conditions hold; `Err` says which does not.
 pub fn conditions_hold(when: &WhenConfig, context: &HookContext) -> Result<(), String> {
@@ -292,40 +421,77 @@ mod tests {
     }
 
     #[test]
-    fn placeholders_are_quoted_and_other_braces_kept() {
-        let rendered = render(
-            "echo {project_name} {prompt} ${HOME} {unknown} {",
-            &context(),
+    fn placeholders_become_quoted_references_and_other_braces_stay() {
+        let rendered = render("echo {project_name} ${HOME} {unknown} ${prompt} {");
+        assert_eq!(
+            rendered,
+            "echo \"${MAHAVISHNU_PROJECT_NAME}\" ${HOME} {unknown} ${prompt} {"
         );
-        assert!(
-            rendered.starts_with("echo 'a'\\''; touch pwned; '\\''' '$(touch pwned)"),
-            "{rendered}"
+        assert_eq!(
+            render("echo \"say {prompt}\" 'and {prompt}' $(echo {prompt})"),
+            "echo \"say ${MAHAVISHNU_PROMPT}\" 'and '\"${MAHAVISHNU_PROMPT}\"'' $(echo \"${MAHAVISHNU_PROMPT}\")"
         );
-        assert!(rendered.ends_with(" ${HOME} {unknown} {"), "{rendered}");
     }
 
-    #[tokio::test]
-    async fn commands_see_the_literal_values_and_time_out() {
+    /// Runs `template` through the real shell with the hostile context, and returns what it printed.
+    async fn run_hostile(template: &str, context: &HookContext) -> (String, bool) {
         let dir = tempfile::tempdir().unwrap();
-        let mut context = context();
-        context.project_dir = dir.path().to_path_buf();
-        let command = render("printf '%s|%s' {session_id} {prompt}", &context);
+        let mut context = context.clone();
+        context.project_dir = dir.path().join("a'; touch pwned; '");
+        std::fs::create_dir(&context.project_dir).unwrap();
+        let prepared = prepare(template, &context, vec![]).unwrap();
         let outcome = run_command(
-            &command,
+            &prepared.command,
             dir.path(),
-            &context.environment(),
+            &prepared.environment,
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(
-            outcome.output,
-            format!(
-                "{}|{}",
-                context.session_id.clone().unwrap(),
-                context.prompt.clone().unwrap()
-            )
-        );
-        assert!(!dir.path().join("pwned").exists());
+        assert_eq!(outcome.error, None, "{}: {}", prepared.command, outcome.output);
+        let pwned = std::fs::read_dir(dir.path())
+            .unwrap()
+            .chain(std::fs::read_dir(&context.project_dir).unwrap())
+            .any(|entry| entry.unwrap().file_name() == "pwned");
+        (outcome.output, pwned)
+    }
+
+    #[tokio::test]
+    async fn a_value_is_literal_text_in_any_quoting() {
+        let context = context();
+        let prompt = context.prompt.clone().unwrap();
+        for (template, expected) in [
+            ("printf '%s|%s' {session_id} {prompt}", format!("{}|{prompt}", context.session_id.clone().unwrap())),
+            ("printf '%s' \"{prompt}\"", prompt.clone()),
+            ("printf '%s' \"<{prompt}>\"", format!("<{prompt}>")),
+            ("printf '%s' '<{prompt}>'", format!("<{prompt}>")),
+            ("printf '%s' \"$(printf '%s' {prompt})\"", prompt.clone()),
+            ("printf '%s' \"$(printf '%s' \"{prompt}\")\"", prompt.clone()),
+            ("x={prompt}; printf '%s' \"$x\"", prompt.clone()),
+        ] {
+            let (output, pwned) = run_hostile(template, &context).await;
+            assert!(!pwned, "{template} ran code from a value");
+            assert_eq!(output, expected, "{template}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_prompt_or_a_nul_byte_does_not_stop_commands() {
+        let mut context = context();
+        let huge = format!("{}$(touch pwned)", "x".repeat(200 * 1024));
+        context.prompt = Some(huge.clone());
+        let (output, pwned) = run_hostile("printf '%s' \"{prompt}\" | wc -c", &context).await;
+        assert!(!pwned);
+        assert_eq!(output.trim(), huge.len().to_string());
+        let (output, _) = run_hostile("echo fine", &context).await;
+        assert_eq!(output, "fine\n");
+        context.prompt = Some("before\0after".into());
+        let (output, _) = run_hostile("printf '%s' {prompt}", &context).await;
+        assert_eq!(output, "beforeafter");
+    }
+
+    #[tokio::test]
+    async fn commands_time_out() {
+        let dir = tempfile::tempdir().unwrap();
         let slow = run_command("sleep 10", dir.path(), &[], Duration::from_millis(200)).await;
         assert!(slow.error.unwrap().contains("timed out"));
         assert!(slow.duration < Duration::from_secs(2));

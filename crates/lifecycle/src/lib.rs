@@ -390,20 +390,24 @@ impl Lifecycle {
         let name = hooks::describe(hook);
         let timeout = hook.timeout();
         let (success, exit_code, output, error) = if let Some(command) = &hook.command {
-            let rendered = hooks::render(command, context);
-            let result = hooks::run_command(
-                &rendered,
-                &context.project_dir,
-                &context.environment(),
-                timeout,
-            )
-            .await;
-            (
-                result.error.is_none(),
-                result.exit_code,
-                result.output,
-                result.error,
-            )
+            match hooks::prepare(command, context, vec![]) {
+                Ok(prepared) => {
+                    let result = hooks::run_command(
+                        &prepared.command,
+                        &context.project_dir,
+                        &prepared.environment,
+                        timeout,
+                    )
+                    .await;
+                    (
+                        result.error.is_none(),
+                        result.exit_code,
+                        result.output,
+                        result.error,
+                    )
+                }
+                Err(error) => (false, None, String::new(), Some(error.to_string())),
+            }
         } else if let Some(launch) = &hook.launch {
             match tokio::time::timeout(timeout, self.launch_for(launch, context)).await {
                 Ok(Ok(instances)) => {
