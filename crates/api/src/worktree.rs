@@ -77,20 +77,18 @@ pub async fn launch_in_worktrees(
     }
     let settings = api.orchestrator().config().config.worktree.clone();
     let project = api.project(request.cwd.as_deref())?;
-    if settings.setup.is_some() || !settings.copy.is_empty() {
-        let origins = &api.orchestrator().config().origins;
-        let from_project = ["worktree.setup", "worktree.copy"].iter().any(|key| {
-            origins
-                .get(*key)
-                .is_some_and(|origin| origin.ends_with(".mahavishnu.toml"))
-        });
-        if from_project && !api.lifecycle().is_trusted(&project)? {
-            return Err(Error::Invalid(format!(
-                "the worktree setup of {} comes from its .mahavishnu.toml, which is not trusted yet; \
-                 read it, then run `mahavishnu trust` there",
-                project.display()
-            )));
-        }
+    // An untrusted project file's setup and copies were left out of the configuration; launching
+    // without them would give a worktree its project does not expect.
+    if let Some(trust) = &api.orchestrator().config().project_trust
+        && let Some(key) = ["worktree.setup", "worktree.copy", "worktree.dir"]
+            .into_iter()
+            .find(|key| trust.ignored.iter().any(|ignored| ignored == key))
+    {
+        return Err(Error::Invalid(format!(
+            "`{key}` of {} comes from a project file that is not trusted yet; read it \
+             (`mahavishnu trust --show`), then run `mahavishnu trust` there",
+            trust.file.display()
+        )));
     }
     if let Some(name) = &request.name {
         mahavishnu_orchestrator::check_name(name)?;

@@ -278,8 +278,12 @@ pub struct TrustArgs {
     /// Project directory [default: the current directory]
     pub dir: Option<PathBuf>,
     /// Withdraw trust instead
-    #[arg(long)]
+    #[arg(long, conflicts_with = "show")]
     pub remove: bool,
+    /// Only show what would be trusted: the file, its SHA-256, and its text or what changed since
+    /// it was trusted
+    #[arg(long)]
+    pub show: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -11,10 +11,17 @@ use mahavishnu_terminal::{PtyTarget, TmuxTarget};
 
 use crate::cli::GlobalArgs;
 
-/// The merged configuration for the current directory.
-pub fn load_config() -> Result<LoadedConfig> {
+/// The store, opened in the state directory.
+pub fn store(global: &GlobalArgs) -> Result<Store> {
+    Ok(Store::open(&paths::state_dir(
+        global.state_dir.as_deref(),
+    )?)?)
+}
+
+/// The merged configuration for the current directory; the project file's trust is read from `store`.
+pub fn load_config(store: &Store) -> Result<LoadedConfig> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(ConfigLoader::standard(&cwd)?)
+    Ok(ConfigLoader::standard(&cwd, store)?)
 }
 
 /// The targets this build offers, configured.
@@ -43,9 +50,9 @@ pub fn orchestrator_with(
     global: &GlobalArgs,
     adjust: impl FnOnce(&mut LoadedConfig),
 ) -> Result<Orchestrator> {
-    let mut config = load_config()?;
+    let store = store(global)?;
+    let mut config = load_config(&store)?;
     adjust(&mut config);
-    let store = Store::open(&paths::state_dir(global.state_dir.as_deref())?)?;
     let (tmux, pty) = targets(&config)?;
     #[allow(unused_mut)]
     let mut targets: Vec<Arc<dyn Target>> = vec![Arc::new(tmux), Arc::new(pty)];

@@ -761,7 +761,11 @@ fn hooks_test_shows_and_runs_an_event_against_a_payload() {
         "--dry-run",
     ]);
     assert_eq!(plan[0]["verdict"], "would run");
-    assert_eq!(plan[0]["command"], "echo 'it'\\''s $(here)' > prompt.txt");
+    // The shell reads the prompt from the environment, never as part of the command.
+    assert_eq!(
+        plan[0]["command"],
+        "echo \"${MAHAVISHNU_PROMPT}\" > prompt.txt"
+    );
     assert!(
         plan[1]["verdict"]
             .as_str()

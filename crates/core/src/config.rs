@@ -388,9 +388,62 @@ pub struct LoadedConfig {
     pub project_file: Option<PathBuf>,
     /// The hooks that came from the project file (they run only once the project is trusted).
     pub project_hooks: BTreeMap<String, Vec<HookConfig>>,
-    /// The parts of the project file that decide what runs (its hooks and profiles), canonically
-    /// serialized: trust is given to exactly this.
-    pub project_trust_text: Option<String>,
+    /// The project file's trust: its hash, whether it is trusted, and what was left out until it is.
+    pub project_trust: Option<ProjectTrust>,
+}
+
+/// Keys a project file may not set: they decide which programs Mahavishnu itself starts, which
+/// cluster it reaches with which credentials, or who may connect to it. They belong in the user's
+/// configuration.
+pub const USER_ONLY_KEYS: &[&str] = &[
+    "serve",
+    "targets.tmux.program",
+    "targets.tmux.socket_name",
+    "targets.kubernetes.kubeconfig",
+    "targets.kubernetes.context",
+];
+
+/// Parts of a project file that count only once the user trusts the file: they decide what runs
+/// (hooks, profiles and their programs, a worktree's setup and the files copied into it) or where
+/// (targets).
+pub const TRUSTED_KEYS: &[&str] = &[
+    "hooks",
+    "profiles",
+    "worktree.setup",
+    "worktree.copy",
+    "worktree.dir",
+    "targets",
+];
+
+/// The trust of a project file, decided when the configuration was loaded.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProjectTrust {
+    /// The file.
+    pub file: PathBuf,
+    /// SHA-256 of its bytes, in hex: trust is given to exactly these bytes.
+    pub sha256: String,
+    /// Whether the user trusted these bytes.
+    pub trusted: bool,
+    /// The settings left out because the file is not trusted (`profiles.shell`, `hooks.Stop`, ...).
+    pub ignored: Vec<String>,
+    /// The file's text as read.
+    #[serde(skip)]
+    pub text: String,
+    /// The text the user trusted before, when the file changed since.
+    #[serde(skip)]
+    pub trusted_text: Option<String>,
+    /// Whether a trust record exists for this file at all (of this or another version).
+    pub previously_trusted: bool,
+}
+
+impl ProjectTrust {
+    /// What changed since the trusted version, as a unified-style line diff; `None` when there is no
+    /// trusted version to compare with.
+    pub fn changes(&self) -> Option<String> {
+        self.trusted_text
+            .as_deref()
+            .map(|before| crate::diff::lines(before, &self.text))
+    }
 }
 
 /// Builds the layered configuration.
@@ -401,7 +454,7 @@ pub struct ConfigLoader {
     files: Vec<PathBuf>,
     project_file: Option<PathBuf>,
     project_hooks: BTreeMap<String, Vec<HookConfig>>,
-    project_trust_text: Option<String>,
+    project_trust: Option<ProjectTrust>,
 }
 
 impl ConfigLoader {
@@ -415,14 +468,15 @@ impl ConfigLoader {
             files: vec![],
             project_file: None,
             project_hooks: BTreeMap::new(),
-            project_trust_text: None,
+            project_trust: None,
         };
         loader.merge(defaults, "built-in");
         loader
     }
 
-    /// The standard layers: user file, project file (walking up from `cwd`), environment.
-    pub fn standard(cwd: &Path) -> Result<LoadedConfig> {
+    /// The standard layers: user file, project file (walking up from `cwd`, trusted as `store`
+    /// records), environment.
+    pub fn standard(cwd: &Path, store: &crate::store::Store) -> Result<LoadedConfig> {
         let mut loader = ConfigLoader::new();
         if let Some(user) = crate::paths::user_config_file()
             && user.is_file()
@@ -430,7 +484,7 @@ impl ConfigLoader {
             loader.file(&user)?;
         }
         if let Some(project) = find_project_file(cwd) {
-            loader.project(&project)?;
+            loader.project(&project, |file| store.trusted(file))?;
         }
         loader.environment(std::env::vars())?;
         loader.finish()
@@ -448,34 +502,72 @@ impl ConfigLoader {
         Ok(self)
     }
 
-    /// Adds the project's `.mahavishnu.toml` as a layer, remembering its hooks apart (they need trust).
-    pub fn project(&mut self, path: &Path) -> Result<&mut Self> {
-        self.file(path)?;
-        let text = std::fs::read_to_string(path).map_err(|e| {
+    /// Adds the project's `.mahavishnu.toml` as a layer. Keys only the user may set are refused; what
+    /// decides what runs counts only when `trusted` (which looks up the trust record of a file) says
+    /// that the user trusted exactly these bytes. Its hooks are also kept apart, to be listed.
+    pub fn project(
+        &mut self,
+        path: &Path,
+        trusted: impl FnOnce(&Path) -> Result<Option<crate::store::TrustRecord>>,
+    ) -> Result<&mut Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
             Error::Config(format!("cannot read config file {}: {e}", path.display()))
         })?;
+        let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let text = String::from_utf8(bytes.clone()).map_err(|_| {
+            Error::Config(format!("config file {} is not UTF-8 text", path.display()))
+        })?;
+        let mut layer = parse_layer(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+        for key in USER_ONLY_KEYS {
+            if take_key(&mut layer, key).is_some() {
+                let place = crate::paths::user_config_file().map_or_else(
+                    || "your user config".to_string(),
+                    |user| format!("your user config ({})", user.display()),
+                );
+                return Err(Error::Config(format!(
+                    "config file {}: {}`{key}` cannot be set in a project file, since it decides what \
+                     Mahavishnu runs or who may connect to it, and a repository you cloned must not decide \
+                     that; set it in {place}, or remove it from this file",
+                    path.display(),
+                    line_of(&text, key),
+                )));
+            }
+        }
+        let sha256 = crate::digest::sha256_hex(&bytes);
+        let record = trusted(&file)?;
+        let is_trusted = record.as_ref().is_some_and(|record| record.hash == sha256);
+        let mut ignored = Vec::new();
+        if !is_trusted {
+            for key in TRUSTED_KEYS {
+                if let Some(value) = take_key(&mut layer, key) {
+                    match value {
+                        Value::Table(table) if !key.contains('.') => {
+                            ignored.extend(table.keys().map(|name| format!("{key}.{name}")))
+                        }
+                        _ => ignored.push(key.to_string()),
+                    }
+                }
+            }
+        }
         let typed: Config = toml::from_str(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
-        #[derive(Serialize)]
-        struct Trusted<'a> {
-            hooks: &'a BTreeMap<String, Vec<HookConfig>>,
-            profiles: &'a BTreeMap<String, ProfileConfig>,
-            // What a worktree's setup runs and copies; absent unless the project sets it.
-            #[serde(skip_serializing_if = "Option::is_none")]
-            worktree_setup: Option<&'a String>,
-            #[serde(skip_serializing_if = "<[String]>::is_empty")]
-            worktree_copy: &'a [String],
-        }
-        let trusted = Trusted {
-            hooks: &typed.hooks,
-            profiles: &typed.profiles,
-            worktree_setup: typed.worktree.setup.as_ref(),
-            worktree_copy: &typed.worktree.copy,
-        };
-        self.project_trust_text =
-            Some(toml::to_string(&trusted).map_err(|e| Error::Config(e.to_string()))?);
+        self.files.push(path.to_path_buf());
+        self.merge(layer, &path.display().to_string());
         self.project_hooks = typed.hooks;
         self.project_file = Some(path.to_path_buf());
+        self.project_trust = Some(ProjectTrust {
+            file,
+            sha256,
+            trusted: is_trusted,
+            ignored,
+            trusted_text: record
+                .as_ref()
+                .filter(|_| !is_trusted)
+                .and_then(|record| record.content.clone()),
+            previously_trusted: record.is_some(),
+            text,
+        });
         Ok(self)
     }
 
@@ -529,7 +621,7 @@ impl ConfigLoader {
             files: self.files,
             project_file: self.project_file,
             project_hooks: self.project_hooks,
-            project_trust_text: self.project_trust_text,
+            project_trust: self.project_trust,
         })
     }
 
@@ -549,6 +641,34 @@ fn parse_layer(text: &str) -> std::result::Result<Value, String> {
     let typed = toml::from_str::<Config>(text).map_err(|e| e.to_string().trim_end().to_string())?;
     validate_hooks(text, &typed)?;
     toml::from_str::<Value>(text).map_err(|e| e.to_string())
+}
+
+/// Removes the value at a dotted `key` from a TOML table, returning it.
+fn take_key(layer: &mut Value, key: &str) -> Option<Value> {
+    let mut table = layer.as_table_mut()?;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            return table.remove(part);
+        }
+        table = table.get_mut(part)?.as_table_mut()?;
+    }
+    None
+}
+
+/// `line N: ` for the first line that sets `key` (its table header, or its last part before `=`).
+fn line_of(text: &str, key: &str) -> String {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.starts_with(&format!("[{key}"))
+                || line
+                    .strip_prefix(last)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || line.starts_with(&format!("{key} ="))
+        })
+        .map_or(String::new(), |index| format!("line {}: ", index + 1))
 }
 
 fn merge_into(
@@ -617,6 +737,17 @@ pub fn find_project_file(dir: &Path) -> Option<PathBuf> {
 impl LoadedConfig {
     /// The profile called `name`.
     pub fn profile(&self, name: &str) -> Result<&ProfileConfig> {
+        if let Some(trust) = &self.project_trust
+            && trust.ignored.contains(&format!("profiles.{name}"))
+            && !self.config.profiles.contains_key(name)
+        {
+            return Err(Error::Invalid(format!(
+                "profile `{name}` comes from {}, which is not trusted (new, or changed since you trusted \
+                 it), so it is not used; review the file with `mahavishnu trust --show`, then run \
+                 `mahavishnu trust`",
+                trust.file.display()
+            )));
+        }
         self.config
             .profiles
             .get(name)
@@ -630,6 +761,20 @@ impl LoadedConfig {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+
+    /// A warning for each setting of the project file left out until it is trusted.
+    pub fn untrusted_warning(&self) -> Option<String> {
+        let trust = self
+            .project_trust
+            .as_ref()
+            .filter(|trust| !trust.ignored.is_empty())?;
+        Some(format!(
+            "{} is not trusted (new, or changed since you trusted it), so these settings of it are \
+             ignored: {}. Review it with `mahavishnu trust --show`, then run `mahavishnu trust`",
+            trust.file.display(),
+            trust.ignored.join(", ")
+        ))
     }
 
     /// Every leaf value as `(dotted key, TOML value, origin)`, sorted by key.
@@ -669,26 +814,6 @@ fn flatten(value: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Trust is recorded against this text: fields a project does not set must not appear in it, or a
-    /// new version of Mahavishnu would silently withdraw the trust users gave.
-    #[test]
-    fn trust_text_holds_only_what_the_project_sets() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(".mahavishnu.toml");
-        std::fs::write(
-            &path,
-            "[profiles.mine]\nprogram = \"qwen\"\n\n[[hooks.SessionStart]]\ncommand = \"true\"\n",
-        )
-        .unwrap();
-        let mut loader = ConfigLoader::new();
-        loader.project(&path).unwrap();
-        let text = loader.project_trust_text.clone().unwrap();
-        for absent in ["image", "resources", "interactive"] {
-            assert!(!text.contains(absent), "{absent} in {text}");
-        }
-        assert!(text.contains("program = \"qwen\""), "{text}");
-    }
 
     #[test]
     fn later_layers_win_and_remember_their_origin() {

@@ -2,6 +2,8 @@
 //! state store. Nothing in here knows about a face (CLI, MCP, HTTP) or a concrete target.
 
 pub mod config;
+pub mod diff;
+pub mod digest;
 pub mod error;
 pub mod keys;
 pub mod model;

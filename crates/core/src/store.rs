@@ -74,6 +74,9 @@ const MIGRATIONS: &[&str] = &[
         hooks_hash TEXT NOT NULL,
         trusted_at INTEGER NOT NULL
     );",
+    // Trust is given to the bytes of a file: its SHA-256 and the text itself, so that a later change can
+    // be shown against what was trusted.
+    "ALTER TABLE trust ADD COLUMN content TEXT;",
 ];
 
 /// A coding session (Claude Code's or Qwen Code's, or one started by hand).
@@ -161,6 +164,18 @@ pub struct Event {
     pub kind: String,
     /// Details, by kind.
     pub detail: serde_json::Value,
+}
+
+/// What the user trusted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrustRecord {
+    /// The SHA-256 of the trusted file, in hex (older records hold a shorter hash, which no longer
+    /// proves anything).
+    pub hash: String,
+    /// The trusted file's text.
+    pub content: Option<String>,
+    /// When.
+    pub trusted_at: Timestamp,
 }
 
 /// The SQLite store.
@@ -538,25 +553,31 @@ impl Store {
         Ok(runs)
     }
 
-    /// The hooks hash a project was trusted with, if it was.
-    pub fn trusted_hash(&self, project: &Path) -> Result<Option<String>> {
+    /// What was trusted under `key` (a project file, or a project directory for built-in hooks).
+    pub fn trusted(&self, key: &Path) -> Result<Option<TrustRecord>> {
         self.lock()
             .query_row(
-                "SELECT hooks_hash FROM trust WHERE project = ?1",
-                [project.to_string_lossy()],
-                |row| row.get(0),
+                "SELECT hooks_hash, content, trusted_at FROM trust WHERE project = ?1",
+                [key.to_string_lossy()],
+                |row| {
+                    Ok(TrustRecord {
+                        hash: row.get(0)?,
+                        content: row.get(1)?,
+                        trusted_at: Timestamp(row.get(2)?),
+                    })
+                },
             )
             .optional()
             .map_err(|e| self.error(e))
     }
 
-    /// Trusts a project's hooks as they are now (identified by their hash).
-    pub fn set_trust(&self, project: &Path, hooks_hash: &str) -> Result<()> {
+    /// Trusts what `key` names as it is now: its hash, and its text when it is a file.
+    pub fn set_trust(&self, key: &Path, hash: &str, content: Option<&str>) -> Result<()> {
         self.lock()
             .execute(
-                "INSERT INTO trust (project, hooks_hash, trusted_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(project) DO UPDATE SET hooks_hash = ?2, trusted_at = ?3",
-                params![project.to_string_lossy(), hooks_hash, Timestamp::now().0],
+                "INSERT INTO trust (project, hooks_hash, trusted_at, content) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(project) DO UPDATE SET hooks_hash = ?2, trusted_at = ?3, content = ?4",
+                params![key.to_string_lossy(), hash, Timestamp::now().0, content],
             )
             .map_err(|e| self.error(e))?;
         Ok(())

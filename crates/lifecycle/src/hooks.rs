@@ -447,7 +447,11 @@ mod tests {
             Duration::from_secs(5),
         )
         .await;
-        assert_eq!(outcome.error, None, "{}: {}", prepared.command, outcome.output);
+        assert_eq!(
+            outcome.error, None,
+            "{}: {}",
+            prepared.command, outcome.output
+        );
         let pwned = std::fs::read_dir(dir.path())
             .unwrap()
             .chain(std::fs::read_dir(&context.project_dir).unwrap())
@@ -460,12 +464,18 @@ mod tests {
         let context = context();
         let prompt = context.prompt.clone().unwrap();
         for (template, expected) in [
-            ("printf '%s|%s' {session_id} {prompt}", format!("{}|{prompt}", context.session_id.clone().unwrap())),
+            (
+                "printf '%s|%s' {session_id} {prompt}",
+                format!("{}|{prompt}", context.session_id.clone().unwrap()),
+            ),
             ("printf '%s' \"{prompt}\"", prompt.clone()),
             ("printf '%s' \"<{prompt}>\"", format!("<{prompt}>")),
             ("printf '%s' '<{prompt}>'", format!("<{prompt}>")),
             ("printf '%s' \"$(printf '%s' {prompt})\"", prompt.clone()),
-            ("printf '%s' \"$(printf '%s' \"{prompt}\")\"", prompt.clone()),
+            (
+                "printf '%s' \"$(printf '%s' \"{prompt}\")\"",
+                prompt.clone(),
+            ),
             ("x={prompt}; printf '%s' \"$x\"", prompt.clone()),
         ] {
             let (output, pwned) = run_hostile(template, &context).await;

@@ -36,6 +36,23 @@ impl HookContext {
     }
 }
 
+/// The trust record of a project's built-in hooks, which come with Mahavishnu instead of a file.
+const BUILT_IN_HOOKS: &str = "built-in:1";
+
+/// The first `limit` lines of `text`, and how many more there are.
+fn limit_lines(text: &str, limit: usize) -> String {
+    let total = text.lines().count();
+    let mut shown: String = text
+        .lines()
+        .take(limit)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if total > limit {
+        shown.push_str(&format!("... ({} more lines)\n", total - limit));
+    }
+    shown
+}
+
 /// Paths whose presence makes a project a Qwen project.
 const QWEN_MARKERS: [&str; 2] = ["QWEN.md", ".qwen"];
 
@@ -150,35 +167,45 @@ impl Lifecycle {
         Ok(paths::project_of(&dir))
     }
 
-    /// The hash that trust is recorded against: of what in the project file decides what runs (its
-    /// hooks and profiles: a profile's program is what a `launch` hook starts), or of the built-in hooks.
-    fn trust_hash(&self) -> String {
-        match &self.orchestrator.config().project_trust_text {
-            Some(text) => format!(
-                "{:016x}",
-                mahavishnu_core::status::stable_hash(text.as_bytes())
+    /// What trust is recorded under, and against which hash: the project file's path and the SHA-256
+    /// of its bytes; without a project file, the project directory and the built-in hooks' version.
+    fn trust_subject(&self, project: &Path) -> (PathBuf, String, Option<String>) {
+        match &self.orchestrator.config().project_trust {
+            Some(trust) => (
+                trust.file.clone(),
+                trust.sha256.clone(),
+                Some(trust.text.clone()),
             ),
-            None => "built-in:1".into(),
+            None => (project.to_path_buf(), BUILT_IN_HOOKS.into(), None),
         }
     }
 
     /// Whether the project's file, as it is now, is trusted (what runs from it has been allowed).
     pub fn is_trusted(&self, project: &Path) -> Result<bool> {
-        Ok(self.orchestrator.store().trusted_hash(project)?.as_deref()
-            == Some(self.trust_hash().as_str()))
+        if let Some(trust) = &self.orchestrator.config().project_trust {
+            return Ok(trust.trusted);
+        }
+        Ok(self
+            .orchestrator
+            .store()
+            .trusted(project)?
+            .is_some_and(|record| record.hash == BUILT_IN_HOOKS))
     }
 
-    /// Trusts the project's hooks as they are now.
-    pub fn trust(&self, project: &Path) -> Result<ProjectHooks> {
+    /// Trusts the project's file as it was read (exactly those bytes), or its built-in hooks. Takes
+    /// effect for the configurations loaded from now on.
+    pub fn trust(&self, project: &Path) -> Result<PathBuf> {
+        let (key, hash, content) = self.trust_subject(project);
         self.orchestrator
             .store()
-            .set_trust(project, &self.trust_hash())?;
-        self.project_hooks(project)
+            .set_trust(&key, &hash, content.as_deref())?;
+        Ok(key)
     }
 
     /// Withdraws trust.
     pub fn distrust(&self, project: &Path) -> Result<bool> {
-        self.orchestrator.store().remove_trust(project)
+        let (key, _, _) = self.trust_subject(project);
+        self.orchestrator.store().remove_trust(&key)
     }
 
     /// Every hook that applies to `project`, with its origin and trust.
@@ -190,25 +217,44 @@ impl Lifecycle {
             .as_ref()
             .map_or_else(|| "project".to_string(), |file| file.display().to_string());
         let mut hooks = Vec::new();
-        for (event, all) in &loaded.config.hooks {
-            let from_project = loaded.project_hooks.get(event).map_or(0, Vec::len);
-            let from_user = all.len().saturating_sub(from_project);
-            for (index, hook) in all.iter().enumerate() {
-                let user = index < from_user;
+        let mut events: Vec<&String> = loaded.config.hooks.keys().collect();
+        events.extend(loaded.project_hooks.keys());
+        events.sort_unstable();
+        events.dedup();
+        for event in events {
+            let merged = loaded
+                .config
+                .hooks
+                .get(event)
+                .map_or(&[][..], Vec::as_slice);
+            let from_project = loaded
+                .project_hooks
+                .get(event)
+                .map_or(&[][..], Vec::as_slice);
+            // An untrusted project file's hooks are not merged into the configuration at all.
+            let from_user = if trusted {
+                &merged[..merged.len().saturating_sub(from_project.len())]
+            } else {
+                merged
+            };
+            let user = from_user
+                .iter()
+                .map(|hook| ("user config".to_string(), true, hook));
+            let project = from_project
+                .iter()
+                .map(|hook| (project_origin.clone(), trusted, hook));
+            for (index, (origin, trusted, hook)) in user.chain(project).enumerate() {
                 hooks.push(ProjectHook {
                     event: event.clone(),
                     index,
-                    origin: if user {
-                        "user config".into()
-                    } else {
-                        project_origin.clone()
-                    },
-                    trusted: user || trusted,
+                    origin,
+                    trusted,
                     hook: hook.clone(),
                 });
             }
         }
         if loaded.config.hooks.values().all(Vec::is_empty)
+            && loaded.project_hooks.is_empty()
             && QWEN_MARKERS
                 .iter()
                 .any(|marker| project.join(marker).exists())
@@ -217,9 +263,15 @@ impl Lifecycle {
         }
         let untrusted = hooks.iter().any(|hook| !hook.trusted);
         let untrusted_message = untrusted.then(|| {
+            let changes = loaded
+                .project_trust
+                .as_ref()
+                .and_then(|trust| trust.changes())
+                .map(|diff| format!("; it changed since you trusted it:\n{}", limit_lines(&diff, 20)))
+                .unwrap_or_default();
             format!(
                 "the hooks of {} are not trusted (new or changed), so they were skipped; review them with \
-                 `mahavishnu hooks list` and run `mahavishnu trust {}` to allow them",
+                 `mahavishnu trust --show` and run `mahavishnu trust {}` to allow them{changes}",
                 project.display(),
                 mahavishnu_core::shell::quote(&project.to_string_lossy())
             )

@@ -276,15 +276,96 @@ pub fn trust(global: &GlobalArgs, args: TrustArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let listed = lifecycle.trust(&project)?;
-    emit(global.output, &listed, || {
-        format!(
-            "trusted the hooks of {} ({} hooks)\n",
-            project.display(),
-            listed.hooks.len()
-        )
-    })?;
+    let trust = lifecycle.orchestrator().config().project_trust.clone();
+    let view = TrustView {
+        project: project.clone(),
+        file: trust.as_ref().map(|trust| trust.file.clone()),
+        sha256: trust.as_ref().map(|trust| trust.sha256.clone()),
+        was_trusted: lifecycle.is_trusted(&project)?,
+        trusted: !args.show || lifecycle.is_trusted(&project)?,
+        takes_effect: trust
+            .as_ref()
+            .map(|trust| trust.ignored.clone())
+            .unwrap_or_default(),
+        changes: trust.as_ref().and_then(|trust| trust.changes()),
+        text: trust.as_ref().map(|trust| trust.text.clone()),
+    };
+    if !args.show {
+        lifecycle.trust(&project)?;
+    }
+    emit(global.output, &view, || view.describe(args.show))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `trust` shows: exactly the bytes that are (or would be) trusted.
+#[derive(serde::Serialize)]
+struct TrustView {
+    project: PathBuf,
+    file: Option<PathBuf>,
+    sha256: Option<String>,
+    was_trusted: bool,
+    trusted: bool,
+    /// Settings of the file that were ignored and count once it is trusted.
+    takes_effect: Vec<String>,
+    /// What changed since the version trusted before.
+    changes: Option<String>,
+    text: Option<String>,
+}
+
+impl TrustView {
+    fn describe(&self, only_show: bool) -> String {
+        let Some(file) = &self.file else {
+            return if only_show {
+                format!(
+                    "{} has no .mahavishnu.toml; `mahavishnu trust` would allow the built-in hooks of Qwen \
+                     projects there\n",
+                    self.project.display()
+                )
+            } else {
+                format!("trusted the built-in hooks of {}\n", self.project.display())
+            };
+        };
+        let mut out = format!(
+            "{}\nsha256 {}\n",
+            file.display(),
+            self.sha256.as_deref().unwrap_or("")
+        );
+        if self.was_trusted {
+            out.push_str("already trusted as it is\n");
+            return out;
+        }
+        match (&self.changes, &self.text) {
+            (Some(changes), _) => {
+                out.push_str("changed since you trusted it:\n");
+                out.push_str(changes);
+            }
+            (None, Some(text)) => {
+                out.push_str("never trusted; its whole text:\n");
+                out.push_str(text);
+                if !text.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            (None, None) => {}
+        }
+        if !self.takes_effect.is_empty() {
+            out.push_str(&format!(
+                "{} {}\n",
+                if only_show {
+                    "trusting it would let these settings count:"
+                } else {
+                    "these settings count from now on:"
+                },
+                self.takes_effect.join(", ")
+            ));
+        }
+        out.push_str(if only_show {
+            "not trusted yet; run `mahavishnu trust` to trust exactly this text\n"
+        } else {
+            "trusted exactly this text; any edit asks for trust again\n"
+        });
+        out
+    }
 }
 
 pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode> {

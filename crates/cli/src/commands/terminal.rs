@@ -225,6 +225,24 @@ async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
         }
     })?;
     let format = global.output;
+    if let Some(trust) = &orchestrator.config().project_trust
+        && trust
+            .ignored
+            .contains(&format!("profiles.{}", args.profile))
+        && orchestrator
+            .config()
+            .config
+            .profiles
+            .contains_key(&args.profile)
+    {
+        eprintln!(
+            "warning: {} redefines profile `{}` but is not trusted, so your own `{}` is used; review it \
+             with `mahavishnu trust --show`, then run `mahavishnu trust`",
+            trust.file.display(),
+            args.profile,
+            args.profile
+        );
+    }
     let request = LaunchRequest {
         profile: args.profile,
         count: args.count,
