@@ -220,7 +220,7 @@ pub async fn hooks(global: &GlobalArgs, command: HooksCommand) -> Result<ExitCod
                                 Err(why) => format!("skipped: {why}"),
                             }
                         };
-                        let command = entry.hook.command.as_deref().map(|command| hooks::render(command));
+                        let command = entry.hook.command.as_deref().map(hooks::render);
                         serde_json::json!({ "hook": hooks::describe(&entry.hook), "verdict": verdict, "command": command })
                     })
                     .collect();
