@@ -555,3 +555,23 @@ pub struct Capabilities {
     /// Instances outlive the process that launched them.
     pub persistent: bool,
 }
+
+/// Checks that `name` can be an environment variable's name (letters, digits and `_`, not starting
+/// with a digit), so that it passes through any shell as itself.
+pub fn check_env_name(name: &str) -> crate::Result<()> {
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "`{name}` is not an environment variable name; use letters, digits and `_`, not starting with \
+             a digit (`-e API_KEY=...`)"
+        )))
+    }
+}

@@ -178,10 +178,42 @@ pub struct TrustRecord {
     pub trusted_at: Timestamp,
 }
 
-/// The SQLite store.
+/// The SQLite store. It keeps a few connections: a call takes an idle one (or opens another), so that
+/// concurrent callers (the requests of `mahavishnu serve`) read in parallel, as WAL allows, instead of
+/// queueing behind one connection.
 pub struct Store {
-    connection: Mutex<Connection>,
+    idle: Mutex<Vec<Connection>>,
     path: PathBuf,
+}
+
+/// Idle connections kept for reuse; more may be open while many calls run at once.
+const IDLE_CONNECTIONS: usize = 8;
+
+/// A connection taken from the store for one call; it goes back to the idle ones when dropped.
+struct Pooled<'a> {
+    store: &'a Store,
+    connection: Option<Connection>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.connection
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let mut idle = self.store.idle_connections();
+            if idle.len() < IDLE_CONNECTIONS {
+                idle.push(connection);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -204,7 +236,7 @@ impl Store {
             match open_connection(&path) {
                 Ok(connection) => {
                     return Ok(Store {
-                        connection: Mutex::new(connection),
+                        idle: Mutex::new(vec![connection]),
                         path,
                     });
                 }
@@ -230,10 +262,32 @@ impl Store {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.connection
+    fn idle_connections(&self) -> MutexGuard<'_, Vec<Connection>> {
+        self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A connection for one call: an idle one, else a new one (the schema is already migrated).
+    fn lock(&self) -> Pooled<'_> {
+        let idle = self.idle_connections().pop();
+        let connection = idle.or_else(|| open_connection(&self.path).ok());
+        match connection {
+            Some(connection) => Pooled {
+                store: self,
+                connection: Some(connection),
+            },
+            // Opening another failed (out of file descriptors, say): wait for one in use instead.
+            None => loop {
+                if let Some(connection) = self.idle_connections().pop() {
+                    break Pooled {
+                        store: self,
+                        connection: Some(connection),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            },
+        }
     }
 
     /// Records a new instance; `Ok(false)` when an instance with that id is already recorded and not

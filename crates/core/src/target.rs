@@ -39,6 +39,13 @@ pub trait Target: Send + Sync {
         name.to_string()
     }
 
+    /// Checks that this target can hold an instance with this native id (a socket path it would make
+    /// may be too long), before anything is recorded or started.
+    fn check_native(&self, native: &str) -> Result<()> {
+        let _ = native;
+        Ok(())
+    }
+
     /// What launching `spec` would create, for `--dry-run`: by default the spec itself; a cluster
     /// target returns its manifest.
     async fn plan(&self, spec: &LaunchSpec) -> Result<serde_json::Value> {

@@ -1,6 +1,6 @@
 //! `launch_instances`: resolve a profile into launch specs, record them, start them in parallel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -97,7 +97,7 @@ impl Orchestrator {
         let mut env = profile.env.clone();
         env.extend(request.env.clone());
         for key in env.keys() {
-            check_env_key(key)?;
+            mahavishnu_core::model::check_env_name(key)?;
         }
         let mut labels = profile.labels.clone();
         labels.extend(request.labels.clone());
@@ -120,10 +120,25 @@ impl Orchestrator {
         Ok((target, profile, specs))
     }
 
+    /// The launch specs of a request, each labelled with the target's scope (where it goes), so that
+    /// later calls on the instance can be held to that place.
+    async fn scoped_launch_specs(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<(Arc<dyn Target>, &ProfileConfig, Vec<LaunchSpec>)> {
+        let (target, profile, mut specs) = self.launch_specs(request)?;
+        if let Some(scope) = target.scope().await? {
+            for spec in &mut specs {
+                spec.labels.insert(crate::SCOPE_LABEL.into(), scope.clone());
+            }
+        }
+        Ok((target, profile, specs))
+    }
+
     /// What a launch would create, target by target (a pod manifest for Kubernetes, the launch spec
     /// for terminals); nothing is recorded or started.
     pub async fn plan_launch(&self, request: &LaunchRequest) -> Result<Vec<serde_json::Value>> {
-        let (target, _, specs) = self.launch_specs(request)?;
+        let (target, _, specs) = self.scoped_launch_specs(request).await?;
         let mut plans = Vec::with_capacity(specs.len());
         for spec in &specs {
             plans.push(target.plan(spec).await?);
@@ -134,7 +149,7 @@ impl Orchestrator {
     /// Starts `request.count` instances of a profile in parallel, at most `terminal.max_concurrent` at a
     /// time, and records them.
     pub async fn launch_instances(&self, request: &LaunchRequest) -> Result<LaunchOutcome> {
-        let (target, profile, planned) = self.launch_specs(request)?;
+        let (target, profile, planned) = self.scoped_launch_specs(request).await?;
         let mut specs = Vec::with_capacity(planned.len());
         for spec in planned {
             let mut instance = record_for(&spec, profile.waiting_rules(), InstanceState::Starting);
@@ -151,19 +166,32 @@ impl Orchestrator {
 
         let limit = Arc::new(tokio::sync::Semaphore::new(self.max_concurrent()));
         let mut tasks = tokio::task::JoinSet::new();
+        let mut launching = HashMap::new();
         for (order, (spec, instance)) in specs.into_iter().enumerate() {
             let target = Arc::clone(&target);
             let limit = Arc::clone(&limit);
-            tasks.spawn(async move {
+            let task = instance.clone();
+            let handle = tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
                 let launched = target.launch(&spec).await;
-                (order, instance, launched)
+                (order, task, launched)
             });
+            launching.insert(handle.id(), (order, instance));
         }
         let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(result) = joined {
-                results.push(result);
+        while let Some(joined) = tasks.join_next_with_id().await {
+            match joined {
+                Ok((_, result)) => results.push(result),
+                // A launch that panicked (or was cancelled) failed; it never vanishes from the outcome.
+                Err(error) => {
+                    if let Some((order, instance)) = launching.remove(&error.id()) {
+                        let failure = Error::target(
+                            instance.target,
+                            format!("the launch task ended abnormally: {error}"),
+                        );
+                        results.push((order, instance, Err(failure)));
+                    }
+                }
             }
         }
         results.sort_by_key(|(order, ..)| *order);
@@ -243,7 +271,11 @@ impl Orchestrator {
         target: &dyn Target,
         request: &LaunchRequest,
     ) -> Result<Vec<InstanceId>> {
-        let id = |name: String| InstanceId::new(kind, target.native_name(&name));
+        let id = |name: String| {
+            let native = target.native_name(&name);
+            target.check_native(&native)?;
+            InstanceId::new(kind, native)
+        };
         match &request.name {
             Some(name) => {
                 check_name(name)?;
@@ -309,19 +341,6 @@ pub fn check_name(name: &str) -> Result<()> {
         Err(Error::Invalid(format!(
             "--name `{}` is not usable: use 1 to 64 letters, digits, `-` and `_`, starting with a letter or digit",
             name.escape_default()
-        )))
-    }
-}
-
-fn check_env_key(key: &str) -> Result<()> {
-    let valid = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "`{}` is not an environment variable name; use letters, digits and `_`, as in --env KEY=value",
-            key.escape_default()
         )))
     }
 }
@@ -414,9 +433,11 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
-        assert!(check_env_key("PATH_2").is_ok());
-        assert!(check_env_key("2X").is_err());
-        assert!(check_env_key("A-B").is_err());
+        use mahavishnu_core::model::check_env_name;
+        assert!(check_env_name("PATH_2").is_ok());
+        assert!(check_env_name("2X").is_err());
+        assert!(check_env_name("A-B").is_err());
+        assert!(check_env_name("A;B").is_err());
     }
 
     #[test]

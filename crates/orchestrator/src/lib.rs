@@ -23,6 +23,10 @@ use serde::Serialize;
 pub use launch::{LaunchOutcome, LaunchRequest, check_name};
 pub use wait::{WaitCondition, WaitOutcome};
 
+/// The label that records where an instance was made, for targets that can reach several places (the
+/// kubeconfig context of a Kubernetes target).
+pub const SCOPE_LABEL: &str = "mahavishnu.scope";
+
 /// How long a `starting` record may go unseen by its target before it counts as lost.
 const STARTING_GRACE: Duration = Duration::from_secs(30);
 
@@ -118,6 +122,19 @@ impl Orchestrator {
                 target: kind,
                 reason: "this build of mahavishnu does not include it".into(),
             })
+    }
+
+    /// The target that holds `instance`, as long as it still reaches the place the instance was made
+    /// in; otherwise an error that names that place, so that no call lands in another cluster.
+    async fn route(&self, instance: &Instance) -> Result<&Arc<dyn Target>> {
+        let target = self.target(instance.target)?;
+        if let Some(made_in) = instance.labels.get(SCOPE_LABEL) {
+            let reaches = target.scope().await?;
+            if reaches.as_deref() != Some(made_in.as_str()) {
+                return Err(out_of_scope(instance, made_in, reaches.as_deref()));
+            }
+        }
+        Ok(target)
     }
 
     /// Preflight verdicts of every target, in display order.
@@ -236,6 +253,18 @@ impl Orchestrator {
             let Ok(observed) = target.list().await else {
                 continue;
             };
+            // Instances made in another place than the target reaches now are not in its answer; they
+            // are left as recorded instead of being taken for lost.
+            let scope = target.scope().await.ok().flatten();
+            let indexes: Vec<usize> = indexes
+                .into_iter()
+                .filter(|index| {
+                    instances[*index]
+                        .labels
+                        .get(SCOPE_LABEL)
+                        .is_none_or(|made_in| scope.as_deref() == Some(made_in.as_str()))
+                })
+                .collect();
             let observed: HashMap<String, Observation> = observed
                 .into_iter()
                 .map(|observation| (observation.native.clone(), observation))
@@ -366,7 +395,7 @@ impl Orchestrator {
     /// `submit_delay_ms`, so that the program sees a keypress rather than the end of a paste.
     pub async fn send(&self, id: &InstanceId, input: &[InputPart]) -> Result<()> {
         let instance = self.live(id)?;
-        let target = self.target(id.target())?;
+        let target = self.route(&instance).await?;
         if instance.submit_delay_ms == 0 {
             return target.send(id.native(), input).await;
         }
@@ -434,7 +463,8 @@ impl Orchestrator {
             });
         }
         let text = self
-            .target(id.target())?
+            .route(&instance)
+            .await?
             .screen(id.native(), options.screen)
             .await?;
         Ok(match options.lines {
@@ -455,16 +485,17 @@ impl Orchestrator {
                 "no command given; pass it after `--`, e.g. `-- ls -la`".into(),
             ));
         }
-        self.live(id)?;
-        self.target(id.target())?
+        let instance = self.live(id)?;
+        self.route(&instance)
+            .await?
             .exec(id.native(), &ExecRequest { command, timeout })
             .await
     }
 
     /// The instance's output so far.
     pub async fn logs(&self, id: &InstanceId) -> Result<String> {
-        self.recorded(id)?;
-        self.target(id.target())?.logs(id.native()).await
+        let instance = self.recorded(id)?;
+        self.route(&instance).await?.logs(id.native()).await
     }
 
     /// Closes the given instances (a grace period, then kill), in parallel. Unknown ids fail the whole
@@ -483,20 +514,47 @@ impl Orchestrator {
         ));
         let limit = Arc::new(tokio::sync::Semaphore::new(self.max_concurrent()));
         let mut tasks = tokio::task::JoinSet::new();
+        let mut stopping = HashMap::new();
+        let mut finished = Vec::new();
         for instance in instances {
-            let target = Arc::clone(self.target(instance.target)?);
+            // A launch that failed started nothing: its record is closed without asking the target.
+            if instance.state == InstanceState::Failed {
+                finished.push((instance, Ok(())));
+                continue;
+            }
+            let target = match self.route(&instance).await {
+                Ok(target) => Arc::clone(target),
+                Err(error) => {
+                    finished.push((instance, Err(error)));
+                    continue;
+                }
+            };
             let limit = Arc::clone(&limit);
-            tasks.spawn(async move {
+            let task = instance.clone();
+            let handle = tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
-                let stopped = target.stop(instance.id.native(), grace).await;
-                (instance, stopped)
+                let stopped = target.stop(task.id.native(), grace).await;
+                (task, stopped)
             });
+            stopping.insert(handle.id(), instance);
+        }
+        while let Some(joined) = tasks.join_next_with_id().await {
+            match joined {
+                Ok((_, result)) => finished.push(result),
+                // A stop that panicked failed; it never vanishes from the outcome.
+                Err(error) => {
+                    if let Some(instance) = stopping.remove(&error.id()) {
+                        let failure = Error::target(
+                            instance.target,
+                            format!("stopping ended abnormally: {error}"),
+                        );
+                        finished.push((instance, Err(failure)));
+                    }
+                }
+            }
         }
         let mut outcomes = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((mut instance, stopped)) = joined else {
-                continue;
-            };
+        for (mut instance, stopped) in finished {
             let error = stopped.err().map(|error| error.to_string());
             if error.is_none() {
                 let exit_code = instance.exit_code;
@@ -588,6 +646,22 @@ impl Orchestrator {
     fn max_concurrent(&self) -> usize {
         self.config.config.terminal.max_concurrent.max(1)
     }
+}
+
+/// The error for a call on an instance made in another place than its target reaches now.
+fn out_of_scope(instance: &Instance, made_in: &str, reaches: Option<&str>) -> Error {
+    let kind = instance.target;
+    let variable = match kind {
+        TargetKind::Kubernetes => "MAHAVISHNU_TARGETS__KUBERNETES__CONTEXT",
+        _ => "the target's configuration",
+    };
+    Error::Invalid(format!(
+        "{} was made in {kind} context `{made_in}`, but the {kind} target now reaches `{}`; nothing was \
+         done, so that the call cannot land in another cluster. Run the command with {variable}={} set",
+        instance.id,
+        reaches.unwrap_or("its default"),
+        mahavishnu_core::shell::quote(made_in)
+    ))
 }
 
 fn canonical(dir: &Path) -> Result<PathBuf> {

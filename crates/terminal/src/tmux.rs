@@ -25,8 +25,10 @@ const SPEC_OPTION: &str = "@mahavishnu_spec";
 const PID_OPTION: &str = "@mahavishnu_pid";
 const NO_SERVER: &str = "Mahavishnu's tmux server is not running (no sessions)";
 const NO_SESSION: &str = "no such tmux session";
-/// Runs the program, then records its exit code in the file named by `$1`.
-const EXIT_WRAPPER: &str = "f=$1; shift; \"$@\"; c=$?; printf %s \"$c\" > \"$f\"; exit $c";
+/// Reads the session's environment from the private file named by `$2` (if any), runs the program,
+/// then records its exit code in the file named by `$1`. Environment values never reach a command
+/// line or a tmux option, where other users of the machine could read them.
+const EXIT_WRAPPER: &str = "f=$1; e=$2; shift 2; if [ -n \"$e\" ]; then . \"$e\" || exit 127; fi; \"$@\"; c=$?; printf %s \"$c\" > \"$f\"; exit $c";
 const SCREEN_MARKER: &str = "\u{1e}mahavishnu-screen\u{1e}";
 
 /// Sessions on a private tmux server.
@@ -88,6 +90,62 @@ impl TmuxTarget {
 
     fn exit_file(&self, native: &str) -> PathBuf {
         self.exits.join(format!("{native}.exit"))
+    }
+
+    /// The session's environment, as `sh` reads it (`export NAME='value'` lines).
+    fn env_file(&self, native: &str) -> PathBuf {
+        self.exits.join(format!("{native}.env"))
+    }
+
+    /// The session's environment as JSON, for side commands and recovery.
+    fn env_json_file(&self, native: &str) -> PathBuf {
+        self.exits.join(format!("{native}.env.json"))
+    }
+
+    /// Writes the environment files of a new session (private files in a private directory).
+    fn write_env(
+        &self,
+        native: &str,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let mut script = String::new();
+        for (name, value) in env {
+            mahavishnu_core::model::check_env_name(name)?;
+            script.push_str(&format!(
+                "export {name}={}\n",
+                mahavishnu_core::shell::quote(value)
+            ));
+        }
+        let json = serde_json::to_vec(env).map_err(|e| Error::target(KIND, e.to_string()))?;
+        for (file, bytes) in [
+            (self.env_file(native), script.into_bytes()),
+            (self.env_json_file(native), json),
+        ] {
+            mahavishnu_core::paths::write_private_file(&file, &bytes)
+                .map_err(|e| Error::io(format!("cannot write {}", file.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// The spec stored on a session holds the names of its environment variables only; the values
+    /// come back from the private file.
+    fn with_env_values(&self, mut spec: LaunchSpec) -> LaunchSpec {
+        if let Ok(bytes) = std::fs::read(self.env_json_file(spec.id.native()))
+            && let Ok(values) = serde_json::from_slice(&bytes)
+        {
+            spec.env = values;
+        }
+        spec
+    }
+
+    fn remove_session_files(&self, native: &str) {
+        for file in [
+            self.exit_file(native),
+            self.env_file(native),
+            self.env_json_file(native),
+        ] {
+            let _ = std::fs::remove_file(file);
+        }
     }
 
     fn recorded_exit(&self, native: &str) -> Option<i32> {
@@ -167,7 +225,8 @@ impl TmuxTarget {
             .map(PathBuf::from);
         let spec = fields
             .next()
-            .and_then(|spec| serde_json::from_str::<LaunchSpec>(spec).ok());
+            .and_then(|spec| serde_json::from_str::<LaunchSpec>(spec).ok())
+            .map(|spec| self.with_env_values(spec));
         Ok(PaneFacts {
             pid,
             dead,
@@ -316,8 +375,10 @@ impl Target for TmuxTarget {
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observation> {
         let name = spec.id.native().to_string();
+        let mut names_only = spec.clone();
+        names_only.env.values_mut().for_each(String::clear);
         let spec_json =
-            serde_json::to_string(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
+            serde_json::to_string(&names_only).map_err(|e| Error::target(KIND, e.to_string()))?;
         let mut argv: Vec<String> = args([
             "start-server",
             ";",
@@ -336,10 +397,6 @@ impl Target for TmuxTarget {
         argv.push(spec.rows.to_string());
         argv.push("-c".into());
         argv.push(spec.cwd.to_string_lossy().into_owned());
-        for (key, value) in &spec.env {
-            argv.push("-e".into());
-            argv.push(format!("{key}={value}"));
-        }
         argv.extend(args([
             "-P",
             "-F",
@@ -351,9 +408,14 @@ impl Target for TmuxTarget {
             "mahavishnu",
         ]));
         mahavishnu_core::paths::ensure_private_dir(&self.exits)?;
-        let exit_file = self.exit_file(&name);
-        let _ = std::fs::remove_file(&exit_file);
-        argv.push(exit_file.to_string_lossy().into_owned());
+        self.remove_session_files(&name);
+        argv.push(self.exit_file(&name).to_string_lossy().into_owned());
+        if spec.env.is_empty() {
+            argv.push(String::new());
+        } else {
+            self.write_env(&name, &spec.env)?;
+            argv.push(self.env_file(&name).to_string_lossy().into_owned());
+        }
         argv.extend(spec.command.iter().cloned());
         argv.push(";".into());
         argv.extend(args([
@@ -587,7 +649,7 @@ impl Target for TmuxTarget {
     }
 
     async fn stop(&self, native: &str, grace: Duration) -> Result<()> {
-        let _ = std::fs::remove_file(self.exit_file(native));
+        self.remove_session_files(native);
         let processes = match self.pane(native).await {
             Ok(pane) if !pane.dead => {
                 let pids: Vec<u32> = pane
@@ -624,6 +686,7 @@ impl Target for TmuxTarget {
         Ok(out
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
+            .map(|spec| self.with_env_values(spec))
             .collect())
     }
 }

@@ -195,6 +195,21 @@ impl Target for PtyTarget {
         KIND
     }
 
+    fn check_native(&self, native: &str) -> Result<()> {
+        // A Unix socket's path holds at most 107 bytes (108 with its terminating NUL).
+        let socket = self.files(native).socket;
+        let length = socket.as_os_str().len();
+        if length > 107 {
+            return Err(Error::Invalid(format!(
+                "the name `{native}` makes the session's socket path {length} bytes long ({}), more than \
+                 the 107 a Unix socket allows; choose a shorter --name, or set MAHAVISHNU_RUNTIME_DIR to a \
+                 shorter directory",
+                socket.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             interactive: true,
