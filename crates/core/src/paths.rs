@@ -147,7 +147,7 @@ fn check_ancestors(dir: &Path, uid: u32) -> Result<()> {
 }
 
 fn unusable(dir: &Path, why: &str) -> Error {
-    Error::Invalid(format!(
+    Error::Failed(format!(
         "{} is not safe to keep private files in: {why}. Or set MAHAVISHNU_RUNTIME_DIR (sockets) or \
          MAHAVISHNU_STATE_DIR / --state-dir (state) to a directory of your own",
         dir.display()

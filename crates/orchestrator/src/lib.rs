@@ -694,6 +694,119 @@ fn last_lines(text: &str, count: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A target whose launches and stops panic, and whose scope is set by the test.
+    struct Panicking {
+        scope: std::sync::Mutex<Option<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Target for Panicking {
+        fn kind(&self) -> TargetKind {
+            TargetKind::Pty
+        }
+        fn capabilities(&self) -> mahavishnu_core::Capabilities {
+            mahavishnu_core::Capabilities::default()
+        }
+        async fn preflight(&self) -> Preflight {
+            Preflight {
+                target: TargetKind::Pty,
+                ready: true,
+                detail: String::new(),
+            }
+        }
+        async fn scope(&self) -> Result<Option<String>> {
+            Ok(self.scope.lock().unwrap().clone())
+        }
+        async fn launch(&self, _: &mahavishnu_core::LaunchSpec) -> Result<Observation> {
+            panic!("launch blew up")
+        }
+        async fn list(&self) -> Result<Vec<Observation>> {
+            Ok(vec![])
+        }
+        async fn stop(&self, _: &str, _: Duration) -> Result<()> {
+            panic!("stop blew up")
+        }
+    }
+
+    fn orchestrator(dir: &Path, target: Arc<Panicking>) -> Orchestrator {
+        let config = mahavishnu_core::config::ConfigLoader::new()
+            .finish()
+            .unwrap();
+        let store = Store::open(&dir.join("state")).unwrap();
+        Orchestrator::new(Arc::new(config), Arc::new(store), vec![target])
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn panicking_launches_and_stops_are_failures_and_scopes_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Arc::new(Panicking {
+            scope: std::sync::Mutex::new(Some("cluster-a".into())),
+        });
+        let orchestrator = orchestrator(dir.path(), Arc::clone(&target));
+        let request = LaunchRequest {
+            profile: "shell".into(),
+            count: 2,
+            target: Some(TargetKind::Pty),
+            cwd: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let outcome = orchestrator.launch_instances(&request).await.unwrap();
+        assert!(outcome.instances.is_empty());
+        assert_eq!(outcome.errors.len(), 2, "{:?}", outcome.errors);
+        assert!(
+            outcome.errors[0].contains("ended abnormally"),
+            "{:?}",
+            outcome.errors
+        );
+        let failed = orchestrator.store().instances(false).unwrap();
+        assert!(failed.iter().all(|i| i.state == InstanceState::Failed));
+        assert_eq!(failed[0].labels[SCOPE_LABEL], "cluster-a");
+
+        // A running record whose stop panics reports the failure and stays open.
+        let mut running = failed[0].clone();
+        running.state = InstanceState::Running;
+        orchestrator.store().update_instance(&running).unwrap();
+        let closed = orchestrator
+            .close_instances(std::slice::from_ref(&running.id), None)
+            .await
+            .unwrap();
+        assert!(!closed[0].closed);
+        assert!(
+            closed[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("ended abnormally")
+        );
+
+        // The target now reaches another place: calls on the instance are refused, and listing
+        // does not take it for lost.
+        *target.scope.lock().unwrap() = Some("cluster-b".into());
+        let error = orchestrator
+            .close_instances(std::slice::from_ref(&running.id), None)
+            .await
+            .unwrap()
+            .remove(0)
+            .error
+            .unwrap();
+        assert!(
+            error.contains("cluster-a") && error.contains("cluster-b"),
+            "{error}"
+        );
+        let listed = orchestrator
+            .list_instances(&ListFilter::default())
+            .await
+            .unwrap();
+        let kept = listed.iter().find(|i| i.id == running.id).unwrap();
+        assert_eq!(kept.state, InstanceState::Running);
+        // The failed one closes without its target.
+        let closed = orchestrator
+            .close_instances(std::slice::from_ref(&failed[1].id), None)
+            .await
+            .unwrap();
+        assert!(closed[0].closed, "{:?}", closed[0].error);
+    }
+
     #[test]
     fn last_lines_skips_the_blank_end_of_the_screen() {
         assert_eq!(last_lines("a\nb\nc\n\n\n", 2), "b\nc\n");
