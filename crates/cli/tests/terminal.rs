@@ -526,7 +526,7 @@ fn a_damaged_or_unusable_state_directory_is_reported_and_left_alone() {
         1,
     );
     assert!(
-        stderr.contains("cannot create the state directory") && stderr.contains("writable"),
+        stderr.contains("cannot be created") && stderr.contains("MAHAVISHNU_STATE_DIR"),
         "{stderr}"
     );
 
@@ -567,7 +567,8 @@ fn twenty_concurrent_processes_lose_and_corrupt_nothing() {
         let output = child.wait_with_output().unwrap();
         assert!(
             output.status.success(),
-            "{}",
+            "{:?}: {}",
+            output.status,
             String::from_utf8_lossy(&output.stderr)
         );
     }
@@ -606,6 +607,11 @@ fn twenty_concurrent_processes_lose_and_corrupt_nothing() {
 fn config_show_names_where_each_value_came_from() {
     let world = World::new();
     std::fs::write(world.work().join(".mahavishnu.toml"), "[terminal]\nmax_concurrent = 3\n[profiles.qwen-local]\nprogram = \"qwen\"\nwaiting = [\"Type your message\"]\nidle_ms = 1500\n").unwrap();
+    // Until the project file is trusted, its profiles are left out, and `config show` says so.
+    let shown = world.json(&["config", "show"]);
+    assert_eq!(shown["config"]["profiles"]["qwen-local"], serde_json::Value::Null);
+    assert_eq!(shown["project_trust"]["ignored"][0], "profiles.qwen-local");
+    world.ok(&["trust"]);
     let shown = world.json(&["config", "show"]);
     assert_eq!(shown["config"]["terminal"]["max_concurrent"], 3);
     assert!(

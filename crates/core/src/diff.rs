@@ -31,12 +31,12 @@ pub fn lines(before: &str, after: &str) -> String {
             steps.push(("  ", old[i]));
             i += 1;
             j += 1;
-        } else if j < new.len() && (i == old.len() || common[i][j + 1] >= common[i + 1][j]) {
-            steps.push(("+ ", new[j]));
-            j += 1;
-        } else {
+        } else if i < old.len() && (j == new.len() || common[i + 1][j] >= common[i][j + 1]) {
             steps.push(("- ", old[i]));
             i += 1;
+        } else {
+            steps.push(("+ ", new[j]));
+            j += 1;
         }
     }
     let changed = |index: usize| steps.get(index).is_some_and(|(mark, _)| *mark != "  ");

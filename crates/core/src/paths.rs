@@ -187,22 +187,22 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// Removes group and other permissions from an existing file, without following a link at `path`;
-/// a missing file is fine.
+/// Removes group and other permissions from an existing file in a directory already proven private
+/// (so nobody else can swap it between the look and the change); a link there is refused, a missing
+/// file is fine. The file is never opened: closing a descriptor of a database file would drop the
+/// locks SQLite holds on it in this process.
 pub fn make_file_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(file) => file,
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mode = file.metadata()?.mode();
-    if mode & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+    if meta.file_type().is_symlink() {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
     }
     Ok(())
 }
