@@ -1,9 +1,10 @@
-//! Pods as Mahavishnu writes and reads them: the manifest of a launch, and what a pod's status says.
+//! Pods as Mahavishnu writes and reads them: the manifest of a launch (the pod, and the Secret holding
+//! its environment values), and what a pod's status says.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use mahavishnu_core::config::KubernetesConfig;
 use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result};
@@ -13,6 +14,8 @@ use serde_json::{Value, json};
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The annotation holding the launch spec, for recovery.
 pub const SPEC_ANNOTATION: &str = "mahavishnu.dev/spec";
+/// What a dry run shows in place of an environment value.
+pub const REDACTED: &str = "<redacted>";
 const PROFILE_LABEL: &str = "mahavishnu.dev/profile";
 const PROJECT_LABEL: &str = "mahavishnu.dev/project";
 
@@ -69,11 +72,11 @@ fn check_pod_name(name: &str) -> Result<()> {
 
 /// The pod of a launch: one container `main` running the profile's command in its image.
 pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Pod> {
-    let (namespace, name) =
-        spec.id.native().split_once('/').ok_or_else(|| {
-            Error::Invalid(format!("`{}` is not NAMESPACE/POD", spec.id.native()))
-        })?;
+    let (namespace, name) = split_native(spec)?;
     check_pod_name(name)?;
+    for key in spec.env.keys() {
+        check_secret_key(key)?;
+    }
     let image = spec
         .container
         .image
@@ -99,10 +102,16 @@ pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Po
     labels.insert(MANAGED_BY.into(), "mahavishnu".into());
     labels.insert(PROFILE_LABEL.into(), label_value(&spec.profile));
     labels.insert(PROJECT_LABEL.into(), project_label(spec));
+    // The values live in the pod's Secret (same name): anyone who may read pods must not read them.
     let env: Vec<Value> = spec
         .env
-        .iter()
-        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .keys()
+        .map(|key| {
+            json!({
+                "name": key,
+                "valueFrom": { "secretKeyRef": { "name": name, "key": key, "optional": false } },
+            })
+        })
         .chain([
             json!({ "name": "TERM", "value": "xterm-256color" }),
             json!({ "name": "MAHAVISHNU_INSTANCE_ID", "value": spec.id.to_string() }),
@@ -133,7 +142,8 @@ pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Po
     if let Some(dir) = &spec.container.working_dir {
         container["workingDir"] = json!(dir);
     }
-    let stored = serde_json::to_string(spec).map_err(|e| Error::Invalid(e.to_string()))?;
+    let stored = serde_json::to_string(&without_env_values(spec))
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "containers": [container],
@@ -166,6 +176,99 @@ pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Po
         "spec": pod_spec,
     });
     serde_json::from_value(pod).map_err(|e| Error::Invalid(format!("cannot build the pod: {e}")))
+}
+
+/// `spec` with its environment names kept and their values emptied: what a pod may show.
+fn without_env_values(spec: &LaunchSpec) -> LaunchSpec {
+    LaunchSpec {
+        env: spec
+            .env
+            .keys()
+            .map(|key| (key.clone(), String::new()))
+            .collect(),
+        ..spec.clone()
+    }
+}
+
+/// A Secret data key (`[-._a-zA-Z0-9]+`), which every environment name of a launch must be.
+fn check_secret_key(key: &str) -> Result<()> {
+    let valid = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "`{}` cannot be an environment variable on kubernetes (its value goes into a Secret); use letters, digits and `_`",
+            key.escape_default()
+        )))
+    }
+}
+
+/// Whether a Secret manifest carries the real values or shows them redacted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// The values themselves, base64 in `data`: what is sent to the cluster.
+    Real,
+    /// `<redacted>` in `stringData`: what a dry run prints.
+    Redacted,
+}
+
+/// The Secret holding a launch's environment values, named after its pod; `None` when it has no env.
+pub fn env_secret(spec: &LaunchSpec, values: Values) -> Result<Option<Secret>> {
+    if spec.env.is_empty() {
+        return Ok(None);
+    }
+    let (namespace, name) = split_native(spec)?;
+    for key in spec.env.keys() {
+        check_secret_key(key)?;
+    }
+    let mut secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { MANAGED_BY: "mahavishnu" },
+        },
+    });
+    match values {
+        // Through the typed object, so that `data` is base64 exactly as the API expects.
+        Values::Real => {}
+        Values::Redacted => {
+            secret["stringData"] = spec
+                .env
+                .keys()
+                .map(|key| (key.clone(), json!(REDACTED)))
+                .collect();
+        }
+    }
+    let mut secret: Secret = serde_json::from_value(secret)
+        .map_err(|e| Error::Invalid(format!("cannot build the Secret: {e}")))?;
+    if values == Values::Real {
+        secret.data = Some(
+            spec.env
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        key.clone(),
+                        k8s_openapi::ByteString(value.clone().into_bytes()),
+                    )
+                })
+                .collect(),
+        );
+    }
+    Ok(Some(secret))
+}
+
+fn split_native(spec: &LaunchSpec) -> Result<(&str, &str)> {
+    spec.id
+        .native()
+        .split_once('/')
+        .ok_or_else(|| Error::Invalid(format!("`{}` is not NAMESPACE/POD", spec.id.native())))
 }
 
 /// The launch spec stored on a pod.
@@ -358,25 +461,61 @@ mod tests {
         assert_eq!(value["spec"]["containers"][0]["image"], "busybox:1.36");
         assert_eq!(value["spec"]["containers"][0]["tty"], true);
         assert_eq!(value["spec"]["imagePullSecrets"][0]["name"], "regcred");
-        assert_eq!(spec_of(&pod).unwrap(), spec("dev/mv-1a2b3c"));
+        let mut stored = spec("dev/mv-1a2b3c");
+        stored.env.insert("A".into(), String::new());
+        assert_eq!(
+            spec_of(&pod).unwrap(),
+            stored,
+            "the spec keeps env names only"
+        );
+    }
+
+    fn with_secret_env(native: &str) -> LaunchSpec {
+        let mut spec = spec(native);
+        spec.env = BTreeMap::from([
+            ("API_TOKEN".to_string(), "tok-7c1d-very-secret".to_string()),
+            ("DEBUG".to_string(), "1".to_string()),
+        ]);
+        spec
     }
 
     #[test]
-    fn bad_names_and_missing_images_are_named() {
-        let error = pod_manifest(&spec("dev/mv-1a2b3c"), &KubernetesConfig::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("--image") && error.contains("targets.kubernetes.image"),
-            "{error}"
-        );
+    fn env_values_go_to_the_secret_and_never_into_the_pod() {
         let settings = KubernetesConfig {
-            image: Some("x".into()),
+            image: Some("busybox:1.36".into()),
             ..Default::default()
         };
-        let error = pod_manifest(&spec("dev/Has_Upper"), &settings)
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("cannot name a pod"), "{error}");
+        let launch = with_secret_env("dev/mv-1a2b3c");
+        let pod = serde_json::to_string(&pod_manifest(&launch, &settings).unwrap()).unwrap();
+        assert!(!pod.contains("tok-7c1d-very-secret"), "{pod}");
+        let pod: Value = serde_json::from_str(&pod).unwrap();
+        let env = &pod["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env[0],
+            json!({ "name": "API_TOKEN", "valueFrom": { "secretKeyRef": {
+                "name": "mv-1a2b3c", "key": "API_TOKEN", "optional": false } } })
+        );
+        assert_eq!(env[1]["name"], "DEBUG");
+        assert!(env[1].get("value").is_none(), "{env}");
+
+        let secret = env_secret(&launch, Values::Real).unwrap().unwrap();
+        let secret = serde_json::to_value(&secret).unwrap();
+        assert_eq!(secret["kind"], "Secret");
+        assert_eq!(secret["type"], "Opaque");
+        assert_eq!(secret["metadata"]["name"], "mv-1a2b3c");
+        assert_eq!(secret["metadata"]["namespace"], "dev");
+        assert_eq!(secret["metadata"]["labels"][MANAGED_BY], "mahavishnu");
+        // base64 of the value, as the API expects `data`.
+        assert_eq!(secret["data"]["API_TOKEN"], "dG9rLTdjMWQtdmVyeS1zZWNyZXQ=");
+        assert_eq!(secret["data"]["DEBUG"], "MQ==");
+
+        let shown = env_secret(&launch, Values::Redacted).unwrap().unwrap();
+        let shown = serde_json::to_value(&shown).unwrap();
+        assert_eq!(shown["stringData"]["API_TOKEN"], REDACTED);
+        assert!(shown.get("data").is_none(), "{shown}");
+        assert!(env_secret(&spec("dev/x"), Values::Real).unwrap().is_some());
+        let mut bare = spec("dev/x");
+        bare.env.clear();
+        assert!(env_secret(&bare, Values::Real).unwrap().is_none());
     }
 }
