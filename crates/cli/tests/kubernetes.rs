@@ -810,3 +810,80 @@ fn dry_runs_show_the_env_secret_redacted() {
     }
     assert!(fake.pod_names().is_empty() && fake.secret_names().is_empty());
 }
+
+/// A labelled pod made by someone else, as JSON for `kubectl create -f -`.
+fn planted_pod(name: &str, record: &serde_json::Value) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "dev",
+            "labels": { "app.kubernetes.io/managed-by": "mahavishnu" },
+            "annotations": { "mahavishnu.dev/spec": record.to_string() },
+        },
+        "spec": { "containers": [{ "name": "main", "image": "busybox:1.36", "command": ["sleep", "60"] }] },
+    })
+    .to_string()
+}
+
+/// Regression: `recover` adopted any labelled pod's record as it was, so a pod could plant a `tmux:` or
+/// `pty:` instance (then driven on this machine) or claim another pod's id. Only a pod's own `k8s:`
+/// record is adopted now; the rest is skipped without stopping the others.
+#[test]
+fn recover_adopts_only_a_pods_own_kubernetes_record() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let good = world
+        .launch(&[
+            "shell",
+            "--target",
+            "kubernetes",
+            "--name",
+            "good",
+            "--env",
+            "A=1",
+        ])
+        .remove(0);
+    let pod: serde_json::Value = serde_json::from_slice(
+        &kubectl(&fake, &["get", "pod", "good", "-n", "dev", "-o", "json"]).stdout,
+    )
+    .unwrap();
+    let record: serde_json::Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["mahavishnu.dev/spec"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let claiming = |id: &str| {
+        let mut record = record.clone();
+        record["id"] = serde_json::json!(id);
+        record["profile"] = serde_json::json!("planted");
+        record
+    };
+    for (name, record) in [
+        ("hostile-tmux", claiming("tmux:evil")),
+        ("hostile-pty", claiming("pty:x")),
+        ("hostile-other", claiming("k8s:dev/victim")),
+        ("hostile-twin", claiming("k8s:dev/good")),
+        ("hostile-junk", serde_json::json!("not a launch spec")),
+    ] {
+        kubectl_create(&fake, &planted_pod(name, &record));
+    }
+
+    std::fs::remove_dir_all(world.state_dir()).unwrap();
+    let adopted = world.json(&["terminal", "recover"]);
+    assert_eq!(
+        support::sorted_ids(&adopted),
+        vec![good.clone()],
+        "{adopted}"
+    );
+    assert_eq!(
+        adopted[0]["profile"], "shell",
+        "the pod's own record: {adopted}"
+    );
+    let known = world.json(&["terminal", "list", "--all"]);
+    assert_eq!(support::sorted_ids(&known), vec![good.clone()], "{known}");
+    let exec = world.json(&["terminal", "exec", &good, "--", "sh", "-c", "echo $A"]);
+    assert_eq!(exec["stdout"], "1\n");
+}

@@ -752,7 +752,7 @@ impl Target for KubernetesTarget {
             .managed_pods()
             .await?
             .iter()
-            .filter_map(manifest::spec_of)
+            .filter_map(manifest::adoptable_spec)
             .collect())
     }
 }

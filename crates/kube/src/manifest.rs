@@ -7,7 +7,7 @@ use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use mahavishnu_core::config::KubernetesConfig;
-use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result};
+use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result, TargetKind};
 use serde_json::{Value, json};
 
 /// The label every pod of Mahavishnu carries (`=mahavishnu`).
@@ -271,10 +271,29 @@ fn split_native(spec: &LaunchSpec) -> Result<(&str, &str)> {
         .ok_or_else(|| Error::Invalid(format!("`{}` is not NAMESPACE/POD", spec.id.native())))
 }
 
-/// The launch spec stored on a pod.
+/// The launch spec stored on a pod, as written (for its terminal size).
 pub fn spec_of(pod: &Pod) -> Option<LaunchSpec> {
     let text = pod.metadata.annotations.as_ref()?.get(SPEC_ANNOTATION)?;
     serde_json::from_str(text).ok()
+}
+
+/// The spec of a pod this target may adopt again: one carrying the managed-by label whose stored spec
+/// names a `k8s:` instance that is exactly this pod. Anyone who may create pods can label one and plant
+/// any annotation, so a record claiming another target (`tmux:`, `pty:`) or another pod is refused.
+/// Environment values come back empty: they are in the pod's Secret, and recovery records the instance
+/// without its environment, so reading the Secret would only bring secret values into memory for
+/// nothing (and need the right to read Secrets).
+pub fn adoptable_spec(pod: &Pod) -> Option<LaunchSpec> {
+    let labels = pod.metadata.labels.as_ref()?;
+    if labels.get(MANAGED_BY).map(String::as_str) != Some("mahavishnu") {
+        return None;
+    }
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let name = pod.metadata.name.as_deref()?;
+    let spec = spec_of(pod)?;
+    let own = spec.id.target() == TargetKind::Kubernetes
+        && spec.id.native().split_once('/') == Some((namespace, name));
+    own.then(|| without_env_values(&spec))
 }
 
 fn native_of(pod: &Pod) -> String {
@@ -517,5 +536,67 @@ mod tests {
         let mut bare = spec("dev/x");
         bare.env.clear();
         assert!(env_secret(&bare, Values::Real).unwrap().is_none());
+    }
+
+    fn labelled_pod(namespace: &str, name: &str, annotation: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name, "namespace": namespace,
+                "labels": { MANAGED_BY: "mahavishnu" },
+                "annotations": { SPEC_ANNOTATION: annotation },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_pods_own_k8s_record_is_adopted() {
+        let stored = |native: &str| serde_json::to_string(&with_secret_env(native)).unwrap();
+        let own = adoptable_spec(&labelled_pod("dev", "mv-1", &stored("dev/mv-1"))).unwrap();
+        assert_eq!(own.id.to_string(), "k8s:dev/mv-1");
+        assert_eq!(
+            own.env["API_TOKEN"], "",
+            "values are never taken from a pod"
+        );
+
+        let planted = |id: &str| {
+            let mut record: Value = serde_json::from_str(&stored("dev/mv-1")).unwrap();
+            record["id"] = json!(id);
+            record.to_string()
+        };
+        for claim in [
+            planted("tmux:evil"),
+            planted("pty:x"),
+            planted("k8s:dev/other"),
+            planted("k8s:prod/mv-1"),
+            "not json".to_string(),
+        ] {
+            assert!(
+                adoptable_spec(&labelled_pod("dev", "mv-1", &claim)).is_none(),
+                "{claim}"
+            );
+        }
+        let mut unlabelled = labelled_pod("dev", "mv-1", &stored("dev/mv-1"));
+        unlabelled.metadata.labels = None;
+        assert!(adoptable_spec(&unlabelled).is_none());
+    }
+
+    #[test]
+    fn bad_names_and_missing_images_are_named() {
+        let error = pod_manifest(&spec("dev/mv-1a2b3c"), &KubernetesConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--image") && error.contains("targets.kubernetes.image"),
+            "{error}"
+        );
+        let settings = KubernetesConfig {
+            image: Some("x".into()),
+            ..Default::default()
+        };
+        let error = pod_manifest(&spec("dev/Has_Upper"), &settings)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot name a pod"), "{error}");
     }
 }
