@@ -36,6 +36,8 @@ const KIND: TargetKind = TargetKind::Kubernetes;
 const CONTAINER: &str = "main";
 /// The longest a preflight waits for the cluster.
 const PREFLIGHT_PATIENCE: Duration = Duration::from_secs(5);
+/// The scope of a target that runs inside a pod and reaches its own cluster.
+pub const IN_CLUSTER: &str = "in-cluster";
 /// Values shorter than this are not scrubbed from messages: such short strings occur in ordinary text,
 /// so replacing them would garble every message while hiding nothing (the API server does not echo a
 /// Secret's data in its errors anyway; the scrubbing is a second line of defence).
@@ -130,6 +132,55 @@ impl KubernetesTarget {
 
     async fn secrets(&self, namespace: &str) -> Result<Api<Secret>> {
         Ok(Api::namespaced(self.client().await?, namespace))
+    }
+
+    /// The kubeconfig context this target's client uses, resolved the way `client` resolves it, from
+    /// files and the environment only.
+    fn resolve_scope(&self) -> Result<String> {
+        let settings = &self.settings;
+        let kubeconfig = match &settings.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path).map_err(|e| {
+                not_ready(format!(
+                    "cannot read {} (targets.kubernetes.kubeconfig): {e}",
+                    path.display()
+                ))
+            })?,
+            None => match Kubeconfig::read() {
+                Ok(kubeconfig) => kubeconfig,
+                // As `Config::infer` does: without a kubeconfig, the pod's own service account.
+                Err(_) if settings.context.is_none() && in_cluster() => {
+                    return Ok(IN_CLUSTER.into());
+                }
+                Err(e) => {
+                    return Err(not_ready(format!(
+                        "no kubeconfig ({e}); set KUBECONFIG, create ~/.kube/config, or run in a pod"
+                    )));
+                }
+            },
+        };
+        let context = match (&settings.context, &kubeconfig.current_context) {
+            (Some(context), _) => context.clone(),
+            (None, Some(current)) if !current.is_empty() => current.clone(),
+            (None, _) if settings.kubeconfig.is_none() && in_cluster() => {
+                return Ok(IN_CLUSTER.into());
+            }
+            (None, _) => {
+                return Err(not_ready(
+                    "the kubeconfig has no current-context; set targets.kubernetes.context or run `kubectl config use-context NAME`".into(),
+                ));
+            }
+        };
+        if kubeconfig
+            .contexts
+            .iter()
+            .any(|named| named.name == context)
+        {
+            Ok(context)
+        } else {
+            Err(not_ready(format!(
+                "context `{context}` is not in the kubeconfig; `kubectl config get-contexts` lists them"
+            )))
+        }
     }
 
     /// Creates the Secret of a launch's environment; returns its uid.
@@ -397,6 +448,11 @@ fn context_namespace(path: Option<&std::path::Path>, context: Option<&str>) -> O
         .clone()
 }
 
+/// Whether this process runs in a pod, as `Config::incluster` decides.
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.is_empty())
+}
+
 /// `error` with every environment value of a launch replaced by `<redacted>`, so that a message that
 /// reaches a terminal, the event log or the store never carries one.
 fn scrub(error: Error, env: &BTreeMap<String, String>) -> Error {
@@ -544,6 +600,10 @@ impl Target for KubernetesTarget {
                 detail: other.to_string(),
             },
         }
+    }
+
+    async fn scope(&self) -> Result<Option<String>> {
+        self.resolve_scope().map(Some)
     }
 
     /// The pod, or, when the launch has env, a `List` of its Secret (values redacted) and the pod.
@@ -760,6 +820,51 @@ impl Target for KubernetesTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two contexts of one kubeconfig, both pointing at `server`, `east` the current one.
+    fn two_contexts(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: east\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+             contexts:\n- name: east\n  context:\n    cluster: c\n    user: u\n- name: west\n  context:\n    cluster: c\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: t\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn scopes_are_the_contexts_and_resolving_them_reaches_no_cluster() {
+        // A listener that would see any connection made to the cluster.
+        let cluster = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        cluster.set_nonblocking(true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = two_contexts(
+            dir.path(),
+            &format!("http://{}", cluster.local_addr().unwrap()),
+        );
+        let target = |context: Option<&str>| {
+            KubernetesTarget::new(KubernetesConfig {
+                kubeconfig: Some(kubeconfig.clone()),
+                context: context.map(String::from),
+                ..Default::default()
+            })
+        };
+        let current = target(None).scope().await.unwrap();
+        let west = target(Some("west")).scope().await.unwrap();
+        assert_eq!(current.as_deref(), Some("east"), "the current context");
+        assert_eq!(west.as_deref(), Some("west"));
+        assert_ne!(current, west, "two contexts, two scopes");
+        let error = target(Some("north")).scope().await.unwrap_err().to_string();
+        assert!(
+            error.contains("`north`") && error.contains("get-contexts"),
+            "{error}"
+        );
+        assert!(
+            matches!(cluster.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "resolving a scope contacted the cluster"
+        );
+    }
 
     #[test]
     fn messages_lose_the_env_values() {
