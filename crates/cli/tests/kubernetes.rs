@@ -534,3 +534,356 @@ fn logs_follow_until_the_pod_ends() {
     );
     assert_eq!(world.state_of(&id), "exited");
 }
+
+/// A value that must never be readable from a pod, an event, an error or the state.
+const TOKEN: &str = "tok-51f0-do-not-leak";
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Regression: the pod annotation held the whole launch spec, env values included, so anyone who may
+/// read pods read the secrets. The values now live in a Secret that the pod owns and reads them from.
+#[test]
+fn env_values_are_not_readable_from_the_pod_and_leave_with_it() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let env = format!("API_TOKEN={TOKEN}");
+    let id = world
+        .launch(&[
+            "shell",
+            "--target",
+            "kubernetes",
+            "--name",
+            "keeper",
+            "--env",
+            &env,
+            "--env",
+            "MODE=fast",
+        ])
+        .remove(0);
+
+    // The attack: someone who may only read pods reads everything a pod says.
+    for args in [
+        &["get", "pod", "keeper", "-n", "dev", "-o", "json"][..],
+        &["get", "pods", "-A", "-o", "yaml"][..],
+    ] {
+        let read = kubectl(&fake, args);
+        let text = String::from_utf8_lossy(&read.stdout);
+        assert!(
+            read.status.success() && text.contains("keeper"),
+            "kubectl {args:?}: {text}"
+        );
+        assert!(
+            !text.contains(TOKEN),
+            "kubectl {args:?} shows the value:\n{text}"
+        );
+    }
+    let pod: serde_json::Value = serde_json::from_slice(
+        &kubectl(&fake, &["get", "pod", "keeper", "-n", "dev", "-o", "json"]).stdout,
+    )
+    .unwrap();
+    let env = &pod["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env[0]["valueFrom"]["secretKeyRef"],
+        serde_json::json!({ "name": "keeper", "key": "API_TOKEN", "optional": false }),
+        "{env}"
+    );
+    let stored: serde_json::Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["mahavishnu.dev/spec"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        stored["env"],
+        serde_json::json!({ "API_TOKEN": "", "MODE": "" }),
+        "names only"
+    );
+
+    // The program still gets the values, in its terminal and in side commands.
+    world.ok(&["terminal", "send", &id, "echo len-${#API_TOKEN}-$MODE"]);
+    world.ok(&[
+        "terminal",
+        "wait",
+        &id,
+        "--for",
+        "^len-20-fast",
+        "--timeout",
+        "20",
+    ]);
+    let exec = world.json(&[
+        "terminal",
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        &format!("test \"$API_TOKEN\" = {TOKEN}"),
+    ]);
+    assert_eq!(exec["exit_code"], 0, "{exec}");
+
+    // The Secret: Mahavishnu's, opaque, base64, owned by the pod.
+    let secret = fake.secret("dev", "keeper").expect("the env Secret");
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "mahavishnu"
+    );
+    assert_eq!(
+        secret["data"]["API_TOKEN"], "dG9rLTUxZjAtZG8tbm90LWxlYWs=",
+        "{secret}"
+    );
+    let owner = &secret["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Pod");
+    assert_eq!(owner["name"], "keeper");
+    assert_eq!(owner["uid"], pod["metadata"]["uid"]);
+    assert_eq!(owner["blockOwnerDeletion"], true);
+
+    // Nothing of the value in events or in the state.
+    let events = world.ok(&["events", "--limit", "1000"]);
+    assert!(!events.contains(TOKEN), "{events}");
+    assert_eq!(
+        files_containing(&world.state_dir(), TOKEN),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    // The fake has no garbage collector: the Secret goes because Mahavishnu deletes it.
+    world.ok(&["terminal", "close", &id, "--grace", "0"]);
+    assert_eq!(fake.secret_names(), Vec::<String>::new());
+    assert!(fake.pod_names().is_empty());
+}
+
+/// `terminal launch shell --target kubernetes ARGS --env API_TOKEN=TOKEN`, which must fail without
+/// showing the value; returns its stderr.
+fn failed_launch_with_env(world: &World, args: &[&str]) -> String {
+    let env = format!("API_TOKEN={TOKEN}");
+    let mut all = vec!["terminal", "launch", "shell", "--target", "kubernetes"];
+    all.extend(args);
+    all.extend(["--env", &env]);
+    let stderr = world.fails(&all, 1);
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    stderr
+}
+
+/// A launch that fails after its Secret was made deletes it and says nothing of the values; a Secret
+/// that is not Mahavishnu's is never taken over nor deleted.
+#[test]
+fn failed_launches_leave_no_secret_and_foreign_secrets_are_left_alone() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let stderr = failed_launch_with_env(&world, &["--image", "example/pull-fails:1"]);
+    assert!(stderr.contains("ErrImagePull"), "{stderr}");
+    assert_eq!(
+        fake.secret_names(),
+        Vec::<String>::new(),
+        "the pod did not run"
+    );
+
+    // A pod of that name exists already: the Secret made for the launch is deleted again.
+    world.launch(&["shell", "--target", "kubernetes", "--name", "taken"]);
+    std::fs::remove_dir_all(world.state_dir()).unwrap();
+    let stderr = failed_launch_with_env(&world, &["--name", "taken"]);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(fake.secret_names(), Vec::<String>::new());
+
+    // Someone else's Secret of the pod's name: the launch refuses and leaves it as it was.
+    kubectl_create(&fake, &foreign_secret("held"));
+    let before = fake.secret("dev", "held").unwrap();
+    let stderr = failed_launch_with_env(&world, &["--name", "held"]);
+    assert!(
+        stderr.contains("Secret `dev/held` already exists"),
+        "{stderr}"
+    );
+    assert_eq!(fake.secret("dev", "held").unwrap(), before);
+    assert!(!fake.pod_names().contains(&"dev/held".to_string()));
+
+    // Closing a pod without env leaves an unrelated Secret of the same name.
+    kubectl_create(&fake, &foreign_secret("taken"));
+    world.ok(&["terminal", "recover"]);
+    world.ok(&["terminal", "close", "k8s:dev/taken", "--grace", "0"]);
+    assert!(
+        fake.secret("dev", "taken").is_some(),
+        "not Mahavishnu's Secret"
+    );
+}
+
+/// A Secret that is not Mahavishnu's (no label), as JSON for `kubectl create -f -`.
+fn foreign_secret(name: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": name, "namespace": "dev" },
+        "data": { "OWN": "dGhlaXJz" },
+    })
+    .to_string()
+}
+
+/// `kubectl create -f -` of `manifest`; asserts success.
+fn kubectl_create(fake: &FakeKube, manifest: &str) {
+    use std::io::Write;
+    let mut create = Command::new("kubectl")
+        .arg("--server")
+        .arg(fake.url())
+        .args([
+            "--token",
+            "fake-token",
+            "create",
+            "--validate=false",
+            "-f",
+            "-",
+        ])
+        .env("KUBECONFIG", "/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    create
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let created = create.wait_with_output().unwrap();
+    assert!(
+        created.status.success(),
+        "kubectl create {manifest}: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+/// `--dry-run` shows the Secret with its values redacted, and creates nothing.
+#[test]
+fn dry_runs_show_the_env_secret_redacted() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let env = format!("API_TOKEN={TOKEN}");
+    for format in ["yaml", "json"] {
+        let shown = world.ok(&[
+            "--output",
+            format,
+            "terminal",
+            "launch",
+            "shell",
+            "--target",
+            "kubernetes",
+            "--name",
+            "planned",
+            "--env",
+            &env,
+            "--dry-run",
+        ]);
+        assert!(!shown.contains(TOKEN), "{shown}");
+        assert!(!shown.contains("dG9rLTUxZjAtZG8tbm90LWxlYWs"), "{shown}");
+        let plan: serde_json::Value = if format == "json" {
+            serde_json::from_str::<serde_json::Value>(&shown).unwrap()[0].clone()
+        } else {
+            serde_yaml::from_str(shown.trim_start_matches("---\n")).unwrap()
+        };
+        assert_eq!(plan["kind"], "List", "{plan}");
+        let secret = &plan["items"][0];
+        assert_eq!(secret["kind"], "Secret");
+        assert_eq!(secret["metadata"]["name"], "planned");
+        assert_eq!(secret["stringData"]["API_TOKEN"], "<redacted>");
+        let pod = &plan["items"][1];
+        assert_eq!(pod["kind"], "Pod");
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            "planned"
+        );
+    }
+    assert!(fake.pod_names().is_empty() && fake.secret_names().is_empty());
+}
+
+/// A labelled pod made by someone else, as JSON for `kubectl create -f -`.
+fn planted_pod(name: &str, record: &serde_json::Value) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "dev",
+            "labels": { "app.kubernetes.io/managed-by": "mahavishnu" },
+            "annotations": { "mahavishnu.dev/spec": record.to_string() },
+        },
+        "spec": { "containers": [{ "name": "main", "image": "busybox:1.36", "command": ["sleep", "60"] }] },
+    })
+    .to_string()
+}
+
+/// Regression: `recover` adopted any labelled pod's record as it was, so a pod could plant a `tmux:` or
+/// `pty:` instance (then driven on this machine) or claim another pod's id. Only a pod's own `k8s:`
+/// record is adopted now; the rest is skipped without stopping the others.
+#[test]
+fn recover_adopts_only_a_pods_own_kubernetes_record() {
+    let fake = FakeKube::start();
+    let world = kube_world(&fake);
+    let good = world
+        .launch(&[
+            "shell",
+            "--target",
+            "kubernetes",
+            "--name",
+            "good",
+            "--env",
+            "A=1",
+        ])
+        .remove(0);
+    let pod: serde_json::Value = serde_json::from_slice(
+        &kubectl(&fake, &["get", "pod", "good", "-n", "dev", "-o", "json"]).stdout,
+    )
+    .unwrap();
+    let record: serde_json::Value = serde_json::from_str(
+        pod["metadata"]["annotations"]["mahavishnu.dev/spec"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let claiming = |id: &str| {
+        let mut record = record.clone();
+        record["id"] = serde_json::json!(id);
+        record["profile"] = serde_json::json!("planted");
+        record
+    };
+    for (name, record) in [
+        ("hostile-tmux", claiming("tmux:evil")),
+        ("hostile-pty", claiming("pty:x")),
+        ("hostile-other", claiming("k8s:dev/victim")),
+        ("hostile-twin", claiming("k8s:dev/good")),
+        ("hostile-junk", serde_json::json!("not a launch spec")),
+    ] {
+        kubectl_create(&fake, &planted_pod(name, &record));
+    }
+
+    std::fs::remove_dir_all(world.state_dir()).unwrap();
+    let adopted = world.json(&["terminal", "recover"]);
+    assert_eq!(
+        support::sorted_ids(&adopted),
+        vec![good.clone()],
+        "{adopted}"
+    );
+    assert_eq!(
+        adopted[0]["profile"], "shell",
+        "the pod's own record: {adopted}"
+    );
+    let known = world.json(&["terminal", "list", "--all"]);
+    assert_eq!(support::sorted_ids(&known), vec![good.clone()], "{known}");
+    let exec = world.json(&["terminal", "exec", &good, "--", "sh", "-c", "echo $A"]);
+    assert_eq!(exec["stdout"], "1\n");
+}

@@ -4,7 +4,9 @@
 //! terminal as the pty target, side commands go through `exec` over the websocket protocol, and pods are
 //! found again by their labels.
 //!
-//! Native ids are `NAMESPACE/POD`.
+//! Native ids are `NAMESPACE/POD`. A launch's environment values never go into the pod, where anyone
+//! who may read pods would read them: they go into a Secret named after the pod and owned by it, which
+//! the container reads its variables from.
 
 mod manifest;
 
@@ -13,8 +15,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams, DeleteParams, ListParams, LogParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{
+    Api, AttachParams, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams,
+    Preconditions,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use mahavishnu_core::config::KubernetesConfig;
@@ -25,11 +30,18 @@ use mahavishnu_core::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use manifest::{MANAGED_BY, SPEC_ANNOTATION, pod_manifest};
+use manifest::{REDACTED, Values, env_secret};
 
 const KIND: TargetKind = TargetKind::Kubernetes;
 const CONTAINER: &str = "main";
 /// The longest a preflight waits for the cluster.
 const PREFLIGHT_PATIENCE: Duration = Duration::from_secs(5);
+/// The scope of a target that runs inside a pod and reaches its own cluster.
+pub const IN_CLUSTER: &str = "in-cluster";
+/// Values shorter than this are not scrubbed from messages: such short strings occur in ordinary text,
+/// so replacing them would garble every message while hiding nothing (the API server does not echo a
+/// Secret's data in its errors anyway; the scrubbing is a second line of defence).
+const SHORTEST_SCRUBBED: usize = 4;
 
 /// The Kubernetes target.
 pub struct KubernetesTarget {
@@ -116,6 +128,208 @@ impl KubernetesTarget {
 
     async fn pods(&self, namespace: &str) -> Result<Api<Pod>> {
         Ok(Api::namespaced(self.client().await?, namespace))
+    }
+
+    async fn secrets(&self, namespace: &str) -> Result<Api<Secret>> {
+        Ok(Api::namespaced(self.client().await?, namespace))
+    }
+
+    /// The kubeconfig context this target's client uses, resolved the way `client` resolves it, from
+    /// files and the environment only.
+    fn resolve_scope(&self) -> Result<String> {
+        let settings = &self.settings;
+        let kubeconfig = match &settings.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path).map_err(|e| {
+                not_ready(format!(
+                    "cannot read {} (targets.kubernetes.kubeconfig): {e}",
+                    path.display()
+                ))
+            })?,
+            None => match Kubeconfig::read() {
+                Ok(kubeconfig) => kubeconfig,
+                // As `Config::infer` does: without a kubeconfig, the pod's own service account.
+                Err(_) if settings.context.is_none() && in_cluster() => {
+                    return Ok(IN_CLUSTER.into());
+                }
+                Err(e) => {
+                    return Err(not_ready(format!(
+                        "no kubeconfig ({e}); set KUBECONFIG, create ~/.kube/config, or run in a pod"
+                    )));
+                }
+            },
+        };
+        let context = match (&settings.context, &kubeconfig.current_context) {
+            (Some(context), _) => context.clone(),
+            (None, Some(current)) if !current.is_empty() => current.clone(),
+            (None, _) if settings.kubeconfig.is_none() && in_cluster() => {
+                return Ok(IN_CLUSTER.into());
+            }
+            (None, _) => {
+                return Err(not_ready(
+                    "the kubeconfig has no current-context; set targets.kubernetes.context or run `kubectl config use-context NAME`".into(),
+                ));
+            }
+        };
+        if kubeconfig
+            .contexts
+            .iter()
+            .any(|named| named.name == context)
+        {
+            Ok(context)
+        } else {
+            Err(not_ready(format!(
+                "context `{context}` is not in the kubeconfig; `kubectl config get-contexts` lists them"
+            )))
+        }
+    }
+
+    /// Creates the Secret of a launch's environment; returns its uid.
+    async fn create_env_secret(&self, secret: &Secret, native: &str) -> Result<Option<String>> {
+        let (namespace, _) = split(native)?;
+        let secrets = self.secrets(namespace).await?;
+        let created = match self
+            .call(
+                &format!("create Secret {native} (it holds the environment values)"),
+                secrets.create(&PostParams::default(), secret),
+            )
+            .await
+        {
+            Ok(created) => created,
+            Err(Error::Target { message, .. }) if message.contains("AlreadyExists") => {
+                return Err(Error::Invalid(format!(
+                    "a Secret `{native}` already exists, and the pod's environment values would go there; choose another --name, or delete that Secret if it is a leftover"
+                )));
+            }
+            Err(Error::Target { message, .. }) if message.contains("Forbidden") => {
+                return Err(Error::target(
+                    KIND,
+                    format!(
+                        "{message}; environment values are kept in a Secret, so the account needs to create, get, patch and delete secrets in namespace `{namespace}` (or launch without env)"
+                    ),
+                ));
+            }
+            Err(other) => return Err(other),
+        };
+        Ok(created.metadata.uid)
+    }
+
+    /// Deletes the environment Secret of pod `native`: only one Mahavishnu labelled (a Secret of the
+    /// same name made by someone else is left alone), and only the one with `uid` when given.
+    async fn delete_env_secret(&self, native: &str, uid: Option<String>) -> Result<()> {
+        let (namespace, name) = split(native)?;
+        let secrets = self.secrets(namespace).await?;
+        let what = format!("delete Secret {native}");
+        let uid = match uid {
+            Some(uid) => uid,
+            None => {
+                let found = match self.call(&what, secrets.get_opt(name)).await {
+                    Ok(found) => found,
+                    // An account that may not read Secrets leaves them to the garbage collector,
+                    // which deletes the Secret of a pod with it (its owner reference).
+                    Err(Error::Target { message, .. }) if message.contains("Forbidden") => {
+                        return Ok(());
+                    }
+                    Err(other) => return Err(other),
+                };
+                let Some(secret) = found.filter(|secret| {
+                    secret
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get(MANAGED_BY))
+                        .is_some_and(|value| value == "mahavishnu")
+                }) else {
+                    return Ok(());
+                };
+                match secret.metadata.uid {
+                    Some(uid) => uid,
+                    None => return Ok(()),
+                }
+            }
+        };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.call(&what, secrets.delete(name, &params)).await {
+            Ok(_) => Ok(()),
+            Err(Error::Target { message, .. })
+                if message.contains("NotFound") || message.contains("Conflict") =>
+            {
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Creates the pod, makes it the owner of its Secret when there is one, and waits until it runs.
+    async fn create_pod(&self, spec: &LaunchSpec, pod: &Pod, secret: bool) -> Result<Observation> {
+        let native = spec.id.native();
+        let (namespace, name) = split(native)?;
+        let pods = self.pods(namespace).await?;
+        let created = match self
+            .call(
+                &format!("create pod {native}"),
+                pods.create(&PostParams::default(), pod),
+            )
+            .await
+        {
+            Ok(created) => created,
+            Err(Error::Target { message, .. }) if message.contains("AlreadyExists") => {
+                return Err(Error::Invalid(format!(
+                    "a pod `{native}` already exists; choose another --name or close it first"
+                )));
+            }
+            Err(other) => return Err(other),
+        };
+        if secret && let Err(error) = self.own_secret(native, &created).await {
+            // A Secret that cannot be tied to its pod would outlive it; the pod goes instead, so that a
+            // failed launch leaves nothing holding the values.
+            let _ = self
+                .call(
+                    &format!("delete pod {native}"),
+                    pods.delete(name, &DeleteParams::default()),
+                )
+                .await;
+            return Err(error);
+        }
+        if let Ok(mut sizes) = self.sizes.lock() {
+            sizes.insert(native.to_string(), (spec.rows, spec.cols));
+        }
+        self.wait_running(native).await
+    }
+
+    /// Makes `pod` the owner of its Secret, so that the cluster's garbage collector deletes the Secret
+    /// with the pod even when Mahavishnu never stops it.
+    async fn own_secret(&self, native: &str, pod: &Pod) -> Result<()> {
+        let (namespace, name) = split(native)?;
+        let uid = pod.metadata.uid.clone().ok_or_else(|| {
+            Error::target(
+                KIND,
+                format!("the cluster created pod {native} without a uid; its Secret cannot be tied to it"),
+            )
+        })?;
+        let patch = serde_json::json!({
+            "metadata": {
+                "ownerReferences": [{
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": name,
+                    "uid": uid,
+                    "blockOwnerDeletion": true,
+                }],
+            },
+        });
+        let secrets = self.secrets(namespace).await?;
+        self.call(
+            &format!("make pod {native} the owner of its Secret"),
+            secrets.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Bounds an API call by the request timeout.
@@ -232,6 +446,41 @@ fn context_namespace(path: Option<&std::path::Path>, context: Option<&str>) -> O
         .as_ref()?
         .namespace
         .clone()
+}
+
+/// Whether this process runs in a pod, as `Config::incluster` decides.
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|host| !host.is_empty())
+}
+
+/// `error` with every environment value of a launch replaced by `<redacted>`, so that a message that
+/// reaches a terminal, the event log or the store never carries one.
+fn scrub(error: Error, env: &BTreeMap<String, String>) -> Error {
+    let mut values: Vec<&str> = env
+        .values()
+        .map(String::as_str)
+        .filter(|value| value.len() >= SHORTEST_SCRUBBED)
+        .collect();
+    // Longest first, so that a value containing another is replaced whole.
+    values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+    let clean = |text: String| {
+        values
+            .iter()
+            .fold(text, |text, value| text.replace(value, REDACTED))
+    };
+    match error {
+        Error::Target { target, message } => Error::Target {
+            target,
+            message: clean(message),
+        },
+        Error::TargetNotReady { target, reason } => Error::TargetNotReady {
+            target,
+            reason: clean(reason),
+        },
+        Error::Invalid(message) => Error::Invalid(clean(message)),
+        Error::Failed(message) => Error::Failed(clean(message)),
+        other => other,
+    }
 }
 
 fn not_ready(reason: String) -> Error {
@@ -353,36 +602,42 @@ impl Target for KubernetesTarget {
         }
     }
 
+    async fn scope(&self) -> Result<Option<String>> {
+        self.resolve_scope().map(Some)
+    }
+
+    /// The pod, or, when the launch has env, a `List` of its Secret (values redacted) and the pod.
     async fn plan(&self, spec: &LaunchSpec) -> Result<serde_json::Value> {
-        let pod = pod_manifest(spec, &self.settings)?;
-        serde_json::to_value(pod)
-            .map_err(|e| Error::Invalid(format!("cannot show the manifest: {e}")))
+        let show = |e: serde_json::Error| Error::Invalid(format!("cannot show the manifest: {e}"));
+        let pod = serde_json::to_value(pod_manifest(spec, &self.settings)?).map_err(show)?;
+        match env_secret(spec, Values::Redacted)? {
+            None => Ok(pod),
+            Some(secret) => Ok(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [serde_json::to_value(secret).map_err(show)?, pod],
+            })),
+        }
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Observation> {
-        let native = spec.id.native();
-        let (namespace, _) = split(native)?;
-        let pod = pod_manifest(spec, &self.settings)?;
-        let pods = self.pods(namespace).await?;
-        match self
-            .call(
-                &format!("create pod {native}"),
-                pods.create(&PostParams::default(), &pod),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(Error::Target { message, .. }) if message.contains("AlreadyExists") => {
-                return Err(Error::Invalid(format!(
-                    "a pod `{native}` already exists; choose another --name or close it first"
-                )));
+        let launched = async {
+            let native = spec.id.native();
+            split(native)?;
+            let pod = pod_manifest(spec, &self.settings)?;
+            let Some(secret) = env_secret(spec, Values::Real)? else {
+                return self.create_pod(spec, &pod, false).await;
+            };
+            // The Secret first, so that the container finds its values when it starts.
+            let uid = self.create_env_secret(&secret, native).await?;
+            let launched = self.create_pod(spec, &pod, true).await;
+            if launched.is_err() {
+                // Only the Secret made here (by its uid), never one of the same name made since.
+                let _ = self.delete_env_secret(native, uid).await;
             }
-            Err(other) => return Err(other),
-        }
-        if let Ok(mut sizes) = self.sizes.lock() {
-            sizes.insert(native.to_string(), (spec.rows, spec.cols));
-        }
-        self.wait_running(native).await
+            launched
+        };
+        launched.await.map_err(|error| scrub(error, &spec.env))
     }
 
     async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
@@ -522,13 +777,19 @@ impl Target for KubernetesTarget {
             ),
             ..Default::default()
         };
-        match self
+        let deleting = match self
             .call(&format!("delete pod {native}"), pods.delete(name, &params))
             .await
         {
-            Ok(_) => {}
-            Err(Error::Target { message, .. }) if message.contains("NotFound") => return Ok(()),
+            Ok(_) => true,
+            Err(Error::Target { message, .. }) if message.contains("NotFound") => false,
             Err(other) => return Err(other),
+        };
+        // The garbage collector deletes the Secret with its pod too; deleting it here does not depend
+        // on a collector running, and catches a Secret left by a launch that stopped half way.
+        self.delete_env_secret(native, None).await?;
+        if !deleting {
+            return Ok(());
         }
         let deadline = Instant::now() + grace + self.timeout();
         while Instant::now() < deadline {
@@ -551,7 +812,7 @@ impl Target for KubernetesTarget {
             .managed_pods()
             .await?
             .iter()
-            .filter_map(manifest::spec_of)
+            .filter_map(manifest::adoptable_spec)
             .collect())
     }
 }
@@ -559,6 +820,69 @@ impl Target for KubernetesTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two contexts of one kubeconfig, both pointing at `server`, `east` the current one.
+    fn two_contexts(dir: &std::path::Path, server: &str) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: east\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+             contexts:\n- name: east\n  context:\n    cluster: c\n    user: u\n- name: west\n  context:\n    cluster: c\n    user: u\n\
+             users:\n- name: u\n  user:\n    token: t\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn scopes_are_the_contexts_and_resolving_them_reaches_no_cluster() {
+        // A listener that would see any connection made to the cluster.
+        let cluster = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        cluster.set_nonblocking(true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = two_contexts(
+            dir.path(),
+            &format!("http://{}", cluster.local_addr().unwrap()),
+        );
+        let target = |context: Option<&str>| {
+            KubernetesTarget::new(KubernetesConfig {
+                kubeconfig: Some(kubeconfig.clone()),
+                context: context.map(String::from),
+                ..Default::default()
+            })
+        };
+        let current = target(None).scope().await.unwrap();
+        let west = target(Some("west")).scope().await.unwrap();
+        assert_eq!(current.as_deref(), Some("east"), "the current context");
+        assert_eq!(west.as_deref(), Some("west"));
+        assert_ne!(current, west, "two contexts, two scopes");
+        let error = target(Some("north")).scope().await.unwrap_err().to_string();
+        assert!(
+            error.contains("`north`") && error.contains("get-contexts"),
+            "{error}"
+        );
+        assert!(
+            matches!(cluster.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "resolving a scope contacted the cluster"
+        );
+    }
+
+    #[test]
+    fn messages_lose_the_env_values() {
+        let env = BTreeMap::from([
+            ("TOKEN".to_string(), "s3cr3t-value".to_string()),
+            ("DEBUG".to_string(), "1".to_string()),
+        ]);
+        let error = scrub(
+            Error::target(KIND, "create Secret dev/mv-1: bad value \"s3cr3t-value\""),
+            &env,
+        )
+        .to_string();
+        assert!(!error.contains("s3cr3t"), "{error}");
+        assert!(
+            error.contains("dev/mv-1") && error.contains(REDACTED),
+            "{error}"
+        );
+    }
 
     #[test]
     fn ids_split_into_namespace_and_pod() {

@@ -1,18 +1,21 @@
-//! Pods as Mahavishnu writes and reads them: the manifest of a launch, and what a pod's status says.
+//! Pods as Mahavishnu writes and reads them: the manifest of a launch (the pod, and the Secret holding
+//! its environment values), and what a pod's status says.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use mahavishnu_core::config::KubernetesConfig;
-use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result};
+use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result, TargetKind};
 use serde_json::{Value, json};
 
 /// The label every pod of Mahavishnu carries (`=mahavishnu`).
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The annotation holding the launch spec, for recovery.
 pub const SPEC_ANNOTATION: &str = "mahavishnu.dev/spec";
+/// What a dry run shows in place of an environment value.
+pub const REDACTED: &str = "<redacted>";
 const PROFILE_LABEL: &str = "mahavishnu.dev/profile";
 const PROJECT_LABEL: &str = "mahavishnu.dev/project";
 
@@ -69,11 +72,11 @@ fn check_pod_name(name: &str) -> Result<()> {
 
 /// The pod of a launch: one container `main` running the profile's command in its image.
 pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Pod> {
-    let (namespace, name) =
-        spec.id.native().split_once('/').ok_or_else(|| {
-            Error::Invalid(format!("`{}` is not NAMESPACE/POD", spec.id.native()))
-        })?;
+    let (namespace, name) = split_native(spec)?;
     check_pod_name(name)?;
+    for key in spec.env.keys() {
+        check_secret_key(key)?;
+    }
     let image = spec
         .container
         .image
@@ -99,10 +102,16 @@ pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Po
     labels.insert(MANAGED_BY.into(), "mahavishnu".into());
     labels.insert(PROFILE_LABEL.into(), label_value(&spec.profile));
     labels.insert(PROJECT_LABEL.into(), project_label(spec));
+    // The values live in the pod's Secret (same name): anyone who may read pods must not read them.
     let env: Vec<Value> = spec
         .env
-        .iter()
-        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .keys()
+        .map(|key| {
+            json!({
+                "name": key,
+                "valueFrom": { "secretKeyRef": { "name": name, "key": key, "optional": false } },
+            })
+        })
         .chain([
             json!({ "name": "TERM", "value": "xterm-256color" }),
             json!({ "name": "MAHAVISHNU_INSTANCE_ID", "value": spec.id.to_string() }),
@@ -133,7 +142,8 @@ pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Po
     if let Some(dir) = &spec.container.working_dir {
         container["workingDir"] = json!(dir);
     }
-    let stored = serde_json::to_string(spec).map_err(|e| Error::Invalid(e.to_string()))?;
+    let stored = serde_json::to_string(&without_env_values(spec))
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let mut pod_spec = json!({
         "restartPolicy": "Never",
         "containers": [container],
@@ -168,10 +178,122 @@ pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Po
     serde_json::from_value(pod).map_err(|e| Error::Invalid(format!("cannot build the pod: {e}")))
 }
 
-/// The launch spec stored on a pod.
+/// `spec` with its environment names kept and their values emptied: what a pod may show.
+fn without_env_values(spec: &LaunchSpec) -> LaunchSpec {
+    LaunchSpec {
+        env: spec
+            .env
+            .keys()
+            .map(|key| (key.clone(), String::new()))
+            .collect(),
+        ..spec.clone()
+    }
+}
+
+/// A Secret data key (`[-._a-zA-Z0-9]+`), which every environment name of a launch must be.
+fn check_secret_key(key: &str) -> Result<()> {
+    let valid = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "`{}` cannot be an environment variable on kubernetes (its value goes into a Secret); use letters, digits and `_`",
+            key.escape_default()
+        )))
+    }
+}
+
+/// Whether a Secret manifest carries the real values or shows them redacted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// The values themselves, base64 in `data`: what is sent to the cluster.
+    Real,
+    /// `<redacted>` in `stringData`: what a dry run prints.
+    Redacted,
+}
+
+/// The Secret holding a launch's environment values, named after its pod; `None` when it has no env.
+pub fn env_secret(spec: &LaunchSpec, values: Values) -> Result<Option<Secret>> {
+    if spec.env.is_empty() {
+        return Ok(None);
+    }
+    let (namespace, name) = split_native(spec)?;
+    for key in spec.env.keys() {
+        check_secret_key(key)?;
+    }
+    let mut secret = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { MANAGED_BY: "mahavishnu" },
+        },
+    });
+    match values {
+        // Through the typed object, so that `data` is base64 exactly as the API expects.
+        Values::Real => {}
+        Values::Redacted => {
+            secret["stringData"] = spec
+                .env
+                .keys()
+                .map(|key| (key.clone(), json!(REDACTED)))
+                .collect();
+        }
+    }
+    let mut secret: Secret = serde_json::from_value(secret)
+        .map_err(|e| Error::Invalid(format!("cannot build the Secret: {e}")))?;
+    if values == Values::Real {
+        secret.data = Some(
+            spec.env
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        key.clone(),
+                        k8s_openapi::ByteString(value.clone().into_bytes()),
+                    )
+                })
+                .collect(),
+        );
+    }
+    Ok(Some(secret))
+}
+
+fn split_native(spec: &LaunchSpec) -> Result<(&str, &str)> {
+    spec.id
+        .native()
+        .split_once('/')
+        .ok_or_else(|| Error::Invalid(format!("`{}` is not NAMESPACE/POD", spec.id.native())))
+}
+
+/// The launch spec stored on a pod, as written (for its terminal size).
 pub fn spec_of(pod: &Pod) -> Option<LaunchSpec> {
     let text = pod.metadata.annotations.as_ref()?.get(SPEC_ANNOTATION)?;
     serde_json::from_str(text).ok()
+}
+
+/// The spec of a pod this target may adopt again: one carrying the managed-by label whose stored spec
+/// names a `k8s:` instance that is exactly this pod. Anyone who may create pods can label one and plant
+/// any annotation, so a record claiming another target (`tmux:`, `pty:`) or another pod is refused.
+/// Environment values come back empty: they are in the pod's Secret, and recovery records the instance
+/// without its environment, so reading the Secret would only bring secret values into memory for
+/// nothing (and need the right to read Secrets).
+pub fn adoptable_spec(pod: &Pod) -> Option<LaunchSpec> {
+    let labels = pod.metadata.labels.as_ref()?;
+    if labels.get(MANAGED_BY).map(String::as_str) != Some("mahavishnu") {
+        return None;
+    }
+    let namespace = pod.metadata.namespace.as_deref()?;
+    let name = pod.metadata.name.as_deref()?;
+    let spec = spec_of(pod)?;
+    let own = spec.id.target() == TargetKind::Kubernetes
+        && spec.id.native().split_once('/') == Some((namespace, name));
+    own.then(|| without_env_values(&spec))
 }
 
 fn native_of(pod: &Pod) -> String {
@@ -358,7 +480,105 @@ mod tests {
         assert_eq!(value["spec"]["containers"][0]["image"], "busybox:1.36");
         assert_eq!(value["spec"]["containers"][0]["tty"], true);
         assert_eq!(value["spec"]["imagePullSecrets"][0]["name"], "regcred");
-        assert_eq!(spec_of(&pod).unwrap(), spec("dev/mv-1a2b3c"));
+        let mut stored = spec("dev/mv-1a2b3c");
+        stored.env.insert("A".into(), String::new());
+        assert_eq!(
+            spec_of(&pod).unwrap(),
+            stored,
+            "the spec keeps env names only"
+        );
+    }
+
+    fn with_secret_env(native: &str) -> LaunchSpec {
+        let mut spec = spec(native);
+        spec.env = BTreeMap::from([
+            ("API_TOKEN".to_string(), "tok-7c1d-very-secret".to_string()),
+            ("DEBUG".to_string(), "1".to_string()),
+        ]);
+        spec
+    }
+
+    #[test]
+    fn env_values_go_to_the_secret_and_never_into_the_pod() {
+        let settings = KubernetesConfig {
+            image: Some("busybox:1.36".into()),
+            ..Default::default()
+        };
+        let launch = with_secret_env("dev/mv-1a2b3c");
+        let pod = serde_json::to_string(&pod_manifest(&launch, &settings).unwrap()).unwrap();
+        assert!(!pod.contains("tok-7c1d-very-secret"), "{pod}");
+        let pod: Value = serde_json::from_str(&pod).unwrap();
+        let env = &pod["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env[0],
+            json!({ "name": "API_TOKEN", "valueFrom": { "secretKeyRef": {
+                "name": "mv-1a2b3c", "key": "API_TOKEN", "optional": false } } })
+        );
+        assert_eq!(env[1]["name"], "DEBUG");
+        assert!(env[1].get("value").is_none(), "{env}");
+
+        let secret = env_secret(&launch, Values::Real).unwrap().unwrap();
+        let secret = serde_json::to_value(&secret).unwrap();
+        assert_eq!(secret["kind"], "Secret");
+        assert_eq!(secret["type"], "Opaque");
+        assert_eq!(secret["metadata"]["name"], "mv-1a2b3c");
+        assert_eq!(secret["metadata"]["namespace"], "dev");
+        assert_eq!(secret["metadata"]["labels"][MANAGED_BY], "mahavishnu");
+        // base64 of the value, as the API expects `data`.
+        assert_eq!(secret["data"]["API_TOKEN"], "dG9rLTdjMWQtdmVyeS1zZWNyZXQ=");
+        assert_eq!(secret["data"]["DEBUG"], "MQ==");
+
+        let shown = env_secret(&launch, Values::Redacted).unwrap().unwrap();
+        let shown = serde_json::to_value(&shown).unwrap();
+        assert_eq!(shown["stringData"]["API_TOKEN"], REDACTED);
+        assert!(shown.get("data").is_none(), "{shown}");
+        assert!(env_secret(&spec("dev/x"), Values::Real).unwrap().is_some());
+        let mut bare = spec("dev/x");
+        bare.env.clear();
+        assert!(env_secret(&bare, Values::Real).unwrap().is_none());
+    }
+
+    fn labelled_pod(namespace: &str, name: &str, annotation: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name, "namespace": namespace,
+                "labels": { MANAGED_BY: "mahavishnu" },
+                "annotations": { SPEC_ANNOTATION: annotation },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_pods_own_k8s_record_is_adopted() {
+        let stored = |native: &str| serde_json::to_string(&with_secret_env(native)).unwrap();
+        let own = adoptable_spec(&labelled_pod("dev", "mv-1", &stored("dev/mv-1"))).unwrap();
+        assert_eq!(own.id.to_string(), "k8s:dev/mv-1");
+        assert_eq!(
+            own.env["API_TOKEN"], "",
+            "values are never taken from a pod"
+        );
+
+        let planted = |id: &str| {
+            let mut record: Value = serde_json::from_str(&stored("dev/mv-1")).unwrap();
+            record["id"] = json!(id);
+            record.to_string()
+        };
+        for claim in [
+            planted("tmux:evil"),
+            planted("pty:x"),
+            planted("k8s:dev/other"),
+            planted("k8s:prod/mv-1"),
+            "not json".to_string(),
+        ] {
+            assert!(
+                adoptable_spec(&labelled_pod("dev", "mv-1", &claim)).is_none(),
+                "{claim}"
+            );
+        }
+        let mut unlabelled = labelled_pod("dev", "mv-1", &stored("dev/mv-1"));
+        unlabelled.metadata.labels = None;
+        assert!(adoptable_spec(&unlabelled).is_none());
     }
 
     #[test]

@@ -8,6 +8,12 @@
 //! (under a pseudo-terminal when the pod asks for a TTY); a small scheduler moves new pods to Running,
 //! or to a failure when the image asks for one: an image containing `pull-fails` cannot be pulled, one
 //! containing `unschedulable` fits no node, one containing `crash` crash-loops.
+//!
+//! Secrets: create (`stringData` folded into base64 `data`), get, list, merge patch, and delete with a
+//! uid precondition; owner references are stored as given. Like the kubelet, the container's
+//! environment is resolved when it starts, `valueFrom.secretKeyRef` and `envFrom.secretRef` from the
+//! Secret (a missing one is `CreateContainerConfigError`). There is no garbage collector: a Secret
+//! owned by a deleted pod stays until someone deletes it, so tests see whether Mahavishnu did.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -47,8 +53,21 @@ struct Fake {
 #[derive(Default)]
 struct Inner {
     pods: BTreeMap<(String, String), FakePod>,
+    secrets: BTreeMap<(String, String), Value>,
     version: u64,
     uids: u64,
+}
+
+impl Inner {
+    fn next_uid(&mut self) -> String {
+        self.uids += 1;
+        format!("00000000-0000-4000-8000-{:012x}", self.uids)
+    }
+
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
 }
 
 struct FakePod {
@@ -58,6 +77,8 @@ struct FakePod {
 
 /// The process behind a pod's container.
 struct Container {
+    /// The environment resolved when it started, which `exec` runs with too.
+    env: Vec<(String, String)>,
     log: Arc<Mutex<Vec<u8>>>,
     output: broadcast::Sender<Vec<u8>>,
     stdin: Mutex<Option<std::fs::File>>,
@@ -88,6 +109,48 @@ fn status(code: u16, reason: &str, message: String) -> Response {
 fn not_found(namespace: &str, name: &str) -> Response {
     let _ = namespace;
     status(404, "NotFound", format!("pods \"{name}\" not found"))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                text.push(BASE64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                text.push('=');
+            }
+        }
+    }
+    text
+}
+
+/// Standard base64 with padding, as the API server requires of a Secret's `data`.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 4 != 0 {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let digit = if i >= 4 - pad {
+                0
+            } else {
+                BASE64.iter().position(|&d| d == c)? as u32
+            };
+            n |= digit << (18 - 6 * i);
+        }
+        bytes.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(bytes)
 }
 
 fn now() -> String {
@@ -199,7 +262,23 @@ impl Fake {
                 });
                 return;
             }
-            match start_container(&object) {
+            let env = {
+                let inner = fake.inner.lock().unwrap();
+                container_env(&object, &key.0, &inner.secrets)
+            };
+            let env = match env {
+                Ok(env) => env,
+                Err(message) => {
+                    fake.update(&key, |pod| {
+                        pod["status"]["containerStatuses"] = json!([{
+                            "name": "main", "ready": false, "restartCount": 0, "image": image, "imageID": "",
+                            "state": { "waiting": { "reason": "CreateContainerConfigError", "message": message } },
+                        }]);
+                    });
+                    return;
+                }
+            };
+            match start_container(&object, env) {
                 Ok((container, child)) => {
                     let container = Arc::new(container);
                     {
@@ -251,20 +330,54 @@ impl Fake {
     }
 }
 
-fn container_env(object: &Value) -> Vec<(String, String)> {
-    object["spec"]["containers"][0]["env"]
-        .as_array()
-        .map(|env| {
-            env.iter()
-                .filter_map(|pair| {
-                    Some((
-                        pair["name"].as_str()?.to_string(),
-                        pair["value"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The container's environment as the kubelet makes it: `envFrom` first, then `env` in order, values
+/// from Secrets resolved now; the kubelet's message when a Secret or key is missing.
+fn container_env(
+    object: &Value,
+    namespace: &str,
+    secrets: &BTreeMap<(String, String), Value>,
+) -> Result<Vec<(String, String)>, String> {
+    let container = &object["spec"]["containers"][0];
+    let secret = |name: &str| {
+        secrets
+            .get(&(namespace.to_string(), name.to_string()))
+            .ok_or_else(|| format!("secret \"{name}\" not found"))
+    };
+    let decoded = |secret: &Value, key: &str| {
+        secret["data"][key]
+            .as_str()
+            .and_then(base64_decode)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let mut env = Vec::new();
+    for source in container["envFrom"].as_array().into_iter().flatten() {
+        if let Some(name) = source["secretRef"]["name"].as_str() {
+            let secret = secret(name)?;
+            for key in secret["data"]
+                .as_object()
+                .into_iter()
+                .flat_map(|d| d.keys())
+            {
+                env.push((key.clone(), decoded(secret, key).unwrap_or_default()));
+            }
+        }
+    }
+    for pair in container["env"].as_array().into_iter().flatten() {
+        let Some(name) = pair["name"].as_str() else {
+            continue;
+        };
+        let reference = &pair["valueFrom"]["secretKeyRef"];
+        let value = if let Some(secret_name) = reference["name"].as_str() {
+            let key = reference["key"].as_str().unwrap_or("");
+            decoded(secret(secret_name)?, key).ok_or_else(|| {
+                format!("couldn't find key {key} in Secret {namespace}/{secret_name}")
+            })?
+        } else {
+            pair["value"].as_str().unwrap_or("").to_string()
+        };
+        env.push((name.to_string(), value));
+    }
+    Ok(env)
 }
 
 fn working_dir(object: &Value) -> PathBuf {
@@ -276,7 +389,10 @@ fn working_dir(object: &Value) -> PathBuf {
 }
 
 /// Starts a pod's container as a local process; a TTY container gets a pseudo-terminal.
-fn start_container(object: &Value) -> Result<(Container, std::process::Child), String> {
+fn start_container(
+    object: &Value,
+    env: Vec<(String, String)>,
+) -> Result<(Container, std::process::Child), String> {
     let container = &object["spec"]["containers"][0];
     let argv: Vec<String> = container["command"]
         .as_array()
@@ -291,7 +407,7 @@ fn start_container(object: &Value) -> Result<(Container, std::process::Child), S
     let mut command = Command::new(program);
     command
         .args(args)
-        .envs(container_env(object))
+        .envs(env.iter().cloned())
         .current_dir(working_dir(object));
     let tty = container["tty"].as_bool().unwrap_or(false);
     let (output, _) = broadcast::channel(1024);
@@ -361,6 +477,7 @@ fn start_container(object: &Value) -> Result<(Container, std::process::Child), S
         }
     });
     let container = Container {
+        env,
         log,
         output,
         stdin: Mutex::new(stdin),
@@ -418,6 +535,7 @@ async fn core_resources() -> Response {
             resource("pods/attach", "PodAttachOptions", true, &["create", "get"]),
             resource("pods/exec", "PodExecOptions", true, &["create", "get"]),
             resource("pods/log", "Pod", true, &["get"]),
+            resource("secrets", "Secret", true, &["create", "delete", "get", "list", "patch"]),
         ],
     }))
     .into_response()
@@ -566,24 +684,40 @@ async fn pods(
     list_or_watch(&fake, Some(namespace), &params)
 }
 
+/// The name of an object to create in `namespace`, or why the API server refuses it (code, reason,
+/// message).
+fn name_to_create(
+    kind: &str,
+    namespace: &str,
+    object: &Value,
+) -> Result<String, (u16, &'static str, String)> {
+    if namespace == "missing" {
+        return Err((
+            404,
+            "NotFound",
+            format!("namespaces \"{namespace}\" not found"),
+        ));
+    }
+    object["metadata"]["name"]
+        .as_str()
+        .map(String::from)
+        .ok_or_else(|| {
+            (
+                422,
+                "Invalid",
+                format!("{kind} \"\" is invalid: metadata.name: Required value"),
+            )
+        })
+}
+
 async fn create_pod(
     State(fake): State<Arc<Fake>>,
     UrlPath(namespace): UrlPath<String>,
     axum::Json(mut pod): axum::Json<Value>,
 ) -> Response {
-    if namespace == "missing" {
-        return status(
-            404,
-            "NotFound",
-            format!("namespaces \"{namespace}\" not found"),
-        );
-    }
-    let Some(name) = pod["metadata"]["name"].as_str().map(String::from) else {
-        return status(
-            422,
-            "Invalid",
-            "Pod \"\" is invalid: metadata.name: Required value".into(),
-        );
+    let name = match name_to_create("Pod", &namespace, &pod) {
+        Ok(name) => name,
+        Err((code, reason, message)) => return status(code, reason, message),
     };
     if pod["spec"]["containers"][0]["image"]
         .as_str()
@@ -605,9 +739,8 @@ async fn create_pod(
                 format!("pods \"{name}\" already exists"),
             );
         }
-        inner.uids += 1;
         pod["metadata"]["namespace"] = json!(namespace);
-        pod["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", inner.uids));
+        pod["metadata"]["uid"] = json!(inner.next_uid());
         pod["metadata"]["creationTimestamp"] = json!(now());
         pod["status"] = json!({ "phase": "Pending", "qosClass": "BestEffort" });
         inner.pods.insert(
@@ -682,6 +815,192 @@ async fn delete_pod(
         }
     });
     axum::Json(object).into_response()
+}
+
+fn secret_not_found(name: &str) -> Response {
+    status(404, "NotFound", format!("secrets \"{name}\" not found"))
+}
+
+async fn create_secret(
+    State(fake): State<Arc<Fake>>,
+    UrlPath(namespace): UrlPath<String>,
+    axum::Json(mut secret): axum::Json<Value>,
+) -> Response {
+    let name = match name_to_create("Secret", &namespace, &secret) {
+        Ok(name) => name,
+        Err((code, reason, message)) => return status(code, reason, message),
+    };
+    // As the API server does: `stringData` is written into `data`, and never stored itself.
+    if let Some(strings) = secret
+        .as_object_mut()
+        .and_then(|object| object.remove("stringData"))
+    {
+        for (key, value) in strings.as_object().into_iter().flatten() {
+            let text = value.as_str().unwrap_or_default();
+            secret["data"][key] = json!(base64_encode(text.as_bytes()));
+        }
+    }
+    if let Some(bad) = secret["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(_, value)| value.as_str().and_then(base64_decode).is_none())
+    {
+        return status(
+            422,
+            "Invalid",
+            format!(
+                "Secret \"{name}\" is invalid: data[{}]: illegal base64 data",
+                bad.0
+            ),
+        );
+    }
+    let key = (namespace.clone(), name.clone());
+    let mut inner = fake.inner.lock().unwrap();
+    if inner.secrets.contains_key(&key) {
+        return status(
+            409,
+            "AlreadyExists",
+            format!("secrets \"{name}\" already exists"),
+        );
+    }
+    secret["metadata"]["namespace"] = json!(namespace);
+    secret["metadata"]["uid"] = json!(inner.next_uid());
+    secret["metadata"]["creationTimestamp"] = json!(now());
+    secret["metadata"]["resourceVersion"] = json!(inner.next_version());
+    if secret["type"].is_null() {
+        secret["type"] = json!("Opaque");
+    }
+    inner.secrets.insert(key, secret.clone());
+    (StatusCode::CREATED, axum::Json(secret)).into_response()
+}
+
+async fn list_secrets(
+    State(fake): State<Arc<Fake>>,
+    UrlPath(namespace): UrlPath<String>,
+    Query(params): Params,
+) -> Response {
+    let selector = param(&params, "labelSelector");
+    let inner = fake.inner.lock().unwrap();
+    let items: Vec<Value> = inner
+        .secrets
+        .iter()
+        .filter(|((ns, _), secret)| {
+            *ns == namespace && selected(selector, &secret["metadata"]["labels"])
+        })
+        .map(|(_, secret)| secret.clone())
+        .collect();
+    axum::Json(json!({
+        "kind": "SecretList", "apiVersion": "v1",
+        "metadata": { "resourceVersion": inner.version.to_string() }, "items": items,
+    }))
+    .into_response()
+}
+
+async fn get_secret(
+    State(fake): State<Arc<Fake>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+) -> Response {
+    match fake
+        .inner
+        .lock()
+        .unwrap()
+        .secrets
+        .get(&(namespace, name.clone()))
+    {
+        Some(secret) => axum::Json(secret.clone()).into_response(),
+        None => secret_not_found(&name),
+    }
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        if value.is_null() {
+            if let Some(object) = target.as_object_mut() {
+                object.remove(key);
+            }
+        } else {
+            merge_patch(&mut target[key.as_str()], value);
+        }
+    }
+}
+
+async fn patch_secret(
+    State(fake): State<Arc<Fake>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let kind = headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    // A strategic merge patch of metadata is a merge patch; JSON patch and apply are not served here.
+    if !matches!(
+        kind,
+        "application/merge-patch+json" | "application/strategic-merge-patch+json"
+    ) {
+        return status(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got {kind})"
+            ),
+        );
+    }
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(400, "BadRequest", "the patch is not JSON".into());
+    };
+    let mut inner = fake.inner.lock().unwrap();
+    let version = inner.next_version();
+    let Some(secret) = inner.secrets.get_mut(&(namespace, name.clone())) else {
+        return secret_not_found(&name);
+    };
+    let uid = secret["metadata"]["uid"].clone();
+    merge_patch(secret, &patch);
+    secret["metadata"]["uid"] = uid;
+    secret["metadata"]["resourceVersion"] = json!(version);
+    axum::Json(secret.clone()).into_response()
+}
+
+async fn delete_secret(
+    State(fake): State<Arc<Fake>>,
+    UrlPath((namespace, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let options: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+    let key = (namespace, name.clone());
+    let mut inner = fake.inner.lock().unwrap();
+    let Some(secret) = inner.secrets.get(&key) else {
+        return secret_not_found(&name);
+    };
+    let uid = secret["metadata"]["uid"].clone();
+    if let Some(wanted) = options["preconditions"]["uid"].as_str()
+        && uid.as_str() != Some(wanted)
+    {
+        return status(
+            409,
+            "Conflict",
+            format!(
+                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {}",
+                uid.as_str().unwrap_or("")
+            ),
+        );
+    }
+    inner.secrets.remove(&key);
+    axum::Json(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": { "name": name, "kind": "secrets", "uid": uid },
+    }))
+    .into_response()
 }
 
 fn alive(pid: i32) -> bool {
@@ -769,12 +1088,19 @@ async fn exec(
         .map(|(_, value)| value.clone())
         .collect();
     let stdin = flag(&params, "stdin");
+    let env = container.map(|c| c.env.clone()).unwrap_or_default();
     upgrade
         .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| run_exec(socket, object, command, stdin))
+        .on_upgrade(move |socket| run_exec(socket, object, env, command, stdin))
 }
 
-async fn run_exec(mut socket: WebSocket, object: Value, command: Vec<String>, stdin: bool) {
+async fn run_exec(
+    mut socket: WebSocket,
+    object: Value,
+    env: Vec<(String, String)>,
+    command: Vec<String>,
+    stdin: bool,
+) {
     let Some((program, args)) = command.split_first() else {
         let _ = socket
             .send(Message::Binary(error_frame("no command given", None)))
@@ -783,7 +1109,7 @@ async fn run_exec(mut socket: WebSocket, object: Value, command: Vec<String>, st
     };
     let mut child = match tokio::process::Command::new(program)
         .args(args)
-        .envs(container_env(&object))
+        .envs(env)
         .current_dir(working_dir(&object))
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -965,6 +1291,14 @@ fn router(state: Arc<Fake>) -> Router {
             get(get_pod).delete(delete_pod),
         )
         .route(
+            "/api/v1/namespaces/{namespace}/secrets",
+            get(list_secrets).post(create_secret),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/secrets/{name}",
+            get(get_secret).patch(patch_secret).delete(delete_secret),
+        )
+        .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/log",
             get(pod_log),
         )
@@ -1032,6 +1366,29 @@ impl FakeKube {
         );
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// The Secret `namespace/name`, as stored.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.state
+            .inner
+            .lock()
+            .unwrap()
+            .secrets
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Secrets the fake holds, as `NAMESPACE/NAME`.
+    pub fn secret_names(&self) -> Vec<String> {
+        self.state
+            .inner
+            .lock()
+            .unwrap()
+            .secrets
+            .keys()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect()
     }
 
     /// Pods the fake holds, as `NAMESPACE/NAME`.
