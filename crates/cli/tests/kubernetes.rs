@@ -333,6 +333,7 @@ fn dry_run_prints_the_manifests() {
          resources = { cpu = \"500m\", memory = \"1Gi\", memory_limit = \"2Gi\" }\n",
     )
     .unwrap();
+    world.ok(&["trust"]);
     let yaml = world.ok(&[
         "--output",
         "yaml",
@@ -886,4 +887,83 @@ fn recover_adopts_only_a_pods_own_kubernetes_record() {
     assert_eq!(support::sorted_ids(&known), vec![good.clone()], "{known}");
     let exec = world.json(&["terminal", "exec", &good, "--", "sh", "-c", "echo $A"]);
     assert_eq!(exec["stdout"], "1\n");
+}
+
+/// Two clusters: an instance made in one context is never reached through another, whichever
+/// context is current when a later command runs.
+#[test]
+fn an_id_leads_only_to_the_cluster_it_was_made_in() {
+    let (home, away) = (FakeKube::start(), FakeKube::start());
+    let world = kube_world(&home);
+    let kubeconfig = world.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: home\nclusters:\n- name: home\n  cluster:\n    server: {}\n\
+             - name: away\n  cluster:\n    server: {}\ncontexts:\n- name: home\n  context:\n    cluster: home\n    user: fake\n    namespace: dev\n\
+             - name: away\n  context:\n    cluster: away\n    user: fake\n    namespace: dev\nusers:\n- name: fake\n  user:\n    token: fake-token\n",
+            home.url(),
+            away.url()
+        ),
+    )
+    .unwrap();
+    let id = world
+        .launch(&[
+            "shell",
+            "--target",
+            "kubernetes",
+            "--context",
+            "away",
+            "--name",
+            "far",
+        ])
+        .remove(0);
+    assert_eq!(away.pod_names(), vec!["dev/far".to_string()]);
+    // A same-named pod in the current context's cluster must not be touched.
+    let decoy = world
+        .launch(&["shell", "--target", "kubernetes", "--name", "decoy"])
+        .remove(0);
+    assert_eq!(home.pod_names(), vec!["dev/decoy".to_string()]);
+
+    let refused = world.run(&["terminal", "close", &id]);
+    assert_eq!(refused.status.code(), Some(1));
+    let error = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        error.contains("context `away`")
+            && error.contains("MAHAVISHNU_TARGETS__KUBERNETES__CONTEXT"),
+        "{error}"
+    );
+    assert_eq!(
+        away.pod_names(),
+        vec!["dev/far".to_string()],
+        "nothing was closed"
+    );
+    let listed = world.json(&["terminal", "list"]);
+    let far = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|instance| instance["id"] == id.as_str())
+        .unwrap();
+    assert_ne!(
+        far["state"], "lost",
+        "another cluster's instance is not taken for lost"
+    );
+
+    let closed = world
+        .command(&["terminal", "close", &id, "--grace", "0.2"])
+        .env("MAHAVISHNU_TARGETS__KUBERNETES__CONTEXT", "away")
+        .output()
+        .unwrap();
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    assert!(away.pod_names().is_empty());
+    world.ok(&["terminal", "close", &decoy, "--grace", "0.2"]);
 }

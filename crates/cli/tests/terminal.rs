@@ -609,7 +609,10 @@ fn config_show_names_where_each_value_came_from() {
     std::fs::write(world.work().join(".mahavishnu.toml"), "[terminal]\nmax_concurrent = 3\n[profiles.qwen-local]\nprogram = \"qwen\"\nwaiting = [\"Type your message\"]\nidle_ms = 1500\n").unwrap();
     // Until the project file is trusted, its profiles are left out, and `config show` says so.
     let shown = world.json(&["config", "show"]);
-    assert_eq!(shown["config"]["profiles"]["qwen-local"], serde_json::Value::Null);
+    assert_eq!(
+        shown["config"]["profiles"]["qwen-local"],
+        serde_json::Value::Null
+    );
     assert_eq!(shown["project_trust"]["ignored"][0], "profiles.qwen-local");
     world.ok(&["trust"]);
     let shown = world.json(&["config", "show"]);
