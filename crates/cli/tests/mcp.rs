@@ -596,3 +596,48 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
         "{ broken"
     );
 }
+
+/// A burst of 200 connections while the server is busy: the kernel holds every one until the server
+/// accepts it. With the default listen backlog of 128 the SYNs of the rest are dropped, and each of
+/// those clients waits a second before it tries again.
+#[test]
+fn a_burst_of_200_connections_waits_for_no_syn_retry() {
+    let world = project_world();
+    let server = Server::start(&world, &["--token", TOKEN]);
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    // Stopped, the server accepts nothing: the burst has to fit in its backlog.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let address: std::net::SocketAddr = server.address.parse().unwrap();
+    let connecting: Vec<_> = (0..200)
+        .map(|_| {
+            // Shorter than the first SYN retry (1 s): a connection that waits for it fails.
+            std::thread::spawn(move || {
+                TcpStream::connect_timeout(&address, Duration::from_millis(900))
+            })
+        })
+        .collect();
+    let connected: Vec<_> = connecting
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let refused = connected.iter().filter(|c| c.is_err()).count();
+    assert_eq!(refused, 0, "connections that waited for a SYN retry");
+
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.address
+    );
+    let mut streams: Vec<TcpStream> = connected.into_iter().map(Result::unwrap).collect();
+    for stream in &mut streams {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    for stream in &mut streams {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+}

@@ -25,6 +25,10 @@ use crate::server::McpServer;
 /// Host names every server accepts: the loopback ones.
 const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1", "[::1]"];
 
+/// Connections the kernel holds for the server before it accepts them. The default of 128 drops the
+/// SYNs of a larger burst, and each dropped client waits a full second before it tries again.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// How the HTTP server runs.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
@@ -226,8 +230,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     options.check()?;
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
+    let listener = listen(options.listen)
         .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
     let address = listener
         .local_addr()
@@ -247,6 +250,19 @@ pub async fn serve(
         })
         .await
         .map_err(|e| Error::io("the HTTP server stopped", e))
+}
+
+/// A listener on `address` with a backlog of `LISTEN_BACKLOG` (`TcpListener::bind` asks for 128).
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server need not wait out the old one's TIME_WAITs.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 #[cfg(test)]
