@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{World, binary, git, succeeded};
+use support::{World, binary, git, qwen, succeeded};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -71,29 +71,47 @@ fn project_world() -> World {
 struct Server {
     child: Child,
     address: String,
+    /// What serve printed on stderr up to the line announcing its address, that one included.
+    announced: String,
 }
 
 impl Server {
     fn start(world: &World, extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        let mut args = vec!["--listen", "127.0.0.1:0"];
         args.extend(extra);
-        let mut child = world
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mahavishnu serve");
+        let mut child = spawn_serve(world, &args);
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let address = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("serve announces its address: {line:?}"))
-            .to_string();
+        let mut announced = String::new();
+        let address = loop {
+            let mut line = String::new();
+            stderr.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "serve ended before serving: {announced}");
+            announced.push_str(&line);
+            if line.contains("serving MCP at") {
+                break line
+                    .split("http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or_else(|| panic!("serve announces its address: {line:?}"))
+                    .to_string();
+            }
+        };
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Server { child, address }
+        Server {
+            child,
+            address,
+            announced,
+        }
+    }
+
+    /// Started without `--token`: the token comes from the state directory's file.
+    fn start_with_token_file(world: &World, extra: &[&str]) -> (Server, String) {
+        let server = Server::start(world, extra);
+        let token = std::fs::read_to_string(world.state_dir().join("serve-token"))
+            .expect("serve made a token file")
+            .trim()
+            .to_string();
+        (server, token)
     }
 
     fn url(&self, path: &str) -> String {
@@ -125,6 +143,48 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `mahavishnu serve ARGS`, started with stderr piped.
+fn spawn_serve(world: &World, args: &[&str]) -> Child {
+    world
+        .command(&[&["serve"], args].concat())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mahavishnu serve")
+}
+
+/// Runs `mahavishnu serve ARGS`, which must refuse to start with exit code `code`; returns stderr. A
+/// server that starts anyway is stopped after a while and fails the test, instead of serving forever.
+fn serve_refuses(world: &World, args: &[&str], code: i32) -> String {
+    let mut child = spawn_serve(world, args);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        status.and_then(|status| status.code()),
+        Some(code),
+        "serve {args:?} should have refused to start: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
 }
 
 /// One HTTP/1.1 request to `address`; returns the status and the body.
@@ -255,14 +315,8 @@ fn the_python_client_drives_the_http_server_with_a_token() {
 }
 
 #[test]
-fn http_needs_the_token_off_loopback_and_checks_tokens_and_hosts() {
+fn http_checks_tokens_and_hosts() {
     let world = project_world();
-    let refused = world.fails(&["serve", "--listen", "0.0.0.0:0"], 2);
-    assert!(
-        refused.contains("--token") && refused.contains("MAHAVISHNU_TOKEN"),
-        "{refused}"
-    );
-
     let server = Server::start(
         &world,
         &["--token", TOKEN, "--allowed-host", "proxy.example"],
@@ -439,7 +493,8 @@ fn the_inspector_cli_lists_calls_reads_and_prompts() {
     ]);
     assert!(prompt.to_string().contains("Check main.rs"), "{prompt}");
 
-    let server = Server::start(&world, &[]);
+    // The Inspector's CLI sends no headers, so it gets a server without a token (loopback only).
+    let server = Server::start(&world, &["--no-token"]);
     let url = server.url("/mcp");
     let listed = run(&[
         &url,
@@ -555,7 +610,7 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
     assert_eq!(entry["httpUrl"], "https://mv.example:8677/mcp");
     assert_eq!(
         entry["headers"]["Authorization"], "Bearer ${MAHAVISHNU_TOKEN}",
-        "off loopback the client sends the token from its environment; the file never holds it"
+        "the client sends the token from its environment; the file never holds it"
     );
 
     let home = world.dir.path().join("home");
@@ -570,7 +625,7 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
         "--dry-run",
     ]);
     assert!(dry.contains("would change") && dry.contains("+ "), "{dry}");
-    world.ok(&[
+    let said = world.ok(&[
         "mcp",
         "install",
         "--client",
@@ -580,12 +635,21 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
         "--http",
         "http://127.0.0.1:8677/mcp",
     ]);
+    assert!(
+        said.contains("export MAHAVISHNU_TOKEN=$(mahavishnu serve --print-token)"),
+        "install says how the client gets the token: {said}"
+    );
     let user: Value =
         serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
     assert_eq!(user["numStartups"], 3);
     assert_eq!(
         user["mcpServers"]["mahavishnu"],
-        json!({"type": "http", "url": "http://127.0.0.1:8677/mcp"})
+        json!({
+            "type": "http",
+            "url": "http://127.0.0.1:8677/mcp",
+            "headers": {"Authorization": "Bearer ${MAHAVISHNU_TOKEN}"},
+        }),
+        "on loopback too the client sends the token, from its environment"
     );
 
     std::fs::write(work.join(".mcp.json"), "{ broken").unwrap();
@@ -594,6 +658,134 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
     assert_eq!(
         std::fs::read_to_string(work.join(".mcp.json")).unwrap(),
         "{ broken"
+    );
+}
+
+fn initialize_request() -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}})
+    .to_string()
+}
+
+/// `serve` makes a private token on first use, keeps it, and wants it from every client, on loopback
+/// too; `--print-token` gives it to scripts.
+#[test]
+fn serve_requires_a_token_it_makes_on_first_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = project_world();
+    let (server, token) = Server::start_with_token_file(&world, &[]);
+    let file = world.state_dir().join("serve-token");
+    assert!(
+        server.announced.contains(&file.display().to_string()),
+        "serve says where the token is: {}",
+        server.announced
+    );
+    assert!(
+        !server.announced.contains(&token),
+        "serve never prints the token"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    assert_eq!(token.len(), 64, "{token}");
+
+    let (status, body) = server.request("POST", "/v1/targets_list", &[], "{}");
+    assert_eq!(status, 401, "loopback needs the token too: {body}");
+    let (status, _) = server.request("POST", "/mcp", &[], &initialize_request());
+    assert_eq!(status, 401);
+    let list_targets = |server: &Server, token: &str| {
+        let bearer = format!("Bearer {token}");
+        server.request(
+            "POST",
+            "/v1/targets_list",
+            &[("Authorization", &bearer)],
+            "{}",
+        )
+    };
+    let (status, body) = list_targets(&server, &token);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.ok(&["serve", "--print-token"]).trim(), token);
+    assert!(server.stop().success());
+
+    let (server, again) = Server::start_with_token_file(&world, &[]);
+    assert_eq!(again, token, "the second start reuses the token");
+    let (status, body) = list_targets(&server, &token);
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+
+    // A token given explicitly wins over the file.
+    let server = Server::start(&world, &["--token", TOKEN]);
+    assert_eq!(
+        list_targets(&server, &token).0,
+        401,
+        "the file's token is not the given one"
+    );
+    assert_eq!(list_targets(&server, TOKEN).0, 200);
+}
+
+/// A token file someone else could have planted or read is refused, and nothing is written through it.
+#[test]
+fn a_planted_or_readable_token_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = project_world();
+    world.ok(&["terminal", "list"]); // makes the state directory
+    let file = world.state_dir().join("serve-token");
+
+    let chosen = world.dir.path().join("chosen-token");
+    std::fs::write(&chosen, "attacker-chose-this-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&chosen, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&chosen, &file).unwrap();
+    let error = serve_refuses(&world, &["--listen", "127.0.0.1:0"], 1);
+    assert!(
+        error.contains("symbolic link") && error.contains("rm "),
+        "{error}"
+    );
+    let error = serve_refuses(&world, &["--print-token"], 1);
+    assert!(error.contains("symbolic link"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&chosen).unwrap(),
+        "attacker-chose-this-token-0123456789\n",
+        "the link's target is untouched"
+    );
+
+    // A dangling link: following it would write the new token where the planter can read it.
+    let elsewhere = world.dir.path().join("stolen-token");
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    let error = serve_refuses(&world, &["--listen", "127.0.0.1:0"], 1);
+    assert!(error.contains("symbolic link"), "{error}");
+    assert!(!elsewhere.exists(), "nothing was written through the link");
+
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, "readable-by-everyone-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = serve_refuses(&world, &["--listen", "127.0.0.1:0"], 1);
+    assert!(
+        error.contains("0644") && error.contains("chmod 600"),
+        "{error}"
+    );
+}
+
+/// `--no-token` gives up the token on loopback only, and says what that means.
+#[test]
+fn no_token_is_for_loopback_only() {
+    let world = project_world();
+    let error = serve_refuses(&world, &["--listen", "0.0.0.0:0", "--no-token"], 2);
+    assert!(error.contains("loopback only"), "{error}");
+    let error = serve_refuses(&world, &["--listen", "[::]:0", "--no-token"], 2);
+    assert!(error.contains("loopback only"), "{error}");
+
+    let server = Server::start(&world, &["--no-token"]);
+    assert!(
+        server.announced.contains("any process on this machine"),
+        "--no-token warns: {}",
+        server.announced
+    );
+    let (status, body) = server.request("POST", "/v1/targets_list", &[], "{}");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !world.state_dir().join("serve-token").exists(),
+        "no token is made for a server that uses none"
     );
 }
 
@@ -640,4 +832,56 @@ fn a_burst_of_200_connections_waits_for_no_syn_retry() {
         stream.read_to_string(&mut response).unwrap();
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     }
+}
+
+/// Qwen Code with the entry `mcp install --http` wrote connects to serve with the token from its
+/// environment; without it, the server turns it away. The settings file never holds the token.
+#[test]
+fn qwen_code_connects_over_http_with_the_token_from_its_environment() {
+    let stub = support::stub_model::StubModel::start("STUB-HTTP-2718");
+    let world = project_world();
+    world.write_qwen_user_settings();
+    let (server, token) = Server::start_with_token_file(&world, &[]);
+    world.ok(&[
+        "mcp",
+        "install",
+        "--client",
+        "qwen",
+        "--http",
+        &server.url("/mcp"),
+    ]);
+    let settings = std::fs::read_to_string(world.work().join(".qwen/settings.json")).unwrap();
+    assert!(
+        !settings.contains(&token),
+        "the token is not in the settings: {settings}"
+    );
+
+    let status_of_mahavishnu = |token: Option<&str>| -> String {
+        let mut command = world.program(qwen());
+        command
+            .args([
+                "--auth-type",
+                "openai",
+                "--openai-base-url",
+                &stub.base_url(),
+            ])
+            .args(["--openai-api-key", "sk-stub", "-m", "stub-model"])
+            .args(["-p", "hello", "-o", "json"])
+            .env_remove("MAHAVISHNU_TOKEN");
+        if let Some(token) = token {
+            command.env("MAHAVISHNU_TOKEN", token);
+        }
+        let output = succeeded("qwen", command.output().unwrap());
+        support::qwen_init_message(&output.stdout)["mcp_servers"]
+            .as_array()
+            .and_then(|servers| servers.iter().find(|server| server["name"] == "mahavishnu"))
+            .map(|server| server["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(status_of_mahavishnu(Some(&token)), "connected");
+    assert_ne!(
+        status_of_mahavishnu(None),
+        "connected",
+        "without the token Qwen Code cannot connect"
+    );
 }

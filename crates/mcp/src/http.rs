@@ -1,6 +1,6 @@
 //! `mahavishnu serve`: MCP over streamable HTTP at `/mcp`, `/healthz`, and the operations as a small JSON
-//! API under `/v1/`. Loopback by default; any other address needs a bearer token; the `Host` header is
-//! checked against an allow-list so a web page cannot reach the server through DNS rebinding.
+//! API under `/v1/`. Loopback by default, and a bearer token on every request but `/healthz`; the `Host`
+//! header is checked against an allow-list so a web page cannot reach the server through DNS rebinding.
 
 use std::future::Future;
 use std::net::SocketAddr;
