@@ -368,6 +368,9 @@ pub struct ServeArgs {
     /// Also accept this Host header (a proxy's or a container's name); `*` accepts any
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// Also accept requests from web pages of this origin (https://app.example); others get 403
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -187,7 +187,9 @@ fn serve_refuses(world: &World, args: &[&str], code: i32) -> String {
     stderr
 }
 
-/// One HTTP/1.1 request to `address`; returns the status and the body.
+/// One HTTP/1.1 request to `address`; returns the status and the body. `Host` and `Content-Type:
+/// application/json` are sent unless `headers` name them; a header given with an empty value is left
+/// out.
 fn http_request(
     address: &str,
     method: &str,
@@ -206,13 +208,16 @@ fn http_request(
     {
         request.push_str(&format!("Host: {}\r\n", address));
     }
-    for (name, value) in headers {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    for (name, value) in headers.iter().filter(|(_, value)| !value.is_empty()) {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
-    request.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     // A server may answer (413) and close before it has read a huge body.
     let _ = stream.write_all(request.as_bytes());
     let mut response = String::new();
@@ -661,11 +666,191 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
     );
 }
 
+/// Header names and values of a request.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// A shell launched through the API with `bash -c "touch MARKER"`: what a web page would run.
+fn launch_touching(marker: &std::path::Path) -> String {
+    json!({
+        "profile": "shell",
+        "target": "pty",
+        "args": ["-c", format!("touch {}", marker.display())],
+    })
+    .to_string()
+}
+
+/// The attack of the hardening issue: a web page posts `text/plain` (or a form) cross-site to
+/// `/v1/terminal_launch`, which browsers send without asking first. Nothing may run, whether serve has
+/// its default token or runs with `--no-token`.
+#[test]
+fn a_web_page_cannot_launch_commands_through_serve() {
+    let world = project_world();
+    let marker = world.dir.path().join("pwned");
+    let attack = launch_touching(&marker);
+    let evil = ("Origin", "http://evil.example");
+    let posts: [(&str, Headers, String); 4] = [
+        (
+            "text/plain",
+            &[("Content-Type", "text/plain"), evil],
+            attack.clone(),
+        ),
+        (
+            "a form",
+            &[("Content-Type", "application/x-www-form-urlencoded"), evil],
+            format!("{attack}=x"),
+        ),
+        (
+            "multipart",
+            &[("Content-Type", "multipart/form-data; boundary=b"), evil],
+            format!(
+                "--b\r\nContent-Disposition: form-data; name=\"{attack}\"\r\n\r\nx\r\n--b--\r\n"
+            ),
+        ),
+        ("JSON from a foreign page", &[evil], attack.clone()),
+    ];
+
+    // As started by default: a token is required on loopback too.
+    let server = Server::start(&world, &[]);
+    for (what, headers, body) in &posts {
+        let (status, body) = server.request("POST", "/v1/terminal_launch", headers, body);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(body.contains("Origin"), "{what}: {body}");
+    }
+    drop(server);
+
+    // Without a token, the Origin and content-type rules alone hold.
+    let server = Server::start(&world, &["--no-token"]);
+    for (what, headers, body) in &posts {
+        let (status, body) = server.request("POST", "/v1/terminal_launch", headers, body);
+        assert_eq!(status, 403, "{what}: {body}");
+    }
+    // A page of the server's own origin, or a client without Origin, still has to send JSON.
+    let own = format!("http://{}", server.address);
+    for headers in [
+        &[("Content-Type", "text/plain")][..],
+        &[("Content-Type", "text/plain"), ("Origin", own.as_str())][..],
+        &[("Content-Type", "application/x-www-form-urlencoded")][..],
+        &[("Content-Type", "")][..],
+    ] {
+        let (status, body) = server.request("POST", "/v1/terminal_launch", headers, &attack);
+        assert_eq!(status, 415, "{headers:?}: {body}");
+        assert!(
+            body.contains("application/json"),
+            "the error names the fix: {body}"
+        );
+        let (status, _) = server.request("POST", "/mcp", headers, &attack);
+        assert_eq!(status, 415, "/mcp too, {headers:?}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!marker.exists(), "a refused request ran its command");
+    assert_eq!(
+        world.json(&["terminal", "list"]),
+        json!([]),
+        "no session started"
+    );
+
+    // The same request as JSON without a foreign Origin runs: the refusals above are real ones.
+    let (status, body) = server.request(
+        "POST",
+        "/v1/terminal_launch",
+        &[("Content-Type", "application/json; charset=utf-8")],
+        &attack,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        support::eventually_exists(&marker, Duration::from_secs(10)),
+        "the accepted request ran its command"
+    );
+}
+
 fn initialize_request() -> String {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {},
         "clientInfo": {"name": "raw", "version": "1"}}})
     .to_string()
+}
+
+/// Every route refuses a foreign `Origin`, `/mcp` included (as the MCP specification asks); the server's
+/// own origin and the configured ones pass.
+#[test]
+fn foreign_origins_are_refused_on_every_route() {
+    let world = project_world();
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        "[serve]\nallowed_origins = [\"https://config.example\"]\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &world,
+        &[
+            "--token",
+            TOKEN,
+            "--allowed-origin",
+            "https://flag.example:8443",
+            "--allowed-host",
+            "proxy.example",
+        ],
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let initialize = initialize_request();
+    let mcp = |origin: &str, host: &str| {
+        server.request(
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Accept", "application/json, text/event-stream"),
+                ("Origin", origin),
+                ("Host", host),
+            ],
+            &initialize,
+        )
+    };
+    let own = server.address.clone();
+    for origin in [
+        "http://evil.example",
+        "null",
+        "http://localhost:3000",
+        "https://flag.example",
+        &format!("http://{own}.evil.example"),
+    ] {
+        let (status, body) = mcp(origin, &own);
+        assert_eq!(status, 403, "Origin {origin}: {body}");
+        assert!(
+            body.contains("allowed_origins"),
+            "the error names the fix: {body}"
+        );
+    }
+    for (origin, host) in [
+        (format!("http://{own}"), own.clone()),
+        ("https://flag.example:8443".into(), own.clone()),
+        ("https://config.example".into(), own.clone()),
+        ("http://proxy.example".into(), "proxy.example".into()),
+    ] {
+        let (status, body) = mcp(&origin, &host);
+        assert_eq!(status, 200, "Origin {origin} to Host {host}: {body}");
+        assert!(body.contains("serverInfo"), "{body}");
+    }
+
+    let evil = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    for (method, path, body) in [
+        ("GET", "/healthz", ""),
+        ("GET", "/v1", ""),
+        ("POST", "/v1/targets_list", "{}"),
+        ("GET", "/mcp", ""),
+        ("OPTIONS", "/v1/terminal_launch", ""),
+    ] {
+        let (status, answer) = server.request(method, path, &evil, body);
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+    }
+    let (status, body) = server.request("GET", "/v1", &[evil[0]], "");
+    assert_eq!(
+        status, 200,
+        "a GET without a body needs no content type: {body}"
+    );
 }
 
 /// `serve` makes a private token on first use, keeps it, and wants it from every client, on loopback

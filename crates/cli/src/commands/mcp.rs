@@ -110,6 +110,8 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     })?;
     let mut allowed_hosts = settings.allowed_hosts.clone();
     allowed_hosts.extend(args.allowed_hosts);
+    let mut allowed_origins = settings.allowed_origins.clone();
+    allowed_origins.extend(args.allowed_origins);
     let token = if args.no_token {
         if !listen.ip().is_loopback() {
             return Err(Error::Invalid(format!(
@@ -138,6 +140,7 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         listen,
         token,
         allowed_hosts,
+        allowed_origins,
     };
     mahavishnu_mcp::serve(api, options, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
