@@ -32,32 +32,35 @@ pub fn load_or_create_token(path: &Path) -> Result<String, Error> {
         return Ok(token);
     }
     let token = random_token()?;
-    match write_new(path, &token) {
-        Ok(()) => Ok(token),
-        // Another `serve` made it first: use that one, so that both agree.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_token(path)?
-            .ok_or_else(|| Error::Failed(format!("{} vanished while it was read", path.display()))),
-        Err(e) => Err(Error::io(
-            format!("cannot write the token to {}", path.display()),
-            e,
-        )),
+    let placed = write_new(path, &token)
+        .map_err(|e| Error::io(format!("cannot write the token to {}", path.display()), e))?;
+    if placed {
+        return Ok(token);
     }
+    // Another `serve` made it first: use that one, so that both agree.
+    read_token(path)?
+        .ok_or_else(|| Error::Failed(format!("{} vanished while it was read", path.display())))
 }
 
 /// Writes the whole token under a temporary name and links it into place, so that no reader ever sees
-/// a half-written file, and an existing file (or a link planted there) is never replaced.
-fn write_new(path: &Path, token: &str) -> std::io::Result<()> {
+/// a half-written file, and an existing file (or a link planted there) is never replaced. `false`:
+/// something was at `path` already.
+fn write_new(path: &Path, token: &str) -> std::io::Result<bool> {
     use std::io::Write;
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = create_private_file(&temporary)
+    let placed = create_private_file(&temporary)
         .and_then(|mut file| {
             file.write_all(token.as_bytes())?;
             file.write_all(b"\n")?;
             file.sync_all()
         })
-        .and_then(|()| std::fs::hard_link(&temporary, path));
+        .and_then(|()| match std::fs::hard_link(&temporary, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        });
     let _ = std::fs::remove_file(&temporary);
-    result
+    placed
 }
 
 /// The token in `path`, or `None` when there is no file.
