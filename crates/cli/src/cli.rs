@@ -338,7 +338,7 @@ pub struct McpInstallArgs {
     #[arg(long, value_enum, default_value_t = ScopeArg::Project)]
     pub scope: ScopeArg,
     /// Connect to `mahavishnu serve` at this URL (e.g. http://127.0.0.1:8677/mcp) instead of starting
-    /// `mahavishnu mcp`; off loopback the client sends the token from its MAHAVISHNU_TOKEN
+    /// `mahavishnu mcp`; the client sends the token from its environment, MAHAVISHNU_TOKEN
     #[arg(long, value_name = "URL")]
     pub http: Option<String>,
     /// Show the change, write nothing
@@ -357,13 +357,24 @@ pub struct ServeArgs {
     /// Address to listen on [default: serve.listen, 127.0.0.1:8677]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Bearer token every request must carry; required when listening off loopback [default:
-    /// $MAHAVISHNU_TOKEN]
-    #[arg(long)]
+    /// Bearer token every request must carry [default: $MAHAVISHNU_TOKEN, else the one in the state
+    /// directory's serve-token file, made on first use]
+    #[arg(long, conflicts_with = "no_token")]
     pub token: Option<String>,
+    /// Serve without a token, on loopback only: then any process on this machine, of any user, can run
+    /// commands as you
+    #[arg(long)]
+    pub no_token: bool,
+    /// Print the token serve uses (making it on first use) and exit, for scripts: `export
+    /// MAHAVISHNU_TOKEN=$(mahavishnu serve --print-token)`
+    #[arg(long, conflicts_with = "no_token")]
+    pub print_token: bool,
     /// Also accept this Host header (a proxy's or a container's name); `*` accepts any
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// Also accept requests from web pages of this origin (https://app.example); others get 403
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{World, binary, git, succeeded};
+use support::{World, binary, git, qwen, succeeded};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -71,29 +71,47 @@ fn project_world() -> World {
 struct Server {
     child: Child,
     address: String,
+    /// What serve printed on stderr up to the line announcing its address, that one included.
+    announced: String,
 }
 
 impl Server {
     fn start(world: &World, extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        let mut args = vec!["--listen", "127.0.0.1:0"];
         args.extend(extra);
-        let mut child = world
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mahavishnu serve");
+        let mut child = spawn_serve(world, &args);
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let address = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("serve announces its address: {line:?}"))
-            .to_string();
+        let mut announced = String::new();
+        let address = loop {
+            let mut line = String::new();
+            stderr.read_line(&mut line).unwrap();
+            assert!(!line.is_empty(), "serve ended before serving: {announced}");
+            announced.push_str(&line);
+            if line.contains("serving MCP at") {
+                break line
+                    .split("http://")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .unwrap_or_else(|| panic!("serve announces its address: {line:?}"))
+                    .to_string();
+            }
+        };
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Server { child, address }
+        Server {
+            child,
+            address,
+            announced,
+        }
+    }
+
+    /// Started without `--token`: the token comes from the state directory's file.
+    fn start_with_token_file(world: &World, extra: &[&str]) -> (Server, String) {
+        let server = Server::start(world, extra);
+        let token = std::fs::read_to_string(world.state_dir().join("serve-token"))
+            .expect("serve made a token file")
+            .trim()
+            .to_string();
+        (server, token)
     }
 
     fn url(&self, path: &str) -> String {
@@ -127,7 +145,51 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request to `address`; returns the status and the body.
+/// `mahavishnu serve ARGS`, started with stderr piped.
+fn spawn_serve(world: &World, args: &[&str]) -> Child {
+    world
+        .command(&[&["serve"], args].concat())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mahavishnu serve")
+}
+
+/// Runs `mahavishnu serve ARGS`, which must refuse to start with exit code `code`; returns stderr. A
+/// server that starts anyway is stopped after a while and fails the test, instead of serving forever.
+fn serve_refuses(world: &World, args: &[&str], code: i32) -> String {
+    let mut child = spawn_serve(world, args);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        status.and_then(|status| status.code()),
+        Some(code),
+        "serve {args:?} should have refused to start: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+/// One HTTP/1.1 request to `address`; returns the status and the body. `Host` and `Content-Type:
+/// application/json` are sent unless `headers` name them; a header given with an empty value is left
+/// out.
 fn http_request(
     address: &str,
     method: &str,
@@ -146,13 +208,16 @@ fn http_request(
     {
         request.push_str(&format!("Host: {}\r\n", address));
     }
-    for (name, value) in headers {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    for (name, value) in headers.iter().filter(|(_, value)| !value.is_empty()) {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
-    request.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     // A server may answer (413) and close before it has read a huge body.
     let _ = stream.write_all(request.as_bytes());
     let mut response = String::new();
@@ -255,14 +320,8 @@ fn the_python_client_drives_the_http_server_with_a_token() {
 }
 
 #[test]
-fn http_needs_the_token_off_loopback_and_checks_tokens_and_hosts() {
+fn http_checks_tokens_and_hosts() {
     let world = project_world();
-    let refused = world.fails(&["serve", "--listen", "0.0.0.0:0"], 2);
-    assert!(
-        refused.contains("--token") && refused.contains("MAHAVISHNU_TOKEN"),
-        "{refused}"
-    );
-
     let server = Server::start(
         &world,
         &["--token", TOKEN, "--allowed-host", "proxy.example"],
@@ -439,7 +498,8 @@ fn the_inspector_cli_lists_calls_reads_and_prompts() {
     ]);
     assert!(prompt.to_string().contains("Check main.rs"), "{prompt}");
 
-    let server = Server::start(&world, &[]);
+    // The Inspector's CLI sends no headers, so it gets a server without a token (loopback only).
+    let server = Server::start(&world, &["--no-token"]);
     let url = server.url("/mcp");
     let listed = run(&[
         &url,
@@ -555,7 +615,7 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
     assert_eq!(entry["httpUrl"], "https://mv.example:8677/mcp");
     assert_eq!(
         entry["headers"]["Authorization"], "Bearer ${MAHAVISHNU_TOKEN}",
-        "off loopback the client sends the token from its environment; the file never holds it"
+        "the client sends the token from its environment; the file never holds it"
     );
 
     let home = world.dir.path().join("home");
@@ -570,7 +630,7 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
         "--dry-run",
     ]);
     assert!(dry.contains("would change") && dry.contains("+ "), "{dry}");
-    world.ok(&[
+    let said = world.ok(&[
         "mcp",
         "install",
         "--client",
@@ -580,12 +640,21 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
         "--http",
         "http://127.0.0.1:8677/mcp",
     ]);
+    assert!(
+        said.contains("export MAHAVISHNU_TOKEN=$(mahavishnu serve --print-token)"),
+        "install says how the client gets the token: {said}"
+    );
     let user: Value =
         serde_json::from_str(&std::fs::read_to_string(home.join(".claude.json")).unwrap()).unwrap();
     assert_eq!(user["numStartups"], 3);
     assert_eq!(
         user["mcpServers"]["mahavishnu"],
-        json!({"type": "http", "url": "http://127.0.0.1:8677/mcp"})
+        json!({
+            "type": "http",
+            "url": "http://127.0.0.1:8677/mcp",
+            "headers": {"Authorization": "Bearer ${MAHAVISHNU_TOKEN}"},
+        }),
+        "on loopback too the client sends the token, from its environment"
     );
 
     std::fs::write(work.join(".mcp.json"), "{ broken").unwrap();
@@ -594,5 +663,410 @@ fn mcp_install_registers_the_server_idempotently_and_removes_it() {
     assert_eq!(
         std::fs::read_to_string(work.join(".mcp.json")).unwrap(),
         "{ broken"
+    );
+}
+
+/// Header names and values of a request.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// A shell launched through the API with `bash -c "touch MARKER"`: what a web page would run.
+fn launch_touching(marker: &std::path::Path) -> String {
+    json!({
+        "profile": "shell",
+        "target": "pty",
+        "args": ["-c", format!("touch {}", marker.display())],
+    })
+    .to_string()
+}
+
+/// The attack of the hardening issue: a web page posts `text/plain` (or a form) cross-site to
+/// `/v1/terminal_launch`, which browsers send without asking first. Nothing may run, whether serve has
+/// its default token or runs with `--no-token`.
+#[test]
+fn a_web_page_cannot_launch_commands_through_serve() {
+    let world = project_world();
+    let marker = world.dir.path().join("pwned");
+    let attack = launch_touching(&marker);
+    let evil = ("Origin", "http://evil.example");
+    let posts: [(&str, Headers, String); 4] = [
+        (
+            "text/plain",
+            &[("Content-Type", "text/plain"), evil],
+            attack.clone(),
+        ),
+        (
+            "a form",
+            &[("Content-Type", "application/x-www-form-urlencoded"), evil],
+            format!("{attack}=x"),
+        ),
+        (
+            "multipart",
+            &[("Content-Type", "multipart/form-data; boundary=b"), evil],
+            format!(
+                "--b\r\nContent-Disposition: form-data; name=\"{attack}\"\r\n\r\nx\r\n--b--\r\n"
+            ),
+        ),
+        ("JSON from a foreign page", &[evil], attack.clone()),
+    ];
+
+    // As started by default: a token is required on loopback too.
+    let server = Server::start(&world, &[]);
+    for (what, headers, body) in &posts {
+        let (status, body) = server.request("POST", "/v1/terminal_launch", headers, body);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert!(body.contains("Origin"), "{what}: {body}");
+    }
+    drop(server);
+
+    // Without a token, the Origin and content-type rules alone hold.
+    let server = Server::start(&world, &["--no-token"]);
+    for (what, headers, body) in &posts {
+        let (status, body) = server.request("POST", "/v1/terminal_launch", headers, body);
+        assert_eq!(status, 403, "{what}: {body}");
+    }
+    // A page of the server's own origin, or a client without Origin, still has to send JSON.
+    let own = format!("http://{}", server.address);
+    for headers in [
+        &[("Content-Type", "text/plain")][..],
+        &[("Content-Type", "text/plain"), ("Origin", own.as_str())][..],
+        &[("Content-Type", "application/x-www-form-urlencoded")][..],
+        &[("Content-Type", "")][..],
+    ] {
+        let (status, body) = server.request("POST", "/v1/terminal_launch", headers, &attack);
+        assert_eq!(status, 415, "{headers:?}: {body}");
+        assert!(
+            body.contains("application/json"),
+            "the error names the fix: {body}"
+        );
+        let (status, _) = server.request("POST", "/mcp", headers, &attack);
+        assert_eq!(status, 415, "/mcp too, {headers:?}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!marker.exists(), "a refused request ran its command");
+    assert_eq!(
+        world.json(&["terminal", "list"]),
+        json!([]),
+        "no session started"
+    );
+
+    // The same request as JSON without a foreign Origin runs: the refusals above are real ones.
+    let (status, body) = server.request(
+        "POST",
+        "/v1/terminal_launch",
+        &[("Content-Type", "application/json; charset=utf-8")],
+        &attack,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        support::eventually_exists(&marker, Duration::from_secs(10)),
+        "the accepted request ran its command"
+    );
+}
+
+fn initialize_request() -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"}}})
+    .to_string()
+}
+
+/// Every route refuses a foreign `Origin`, `/mcp` included (as the MCP specification asks); the server's
+/// own origin and the configured ones pass.
+#[test]
+fn foreign_origins_are_refused_on_every_route() {
+    let world = project_world();
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        "[serve]\nallowed_origins = [\"https://config.example\"]\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        &world,
+        &[
+            "--token",
+            TOKEN,
+            "--allowed-origin",
+            "https://flag.example:8443",
+            "--allowed-host",
+            "proxy.example",
+        ],
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let initialize = initialize_request();
+    let mcp = |origin: &str, host: &str| {
+        server.request(
+            "POST",
+            "/mcp",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Accept", "application/json, text/event-stream"),
+                ("Origin", origin),
+                ("Host", host),
+            ],
+            &initialize,
+        )
+    };
+    let own = server.address.clone();
+    for origin in [
+        "http://evil.example",
+        "null",
+        "http://localhost:3000",
+        "https://flag.example",
+        &format!("http://{own}.evil.example"),
+    ] {
+        let (status, body) = mcp(origin, &own);
+        assert_eq!(status, 403, "Origin {origin}: {body}");
+        assert!(
+            body.contains("allowed_origins"),
+            "the error names the fix: {body}"
+        );
+    }
+    for (origin, host) in [
+        (format!("http://{own}"), own.clone()),
+        ("https://flag.example:8443".into(), own.clone()),
+        ("https://config.example".into(), own.clone()),
+        ("http://proxy.example".into(), "proxy.example".into()),
+    ] {
+        let (status, body) = mcp(&origin, &host);
+        assert_eq!(status, 200, "Origin {origin} to Host {host}: {body}");
+        assert!(body.contains("serverInfo"), "{body}");
+    }
+
+    let evil = [
+        ("Authorization", bearer.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    for (method, path, body) in [
+        ("GET", "/healthz", ""),
+        ("GET", "/v1", ""),
+        ("POST", "/v1/targets_list", "{}"),
+        ("GET", "/mcp", ""),
+        ("OPTIONS", "/v1/terminal_launch", ""),
+    ] {
+        let (status, answer) = server.request(method, path, &evil, body);
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+    }
+    let (status, body) = server.request("GET", "/v1", &[evil[0]], "");
+    assert_eq!(
+        status, 200,
+        "a GET without a body needs no content type: {body}"
+    );
+}
+
+/// `serve` makes a private token on first use, keeps it, and wants it from every client, on loopback
+/// too; `--print-token` gives it to scripts.
+#[test]
+fn serve_requires_a_token_it_makes_on_first_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = project_world();
+    let (server, token) = Server::start_with_token_file(&world, &[]);
+    let file = world.state_dir().join("serve-token");
+    assert!(
+        server.announced.contains(&file.display().to_string()),
+        "serve says where the token is: {}",
+        server.announced
+    );
+    assert!(
+        !server.announced.contains(&token),
+        "serve never prints the token"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    assert_eq!(token.len(), 64, "{token}");
+
+    let (status, body) = server.request("POST", "/v1/targets_list", &[], "{}");
+    assert_eq!(status, 401, "loopback needs the token too: {body}");
+    let (status, _) = server.request("POST", "/mcp", &[], &initialize_request());
+    assert_eq!(status, 401);
+    let list_targets = |server: &Server, token: &str| {
+        let bearer = format!("Bearer {token}");
+        server.request(
+            "POST",
+            "/v1/targets_list",
+            &[("Authorization", &bearer)],
+            "{}",
+        )
+    };
+    let (status, body) = list_targets(&server, &token);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.ok(&["serve", "--print-token"]).trim(), token);
+    assert!(server.stop().success());
+
+    let (server, again) = Server::start_with_token_file(&world, &[]);
+    assert_eq!(again, token, "the second start reuses the token");
+    let (status, body) = list_targets(&server, &token);
+    assert_eq!(status, 200, "{body}");
+    drop(server);
+
+    // A token given explicitly wins over the file.
+    let server = Server::start(&world, &["--token", TOKEN]);
+    assert_eq!(
+        list_targets(&server, &token).0,
+        401,
+        "the file's token is not the given one"
+    );
+    assert_eq!(list_targets(&server, TOKEN).0, 200);
+}
+
+/// A token file someone else could have planted or read is refused, and nothing is written through it.
+#[test]
+fn a_planted_or_readable_token_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = project_world();
+    world.ok(&["terminal", "list"]); // makes the state directory
+    let file = world.state_dir().join("serve-token");
+
+    let chosen = world.dir.path().join("chosen-token");
+    std::fs::write(&chosen, "attacker-chose-this-token-0123456789\n").unwrap();
+    std::fs::set_permissions(&chosen, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&chosen, &file).unwrap();
+    let error = serve_refuses(&world, &["--listen", "127.0.0.1:0"], 1);
+    assert!(
+        error.contains("symbolic link") && error.contains("rm "),
+        "{error}"
+    );
+    let error = serve_refuses(&world, &["--print-token"], 1);
+    assert!(error.contains("symbolic link"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&chosen).unwrap(),
+        "attacker-chose-this-token-0123456789\n",
+        "the link's target is untouched"
+    );
+
+    // A dangling link: following it would write the new token where the planter can read it.
+    let elsewhere = world.dir.path().join("stolen-token");
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+    let error = serve_refuses(&world, &["--listen", "127.0.0.1:0"], 1);
+    assert!(error.contains("symbolic link"), "{error}");
+    assert!(!elsewhere.exists(), "nothing was written through the link");
+
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, "readable-by-everyone-0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = serve_refuses(&world, &["--listen", "127.0.0.1:0"], 1);
+    assert!(
+        error.contains("0644") && error.contains("chmod 600"),
+        "{error}"
+    );
+}
+
+/// `--no-token` gives up the token on loopback only, and says what that means.
+#[test]
+fn no_token_is_for_loopback_only() {
+    let world = project_world();
+    let error = serve_refuses(&world, &["--listen", "0.0.0.0:0", "--no-token"], 2);
+    assert!(error.contains("loopback only"), "{error}");
+    let error = serve_refuses(&world, &["--listen", "[::]:0", "--no-token"], 2);
+    assert!(error.contains("loopback only"), "{error}");
+
+    let server = Server::start(&world, &["--no-token"]);
+    assert!(
+        server.announced.contains("any process on this machine"),
+        "--no-token warns: {}",
+        server.announced
+    );
+    let (status, body) = server.request("POST", "/v1/targets_list", &[], "{}");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !world.state_dir().join("serve-token").exists(),
+        "no token is made for a server that uses none"
+    );
+}
+
+/// A burst of 200 connections while the server is busy: the kernel holds every one until the server
+/// accepts it. With the default listen backlog of 128 the SYNs of the rest are dropped, and each of
+/// those clients waits a second before it tries again.
+#[test]
+fn a_burst_of_200_connections_waits_for_no_syn_retry() {
+    let world = project_world();
+    let server = Server::start(&world, &["--token", TOKEN]);
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    // Stopped, the server accepts nothing: the burst has to fit in its backlog.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let address: std::net::SocketAddr = server.address.parse().unwrap();
+    let connecting: Vec<_> = (0..200)
+        .map(|_| {
+            // Shorter than the first SYN retry (1 s): a connection that waits for it fails.
+            std::thread::spawn(move || {
+                TcpStream::connect_timeout(&address, Duration::from_millis(900))
+            })
+        })
+        .collect();
+    let connected: Vec<_> = connecting
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let refused = connected.iter().filter(|c| c.is_err()).count();
+    assert_eq!(refused, 0, "connections that waited for a SYN retry");
+
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        server.address
+    );
+    let mut streams: Vec<TcpStream> = connected.into_iter().map(Result::unwrap).collect();
+    for stream in &mut streams {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    for stream in &mut streams {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+}
+
+/// Qwen Code with the entry `mcp install --http` wrote connects to serve with the token from its
+/// environment; without it, the server turns it away. The settings file never holds the token.
+#[test]
+fn qwen_code_connects_over_http_with_the_token_from_its_environment() {
+    let stub = support::stub_model::StubModel::start("STUB-HTTP-2718");
+    let world = project_world();
+    world.write_qwen_user_settings();
+    let (server, token) = Server::start_with_token_file(&world, &[]);
+    world.ok(&[
+        "mcp",
+        "install",
+        "--client",
+        "qwen",
+        "--http",
+        &server.url("/mcp"),
+    ]);
+    let settings = std::fs::read_to_string(world.work().join(".qwen/settings.json")).unwrap();
+    assert!(
+        !settings.contains(&token),
+        "the token is not in the settings: {settings}"
+    );
+
+    let status_of_mahavishnu = |token: Option<&str>| -> String {
+        let mut command = world.program(qwen());
+        command
+            .args([
+                "--auth-type",
+                "openai",
+                "--openai-base-url",
+                &stub.base_url(),
+            ])
+            .args(["--openai-api-key", "sk-stub", "-m", "stub-model"])
+            .args(["-p", "hello", "-o", "json"])
+            .env_remove("MAHAVISHNU_TOKEN");
+        if let Some(token) = token {
+            command.env("MAHAVISHNU_TOKEN", token);
+        }
+        let output = succeeded("qwen", command.output().unwrap());
+        support::qwen_init_message(&output.stdout)["mcp_servers"]
+            .as_array()
+            .and_then(|servers| servers.iter().find(|server| server["name"] == "mahavishnu"))
+            .map(|server| server["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(status_of_mahavishnu(Some(&token)), "connected");
+    assert_ne!(
+        status_of_mahavishnu(None),
+        "connected",
+        "without the token Qwen Code cannot connect"
     );
 }

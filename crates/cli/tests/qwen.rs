@@ -4,36 +4,17 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
 use support::stub_model::StubModel;
-use support::{World, binary, git, wait_for};
-
-/// The Qwen Code executable: `MAHAVISHNU_TEST_QWEN`, which the test script sets after installing the CLI.
-fn qwen() -> PathBuf {
-    let path = std::env::var_os("MAHAVISHNU_TEST_QWEN").map(PathBuf::from).expect(
-        "MAHAVISHNU_TEST_QWEN is not set: run the tests with `scripts/test`, which installs Qwen Code from npm",
-    );
-    assert!(
-        path.exists(),
-        "MAHAVISHNU_TEST_QWEN={} does not exist",
-        path.display()
-    );
-    path
-}
+use support::{World, binary, git, qwen, qwen_init_message, wait_for};
 
 /// A world whose `qwen` profile runs the real CLI against the stub, with a throwaway HOME.
 fn qwen_world(stub: &StubModel) -> World {
     let world = World::new();
+    world.write_qwen_user_settings();
     let home = world.dir.path().join("home");
-    std::fs::create_dir_all(home.join(".qwen")).unwrap();
-    std::fs::write(
-        home.join(".qwen/settings.json"),
-        r#"{"general":{"enableAutoUpdate":false}}"#,
-    )
-    .unwrap();
     let config = format!(
         "[profiles.qwen]\nprogram = {program:?}\nargs = [\"--auth-type\", \"openai\", \"--openai-base-url\", {url:?}, \
          \"--openai-api-key\", \"sk-stub\", \"-m\", \"stub-model\"]\n",
@@ -211,14 +192,7 @@ fn qwen_code_loads_the_synced_agents() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let messages: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("qwen -o json prints JSON");
-    let init = messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|message| message["type"] == "system" && message["subtype"] == "init")
-        .expect("an init message");
+    let init = qwen_init_message(&output.stdout);
     let agents: Vec<&str> = init["agents"]
         .as_array()
         .unwrap()
@@ -343,14 +317,7 @@ fn qwen_code_connects_to_the_mcp_server() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let messages: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("qwen -o json prints JSON");
-    let init = messages
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|message| message["type"] == "system" && message["subtype"] == "init")
-        .expect("an init message");
+    let init = qwen_init_message(&output.stdout);
     let servers = init["mcp_servers"].as_array().expect("mcp_servers");
     assert!(
         servers

@@ -66,6 +66,9 @@ pub struct ServeConfig {
     /// `Host` header values accepted besides the loopback names (`example.com`, `example.com:8443`),
     /// for a server behind a proxy or in a container; `*` accepts any.
     pub allowed_hosts: Vec<String>,
+    /// `Origin` header values (`https://app.example`) of web pages allowed to call the server, besides
+    /// its own.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The hook events Mahavishnu knows, in Claude Code's (and Qwen Code's) names.

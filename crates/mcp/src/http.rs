@@ -1,6 +1,8 @@
 //! `mahavishnu serve`: MCP over streamable HTTP at `/mcp`, `/healthz`, and the operations as a small JSON
-//! API under `/v1/`. Loopback by default; any other address needs a bearer token; the `Host` header is
-//! checked against an allow-list so a web page cannot reach the server through DNS rebinding.
+//! API under `/v1/`. Loopback by default, and a bearer token on every request but `/healthz`. A web page
+//! must not reach the server: the `Host` header is checked against an allow-list (DNS rebinding), a
+//! foreign `Origin` is refused (cross-site requests), and so is any body that is not JSON (the
+//! `text/plain` and form posts a browser sends to any site without asking first).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,6 +27,10 @@ use crate::server::McpServer;
 /// Host names every server accepts: the loopback ones.
 const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1", "[::1]"];
 
+/// Connections the kernel holds for the server before it accepts them. The default of 128 drops the
+/// SYNs of a larger burst, and each dropped client waits a full second before it tries again.
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// How the HTTP server runs.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
@@ -34,6 +40,8 @@ pub struct HttpOptions {
     pub token: Option<String>,
     /// `Host` values accepted besides the loopback names; `*` accepts any.
     pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted besides the server's own (`http://` and a `Host` it accepts by name).
+    pub allowed_origins: Vec<String>,
 }
 
 impl HttpOptions {
@@ -52,19 +60,66 @@ impl HttpOptions {
                     .into(),
             ));
         }
+        if let Some(bad) = self
+            .allowed_origins
+            .iter()
+            .find(|origin| !is_origin(origin))
+        {
+            return Err(Error::Invalid(format!(
+                "`{bad}` in serve.allowed_origins (or --allowed-origin) is not an origin; write the \
+                 scheme, the host and a port other than the scheme's default, as a browser sends it: \
+                 https://app.example or http://localhost:3000"
+            )));
+        }
         Ok(())
     }
 
     fn host_allowed(&self, host: &str) -> bool {
-        if self.allowed_hosts.iter().any(|allowed| allowed == "*") {
-            return true;
-        }
+        self.allowed_hosts.iter().any(|allowed| allowed == "*") || self.host_listed(host)
+    }
+
+    /// Whether `host` is a loopback name or one of `allowed_hosts` by name (`*` does not count).
+    fn host_listed(&self, host: &str) -> bool {
         let name = host_name(host);
         LOOPBACK_HOSTS.contains(&name)
             || self.allowed_hosts.iter().any(|allowed| {
                 allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(name)
             })
     }
+
+    /// Whether a request to `host` (already checked) may come from a page of `origin`: one of
+    /// `allowed_origins`, or the server's own origin. Own means the page was served from the very
+    /// authority the request goes to, and that authority is listed by name: under `allowed_hosts = *`
+    /// a page of a rebound foreign name would otherwise count as the server's own.
+    fn origin_allowed(&self, origin: &str, host: &str) -> bool {
+        if self
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        {
+            return true;
+        }
+        // `https` too: a proxy that ends TLS in front of the server passes the same Host on.
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        authority
+            .is_some_and(|authority| authority.eq_ignore_ascii_case(host) && self.host_listed(host))
+    }
+}
+
+/// Whether `text` has the shape of a browser's `Origin`: `http(s)://host[:port]`, no path (`null` and
+/// `*` are not origins a page can be trusted by).
+fn is_origin(text: &str) -> bool {
+    let text = text.trim_end_matches('/');
+    let authority = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    authority.is_some_and(|authority| {
+        !authority.is_empty()
+            && !authority.contains(['/', '*', '?', '#', '@'])
+            && !authority.chars().any(char::is_whitespace)
+    })
 }
 
 /// The name part of a `Host` value: `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
@@ -92,6 +147,8 @@ fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// Checks, in order, what every request must pass: an accepted `Host`, no foreign `Origin`, the bearer
+/// token, and a JSON body.
 async fn guard(State(options): State<Arc<HttpOptions>>, request: Request, next: Next) -> Response {
     let host = request
         .headers()
@@ -108,6 +165,19 @@ async fn guard(State(options): State<Arc<HttpOptions>>, request: Request, next: 
             ),
         );
     }
+    if let Some(origin) = request.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !options.origin_allowed(origin, host) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Origin `{origin}` is not allowed: this server refuses requests from web pages of \
+                     other sites. To let a page of yours in, add its origin to serve.allowed_origins in \
+                     the config (or pass --allowed-origin)"
+                ),
+            );
+        }
+    }
     if let Some(token) = &options.token
         && request.uri().path() != "/healthz"
         && !bearer(request.headers()).is_some_and(|given| same_secret(given, token.as_bytes()))
@@ -121,7 +191,44 @@ async fn guard(State(options): State<Arc<HttpOptions>>, request: Request, next: 
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     }
+    if carries_body(&request) && !is_json(request.headers()) {
+        let given = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "{} is not accepted; send the body as JSON with `Content-Type: application/json`",
+                given.map_or("a body without a Content-Type".into(), |given| {
+                    format!("Content-Type `{given}`")
+                })
+            ),
+        );
+    }
     next.run(request).await
+}
+
+/// Whether a request has (or, being a POST, is meant to have) a body. Every POST counts, an empty one
+/// too: a form can post nothing at all to an operation whose arguments all have defaults.
+fn carries_body(request: &Request) -> bool {
+    let headers = request.headers();
+    request.method() == Method::POST
+        || headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|length| length.trim() != "0")
+}
+
+/// Whether the body is declared JSON: `application/json`, with parameters such as `charset` or not.
+/// Browsers send `text/plain`, form and multipart bodies cross-site without a preflight; never JSON.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
@@ -226,8 +333,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     options.check()?;
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
+    let listener = listen(options.listen)
         .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
     let address = listener
         .local_addr()
@@ -249,6 +355,19 @@ pub async fn serve(
         .map_err(|e| Error::io("the HTTP server stopped", e))
 }
 
+/// A listener on `address` with a backlog of `LISTEN_BACKLOG` (`TcpListener::bind` asks for 128).
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server need not wait out the old one's TIME_WAITs.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +377,7 @@ mod tests {
             listen: listen.parse().unwrap(),
             token: token.map(String::from),
             allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            allowed_origins: Vec::new(),
         }
     }
 
@@ -288,6 +408,55 @@ mod tests {
         }
         for host in ["evil.example", "box:9001", "", "localhost.evil.example"] {
             assert!(!options.host_allowed(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn only_the_own_origin_and_listed_ones_pass() {
+        let mut options = options("127.0.0.1:0", None, &["proxy.example"]);
+        options.allowed_origins = vec!["https://app.example/".into()];
+        for (origin, host) in [
+            ("http://127.0.0.1:8677", "127.0.0.1:8677"),
+            ("http://LOCALHOST:8677", "localhost:8677"),
+            ("https://proxy.example", "proxy.example"),
+            ("https://app.example", "127.0.0.1:8677"),
+        ] {
+            assert!(options.origin_allowed(origin, host), "{origin} to {host}");
+        }
+        for (origin, host) in [
+            ("http://evil.example", "127.0.0.1:8677"),
+            ("null", "127.0.0.1:8677"),
+            ("", "127.0.0.1:8677"),
+            ("http://localhost:3000", "localhost:8677"),
+            ("http://127.0.0.1:8677.evil.example", "127.0.0.1:8677"),
+            ("file://", "127.0.0.1:8677"),
+        ] {
+            assert!(!options.origin_allowed(origin, host), "{origin} to {host}");
+        }
+        // Any Host is accepted, but a rebound foreign name is not the server's own origin.
+        let any = self::options("127.0.0.1:0", None, &["*"]);
+        assert!(!any.origin_allowed("http://evil.example:8677", "evil.example:8677"));
+        assert!(any.origin_allowed("http://localhost:8677", "localhost:8677"));
+    }
+
+    #[test]
+    fn allowed_origins_must_be_origins() {
+        for good in ["https://app.example", "http://localhost:3000/"] {
+            let mut options = options("127.0.0.1:0", None, &[]);
+            options.allowed_origins = vec![good.into()];
+            assert!(options.check().is_ok(), "{good}");
+        }
+        for bad in [
+            "null",
+            "*",
+            "app.example",
+            "https://app.example/path",
+            "http://*.example",
+        ] {
+            let mut options = options("127.0.0.1:0", None, &[]);
+            options.allowed_origins = vec![bad.into()];
+            let error = options.check().unwrap_err().to_string();
+            assert!(error.contains("allowed_origins"), "{bad}: {error}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod server;
+pub mod token;
 
 use mahavishnu_api::Api;
 use mahavishnu_core::Error;

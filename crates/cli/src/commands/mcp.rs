@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
-use mahavishnu_core::Error;
+use mahavishnu_core::{Error, paths};
 use mahavishnu_lifecycle::Lifecycle;
 use mahavishnu_lifecycle::init::{Client, McpTransport, Scope, install_mcp, mcp_config_path};
 use mahavishnu_mcp::HttpOptions;
+use mahavishnu_mcp::token::{load_or_create_token, token_path};
 
 use crate::cli::{ClientArg, GlobalArgs, McpArgs, McpCommand, McpInstallArgs, ScopeArg, ServeArgs};
 use crate::context;
@@ -39,23 +40,17 @@ fn install(global: &GlobalArgs, args: McpInstallArgs) -> Result<ExitCode> {
     };
     let transport = match &args.http {
         Some(url) => {
-            let parsed = url
-                .strip_prefix("http://")
-                .or_else(|| url.strip_prefix("https://"))
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "--http `{url}` is not an http(s) URL; e.g. http://127.0.0.1:8677/mcp"
-                    ))
-                })?;
-            let authority = parsed.split('/').next().unwrap_or("");
-            let host = match authority.find(']') {
-                Some(end) if authority.starts_with('[') => &authority[..=end],
-                _ => authority.split(':').next().unwrap_or(""),
-            };
-            let loopback = host == "localhost" || host == "[::1]" || host.starts_with("127.");
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(Error::Invalid(format!(
+                    "--http `{url}` is not an http(s) URL; e.g. http://127.0.0.1:8677/mcp"
+                ))
+                .into());
+            }
+            // On loopback too: `serve` wants its token there as well. The client expands the variable
+            // from its own environment, so the token itself never lands in a settings file.
             McpTransport::Http {
                 url: url.clone(),
-                token_from_env: !loopback,
+                token_from_env: true,
             }
         }
         None => {
@@ -68,7 +63,7 @@ fn install(global: &GlobalArgs, args: McpInstallArgs) -> Result<ExitCode> {
     let path = mcp_config_path(client, scope, &project)?;
     let outcome = install_mcp(client, &path, &transport, args.dry_run, args.remove)?;
     emit(global.output, &outcome, || {
-        if outcome.changed && args.dry_run {
+        let mut text = if outcome.changed && args.dry_run {
             format!("would change {}:\n{}", path.display(), outcome.diff)
         } else if outcome.changed {
             let mut text = format!("updated {}", path.display());
@@ -78,12 +73,33 @@ fn install(global: &GlobalArgs, args: McpInstallArgs) -> Result<ExitCode> {
             text + "\n"
         } else {
             format!("{} already up to date\n", path.display())
+        };
+        if args.http.is_some() && !args.remove {
+            text.push_str(
+                "the client sends `Authorization: Bearer ${MAHAVISHNU_TOKEN}` from its environment; \
+                 start it where the token is set:\n  export MAHAVISHNU_TOKEN=$(mahavishnu serve \
+                 --print-token)\n",
+            );
         }
+        text
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
+    let given_token = args
+        .token
+        .or_else(|| std::env::var("MAHAVISHNU_TOKEN").ok())
+        .filter(|token| !token.is_empty());
+    let token_file = token_path(&paths::state_dir(global.state_dir.as_deref())?);
+    if args.print_token {
+        let token = match given_token {
+            Some(token) => token,
+            None => load_or_create_token(&token_file)?,
+        };
+        println!("{token}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let api = context::api(global)?;
     let settings = &api.orchestrator().config().config.serve;
     let listen_text = args.listen.unwrap_or_else(|| settings.listen.clone());
@@ -94,13 +110,37 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
     })?;
     let mut allowed_hosts = settings.allowed_hosts.clone();
     allowed_hosts.extend(args.allowed_hosts);
+    let mut allowed_origins = settings.allowed_origins.clone();
+    allowed_origins.extend(args.allowed_origins);
+    let token = if args.no_token {
+        if !listen.ip().is_loopback() {
+            return Err(Error::Invalid(format!(
+                "--no-token is for loopback only; on {listen} anyone who can reach the address could \
+                 run commands as you. Drop --no-token (a token is made for you) or listen on 127.0.0.1"
+            ))
+            .into());
+        }
+        eprintln!(
+            "mahavishnu: warning: serving without a token (--no-token): any process on this machine, \
+             run by any user, can run commands as you through http://{listen}"
+        );
+        None
+    } else if let Some(token) = given_token {
+        Some(token)
+    } else {
+        let token = load_or_create_token(&token_file)?;
+        eprintln!(
+            "mahavishnu: clients must send `Authorization: Bearer <token>`; the token is in {} \
+             (`mahavishnu serve --print-token` prints it)",
+            token_file.display()
+        );
+        Some(token)
+    };
     let options = HttpOptions {
         listen,
-        token: args
-            .token
-            .or_else(|| std::env::var("MAHAVISHNU_TOKEN").ok())
-            .filter(|token| !token.is_empty()),
+        token,
         allowed_hosts,
+        allowed_origins,
     };
     mahavishnu_mcp::serve(api, options, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

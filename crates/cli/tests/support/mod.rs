@@ -15,6 +15,32 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mahavishnu"))
 }
 
+/// The Qwen Code executable: `MAHAVISHNU_TEST_QWEN`, which the test script sets after installing the CLI.
+pub fn qwen() -> PathBuf {
+    let path = std::env::var_os("MAHAVISHNU_TEST_QWEN").map(PathBuf::from).expect(
+        "MAHAVISHNU_TEST_QWEN is not set: run the tests with `scripts/test`, which installs Qwen Code from npm",
+    );
+    assert!(
+        path.exists(),
+        "MAHAVISHNU_TEST_QWEN={} does not exist",
+        path.display()
+    );
+    path
+}
+
+/// The `init` message among what `qwen -p ... -o json` printed: its tools, agents and MCP servers.
+pub fn qwen_init_message(stdout: &[u8]) -> serde_json::Value {
+    let messages: serde_json::Value =
+        serde_json::from_slice(stdout).expect("qwen -o json prints JSON");
+    messages
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .find(|message| message["type"] == "system" && message["subtype"] == "init")
+        .cloned()
+        .expect("an init message")
+}
+
 /// An isolated Mahavishnu world; closes every session it started when dropped.
 pub struct World {
     pub dir: tempfile::TempDir,
@@ -43,6 +69,17 @@ impl World {
 
     pub fn runtime_dir(&self) -> PathBuf {
         self.dir.path().join("run")
+    }
+
+    /// Qwen Code's user settings in this world's HOME, with nothing that reaches the network by itself.
+    pub fn write_qwen_user_settings(&self) {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(home.join(".qwen")).unwrap();
+        std::fs::write(
+            home.join(".qwen/settings.json"),
+            r#"{"general":{"enableAutoUpdate":false}}"#,
+        )
+        .unwrap();
     }
 
     /// `mahavishnu ARGS` in this world, run from the work directory.
