@@ -174,10 +174,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id(),
         fastrand::u32(..)
     ));
-    let written = create_private_file(&temporary).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_data()
-    });
+    let written = create_private_file(&temporary).and_then(|mut file| file.write_all(bytes));
     match written.and_then(|()| std::fs::rename(&temporary, path)) {
         Ok(()) => Ok(()),
         Err(e) => {

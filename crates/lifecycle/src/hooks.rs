@@ -48,15 +48,6 @@ impl HookContext {
             ("reason", self.reason.clone().unwrap_or_default()),
         ]
     }
-
-    /// The same values as `MAHAVISHNU_*` environment variables (a shell variable cannot hold a NUL
-    /// byte, so NULs are dropped).
-    pub fn environment(&self) -> Vec<(String, String)> {
-        self.values()
-            .into_iter()
-            .map(|(name, value)| (variable(name), value.replace('\0', "")))
-            .collect()
-    }
 }
 
 /// The environment variable that carries placeholder `name`.
@@ -101,7 +92,10 @@ pub fn prepare(
         spilled: Vec::new(),
     };
     let mut large = Vec::new();
-    for ((name, _), (key, value)) in context.values().into_iter().zip(context.environment()) {
+    for (name, value) in context.values() {
+        let key = variable(name);
+        // A shell variable cannot hold a NUL byte.
+        let value = value.replace('\0', "");
         if value.len() <= ENVIRONMENT_VALUE_LIMIT {
             prepared.environment.push((key, value));
             continue;
@@ -418,6 +412,12 @@ mod tests {
             prompt: Some("$(touch pwned) `touch pwned`\n\"x\"".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn every_value_has_its_placeholder() {
+        let names: Vec<&str> = context().values().iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, PLACEHOLDERS);
     }
 
     #[test]

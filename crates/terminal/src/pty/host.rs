@@ -17,8 +17,7 @@ use std::time::Duration;
 use mahavishnu_core::{LaunchSpec, ScreenOptions, Timestamp};
 
 use super::protocol::{
-    ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, create_status, write_private,
-    write_status,
+    ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, create_status, write_status,
 };
 use super::screen::render;
 
@@ -241,7 +240,7 @@ fn serve(host: Host, files: SessionFiles) -> i32 {
             ),
         };
         if let Ok(bytes) = serde_json::to_vec(&record) {
-            let _ = write_private(&waiter_files.exit, &bytes);
+            let _ = mahavishnu_core::paths::write_private_file(&waiter_files.exit, &bytes);
         }
         let _ = std::fs::remove_file(&waiter_files.socket);
         let _ = std::fs::remove_file(&waiter_files.status);

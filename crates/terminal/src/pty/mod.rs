@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 pub use attach::{DETACH_KEY_NAME, attach};
-use protocol::{ExitRecord, HostStatus, Request, SessionFiles, read_status, write_private};
+use protocol::{ExitRecord, HostStatus, Request, SessionFiles, read_status};
 
 const KIND: TargetKind = TargetKind::Pty;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -251,7 +251,7 @@ impl Target for PtyTarget {
             )));
         }
         let bytes = serde_json::to_vec(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
-        write_private(&files.spec, &bytes)
+        mahavishnu_core::paths::write_private_file(&files.spec, &bytes)
             .map_err(|e| Error::io(format!("cannot write {}", files.spec.display()), e))?;
         let mut command = tokio::process::Command::new(&self.host_program);
         command

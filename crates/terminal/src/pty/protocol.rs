@@ -72,21 +72,6 @@ impl SessionFiles {
     }
 }
 
-/// Writes `bytes` to `path` atomically, readable by this user only.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    std::fs::rename(&temporary, path)
-}
-
 /// What the status file says about a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostStatus {
