@@ -1070,3 +1070,66 @@ fn qwen_code_connects_over_http_with_the_token_from_its_environment() {
         "without the token Qwen Code cannot connect"
     );
 }
+
+/// Claude Code with the `.mcp.json` entry `mcp install --client claude --http` wrote reaches serve
+/// with the token from its environment (`claude mcp list` checks each server's health); without the
+/// token it cannot. The file never holds the token.
+#[test]
+fn claude_code_connects_over_http_with_the_token_from_its_environment() {
+    let world = project_world();
+    let (server, token) = Server::start_with_token_file(&world, &[]);
+    world.ok(&[
+        "mcp",
+        "install",
+        "--client",
+        "claude",
+        "--http",
+        &server.url("/mcp"),
+    ]);
+    let entry = std::fs::read_to_string(world.work().join(".mcp.json")).unwrap();
+    assert!(
+        !entry.contains(&token),
+        "the token is not in .mcp.json: {entry}"
+    );
+    // Onboarding done and the project's servers approved, as a user who said yes once.
+    let project = world.work().canonicalize().unwrap();
+    std::fs::write(
+        world.dir.path().join("home/.claude.json"),
+        serde_json::json!({
+            "hasCompletedOnboarding": true,
+            "projects": { project.to_string_lossy(): {
+                "hasTrustDialogAccepted": true,
+                "enabledMcpjsonServers": ["mahavishnu"],
+            }},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let list = |token: Option<&str>| -> String {
+        let mut command = world.program(support::claude());
+        command
+            .args(["mcp", "list"])
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("ANTHROPIC_API_KEY", "sk-ant-test-0123456789abcdefghij")
+            // A closed loopback port: the model is never asked, and no name is looked up.
+            .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:1")
+            .env_remove("MAHAVISHNU_TOKEN");
+        if let Some(token) = token {
+            command.env("MAHAVISHNU_TOKEN", token);
+        }
+        let output = command.output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let with_token = list(Some(&token));
+    assert!(
+        with_token.contains("mahavishnu:") && with_token.contains("Connected"),
+        "{with_token}"
+    );
+    let without = list(None);
+    assert!(!without.contains("Connected"), "{without}");
+}

@@ -28,6 +28,20 @@ pub fn qwen() -> PathBuf {
     path
 }
 
+/// The Claude Code executable: `MAHAVISHNU_TEST_CLAUDE`, which the test script sets after installing
+/// the CLI.
+pub fn claude() -> PathBuf {
+    let path = std::env::var_os("MAHAVISHNU_TEST_CLAUDE").map(PathBuf::from).expect(
+        "MAHAVISHNU_TEST_CLAUDE is not set: run the tests with `scripts/test`, which installs Claude Code from npm",
+    );
+    assert!(
+        path.exists(),
+        "MAHAVISHNU_TEST_CLAUDE={} does not exist",
+        path.display()
+    );
+    path
+}
+
 /// The `init` message among what `qwen -p ... -o json` printed: its tools, agents and MCP servers.
 pub fn qwen_init_message(stdout: &[u8]) -> serde_json::Value {
     let messages: serde_json::Value =
