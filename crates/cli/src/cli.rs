@@ -693,12 +693,8 @@ pub struct CloseArgs {
     /// Session ids
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub ids: Vec<String>,
-    /// Close every session (of --project, if given)
-    #[arg(long)]
-    pub all: bool,
-    /// With --all: only sessions of this project
-    #[arg(long, value_name = "DIR", requires = "all")]
-    pub project: Option<PathBuf>,
+    #[command(flatten)]
+    pub every: EverySession,
     /// Seconds to wait for a program to end before killing it [default: terminal.stop_grace_ms]
     #[arg(long, value_name = "SECS")]
     pub grace: Option<f64>,

@@ -880,3 +880,52 @@ fn send_all_broadcasts_and_wait_all_waits_for_every_session() {
     );
     assert!(timed_out.contains("3 of 3 sessions failed"), "{timed_out}");
 }
+
+/// `close --all` takes the same selection as `send --all` and `wait --all`, and a failed or lost record
+/// never makes it fail.
+#[test]
+fn close_all_selects_by_profile_and_never_fails_on_a_failed_record() {
+    let world = World::new();
+    // tmux that cannot start anything, so that a launch on it leaves a failed record.
+    let broken = world.dir.path().join("broken-tmux");
+    std::fs::write(&broken, "#!/bin/sh\nexit 1\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!(
+            "[profiles.other]\nshell = true\n\n[targets.tmux]\nprogram = {:?}\n",
+            broken.display().to_string()
+        ),
+    )
+    .unwrap();
+    let shells = world.launch(&["shell", "--target", "pty", "--count", "2"]);
+    let others = world.launch(&["other", "--target", "pty"]);
+    let failed = world.run(&[
+        "terminal", "launch", "shell", "--target", "tmux", "--name", "doomed",
+    ]);
+    assert!(!failed.status.success());
+    assert_eq!(world.state_of("tmux:doomed"), "failed");
+    let closed = world.json(&[
+        "terminal",
+        "close",
+        "--all",
+        "--profile",
+        "other",
+        "--grace",
+        "0.2",
+    ]);
+    assert_eq!(closed.as_array().unwrap().len(), 1, "{closed}");
+    assert_eq!(closed[0]["id"], others[0].as_str());
+    for id in &shells {
+        assert_ne!(world.state_of(id), "closed");
+    }
+    world.ok(&["terminal", "close", "--all", "--grace", "0.2"]);
+    let left: Vec<String> = world
+        .json(&["terminal", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].to_string())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

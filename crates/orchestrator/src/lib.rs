@@ -517,8 +517,9 @@ impl Orchestrator {
         let mut stopping = HashMap::new();
         let mut finished = Vec::new();
         for instance in instances {
-            // A launch that failed started nothing: its record is closed without asking the target.
-            if instance.state == InstanceState::Failed {
+            // A launch that failed started nothing, and a lost instance is gone from its target: their
+            // records are closed without asking the target (which may not even be reachable).
+            if matches!(instance.state, InstanceState::Failed | InstanceState::Lost) {
                 finished.push((instance, Ok(())));
                 continue;
             }

@@ -333,8 +333,10 @@ async fn exec(api: &Api, format: OutputFormat, args: ExecArgs) -> Result<ExitCod
 
 async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitCode> {
     let orchestrator = api.orchestrator();
-    let ids: Vec<InstanceId> = if args.all {
-        orchestrator.live_ids(args.project, None).await?
+    let ids: Vec<InstanceId> = if args.every.all {
+        orchestrator
+            .live_ids(args.every.project, args.every.profile)
+            .await?
     } else {
         args.ids
             .iter()
