@@ -95,6 +95,7 @@ pub async fn run_interactive(
             .await?;
         let options = CaptureOptions {
             lines: None,
+            full: false,
             screen: ScreenOptions {
                 scrollback: true,
                 ansi: false,

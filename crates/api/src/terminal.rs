@@ -388,6 +388,9 @@ pub struct CaptureParams {
     /// Keep the escape codes (colours, attributes).
     #[serde(default)]
     pub ansi: bool,
+    /// Keep the blank rows at the end of the screen, which are left out otherwise.
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// A captured screen.
@@ -405,6 +408,7 @@ pub async fn capture_screen(api: &Api, params: CaptureParams) -> Result<Capture>
     let id = orchestrator.resolve_id(&params.id)?;
     let options = CaptureOptions {
         lines: params.lines,
+        full: params.full,
         screen: ScreenOptions {
             scrollback: params.scrollback,
             ansi: params.ansi,

@@ -642,6 +642,9 @@ pub struct CaptureArgs {
     /// Keep colours and attributes as escape codes
     #[arg(long)]
     pub ansi: bool,
+    /// Keep the blank rows at the end of the screen (left out by default)
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Args)]

@@ -929,3 +929,35 @@ fn close_all_selects_by_profile_and_never_fails_on_a_failed_record() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `capture` leaves out the blank rows below the last line written; `--full` keeps the whole screen.
+#[test]
+fn capture_trims_the_blank_end_of_the_screen_unless_full() {
+    let world = World::new();
+    let id = world
+        .launch(&["shell", "--target", "pty", "--", "--norc"])
+        .remove(0);
+    world.ok(&["terminal", "send", &id, "echo marked-line"]);
+    world.ok(&[
+        "terminal",
+        "wait",
+        &id,
+        "--for",
+        "^marked-line",
+        "--timeout",
+        "10",
+    ]);
+    let trimmed = world.ok(&["terminal", "capture", &id]);
+    assert!(trimmed.contains("marked-line"), "{trimmed}");
+    let last = trimmed.lines().last().unwrap_or("");
+    assert!(
+        !last.trim().is_empty(),
+        "ends on a written line: {trimmed:?}"
+    );
+    let full = world.ok(&["terminal", "capture", &id, "--full"]);
+    let rows = world.json(&["config", "show"])["config"]["terminal"]["rows"]
+        .as_u64()
+        .unwrap() as usize;
+    assert_eq!(full.lines().count(), rows, "{full:?}");
+    world.ok(&["terminal", "close", &id, "--grace", "0.2"]);
+}

@@ -284,6 +284,7 @@ impl ServerHandler for McpServer {
             lines: None,
             scrollback: false,
             ansi: false,
+            full: false,
         };
         let captured = capture_screen(&self.api, params).await.map_err(|error| {
             ErrorData::resource_not_found(format!("{}: {error}", request.uri), None)

@@ -70,6 +70,8 @@ pub struct EachOutcome {
 pub struct CaptureOptions {
     /// Only the last N non-empty-trailing lines.
     pub lines: Option<usize>,
+    /// Keep the blank rows at the end of the screen (trimmed otherwise).
+    pub full: bool,
     /// Scrollback and escape codes.
     pub screen: ScreenOptions,
 }
@@ -469,7 +471,8 @@ impl Orchestrator {
             .await?;
         Ok(match options.lines {
             Some(lines) => last_lines(&text, lines),
-            None => text,
+            None if options.full => text,
+            None => last_lines(&text, usize::MAX),
         })
     }
 

@@ -254,9 +254,11 @@ impl TmuxError {
     fn classify(stderr: &str) -> TmuxError {
         // A server whose last session just ended exits while a client is still talking to it:
         // tmux then says "server exited unexpectedly". Either way the server is gone.
+        // A server left with no session says "no current target" to `list-panes -a` until it exits.
         if stderr.starts_with("no server running")
             || stderr.starts_with("error connecting to")
             || stderr.starts_with("server exited unexpectedly")
+            || stderr.starts_with("no current target")
         {
             TmuxError::NoServer
         } else if stderr.starts_with("can't find session") || stderr.starts_with("can't find pane")

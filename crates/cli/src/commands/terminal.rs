@@ -44,6 +44,7 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
                 lines: args.lines,
                 scrollback: args.scrollback,
                 ansi: args.ansi,
+                full: args.full,
             };
             let captured = mahavishnu_api::capture_screen(&api, params).await?;
             emit(format, &captured, || captured.text.clone())?;
