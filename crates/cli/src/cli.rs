@@ -1,6 +1,7 @@
 //! The command definitions: one source for parsing, `--help`, the man page and shell completions.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -130,9 +131,9 @@ pub struct AgentRunArgs {
     /// Run the CLI headless (-p) to completion and print its output instead of starting a session
     #[arg(long)]
     pub print: bool,
-    /// Give up waiting after this many seconds
-    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
-    pub timeout: f64,
+    /// Give up waiting after this long (`300`, `5m`, `90s`)
+    #[arg(long, default_value = "300", value_name = "TIME", value_parser = seconds_or_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -659,14 +660,14 @@ pub struct WaitArgs {
     #[arg(long = "for", value_name = "REGEX")]
     pub pattern: Option<String>,
     /// Until the screen has not changed for this many milliseconds
-    #[arg(long, value_name = "MS")]
-    pub idle: Option<u64>,
+    #[arg(long, value_name = "TIME", value_parser = milliseconds_or_duration)]
+    pub idle: Option<Duration>,
     /// Until the program waits for input (by its profile's rules)
     #[arg(long)]
     pub waiting: bool,
     /// Give up after this many seconds
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
-    pub timeout: f64,
+    #[arg(long, default_value = "30", value_name = "TIME", value_parser = seconds_or_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -683,9 +684,9 @@ pub struct ListArgs {
 pub struct ExecArgs {
     /// Session id
     pub id: String,
-    /// Kill the command after this many seconds
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub timeout: f64,
+    /// Kill the command after this long (`60`, `2m`, `500ms`)
+    #[arg(long, default_value = "60", value_name = "TIME", value_parser = seconds_or_duration)]
+    pub timeout: Duration,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -698,9 +699,10 @@ pub struct CloseArgs {
     pub ids: Vec<String>,
     #[command(flatten)]
     pub every: EverySession,
-    /// Seconds to wait for a program to end before killing it [default: terminal.stop_grace_ms]
-    #[arg(long, value_name = "SECS")]
-    pub grace: Option<f64>,
+    /// How long a program may take to end before it is killed (`2`, `500ms`) [default:
+    /// terminal.stop_grace_ms]
+    #[arg(long, value_name = "TIME", value_parser = seconds_or_duration)]
+    pub grace: Option<Duration>,
     /// Also remove the sessions' worktrees and branches (refused while they hold unmerged work)
     #[arg(long)]
     pub prune: bool,
@@ -763,4 +765,33 @@ pub struct PtyHostArgs {
     pub name: String,
     #[arg(long, default_value_t = 10_000)]
     pub scrollback: usize,
+}
+
+/// A time given as seconds (`30`, `0.5`) or as a duration with its unit (`500ms`, `2s`, `1m`).
+pub fn seconds_or_duration(text: &str) -> Result<Duration, String> {
+    time_arg(text, "seconds", Duration::from_secs_f64)
+}
+
+/// A time given as milliseconds (`500`) or as a duration with its unit (`500ms`, `2s`).
+pub fn milliseconds_or_duration(text: &str) -> Result<Duration, String> {
+    time_arg(text, "milliseconds", |ms| {
+        Duration::from_secs_f64(ms / 1000.0)
+    })
+}
+
+fn time_arg(text: &str, unit: &str, from_number: fn(f64) -> Duration) -> Result<Duration, String> {
+    let text = text.trim();
+    let parsed = match text.parse::<f64>() {
+        Ok(number) if (0.0..1e12).contains(&number) => Some(from_number(number)),
+        Ok(_) => None,
+        Err(_) => humantime::parse_duration(text).ok(),
+    };
+    match parsed {
+        Some(time) if time <= Duration::from_secs(366 * 86_400) => Ok(time),
+        Some(_) => Err(format!("`{text}` is more than a year; give a shorter time")),
+        None => Err(format!(
+            "`{text}` is not a time: give a number of {unit} (`30`) or a duration with its unit \
+             (`500ms`, `2s`, `1m`)"
+        )),
+    }
 }

@@ -961,3 +961,49 @@ fn capture_trims_the_blank_end_of_the_screen_unless_full() {
     assert_eq!(full.lines().count(), rows, "{full:?}");
     world.ok(&["terminal", "close", &id, "--grace", "0.2"]);
 }
+
+/// Every time flag takes a number in its old unit or a duration with a unit, and a wrong one says what
+/// is expected.
+#[test]
+fn times_take_units_and_wrong_ones_say_what_is_expected() {
+    let world = World::new();
+    let id = world
+        .launch(&["shell", "--target", "pty", "--", "--norc"])
+        .remove(0);
+    world.ok(&[
+        "terminal",
+        "wait",
+        &id,
+        "--idle",
+        "300ms",
+        "--timeout",
+        "10s",
+    ]);
+    world.ok(&["terminal", "wait", &id, "--idle", "0.3s", "--timeout", "1m"]);
+    assert_eq!(world.sh(&id, "echo ok").trim(), "ok");
+    world.ok(&["terminal", "exec", &id, "--timeout", "2s", "--", "true"]);
+    let started = std::time::Instant::now();
+    let timed_out = world.run(&[
+        "terminal",
+        "exec",
+        &id,
+        "--timeout",
+        "300ms",
+        "--",
+        "sleep",
+        "5",
+    ]);
+    assert!(!timed_out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the unit was read"
+    );
+    let error = world.fails(&["terminal", "wait", &id, "--idle", "500x"], 2);
+    assert!(
+        error.contains("`500x` is not a time") && error.contains("500ms"),
+        "{error}"
+    );
+    let error = world.fails(&["terminal", "close", &id, "--grace", "2y"], 2);
+    assert!(error.contains("more than a year"), "{error}");
+    world.ok(&["terminal", "close", &id, "--grace", "200ms"]);
+}

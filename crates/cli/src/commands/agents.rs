@@ -55,13 +55,7 @@ pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCo
         CliArg::Qwen => "qwen",
         CliArg::Claude => "claude",
     };
-    if !(0.0..=86_400.0).contains(&args.timeout) {
-        anyhow::bail!(mahavishnu_core::Error::Invalid(format!(
-            "--timeout {} is not a number of seconds up to a day",
-            args.timeout
-        )));
-    }
-    let timeout = std::time::Duration::from_secs_f64(args.timeout);
+    let timeout = args.timeout;
     let request = RunRequest {
         profile: profile.to_string(),
         prompt: args.prompt,

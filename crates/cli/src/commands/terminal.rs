@@ -162,10 +162,10 @@ async fn wait(
 ) -> Result<ExitCode> {
     let condition = match (args.pattern, args.idle) {
         (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
-        (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
+        (None, Some(idle)) => WaitCondition::Idle(idle),
         (None, None) => WaitCondition::Waiting,
     };
-    let timeout = seconds("--timeout", args.timeout)?;
+    let timeout = args.timeout;
     let Some(id) = args.id else {
         let ids = orchestrator
             .live_ids(args.every.project, args.every.profile)
@@ -326,9 +326,7 @@ async fn show(api: &Api, format: OutputFormat, text: &str) -> Result<ExitCode> {
 async fn exec(api: &Api, format: OutputFormat, args: ExecArgs) -> Result<ExitCode> {
     let orchestrator = api.orchestrator();
     let id = orchestrator.resolve_id(&args.id)?;
-    let output = orchestrator
-        .exec(&id, args.command, seconds("--timeout", args.timeout)?)
-        .await?;
+    let output = orchestrator.exec(&id, args.command, args.timeout).await?;
     exec_output(format, &id, &output)
 }
 
@@ -344,10 +342,7 @@ async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitC
             .map(|id| orchestrator.resolve_id(id))
             .collect::<Result<_, Error>>()?
     };
-    let grace = args
-        .grace
-        .map(|grace| seconds("--grace", grace))
-        .transpose()?;
+    let grace = args.grace;
     // With --prune, every worktree is checked before anything is closed.
     let mut worktrees = Vec::new();
     if args.prune {
@@ -412,10 +407,6 @@ fn pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
             }
         })
         .collect()
-}
-
-fn seconds(flag: &str, value: f64) -> Result<Duration> {
-    Ok(mahavishnu_api::seconds(flag, value)?)
 }
 
 fn state_label(instance: &Instance) -> String {
