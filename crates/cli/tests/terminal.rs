@@ -1007,3 +1007,49 @@ fn times_take_units_and_wrong_ones_say_what_is_expected() {
     assert!(error.contains("more than a year"), "{error}");
     world.ok(&["terminal", "close", &id, "--grace", "200ms"]);
 }
+
+/// `close --all` on tmux ends every session together: programs that end on SIGHUP go at once, and
+/// those that ignore it are killed when the one grace period is over; no process is left.
+#[test]
+fn closing_many_tmux_sessions_ends_every_process() {
+    let world = World::new();
+    let stubborn = world.launch(&[
+        "shell",
+        "--target",
+        "tmux",
+        "--count",
+        "3",
+        "--",
+        "-c",
+        "trap '' HUP; sleep 300",
+    ]);
+    let plain = world.launch(&["shell", "--target", "tmux", "--count", "5", "--", "--norc"]);
+    let mut pids = Vec::new();
+    for id in &stubborn {
+        world.wait_state(id, "running", Duration::from_secs(10));
+    }
+    for id in &plain {
+        world.ok(&["terminal", "wait", id, "--waiting", "--timeout", "10s"]);
+    }
+    for id in stubborn.iter().chain(&plain) {
+        let pid = world.json(&["terminal", "show", id])["pid"].as_u64();
+        pids.push(pid.expect("a pid") as i32);
+    }
+    let closed = world.json(&["terminal", "close", "--all", "--grace", "500ms"]);
+    assert_eq!(closed.as_array().unwrap().len(), 8);
+    assert!(
+        closed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|outcome| outcome["closed"] == true),
+        "{closed}"
+    );
+    for pid in pids {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let running = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'));
+        assert!(!running, "process {pid} still runs: {state}");
+    }
+}

@@ -104,6 +104,25 @@ pub trait Target: Send + Sync {
     /// target no longer knows succeeds.
     async fn stop(&self, native: &str, grace: Duration) -> Result<()>;
 
+    /// Stops several instances, each as `stop` does, at most `limit` at a time; one result per
+    /// instance, in order. Targets that can end many at once (one grace period for all) override it.
+    async fn stop_many(
+        &self,
+        natives: &[String],
+        grace: Duration,
+        limit: usize,
+    ) -> Vec<Result<()>> {
+        let mut results = Vec::with_capacity(natives.len());
+        for batch in natives.chunks(limit.max(1)) {
+            let stops: Vec<_> = batch
+                .iter()
+                .map(|native| self.stop(native, grace))
+                .collect();
+            results.extend(futures::future::join_all(stops).await);
+        }
+        results
+    }
+
     /// The launch specs of instances still running on this target, so that they can be re-adopted after
     /// Mahavishnu's records were lost.
     async fn recover(&self) -> Result<Vec<LaunchSpec>> {

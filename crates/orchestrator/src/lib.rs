@@ -515,10 +515,8 @@ impl Orchestrator {
         let grace = grace.unwrap_or(Duration::from_millis(
             self.config.config.terminal.stop_grace_ms,
         ));
-        let limit = Arc::new(tokio::sync::Semaphore::new(self.max_concurrent()));
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut stopping = HashMap::new();
         let mut finished = Vec::new();
+        let mut by_target: BTreeMap<TargetKind, (Arc<dyn Target>, Vec<Instance>)> = BTreeMap::new();
         for instance in instances {
             // A launch that failed started nothing, and a lost instance is gone from its target: their
             // records are closed without asking the target (which may not even be reachable).
@@ -526,28 +524,37 @@ impl Orchestrator {
                 finished.push((instance, Ok(())));
                 continue;
             }
-            let target = match self.route(&instance).await {
-                Ok(target) => Arc::clone(target),
-                Err(error) => {
-                    finished.push((instance, Err(error)));
-                    continue;
-                }
-            };
-            let limit = Arc::clone(&limit);
-            let task = instance.clone();
-            let handle = tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let stopped = target.stop(task.id.native(), grace).await;
-                (task, stopped)
-            });
-            stopping.insert(handle.id(), instance);
+            match self.route(&instance).await {
+                Ok(target) => by_target
+                    .entry(instance.target)
+                    .or_insert_with(|| (Arc::clone(target), Vec::new()))
+                    .1
+                    .push(instance),
+                Err(error) => finished.push((instance, Err(error))),
+            }
+        }
+        // Each target ends its instances together, so that one grace period runs for all of them.
+        let limit = self.max_concurrent();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut stopping = HashMap::new();
+        for (_, (target, instances)) in by_target {
+            let natives: Vec<String> = instances
+                .iter()
+                .map(|instance| instance.id.native().to_string())
+                .collect();
+            let handle = tasks.spawn(async move { target.stop_many(&natives, grace, limit).await });
+            stopping.insert(handle.id(), instances);
         }
         while let Some(joined) = tasks.join_next_with_id().await {
             match joined {
-                Ok((_, result)) => finished.push(result),
+                Ok((id, results)) => {
+                    if let Some(instances) = stopping.remove(&id) {
+                        finished.extend(instances.into_iter().zip(results));
+                    }
+                }
                 // A stop that panicked failed; it never vanishes from the outcome.
                 Err(error) => {
-                    if let Some(instance) = stopping.remove(&error.id()) {
+                    for instance in stopping.remove(&error.id()).unwrap_or_default() {
                         let failure = Error::target(
                             instance.target,
                             format!("stopping ended abnormally: {error}"),

@@ -678,6 +678,104 @@ impl Target for TmuxTarget {
         Ok(())
     }
 
+    /// Ends many sessions with two tmux calls (one to find their processes, one to kill them all) and
+    /// one grace period for all of their processes, instead of one after another.
+    async fn stop_many(
+        &self,
+        natives: &[String],
+        grace: Duration,
+        limit: usize,
+    ) -> Vec<Result<()>> {
+        if natives.len() < 2 {
+            let mut results = Vec::with_capacity(natives.len());
+            for native in natives {
+                results.push(self.stop(native, grace).await);
+            }
+            return results;
+        }
+        for native in natives {
+            self.remove_session_files(native);
+        }
+        let panes = match self
+            .tmux(&args([
+                "list-panes",
+                "-a",
+                "-F",
+                "#{session_name}\t#{pane_pid}\t#{pane_dead}",
+            ]))
+            .await
+        {
+            Ok(out) => out,
+            Err(error) if is_gone(&error) => return natives.iter().map(|_| Ok(())).collect(),
+            Err(error) => {
+                let message = error.to_string();
+                return natives
+                    .iter()
+                    .map(|_| Err(Error::target(KIND, message.clone())))
+                    .collect();
+            }
+        };
+        let wanted: std::collections::HashSet<&str> = natives.iter().map(String::as_str).collect();
+        let mut present = Vec::new();
+        let mut pids = Vec::new();
+        for line in panes.lines() {
+            let mut fields = line.split('\t');
+            let (Some(name), Some(pid), Some(dead)) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            if !wanted.contains(name) || present.contains(&name) {
+                continue;
+            }
+            present.push(name);
+            if dead != "1"
+                && let Ok(pid) = pid.parse::<u32>()
+            {
+                pids.push(pid);
+                pids.extend(procfs::first_child(pid));
+            }
+        }
+        let processes = PaneProcesses::capture(&pids);
+        // One tmux call for all of them; a session that vanished meanwhile makes tmux stop the
+        // chain, so then each one left is killed on its own.
+        let mut chained = Vec::new();
+        for name in &present {
+            if !chained.is_empty() {
+                chained.push(";".to_string());
+            }
+            chained.extend(args(["kill-session", "-t", &exact(name)]));
+        }
+        let mut failed: Vec<(String, Error)> = Vec::new();
+        if !present.is_empty() && self.tmux(&chained).await.is_err() {
+            let mut results: Vec<(String, Result<String>)> = Vec::new();
+            for batch in present.chunks(limit.max(1)) {
+                let commands: Vec<Vec<String>> = batch
+                    .iter()
+                    .map(|name| args(["kill-session", "-t", &exact(name)]))
+                    .collect();
+                let kills: Vec<_> = commands.iter().map(|command| self.tmux(command)).collect();
+                let killed = futures::future::join_all(kills).await;
+                results.extend(batch.iter().map(|name| name.to_string()).zip(killed));
+            }
+            for (name, killed) in results {
+                match killed {
+                    Err(error) if !is_gone(&error) => failed.push((name, error)),
+                    _ => {}
+                }
+            }
+        }
+        processes.kill_after_grace(grace).await;
+        natives
+            .iter()
+            .map(
+                |native| match failed.iter().position(|(name, _)| name == native) {
+                    Some(index) => Err(Error::target(KIND, failed[index].1.to_string())),
+                    None => Ok(()),
+                },
+            )
+            .collect()
+    }
+
     async fn recover(&self) -> Result<Vec<LaunchSpec>> {
         let format = format!("#{{{SPEC_OPTION}}}");
         let out = match self.tmux(&args(["list-sessions", "-F", &format])).await {
@@ -717,7 +815,7 @@ impl PaneProcesses {
     fn alive(&self) -> impl Iterator<Item = &(u32, u64, Option<i32>)> {
         self.members
             .iter()
-            .filter(|(pid, started, _)| procfs::start_time(*pid) == Some(*started))
+            .filter(|(pid, started, _)| procfs::running_since(*pid) == Some(*started))
     }
 
     /// Waits up to `grace` for every member to end, then kills those still running and their groups.
