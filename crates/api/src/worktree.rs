@@ -27,6 +27,13 @@ fn worktree_root(api: &Api) -> Result<PathBuf> {
     if let Some(dir) = &api.orchestrator().config().config.worktree.dir {
         return Ok(api.absolute(dir));
     }
+    // A state directory of its own keeps its worktrees too.
+    let store = api.orchestrator().store();
+    if let Some(state_dir) = store.path().parent()
+        && mahavishnu_core::paths::isolation_tag(state_dir).is_some()
+    {
+        return Ok(state_dir.join("worktrees"));
+    }
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)

@@ -24,13 +24,27 @@ pub fn load_config(store: &Store) -> Result<LoadedConfig> {
     Ok(ConfigLoader::standard(&cwd, store)?)
 }
 
-/// The targets this build offers, configured.
-pub fn targets(config: &LoadedConfig) -> Result<(TmuxTarget, PtyTarget)> {
+/// The targets this build offers, configured, for the state directory of `store`: a state directory
+/// of its own gets a tmux server and pty sockets of its own (unless the config names the server).
+pub fn targets(config: &LoadedConfig, store: &Store) -> Result<(TmuxTarget, PtyTarget)> {
     let settings = &config.config.targets;
-    let runtime_dir = paths::runtime_dir()?;
+    let tag = store.path().parent().and_then(paths::isolation_tag);
+    let mut runtime_dir = paths::runtime_dir()?;
+    let mut socket_name = settings.tmux.socket_name.clone();
+    if let Some(tag) = &tag {
+        runtime_dir = runtime_dir.join(format!("state-{tag}"));
+        paths::ensure_private_dir(&runtime_dir)?;
+        if config
+            .origins
+            .get("targets.tmux.socket_name")
+            .is_none_or(|origin| origin == "built-in")
+        {
+            socket_name = format!("{socket_name}-{tag}");
+        }
+    }
     let tmux = TmuxTarget::new(
         &settings.tmux.program,
-        &settings.tmux.socket_name,
+        &socket_name,
         settings.pty.scrollback,
         &runtime_dir,
     );
@@ -53,7 +67,7 @@ pub fn orchestrator_with(
     let store = store(global)?;
     let mut config = load_config(&store)?;
     adjust(&mut config);
-    let (tmux, pty) = targets(&config)?;
+    let (tmux, pty) = targets(&config, &store)?;
     #[allow(unused_mut)]
     let mut targets: Vec<Arc<dyn Target>> = vec![Arc::new(tmux), Arc::new(pty)];
     #[cfg(feature = "kubernetes")]

@@ -81,7 +81,10 @@ fn a_runtime_directory_made_by_another_user_or_as_a_link_is_refused() {
         String::from_utf8_lossy(&id.stderr)
     );
     assert_eq!(mode(&own), 0o700);
-    assert_eq!(mode(&own.join("pty")), 0o700);
+    for entry in std::fs::read_dir(&own).unwrap().flatten() {
+        assert_eq!(mode(&entry.path()), 0o700, "{}", entry.path().display());
+        assert_eq!(mode(&entry.path().join("pty")), 0o700);
+    }
     let id = String::from_utf8(id.stdout).unwrap();
     world
         .command(&["terminal", "close", id.trim(), "--grace", "0.2"])
@@ -426,7 +429,7 @@ fn environment_values_stay_off_command_lines_and_tmux_options() {
         "10",
     ]);
     let files: Vec<_> =
-        std::fs::read_dir(world.runtime_dir().join("tmux").join(&world.tmux_socket))
+        std::fs::read_dir(world.sessions_dir().join("tmux").join(&world.tmux_socket))
             .unwrap()
             .flatten()
             .collect();
@@ -434,7 +437,7 @@ fn environment_values_stay_off_command_lines_and_tmux_options() {
         assert_eq!(mode(&file.path()) & 0o077, 0, "{}", file.path().display());
     }
     world.ok(&["terminal", "close", &id, "--grace", "0.2"]);
-    let left = std::fs::read_dir(world.runtime_dir().join("tmux").join(&world.tmux_socket))
+    let left = std::fs::read_dir(world.sessions_dir().join("tmux").join(&world.tmux_socket))
         .unwrap()
         .flatten()
         .filter(|entry| entry.file_name().to_string_lossy().contains(".env"))

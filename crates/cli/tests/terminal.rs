@@ -103,11 +103,11 @@ fn a_killed_pty_host_turns_its_session_lost() {
     let mode =
         |path: std::path::PathBuf| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(
-        mode(world.runtime_dir().join(format!("pty/{native}.sock"))),
+        mode(world.sessions_dir().join(format!("pty/{native}.sock"))),
         0o600,
         "only the user may talk to a host"
     );
-    assert_eq!(mode(world.runtime_dir().join("pty")), 0o700);
+    assert_eq!(mode(world.sessions_dir().join("pty")), 0o700);
     let host = Command::new("pgrep")
         .args(["-f", &format!("__pty-host.*--name {native}")])
         .output()
@@ -1025,15 +1025,22 @@ fn closing_many_tmux_sessions_ends_every_process() {
     ]);
     let plain = world.launch(&["shell", "--target", "tmux", "--count", "5", "--", "--norc"]);
     let mut pids = Vec::new();
-    for id in &stubborn {
-        world.wait_state(id, "running", Duration::from_secs(10));
-    }
     for id in &plain {
         world.ok(&["terminal", "wait", id, "--waiting", "--timeout", "10s"]);
     }
     for id in stubborn.iter().chain(&plain) {
-        let pid = world.json(&["terminal", "show", id])["pid"].as_u64();
-        pids.push(pid.expect("a pid") as i32);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let pid = loop {
+            let pid = world.json(&["terminal", "show", id])["pid"].as_u64();
+            match pid {
+                Some(pid) => break pid,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                None => panic!("{id} has no pid"),
+            }
+        };
+        pids.push(pid as i32);
     }
     let closed = world.json(&["terminal", "close", "--all", "--grace", "500ms"]);
     assert_eq!(closed.as_array().unwrap().len(), 8);
@@ -1052,4 +1059,72 @@ fn closing_many_tmux_sessions_ends_every_process() {
             .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'));
         assert!(!running, "process {pid} still runs: {state}");
     }
+}
+
+/// Two state directories are two setups: same-named sessions in both, each listing and recovering only
+/// its own, each with its own tmux server and worktrees.
+#[test]
+fn separate_state_directories_never_see_each_others_sessions() {
+    let world = World::new();
+    let setup = |name: &str, args: &[&str]| {
+        world
+            .command(args)
+            .env("MAHAVISHNU_STATE_DIR", world.dir.path().join(name))
+            .env_remove("MAHAVISHNU_TARGETS__TMUX__SOCKET_NAME")
+            .output()
+            .unwrap()
+    };
+    for name in ["one", "two"] {
+        for target in ["tmux", "pty"] {
+            let launched = setup(
+                name,
+                &[
+                    "terminal",
+                    "launch",
+                    "shell",
+                    "--target",
+                    target,
+                    "--name",
+                    &format!("twin-{target}"),
+                ],
+            );
+            assert!(
+                launched.status.success(),
+                "{}",
+                String::from_utf8_lossy(&launched.stderr)
+            );
+        }
+    }
+    for name in ["one", "two"] {
+        let recovered = setup(name, &["terminal", "recover"]);
+        assert!(recovered.status.success());
+        let listed = setup(name, &["--output", "json", "terminal", "list"]);
+        let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 2, "{name}: {listed}");
+    }
+    // Closing one setup's sessions leaves the other's running.
+    assert!(
+        setup("one", &["terminal", "close", "--all", "--grace", "200ms"])
+            .status
+            .success()
+    );
+    let listed = setup("two", &["--output", "json", "terminal", "list"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let states: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states
+            .iter()
+            .all(|state| *state == "waiting" || *state == "running"),
+        "{states:?}"
+    );
+    assert!(
+        setup("two", &["terminal", "close", "--all", "--grace", "200ms"])
+            .status
+            .success()
+    );
 }

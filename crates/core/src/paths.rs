@@ -14,10 +14,30 @@ pub fn state_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(dir) = env_path("MAHAVISHNU_STATE_DIR") {
         return Ok(dir);
     }
+    default_state_dir()
+}
+
+/// The state directory a user gets without choosing one: `$XDG_STATE_HOME/mahavishnu`, else
+/// `~/.local/state/mahavishnu`.
+pub fn default_state_dir() -> Result<PathBuf> {
     if let Some(dir) = env_path("XDG_STATE_HOME") {
         return Ok(dir.join("mahavishnu"));
     }
     home().map(|home| home.join(".local/state/mahavishnu"))
+}
+
+/// What tells the live sessions of one state directory from another's: `None` for the default state
+/// directory, else a short tag of its path. A state directory chosen with `--state-dir` or
+/// `MAHAVISHNU_STATE_DIR` is a setup of its own (a test, a second setup): its tmux server, pty sockets
+/// and worktrees are its own too, so that it never sees or touches another's sessions.
+pub fn isolation_tag(state_dir: &Path) -> Option<String> {
+    let default = default_state_dir().ok();
+    let canonical = |dir: &Path| std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if default.as_deref().map(canonical) == Some(canonical(state_dir)) {
+        return None;
+    }
+    let digest = crate::digest::sha256_hex(canonical(state_dir).as_os_str().as_encoded_bytes());
+    Some(digest[..8].to_string())
 }
 
 /// The runtime directory for sockets: `MAHAVISHNU_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/mahavishnu`, else

@@ -516,7 +516,7 @@ async fn attach(orchestrator: &Orchestrator, text: &str) -> Result<ExitCode> {
             hint: "only a running session can be attached; `capture` shows its last screen".into(),
         });
     }
-    let (tmux, pty) = context::targets(orchestrator.config())?;
+    let (tmux, pty) = context::targets(orchestrator.config(), orchestrator.store())?;
     match id.target() {
         TargetKind::Tmux => {
             let command = tmux.attach_command(id.native());

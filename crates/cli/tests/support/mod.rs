@@ -81,6 +81,20 @@ impl World {
         self.dir.path().join("state")
     }
 
+    /// Where this world's sessions keep their sockets and files: its state directory is one of its
+    /// own, so they sit in a directory of the runtime directory made for it.
+    pub fn sessions_dir(&self) -> PathBuf {
+        std::fs::read_dir(self.runtime_dir())
+            .expect("the runtime directory exists once a session was launched")
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("state-"))
+            })
+            .expect("a directory for this state directory's sessions")
+    }
+
     pub fn runtime_dir(&self) -> PathBuf {
         self.dir.path().join("run")
     }
