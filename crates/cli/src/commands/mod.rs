@@ -74,3 +74,38 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::PtyHost(_) => unreachable!("the pty host is dispatched before the runtime starts"),
     }
 }
+
+/// How a client's settings should run this program (`mahavishnu` when that is this program on PATH).
+fn client_program() -> Result<mahavishnu_lifecycle::init::ProgramName> {
+    use anyhow::Context as _;
+    let exe = std::env::current_exe().context("cannot find the mahavishnu executable")?;
+    let search_path = std::env::var_os("PATH");
+    Ok(mahavishnu_lifecycle::init::program_name(
+        &exe,
+        search_path.as_deref(),
+    ))
+}
+
+/// What `init` or `mcp install` did to a client's settings file, for people.
+fn settings_change_text(
+    outcome: &mahavishnu_lifecycle::init::InitOutcome,
+    dry_run: bool,
+) -> String {
+    let path = outcome.path.display();
+    let mut text = if outcome.changed && dry_run {
+        format!("would change {path}:\n{}", outcome.diff)
+    } else if outcome.changed {
+        let mut text = format!("updated {path}");
+        if let Some(backup) = &outcome.backup {
+            text.push_str(&format!(" (backup: {})", backup.display()));
+        }
+        text + "\n"
+    } else {
+        format!("{path} already up to date\n")
+    };
+    if let Some(note) = &outcome.note {
+        text.push_str(note);
+        text.push('\n');
+    }
+    text
+}
