@@ -649,6 +649,33 @@ fn config_show_names_where_each_value_came_from() {
     );
 }
 
+/// Regression: a mistyped configuration variable printed toml's message across a stray line break.
+#[test]
+fn a_mistyped_config_variable_is_one_line_naming_the_right_one() {
+    let world = World::new();
+    let output = world
+        .command(&["config", "show"])
+        .env("MAHAVISHNU_TERMINAL__MAX_CONCURENT", "3")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: environment variable MAHAVISHNU_TERMINAL__MAX_CONCURENT: ")
+            && stderr.contains("did you mean MAHAVISHNU_TERMINAL__MAX_CONCURRENT?"),
+        "{stderr}"
+    );
+    let output = world
+        .command(&["config", "show"])
+        .env("MAHAVISHNU_TERMINAL__MAX_CONCURRENT", "many")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unset it or fix its value"), "{stderr}");
+}
+
 #[test]
 fn completions_and_the_man_page_come_from_the_command_definitions() {
     let world = World::new();
