@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::output::OutputFormat;
 
@@ -20,6 +20,83 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Commands whose work never reads `--output`: their help leaves it out.
+const WITHOUT_OUTPUT: &[&str] = &[
+    "man",
+    "completions",
+    "hook",
+    "mcp",
+    "serve",
+    "terminal attach",
+    "terminal logs",
+    "instances logs",
+];
+
+/// Commands that never open the state directory: their help leaves `--state-dir` out.
+const WITHOUT_STATE_DIR: &[&str] = &[
+    "man",
+    "completions",
+    "agents list",
+    "agents show",
+    "agents validate",
+    "agents new",
+    "agents export",
+    "agents sync",
+    "init",
+    "mcp install",
+    "checkpoint",
+    "checkpoint list",
+    "checkpoint diff",
+    "checkpoint restore",
+];
+
+/// The command line, with `--help` showing `--state-dir` and `--output` once at the top and then only
+/// on the commands they mean something to. Both are still accepted before or after any command.
+pub fn command() -> clap::Command {
+    let root = Cli::command();
+    let globals: Vec<clap::Arg> = root
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .cloned()
+        .collect();
+    place_global_args(root, "", &globals)
+}
+
+/// Gives every command below `command` its own copy of each global argument, hidden where it means
+/// nothing: a command that has an argument of that id already is one clap copies no other into.
+fn place_global_args(
+    mut command: clap::Command,
+    path: &str,
+    globals: &[clap::Arg],
+) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    for name in names {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        command = command.mut_subcommand(&name, |mut sub| {
+            // A group that only holds commands does no work of its own; its commands show the flags.
+            let group = sub.is_subcommand_required_set();
+            for global in globals {
+                let unused = match global.get_id().as_str() {
+                    "output" => WITHOUT_OUTPUT,
+                    "state_dir" => WITHOUT_STATE_DIR,
+                    _ => &[],
+                };
+                let hidden = group || unused.contains(&sub_path.as_str());
+                sub = sub.arg(global.clone().hide(hidden));
+            }
+            place_global_args(sub, &sub_path, globals)
+        });
+    }
+    command
 }
 
 /// Options every command takes.

@@ -676,6 +676,44 @@ fn a_mistyped_config_variable_is_one_line_naming_the_right_one() {
     assert!(stderr.contains("unset it or fix its value"), "{stderr}");
 }
 
+/// Regression: every `--help` repeated `--state-dir` and `--output`, even where they mean nothing. They
+/// show at the top and where they apply, and are still taken before or after any command.
+#[test]
+fn help_shows_the_global_flags_only_where_they_apply() {
+    let world = World::new();
+    let top = world.ok(&["--help"]);
+    assert!(
+        top.contains("--state-dir") && top.contains("--output"),
+        "{top}"
+    );
+    for (args, state_dir, output) in [
+        (&["man", "--help"][..], false, false),
+        (&["completions", "--help"][..], false, false),
+        (&["terminal", "--help"][..], false, false),
+        (&["terminal", "list", "--help"][..], true, true),
+        (&["terminal", "attach", "--help"][..], true, false),
+        (&["agents", "list", "--help"][..], false, true),
+        (&["mcp", "--help"][..], true, false),
+        (&["mcp", "install", "--help"][..], false, true),
+    ] {
+        let help = world.ok(args);
+        assert_eq!(help.contains("--state-dir"), state_dir, "{args:?}: {help}");
+        assert_eq!(help.contains("--output"), output, "{args:?}: {help}");
+    }
+    let state = world.state_dir();
+    let state = state.to_str().unwrap();
+    for args in [
+        &["--output", "json", "agents", "list"][..],
+        &["agents", "list", "-o", "json"][..],
+        &["agents", "list", "--state-dir", state, "-o", "json"][..],
+        &["--state-dir", state, "terminal", "list", "--output", "json"][..],
+    ] {
+        let printed = world.ok(args);
+        assert!(printed.starts_with('['), "{args:?}: {printed}");
+    }
+    assert!(world.ok(&["-o", "json", "man"]).contains(".TH"));
+}
+
 #[test]
 fn completions_and_the_man_page_come_from_the_command_definitions() {
     let world = World::new();

@@ -11,7 +11,6 @@ mod terminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::context;
@@ -58,7 +57,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agents(command) => agents::run(global, command),
         Command::Events(args) => events::run(global, args).await,
         Command::Completions(args) => {
-            let mut command = Cli::command();
+            let mut command = crate::cli::command();
             clap_complete::generate(
                 args.shell,
                 &mut command,
@@ -68,7 +67,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            clap_mangen::Man::new(crate::cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::PtyHost(_) => unreachable!("the pty host is dispatched before the runtime starts"),
