@@ -150,8 +150,8 @@ pub enum Command {
     Events(EventsArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
-    /// Print the man page (roff)
-    Man,
+    /// Print the man page (roff), or write every page, one per command, into a directory
+    Man(ManArgs),
     /// Hold one pty session (started by mahavishnu itself)
     #[command(name = "__pty-host", hide = true)]
     PtyHost(PtyHostArgs),
@@ -825,6 +825,14 @@ pub struct EventsArgs {
     /// Show at most this many past events
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write every page (mahavishnu.1, mahavishnu-terminal.1, ...) into DIR instead of printing the
+    /// top one; e.g. --dir ~/.local/share/man/man1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

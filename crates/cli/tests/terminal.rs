@@ -731,6 +731,51 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     assert!(version.starts_with("mahavishnu "));
 }
 
+/// Regression: `man` printed only the top page, which points to `mahavishnu-terminal(1)` and others that
+/// were never made. `man --dir` writes every page the top one (and each below) points to.
+#[test]
+fn man_dir_writes_every_page_that_a_page_points_to() {
+    let world = World::new();
+    let dir = world.dir.path().join("man/man1");
+    world.ok(&["man", "--dir", dir.to_str().unwrap()]);
+    let page_of = |name: &str| dir.join(format!("{name}.1"));
+    let mut pending = vec!["mahavishnu".to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        let text = std::fs::read_to_string(page_of(&name))
+            .unwrap_or_else(|e| panic!("no page {name}.1 though a page points to it: {e}"));
+        seen.insert(name.clone());
+        // A reference reads `mahavishnu\-terminal(1)` in roff.
+        for line in text.lines().filter(|line| line.ends_with("(1)")) {
+            let referenced = line.trim_end_matches("(1)").replace("\\-", "-");
+            if referenced.starts_with("mahavishnu-") && !seen.contains(&referenced) {
+                pending.push(referenced);
+            }
+        }
+    }
+    for name in [
+        "mahavishnu-terminal",
+        "mahavishnu-terminal-launch",
+        "mahavishnu-agents-sync",
+        "mahavishnu-man",
+    ] {
+        assert!(
+            seen.contains(name),
+            "{name} is reached from the top page: {seen:?}"
+        );
+    }
+    assert!(
+        !page_of("mahavishnu-help").exists(),
+        "help has no page of its own"
+    );
+    assert!(
+        !page_of("mahavishnu-__pty-host").exists(),
+        "hidden commands have no page"
+    );
+    let top = world.ok(&["man"]);
+    assert_eq!(top, std::fs::read_to_string(page_of("mahavishnu")).unwrap());
+}
+
 #[test]
 fn events_follow_prints_state_changes_as_they_happen() {
     let world = World::new();

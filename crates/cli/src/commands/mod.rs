@@ -66,10 +66,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            clap_mangen::Man::new(crate::cli::command()).render(&mut std::io::stdout())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Man(args) => man(args),
         Command::PtyHost(_) => unreachable!("the pty host is dispatched before the runtime starts"),
     }
 }
@@ -107,4 +104,26 @@ fn settings_change_text(
         text.push('\n');
     }
     text
+}
+
+/// Prints the top man page, or writes every page into `--dir`, one per command, so that the pages the
+/// top one points to (`mahavishnu-terminal(1)`, ...) exist.
+fn man(args: crate::cli::ManArgs) -> Result<ExitCode> {
+    use anyhow::Context as _;
+    // The `help` subcommand has no page of its own; leaving it out keeps the references all real.
+    let command = crate::cli::command().disable_help_subcommand(true);
+    let Some(dir) = args.dir else {
+        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create {}; pick a directory you can write",
+            dir.display()
+        )
+    })?;
+    clap_mangen::generate_to(command, &dir)
+        .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+    println!("wrote the man pages into {}", dir.display());
+    Ok(ExitCode::SUCCESS)
 }
