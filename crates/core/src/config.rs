@@ -642,11 +642,11 @@ impl ConfigLoader {
 }
 
 /// The variable named by `keys` with the unknown key of toml's `reason` ("unknown field `x`, expected
-/// one of `a`, `b`") replaced by the expected key nearest to it, when one is a likely typo away.
+/// `a` or `b`", or "expected one of `a`, `b`, `c`") replaced by the expected key nearest to it, when one is a likely typo away.
 fn corrected_variable(keys: &[String], reason: &str) -> Option<String> {
     let (unknown, expected) = reason
         .strip_prefix("unknown field `")?
-        .split_once("`, expected one of ")?;
+        .split_once("`, expected ")?;
     let expected = expected.split(" in `").next().unwrap_or(expected);
     let nearest = expected
         .split('`')
@@ -919,6 +919,34 @@ mod tests {
         assert!(
             error.contains("MAHAVISHNU_TERMINAL__MAX_CONCURRENT"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_mistyped_variable_is_named_with_the_one_meant() {
+        for (typed, meant) in [
+            ("MAHAVISHNU_TERMNAL__ROWS", "MAHAVISHNU_TERMINAL__ROWS"),
+            (
+                "MAHAVISHNU_TARGETS__TMUX__SOCKET_NAMES",
+                "MAHAVISHNU_TARGETS__TMUX__SOCKET_NAME",
+            ),
+        ] {
+            let env = vec![(typed.to_string(), "3".to_string())];
+            let error = ConfigLoader::new()
+                .environment(env.into_iter())
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains('\n'), "{error}");
+            assert!(error.contains(&format!("did you mean {meant}?")), "{error}");
+        }
+        let env = vec![("MAHAVISHNU_TERMINAL__COLOUR".to_string(), "3".to_string())];
+        let error = ConfigLoader::new()
+            .environment(env.into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains("did you mean") && error.contains("unset it or fix its value"),
+            "nothing is near: {error}"
         );
     }
 
