@@ -434,6 +434,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn program_name_is_mahavishnu_only_when_path_finds_this_very_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = |name: &str| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        };
+        let exe = dir("build").join("mahavishnu");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let linked = dir("linked");
+        std::fs::hard_link(&exe, linked.join("mahavishnu")).unwrap();
+        // Not executable: the shell would pass it by, so the lookup does too.
+        let plain = dir("plain");
+        std::fs::write(plain.join("mahavishnu"), "data").unwrap();
+        let empty = dir("empty");
+        let search = |dirs: &[&Path]| std::env::join_paths(dirs).unwrap();
+
+        let found = program_name(&exe, Some(&search(&[&plain, &linked])));
+        assert_eq!(found.command, "mahavishnu", "a hard link is this very file");
+        assert_eq!(found.note, None);
+        let missing = program_name(&exe, Some(&search(&[&empty])));
+        assert_eq!(missing.command, exe.to_str().unwrap());
+        assert!(missing.note.unwrap().contains("no `mahavishnu` is on PATH"));
+        assert_eq!(program_name(&exe, None).command, exe.to_str().unwrap());
+    }
+
+    #[test]
     fn init_is_idempotent_keeps_other_settings_and_removes_exactly_its_entries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".claude/settings.json");
