@@ -84,6 +84,8 @@ fn place_global_args(
         command = command.mut_subcommand(&name, |mut sub| {
             // A group that only holds commands does no work of its own; its commands show the flags.
             let group = sub.is_subcommand_required_set();
+            // After the command's own options (and before help and version), as at the top.
+            let after_own = sub.get_arguments().count();
             for global in globals {
                 let unused = match global.get_id().as_str() {
                     "output" => WITHOUT_OUTPUT,
@@ -91,7 +93,7 @@ fn place_global_args(
                     _ => &[],
                 };
                 let hidden = group || unused.contains(&sub_path.as_str());
-                sub = sub.arg(global.clone().hide(hidden));
+                sub = sub.arg(global.clone().hide(hidden).display_order(after_own));
             }
             place_global_args(sub, &sub_path, globals)
         });
