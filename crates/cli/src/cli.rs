@@ -852,3 +852,21 @@ pub struct PtyHostArgs {
     #[arg(long, default_value_t = 10_000)]
     pub scrollback: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A misspelt entry would leave a flag showing where it means nothing, silently.
+    #[test]
+    fn every_command_named_for_hidden_flags_exists() {
+        for path in WITHOUT_OUTPUT.iter().chain(WITHOUT_STATE_DIR) {
+            let mut command = &Cli::command();
+            for name in path.split(' ') {
+                command = command
+                    .find_subcommand(name)
+                    .unwrap_or_else(|| panic!("no command `{path}`"));
+            }
+        }
+    }
+}
