@@ -47,6 +47,8 @@ pub struct Registry {
     pub agents: Vec<Agent>,
     /// Definitions overridden by a nearer one of the same name.
     pub overridden: Vec<Agent>,
+    /// Qwen Code copies that `agents sync qwen` wrote of Claude Code agents in effect.
+    pub synced_copies: Vec<Agent>,
     /// Problems in any file.
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -103,10 +105,31 @@ impl Registry {
                 }
             }
         }
+        registry.set_aside_synced_copies();
         registry
             .agents
             .sort_by(|a, b| (a.scope.is_qwen(), &a.name).cmp(&(b.scope.is_qwen(), &b.name)));
         registry
+    }
+
+    /// A copy that sync wrote is the Claude Code agent it came from, so it is listed once, as that
+    /// agent; a copy whose Claude Code agent is gone stays, as the only definition left.
+    fn set_aside_synced_copies(&mut self) {
+        let claude: std::collections::BTreeSet<String> = self
+            .agents
+            .iter()
+            .filter(|agent| !agent.scope.is_qwen())
+            .map(|agent| agent.name.clone())
+            .collect();
+        let (copies, agents) = std::mem::take(&mut self.agents)
+            .into_iter()
+            .partition(|agent| {
+                agent.scope.is_qwen()
+                    && write::is_synced_copy(agent)
+                    && claude.contains(&agent.name)
+            });
+        self.agents = agents;
+        self.synced_copies = copies;
     }
 
     /// The agent in effect called `name` (Claude Code's first).
@@ -115,11 +138,13 @@ impl Registry {
             .iter()
             .find(|agent| agent.name == name)
             .ok_or_else(|| {
-                let known: Vec<&str> = self
-                    .agents
-                    .iter()
-                    .map(|agent| agent.name.as_str())
-                    .collect();
+                let mut known: Vec<&str> = Vec::new();
+                for agent in &self.agents {
+                    // A Claude Code and a Qwen Code agent may share a name; say it once.
+                    if !known.contains(&agent.name.as_str()) {
+                        known.push(&agent.name);
+                    }
+                }
                 Error::Invalid(format!(
                     "no agent `{name}`; known agents: {}. See `mahavishnu agents list`",
                     if known.is_empty() {

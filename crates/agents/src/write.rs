@@ -167,6 +167,11 @@ const TOOL_MAP: &[(&str, &str)] = &[
 /// Marks files that `sync` wrote, so that it only ever replaces its own.
 const SYNC_MARK: &str = "# written by `mahavishnu agents sync qwen` from ";
 
+/// Whether `agent` is a file that `sync qwen` wrote.
+pub fn is_synced_copy(agent: &Agent) -> bool {
+    agent.frontmatter.contains(SYNC_MARK)
+}
+
 /// What `sync qwen` did with one agent.
 #[derive(Clone, Debug, Serialize)]
 pub struct Synced {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::output::OutputFormat;
 
@@ -21,6 +21,85 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Commands whose work never reads `--output`: their help leaves it out.
+const WITHOUT_OUTPUT: &[&str] = &[
+    "man",
+    "completions",
+    "hook",
+    "mcp",
+    "serve",
+    "terminal attach",
+    "terminal logs",
+    "instances logs",
+];
+
+/// Commands that never open the state directory: their help leaves `--state-dir` out.
+const WITHOUT_STATE_DIR: &[&str] = &[
+    "man",
+    "completions",
+    "agents list",
+    "agents show",
+    "agents validate",
+    "agents new",
+    "agents export",
+    "agents sync",
+    "init",
+    "mcp install",
+    "checkpoint",
+    "checkpoint list",
+    "checkpoint diff",
+    "checkpoint restore",
+];
+
+/// The command line, with `--help` showing `--state-dir` and `--output` once at the top and then only
+/// on the commands they mean something to. Both are still accepted before or after any command.
+pub fn command() -> clap::Command {
+    let root = Cli::command();
+    let globals: Vec<clap::Arg> = root
+        .get_arguments()
+        .filter(|arg| arg.is_global_set())
+        .cloned()
+        .collect();
+    place_global_args(root, "", &globals)
+}
+
+/// Gives every command below `command` its own copy of each global argument, hidden where it means
+/// nothing: a command that has an argument of that id already is one clap copies no other into.
+fn place_global_args(
+    mut command: clap::Command,
+    path: &str,
+    globals: &[clap::Arg],
+) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    for name in names {
+        let sub_path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        command = command.mut_subcommand(&name, |mut sub| {
+            // A group that only holds commands does no work of its own; its commands show the flags.
+            let group = sub.is_subcommand_required_set();
+            // After the command's own options (and before help and version), as at the top.
+            let after_own = sub.get_arguments().count();
+            for global in globals {
+                let unused = match global.get_id().as_str() {
+                    "output" => WITHOUT_OUTPUT,
+                    "state_dir" => WITHOUT_STATE_DIR,
+                    _ => &[],
+                };
+                let hidden = group || unused.contains(&sub_path.as_str());
+                sub = sub.arg(global.clone().hide(hidden).display_order(after_own));
+            }
+            place_global_args(sub, &sub_path, globals)
+        });
+    }
+    command
 }
 
 /// Options every command takes.
@@ -74,8 +153,8 @@ pub enum Command {
     Events(EventsArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
-    /// Print the man page (roff)
-    Man,
+    /// Print the man page (roff), or write every page, one per command, into a directory
+    Man(ManArgs),
     /// Hold one pty session (started by mahavishnu itself)
     #[command(name = "__pty-host", hide = true)]
     PtyHost(PtyHostArgs),
@@ -752,6 +831,14 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write every page (mahavishnu.1, mahavishnu-terminal.1, ...) into DIR instead of printing the
+    /// top one; e.g. --dir ~/.local/share/man/man1
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell
     pub shell: clap_complete::Shell,
@@ -793,5 +880,23 @@ fn time_arg(text: &str, unit: &str, from_number: fn(f64) -> Duration) -> Result<
             "`{text}` is not a time: give a number of {unit} (`30`) or a duration with its unit \
              (`500ms`, `2s`, `1m`)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A misspelt entry would leave a flag showing where it means nothing, silently.
+    #[test]
+    fn every_command_named_for_hidden_flags_exists() {
+        for path in WITHOUT_OUTPUT.iter().chain(WITHOUT_STATE_DIR) {
+            let mut command = &Cli::command();
+            for name in path.split(' ') {
+                command = command
+                    .find_subcommand(name)
+                    .unwrap_or_else(|| panic!("no command `{path}`"));
+            }
+        }
     }
 }

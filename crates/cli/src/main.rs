@@ -7,12 +7,12 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     // The pty host is started by Mahavishnu itself; it runs without an async runtime and stays small.
     if let Command::PtyHost(host) = &cli.command {
         let code = mahavishnu_terminal::pty::host::run(&host.dir, &host.name, host.scrollback);
@@ -41,4 +41,11 @@ fn main() -> ExitCode {
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// The command line, parsed as `cli::command` describes it (clap's own exit on `--help` or bad usage).
+fn parse_command_line() -> Cli {
+    let mut matches = cli::command().get_matches();
+    Cli::from_arg_matches_mut(&mut matches)
+        .unwrap_or_else(|error| error.format(&mut cli::command()).exit())
 }

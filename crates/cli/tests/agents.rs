@@ -431,3 +431,80 @@ fn export_and_sync_carry_agents_to_claude_json_and_qwen() {
     // Syncing again replaces only its own files.
     assert_eq!(world.json(&["agents", "sync", "qwen"])[0]["written"], true);
 }
+
+/// The agents' names in an MCP `prompts/list`, asked of `mahavishnu mcp` over stdio.
+fn prompt_names(world: &World) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = world.spawn_piped(&["mcp"]);
+    let mut stdin = child.stdin.take().unwrap();
+    for request in [
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "prompts/list"}),
+    ] {
+        writeln!(stdin, "{request}").unwrap();
+    }
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut names = None;
+    for line in stdout.lines() {
+        let message: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if message["id"] == 2 {
+            let prompts = message["result"]["prompts"].as_array().cloned();
+            let prompts = prompts.unwrap_or_else(|| panic!("no prompts: {message}"));
+            names = Some(
+                prompts
+                    .iter()
+                    .map(|p| p["name"].as_str().unwrap().to_string())
+                    .collect(),
+            );
+            break;
+        }
+    }
+    drop(stdin);
+    child.wait().unwrap();
+    names.expect("the server answers prompts/list")
+}
+
+/// Regression: after `agents sync qwen` every agent was listed twice, once as the Claude Code agent and
+/// once as the copy sync wrote, in `agents list`, in the names an error offers, and as MCP prompts.
+#[test]
+fn a_synced_agent_is_listed_once() {
+    let world = World::new();
+    let work = world.work();
+    for name in ["block-designer", "code-reviewer"] {
+        agent(
+            &work.join(format!(".claude/agents/{name}.md")),
+            &good(name, "Works"),
+        );
+    }
+    world.ok(&["agents", "sync", "qwen"]);
+    assert!(work.join(".qwen/agents/code-reviewer.md").is_file());
+
+    let names = |listed: serde_json::Value| -> Vec<String> {
+        let agents = listed.as_array().unwrap().iter();
+        agents
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let once = ["block-designer", "code-reviewer"].map(String::from);
+    let listed = world.json(&["agents", "list"]);
+    assert_eq!(names(listed.clone()), once, "{listed}");
+    assert_eq!(
+        listed[0]["scope"], "project",
+        "the Claude Code agent stands"
+    );
+    let stderr = world.fails(&["agents", "show", "nosuch"], 2);
+    assert!(
+        stderr.contains("known agents: block-designer, code-reviewer."),
+        "{stderr}"
+    );
+    assert_eq!(prompt_names(&world), once);
+
+    // A copy whose Claude Code agent is gone is the only definition left, so it is listed.
+    std::fs::remove_file(work.join(".claude/agents/code-reviewer.md")).unwrap();
+    let listed = world.json(&["agents", "list"]);
+    assert_eq!(names(listed.clone()), once, "{listed}");
+    assert_eq!(listed[1]["scope"], "qwen-project", "{listed}");
+}

@@ -500,6 +500,78 @@ fn init_merges_idempotently_and_removes_exactly_its_entries() {
     );
 }
 
+/// Regression: `init` and `mcp install` wrote this machine's path of the binary into files that teams
+/// commit. They write `mahavishnu` when that name on PATH is this very program, and otherwise the
+/// absolute path with a word on why.
+#[test]
+fn client_settings_name_mahavishnu_when_path_finds_this_very_program() {
+    let world = World::new();
+    let project = repository(&world);
+    let bin = world.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(support::binary(), bin.join("mahavishnu")).unwrap();
+    let search_path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = |args: &[&str]| -> String {
+        let output = world
+            .command(args)
+            .env("PATH", &search_path)
+            .output()
+            .unwrap();
+        let output = support::succeeded(&format!("{args:?}"), output);
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let read = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(project.join(file)).unwrap()).unwrap()
+    };
+    let hook_command = || read(".claude/settings.json")["hooks"]["SessionStart"].clone();
+
+    let said = run(&["init", "claude"]);
+    assert_eq!(hook_command()[0]["hooks"][0]["command"], "mahavishnu hook");
+    assert!(!said.contains("not `mahavishnu`"), "{said}");
+    let said = run(&["mcp", "install", "--client", "claude"]);
+    assert_eq!(
+        read(".mcp.json")["mcpServers"]["mahavishnu"]["command"],
+        "mahavishnu"
+    );
+    assert!(!said.contains("not `mahavishnu`"), "{said}");
+
+    // Another program of that name comes first on PATH: the absolute path, and why.
+    std::fs::remove_file(bin.join("mahavishnu")).unwrap();
+    std::fs::write(bin.join("mahavishnu"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        bin.join("mahavishnu"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let absolute = support::binary().to_str().unwrap().to_string();
+    let said = run(&["--output", "json", "init", "claude"]);
+    let outcome: serde_json::Value = serde_json::from_str(&said).unwrap();
+    assert!(
+        outcome["note"]
+            .as_str()
+            .unwrap()
+            .contains("another program"),
+        "{said}"
+    );
+    let hooks = hook_command();
+    assert_eq!(
+        hooks.as_array().unwrap().len(),
+        1,
+        "replaced, not added: {hooks}"
+    );
+    assert_eq!(hooks[0]["hooks"][0]["command"], format!("{absolute} hook"));
+    let said = run(&["mcp", "install", "--client", "claude"]);
+    assert_eq!(
+        read(".mcp.json")["mcpServers"]["mahavishnu"]["command"],
+        absolute.as_str()
+    );
+    assert!(
+        said.contains(&format!("the settings name {absolute}, not `mahavishnu`"))
+            && said.contains(bin.join("mahavishnu").to_str().unwrap()),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_qwen_project_gets_its_qwen_session_with_no_config_once_trusted() {
     let world = World::new();

@@ -649,6 +649,71 @@ fn config_show_names_where_each_value_came_from() {
     );
 }
 
+/// Regression: a mistyped configuration variable printed toml's message across a stray line break.
+#[test]
+fn a_mistyped_config_variable_is_one_line_naming_the_right_one() {
+    let world = World::new();
+    let output = world
+        .command(&["config", "show"])
+        .env("MAHAVISHNU_TERMINAL__MAX_CONCURENT", "3")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: environment variable MAHAVISHNU_TERMINAL__MAX_CONCURENT: ")
+            && stderr.contains("did you mean MAHAVISHNU_TERMINAL__MAX_CONCURRENT?"),
+        "{stderr}"
+    );
+    let output = world
+        .command(&["config", "show"])
+        .env("MAHAVISHNU_TERMINAL__MAX_CONCURRENT", "many")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("unset it or fix its value"), "{stderr}");
+}
+
+/// Regression: every `--help` repeated `--state-dir` and `--output`, even where they mean nothing. They
+/// show at the top and where they apply, and are still taken before or after any command.
+#[test]
+fn help_shows_the_global_flags_only_where_they_apply() {
+    let world = World::new();
+    let top = world.ok(&["--help"]);
+    assert!(
+        top.contains("--state-dir") && top.contains("--output"),
+        "{top}"
+    );
+    for (args, state_dir, output) in [
+        (&["man", "--help"][..], false, false),
+        (&["completions", "--help"][..], false, false),
+        (&["terminal", "--help"][..], false, false),
+        (&["terminal", "list", "--help"][..], true, true),
+        (&["terminal", "attach", "--help"][..], true, false),
+        (&["agents", "list", "--help"][..], false, true),
+        (&["mcp", "--help"][..], true, false),
+        (&["mcp", "install", "--help"][..], false, true),
+    ] {
+        let help = world.ok(args);
+        assert_eq!(help.contains("--state-dir"), state_dir, "{args:?}: {help}");
+        assert_eq!(help.contains("--output"), output, "{args:?}: {help}");
+    }
+    let state = world.state_dir();
+    let state = state.to_str().unwrap();
+    for args in [
+        &["--output", "json", "agents", "list"][..],
+        &["agents", "list", "-o", "json"][..],
+        &["agents", "list", "--state-dir", state, "-o", "json"][..],
+        &["--state-dir", state, "terminal", "list", "--output", "json"][..],
+    ] {
+        let printed = world.ok(args);
+        assert!(printed.starts_with('['), "{args:?}: {printed}");
+    }
+    assert!(world.ok(&["-o", "json", "man"]).contains(".TH"));
+}
+
 #[test]
 fn completions_and_the_man_page_come_from_the_command_definitions() {
     let world = World::new();
@@ -664,6 +729,51 @@ fn completions_and_the_man_page_come_from_the_command_definitions() {
     assert!(man.contains("terminal"));
     let version = world.ok(&["--version"]);
     assert!(version.starts_with("mahavishnu "));
+}
+
+/// Regression: `man` printed only the top page, which points to `mahavishnu-terminal(1)` and others that
+/// were never made. `man --dir` writes every page the top one (and each below) points to.
+#[test]
+fn man_dir_writes_every_page_that_a_page_points_to() {
+    let world = World::new();
+    let dir = world.dir.path().join("man/man1");
+    world.ok(&["man", "--dir", dir.to_str().unwrap()]);
+    let page_of = |name: &str| dir.join(format!("{name}.1"));
+    let mut pending = vec!["mahavishnu".to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        let text = std::fs::read_to_string(page_of(&name))
+            .unwrap_or_else(|e| panic!("no page {name}.1 though a page points to it: {e}"));
+        seen.insert(name.clone());
+        // A reference reads `mahavishnu\-terminal(1)` in roff.
+        for line in text.lines().filter(|line| line.ends_with("(1)")) {
+            let referenced = line.trim_end_matches("(1)").replace("\\-", "-");
+            if referenced.starts_with("mahavishnu-") && !seen.contains(&referenced) {
+                pending.push(referenced);
+            }
+        }
+    }
+    for name in [
+        "mahavishnu-terminal",
+        "mahavishnu-terminal-launch",
+        "mahavishnu-agents-sync",
+        "mahavishnu-man",
+    ] {
+        assert!(
+            seen.contains(name),
+            "{name} is reached from the top page: {seen:?}"
+        );
+    }
+    assert!(
+        !page_of("mahavishnu-help").exists(),
+        "help has no page of its own"
+    );
+    assert!(
+        !page_of("mahavishnu-__pty-host").exists(),
+        "hidden commands have no page"
+    );
+    let top = world.ok(&["man"]);
+    assert_eq!(top, std::fs::read_to_string(page_of("mahavishnu")).unwrap());
 }
 
 #[test]

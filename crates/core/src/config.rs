@@ -598,9 +598,17 @@ impl ConfigLoader {
                 layer = Value::Table(table);
             }
             Config::deserialize(layer.clone()).map_err(|e| {
-                Error::Config(format!(
-                    "environment variable {name}: {e}; unset it or fix its value"
-                ))
+                // toml's message spans lines ("...\nin `terminal`\n"); the error is one line.
+                let reason = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let fix = match corrected_variable(&keys, &reason) {
+                    Some(right) => format!("did you mean {right}? Rename the variable or unset it"),
+                    None => "unset it or fix its value".into(),
+                };
+                Error::Config(format!("environment variable {name}: {reason}; {fix}"))
             })?;
             self.merge(layer, &format!("env {name}"));
         }
@@ -631,6 +639,45 @@ impl ConfigLoader {
     fn merge(&mut self, layer: Value, origin: &str) {
         merge_into(&mut self.merged, layer, "", origin, &mut self.origins);
     }
+}
+
+/// The variable named by `keys` with the unknown key of toml's `reason` ("unknown field `x`, expected
+/// `a` or `b`", or "expected one of `a`, `b`, `c`") replaced by the expected key nearest to it, when one is a likely typo away.
+fn corrected_variable(keys: &[String], reason: &str) -> Option<String> {
+    let (unknown, expected) = reason
+        .strip_prefix("unknown field `")?
+        .split_once("`, expected ")?;
+    let expected = expected.split(" in `").next().unwrap_or(expected);
+    let nearest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (edit_distance(unknown, candidate), candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()?
+        .1;
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|key| if key == unknown { nearest } else { key })
+        .map(str::to_ascii_uppercase)
+        .collect();
+    Some(format!("MAHAVISHNU_{}", keys.join("__")))
+}
+
+/// Levenshtein distance: how many characters to insert, delete or change to turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, from) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, to) in b.iter().enumerate() {
+            let changed = diagonal + usize::from(from != *to);
+            diagonal = row[j + 1];
+            row[j + 1] = changed.min(row[j + 1] + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl Default for ConfigLoader {
@@ -872,6 +919,34 @@ mod tests {
         assert!(
             error.contains("MAHAVISHNU_TERMINAL__MAX_CONCURRENT"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_mistyped_variable_is_named_with_the_one_meant() {
+        for (typed, meant) in [
+            ("MAHAVISHNU_TERMNAL__ROWS", "MAHAVISHNU_TERMINAL__ROWS"),
+            (
+                "MAHAVISHNU_TARGETS__TMUX__SOCKET_NAMES",
+                "MAHAVISHNU_TARGETS__TMUX__SOCKET_NAME",
+            ),
+        ] {
+            let env = vec![(typed.to_string(), "3".to_string())];
+            let error = ConfigLoader::new()
+                .environment(env.into_iter())
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains('\n'), "{error}");
+            assert!(error.contains(&format!("did you mean {meant}?")), "{error}");
+        }
+        let env = vec![("MAHAVISHNU_TERMINAL__COLOUR".to_string(), "3".to_string())];
+        let error = ConfigLoader::new()
+            .environment(env.into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains("did you mean") && error.contains("unset it or fix its value"),
+            "nothing is near: {error}"
         );
     }
 

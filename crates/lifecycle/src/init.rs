@@ -50,6 +50,73 @@ pub struct InitOutcome {
     pub backup: Option<PathBuf>,
     /// A line diff of the change.
     pub diff: String,
+    /// Why the file names Mahavishnu by its absolute path rather than as `mahavishnu`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// How a client's settings name Mahavishnu.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramName {
+    /// `mahavishnu`, or the absolute path of this program.
+    pub command: String,
+    /// Why it is the absolute path, when it is.
+    pub note: Option<String>,
+}
+
+/// `mahavishnu` when the first `mahavishnu` on `search_path` is `exe` itself, so that settings files
+/// that teams commit carry no path of one machine; else the absolute path of `exe`, and why.
+pub fn program_name(exe: &Path, search_path: Option<&std::ffi::OsStr>) -> ProgramName {
+    let found = search_path
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(NAME))
+        .find(|candidate| is_executable(candidate));
+    let absolute = exe.to_string_lossy().into_owned();
+    match found {
+        Some(found) if same_file(&found, exe) => ProgramName {
+            command: NAME.into(),
+            note: None,
+        },
+        Some(found) => ProgramName {
+            note: Some(format!(
+                "the settings name {absolute}, not `{NAME}`: the `{NAME}` on PATH is another program ({}); \
+                 put this one first on PATH and run this again to write `{NAME}` instead",
+                found.display()
+            )),
+            command: absolute,
+        },
+        None => ProgramName {
+            note: Some(format!(
+                "the settings name {absolute}, not `{NAME}`: no `{NAME}` is on PATH; put its directory on \
+                 PATH and run this again to write `{NAME}` instead"
+            )),
+            command: absolute,
+        },
+    }
+}
+
+/// The program's name on `PATH`.
+const NAME: &str = "mahavishnu";
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// The same file: one canonical path, or one inode (a hard link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(a), Ok(b)) = (a.canonicalize(), b.canonicalize())
+        && a == b
+    {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// The settings file of `client` in `scope`.
@@ -214,6 +281,7 @@ pub fn edit_json_file(
         written: false,
         backup: None,
         diff,
+        note: None,
     };
     if !changed || dry_run {
         return Ok(outcome);
@@ -240,7 +308,7 @@ pub fn edit_json_file(
 /// How a client reaches Mahavishnu's MCP server.
 #[derive(Clone, Debug)]
 pub enum McpTransport {
-    /// Runs `COMMAND mcp` (stdio); `command` is the executable's path.
+    /// Runs `COMMAND mcp` (stdio); `command` is how the client runs Mahavishnu.
     Stdio {
         /// The mahavishnu executable.
         command: String,
@@ -364,6 +432,35 @@ fn line_diff(before: &str, after: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn program_name_is_mahavishnu_only_when_path_finds_this_very_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = |name: &str| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        };
+        let exe = dir("build").join("mahavishnu");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let linked = dir("linked");
+        std::fs::hard_link(&exe, linked.join("mahavishnu")).unwrap();
+        // Not executable: the shell would pass it by, so the lookup does too.
+        let plain = dir("plain");
+        std::fs::write(plain.join("mahavishnu"), "data").unwrap();
+        let empty = dir("empty");
+        let search = |dirs: &[&Path]| std::env::join_paths(dirs).unwrap();
+
+        let found = program_name(&exe, Some(&search(&[&plain, &linked])));
+        assert_eq!(found.command, "mahavishnu", "a hard link is this very file");
+        assert_eq!(found.note, None);
+        let missing = program_name(&exe, Some(&search(&[&empty])));
+        assert_eq!(missing.command, exe.to_str().unwrap());
+        assert!(missing.note.unwrap().contains("no `mahavishnu` is on PATH"));
+        assert_eq!(program_name(&exe, None).command, exe.to_str().unwrap());
+    }
 
     #[test]
     fn init_is_idempotent_keeps_other_settings_and_removes_exactly_its_entries() {

@@ -379,27 +379,14 @@ pub fn init(global: &GlobalArgs, args: InitArgs) -> Result<ExitCode> {
         ScopeArg::User => Scope::User,
     };
     let path = init::settings_path(client, scope, &project)?;
-    let exe = std::env::current_exe().context("cannot find the mahavishnu executable")?;
-    let command = mahavishnu_core::shell::quote(&exe.to_string_lossy());
-    let outcome = init::init(client, &path, &command, args.dry_run, args.remove)?;
+    let program = super::client_program()?;
+    let command = mahavishnu_core::shell::quote(&program.command);
+    let mut outcome = init::init(client, &path, &command, args.dry_run, args.remove)?;
+    if !args.remove {
+        outcome.note = program.note;
+    }
     emit(global.output, &outcome, || {
-        let mut text = String::new();
-        if outcome.changed && args.dry_run {
-            text.push_str(&format!(
-                "would change {}:\n{}",
-                path.display(),
-                outcome.diff
-            ));
-        } else if outcome.changed {
-            text.push_str(&format!("updated {}", path.display()));
-            if let Some(backup) = &outcome.backup {
-                text.push_str(&format!(" (backup: {})", backup.display()));
-            }
-            text.push('\n');
-        } else {
-            text.push_str(&format!("{} already up to date\n", path.display()));
-        }
-        text
+        super::settings_change_text(&outcome, args.dry_run)
     })?;
     Ok(ExitCode::SUCCESS)
 }

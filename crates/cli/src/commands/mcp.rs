@@ -38,6 +38,7 @@ fn install(global: &GlobalArgs, args: McpInstallArgs) -> Result<ExitCode> {
         ScopeArg::Project => Scope::Project,
         ScopeArg::User => Scope::User,
     };
+    let mut note = None;
     let transport = match &args.http {
         Some(url) => {
             if !url.starts_with("http://") && !url.starts_with("https://") {
@@ -54,26 +55,20 @@ fn install(global: &GlobalArgs, args: McpInstallArgs) -> Result<ExitCode> {
             }
         }
         None => {
-            let exe = std::env::current_exe().context("cannot find the mahavishnu executable")?;
+            let program = super::client_program()?;
+            note = program.note;
             McpTransport::Stdio {
-                command: exe.to_string_lossy().into_owned(),
+                command: program.command,
             }
         }
     };
     let path = mcp_config_path(client, scope, &project)?;
-    let outcome = install_mcp(client, &path, &transport, args.dry_run, args.remove)?;
+    let mut outcome = install_mcp(client, &path, &transport, args.dry_run, args.remove)?;
+    if !args.remove {
+        outcome.note = note;
+    }
     emit(global.output, &outcome, || {
-        let mut text = if outcome.changed && args.dry_run {
-            format!("would change {}:\n{}", path.display(), outcome.diff)
-        } else if outcome.changed {
-            let mut text = format!("updated {}", path.display());
-            if let Some(backup) = &outcome.backup {
-                text.push_str(&format!(" (backup: {})", backup.display()));
-            }
-            text + "\n"
-        } else {
-            format!("{} already up to date\n", path.display())
-        };
+        let mut text = super::settings_change_text(&outcome, args.dry_run);
         if args.http.is_some() && !args.remove {
             text.push_str(
                 "the client sends `Authorization: Bearer ${MAHAVISHNU_TOKEN}` from its environment; \

@@ -11,7 +11,6 @@ mod terminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::context;
@@ -58,7 +57,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agents(command) => agents::run(global, command),
         Command::Events(args) => events::run(global, args).await,
         Command::Completions(args) => {
-            let mut command = Cli::command();
+            let mut command = crate::cli::command();
             clap_complete::generate(
                 args.shell,
                 &mut command,
@@ -67,10 +66,64 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Man(args) => man(args),
         Command::PtyHost(_) => unreachable!("the pty host is dispatched before the runtime starts"),
     }
+}
+
+/// How a client's settings should run this program (`mahavishnu` when that is this program on PATH).
+fn client_program() -> Result<mahavishnu_lifecycle::init::ProgramName> {
+    use anyhow::Context as _;
+    let exe = std::env::current_exe().context("cannot find the mahavishnu executable")?;
+    let search_path = std::env::var_os("PATH");
+    Ok(mahavishnu_lifecycle::init::program_name(
+        &exe,
+        search_path.as_deref(),
+    ))
+}
+
+/// What `init` or `mcp install` did to a client's settings file, for people.
+fn settings_change_text(
+    outcome: &mahavishnu_lifecycle::init::InitOutcome,
+    dry_run: bool,
+) -> String {
+    let path = outcome.path.display();
+    let mut text = if outcome.changed && dry_run {
+        format!("would change {path}:\n{}", outcome.diff)
+    } else if outcome.changed {
+        let mut text = format!("updated {path}");
+        if let Some(backup) = &outcome.backup {
+            text.push_str(&format!(" (backup: {})", backup.display()));
+        }
+        text + "\n"
+    } else {
+        format!("{path} already up to date\n")
+    };
+    if let Some(note) = &outcome.note {
+        text.push_str(note);
+        text.push('\n');
+    }
+    text
+}
+
+/// Prints the top man page, or writes every page into `--dir`, one per command, so that the pages the
+/// top one points to (`mahavishnu-terminal(1)`, ...) exist.
+fn man(args: crate::cli::ManArgs) -> Result<ExitCode> {
+    use anyhow::Context as _;
+    // The `help` subcommand has no page of its own; leaving it out keeps the references all real.
+    let command = crate::cli::command().disable_help_subcommand(true);
+    let Some(dir) = args.dir else {
+        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create {}; pick a directory you can write",
+            dir.display()
+        )
+    })?;
+    clap_mangen::generate_to(command, &dir)
+        .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
+    println!("wrote the man pages into {}", dir.display());
+    Ok(ExitCode::SUCCESS)
 }
