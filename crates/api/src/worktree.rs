@@ -413,7 +413,15 @@ pub async fn worktree_of(api: &Api, text: &str) -> Result<(Instance, WorktreeRec
 pub async fn session_diff(api: &Api, text: &str, stat: bool) -> Result<SessionDiff> {
     let (instance, record) = worktree_of(api, text).await?;
     let branch = record.branch.clone();
-    let diff = blocking(move || worktree::diff(&record, stat)).await?;
+    let paused = instance.state == InstanceState::Paused;
+    let diff = blocking(move || {
+        if paused {
+            worktree::diff_paused(&record, stat)
+        } else {
+            worktree::diff(&record, stat)
+        }
+    })
+    .await?;
     Ok(SessionDiff {
         id: instance.id,
         branch,

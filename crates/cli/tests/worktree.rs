@@ -172,6 +172,12 @@ fn parallel_sessions_work_in_their_own_worktrees() {
         branches.trim().is_empty(),
         "the branches are gone: {branches}"
     );
+    // Removed on purpose, not missing.
+    let listed = world.ok(&["terminal", "list", "--all"]);
+    assert!(
+        listed.contains("(removed)") && !listed.contains("missing"),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -482,6 +488,12 @@ fn pause_and_resume_keep_the_work_and_merge_reports_conflicts_changing_nothing()
     );
     let again = world.fails(&["terminal", "pause", &id], 2);
     assert!(again.contains("already paused"), "{again}");
+    // While paused, the diff is what its branch holds.
+    let diff = world.ok(&["terminal", "diff", &id, "--stat"]);
+    assert!(
+        diff.contains("shared.txt") && diff.contains("added.txt"),
+        "{diff}"
+    );
 
     world.ok(&["terminal", "resume", &id]);
     assert!(matches!(

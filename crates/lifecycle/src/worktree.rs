@@ -278,6 +278,24 @@ pub fn diff(record: &WorktreeRecord, stat: bool) -> Result<String> {
     worktree_repository(record)?.diff_work_tree(&record.base, if stat { &["--stat"] } else { &[] })
 }
 
+/// What a paused session's branch holds against its base: its worktree is gone while it is paused,
+/// and pausing committed every change on the branch.
+pub fn diff_paused(record: &WorktreeRecord, stat: bool) -> Result<String> {
+    let main = main_repository(record)?;
+    if !has_branch(&main, &record.branch) {
+        return Err(Error::Invalid(format!(
+            "the branch {} of this paused session is gone, and with it its work; `terminal close ID \
+             --prune` forgets the session",
+            record.branch
+        )));
+    }
+    let mut args = vec!["diff", record.base.as_str(), record.branch.as_str()];
+    if stat {
+        args.push("--stat");
+    }
+    main.run(&args, None)
+}
+
 /// A worktree session's branch and how far it is from the main work tree's.
 #[derive(Clone, Debug, Serialize)]
 pub struct WorktreeStatus {

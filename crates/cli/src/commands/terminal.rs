@@ -483,6 +483,10 @@ fn branch_label(instance: &Instance) -> String {
             "{} +{} ↑{} ↓{}",
             status.branch, status.changed_files, status.ahead, status.behind
         ),
+        // A closed session's worktree was removed on purpose (`close --prune`).
+        Err(_) if !record.path.exists() && instance.state == InstanceState::Closed => {
+            format!("{} (removed)", record.branch)
+        }
         Err(_) if !record.path.exists() => format!("{} (worktree missing)", record.branch),
         Err(_) => format!("{} (status unknown)", record.branch),
     }
