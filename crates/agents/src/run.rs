@@ -26,6 +26,8 @@ pub struct RunRequest {
     pub wait: bool,
     /// How long to wait for the CLI to be ready and to answer.
     pub timeout: Duration,
+    /// Close the session when a wait fails (else it is left running, and the error says so).
+    pub close_on_failure: bool,
 }
 
 /// What an interactive run produced.
@@ -66,6 +68,45 @@ pub async fn run_interactive(
         .instances
         .pop()
         .ok_or_else(|| Error::Invalid("nothing was launched".into()))?;
+    match submit_and_answer(orchestrator, &instance, request).await {
+        Ok(answer) => Ok(RunOutcome {
+            instance: orchestrator.recorded(&instance.id)?,
+            answer,
+        }),
+        // The session was started for this run: say what became of it, so that none runs unseen.
+        Err(error) => {
+            let id = &instance.id;
+            let fate = if request.close_on_failure {
+                match orchestrator
+                    .close_instances(std::slice::from_ref(id), None)
+                    .await
+                {
+                    Ok(outcomes) if outcomes.iter().all(|outcome| outcome.closed) => {
+                        format!("the agent's session {id} was closed")
+                    }
+                    _ => format!(
+                        "the agent's session {id} could not be closed; close it with `mahavishnu \
+                         terminal close {id}`"
+                    ),
+                }
+            } else {
+                format!(
+                    "the agent's session {id} is left running: see it with `mahavishnu terminal \
+                     capture {id}`, close it with `mahavishnu terminal close {id}` (or run with \
+                     --close-on-failure)"
+                )
+            };
+            Err(Error::Failed(format!("{error}; {fate}")))
+        }
+    }
+}
+
+/// Waits for the CLI, submits the prompt and, when asked, waits for the answer.
+async fn submit_and_answer(
+    orchestrator: &Orchestrator,
+    instance: &Instance,
+    request: &RunRequest,
+) -> Result<Option<String>> {
     let id = instance.id.clone();
     orchestrator
         .wait(&id, &WaitCondition::Waiting, request.timeout)
@@ -106,10 +147,7 @@ pub async fn run_interactive(
     } else {
         None
     };
-    Ok(RunOutcome {
-        instance: orchestrator.recorded(&id)?,
-        answer,
-    })
+    Ok(answer)
 }
 
 /// The lines of `screen` after the last one showing `prompt`, up to the CLI's input area.

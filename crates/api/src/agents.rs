@@ -299,6 +299,10 @@ pub struct RunParams {
     /// Give up waiting after this many seconds.
     #[serde(default = "five_minutes")]
     pub timeout: f64,
+    /// Close the agent's session when the CLI is not ready or does not answer in time (by default it
+    /// is left running, and the error names it).
+    #[serde(default)]
+    pub close_on_failure: bool,
 }
 
 async fn agent_run(api: Api, params: RunParams, progress: Progress) -> Result<Reply> {
@@ -328,6 +332,7 @@ async fn agent_run(api: Api, params: RunParams, progress: Progress) -> Result<Re
         cwd: Some(cwd),
         wait: params.wait,
         timeout,
+        close_on_failure: params.close_on_failure,
     };
     let what = format!("running agent {}", agent.name);
     if params.print {

@@ -213,6 +213,10 @@ pub struct AgentRunArgs {
     /// Give up waiting after this long (`300`, `5m`, `90s`)
     #[arg(long, default_value = "300", value_name = "TIME", value_parser = seconds_or_duration)]
     pub timeout: Duration,
+    /// Close the agent's session when the CLI is not ready or does not answer in time (by default it
+    /// is left running, and the error names it)
+    #[arg(long, conflicts_with = "print")]
+    pub close_on_failure: bool,
 }
 
 #[derive(Debug, Args)]

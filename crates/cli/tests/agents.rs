@@ -508,3 +508,69 @@ fn a_synced_agent_is_listed_once() {
     assert_eq!(names(listed.clone()), once, "{listed}");
     assert_eq!(listed[1]["scope"], "qwen-project", "{listed}");
 }
+
+/// An agent whose CLI never gets ready: the error names its session and says it was left running, or
+/// that it was closed with --close-on-failure; no session runs unseen.
+#[test]
+fn an_agent_run_that_times_out_names_its_session_and_what_became_of_it() {
+    let world = World::new();
+    let agents = world.work().join(".claude/agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    std::fs::write(
+        agents.join("slow.md"),
+        "---\nname: slow\ndescription: never ready\n---\nBe slow.\n",
+    )
+    .unwrap();
+    // A `qwen` that never shows its prompt.
+    let silent = world.dir.path().join("silent-cli");
+    std::fs::write(&silent, "#!/bin/sh\nexec sleep 300\n").unwrap();
+    std::fs::set_permissions(&silent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!(
+            "[profiles.qwen]\nprogram = {:?}\n",
+            silent.display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "agents",
+            "run",
+            "slow",
+            "--prompt",
+            "go",
+            "--target",
+            "pty",
+            "--wait",
+            "--timeout",
+            "1s",
+        ];
+        args.extend(extra);
+        world.fails(&args, 1)
+    };
+    let left = run(&[]);
+    let live: Vec<String> = world
+        .json(&["terminal", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert!(
+        left.contains(&live[0]) && left.contains("left running"),
+        "{left}"
+    );
+    world.ok(&["terminal", "close", &live[0], "--grace", "200ms"]);
+
+    let closed = run(&["--close-on-failure"]);
+    assert!(closed.contains("was closed"), "{closed}");
+    assert!(
+        world
+            .json(&["terminal", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -63,6 +63,7 @@ pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCo
         cwd: args.cwd,
         wait: args.wait,
         timeout,
+        close_on_failure: args.close_on_failure,
     };
     if args.print {
         let printed = run_print(&orchestrator, agent, &request).await?;
