@@ -110,6 +110,17 @@ def main():
             report("terminal send + terminal wait --for (%s)" % target, timed(send_and_wait, 30), 20 if target == "pty" else 60)
             close_all(env)
 
+            # Closing many at once: 200 shells, which end on SIGHUP, closed by one `close --all`.
+            closes = []
+            for _ in range(3):
+                launch_shells(env, target, 200)
+                time.sleep(1)
+                started = time.perf_counter()
+                run(env, "terminal", "close", "--all")
+                closes.append((time.perf_counter() - started) * 1000)
+                assert json.loads(run(env, "--output", "json", "terminal", "list")) == []
+            report("close --all, 200 sessions (%s)" % target, (statistics.median(closes), min(closes), max(closes)), 1000)
+
         session = launch_shells(env, "pty", 1)[0]
         run(env, "terminal", "wait", session, "--waiting")
         time.sleep(1)
