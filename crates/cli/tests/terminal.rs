@@ -880,3 +880,45 @@ fn send_all_broadcasts_and_wait_all_waits_for_every_session() {
     );
     assert!(timed_out.contains("3 of 3 sessions failed"), "{timed_out}");
 }
+
+/// A shell that is still reading slow startup files has drawn nothing: `wait --waiting` right after the
+/// launch must not return before its prompt is on the screen (text sent earlier lands before the prompt).
+#[test]
+fn wait_waiting_right_after_launch_waits_for_the_prompt() {
+    let world = World::new();
+    // A busy loop of builtins: no job takes the foreground while the shell is not ready yet.
+    let rc = world.dir.path().join("slow-rc");
+    std::fs::write(
+        &rc,
+        "end=$((SECONDS + 2)); while [ $SECONDS -lt $end ]; do :; done; PS1='$ '\n",
+    )
+    .unwrap();
+    let rc = rc.to_str().unwrap();
+    for target in ["pty", "tmux"] {
+        let args = [
+            "shell",
+            "--target",
+            target,
+            "--count",
+            "2",
+            "--",
+            "--rcfile",
+            rc,
+            "--noprofile",
+        ];
+        let ids = world.launch(&args);
+        world.ok(&["terminal", "wait", &ids[0], "--waiting", "--timeout", "20"]);
+        let screen = world.ok(&["terminal", "capture", &ids[0]]);
+        assert!(
+            screen.starts_with('$'),
+            "{target}: waiting means the prompt is drawn:\n{screen:?}"
+        );
+        world.ok(&["terminal", "wait", "--all", "--waiting", "--timeout", "20"]);
+        let screen = world.ok(&["terminal", "capture", &ids[1]]);
+        assert!(
+            screen.starts_with('$'),
+            "{target}: every session of `wait --all` shows its prompt:\n{screen:?}"
+        );
+        world.ok(&["terminal", "close", &ids[0], &ids[1], "--grace", "0.2"]);
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! A program waits for input when its screen has stayed unchanged for the profile's idle time and
 //! either shows one of the profile's waiting patterns or, for a shell, the shell holds the terminal's
-//! foreground again (prompt back, no foreground job). The idle time is itself the first confirmation:
+//! foreground again (prompt back, no foreground job). A blank screen is never waiting: a program that
+//! has drawn nothing yet (a shell still reading its startup files) would lose what is typed into it.
+//! The idle time is itself the first confirmation:
 //! two observations `idle_ms` apart saw the same screen. `StatusTracker` adds a second for callers that
 //! poll, so a state never flickers on one lucky sample.
 
@@ -42,13 +44,10 @@ impl WaitingDetector {
         })
     }
 
-    /// Whether the screen is needed to classify this observation (it is idle long enough and the
-    /// verdict depends on the patterns).
+    /// Whether the screen is needed to classify this observation (it is idle long enough, so the
+    /// verdict depends on what the screen shows).
     pub fn needs_screen(&self, observation: &Observation) -> bool {
-        !self.shell
-            && !self.patterns.is_empty()
-            && observation.status == ObservedStatus::Running
-            && self.idle_enough(observation.idle_ms)
+        observation.status == ObservedStatus::Running && self.idle_enough(observation.idle_ms)
     }
 
     fn idle_enough(&self, idle_ms: Option<u64>) -> bool {
@@ -60,7 +59,7 @@ impl WaitingDetector {
         if let ObservedStatus::Exited(_) = observation.status {
             return InstanceState::Exited;
         }
-        if !self.idle_enough(observation.idle_ms) {
+        if !self.idle_enough(observation.idle_ms) || screen.is_some_and(is_blank) {
             return InstanceState::Running;
         }
         let waiting = if self.shell {
@@ -77,6 +76,11 @@ impl WaitingDetector {
             InstanceState::Running
         }
     }
+}
+
+/// Whether a screen shows nothing at all (only spaces and empty lines).
+pub fn is_blank(screen: &str) -> bool {
+    screen.trim().is_empty()
 }
 
 /// A hash of a screen's text, the same in every process and every build (it is stored).
@@ -196,6 +200,16 @@ mod tests {
         assert_eq!(
             detector.classify(&observation(100, Some(false)), None),
             InstanceState::Running
+        );
+        assert!(detector.needs_screen(&observation(300, Some(false))));
+        assert_eq!(
+            detector.classify(&observation(300, Some(false)), Some("\n   \n\n")),
+            InstanceState::Running,
+            "a shell that has not drawn its prompt yet is not waiting"
+        );
+        assert_eq!(
+            detector.classify(&observation(300, Some(false)), Some("$ \n\n")),
+            InstanceState::Waiting
         );
     }
 
