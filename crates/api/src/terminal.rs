@@ -426,9 +426,13 @@ async fn capture(api: Api, params: CaptureParams, _: Progress) -> Result<Reply> 
 pub struct WaitParams {
     /// The session id.
     pub id: String,
-    /// Wait until the screen matches this regular expression (^ and $ match at each line).
+    /// Wait until the screen matches this regular expression (^ and $ match at each line), in lines
+    /// that are new since the last text or keys sent to the session (or since the wait started).
     #[serde(default)]
     pub pattern: Option<String>,
+    /// With pattern: match anywhere on the screen, also text that was there before the last input.
+    #[serde(default)]
+    pub anywhere: bool,
     /// Wait until the screen has not changed for this many milliseconds.
     #[serde(default)]
     pub idle_ms: Option<u64>,
@@ -454,7 +458,7 @@ async fn wait(api: Api, params: WaitParams, progress: Progress) -> Result<Reply>
         ));
     }
     let condition = match (params.pattern, params.idle_ms) {
-        (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
+        (Some(pattern), _) => WaitCondition::pattern(&pattern, params.anywhere)?,
         (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
         (None, None) => WaitCondition::Waiting,
     };

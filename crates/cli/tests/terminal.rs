@@ -922,3 +922,52 @@ fn wait_waiting_right_after_launch_waits_for_the_prompt() {
         world.ok(&["terminal", "close", &ids[0], &ids[1], "--grace", "0.2"]);
     }
 }
+
+/// After one command, the next `send` and `wait --for` wait for the new result instead of returning at
+/// once on the old one; `--anywhere` keeps matching what was there before; a timed-out wait shows the
+/// end of the screen.
+#[test]
+fn wait_for_matches_only_what_follows_the_last_send() {
+    let world = World::new();
+    for target in ["pty", "tmux"] {
+        let id = launch_shells(&world, target, 1).remove(0);
+        world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "20"]);
+        world.ok(&["terminal", "send", &id, "echo RESULT-$((40+2))"]);
+        let wait_for_result = |more: &[&'static str]| {
+            let mut args = vec!["terminal", "wait", id.as_str(), "--for", "^RESULT-42$"];
+            args.extend(more);
+            args
+        };
+        world.ok(&wait_for_result(&[]));
+
+        world.ok(&["terminal", "send", &id, "sleep 1.5; echo RESULT-$((40+2))"]);
+        let started = Instant::now();
+        world.ok(&wait_for_result(&["--timeout", "20"]));
+        assert!(
+            started.elapsed() >= Duration::from_millis(1000),
+            "{target}: the wait returned after {:?}, on the old result",
+            started.elapsed()
+        );
+        let screen = world.ok(&["terminal", "capture", &id]);
+        assert_eq!(
+            screen.lines().filter(|line| *line == "RESULT-42").count(),
+            2,
+            "{target}: the new result is there:\n{screen}"
+        );
+        // Old text still matches where asked for.
+        world.ok(&["terminal", "send", &id, "true"]);
+        world.ok(&wait_for_result(&["--anywhere"]));
+        let error = world.fails(&wait_for_result(&["--timeout", "0.5"]), 1);
+        assert!(
+            error.contains("timed out")
+                && error.contains("screen ends with:\n")
+                && error.contains("\nRESULT-42\n$ true\n$\n"),
+            "{target}: the timeout shows the end of the screen: {error}"
+        );
+    }
+    let help = world.ok(&["terminal", "wait", "--help"]);
+    assert!(
+        help.contains("--anywhere") && help.contains("new since the last `send`"),
+        "{help}"
+    );
+}

@@ -161,6 +161,8 @@ impl Orchestrator {
                     spec.id
                 )));
             }
+            // Everything a new instance shows is new: a wait for a pattern may match its first words.
+            self.store.set_input_mark(&instance.id, "")?;
             specs.push((spec, instance));
         }
 

@@ -396,6 +396,11 @@ impl Orchestrator {
     pub async fn send(&self, id: &InstanceId, input: &[InputPart]) -> Result<()> {
         let instance = self.live(id)?;
         let target = self.route(&instance).await?;
+        // What a later wait for a pattern compares against, so that it matches only what follows.
+        // A target without screens has nothing a pattern could match, so nothing is recorded.
+        if let Ok(screen) = target.screen(id.native(), ScreenOptions::default()).await {
+            self.store.set_input_mark(id, &screen)?;
+        }
         if instance.submit_delay_ms == 0 {
             return target.send(id.native(), input).await;
         }

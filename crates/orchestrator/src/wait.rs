@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use mahavishnu_core::diff;
 use mahavishnu_core::status::{StatusTracker, WaitingDetector};
 use mahavishnu_core::{
     Error, Instance, InstanceId, InstanceState, ObservedStatus, Result, ScreenOptions, Timestamp,
@@ -14,8 +15,14 @@ use crate::Orchestrator;
 /// What to wait for.
 #[derive(Clone, Debug)]
 pub enum WaitCondition {
-    /// The screen matches this regular expression.
-    Pattern(Regex),
+    /// The screen matches this regular expression: in the lines that are new since input was last
+    /// typed into the session (or since the wait started, when nothing was recorded), or anywhere.
+    Pattern {
+        /// The expression.
+        regex: Regex,
+        /// Match the whole screen, including what was on it before.
+        anywhere: bool,
+    },
     /// The screen stays unchanged this long.
     Idle(Duration),
     /// The profile's rules say the program waits for input (confirmed on two polls).
@@ -25,11 +32,11 @@ pub enum WaitCondition {
 impl WaitCondition {
     /// Compiles a `--for` pattern (multi-line: `^` and `$` match at each screen line), naming the
     /// problem if it is not a regular expression.
-    pub fn pattern(pattern: &str) -> Result<Self> {
+    pub fn pattern(pattern: &str, anywhere: bool) -> Result<Self> {
         regex::RegexBuilder::new(pattern)
             .multi_line(true)
             .build()
-            .map(WaitCondition::Pattern)
+            .map(|regex| WaitCondition::Pattern { regex, anywhere })
             .map_err(|e| {
                 Error::Invalid(format!(
                     "--for `{pattern}` is not a valid regular expression: {e}"
@@ -39,7 +46,13 @@ impl WaitCondition {
 
     fn describe(&self) -> String {
         match self {
-            WaitCondition::Pattern(regex) => format!("`{}` on the screen", regex.as_str()),
+            WaitCondition::Pattern {
+                regex,
+                anywhere: true,
+            } => format!("`{}` on the screen", regex.as_str()),
+            WaitCondition::Pattern { regex, .. } => {
+                format!("`{}` in new text on the screen", regex.as_str())
+            }
             WaitCondition::Idle(idle) => format!("{} ms without screen changes", idle.as_millis()),
             WaitCondition::Waiting => "the program to wait for input".into(),
         }
@@ -57,6 +70,9 @@ pub struct WaitOutcome {
     /// How long the wait took.
     pub elapsed_ms: u64,
 }
+
+/// How much of the last screen a timed-out wait shows: enough for a sign-in or trust question.
+const TIMEOUT_SCREEN_LINES: usize = 12;
 
 fn poll_interval(elapsed: Duration) -> Duration {
     match elapsed.as_millis() {
@@ -80,13 +96,29 @@ impl Orchestrator {
         let started = Instant::now();
         let mut tracker = StatusTracker::default();
         let mut last_inspect = Instant::now();
+        let mut before: Option<String> = match condition {
+            WaitCondition::Pattern {
+                anywhere: false, ..
+            } => self.store.input_mark(id)?,
+            _ => None,
+        };
         loop {
             let screen = target.screen(id.native(), ScreenOptions::default()).await?;
             let idle = tracker.observe_screen(&screen);
             let done = match condition {
-                WaitCondition::Pattern(regex) => regex
+                WaitCondition::Pattern {
+                    regex,
+                    anywhere: true,
+                } => regex
                     .find(&screen)
                     .map(|found| Some(found.as_str().to_string())),
+                WaitCondition::Pattern { regex, .. } => {
+                    let before = before.get_or_insert_with(|| screen.clone());
+                    let new = diff::added_lines(before, &screen).join("\n");
+                    regex
+                        .find(&new)
+                        .map(|found| Some(found.as_str().to_string()))
+                }
                 WaitCondition::Idle(wanted) => (idle >= *wanted).then_some(None),
                 WaitCondition::Waiting => {
                     let mut observation = target
@@ -132,6 +164,7 @@ impl Orchestrator {
                     id: id.to_string(),
                     what: condition.describe(),
                     seconds: elapsed.as_secs_f64(),
+                    screen: crate::last_lines(&screen, TIMEOUT_SCREEN_LINES),
                 });
             }
             tokio::time::sleep(poll_interval(elapsed).min(timeout - elapsed)).await;

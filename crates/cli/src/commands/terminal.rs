@@ -160,7 +160,7 @@ async fn wait(
     args: WaitArgs,
 ) -> Result<ExitCode> {
     let condition = match (args.pattern, args.idle) {
-        (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
+        (Some(pattern), _) => WaitCondition::pattern(&pattern, args.anywhere)?,
         (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
         (None, None) => WaitCondition::Waiting,
     };
