@@ -12,6 +12,11 @@ use support::{World, binary, git, qwen, qwen_init_message, wait_for};
 
 /// A world whose `qwen` profile runs the real CLI against the stub, with a throwaway HOME.
 fn qwen_world(stub: &StubModel) -> World {
+    qwen_world_with(stub, "")
+}
+
+/// `qwen_world`, with more settings of the `qwen` profile (TOML lines).
+fn qwen_world_with(stub: &StubModel, profile: &str) -> World {
     let world = World::new();
     world.write_qwen_user_settings();
     let home = world.dir.path().join("home");
@@ -20,9 +25,24 @@ fn qwen_world(stub: &StubModel) -> World {
          \"--openai-api-key\", \"sk-stub\", \"-m\", \"stub-model\"]\n",
         program = qwen().display().to_string(),
         url = stub.base_url(),
-    );
+    ) + profile;
     std::fs::write(home.join("config.toml"), config).unwrap();
     world
+}
+
+/// Sends the prompt and waits for the stub's reply on the screen.
+fn ask_for_the_reply(world: &World, id: &str, stub: &StubModel) {
+    world.ok(&["terminal", "send", id, "Tell me the magic word, please"]);
+    let wait = [
+        "terminal",
+        "wait",
+        id,
+        "--for",
+        &stub.reply,
+        "--timeout",
+        "90",
+    ];
+    world.ok(&wait);
 }
 
 fn converse(target: &str) {
@@ -41,16 +61,7 @@ fn converse(target: &str) {
         "the input prompt is on the screen:\n{screen}"
     );
 
-    world.ok(&["terminal", "send", &id, "Tell me the magic word, please"]);
-    world.ok(&[
-        "terminal",
-        "wait",
-        &id,
-        "--for",
-        &stub.reply,
-        "--timeout",
-        "90",
-    ]);
+    ask_for_the_reply(&world, &id, &stub);
     world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "60"]);
     let screen = world.ok(&["terminal", "capture", &id]);
     assert!(
@@ -81,6 +92,26 @@ fn qwen_code_converses_in_a_tmux_session() {
 #[test]
 fn qwen_code_converses_in_a_pty_session() {
     converse("pty");
+}
+
+/// An Enter that comes too soon after the text is taken for part of a paste and submits nothing; `send`
+/// notices that the prompt stayed in the input line and presses Enter once more.
+#[test]
+fn send_confirms_the_submit_to_qwen_code() {
+    for target in ["pty", "tmux"] {
+        let stub = StubModel::start(&format!("STUB-RESUBMIT-{target}-2207"));
+        let world = qwen_world_with(&stub, "submit_delay_ms = 1\n");
+        let id = world.launch(&["qwen", "--target", target]).remove(0);
+        world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
+        ask_for_the_reply(&world, &id, &stub);
+        let asked = stub
+            .requests()
+            .iter()
+            .filter(|request| request.to_string().contains("Tell me the magic word"))
+            .count();
+        assert_eq!(asked, 1, "{target}: the prompt was submitted once");
+        world.ok(&["terminal", "close", &id, "--grace", "2"]);
+    }
 }
 
 /// Qwen Code calls `mahavishnu hook` from the settings `mahavishnu init qwen` wrote: SessionStart reaches
