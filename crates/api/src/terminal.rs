@@ -470,9 +470,13 @@ async fn wait(api: Api, params: WaitParams, progress: Progress) -> Result<Reply>
             orchestrator.wait(&id, &condition, timeout),
         )
         .await?;
-    let summary = match &outcome.matched {
-        Some(text) => format!("{id} matched after {} ms: {text}", outcome.elapsed_ms),
-        None => format!("{id} is ready after {} ms", outcome.elapsed_ms),
+    let summary = match (&outcome.matched, &outcome.question) {
+        (Some(text), _) => format!("{id} matched after {} ms: {text}", outcome.elapsed_ms),
+        (None, Some(question)) => format!(
+            "{id} waits on a question after {} ms: {question}",
+            outcome.elapsed_ms
+        ),
+        (None, None) => format!("{id} is ready after {} ms", outcome.elapsed_ms),
     };
     Reply::new(&outcome, summary)
 }

@@ -9,12 +9,12 @@ use support::{World, claude};
 /// The dummy key; Claude Code remembers an approved key by its last 20 characters.
 const KEY: &str = "sk-ant-stub-0123456789abcdefghijklmnop";
 
-/// A world whose `claude` profile runs the real CLI against the stub, with `profile` lines added.
-fn claude_world(stub: &StubModel, profile: &str) -> World {
+/// A world whose `claude` profile runs the real CLI against the stub, in a folder trusted or not.
+fn claude_world(stub: &StubModel, trusted: bool) -> World {
     let world = World::new();
     let home = world.dir.path().join("home");
     let config = format!(
-        "[profiles.claude]\nprogram = {program:?}\n{profile}\
+        "[profiles.claude]\nprogram = {program:?}\n\
          [profiles.claude.env]\nANTHROPIC_BASE_URL = {url:?}\nANTHROPIC_API_KEY = {KEY:?}\n\
          DISABLE_AUTOUPDATER = \"1\"\nCLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC = \"1\"\n",
         program = claude().display().to_string(),
@@ -24,7 +24,7 @@ fn claude_world(stub: &StubModel, profile: &str) -> World {
     let project = std::fs::canonicalize(world.work()).unwrap();
     let settings = serde_json::json!({
         "hasCompletedOnboarding": true,
-        "projects": { project.to_str().unwrap(): { "hasTrustDialogAccepted": true } },
+        "projects": { project.to_str().unwrap(): { "hasTrustDialogAccepted": trusted } },
         "customApiKeyResponses": { "approved": [&KEY[KEY.len() - 20..]], "rejected": [] },
     });
     std::fs::write(home.join(".claude.json"), settings.to_string()).unwrap();
@@ -38,7 +38,7 @@ fn claude_world(stub: &StubModel, profile: &str) -> World {
 fn claude_code_waits_by_its_profile_rule_and_converses() {
     for target in ["tmux", "pty"] {
         let stub = StubModel::start(&format!("STUB-CLAUDE-{target}-4471"));
-        let world = claude_world(&stub, "");
+        let world = claude_world(&stub, true);
         let id = world.launch(&["claude", "--target", target]).remove(0);
         world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
         assert_eq!(world.state_of(&id), "waiting");
@@ -62,4 +62,27 @@ fn claude_code_waits_by_its_profile_rule_and_converses() {
         );
         world.ok(&["terminal", "close", &id, "--grace", "2"]);
     }
+}
+
+/// In a folder it does not trust yet, Claude Code stops at its own question: that is waiting (on a
+/// question, shown with it), not running, so that a wait returns and says what is asked.
+#[test]
+fn claude_code_asking_to_trust_the_folder_waits_on_that_question() {
+    let stub = StubModel::start("STUB-CLAUDE-TRUST-1902");
+    let world = claude_world(&stub, false);
+    let id = world.launch(&["claude", "--target", "tmux"]).remove(0);
+    let said = world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "60"]);
+    assert!(
+        said.contains("trust"),
+        "the wait names the question: {said}"
+    );
+    let shown = world.json(&["terminal", "show", &id]);
+    assert_eq!(shown["state"], "waiting", "{shown}");
+    let question = shown["question"].as_str().unwrap_or_default();
+    assert!(question.contains("trust"), "{shown}");
+    let listed = world.ok(&["terminal", "list"]);
+    assert!(
+        listed.contains("trust"),
+        "the list shows the question:\n{listed}"
+    );
 }

@@ -374,3 +374,22 @@ fn qwen_code_connects_to_the_mcp_server() {
         "Mahavishnu's tools reach the model"
     );
 }
+
+/// With folder trust turned on, Qwen Code first asks whether to trust the folder: the session waits on
+/// that question (shown with it) instead of seeming busy until a wait times out.
+#[test]
+fn qwen_code_asking_to_trust_the_folder_waits_on_that_question() {
+    let stub = StubModel::start("STUB-QWEN-TRUST-3318");
+    let world = qwen_world(&stub);
+    std::fs::write(
+        world.dir.path().join("home/.qwen/settings.json"),
+        r#"{"general":{"enableAutoUpdate":false},"security":{"folderTrust":{"enabled":true}}}"#,
+    )
+    .unwrap();
+    let id = world.launch(&["qwen", "--target", "pty"]).remove(0);
+    let said = world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "60"]);
+    assert_eq!(said, "waiting on a question: Do you trust this folder?\n");
+    let shown = world.json(&["terminal", "show", &id]);
+    assert_eq!(shown["state"], "waiting", "{shown}");
+    assert_eq!(shown["question"], "Do you trust this folder?", "{shown}");
+}

@@ -19,6 +19,7 @@ use crate::model::{InstanceState, Observation, ObservedStatus, WaitingRules};
 #[derive(Clone, Debug)]
 pub struct WaitingDetector {
     patterns: Vec<Regex>,
+    questions: Vec<Regex>,
     idle: Duration,
     shell: bool,
 }
@@ -26,19 +27,9 @@ pub struct WaitingDetector {
 impl WaitingDetector {
     /// Compiles the rules; a bad pattern is reported with the fix.
     pub fn new(rules: &WaitingRules) -> Result<Self> {
-        let patterns = rules
-            .patterns
-            .iter()
-            .map(|pattern| {
-                Regex::new(pattern).map_err(|e| {
-                    Error::Invalid(format!(
-                        "waiting pattern `{pattern}` is not a valid regular expression: {e}"
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
         Ok(WaitingDetector {
-            patterns,
+            patterns: compile("waiting pattern", &rules.patterns)?,
+            questions: compile("question pattern", &rules.questions)?,
             idle: Duration::from_millis(rules.idle_ms),
             shell: rules.shell,
         })
@@ -62,6 +53,9 @@ impl WaitingDetector {
         if !self.idle_enough(observation.idle_ms) || screen.is_some_and(is_blank) {
             return InstanceState::Running;
         }
+        if screen.is_some_and(|screen| self.question(screen).is_some()) {
+            return InstanceState::Waiting;
+        }
         let waiting = if self.shell {
             observation.foreground_job == Some(false)
         } else if self.patterns.is_empty() {
@@ -76,6 +70,29 @@ impl WaitingDetector {
             InstanceState::Running
         }
     }
+}
+
+impl WaitingDetector {
+    /// The question of the program's own that the screen shows (the text its pattern matched), if any.
+    pub fn question(&self, screen: &str) -> Option<String> {
+        self.questions
+            .iter()
+            .find_map(|pattern| pattern.find(screen))
+            .map(|found| found.as_str().trim().to_string())
+    }
+}
+
+fn compile(what: &str, patterns: &[String]) -> Result<Vec<Regex>> {
+    patterns
+        .iter()
+        .map(|pattern| {
+            Regex::new(pattern).map_err(|e| {
+                Error::Invalid(format!(
+                    "{what} `{pattern}` is not a valid regular expression: {e}"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Whether a screen shows nothing at all (only spaces and empty lines).
@@ -163,6 +180,7 @@ mod tests {
             patterns: vec!["Type your message".into()],
             idle_ms: 500,
             shell: false,
+            questions: vec![],
         };
         let detector = WaitingDetector::new(&rules).unwrap();
         let screen = Some("> Type your message or @path");
@@ -187,6 +205,7 @@ mod tests {
             patterns: vec![],
             idle_ms: 200,
             shell: true,
+            questions: vec![],
         };
         let detector = WaitingDetector::new(&rules).unwrap();
         assert_eq!(
@@ -211,6 +230,32 @@ mod tests {
             detector.classify(&observation(300, Some(false)), Some("$ \n\n")),
             InstanceState::Waiting
         );
+    }
+
+    #[test]
+    fn a_question_of_the_program_is_waiting_on_it() {
+        let rules = WaitingRules {
+            patterns: vec!["for shortcuts".into()],
+            idle_ms: 500,
+            questions: vec![r"Do you trust [^?]*\?".into()],
+            ..Default::default()
+        };
+        let detector = WaitingDetector::new(&rules).unwrap();
+        let screen = "  Do you trust the files in this folder?\n 1. Yes\n";
+        assert_eq!(
+            detector.classify(&observation(600, None), Some(screen)),
+            InstanceState::Waiting
+        );
+        assert_eq!(
+            detector.question(screen).as_deref(),
+            Some("Do you trust the files in this folder?")
+        );
+        assert_eq!(
+            detector.classify(&observation(100, None), Some(screen)),
+            InstanceState::Running,
+            "only once the screen is idle"
+        );
+        assert_eq!(detector.question("? for shortcuts"), None);
     }
 
     #[test]
@@ -243,6 +288,7 @@ mod tests {
             patterns: vec!["(".into()],
             idle_ms: 1,
             shell: false,
+            questions: vec![],
         };
         let error = WaitingDetector::new(&rules).unwrap_err().to_string();
         assert!(error.contains("`(`"), "{error}");

@@ -855,6 +855,7 @@ mod tests {
             labels: Default::default(),
             waiting: WaitingRules::default(),
             submit_delay_ms: 0,
+            question: None,
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),
             worktree: None,

@@ -323,6 +323,7 @@ pub(crate) fn record_for(
         labels: spec.labels.clone(),
         waiting,
         submit_delay_ms: 0,
+        question: None,
         created_at: now,
         updated_at: now,
         worktree: None,

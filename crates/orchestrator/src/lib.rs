@@ -327,6 +327,13 @@ impl Orchestrator {
                     }
                     (Some(_), None) => continue,
                 };
+                let question = match (&detector, screen) {
+                    (Some(detector), Some(screen)) if state == InstanceState::Waiting => {
+                        detector.question(screen)
+                    }
+                    _ => None,
+                };
+                self.set_question(instance, question)?;
                 self.set_state(instance, state, exit_code, pid)?;
             }
         }
@@ -371,6 +378,15 @@ impl Orchestrator {
                 .record_event(Some(&instance.id), "state", detail)?;
         }
         Ok(())
+    }
+
+    /// Records the question the instance waits on (None when it waits on none), when that changed.
+    fn set_question(&self, instance: &mut Instance, question: Option<String>) -> Result<()> {
+        if instance.question == question {
+            return Ok(());
+        }
+        instance.question = question;
+        self.store.update_instance(instance)
     }
 
     /// A live instance's record, or the error that says why it cannot take input.

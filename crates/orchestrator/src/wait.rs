@@ -67,6 +67,9 @@ pub struct WaitOutcome {
     /// The text that matched, for a pattern.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matched: Option<String>,
+    /// The question of the program's own that it waits on (trust this folder?), for `waiting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
     /// How long the wait took.
     pub elapsed_ms: u64,
 }
@@ -138,10 +141,15 @@ impl Orchestrator {
                 }
             };
             if let Some(matched) = done {
-                self.remember_wait(&instance, &tracker, condition)?;
+                let question = match condition {
+                    WaitCondition::Waiting => detector.question(&screen),
+                    _ => None,
+                };
+                self.remember_wait(&instance, &tracker, condition, question.clone())?;
                 return Ok(WaitOutcome {
                     id: id.clone(),
                     matched,
+                    question,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
             }
@@ -172,12 +180,13 @@ impl Orchestrator {
     }
 
     /// Leaves what the wait learnt in the store: the screen and since when it is unchanged, and the
-    /// confirmed waiting state, so that the next `list` agrees.
+    /// confirmed waiting state with its question, so that the next `list` agrees.
     fn remember_wait(
         &self,
         instance: &Instance,
         tracker: &StatusTracker,
         condition: &WaitCondition,
+        question: Option<String>,
     ) -> Result<()> {
         if let Some((hash, unchanged)) = tracker.mark() {
             let since = Timestamp(Timestamp::now().0 - unchanged.as_millis() as i64);
@@ -185,6 +194,7 @@ impl Orchestrator {
         }
         if let WaitCondition::Waiting = condition {
             let mut instance = instance.clone();
+            self.set_question(&mut instance, question)?;
             let (exit_code, pid) = (instance.exit_code, instance.pid);
             self.set_state(&mut instance, InstanceState::Waiting, exit_code, pid)?;
         }

@@ -175,11 +175,11 @@ async fn wait(
     let id = orchestrator.resolve_id(&id)?;
     let outcome = orchestrator.wait(&id, &condition, timeout).await?;
     emit(format, &outcome, || {
-        outcome
-            .matched
-            .as_ref()
-            .map(|text| format!("{text}\n"))
-            .unwrap_or_default()
+        match (&outcome.matched, &outcome.question) {
+            (Some(text), _) => format!("{text}\n"),
+            (None, Some(question)) => format!("waiting on a question: {question}\n"),
+            (None, None) => String::new(),
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -418,6 +418,12 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
 fn state_label(instance: &Instance) -> String {
     match (instance.state, instance.exit_code) {
         (InstanceState::Exited, Some(code)) => format!("exited({code})"),
+        (InstanceState::Waiting, _) if instance.question.is_some() => {
+            format!(
+                "waiting: {}",
+                instance.question.as_deref().unwrap_or_default()
+            )
+        }
         (state, _) => state.to_string(),
     }
 }
