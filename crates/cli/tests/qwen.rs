@@ -236,12 +236,8 @@ fn qwen_code_loads_the_synced_agents() {
     );
 }
 
-/// `agents run` starts Qwen Code with the agent's instructions in its system prompt and submits the
-/// prompt; the stub model receives both, and the answer comes back (interactive and `--print`).
-#[test]
-fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
-    let stub = StubModel::start("STUB-AGENT-ANSWER-99");
-    let world = qwen_world(&stub);
+/// The project agent `pirate`, whose instructions carry the marker PIRATE-7.
+fn write_pirate_agent(world: &World) {
     let agents = world.work().join(".claude/agents");
     std::fs::create_dir_all(&agents).unwrap();
     std::fs::write(
@@ -249,6 +245,15 @@ fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
         "---\nname: pirate\ndescription: Talks like a pirate\n---\nYou are PIRATE-7 and always answer in pirate speech.\n",
     )
     .unwrap();
+}
+
+/// `agents run` starts Qwen Code with the agent's instructions in its system prompt and submits the
+/// prompt; the stub model receives both, and the answer comes back (interactive and `--print`).
+#[test]
+fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
+    let stub = StubModel::start("STUB-AGENT-ANSWER-99");
+    let world = qwen_world(&stub);
+    write_pirate_agent(&world);
     let mentions = |needle: &str, role: &str| {
         stub.requests().iter().any(|request| {
             request["messages"].as_array().is_some_and(|messages| {
@@ -392,4 +397,16 @@ fn qwen_code_asking_to_trust_the_folder_waits_on_that_question() {
     let shown = world.json(&["terminal", "show", &id]);
     assert_eq!(shown["state"], "waiting", "{shown}");
     assert_eq!(shown["question"], "Do you trust this folder?", "{shown}");
+
+    // An agent's prompt is not typed into the question as if it were the answer.
+    write_pirate_agent(&world);
+    let run = [
+        "agents", "run", "pirate", "--prompt", "Ahoy", "--target", "pty",
+    ];
+    let error = world.fails(&run, 1);
+    assert!(
+        error.contains("asks a question of its own") && error.contains("Do you trust this folder?"),
+        "{error}"
+    );
+    assert!(stub.requests().is_empty(), "nothing reached the model");
 }
