@@ -427,7 +427,7 @@ pub struct WaitParams {
     /// The session id.
     pub id: String,
     /// Wait until the screen matches this regular expression (^ and $ match at each line), in lines
-    /// that are new since the last text or keys sent to the session (or since the wait started).
+    /// that are new since the last text or keys sent to the session (or since its launch).
     #[serde(default)]
     pub pattern: Option<String>,
     /// With pattern: match anywhere on the screen, also text that was there before the last input.

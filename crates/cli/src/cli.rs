@@ -653,7 +653,7 @@ pub struct WaitArgs {
     #[command(flatten)]
     pub every: EverySession,
     /// Until the screen matches this regular expression (`^` and `$` match at each line) in lines
-    /// that are new since the last `send` or `keys` to the session (or since the wait started)
+    /// that are new since the last `send` or `keys` to the session (or since its launch)
     #[arg(long = "for", value_name = "REGEX")]
     pub pattern: Option<String>,
     /// With --for: match anywhere on the screen, also text that was there before the last input

@@ -966,6 +966,7 @@ fn wait_for_matches_only_what_follows_the_last_send() {
         );
     }
     let help = world.ok(&["terminal", "wait", "--help"]);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
         help.contains("--anywhere") && help.contains("new since the last `send`"),
         "{help}"

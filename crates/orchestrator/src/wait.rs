@@ -16,7 +16,8 @@ use crate::Orchestrator;
 #[derive(Clone, Debug)]
 pub enum WaitCondition {
     /// The screen matches this regular expression: in the lines that are new since input was last
-    /// typed into the session (or since the wait started, when nothing was recorded), or anywhere.
+    /// typed into the session (or since its launch; for a session recovered without that record,
+    /// since the wait started), or anywhere.
     Pattern {
         /// The expression.
         regex: Regex,
