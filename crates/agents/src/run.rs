@@ -108,9 +108,16 @@ async fn submit_and_answer(
     request: &RunRequest,
 ) -> Result<Option<String>> {
     let id = instance.id.clone();
-    orchestrator
+    let ready = orchestrator
         .wait(&id, &WaitCondition::Waiting, request.timeout)
         .await?;
+    // The prompt would answer the program's own question (trust this folder?) by accident.
+    if let Some(question) = ready.question {
+        return Err(Error::Failed(format!(
+            "{id} asks a question of its own before it takes a prompt: \"{question}\"; answer it \
+             (`mahavishnu terminal attach {id}`), then run the agent again"
+        )));
+    }
     // One line: a newline inside the prompt would submit it early.
     let prompt = request
         .prompt

@@ -430,9 +430,13 @@ async fn capture(api: Api, params: CaptureParams, _: Progress) -> Result<Reply> 
 pub struct WaitParams {
     /// The session id.
     pub id: String,
-    /// Wait until the screen matches this regular expression (^ and $ match at each line).
+    /// Wait until the screen matches this regular expression (^ and $ match at each line), in lines
+    /// that are new since the last text or keys sent to the session (or since its launch).
     #[serde(default)]
     pub pattern: Option<String>,
+    /// With pattern: match anywhere on the screen, also text that was there before the last input.
+    #[serde(default)]
+    pub anywhere: bool,
     /// Wait until the screen has not changed for this many milliseconds.
     #[serde(default)]
     pub idle_ms: Option<u64>,
@@ -458,7 +462,7 @@ async fn wait(api: Api, params: WaitParams, progress: Progress) -> Result<Reply>
         ));
     }
     let condition = match (params.pattern, params.idle_ms) {
-        (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
+        (Some(pattern), _) => WaitCondition::pattern(&pattern, params.anywhere)?,
         (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
         (None, None) => WaitCondition::Waiting,
     };
@@ -470,9 +474,13 @@ async fn wait(api: Api, params: WaitParams, progress: Progress) -> Result<Reply>
             orchestrator.wait(&id, &condition, timeout),
         )
         .await?;
-    let summary = match &outcome.matched {
-        Some(text) => format!("{id} matched after {} ms: {text}", outcome.elapsed_ms),
-        None => format!("{id} is ready after {} ms", outcome.elapsed_ms),
+    let summary = match (&outcome.matched, &outcome.question) {
+        (Some(text), _) => format!("{id} matched after {} ms: {text}", outcome.elapsed_ms),
+        (None, Some(question)) => format!(
+            "{id} waits on a question after {} ms: {question}",
+            outcome.elapsed_ms
+        ),
+        (None, None) => format!("{id} is ready after {} ms", outcome.elapsed_ms),
     };
     Reply::new(&outcome, summary)
 }

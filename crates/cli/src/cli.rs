@@ -739,9 +739,13 @@ pub struct WaitArgs {
     pub id: Option<String>,
     #[command(flatten)]
     pub every: EverySession,
-    /// Until the screen matches this regular expression (`^` and `$` match at each line)
+    /// Until the screen matches this regular expression (`^` and `$` match at each line) in lines
+    /// that are new since the last `send` or `keys` to the session (or since its launch)
     #[arg(long = "for", value_name = "REGEX")]
     pub pattern: Option<String>,
+    /// With --for: match anywhere on the screen, also text that was there before the last input
+    #[arg(long, requires = "pattern")]
+    pub anywhere: bool,
     /// Until the screen has not changed for this many milliseconds
     #[arg(long, value_name = "TIME", value_parser = milliseconds_or_duration)]
     pub idle: Option<Duration>,

@@ -400,6 +400,22 @@ fn http_checks_tokens_and_hosts() {
     assert_eq!(via_api["cwd"], via_cli["cwd"]);
     assert_eq!(via_api["created_at"], via_cli["created_at"]);
 
+    // terminal_wait matches what is new since the last input, or with `anywhere` the whole screen.
+    let wait = |body: Value| server.request("POST", "/v1/terminal_wait", &auth, &body.to_string());
+    world.ok(&["terminal", "send", &id, "echo OLD-$((1+1))"]);
+    let (status, body) = wait(json!({"id": id, "pattern": "^OLD-2$", "timeout": 20}));
+    assert_eq!(status, 200, "{body}");
+    world.ok(&["terminal", "send", &id, "true"]);
+    let (status, body) = wait(json!({"id": id, "pattern": "^OLD-2$", "timeout": 0.5}));
+    assert_eq!(status, 504, "the old line is not new: {body}");
+    assert!(
+        body.contains("OLD-2"),
+        "the timeout shows the screen: {body}"
+    );
+    let old = json!({"id": id, "pattern": "^OLD-2$", "anywhere": true, "timeout": 20});
+    let (status, body) = wait(old);
+    assert_eq!(status, 200, "{body}");
+
     // A client that goes away mid-call, and one that sends too much: the server serves on.
     let mut gone = TcpStream::connect(&server.address).unwrap();
     let waiting = json!({"id": id, "pattern": "never-appears", "timeout": 30}).to_string();

@@ -12,6 +12,11 @@ use support::{World, binary, git, qwen, qwen_init_message, wait_for};
 
 /// A world whose `qwen` profile runs the real CLI against the stub, with a throwaway HOME.
 fn qwen_world(stub: &StubModel) -> World {
+    qwen_world_with(stub, "")
+}
+
+/// `qwen_world`, with more settings of the `qwen` profile (TOML lines).
+fn qwen_world_with(stub: &StubModel, profile: &str) -> World {
     let world = World::new();
     world.write_qwen_user_settings();
     let home = world.dir.path().join("home");
@@ -20,9 +25,24 @@ fn qwen_world(stub: &StubModel) -> World {
          \"--openai-api-key\", \"sk-stub\", \"-m\", \"stub-model\"]\n",
         program = qwen().display().to_string(),
         url = stub.base_url(),
-    );
+    ) + profile;
     std::fs::write(home.join("config.toml"), config).unwrap();
     world
+}
+
+/// Sends the prompt and waits for the stub's reply on the screen.
+fn ask_for_the_reply(world: &World, id: &str, stub: &StubModel) {
+    world.ok(&["terminal", "send", id, "Tell me the magic word, please"]);
+    let wait = [
+        "terminal",
+        "wait",
+        id,
+        "--for",
+        &stub.reply,
+        "--timeout",
+        "90",
+    ];
+    world.ok(&wait);
 }
 
 fn converse(target: &str) {
@@ -41,16 +61,7 @@ fn converse(target: &str) {
         "the input prompt is on the screen:\n{screen}"
     );
 
-    world.ok(&["terminal", "send", &id, "Tell me the magic word, please"]);
-    world.ok(&[
-        "terminal",
-        "wait",
-        &id,
-        "--for",
-        &stub.reply,
-        "--timeout",
-        "90",
-    ]);
+    ask_for_the_reply(&world, &id, &stub);
     world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "60"]);
     let screen = world.ok(&["terminal", "capture", &id]);
     assert!(
@@ -81,6 +92,26 @@ fn qwen_code_converses_in_a_tmux_session() {
 #[test]
 fn qwen_code_converses_in_a_pty_session() {
     converse("pty");
+}
+
+/// An Enter that comes too soon after the text is taken for part of a paste and submits nothing; `send`
+/// notices that the prompt stayed in the input line and presses Enter once more.
+#[test]
+fn send_confirms_the_submit_to_qwen_code() {
+    for target in ["pty", "tmux"] {
+        let stub = StubModel::start(&format!("STUB-RESUBMIT-{target}-2207"));
+        let world = qwen_world_with(&stub, "submit_delay_ms = 1\n");
+        let id = world.launch(&["qwen", "--target", target]).remove(0);
+        world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
+        ask_for_the_reply(&world, &id, &stub);
+        let asked = stub
+            .requests()
+            .iter()
+            .filter(|request| request.to_string().contains("Tell me the magic word"))
+            .count();
+        assert_eq!(asked, 1, "{target}: the prompt was submitted once");
+        world.ok(&["terminal", "close", &id, "--grace", "2"]);
+    }
 }
 
 /// Qwen Code calls `mahavishnu hook` from the settings `mahavishnu init qwen` wrote: SessionStart reaches
@@ -205,12 +236,8 @@ fn qwen_code_loads_the_synced_agents() {
     );
 }
 
-/// `agents run` starts Qwen Code with the agent's instructions in its system prompt and submits the
-/// prompt; the stub model receives both, and the answer comes back (interactive and `--print`).
-#[test]
-fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
-    let stub = StubModel::start("STUB-AGENT-ANSWER-99");
-    let world = qwen_world(&stub);
+/// The project agent `pirate`, whose instructions carry the marker PIRATE-7.
+fn write_pirate_agent(world: &World) {
     let agents = world.work().join(".claude/agents");
     std::fs::create_dir_all(&agents).unwrap();
     std::fs::write(
@@ -218,6 +245,15 @@ fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
         "---\nname: pirate\ndescription: Talks like a pirate\n---\nYou are PIRATE-7 and always answer in pirate speech.\n",
     )
     .unwrap();
+}
+
+/// `agents run` starts Qwen Code with the agent's instructions in its system prompt and submits the
+/// prompt; the stub model receives both, and the answer comes back (interactive and `--print`).
+#[test]
+fn agents_run_gives_qwen_code_the_agent_and_the_prompt() {
+    let stub = StubModel::start("STUB-AGENT-ANSWER-99");
+    let world = qwen_world(&stub);
+    write_pirate_agent(&world);
     let mentions = |needle: &str, role: &str| {
         stub.requests().iter().any(|request| {
             request["messages"].as_array().is_some_and(|messages| {
@@ -342,4 +378,35 @@ fn qwen_code_connects_to_the_mcp_server() {
         sent.contains("terminal_launch"),
         "Mahavishnu's tools reach the model"
     );
+}
+
+/// With folder trust turned on, Qwen Code first asks whether to trust the folder: the session waits on
+/// that question (shown with it) instead of seeming busy until a wait times out.
+#[test]
+fn qwen_code_asking_to_trust_the_folder_waits_on_that_question() {
+    let stub = StubModel::start("STUB-QWEN-TRUST-3318");
+    let world = qwen_world(&stub);
+    std::fs::write(
+        world.dir.path().join("home/.qwen/settings.json"),
+        r#"{"general":{"enableAutoUpdate":false},"security":{"folderTrust":{"enabled":true}}}"#,
+    )
+    .unwrap();
+    let id = world.launch(&["qwen", "--target", "pty"]).remove(0);
+    let said = world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "60"]);
+    assert_eq!(said, "waiting on a question: Do you trust this folder?\n");
+    let shown = world.json(&["terminal", "show", &id]);
+    assert_eq!(shown["state"], "waiting", "{shown}");
+    assert_eq!(shown["question"], "Do you trust this folder?", "{shown}");
+
+    // An agent's prompt is not typed into the question as if it were the answer.
+    write_pirate_agent(&world);
+    let run = [
+        "agents", "run", "pirate", "--prompt", "Ahoy", "--target", "pty",
+    ];
+    let error = world.fails(&run, 1);
+    assert!(
+        error.contains("asks a question of its own") && error.contains("Do you trust this folder?"),
+        "{error}"
+    );
+    assert!(stub.requests().is_empty(), "nothing reached the model");
 }

@@ -1238,3 +1238,95 @@ fn separate_state_directories_never_see_each_others_sessions() {
             .success()
     );
 }
+
+/// A shell that is still reading slow startup files has drawn nothing: `wait --waiting` right after the
+/// launch must not return before its prompt is on the screen (text sent earlier lands before the prompt).
+#[test]
+fn wait_waiting_right_after_launch_waits_for_the_prompt() {
+    let world = World::new();
+    // A busy loop of builtins: no job takes the foreground while the shell is not ready yet.
+    let rc = world.dir.path().join("slow-rc");
+    std::fs::write(
+        &rc,
+        "end=$((SECONDS + 2)); while [ $SECONDS -lt $end ]; do :; done; PS1='$ '\n",
+    )
+    .unwrap();
+    let rc = rc.to_str().unwrap();
+    for target in ["pty", "tmux"] {
+        let args = [
+            "shell",
+            "--target",
+            target,
+            "--count",
+            "2",
+            "--",
+            "--rcfile",
+            rc,
+            "--noprofile",
+        ];
+        let ids = world.launch(&args);
+        world.ok(&["terminal", "wait", &ids[0], "--waiting", "--timeout", "20"]);
+        let screen = world.ok(&["terminal", "capture", &ids[0]]);
+        assert!(
+            screen.starts_with('$'),
+            "{target}: waiting means the prompt is drawn:\n{screen:?}"
+        );
+        world.ok(&["terminal", "wait", "--all", "--waiting", "--timeout", "20"]);
+        let screen = world.ok(&["terminal", "capture", &ids[1]]);
+        assert!(
+            screen.starts_with('$'),
+            "{target}: every session of `wait --all` shows its prompt:\n{screen:?}"
+        );
+        world.ok(&["terminal", "close", &ids[0], &ids[1], "--grace", "0.2"]);
+    }
+}
+
+/// After one command, the next `send` and `wait --for` wait for the new result instead of returning at
+/// once on the old one; `--anywhere` keeps matching what was there before; a timed-out wait shows the
+/// end of the screen.
+#[test]
+fn wait_for_matches_only_what_follows_the_last_send() {
+    let world = World::new();
+    for target in ["pty", "tmux"] {
+        let id = launch_shells(&world, target, 1).remove(0);
+        world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "20"]);
+        world.ok(&["terminal", "send", &id, "echo RESULT-$((40+2))"]);
+        let wait_for_result = |more: &[&'static str]| {
+            let mut args = vec!["terminal", "wait", id.as_str(), "--for", "^RESULT-42$"];
+            args.extend(more);
+            args
+        };
+        world.ok(&wait_for_result(&[]));
+
+        world.ok(&["terminal", "send", &id, "sleep 1.5; echo RESULT-$((40+2))"]);
+        let started = Instant::now();
+        world.ok(&wait_for_result(&["--timeout", "20"]));
+        assert!(
+            started.elapsed() >= Duration::from_millis(1000),
+            "{target}: the wait returned after {:?}, on the old result",
+            started.elapsed()
+        );
+        let screen = world.ok(&["terminal", "capture", &id]);
+        assert_eq!(
+            screen.lines().filter(|line| *line == "RESULT-42").count(),
+            2,
+            "{target}: the new result is there:\n{screen}"
+        );
+        // Old text still matches where asked for.
+        world.ok(&["terminal", "send", &id, "true"]);
+        world.ok(&wait_for_result(&["--anywhere"]));
+        let error = world.fails(&wait_for_result(&["--timeout", "0.5"]), 1);
+        assert!(
+            error.contains("timed out")
+                && error.contains("screen ends with:\n")
+                && error.contains("\nRESULT-42\n$ true\n$\n"),
+            "{target}: the timeout shows the end of the screen: {error}"
+        );
+    }
+    let help = world.ok(&["terminal", "wait", "--help"]);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("--anywhere") && help.contains("new since the last `send`"),
+        "{help}"
+    );
+}

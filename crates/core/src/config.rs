@@ -335,6 +335,9 @@ pub struct ProfileConfig {
     pub idle_ms: Option<u64>,
     /// A shell: waiting means "prompt back and no foreground job".
     pub shell: bool,
+    /// Screen patterns (regular expressions) of the program's own questions (trust, permission): a
+    /// match means waiting, on that question.
+    pub questions: Vec<String>,
     /// Pause between typed text and the Enter that submits it (AI CLIs take fast input for a paste).
     pub submit_delay_ms: u64,
     /// Preferred target.
@@ -364,6 +367,7 @@ impl ProfileConfig {
             patterns: self.waiting.clone(),
             idle_ms: self.idle_ms.unwrap_or(1000),
             shell: self.shell,
+            questions: self.questions.clone(),
         }
     }
 

@@ -44,12 +44,17 @@ pub enum Error {
         hint: String,
     },
 
-    /// A wait ended without its condition becoming true.
-    #[error("timed out after {seconds:.1}s waiting for {what} on `{id}`")]
+    /// A wait ended without its condition becoming true; the end of the last screen shows why (a
+    /// sign-in or a question the program asks, say).
+    #[error(
+        "timed out after {seconds:.1}s waiting for {what} on `{id}`; {}",
+        describe_screen(screen)
+    )]
     Timeout {
         id: String,
         what: String,
         seconds: f64,
+        screen: String,
     },
 
     /// The user gave an argument or a configuration value that cannot work.
@@ -102,6 +107,18 @@ impl Error {
         matches!(
             self,
             Error::InvalidId { .. } | Error::UnknownProfile { .. } | Error::Invalid(_)
+        )
+    }
+}
+
+/// The end of a screen, for an error message.
+fn describe_screen(screen: &str) -> String {
+    if screen.trim().is_empty() {
+        "its screen is blank (the program has drawn nothing yet)".into()
+    } else {
+        format!(
+            "its screen ends with:\n{}\n(see it whole with `mahavishnu terminal capture`)",
+            screen.trim_end()
         )
     }
 }

@@ -300,6 +300,10 @@ pub struct WaitingRules {
     /// A shell: waiting means "prompt back and no foreground job".
     #[serde(default)]
     pub shell: bool,
+    /// Regular expressions for questions of the program's own (trust this folder, allow this command):
+    /// a match (with the screen idle) means waiting, on that question.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub questions: Vec<String>,
 }
 
 /// One instance: a program running (or having run) on a target.
@@ -334,6 +338,9 @@ pub struct Instance {
     /// a paste.
     #[serde(default)]
     pub submit_delay_ms: u64,
+    /// The question of the program's own that it waits on (trust this folder?), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
     /// When it was recorded.
     pub created_at: Timestamp,
     /// When its record last changed.

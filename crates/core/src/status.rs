@@ -2,7 +2,9 @@
 //!
 //! A program waits for input when its screen has stayed unchanged for the profile's idle time and
 //! either shows one of the profile's waiting patterns or, for a shell, the shell holds the terminal's
-//! foreground again (prompt back, no foreground job). The idle time is itself the first confirmation:
+//! foreground again (prompt back, no foreground job). A blank screen is never waiting: a program that
+//! has drawn nothing yet (a shell still reading its startup files) would lose what is typed into it.
+//! The idle time is itself the first confirmation:
 //! two observations `idle_ms` apart saw the same screen. `StatusTracker` adds a second for callers that
 //! poll, so a state never flickers on one lucky sample.
 
@@ -17,6 +19,7 @@ use crate::model::{InstanceState, Observation, ObservedStatus, WaitingRules};
 #[derive(Clone, Debug)]
 pub struct WaitingDetector {
     patterns: Vec<Regex>,
+    questions: Vec<Regex>,
     idle: Duration,
     shell: bool,
 }
@@ -24,31 +27,18 @@ pub struct WaitingDetector {
 impl WaitingDetector {
     /// Compiles the rules; a bad pattern is reported with the fix.
     pub fn new(rules: &WaitingRules) -> Result<Self> {
-        let patterns = rules
-            .patterns
-            .iter()
-            .map(|pattern| {
-                Regex::new(pattern).map_err(|e| {
-                    Error::Invalid(format!(
-                        "waiting pattern `{pattern}` is not a valid regular expression: {e}"
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
         Ok(WaitingDetector {
-            patterns,
+            patterns: compile("waiting pattern", &rules.patterns)?,
+            questions: compile("question pattern", &rules.questions)?,
             idle: Duration::from_millis(rules.idle_ms),
             shell: rules.shell,
         })
     }
 
-    /// Whether the screen is needed to classify this observation (it is idle long enough and the
-    /// verdict depends on the patterns).
+    /// Whether the screen is needed to classify this observation (it is idle long enough, so the
+    /// verdict depends on what the screen shows).
     pub fn needs_screen(&self, observation: &Observation) -> bool {
-        !self.shell
-            && !self.patterns.is_empty()
-            && observation.status == ObservedStatus::Running
-            && self.idle_enough(observation.idle_ms)
+        observation.status == ObservedStatus::Running && self.idle_enough(observation.idle_ms)
     }
 
     fn idle_enough(&self, idle_ms: Option<u64>) -> bool {
@@ -60,8 +50,11 @@ impl WaitingDetector {
         if let ObservedStatus::Exited(_) = observation.status {
             return InstanceState::Exited;
         }
-        if !self.idle_enough(observation.idle_ms) {
+        if !self.idle_enough(observation.idle_ms) || screen.is_some_and(is_blank) {
             return InstanceState::Running;
+        }
+        if screen.is_some_and(|screen| self.question(screen).is_some()) {
+            return InstanceState::Waiting;
         }
         let waiting = if self.shell {
             observation.foreground_job == Some(false)
@@ -77,6 +70,34 @@ impl WaitingDetector {
             InstanceState::Running
         }
     }
+}
+
+impl WaitingDetector {
+    /// The question of the program's own that the screen shows (the text its pattern matched), if any.
+    pub fn question(&self, screen: &str) -> Option<String> {
+        self.questions
+            .iter()
+            .find_map(|pattern| pattern.find(screen))
+            .map(|found| found.as_str().trim().to_string())
+    }
+}
+
+fn compile(what: &str, patterns: &[String]) -> Result<Vec<Regex>> {
+    patterns
+        .iter()
+        .map(|pattern| {
+            Regex::new(pattern).map_err(|e| {
+                Error::Invalid(format!(
+                    "{what} `{pattern}` is not a valid regular expression: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Whether a screen shows nothing at all (only spaces and empty lines).
+pub fn is_blank(screen: &str) -> bool {
+    screen.trim().is_empty()
 }
 
 /// A hash of a screen's text, the same in every process and every build (it is stored).
@@ -159,6 +180,7 @@ mod tests {
             patterns: vec!["Type your message".into()],
             idle_ms: 500,
             shell: false,
+            questions: vec![],
         };
         let detector = WaitingDetector::new(&rules).unwrap();
         let screen = Some("> Type your message or @path");
@@ -183,6 +205,7 @@ mod tests {
             patterns: vec![],
             idle_ms: 200,
             shell: true,
+            questions: vec![],
         };
         let detector = WaitingDetector::new(&rules).unwrap();
         assert_eq!(
@@ -197,6 +220,42 @@ mod tests {
             detector.classify(&observation(100, Some(false)), None),
             InstanceState::Running
         );
+        assert!(detector.needs_screen(&observation(300, Some(false))));
+        assert_eq!(
+            detector.classify(&observation(300, Some(false)), Some("\n   \n\n")),
+            InstanceState::Running,
+            "a shell that has not drawn its prompt yet is not waiting"
+        );
+        assert_eq!(
+            detector.classify(&observation(300, Some(false)), Some("$ \n\n")),
+            InstanceState::Waiting
+        );
+    }
+
+    #[test]
+    fn a_question_of_the_program_is_waiting_on_it() {
+        let rules = WaitingRules {
+            patterns: vec!["for shortcuts".into()],
+            idle_ms: 500,
+            questions: vec![r"Do you trust [^?]*\?".into()],
+            ..Default::default()
+        };
+        let detector = WaitingDetector::new(&rules).unwrap();
+        let screen = "  Do you trust the files in this folder?\n 1. Yes\n";
+        assert_eq!(
+            detector.classify(&observation(600, None), Some(screen)),
+            InstanceState::Waiting
+        );
+        assert_eq!(
+            detector.question(screen).as_deref(),
+            Some("Do you trust the files in this folder?")
+        );
+        assert_eq!(
+            detector.classify(&observation(100, None), Some(screen)),
+            InstanceState::Running,
+            "only once the screen is idle"
+        );
+        assert_eq!(detector.question("? for shortcuts"), None);
     }
 
     #[test]
@@ -229,6 +288,7 @@ mod tests {
             patterns: vec!["(".into()],
             idle_ms: 1,
             shell: false,
+            questions: vec![],
         };
         let error = WaitingDetector::new(&rules).unwrap_err().to_string();
         assert!(error.contains("`(`"), "{error}");

@@ -77,6 +77,13 @@ const MIGRATIONS: &[&str] = &[
     // Trust is given to the bytes of a file: its SHA-256 and the text itself, so that a later change can
     // be shown against what was trusted.
     "ALTER TABLE trust ADD COLUMN content TEXT;",
+    // The screen as it was when input was last typed into an instance, so that a wait in another
+    // process matches only what appeared since.
+    "CREATE TABLE input_marks (
+        instance_id TEXT PRIMARY KEY,
+        screen TEXT NOT NULL,
+        at INTEGER NOT NULL
+    );",
 ];
 
 /// A coding session (Claude Code's or Qwen Code's, or one started by hand).
@@ -459,6 +466,31 @@ impl Store {
         Ok(())
     }
 
+    /// The screen of an instance as it was when input was last typed into it (empty for one launched
+    /// since), or None when nothing was recorded.
+    pub fn input_mark(&self, id: &InstanceId) -> Result<Option<String>> {
+        self.lock()
+            .query_row(
+                "SELECT screen FROM input_marks WHERE instance_id = ?1",
+                [id.to_string()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error(e))
+    }
+
+    /// Records the screen of an instance as it is just before input is typed into it.
+    pub fn set_input_mark(&self, id: &InstanceId, screen: &str) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO input_marks (instance_id, screen, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(instance_id) DO UPDATE SET screen = ?2, at = ?3",
+                params![id.to_string(), screen, Timestamp::now().0],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     /// Records a session as started; `Ok(false)` when it is already active (starting it again is a
     /// no-op). An ended session with the same id starts again.
     pub fn start_session(&self, session: &SessionRecord) -> Result<bool> {
@@ -823,6 +855,7 @@ mod tests {
             labels: Default::default(),
             waiting: WaitingRules::default(),
             submit_delay_ms: 0,
+            question: None,
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),
             worktree: None,

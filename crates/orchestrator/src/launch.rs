@@ -161,6 +161,8 @@ impl Orchestrator {
                     spec.id
                 )));
             }
+            // Everything a new instance shows is new: a wait for a pattern may match its first words.
+            self.store.set_input_mark(&instance.id, "")?;
             specs.push((spec, instance));
         }
 
@@ -321,6 +323,7 @@ pub(crate) fn record_for(
         labels: spec.labels.clone(),
         waiting,
         submit_delay_ms: 0,
+        question: None,
         created_at: now,
         updated_at: now,
         worktree: None,

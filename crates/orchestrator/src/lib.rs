@@ -329,6 +329,13 @@ impl Orchestrator {
                     }
                     (Some(_), None) => continue,
                 };
+                let question = match (&detector, screen) {
+                    (Some(detector), Some(screen)) if state == InstanceState::Waiting => {
+                        detector.question(screen)
+                    }
+                    _ => None,
+                };
+                self.set_question(instance, question)?;
                 self.set_state(instance, state, exit_code, pid)?;
             }
         }
@@ -375,6 +382,15 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Records the question the instance waits on (None when it waits on none), when that changed.
+    fn set_question(&self, instance: &mut Instance, question: Option<String>) -> Result<()> {
+        if instance.question == question {
+            return Ok(());
+        }
+        instance.question = question;
+        self.store.update_instance(instance)
+    }
+
     /// A live instance's record, or the error that says why it cannot take input.
     fn live(&self, id: &InstanceId) -> Result<Instance> {
         let instance = self.recorded(id)?;
@@ -394,22 +410,36 @@ impl Orchestrator {
     }
 
     /// Types `input` into the instance. Where its profile asks for it, an Enter that follows text waits
-    /// `submit_delay_ms`, so that the program sees a keypress rather than the end of a paste.
+    /// `submit_delay_ms`, so that the program sees a keypress rather than the end of a paste, and is
+    /// confirmed: when the screen has not moved on shortly after, Enter is pressed once more.
     pub async fn send(&self, id: &InstanceId, input: &[InputPart]) -> Result<()> {
         let instance = self.live(id)?;
         let target = self.route(&instance).await?;
+        // What a later wait for a pattern compares against, so that it matches only what follows.
+        // A target without screens has nothing a pattern could match, so nothing is recorded.
+        if let Ok(screen) = target.screen(id.native(), ScreenOptions::default()).await {
+            self.store.set_input_mark(id, &screen)?;
+        }
         if instance.submit_delay_ms == 0 {
             return target.send(id.native(), input).await;
         }
         let enter = InputPart::Key(Key::Named(NamedKey::Enter));
         let mut pending: Vec<InputPart> = Vec::new();
         for part in input {
-            if *part == enter && matches!(pending.last(), Some(InputPart::Text(_))) {
+            if *part == enter
+                && let Some(InputPart::Text(typed)) = pending.last()
+            {
+                let typed = typed.clone();
                 target.send(id.native(), &pending).await?;
                 pending.clear();
                 tokio::time::sleep(Duration::from_millis(instance.submit_delay_ms)).await;
+                submit_confirmed(target.as_ref(), id.native(), &typed).await?;
+                continue;
             }
             pending.push(part.clone());
+        }
+        if pending.is_empty() {
+            return Ok(());
         }
         target.send(id.native(), &pending).await
     }
@@ -659,6 +689,57 @@ impl Orchestrator {
     }
 }
 
+/// How long a submitted prompt has to show on the screen before Enter is pressed once more.
+const SUBMIT_PATIENCE: Duration = Duration::from_millis(2000);
+
+/// Presses Enter after `typed` and makes sure that the program took it as a submit: programs that take
+/// fast input for a paste keep the Enter as part of the text, or drop it. When the screen has not moved
+/// on within `SUBMIT_PATIENCE`, Enter is pressed once more (only once: a second Enter on an empty input
+/// line does nothing, a third could submit something else).
+async fn submit_confirmed(target: &dyn Target, native: &str, typed: &str) -> Result<()> {
+    let enter = [InputPart::Key(Key::Named(NamedKey::Enter))];
+    let Ok(before) = target.screen(native, ScreenOptions::default()).await else {
+        return target.send(native, &enter).await;
+    };
+    target.send(native, &enter).await?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < SUBMIT_PATIENCE {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A screen that cannot be read any more belongs to a program that ended: it moved on.
+        let Ok(now) = target.screen(native, ScreenOptions::default()).await else {
+            return Ok(());
+        };
+        if moved_on(&before, &now, typed) {
+            return Ok(());
+        }
+    }
+    target.send(native, &enter).await
+}
+
+/// Whether the screen moved on from `before` after `typed` was submitted: the text left the screen,
+/// or a line appeared that is not the text itself (the program's answer, a spinner, a question).
+fn moved_on(before: &str, after: &str, typed: &str) -> bool {
+    let last_line = typed
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    // The end of the text only: a long line wraps in the input field.
+    let tail: String = {
+        let chars: Vec<char> = last_line.chars().collect();
+        chars[chars.len().saturating_sub(16)..].iter().collect()
+    };
+    if !tail.is_empty() && !after.contains(&tail) {
+        return true;
+    }
+    mahavishnu_core::diff::added_lines(before, after)
+        .iter()
+        .any(|line| {
+            line.chars().any(char::is_alphanumeric) && (tail.is_empty() || !line.contains(&tail))
+        })
+}
+
 /// The error for a call on an instance made in another place than its target reaches now.
 fn out_of_scope(instance: &Instance, made_in: &str, reaches: Option<&str>) -> Error {
     let kind = instance.target;
@@ -816,6 +897,23 @@ mod tests {
             .await
             .unwrap();
         assert!(closed[0].closed, "{:?}", closed[0].error);
+    }
+
+    #[test]
+    fn a_submit_moved_on_when_new_words_appear_or_the_text_leaves() {
+        let typed = "Tell me the magic word, please";
+        let before = "banner\n> Tell me the magic word, please\n? for shortcuts\n";
+        // The Enter became part of the text: the input line grew, nothing else.
+        let pasted = "banner\n> Tell me the magic word, please\n  \n? for shortcuts\n";
+        assert!(!moved_on(before, before, typed));
+        assert!(!moved_on(before, pasted, typed));
+        let answered =
+            "banner\n > Tell me the magic word, please\n⠋ Thinking (esc to cancel)\n> \n";
+        assert!(moved_on(before, answered, typed));
+        assert!(
+            moved_on(before, "banner\n", typed),
+            "the screen was cleared"
+        );
     }
 
     #[test]

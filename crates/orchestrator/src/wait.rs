@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use mahavishnu_core::diff;
 use mahavishnu_core::status::{StatusTracker, WaitingDetector};
 use mahavishnu_core::{
     Error, Instance, InstanceId, InstanceState, ObservedStatus, Result, ScreenOptions, Timestamp,
@@ -14,8 +15,15 @@ use crate::Orchestrator;
 /// What to wait for.
 #[derive(Clone, Debug)]
 pub enum WaitCondition {
-    /// The screen matches this regular expression.
-    Pattern(Regex),
+    /// The screen matches this regular expression: in the lines that are new since input was last
+    /// typed into the session (or since its launch; for a session recovered without that record,
+    /// since the wait started), or anywhere.
+    Pattern {
+        /// The expression.
+        regex: Regex,
+        /// Match the whole screen, including what was on it before.
+        anywhere: bool,
+    },
     /// The screen stays unchanged this long.
     Idle(Duration),
     /// The profile's rules say the program waits for input (confirmed on two polls).
@@ -25,11 +33,11 @@ pub enum WaitCondition {
 impl WaitCondition {
     /// Compiles a `--for` pattern (multi-line: `^` and `$` match at each screen line), naming the
     /// problem if it is not a regular expression.
-    pub fn pattern(pattern: &str) -> Result<Self> {
+    pub fn pattern(pattern: &str, anywhere: bool) -> Result<Self> {
         regex::RegexBuilder::new(pattern)
             .multi_line(true)
             .build()
-            .map(WaitCondition::Pattern)
+            .map(|regex| WaitCondition::Pattern { regex, anywhere })
             .map_err(|e| {
                 Error::Invalid(format!(
                     "--for `{pattern}` is not a valid regular expression: {e}"
@@ -39,7 +47,13 @@ impl WaitCondition {
 
     fn describe(&self) -> String {
         match self {
-            WaitCondition::Pattern(regex) => format!("`{}` on the screen", regex.as_str()),
+            WaitCondition::Pattern {
+                regex,
+                anywhere: true,
+            } => format!("`{}` on the screen", regex.as_str()),
+            WaitCondition::Pattern { regex, .. } => {
+                format!("`{}` in new text on the screen", regex.as_str())
+            }
             WaitCondition::Idle(idle) => format!("{} ms without screen changes", idle.as_millis()),
             WaitCondition::Waiting => "the program to wait for input".into(),
         }
@@ -54,9 +68,15 @@ pub struct WaitOutcome {
     /// The text that matched, for a pattern.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matched: Option<String>,
+    /// The question of the program's own that it waits on (trust this folder?), for `waiting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
     /// How long the wait took.
     pub elapsed_ms: u64,
 }
+
+/// How much of the last screen a timed-out wait shows: enough for a sign-in or trust question.
+const TIMEOUT_SCREEN_LINES: usize = 12;
 
 fn poll_interval(elapsed: Duration) -> Duration {
     match elapsed.as_millis() {
@@ -80,13 +100,29 @@ impl Orchestrator {
         let started = Instant::now();
         let mut tracker = StatusTracker::default();
         let mut last_inspect = Instant::now();
+        let mut before: Option<String> = match condition {
+            WaitCondition::Pattern {
+                anywhere: false, ..
+            } => self.store.input_mark(id)?,
+            _ => None,
+        };
         loop {
             let screen = target.screen(id.native(), ScreenOptions::default()).await?;
             let idle = tracker.observe_screen(&screen);
             let done = match condition {
-                WaitCondition::Pattern(regex) => regex
+                WaitCondition::Pattern {
+                    regex,
+                    anywhere: true,
+                } => regex
                     .find(&screen)
                     .map(|found| Some(found.as_str().to_string())),
+                WaitCondition::Pattern { regex, .. } => {
+                    let before = before.get_or_insert_with(|| screen.clone());
+                    let new = diff::added_lines(before, &screen).join("\n");
+                    regex
+                        .find(&new)
+                        .map(|found| Some(found.as_str().to_string()))
+                }
                 WaitCondition::Idle(wanted) => (idle >= *wanted).then_some(None),
                 WaitCondition::Waiting => {
                     let mut observation = target
@@ -106,10 +142,15 @@ impl Orchestrator {
                 }
             };
             if let Some(matched) = done {
-                self.remember_wait(&instance, &tracker, condition)?;
+                let question = match condition {
+                    WaitCondition::Waiting => detector.question(&screen),
+                    _ => None,
+                };
+                self.remember_wait(&instance, &tracker, condition, question.clone())?;
                 return Ok(WaitOutcome {
                     id: id.clone(),
                     matched,
+                    question,
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
             }
@@ -132,6 +173,7 @@ impl Orchestrator {
                     id: id.to_string(),
                     what: condition.describe(),
                     seconds: elapsed.as_secs_f64(),
+                    screen: crate::last_lines(&screen, TIMEOUT_SCREEN_LINES),
                 });
             }
             tokio::time::sleep(poll_interval(elapsed).min(timeout - elapsed)).await;
@@ -139,12 +181,13 @@ impl Orchestrator {
     }
 
     /// Leaves what the wait learnt in the store: the screen and since when it is unchanged, and the
-    /// confirmed waiting state, so that the next `list` agrees.
+    /// confirmed waiting state with its question, so that the next `list` agrees.
     fn remember_wait(
         &self,
         instance: &Instance,
         tracker: &StatusTracker,
         condition: &WaitCondition,
+        question: Option<String>,
     ) -> Result<()> {
         if let Some((hash, unchanged)) = tracker.mark() {
             let since = Timestamp(Timestamp::now().0 - unchanged.as_millis() as i64);
@@ -152,6 +195,7 @@ impl Orchestrator {
         }
         if let WaitCondition::Waiting = condition {
             let mut instance = instance.clone();
+            self.set_question(&mut instance, question)?;
             let (exit_code, pid) = (instance.exit_code, instance.pid);
             self.set_state(&mut instance, InstanceState::Waiting, exit_code, pid)?;
         }

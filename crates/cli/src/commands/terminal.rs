@@ -161,7 +161,7 @@ async fn wait(
     args: WaitArgs,
 ) -> Result<ExitCode> {
     let condition = match (args.pattern, args.idle) {
-        (Some(pattern), _) => WaitCondition::pattern(&pattern)?,
+        (Some(pattern), _) => WaitCondition::pattern(&pattern, args.anywhere)?,
         (None, Some(idle)) => WaitCondition::Idle(idle),
         (None, None) => WaitCondition::Waiting,
     };
@@ -176,11 +176,11 @@ async fn wait(
     let id = orchestrator.resolve_id(&id)?;
     let outcome = orchestrator.wait(&id, &condition, timeout).await?;
     emit(format, &outcome, || {
-        outcome
-            .matched
-            .as_ref()
-            .map(|text| format!("{text}\n"))
-            .unwrap_or_default()
+        match (&outcome.matched, &outcome.question) {
+            (Some(text), _) => format!("{text}\n"),
+            (None, Some(question)) => format!("waiting on a question: {question}\n"),
+            (None, None) => String::new(),
+        }
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -412,6 +412,12 @@ fn pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
 fn state_label(instance: &Instance) -> String {
     match (instance.state, instance.exit_code) {
         (InstanceState::Exited, Some(code)) => format!("exited({code})"),
+        (InstanceState::Waiting, _) if instance.question.is_some() => {
+            format!(
+                "waiting: {}",
+                instance.question.as_deref().unwrap_or_default()
+            )
+        }
         (state, _) => state.to_string(),
     }
 }

@@ -1,6 +1,7 @@
-//! A FAKE model server, for tests only: a loopback OpenAI-compatible endpoint that answers every chat
-//! completion with one canned reply (streamed or not) and records the requests it got. The real Qwen
-//! Code CLI talks to it over real HTTP; no real model can run on the test machines.
+//! A FAKE model server, for tests only: a loopback endpoint that speaks OpenAI's chat completions and
+//! Anthropic's Messages API, answers every request with one canned reply (streamed or not) and records
+//! the requests it got. The real Qwen Code and Claude Code CLIs talk to it over real HTTP; no real
+//! model can run on the test machines.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,6 +36,11 @@ impl StubModel {
             reply: reply.to_string(),
             requests,
         }
+    }
+
+    /// The base URL to give Claude Code (`ANTHROPIC_BASE_URL`).
+    pub fn anthropic_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The base URL to give the CLI (`--openai-base-url`).
@@ -81,6 +87,16 @@ fn answer(
         let models = serde_json::json!({ "object": "list", "data": [{ "id": "stub-model", "object": "model" }] });
         return respond(&mut stream, "application/json", &models.to_string());
     }
+    let path = path.split('?').next().unwrap_or("").to_string();
+    if path.ends_with("/messages/count_tokens") {
+        return respond(&mut stream, "application/json", r#"{"input_tokens":5}"#);
+    }
+    if path.ends_with("/v1/messages") {
+        let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let streamed = request["stream"].as_bool().unwrap_or(false);
+        recorded.lock().unwrap().push(request);
+        return answer_message(&mut stream, reply, streamed);
+    }
     if !path.ends_with("/chat/completions") {
         return respond_status(
             &mut stream,
@@ -118,6 +134,58 @@ fn answer(
         "usage": usage,
     });
     respond(&mut stream, "application/json", &completion.to_string())
+}
+
+/// A Messages API answer: one message of text; streamed as server-sent events in chunked encoding, the
+/// way the real API sends them.
+fn answer_message(stream: &mut TcpStream, reply: &str, streamed: bool) -> std::io::Result<()> {
+    let message = serde_json::json!({
+        "id": "msg_stub", "type": "message", "role": "assistant", "model": "stub-model",
+        "content": [{ "type": "text", "text": reply }],
+        "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": { "input_tokens": 5, "output_tokens": 3 },
+    });
+    if !streamed {
+        return respond(stream, "application/json", &message.to_string());
+    }
+    let mut start = message.clone();
+    start["content"] = serde_json::json!([]);
+    start["stop_reason"] = serde_json::Value::Null;
+    let events = [
+        (
+            "message_start",
+            serde_json::json!({ "type": "message_start", "message": start }),
+        ),
+        (
+            "content_block_start",
+            serde_json::json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+        ),
+        (
+            "content_block_delta",
+            serde_json::json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": reply } }),
+        ),
+        (
+            "content_block_stop",
+            serde_json::json!({ "type": "content_block_stop", "index": 0 }),
+        ),
+        (
+            "message_delta",
+            serde_json::json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn", "stop_sequence": null }, "usage": { "output_tokens": 3 } }),
+        ),
+        (
+            "message_stop",
+            serde_json::json!({ "type": "message_stop" }),
+        ),
+    ];
+    stream.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )?;
+    for (name, data) in events {
+        let event = format!("event: {name}\ndata: {data}\n\n");
+        stream.write_all(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes())?;
+        stream.flush()?;
+    }
+    stream.write_all(b"0\r\n\r\n")
 }
 
 fn respond(stream: &mut TcpStream, content_type: &str, body: &str) -> std::io::Result<()> {
