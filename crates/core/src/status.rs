@@ -35,10 +35,16 @@ impl WaitingDetector {
         })
     }
 
-    /// Whether the screen is needed to classify this observation (it is idle long enough, so the
-    /// verdict depends on what the screen shows).
-    pub fn needs_screen(&self, observation: &Observation) -> bool {
-        observation.status == ObservedStatus::Running && self.idle_enough(observation.idle_ms)
+    /// Whether the screen is needed to classify this observation: it is idle long enough, and the
+    /// verdict depends on what the screen shows (the waiting or question patterns, or, until the
+    /// program is `drawn` (known to have been waiting before), whether it has drawn anything at all).
+    /// A shell already known to wait needs no screen, which keeps `list` of many shells cheap.
+    pub fn needs_screen(&self, observation: &Observation, drawn: bool) -> bool {
+        let screen_decides =
+            (!self.shell && !self.patterns.is_empty()) || !self.questions.is_empty() || !drawn;
+        screen_decides
+            && observation.status == ObservedStatus::Running
+            && self.idle_enough(observation.idle_ms)
     }
 
     fn idle_enough(&self, idle_ms: Option<u64>) -> bool {
@@ -188,7 +194,7 @@ mod tests {
             detector.classify(&observation(100, None), screen),
             InstanceState::Running
         );
-        assert!(detector.needs_screen(&observation(600, None)));
+        assert!(detector.needs_screen(&observation(600, None), true));
         assert_eq!(
             detector.classify(&observation(600, None), screen),
             InstanceState::Waiting
@@ -220,7 +226,11 @@ mod tests {
             detector.classify(&observation(100, Some(false)), None),
             InstanceState::Running
         );
-        assert!(detector.needs_screen(&observation(300, Some(false))));
+        assert!(detector.needs_screen(&observation(300, Some(false)), false));
+        assert!(
+            !detector.needs_screen(&observation(300, Some(false)), true),
+            "a shell known to have drawn its prompt needs no screen"
+        );
         assert_eq!(
             detector.classify(&observation(300, Some(false)), Some("\n   \n\n")),
             InstanceState::Running,

@@ -285,7 +285,8 @@ impl Orchestrator {
                     && (observation
                         .idle_ms
                         .is_none_or(|idle| idle < instance.waiting.idle_ms)
-                        || detector.needs_screen(observation))
+                        || detector
+                            .needs_screen(observation, instance.state == InstanceState::Waiting))
                 {
                     need_screen.push(instance.id.native().to_string());
                 }
