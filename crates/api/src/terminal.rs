@@ -710,6 +710,9 @@ pub struct CloseParams {
     /// With all: only sessions of this project.
     #[serde(default)]
     pub project: Option<PathBuf>,
+    /// With all: only sessions of this profile.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// Seconds a program gets to end before it is killed (default: terminal.stop_grace_ms).
     #[serde(default)]
     pub grace: Option<f64>,
@@ -719,9 +722,7 @@ async fn close(api: Api, params: CloseParams, _: Progress) -> Result<Reply> {
     let orchestrator = api.orchestrator();
     let ids: Vec<InstanceId> = match (params.all, params.ids.is_empty()) {
         (true, true) => {
-            orchestrator
-                .live_ids(params.project.map(|dir| api.absolute(&dir)), None)
-                .await?
+            orchestrator.open_ids(params.project.map(|dir| api.absolute(&dir)), params.profile)?
         }
         (false, false) => params
             .ids

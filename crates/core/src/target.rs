@@ -112,15 +112,16 @@ pub trait Target: Send + Sync {
         grace: Duration,
         limit: usize,
     ) -> Vec<Result<()>> {
-        let mut results = Vec::with_capacity(natives.len());
-        for batch in natives.chunks(limit.max(1)) {
-            let stops: Vec<_> = batch
-                .iter()
-                .map(|native| self.stop(native, grace))
-                .collect();
-            results.extend(futures::future::join_all(stops).await);
-        }
-        results
+        use futures::StreamExt;
+        // Made up front (a future does nothing until polled); `limit` of them run at a time.
+        let stops: Vec<_> = natives
+            .iter()
+            .map(|native| self.stop(native, grace))
+            .collect();
+        futures::stream::iter(stops)
+            .buffered(limit.max(1))
+            .collect()
+            .await
     }
 
     /// The launch specs of instances still running on this target, so that they can be re-adopted after

@@ -239,6 +239,30 @@ impl Orchestrator {
             .collect())
     }
 
+    /// The ids of every recorded instance not closed yet, of a project and profile (every one when
+    /// they are None), as recorded: for closing them, which needs no word from their targets first.
+    pub fn open_ids(
+        &self,
+        project: Option<PathBuf>,
+        profile: Option<String>,
+    ) -> Result<Vec<InstanceId>> {
+        let project = project.as_deref().map(canonical).transpose()?;
+        Ok(self
+            .store
+            .instances(false)?
+            .into_iter()
+            .filter(|instance| {
+                project
+                    .as_deref()
+                    .is_none_or(|dir| belongs_to(instance, dir))
+                    && profile
+                        .as_deref()
+                        .is_none_or(|profile| instance.profile == profile)
+            })
+            .map(|instance| instance.id)
+            .collect())
+    }
+
     /// Brings the records of `instances` up to date with their targets; returns them updated.
     async fn reconcile(&self, mut instances: Vec<Instance>) -> Result<Vec<Instance>> {
         let mut by_target: BTreeMap<TargetKind, Vec<usize>> = BTreeMap::new();

@@ -333,9 +333,7 @@ async fn exec(api: &Api, format: OutputFormat, args: ExecArgs) -> Result<ExitCod
 async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitCode> {
     let orchestrator = api.orchestrator();
     let ids: Vec<InstanceId> = if args.every.all {
-        orchestrator
-            .live_ids(args.every.project, args.every.profile)
-            .await?
+        orchestrator.open_ids(args.every.project, args.every.profile)?
     } else {
         args.ids
             .iter()
