@@ -206,8 +206,9 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Removes group and other permissions from an existing file in a directory already proven private
 /// (so nobody else can swap it between the look and the change); a link there is refused, a missing
-/// file is fine. The file is never opened: closing a descriptor of a database file would drop the
-/// locks SQLite holds on it in this process.
+/// file is fine. The file is never opened: opening and closing SQLite's shared-memory file beside a
+/// running database made other processes using it die of SIGBUS under load (POSIX locks belong to a
+/// process and go with any of its descriptors, so SQLite's files are best left to SQLite).
 pub fn make_file_private(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = match std::fs::symlink_metadata(path) {
