@@ -741,8 +741,11 @@ async fn submit_confirmed(target: &dyn Target, native: &str, typed: &str) -> Res
     target.send(native, &enter).await
 }
 
-/// Whether the screen moved on from `before` after `typed` was submitted: the text left the screen,
-/// or a line appeared that is not the text itself (the program's answer, a spinner, a question).
+/// Whether the screen moved on from `before` after `typed` was submitted: the text left its input line
+/// (it is gone from the screen, or the line that held it is no longer there, unchanged, at the same
+/// row). Other lines changing is not enough: a CLI that is still starting redraws its status line (Codex
+/// shows its model there once it is ready) while the text sits unsent in its input line. When the
+/// text cannot be followed (nothing typed), any new words count.
 fn moved_on(before: &str, after: &str, typed: &str) -> bool {
     let last_line = typed
         .lines()
@@ -755,14 +758,19 @@ fn moved_on(before: &str, after: &str, typed: &str) -> bool {
         let chars: Vec<char> = last_line.chars().collect();
         chars[chars.len().saturating_sub(16)..].iter().collect()
     };
-    if !tail.is_empty() && !after.contains(&tail) {
-        return true;
-    }
-    mahavishnu_core::diff::added_lines(before, after)
+    let input_row = before
+        .lines()
+        .collect::<Vec<_>>()
         .iter()
-        .any(|line| {
-            line.chars().any(char::is_alphanumeric) && (tail.is_empty() || !line.contains(&tail))
-        })
+        .rposition(|line| line.contains(&tail));
+    match input_row {
+        Some(row) if !tail.is_empty() => {
+            !after.contains(&tail) || after.lines().nth(row) != before.lines().nth(row)
+        }
+        _ => mahavishnu_core::diff::added_lines(before, after)
+            .iter()
+            .any(|line| line.chars().any(char::is_alphanumeric)),
+    }
 }
 
 /// The error for a call on an instance made in another place than its target reaches now.
@@ -939,6 +947,9 @@ mod tests {
             moved_on(before, "banner\n", typed),
             "the screen was cleared"
         );
+        // A CLI still starting: its status line changes, the text stays in the input line.
+        let starting = "banner\n> Tell me the magic word, please\n  stub-model default\n";
+        assert!(!moved_on(before, starting, typed));
     }
 
     #[test]

@@ -42,6 +42,19 @@ pub fn claude() -> PathBuf {
     path
 }
 
+/// The Codex CLI executable: `MAHAVISHNU_TEST_CODEX`, which the test script sets after installing it.
+pub fn codex() -> PathBuf {
+    let path = std::env::var_os("MAHAVISHNU_TEST_CODEX").map(PathBuf::from).expect(
+        "MAHAVISHNU_TEST_CODEX is not set: run the tests with `scripts/test`, which installs Codex from npm",
+    );
+    assert!(
+        path.exists(),
+        "MAHAVISHNU_TEST_CODEX={} does not exist",
+        path.display()
+    );
+    path
+}
+
 /// The `init` message among what `qwen -p ... -o json` printed: its tools, agents and MCP servers.
 pub fn qwen_init_message(stdout: &[u8]) -> serde_json::Value {
     let messages: serde_json::Value =

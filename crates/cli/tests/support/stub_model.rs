@@ -1,5 +1,5 @@
 //! A FAKE model server, for tests only: a loopback endpoint that speaks OpenAI's chat completions and
-//! Anthropic's Messages API, answers every request with one canned reply (streamed or not) and records
+//! Responses API and Anthropic's Messages API, answers every request with one canned reply (streamed or not) and records
 //! the requests it got. The real Qwen Code and Claude Code CLIs talk to it over real HTTP; no real
 //! model can run on the test machines.
 
@@ -97,6 +97,11 @@ fn answer(
         recorded.lock().unwrap().push(request);
         return answer_message(&mut stream, reply, streamed);
     }
+    if path.ends_with("/responses") {
+        let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        recorded.lock().unwrap().push(request);
+        return answer_response(&mut stream, reply);
+    }
     if !path.ends_with("/chat/completions") {
         return respond_status(
             &mut stream,
@@ -134,6 +139,43 @@ fn answer(
         "usage": usage,
     });
     respond(&mut stream, "application/json", &completion.to_string())
+}
+
+/// A Responses API answer (what Codex speaks): one assistant message, streamed as `response.*`
+/// server-sent events in chunked encoding.
+fn answer_response(stream: &mut TcpStream, reply: &str) -> std::io::Result<()> {
+    let item = serde_json::json!({
+        "type": "message", "role": "assistant", "id": "msg_stub",
+        "content": [{ "type": "output_text", "text": reply, "annotations": [] }],
+    });
+    let mut added = item.clone();
+    added["content"] = serde_json::json!([]);
+    let usage = serde_json::json!({
+        "input_tokens": 5, "input_tokens_details": { "cached_tokens": 0 },
+        "output_tokens": 3, "output_tokens_details": { "reasoning_tokens": 0 }, "total_tokens": 8,
+    });
+    let events = [
+        serde_json::json!({ "type": "response.created", "response": { "id": "resp_stub" } }),
+        serde_json::json!({ "type": "response.output_item.added", "output_index": 0, "item": added }),
+        serde_json::json!({
+            "type": "response.output_text.delta", "item_id": "msg_stub", "output_index": 0,
+            "content_index": 0, "delta": reply,
+        }),
+        serde_json::json!({ "type": "response.output_item.done", "output_index": 0, "item": item }),
+        serde_json::json!({ "type": "response.completed", "response": { "id": "resp_stub", "usage": usage } }),
+    ];
+    stream.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )?;
+    for data in events {
+        let event = format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap_or("")
+        );
+        stream.write_all(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes())?;
+        stream.flush()?;
+    }
+    stream.write_all(b"0\r\n\r\n")
 }
 
 /// A Messages API answer: one message of text; streamed as server-sent events in chunked encoding, the
