@@ -268,7 +268,8 @@ fn home() -> Result<PathBuf> {
     })
 }
 
-fn current_uid() -> u32 {
+/// This process's user id.
+pub fn current_uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use mahavishnu_core::Error;
-use mahavishnu_core::paths::{create_private_file, ensure_private_dir};
+use mahavishnu_core::paths::{create_private_file, current_uid, ensure_private_dir};
 
 /// The token file's name in the state directory.
 pub const TOKEN_FILE: &str = "serve-token";
@@ -142,11 +142,6 @@ fn random_token() -> Result<String, Error> {
             )
         })?;
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
-}
-
-fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
 }
 
 #[cfg(test)]
