@@ -74,11 +74,21 @@ pub fn orchestrator_with(
     targets.push(Arc::new(mahavishnu_kube::KubernetesTarget::new(
         config.config.targets.kubernetes.clone(),
     )));
-    Ok(Orchestrator::new(
-        Arc::new(config),
-        Arc::new(store),
-        targets,
-    ))
+    #[cfg(feature = "kubernetes")]
+    let kubernetes = config.config.targets.kubernetes.clone();
+    let orchestrator = Orchestrator::new(Arc::new(config), Arc::new(store), targets);
+    // An instance made in another kubeconfig context is reached through a target for that context.
+    #[cfg(feature = "kubernetes")]
+    let orchestrator = orchestrator.with_scoped_targets(Arc::new(move |kind, context| {
+        if kind != mahavishnu_core::TargetKind::Kubernetes {
+            return None;
+        }
+        let mut settings = kubernetes.clone();
+        settings.context = Some(context.to_string());
+        let target: Arc<dyn Target> = Arc::new(mahavishnu_kube::KubernetesTarget::new(settings));
+        Some(target)
+    }));
+    Ok(orchestrator)
 }
 
 /// The operations every face offers, over the orchestrator, from the current directory.

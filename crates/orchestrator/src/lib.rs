@@ -30,11 +30,20 @@ pub const SCOPE_LABEL: &str = "mahavishnu.scope";
 /// How long a `starting` record may go unseen by its target before it counts as lost.
 const STARTING_GRACE: Duration = Duration::from_secs(30);
 
+/// Makes a target of a kind that reaches a given scope (a Kubernetes target for a kubeconfig context),
+/// for the instances made there; `None` when it cannot.
+pub type ScopedTargets = Arc<dyn Fn(TargetKind, &str) -> Option<Arc<dyn Target>> + Send + Sync>;
+
+/// Where instances live: their target's kind, and the scope within it they were made in.
+type PlaceKey = (TargetKind, Option<String>);
+
 /// The orchestrator.
 pub struct Orchestrator {
     config: Arc<LoadedConfig>,
     store: Arc<Store>,
     targets: BTreeMap<TargetKind, Arc<dyn Target>>,
+    scoped: Option<ScopedTargets>,
+    scoped_made: std::sync::Mutex<HashMap<(TargetKind, String), Arc<dyn Target>>>,
 }
 
 /// Which instances a listing shows.
@@ -103,7 +112,16 @@ impl Orchestrator {
             config,
             store,
             targets,
+            scoped: None,
+            scoped_made: Default::default(),
         }
+    }
+
+    /// Lets calls on instances made in another scope than a target reaches now (another kubeconfig
+    /// context) go to a target made for that scope, so that an id always leads where it was made.
+    pub fn with_scoped_targets(mut self, make: ScopedTargets) -> Self {
+        self.scoped = Some(make);
+        self
     }
 
     /// The merged configuration.
@@ -126,17 +144,58 @@ impl Orchestrator {
             })
     }
 
-    /// The target that holds `instance`, as long as it still reaches the place the instance was made
-    /// in; otherwise an error that names that place, so that no call lands in another cluster.
-    async fn route(&self, instance: &Instance) -> Result<&Arc<dyn Target>> {
-        let target = self.target(instance.target)?;
-        if let Some(made_in) = instance.labels.get(SCOPE_LABEL) {
-            let reaches = target.scope().await?;
-            if reaches.as_deref() != Some(made_in.as_str()) {
-                return Err(out_of_scope(instance, made_in, reaches.as_deref()));
-            }
+    /// The target that holds `instance`: the one of its kind when that reaches the place the instance
+    /// was made in, else one made for that place; otherwise an error that names the place, so that no
+    /// call lands in another cluster.
+    async fn route(&self, instance: &Instance) -> Result<Arc<dyn Target>> {
+        let made_in = instance.labels.get(SCOPE_LABEL).map(String::as_str);
+        match self.target_in(instance.target, made_in).await? {
+            Ok(target) => Ok(target),
+            Err(reaches) => Err(out_of_scope(
+                instance,
+                made_in.unwrap_or_default(),
+                reaches.as_deref(),
+            )),
         }
-        Ok(target)
+    }
+
+    /// A target of `kind` that reaches `made_in` (any one of the kind when `None`); `Err` with the
+    /// scope the configured target reaches instead when no target can reach it.
+    async fn target_in(
+        &self,
+        kind: TargetKind,
+        made_in: Option<&str>,
+    ) -> Result<std::result::Result<Arc<dyn Target>, Option<String>>> {
+        let target = Arc::clone(self.target(kind)?);
+        let Some(made_in) = made_in else {
+            return Ok(Ok(target));
+        };
+        let reaches = target.scope().await?;
+        if reaches.as_deref() == Some(made_in) {
+            return Ok(Ok(target));
+        }
+        let key = (kind, made_in.to_string());
+        let made = self
+            .scoped_made
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&key)
+            .cloned();
+        let made = match made {
+            Some(made) => Some(made),
+            None => match self.scoped.as_ref().and_then(|make| make(kind, made_in)) {
+                // Only a target that says it reaches that place is used there.
+                Some(made) if made.scope().await?.as_deref() == Some(made_in) => {
+                    self.scoped_made
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .insert(key, Arc::clone(&made));
+                    Some(made)
+                }
+                _ => None,
+            },
+        };
+        Ok(made.ok_or(reaches))
     }
 
     /// Preflight verdicts of every target, in display order.
@@ -265,32 +324,26 @@ impl Orchestrator {
 
     /// Brings the records of `instances` up to date with their targets; returns them updated.
     async fn reconcile(&self, mut instances: Vec<Instance>) -> Result<Vec<Instance>> {
-        let mut by_target: BTreeMap<TargetKind, Vec<usize>> = BTreeMap::new();
+        // Instances are asked about where they were made: by kind, and by scope within a kind.
+        let mut by_target: BTreeMap<PlaceKey, Vec<usize>> = BTreeMap::new();
         for (index, instance) in instances.iter().enumerate() {
             if instance.state.is_live() {
-                by_target.entry(instance.target).or_default().push(index);
+                let scope = instance.labels.get(SCOPE_LABEL).cloned();
+                by_target
+                    .entry((instance.target, scope))
+                    .or_default()
+                    .push(index);
             }
         }
-        for (kind, indexes) in by_target {
-            let Ok(target) = self.target(kind) else {
+        for ((kind, made_in), indexes) in by_target {
+            // A place no target can reach now leaves its records as they were, never lost.
+            let Ok(Ok(target)) = self.target_in(kind, made_in.as_deref()).await else {
                 continue;
             };
             // A target that cannot answer now (tmux uninstalled, say) leaves its records as they were.
             let Ok(observed) = target.list().await else {
                 continue;
             };
-            // Instances made in another place than the target reaches now are not in its answer; they
-            // are left as recorded instead of being taken for lost.
-            let scope = target.scope().await.ok().flatten();
-            let indexes: Vec<usize> = indexes
-                .into_iter()
-                .filter(|index| {
-                    instances[*index]
-                        .labels
-                        .get(SCOPE_LABEL)
-                        .is_none_or(|made_in| scope.as_deref() == Some(made_in.as_str()))
-                })
-                .collect();
             let observed: HashMap<String, Observation> = observed
                 .into_iter()
                 .map(|observation| (observation.native.clone(), observation))
@@ -571,7 +624,7 @@ impl Orchestrator {
             self.config.config.terminal.stop_grace_ms,
         ));
         let mut finished = Vec::new();
-        let mut by_target: BTreeMap<TargetKind, (Arc<dyn Target>, Vec<Instance>)> = BTreeMap::new();
+        let mut by_target: BTreeMap<PlaceKey, (Arc<dyn Target>, Vec<Instance>)> = BTreeMap::new();
         for instance in instances {
             // A launch that failed started nothing, and a lost instance is gone from its target: their
             // records are closed without asking the target (which may not even be reachable).
@@ -581,8 +634,8 @@ impl Orchestrator {
             }
             match self.route(&instance).await {
                 Ok(target) => by_target
-                    .entry(instance.target)
-                    .or_insert_with(|| (Arc::clone(target), Vec::new()))
+                    .entry((instance.target, instance.labels.get(SCOPE_LABEL).cloned()))
+                    .or_insert_with(|| (target, Vec::new()))
                     .1
                     .push(instance),
                 Err(error) => finished.push((instance, Err(error))),
