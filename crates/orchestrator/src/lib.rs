@@ -260,8 +260,14 @@ impl Orchestrator {
 
     /// Recorded instances matching `filter`, reconciled with what their targets report.
     pub async fn list_instances(&self, filter: &ListFilter) -> Result<Vec<Instance>> {
+        let instances = self.recorded_matching(filter)?;
+        self.reconcile(instances).await
+    }
+
+    /// Recorded instances matching `filter`, as recorded (nothing asked of their targets).
+    fn recorded_matching(&self, filter: &ListFilter) -> Result<Vec<Instance>> {
         let project = filter.project.as_deref().map(canonical).transpose()?;
-        let instances: Vec<Instance> = self
+        Ok(self
             .store
             .instances(filter.all)?
             .into_iter()
@@ -275,8 +281,7 @@ impl Orchestrator {
                         .as_deref()
                         .is_none_or(|profile| instance.profile == profile)
             })
-            .collect();
-        self.reconcile(instances).await
+            .collect())
     }
 
     /// The ids of the live instances of a project and profile (every one when they are None).
@@ -305,19 +310,14 @@ impl Orchestrator {
         project: Option<PathBuf>,
         profile: Option<String>,
     ) -> Result<Vec<InstanceId>> {
-        let project = project.as_deref().map(canonical).transpose()?;
+        let filter = ListFilter {
+            project,
+            profile,
+            ..Default::default()
+        };
         Ok(self
-            .store
-            .instances(false)?
+            .recorded_matching(&filter)?
             .into_iter()
-            .filter(|instance| {
-                project
-                    .as_deref()
-                    .is_none_or(|dir| belongs_to(instance, dir))
-                    && profile
-                        .as_deref()
-                        .is_none_or(|profile| instance.profile == profile)
-            })
             .map(|instance| instance.id)
             .collect())
     }
