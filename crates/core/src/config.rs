@@ -502,7 +502,7 @@ impl ConfigLoader {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Config(format!("cannot read config file {}: {e}", path.display()))
         })?;
-        let layer = parse_layer(&text)
+        let (layer, _) = parse_layer(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         self.files.push(path.to_path_buf());
         self.merge(layer, &path.display().to_string());
@@ -524,7 +524,7 @@ impl ConfigLoader {
         let text = String::from_utf8(bytes.clone()).map_err(|_| {
             Error::Config(format!("config file {} is not UTF-8 text", path.display()))
         })?;
-        let mut layer = parse_layer(&text)
+        let (mut layer, typed) = parse_layer(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         for key in USER_ONLY_KEYS {
             if take_key(&mut layer, key).is_some() {
@@ -557,8 +557,6 @@ impl ConfigLoader {
                 }
             }
         }
-        let typed: Config = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         self.files.push(path.to_path_buf());
         self.merge(layer, &path.display().to_string());
         self.project_hooks = typed.hooks;
@@ -690,11 +688,13 @@ impl Default for ConfigLoader {
     }
 }
 
-fn parse_layer(text: &str) -> std::result::Result<Value, String> {
+/// A file's layer, as the TOML tree that is merged and as the typed config it validated as.
+fn parse_layer(text: &str) -> std::result::Result<(Value, Config), String> {
     // Deserializing into the typed config reports unknown keys and wrong types with line and column.
     let typed = toml::from_str::<Config>(text).map_err(|e| e.to_string().trim_end().to_string())?;
     validate_hooks(text, &typed)?;
-    toml::from_str::<Value>(text).map_err(|e| e.to_string())
+    let layer = toml::from_str::<Value>(text).map_err(|e| e.to_string())?;
+    Ok((layer, typed))
 }
 
 /// Removes the value at a dotted `key` from a TOML table, returning it.
