@@ -776,7 +776,7 @@ const SUBMIT_PATIENCE: Duration = Duration::from_millis(2000);
 /// line does nothing, a third could submit something else).
 async fn submit_confirmed(target: &dyn Target, native: &str, typed: &str) -> Result<()> {
     let enter = [InputPart::Key(Key::Named(NamedKey::Enter))];
-    let Ok(before) = target.screen(native, ScreenOptions::default()).await else {
+    let Some(before) = echoed(target, native, typed).await else {
         return target.send(native, &enter).await;
     };
     target.send(native, &enter).await?;
@@ -794,23 +794,42 @@ async fn submit_confirmed(target: &dyn Target, native: &str, typed: &str) -> Res
     target.send(native, &enter).await
 }
 
-/// Whether the screen moved on from `before` after `typed` was submitted: the text left its input line
-/// (it is gone from the screen, or the line that held it is no longer there, unchanged, at the same
-/// row). Other lines changing is not enough: a CLI that is still starting redraws its status line (Codex
-/// shows its model there once it is ready) while the text sits unsent in its input line. When the
-/// text cannot be followed (nothing typed), any new words count.
-fn moved_on(before: &str, after: &str, typed: &str) -> bool {
+/// The screen once it shows the end of `typed`: on a busy machine the program draws typed text a while
+/// after it arrives, and a screen taken before that would make the text's first appearance look like
+/// the screen moving on. After `SUBMIT_PATIENCE` the screen is taken as it is (a program may not echo
+/// what is typed); `None` when it cannot be read.
+async fn echoed(target: &dyn Target, native: &str, typed: &str) -> Option<String> {
+    let tail = typed_tail(typed);
+    let started = std::time::Instant::now();
+    loop {
+        let screen = target.screen(native, ScreenOptions::default()).await.ok()?;
+        if tail.is_empty() || screen.contains(&tail) || started.elapsed() >= SUBMIT_PATIENCE {
+            return Some(screen);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The end of the last non-blank line of `typed`, which is what stays visible of it in an input field
+/// (a long line wraps).
+fn typed_tail(typed: &str) -> String {
     let last_line = typed
         .lines()
         .rev()
         .find(|line| !line.trim().is_empty())
         .unwrap_or("")
         .trim();
-    // The end of the text only: a long line wraps in the input field.
-    let tail: String = {
-        let chars: Vec<char> = last_line.chars().collect();
-        chars[chars.len().saturating_sub(16)..].iter().collect()
-    };
+    let chars: Vec<char> = last_line.chars().collect();
+    chars[chars.len().saturating_sub(16)..].iter().collect()
+}
+
+/// Whether the screen moved on from `before` after `typed` was submitted: the text left its input line
+/// (it is gone from the screen, or the line that held it is no longer there, unchanged, at the same
+/// row). Other lines changing is not enough: a CLI that is still starting redraws its status line (Codex
+/// shows its model there once it is ready) while the text sits unsent in its input line. When the
+/// text cannot be followed (nothing typed), any new words count.
+fn moved_on(before: &str, after: &str, typed: &str) -> bool {
+    let tail = typed_tail(typed);
     let input_row = before
         .lines()
         .collect::<Vec<_>>()
