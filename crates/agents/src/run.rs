@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mahavishnu_core::keys::{Key, NamedKey};
-use mahavishnu_core::{Error, InputPart, Instance, Result, ScreenOptions, TargetKind};
+use mahavishnu_core::{Error, InputPart, Instance, Result, ScreenOptions, TargetName};
 use mahavishnu_orchestrator::{CaptureOptions, LaunchRequest, Orchestrator, WaitCondition};
 use serde::Serialize;
 
@@ -19,7 +19,7 @@ pub struct RunRequest {
     /// The prompt to submit.
     pub prompt: String,
     /// The target.
-    pub target: Option<TargetKind>,
+    pub target: Option<TargetName>,
     /// Working directory.
     pub cwd: Option<PathBuf>,
     /// Wait for the answer (interactive runs).
@@ -54,7 +54,7 @@ pub async fn run_interactive(
     let launch = LaunchRequest {
         profile: request.profile.clone(),
         count: 1,
-        target: request.target,
+        target: request.target.clone(),
         cwd: request.cwd.clone(),
         args: vec!["--append-system-prompt".into(), agent.body.clone()],
         labels: [("agent".to_string(), agent.name.clone())].into(),

@@ -9,7 +9,7 @@ use mahavishnu_core::{Error, Result, paths};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::terminal::target_kind;
+use crate::terminal::target_name;
 use crate::{Api, Operation, Progress, Reply, blocking, bounded, define, plural, seconds};
 
 pub(crate) fn operations() -> Vec<Operation> {
@@ -328,7 +328,7 @@ async fn agent_run(api: Api, params: RunParams, progress: Progress) -> Result<Re
     let request = RunRequest {
         profile: profile.to_string(),
         prompt: params.prompt,
-        target: target_kind(params.target.as_deref())?,
+        target: target_name(params.target.as_deref())?,
         cwd: Some(cwd),
         wait: params.wait,
         timeout,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mahavishnu_core::{
-    Error, ExecOutput, InputPart, Instance, InstanceId, Result, ScreenOptions, TargetKind,
+    Error, ExecOutput, InputPart, Instance, InstanceId, Result, ScreenOptions, TargetName,
 };
 use mahavishnu_orchestrator::{
     CaptureOptions, LaunchOutcome, LaunchRequest, ListFilter, WaitCondition,
@@ -112,8 +112,16 @@ pub(crate) fn operations() -> Vec<Operation> {
         define(
             "targets_list",
             true,
-            "List the targets (tmux, pty, kubernetes) and whether each is ready, or exactly why not.",
+            "List every target by name (the built-in tmux, pty and kubernetes, and the configured \
+             ones): its kind, where it points, what it can do, and whether it is ready or exactly why \
+             not.",
             targets,
+        ),
+        define(
+            "target_show",
+            true,
+            "One target by name: its kind, where it points, what it can do, and its preflight.",
+            target_show,
         ),
         define(
             "instances_launch",
@@ -137,7 +145,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             "instances_list",
             true,
             "List instances of every target, or of one.",
-            instances,
+            list,
         ),
         define(
             "instance_stop",
@@ -207,16 +215,16 @@ pub struct LaunchParams {
     pub branch_prefix: Option<String>,
 }
 
-/// A target name, parsed with the same message the CLI gives.
-pub(crate) fn target_kind(text: Option<&str>) -> Result<Option<TargetKind>> {
-    text.map(str::parse::<TargetKind>).transpose()
+/// A target's name, parsed with the same message the CLI gives.
+pub(crate) fn target_name(text: Option<&str>) -> Result<Option<TargetName>> {
+    text.map(str::parse::<TargetName>).transpose()
 }
 
 async fn launch(api: Api, params: LaunchParams, progress: Progress) -> Result<Reply> {
     let request = LaunchRequest {
         profile: params.profile,
         count: params.count,
-        target: target_kind(params.target.as_deref())?,
+        target: target_name(params.target.as_deref())?,
         cwd: params.cwd.map(|dir| api.absolute(&dir)),
         env: params.env,
         name: params.name,
@@ -495,6 +503,9 @@ pub struct ListParams {
     /// Include closed sessions.
     #[serde(default)]
     pub all: bool,
+    /// Only sessions of the target with this name (`tmux`, `pty`, `kubernetes`, or a configured one).
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 fn instance_lines(instances: &[Instance]) -> String {
@@ -504,17 +515,11 @@ fn instance_lines(instances: &[Instance]) -> String {
     instances
         .iter()
         .map(|instance| {
-            let state = match instance.exit_code {
-                Some(code) if instance.state == mahavishnu_core::InstanceState::Exited => {
-                    format!("exited({code})")
-                }
-                _ => instance.state.to_string(),
-            };
             format!(
                 "{} {} {} {}",
                 instance.id,
                 instance.profile,
-                state,
+                instance.state_label(),
                 instance.cwd.display()
             )
         })
@@ -526,33 +531,7 @@ async fn list(api: Api, params: ListParams, _: Progress) -> Result<Reply> {
     let filter = ListFilter {
         project: params.project.map(|dir| api.absolute(&dir)),
         all: params.all,
-        ..Default::default()
-    };
-    let listed = api.orchestrator().list_instances(&filter).await?;
-    let summary = instance_lines(&listed);
-    Reply::list("instances", &listed, summary)
-}
-
-/// Arguments of `instances_list`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InstancesParams {
-    /// Only instances of this project (or started below this directory).
-    #[serde(default)]
-    pub project: Option<PathBuf>,
-    /// Include closed instances.
-    #[serde(default)]
-    pub all: bool,
-    /// Only instances of this target: tmux, pty or kubernetes.
-    #[serde(default)]
-    pub target: Option<String>,
-}
-
-async fn instances(api: Api, params: InstancesParams, _: Progress) -> Result<Reply> {
-    let filter = ListFilter {
-        project: params.project.map(|dir| api.absolute(&dir)),
-        all: params.all,
-        target: target_kind(params.target.as_deref())?,
+        target: target_name(params.target.as_deref())?,
         ..Default::default()
     };
     let listed = api.orchestrator().list_instances(&filter).await?;
@@ -794,14 +773,34 @@ async fn stop(api: Api, params: StopParams, _: Progress) -> Result<Reply> {
 pub struct NoParams {}
 
 async fn targets(api: Api, _: NoParams, _: Progress) -> Result<Reply> {
-    let verdicts = api.orchestrator().preflight_targets().await;
-    let summary = verdicts
+    let infos = api.orchestrator().target_infos(None).await?;
+    let summary = infos
         .iter()
-        .map(|verdict| {
-            let ready = if verdict.ready { "ready" } else { "not ready" };
-            format!("{}: {ready} ({})", verdict.target, verdict.detail)
+        .map(|info| {
+            let ready = if info.ready { "ready" } else { "not ready" };
+            format!("{} ({}): {ready} ({})", info.name, info.kind, info.detail)
         })
         .collect::<Vec<_>>()
         .join("\n");
-    Reply::list("targets", &verdicts, summary)
+    Reply::list("targets", &infos, summary)
+}
+
+/// Arguments of `target_show`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetShowParams {
+    /// The target's name (`tmux`, `pty`, `kubernetes`, or one configured as [targets.NAME]).
+    pub name: String,
+}
+
+async fn target_show(api: Api, params: TargetShowParams, _: Progress) -> Result<Reply> {
+    let name: TargetName = params.name.parse()?;
+    let info = api
+        .orchestrator()
+        .target_infos(Some(&name))
+        .await?
+        .remove(0);
+    let ready = if info.ready { "ready" } else { "not ready" };
+    let summary = format!("{} ({}): {ready} ({})", info.name, info.kind, info.detail);
+    Reply::new(&info, summary)
 }

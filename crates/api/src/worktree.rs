@@ -77,9 +77,16 @@ pub async fn launch_in_worktrees(
     mut request: LaunchRequest,
     options: &WorktreeOptions,
 ) -> Result<LaunchOutcome> {
-    if let Some(kind) = request.target.filter(|kind| !kind.is_local()) {
+    if let Some(name) = &request.target
+        && !api
+            .orchestrator()
+            .target(name)?
+            .capabilities()
+            .host_processes
+    {
         return Err(Error::Invalid(format!(
-            "--worktree makes worktrees on this machine, so it works with tmux and pty, not {kind}"
+            "--worktree makes worktrees on this machine, so it works with targets that run programs \
+             here (tmux, pty), not with target `{name}`"
         )));
     }
     let settings = api.orchestrator().config().config.worktree.clone();
@@ -356,7 +363,7 @@ async fn relaunch(api: &Api, instance: Instance, record: WorktreeRecord) -> Resu
     let request = LaunchRequest {
         profile: instance.profile.clone(),
         count: 1,
-        target: Some(instance.target),
+        target: Some(instance.target.clone()),
         cwd: Some(record.path.clone()),
         env: port_environment(record.port_base).into_iter().collect(),
         name: Some(name),

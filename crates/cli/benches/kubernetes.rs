@@ -131,7 +131,10 @@ fn main() {
         request_timeout_ms: 30_000,
         ..Default::default()
     };
-    let target = mahavishnu_kube::KubernetesTarget::new(settings);
+    let target = mahavishnu_kube::KubernetesTarget::new(
+        mahavishnu_core::TargetName::builtin(mahavishnu_core::TargetKind::Kubernetes),
+        settings,
+    );
     let native = id.trim_start_matches("k8s:").to_string();
     let request = mahavishnu_core::ExecRequest {
         command: vec!["true".into()],

@@ -123,8 +123,8 @@ pub enum Command {
     /// Instances on any target: launch, exec, status, list, stop, logs
     #[command(subcommand, visible_alias = "i")]
     Instances(InstancesCommand),
-    /// List the targets and whether each is ready, or exactly why not
-    Targets,
+    /// The targets: each one's name, kind, where it points and whether it is ready, or exactly why not
+    Targets(TargetsArgs),
     /// The entry Claude Code and Qwen Code call on their hook events (JSON on stdin)
     Hook,
     /// Coding sessions: start, end, status, list
@@ -158,6 +158,9 @@ pub enum Command {
     /// Hold one pty session (started by mahavishnu itself)
     #[command(name = "__pty-host", hide = true)]
     PtyHost(PtyHostArgs),
+    /// Attach this terminal to one pty session (run by `terminal attach`)
+    #[command(name = "__pty-attach", hide = true)]
+    PtyAttach(PtyAttachArgs),
     /// Finish hooks after `mahavishnu hook` has answered (started by mahavishnu itself)
     #[command(name = "__hook-worker", hide = true)]
     HookWorker(HookWorkerArgs),
@@ -198,9 +201,9 @@ pub struct AgentRunArgs {
     /// Which CLI runs it (its profile of the same name)
     #[arg(long, value_enum, default_value_t = CliArg::Qwen)]
     pub cli: CliArg,
-    /// Where the session runs [default: tmux if installed, else pty]
-    #[arg(long, value_enum)]
-    pub target: Option<TargetArg>,
+    /// The target it runs on, by name (see `mahavishnu targets`) [default: tmux if installed, else pty]
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<mahavishnu_core::TargetName>,
     /// Working directory [default: the current directory]
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
@@ -589,9 +592,9 @@ pub struct InstancesListArgs {
     /// Include closed instances
     #[arg(long)]
     pub all: bool,
-    /// Only instances of this target
-    #[arg(long, value_enum)]
-    pub target: Option<TargetArg>,
+    /// Only instances of the target with this name
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<mahavishnu_core::TargetName>,
 }
 
 #[derive(Debug, Args)]
@@ -603,22 +606,21 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum TargetArg {
-    Tmux,
-    Pty,
-    Kubernetes,
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    #[command(subcommand)]
+    pub command: Option<TargetsCommand>,
 }
 
-impl TargetArg {
-    /// The target kind.
-    pub fn kind(self) -> mahavishnu_core::TargetKind {
-        match self {
-            TargetArg::Tmux => mahavishnu_core::TargetKind::Tmux,
-            TargetArg::Pty => mahavishnu_core::TargetKind::Pty,
-            TargetArg::Kubernetes => mahavishnu_core::TargetKind::Kubernetes,
-        }
-    }
+#[derive(Debug, Subcommand)]
+pub enum TargetsCommand {
+    /// List every target (the default)
+    List,
+    /// One target: its kind, where it points, what it can do, and its preflight
+    Show {
+        /// The target's name
+        name: mahavishnu_core::TargetName,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -628,9 +630,10 @@ pub struct LaunchArgs {
     /// How many sessions to start
     #[arg(long, short = 'n', default_value_t = 1)]
     pub count: usize,
-    /// Where to run them [default: tmux if installed, else pty]
-    #[arg(long, value_enum)]
-    pub target: Option<TargetArg>,
+    /// The target to run them on, by name (see `mahavishnu targets`) [default: tmux if installed, else
+    /// pty]
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<mahavishnu_core::TargetName>,
     /// Working directory [default: the current directory]
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
@@ -765,6 +768,9 @@ pub struct ListArgs {
     /// Include closed sessions
     #[arg(long)]
     pub all: bool,
+    /// Only sessions of the target with this name
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<mahavishnu_core::TargetName>,
 }
 
 #[derive(Debug, Args)]
@@ -850,6 +856,14 @@ pub struct ManArgs {
 pub struct CompletionsArgs {
     /// The shell
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct PtyAttachArgs {
+    #[arg(long)]
+    pub socket: PathBuf,
+    #[arg(long)]
+    pub id: String,
 }
 
 #[derive(Debug, Args)]

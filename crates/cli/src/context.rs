@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use mahavishnu_core::config::{ConfigLoader, LoadedConfig};
 use mahavishnu_core::store::Store;
-use mahavishnu_core::{Target, paths};
+use mahavishnu_core::{Target, TargetKind, TargetName, paths};
 use mahavishnu_orchestrator::Orchestrator;
 use mahavishnu_terminal::{PtyTarget, TmuxTarget};
 
@@ -24,34 +24,57 @@ pub fn load_config(store: &Store) -> Result<LoadedConfig> {
     Ok(ConfigLoader::standard(&cwd, store)?)
 }
 
-/// The targets this build offers, configured, for the state directory of `store`: a state directory
-/// of its own gets a tmux server and pty sockets of its own (unless the config names the server).
-pub fn targets(config: &LoadedConfig, store: &Store) -> Result<(TmuxTarget, PtyTarget)> {
-    let settings = &config.config.targets;
+/// Every configured target, by name, made for the state directory of `store`: a state directory of
+/// its own gets tmux servers and pty sockets of its own (unless the config names the server).
+pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Target>>> {
     let tag = store.path().parent().and_then(paths::isolation_tag);
     let mut runtime_dir = paths::runtime_dir()?;
-    let mut socket_name = settings.tmux.socket_name.clone();
     if let Some(tag) = &tag {
         runtime_dir = runtime_dir.join(format!("state-{tag}"));
         paths::ensure_private_dir(&runtime_dir)?;
-        if config
-            .origins
-            .get("targets.tmux.socket_name")
-            .is_none_or(|origin| origin == "built-in")
-        {
-            socket_name = format!("{socket_name}-{tag}");
-        }
     }
-    let tmux = TmuxTarget::new(
-        &settings.tmux.program,
-        &socket_name,
-        settings.pty.scrollback,
-        &runtime_dir,
-    );
     let host = std::env::current_exe()
         .context("cannot find the mahavishnu executable for the pty host")?;
-    let pty = PtyTarget::new(&runtime_dir, host, settings.pty.scrollback);
-    Ok((tmux, pty))
+    let mut targets: Vec<Arc<dyn Target>> = Vec::new();
+    for (name, kind, settings) in config.config.targets.all() {
+        let name = TargetName::new(name)?;
+        match kind {
+            TargetKind::Tmux => {
+                let tmux = settings.tmux();
+                let configured = config
+                    .origins
+                    .get(&format!("targets.{name}.socket_name"))
+                    .is_some_and(|origin| origin != "built-in");
+                let mut socket_name = tmux
+                    .socket_name
+                    .clone()
+                    .unwrap_or_else(|| format!("mahavishnu-{name}"));
+                if let Some(tag) = tag.as_ref().filter(|_| !configured) {
+                    socket_name = format!("{socket_name}-{tag}");
+                }
+                targets.push(Arc::new(TmuxTarget::new(
+                    name,
+                    &tmux.program,
+                    &socket_name,
+                    tmux.scrollback,
+                    &runtime_dir,
+                )));
+            }
+            TargetKind::Pty => targets.push(Arc::new(PtyTarget::new(
+                name,
+                &runtime_dir,
+                host.clone(),
+                settings.pty().scrollback,
+            ))),
+            #[cfg(feature = "kubernetes")]
+            TargetKind::Kubernetes => targets.push(Arc::new(
+                mahavishnu_kube::KubernetesTarget::new(name, settings.kubernetes()),
+            )),
+            #[cfg(not(feature = "kubernetes"))]
+            TargetKind::Kubernetes => {}
+        }
+    }
+    Ok(targets)
 }
 
 /// The orchestrator over every target, with the store opened.
@@ -67,25 +90,24 @@ pub fn orchestrator_with(
     let store = store(global)?;
     let mut config = load_config(&store)?;
     adjust(&mut config);
-    let (tmux, pty) = targets(&config, &store)?;
-    #[allow(unused_mut)]
-    let mut targets: Vec<Arc<dyn Target>> = vec![Arc::new(tmux), Arc::new(pty)];
+    let targets = targets(&config, &store)?;
     #[cfg(feature = "kubernetes")]
-    targets.push(Arc::new(mahavishnu_kube::KubernetesTarget::new(
-        config.config.targets.kubernetes.clone(),
-    )));
-    #[cfg(feature = "kubernetes")]
-    let kubernetes = config.config.targets.kubernetes.clone();
+    let settings = config.config.targets.clone();
     let orchestrator = Orchestrator::new(Arc::new(config), Arc::new(store), targets);
-    // An instance made in another kubeconfig context is reached through a target for that context.
+    // An instance made in another kubeconfig context than its target reaches now (the built-in
+    // target follows the current context) is reached through a copy of the target for that context.
     #[cfg(feature = "kubernetes")]
-    let orchestrator = orchestrator.with_scoped_targets(Arc::new(move |kind, context| {
-        if kind != mahavishnu_core::TargetKind::Kubernetes {
+    let orchestrator = orchestrator.with_scoped_targets(Arc::new(move |name, context| {
+        let (kind, target) = settings.get(name.as_str())?;
+        if kind != TargetKind::Kubernetes {
             return None;
         }
-        let mut settings = kubernetes.clone();
-        settings.context = Some(context.to_string());
-        let target: Arc<dyn Target> = Arc::new(mahavishnu_kube::KubernetesTarget::new(settings));
+        let mut kubernetes = target.kubernetes();
+        kubernetes.context = Some(context.to_string());
+        let target: Arc<dyn Target> = Arc::new(mahavishnu_kube::KubernetesTarget::new(
+            name.clone(),
+            kubernetes,
+        ));
         Some(target)
     }));
     Ok(orchestrator)

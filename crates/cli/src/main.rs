@@ -18,6 +18,20 @@ fn main() -> ExitCode {
         let code = mahavishnu_terminal::pty::host::run(&host.dir, &host.name, host.scrollback);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
+    if let Command::PtyAttach(attach) = &cli.command {
+        eprintln!(
+            "attached to {}; detach with {}",
+            attach.id,
+            mahavishnu_terminal::pty::DETACH_KEY_NAME
+        );
+        return match mahavishnu_terminal::pty::attach(&attach.socket, &attach.id) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // The HTTP server answers many clients at once; every other command is one call.
     let mut builder = if matches!(cli.command, Command::Serve(_)) {
         tokio::runtime::Builder::new_multi_thread()

@@ -29,6 +29,16 @@ pub fn emit<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// Prints what an operation replied: its value as JSON or YAML (exactly what the MCP tool and `/v1`
+/// return), or `table` for people.
+pub fn emit_reply(
+    format: OutputFormat,
+    reply: &mahavishnu_api::Reply,
+    table: impl FnOnce() -> String,
+) -> Result<()> {
+    emit(format, &reply.value, table)
+}
+
 /// Lays out rows in columns under a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();

@@ -6,7 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mahavishnu_conformance::{Fixture, run_all};
+use mahavishnu_core::{TargetKind, TargetName};
 use mahavishnu_terminal::{PtyTarget, TmuxTarget};
+
+fn builtin(kind: TargetKind) -> TargetName {
+    TargetName::builtin(kind)
+}
 
 fn fixture(
     target: Arc<dyn mahavishnu_core::Target>,
@@ -25,14 +30,25 @@ fn fixture(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tmux_target_conforms() {
     let world = support::World::new();
-    let target = TmuxTarget::new("tmux", &world.tmux_socket, 10_000, &world.runtime_dir());
+    let target = TmuxTarget::new(
+        builtin(TargetKind::Tmux),
+        "tmux",
+        &world.tmux_socket,
+        10_000,
+        &world.runtime_dir(),
+    );
     run_all(&fixture(Arc::new(target), &world, "tm")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pty_target_conforms() {
     let world = support::World::new();
-    let target = PtyTarget::new(&world.runtime_dir(), support::binary(), 10_000);
+    let target = PtyTarget::new(
+        builtin(TargetKind::Pty),
+        &world.runtime_dir(),
+        support::binary(),
+        10_000,
+    );
     run_all(&fixture(Arc::new(target), &world, "pt")).await;
 }
 
@@ -49,7 +65,7 @@ async fn kubernetes_target_conforms_against_the_fake_api_server() {
         request_timeout_ms: 10_000,
         ..Default::default()
     };
-    let target = mahavishnu_kube::KubernetesTarget::new(settings);
+    let target = mahavishnu_kube::KubernetesTarget::new(builtin(TargetKind::Kubernetes), settings);
     assert_eq!(
         target.namespace(),
         "dev",

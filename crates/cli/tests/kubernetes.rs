@@ -7,8 +7,8 @@ mod support;
 
 use std::process::Command;
 
-use support::World;
 use support::fake_kube::FakeKube;
+use support::{World, target_named};
 
 /// A world whose kubernetes target talks to `fake`, in namespace `dev`, with a default image.
 fn kube_world(fake: &FakeKube) -> World {
@@ -175,7 +175,7 @@ fn shells_in_pods_launch_type_read_exec_and_close() {
     let fake = FakeKube::start();
     let world = kube_world(&fake);
     let targets = world.json(&["targets"]);
-    let kubernetes = &targets.as_array().unwrap()[2];
+    let kubernetes = target_named(&targets, "kubernetes");
     assert_eq!(kubernetes["ready"], true, "{kubernetes}");
     assert!(
         kubernetes["detail"]
@@ -421,7 +421,7 @@ fn preflight_says_why_the_cluster_is_not_ready() {
             .output()
             .unwrap();
         let verdicts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        let kubernetes = &verdicts[2];
+        let kubernetes = target_named(&verdicts, "kubernetes");
         assert_eq!(kubernetes["ready"], false, "{key}={value}: {kubernetes}");
         assert!(
             kubernetes["detail"].as_str().unwrap().contains(reason),
@@ -459,9 +459,10 @@ fn an_unresponsive_cluster_is_reported_quickly() {
         started.elapsed()
     );
     let verdicts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(verdicts[2]["ready"], false);
+    let kubernetes = target_named(&verdicts, "kubernetes");
+    assert_eq!(kubernetes["ready"], false);
     assert!(
-        verdicts[2]["detail"]
+        kubernetes["detail"]
             .as_str()
             .unwrap()
             .contains("did not answer within 5s"),

@@ -10,12 +10,12 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{World, binary, git, qwen, succeeded};
+use support::{World, binary, git, qwen, succeeded, target_named};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// How many tools (and `/v1` operations) the server offers.
-const TOOLS: usize = 35;
+const TOOLS: usize = 36;
 
 /// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
 fn python_path() -> PathBuf {
@@ -344,7 +344,7 @@ fn http_checks_tokens_and_hosts() {
     let (status, body) = server.request("POST", "/v1/targets_list", &auth, "");
     assert_eq!(status, 200, "{body}");
     let targets: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(targets["targets"][1]["target"], "pty");
+    assert_eq!(target_named(&targets, "pty")["kind"], "pty");
 
     for (host, want) in [("evil.example:8677", 403), ("proxy.example", 200)] {
         let (status, body) =

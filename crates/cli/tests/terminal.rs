@@ -5,7 +5,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::World;
+use support::{World, target_named};
 
 const BASH: &[&str] = &["--", "--norc", "--noprofile"];
 
@@ -354,6 +354,11 @@ fn bad_input_gets_a_clear_error_and_disturbs_nothing() {
         (
             &["terminal", "send", "bogus:id", "x"],
             2,
+            &["no target `bogus`", "mahavishnu targets"],
+        ),
+        (
+            &["terminal", "send", "Bad_Name:id", "x"],
+            2,
             &["not an instance id", "tmux:mv-"],
         ),
         (
@@ -462,12 +467,7 @@ fn without_tmux_the_pty_target_still_works() {
     )
     .unwrap();
     let targets = world.json(&["targets"]);
-    let tmux = targets
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"] == "tmux")
-        .unwrap();
+    let tmux = target_named(&targets, "tmux");
     assert_eq!(tmux["ready"], false);
     assert!(
         tmux["detail"]

@@ -32,7 +32,7 @@ impl Fixture {
     fn spec(&self, name: &str, command: &[&str]) -> LaunchSpec {
         let native = format!("{}-{name}", self.prefix);
         LaunchSpec {
-            id: InstanceId::new(self.target.kind(), native)
+            id: InstanceId::new(self.target.name().clone(), native)
                 .expect("conformance names are valid ids"),
             profile: "conformance".into(),
             command: command.iter().map(|word| word.to_string()).collect(),
@@ -128,7 +128,7 @@ async fn check(name: &str, body: impl Future<Output = ()>) {
 async fn preflight(fixture: &Fixture) {
     let verdict = fixture.target.preflight().await;
     assert!(verdict.ready, "preflight: {}", verdict.detail);
-    assert_eq!(verdict.target, fixture.target.kind());
+    assert_eq!(&verdict.target, fixture.target.name());
 }
 
 async fn launch_and_list(fixture: &Fixture) {
@@ -146,7 +146,7 @@ async fn launch_and_list(fixture: &Fixture) {
         .expect("inspect")
         .expect("inspect finds it");
     assert_eq!(inspected.status, ObservedStatus::Running);
-    if fixture.target.kind().is_local() {
+    if fixture.target.capabilities().host_processes {
         assert!(
             inspected.pid.is_some(),
             "a running local instance reports its pid"
@@ -356,7 +356,7 @@ async fn idle_time(fixture: &Fixture) {
         .expect("found");
     // A local target sees its terminals' last output and foreground process; a remote one (a pod)
     // may not, and then the orchestrator measures idle time from the screens it reads.
-    let local = fixture.target.kind().is_local();
+    let local = fixture.target.capabilities().host_processes;
     match observation.idle_ms {
         Some(idle) => assert!(
             (200..=60_000).contains(&idle),

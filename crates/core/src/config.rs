@@ -189,7 +189,9 @@ impl HookConfig {
                 return Err("launch.count must be 1 or more".into());
             }
             if let Some(target) = &launch.target {
-                target.parse::<TargetKind>().map_err(|e| e.to_string())?;
+                target
+                    .parse::<crate::model::TargetName>()
+                    .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
@@ -236,21 +238,170 @@ pub struct TerminalConfig {
     pub cols: u16,
 }
 
-/// `[targets]`.
+/// `[targets.NAME]`: every target, by name. The built-in `tmux`, `pty` and `kubernetes` are always
+/// there; more are declared with a `kind`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TargetsConfig(pub BTreeMap<String, TargetConfig>);
+
+/// `[targets.NAME]`: one target. Which keys count depends on its kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TargetsConfig {
-    /// `[targets.tmux]`.
-    pub tmux: TmuxConfig,
-    /// `[targets.pty]`.
-    pub pty: PtyConfig,
-    /// `[targets.kubernetes]`.
-    pub kubernetes: KubernetesConfig,
+pub struct TargetConfig {
+    /// Its kind; the built-in targets are of the kind they are named after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TargetKind>,
+    /// tmux: the tmux executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// tmux: the private server's socket name (`tmux -L`); default `mahavishnu-NAME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_name: Option<String>,
+    /// tmux and pty: lines of history each session keeps above its screen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrollback: Option<usize>,
+    /// kubernetes: the kubeconfig file (default: `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubernetes: the kubeconfig context (default: the kubeconfig's current context).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// kubernetes: the namespace pods go to (default: the context's, else `default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// kubernetes: the image of profiles that name none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// kubernetes: image pull secrets given to every pod.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+    /// kubernetes: the service account pods run as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// kubernetes: node labels pods must be scheduled on.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// kubernetes: how long a launch waits for a pod to run, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_timeout_ms: Option<u64>,
+    /// kubernetes: how long one API call may take, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
 }
 
-/// `[targets.kubernetes]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The keys of `[targets.NAME]` that each kind reads.
+fn target_keys(kind: TargetKind) -> &'static [&'static str] {
+    match kind {
+        TargetKind::Tmux => &["kind", "program", "socket_name", "scrollback"],
+        TargetKind::Pty => &["kind", "scrollback"],
+        TargetKind::Kubernetes => &[
+            "kind",
+            "kubeconfig",
+            "context",
+            "namespace",
+            "image",
+            "image_pull_secrets",
+            "service_account",
+            "node_selector",
+            "startup_timeout_ms",
+            "request_timeout_ms",
+        ],
+    }
+}
+
+impl TargetsConfig {
+    /// The target called `name`, with its kind.
+    pub fn get(&self, name: &str) -> Option<(TargetKind, &TargetConfig)> {
+        let config = self.0.get(name)?;
+        let kind = config.kind.or_else(|| name.parse().ok())?;
+        Some((kind, config))
+    }
+
+    /// Every target, by name, with its kind (the ones whose kind is unknown are left out; `validate`
+    /// reports them).
+    pub fn all(&self) -> impl Iterator<Item = (&str, TargetKind, &TargetConfig)> {
+        self.0.keys().filter_map(|name| {
+            self.get(name)
+                .map(|(kind, config)| (name.as_str(), kind, config))
+        })
+    }
+
+    /// Checks every target: its name, its kind, and that it sets only keys its kind reads.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (name, config) in &self.0 {
+            crate::model::TargetName::new(name.clone())
+                .map_err(|e| format!("[targets.{name}]: {e}"))?;
+            let builtin = TargetKind::ALL.into_iter().find(|kind| kind.name() == name);
+            let kind = match (builtin, config.kind) {
+                (Some(builtin), Some(kind)) if builtin != kind => {
+                    return Err(format!(
+                        "[targets.{name}] is the built-in {builtin} target; its kind cannot be `{kind}`. \
+                         Give your {kind} target another name"
+                    ));
+                }
+                (Some(builtin), _) => builtin,
+                (None, Some(kind)) => kind,
+                (None, None) => {
+                    return Err(format!(
+                        "[targets.{name}] has no kind; add `kind = \"tmux\"`, `\"pty\"` or \
+                         `\"kubernetes\"`"
+                    ));
+                }
+            };
+            let set = toml::Value::try_from(config).map_err(|e| e.to_string())?;
+            let keys = target_keys(kind);
+            if let Some(key) = set
+                .as_table()
+                .and_then(|table| table.keys().find(|key| !keys.contains(&key.as_str())))
+            {
+                return Err(format!(
+                    "[targets.{name}] is a {kind} target, which does not read `{key}`; its keys are: {}",
+                    keys.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TargetConfig {
+    /// Its settings as a tmux target.
+    pub fn tmux(&self) -> TmuxConfig {
+        TmuxConfig {
+            program: self.program.clone().unwrap_or_else(|| "tmux".into()),
+            socket_name: self.socket_name.clone(),
+            scrollback: self.scrollback.unwrap_or(DEFAULT_SCROLLBACK),
+        }
+    }
+
+    /// Its settings as a pty target.
+    pub fn pty(&self) -> PtyConfig {
+        PtyConfig {
+            scrollback: self.scrollback.unwrap_or(DEFAULT_SCROLLBACK),
+        }
+    }
+
+    /// Its settings as a Kubernetes target.
+    pub fn kubernetes(&self) -> KubernetesConfig {
+        KubernetesConfig {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            image_pull_secrets: self.image_pull_secrets.clone(),
+            service_account: self.service_account.clone(),
+            node_selector: self.node_selector.clone(),
+            startup_timeout_ms: self.startup_timeout_ms.unwrap_or(120_000),
+            request_timeout_ms: self.request_timeout_ms.unwrap_or(30_000),
+        }
+    }
+}
+
+/// Lines of history a session keeps, unless its target says otherwise.
+const DEFAULT_SCROLLBACK: usize = 10_000;
+
+/// The settings of a Kubernetes target.
+#[derive(Clone, Debug, Default)]
 pub struct KubernetesConfig {
     /// The kubeconfig file (default: `KUBECONFIG`, else `~/.kube/config`, else in-cluster).
     pub kubeconfig: Option<PathBuf>,
@@ -297,21 +448,21 @@ pub struct ResourcesConfig {
     pub memory_limit: Option<String>,
 }
 
-/// `[targets.tmux]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The settings of a tmux target.
+#[derive(Clone, Debug, Default)]
 pub struct TmuxConfig {
     /// The tmux executable.
     pub program: String,
-    /// The private server's socket name (`tmux -L`).
-    pub socket_name: String,
+    /// The private server's socket name (`tmux -L`), when the config names one.
+    pub socket_name: Option<String>,
+    /// Lines of history each session keeps.
+    pub scrollback: usize,
 }
 
-/// `[targets.pty]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The settings of a pty target.
+#[derive(Clone, Debug, Default)]
 pub struct PtyConfig {
-    /// Scrollback lines kept by each session.
+    /// Lines of history each session keeps.
     pub scrollback: usize,
 }
 
@@ -372,7 +523,7 @@ impl ProfileConfig {
     }
 
     /// The preferred target, if the profile names one.
-    pub fn preferred_target(&self) -> Result<Option<TargetKind>> {
+    pub fn preferred_target(&self) -> Result<Option<crate::model::TargetName>> {
         self.target.as_deref().map(str::parse).transpose()
     }
 }
@@ -402,12 +553,13 @@ pub struct LoadedConfig {
 /// Keys a project file may not set: they decide which programs Mahavishnu itself starts, which
 /// cluster it reaches with which credentials, or who may connect to it. They belong in the user's
 /// configuration.
+/// `*` stands for any one name.
 pub const USER_ONLY_KEYS: &[&str] = &[
     "serve",
-    "targets.tmux.program",
-    "targets.tmux.socket_name",
-    "targets.kubernetes.kubeconfig",
-    "targets.kubernetes.context",
+    "targets.*.program",
+    "targets.*.socket_name",
+    "targets.*.kubeconfig",
+    "targets.*.context",
 ];
 
 /// Parts of a project file that count only once the user trusts the file: they decide what runs
@@ -526,7 +678,12 @@ impl ConfigLoader {
         })?;
         let (mut layer, typed) = parse_layer(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
-        for key in USER_ONLY_KEYS {
+        let user_only: Vec<String> = USER_ONLY_KEYS
+            .iter()
+            .flat_map(|key| expand_names(&layer, key))
+            .collect();
+        for key in &user_only {
+            let key = key.as_str();
             if take_key(&mut layer, key).is_some() {
                 let place = crate::paths::user_config_file().map_or_else(
                     || "your user config".to_string(),
@@ -627,6 +784,10 @@ impl ConfigLoader {
     pub fn finish(self) -> Result<LoadedConfig> {
         let config = Config::deserialize(self.merged.clone())
             .map_err(|e| Error::Config(format!("the merged configuration is invalid: {e}")))?;
+        config
+            .targets
+            .validate()
+            .map_err(|e| Error::Config(format!("the merged configuration is invalid: {e}")))?;
         Ok(LoadedConfig {
             config,
             merged: self.merged,
@@ -693,8 +854,37 @@ fn parse_layer(text: &str) -> std::result::Result<(Value, Config), String> {
     // Deserializing into the typed config reports unknown keys and wrong types with line and column.
     let typed = toml::from_str::<Config>(text).map_err(|e| e.to_string().trim_end().to_string())?;
     validate_hooks(text, &typed)?;
+    typed.targets.validate().map_err(|e| {
+        let name = e
+            .strip_prefix("[targets.")
+            .and_then(|rest| rest.split_once(']'))
+            .map_or("", |(name, _)| name);
+        format!("{}{e}", line_of(text, &format!("targets.{name}")))
+    })?;
     let layer = toml::from_str::<Value>(text).map_err(|e| e.to_string())?;
     Ok((layer, typed))
+}
+
+/// The dotted keys `key` stands for in `layer`: itself, or with its `*` replaced by each name found at
+/// that place.
+fn expand_names(layer: &Value, key: &str) -> Vec<String> {
+    let Some((before, after)) = key.split_once(".*.") else {
+        return vec![key.to_string()];
+    };
+    let mut table = layer.as_table();
+    for part in before.split('.') {
+        table = table
+            .and_then(|table| table.get(part))
+            .and_then(Value::as_table);
+    }
+    table
+        .map(|table| {
+            table
+                .keys()
+                .map(|name| format!("{before}.{name}.{after}"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Removes the value at a dotted `key` from a TOML table, returning it.

@@ -1,6 +1,6 @@
 //! The one error type of the core and of every target. Each message names the problem and the fix.
 
-use crate::model::TargetKind;
+use crate::model::TargetName;
 
 /// Result with the core error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -10,9 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The target cannot perform this operation at all.
-    #[error("the {target} target does not support `{operation}`")]
+    #[error("target `{target}` does not support `{operation}`")]
     Unsupported {
-        target: TargetKind,
+        target: TargetName,
         operation: &'static str,
     },
 
@@ -26,6 +26,13 @@ pub enum Error {
     )]
     InvalidId { id: String, reason: String },
 
+    /// No target with this name is configured.
+    #[error(
+        "no target `{name}`; the targets are: {known}. Declare it as [targets.{name}] with a `kind` in \
+         your config, or see them with `mahavishnu targets`"
+    )]
+    UnknownTarget { name: String, known: String },
+
     /// No profile with this name exists.
     #[error(
         "unknown profile `{name}`; known profiles: {known}. Add one under [profiles.{name}] in the config"
@@ -33,8 +40,8 @@ pub enum Error {
     UnknownProfile { name: String, known: String },
 
     /// A target is not ready to be used (tmux missing, runtime directory unwritable, ...).
-    #[error("the {target} target is not ready: {reason}")]
-    TargetNotReady { target: TargetKind, reason: String },
+    #[error("target `{target}` is not ready: {reason}")]
+    TargetNotReady { target: TargetName, reason: String },
 
     /// The instance exists but cannot take this operation in its current state.
     #[error("instance `{id}` is {state}: {hint}")]
@@ -75,7 +82,7 @@ pub enum Error {
 
     /// A target failed while doing what it was asked.
     #[error("{target}: {message}")]
-    Target { target: TargetKind, message: String },
+    Target { target: TargetName, message: String },
 
     /// An operating-system call failed; `context` says what was being done.
     #[error("{context}: {source}")]
@@ -95,9 +102,9 @@ impl Error {
     }
 
     /// A failure of the given target.
-    pub fn target(target: TargetKind, message: impl Into<String>) -> Self {
+    pub fn target(target: &TargetName, message: impl Into<String>) -> Self {
         Error::Target {
-            target,
+            target: target.clone(),
             message: message.into(),
         }
     }
@@ -106,7 +113,10 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::InvalidId { .. } | Error::UnknownProfile { .. } | Error::Invalid(_)
+            Error::InvalidId { .. }
+                | Error::UnknownProfile { .. }
+                | Error::UnknownTarget { .. }
+                | Error::Invalid(_)
         )
     }
 }

@@ -27,35 +27,13 @@ impl TargetKind {
     /// Every target kind, in display order.
     pub const ALL: [TargetKind; 3] = [TargetKind::Tmux, TargetKind::Pty, TargetKind::Kubernetes];
 
-    /// The user-facing name (`--target` value).
+    /// The user-facing name (`kind = "..."` in a target's config, and the built-in target's name).
     pub fn name(self) -> &'static str {
         match self {
             TargetKind::Tmux => "tmux",
             TargetKind::Pty => "pty",
             TargetKind::Kubernetes => "kubernetes",
         }
-    }
-
-    /// The prefix of instance ids on this target.
-    pub fn id_prefix(self) -> &'static str {
-        match self {
-            TargetKind::Tmux => "tmux",
-            TargetKind::Pty => "pty",
-            TargetKind::Kubernetes => "k8s",
-        }
-    }
-
-    fn from_prefix(prefix: &str) -> Option<Self> {
-        TargetKind::ALL
-            .into_iter()
-            .find(|kind| kind.id_prefix() == prefix)
-    }
-}
-
-impl TargetKind {
-    /// Whether its instances run on this machine (their programs are found on this PATH).
-    pub fn is_local(self) -> bool {
-        matches!(self, TargetKind::Tmux | TargetKind::Pty)
     }
 }
 
@@ -74,9 +52,110 @@ impl FromStr for TargetKind {
             "pty" => Ok(TargetKind::Pty),
             "kubernetes" | "k8s" => Ok(TargetKind::Kubernetes),
             other => Err(Error::Invalid(format!(
-                "unknown target `{other}`; choose one of: tmux, pty, kubernetes"
+                "unknown target kind `{other}`; choose one of: tmux, pty, kubernetes"
             ))),
         }
+    }
+}
+
+/// A target's name: the key it is configured and registered under (`[targets.prod-eu]`), and what the
+/// ids of its instances start with. The built-in targets are named after their kinds; the built-in
+/// `kubernetes` target's ids start with `k8s`, as they always have.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetName(String);
+
+/// The id prefix of the built-in `kubernetes` target.
+const KUBERNETES_ID_PREFIX: &str = "k8s";
+
+impl TargetName {
+    /// Checks a name: a lowercase letter, then lowercase letters, digits and `-`, at most 32 in all,
+    /// so that ids stay short and need no quoting.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let valid = name.len() <= 32
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && !name.ends_with('-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            return Err(Error::Invalid(format!(
+                "`{name}` is not a target name; use a lowercase letter, then lowercase letters, digits and \
+                 `-` (at most 32), e.g. `prod-eu`"
+            )));
+        }
+        if name == KUBERNETES_ID_PREFIX {
+            return Err(Error::Invalid(format!(
+                "`{name}` is the id prefix of the built-in `kubernetes` target and cannot name another; \
+                 choose another name"
+            )));
+        }
+        Ok(TargetName(name))
+    }
+
+    /// The built-in target of a kind (`tmux`, `pty`, `kubernetes`).
+    pub fn builtin(kind: TargetKind) -> Self {
+        TargetName(kind.name().to_string())
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the built-in target of a kind.
+    pub fn is_builtin(&self) -> bool {
+        TargetKind::ALL.iter().any(|kind| kind.name() == self.0)
+    }
+
+    /// What the ids of its instances start with.
+    pub fn id_prefix(&self) -> &str {
+        if self.0 == TargetKind::Kubernetes.name() {
+            KUBERNETES_ID_PREFIX
+        } else {
+            &self.0
+        }
+    }
+
+    /// The target an id prefix names.
+    fn from_id_prefix(prefix: &str) -> Result<Self> {
+        if prefix == KUBERNETES_ID_PREFIX {
+            return Ok(TargetName::builtin(TargetKind::Kubernetes));
+        }
+        TargetName::new(prefix)
+    }
+}
+
+impl fmt::Display for TargetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for TargetName {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        TargetName::new(s)
+    }
+}
+
+impl PartialEq<str> for TargetName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl Serialize for TargetName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TargetName::new(text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -84,22 +163,22 @@ impl FromStr for TargetKind {
 /// safe to print, paste and pass to a shell.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InstanceId {
-    target: TargetKind,
+    target: TargetName,
     native: String,
 }
 
 impl InstanceId {
     /// Builds an id, checking that the native part is shell-safe.
-    pub fn new(target: TargetKind, native: impl Into<String>) -> Result<Self> {
+    pub fn new(target: TargetName, native: impl Into<String>) -> Result<Self> {
         let native = native.into();
         let shown = format!("{}:{native}", target.id_prefix());
         check_native_id(&native).map_err(|reason| Error::InvalidId { id: shown, reason })?;
         Ok(InstanceId { target, native })
     }
 
-    /// The target this instance lives on.
-    pub fn target(&self) -> TargetKind {
-        self.target
+    /// The name of the target this instance lives on.
+    pub fn target(&self) -> &TargetName {
+        &self.target
     }
 
     /// The target's own name for the instance (tmux session name, pty session name, `ns/pod`).
@@ -151,9 +230,9 @@ impl FromStr for InstanceId {
         let (prefix, native) = s
             .split_once(':')
             .ok_or_else(|| invalid("it has no `<target>:` prefix"))?;
-        let target = TargetKind::from_prefix(prefix).ok_or_else(|| {
+        let target = TargetName::from_id_prefix(prefix).map_err(|_| {
             invalid(&format!(
-                "`{prefix}` is not a target prefix (tmux, pty, k8s)"
+                "`{prefix}` is not a target's name (`tmux`, `pty`, `k8s` or a configured one)"
             ))
         })?;
         InstanceId::new(target, native)
@@ -313,8 +392,8 @@ pub struct Instance {
     pub id: InstanceId,
     /// The profile it was launched from.
     pub profile: String,
-    /// The target it runs on.
-    pub target: TargetKind,
+    /// The name of the target it runs on.
+    pub target: TargetName,
     /// What it is doing.
     pub state: InstanceState,
     /// The exit code once `state` is `exited`.
@@ -348,6 +427,27 @@ pub struct Instance {
     /// The git worktree it works in, for sessions launched with `--worktree`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<WorktreeRecord>,
+    /// Why its state is unknown right now (its target could not be asked, or is not configured any
+    /// more); its recorded state is as last seen. Never stored.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
+impl Instance {
+    /// Its state as people read it: `running`, `exited(3)`, `waiting: Trust this folder?`, or
+    /// `unknown: why` when its target could not be asked.
+    pub fn state_label(&self) -> String {
+        if let Some(reason) = &self.unknown {
+            return format!("unknown: {reason}");
+        }
+        match (self.state, self.exit_code) {
+            (InstanceState::Exited, Some(code)) => format!("exited({code})"),
+            (InstanceState::Waiting, _) if self.question.is_some() => {
+                format!("waiting: {}", self.question.as_deref().unwrap_or_default())
+            }
+            (state, _) => state.to_string(),
+        }
+    }
 }
 
 /// A session's own git worktree and branch.
@@ -540,27 +640,36 @@ impl InputPart {
 /// A target's preflight verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Preflight {
-    /// The target.
-    pub target: TargetKind,
+    /// The target's name.
+    pub target: TargetName,
     /// Ready to launch instances.
     pub ready: bool,
     /// What was found (version, socket, ...) or exactly why it is not ready.
     pub detail: String,
 }
 
-/// What a target can do beyond the basics every target offers.
+/// What a target can do, one question each. An operation a target does not declare returns
+/// `Error::Unsupported` from it: it never pretends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
-    /// `send` and `screen` work: there is an interactive terminal.
-    pub interactive: bool,
-    /// `exec` works.
+    /// `screen` works: there is a rendered terminal screen to read.
+    pub screen: bool,
+    /// `send` works: text and keys can be typed into the program.
+    pub send: bool,
+    /// `exec` works: a side command runs in the instance's environment.
     pub exec: bool,
-    /// `logs` works.
+    /// `logs` works: the program's output so far, as text.
     pub logs: bool,
+    /// `recover` works: running instances can be re-adopted after their records were lost.
+    pub recover: bool,
     /// A user can attach a terminal to an instance.
     pub attach: bool,
     /// Instances outlive the process that launched them.
     pub persistent: bool,
+    /// Programs are found on this machine's `PATH`, and run with this machine's files: launches
+    /// resolve their program here, take working directories from here, and can work in a git worktree
+    /// made here. Otherwise (a container) the program and the working directory are the image's.
+    pub host_processes: bool,
 }
 
 /// Checks that `name` can be an environment variable's name (letters, digits and `_`, not starting

@@ -311,7 +311,7 @@ impl Store {
                  WHERE instances.state = 'closed'",
                 params![
                     instance.id.to_string(),
-                    instance.target.name(),
+                    instance.target.as_str(),
                     instance.state.name(),
                     instance.project.to_string_lossy(),
                     record,
@@ -839,13 +839,13 @@ fn describe_open_error(path: &Path, error: rusqlite::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{InstanceState, TargetKind, WaitingRules};
+    use crate::model::{InstanceState, TargetKind, TargetName, WaitingRules};
 
     fn instance(native: &str) -> Instance {
         Instance {
-            id: InstanceId::new(TargetKind::Pty, native).unwrap(),
+            id: InstanceId::new(TargetName::builtin(TargetKind::Pty), native).unwrap(),
             profile: "shell".into(),
-            target: TargetKind::Pty,
+            target: TargetName::builtin(TargetKind::Pty),
             state: InstanceState::Starting,
             exit_code: None,
             cwd: "/tmp".into(),
@@ -859,6 +859,7 @@ mod tests {
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),
             worktree: None,
+            unknown: None,
         }
     }
 

@@ -11,17 +11,23 @@ use async_trait::async_trait;
 use crate::error::{Error, Result};
 use crate::model::{
     Capabilities, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation, Preflight,
-    ScreenOptions, TargetKind,
+    ScreenOptions, TargetKind, TargetName,
 };
 
 /// A place where instances run. Every method takes the target's own (native) id.
 #[async_trait]
 pub trait Target: Send + Sync {
-    /// Which target this is.
+    /// The name it is registered under, which the ids of its instances start with.
+    fn name(&self) -> &TargetName;
+
+    /// Which kind of target this is.
     fn kind(&self) -> TargetKind;
 
-    /// What it can do.
+    /// What it can do; the operations it does not declare return `Error::Unsupported`.
     fn capabilities(&self) -> Capabilities;
+
+    /// Where it points, in a few words (a tmux socket, a cluster context and namespace).
+    fn location(&self) -> String;
 
     /// Whether it can be used here, and if not exactly why. Cheap; never launches anything.
     async fn preflight(&self) -> Preflight;
@@ -100,6 +106,12 @@ pub trait Target: Send + Sync {
         Err(self.unsupported("logs"))
     }
 
+    /// The command that attaches the user's terminal to the instance (run in the foreground).
+    fn attach_command(&self, native: &str) -> Result<Vec<String>> {
+        let _ = native;
+        Err(self.unsupported("attach"))
+    }
+
     /// Stops the instance: asks it to end, waits up to `grace`, then kills it. Stopping an instance the
     /// target no longer knows succeeds.
     async fn stop(&self, native: &str, grace: Duration) -> Result<()>;
@@ -133,7 +145,7 @@ pub trait Target: Send + Sync {
     /// The `Unsupported` error for an operation of this target.
     fn unsupported(&self, operation: &'static str) -> Error {
         Error::Unsupported {
-            target: self.kind(),
+            target: self.name().clone(),
             operation,
         }
     }

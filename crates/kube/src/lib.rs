@@ -25,7 +25,7 @@ use kube::{Client, Config};
 use mahavishnu_core::config::KubernetesConfig;
 use mahavishnu_core::{
     Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation, Preflight,
-    Result, ScreenOptions, Target, TargetKind,
+    Result, ScreenOptions, Target, TargetKind, TargetName,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,6 +45,7 @@ const SHORTEST_SCRUBBED: usize = 4;
 
 /// The Kubernetes target.
 pub struct KubernetesTarget {
+    name: TargetName,
     settings: KubernetesConfig,
     /// Resolved on first use, so commands that never touch the cluster never read a kubeconfig.
     namespace: std::sync::OnceLock<String>,
@@ -56,8 +57,9 @@ pub struct KubernetesTarget {
 impl KubernetesTarget {
     /// A target for `settings`; the namespace is the configured one, else the context's, else the
     /// in-cluster one, else `default`. No connection is made until it is needed.
-    pub fn new(settings: KubernetesConfig) -> Self {
+    pub fn new(name: TargetName, settings: KubernetesConfig) -> Self {
         KubernetesTarget {
+            name,
             settings,
             namespace: std::sync::OnceLock::new(),
             client: tokio::sync::OnceCell::new(),
@@ -101,17 +103,17 @@ impl KubernetesTarget {
                 let mut config = match (&self.settings.kubeconfig, &self.settings.context) {
                     (Some(path), _) => {
                         let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
-                            not_ready(format!("cannot read {} (targets.kubernetes.kubeconfig): {e}", path.display()))
+                            not_ready(&self.name, format!("cannot read {} (targets.kubernetes.kubeconfig): {e}", path.display()))
                         })?;
                         Config::from_custom_kubeconfig(kubeconfig, &options)
                             .await
-                            .map_err(|e| not_ready(format!("{} with {context}: {e}", path.display())))?
+                            .map_err(|e| not_ready(&self.name, format!("{} with {context}: {e}", path.display())))?
                     }
                     (None, Some(_)) => Config::from_kubeconfig(&options)
                         .await
-                        .map_err(|e| not_ready(format!("kubeconfig with {context}: {e}")))?,
+                        .map_err(|e| not_ready(&self.name, format!("kubeconfig with {context}: {e}")))?,
                     (None, None) => Config::infer().await.map_err(|e| {
-                        not_ready(format!(
+                        not_ready(&self.name, format!(
                             "no cluster configuration ({e}); set KUBECONFIG, create ~/.kube/config, or run in a pod"
                         ))
                     })?,
@@ -120,7 +122,7 @@ impl KubernetesTarget {
                 // silent command is not cut off by a read timeout.
                 config.connect_timeout = Some(self.timeout());
                 config.read_timeout = None;
-                Client::try_from(config).map_err(|e| not_ready(format!("cannot make a client: {e}")))
+                Client::try_from(config).map_err(|e| not_ready(&self.name, format!("cannot make a client: {e}")))
             })
             .await
             .cloned()
@@ -140,10 +142,13 @@ impl KubernetesTarget {
         let settings = &self.settings;
         let kubeconfig = match &settings.kubeconfig {
             Some(path) => Kubeconfig::read_from(path).map_err(|e| {
-                not_ready(format!(
-                    "cannot read {} (targets.kubernetes.kubeconfig): {e}",
-                    path.display()
-                ))
+                not_ready(
+                    &self.name,
+                    format!(
+                        "cannot read {} (targets.kubernetes.kubeconfig): {e}",
+                        path.display()
+                    ),
+                )
             })?,
             None => match Kubeconfig::read() {
                 Ok(kubeconfig) => kubeconfig,
@@ -152,9 +157,12 @@ impl KubernetesTarget {
                     return Ok(IN_CLUSTER.into());
                 }
                 Err(e) => {
-                    return Err(not_ready(format!(
-                        "no kubeconfig ({e}); set KUBECONFIG, create ~/.kube/config, or run in a pod"
-                    )));
+                    return Err(not_ready(
+                        &self.name,
+                        format!(
+                            "no kubeconfig ({e}); set KUBECONFIG, create ~/.kube/config, or run in a pod"
+                        ),
+                    ));
                 }
             },
         };
@@ -165,7 +173,7 @@ impl KubernetesTarget {
                 return Ok(IN_CLUSTER.into());
             }
             (None, _) => {
-                return Err(not_ready(
+                return Err(not_ready(&self.name,
                     "the kubeconfig has no current-context; set targets.kubernetes.context or run `kubectl config use-context NAME`".into(),
                 ));
             }
@@ -177,9 +185,12 @@ impl KubernetesTarget {
         {
             Ok(context)
         } else {
-            Err(not_ready(format!(
-                "context `{context}` is not in the kubeconfig; `kubectl config get-contexts` lists them"
-            )))
+            Err(not_ready(
+                &self.name,
+                format!(
+                    "context `{context}` is not in the kubeconfig; `kubectl config get-contexts` lists them"
+                ),
+            ))
         }
     }
 
@@ -202,7 +213,7 @@ impl KubernetesTarget {
             }
             Err(Error::Target { message, .. }) if message.contains("Forbidden") => {
                 return Err(Error::target(
-                    KIND,
+                    &self.name,
                     format!(
                         "{message}; environment values are kept in a Secret, so the account needs to create, get, patch and delete secrets in namespace `{namespace}` (or launch without env)"
                     ),
@@ -308,7 +319,7 @@ impl KubernetesTarget {
         let (namespace, name) = split(native)?;
         let uid = pod.metadata.uid.clone().ok_or_else(|| {
             Error::target(
-                KIND,
+                &self.name,
                 format!("the cluster created pod {native} without a uid; its Secret cannot be tied to it"),
             )
         })?;
@@ -339,9 +350,9 @@ impl KubernetesTarget {
         call: impl std::future::Future<Output = kube::Result<T>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.timeout(), call).await {
-            Ok(result) => result.map_err(|e| api_error(what, e)),
+            Ok(result) => result.map_err(|e| api_error(&self.name, what, e)),
             Err(_) => Err(Error::target(
-                KIND,
+                &self.name,
                 format!(
                     "{what}: no answer from the cluster within {:.0}s (targets.kubernetes.request_timeout_ms)",
                     self.timeout().as_secs_f64()
@@ -403,7 +414,7 @@ impl KubernetesTarget {
                     }
                     manifest::Startup::Failed(reason) => {
                         return Err(Error::target(
-                            KIND,
+                            &self.name,
                             format!("pod {native} cannot run: {reason}"),
                         ));
                     }
@@ -420,7 +431,7 @@ impl KubernetesTarget {
             .await;
         }
         Err(Error::target(
-            KIND,
+            &self.name,
             format!(
                 "pod {native} did not run within {:.0}s (targets.kubernetes.startup_timeout_ms); last: {last}",
                 limit.as_secs_f64()
@@ -483,15 +494,15 @@ fn scrub(error: Error, env: &BTreeMap<String, String>) -> Error {
     }
 }
 
-fn not_ready(reason: String) -> Error {
+fn not_ready(target: &TargetName, reason: String) -> Error {
     Error::TargetNotReady {
-        target: KIND,
+        target: target.clone(),
         reason,
     }
 }
 
 /// A kube error as a message that names what was being done and the cluster's own words.
-fn api_error(what: &str, error: kube::Error) -> Error {
+fn api_error(target: &TargetName, what: &str, error: kube::Error) -> Error {
     match error {
         kube::Error::Api(status) => {
             let reason = if status.reason.is_empty() {
@@ -499,9 +510,9 @@ fn api_error(what: &str, error: kube::Error) -> Error {
             } else {
                 format!(" ({})", status.reason)
             };
-            Error::target(KIND, format!("{what}: {}{reason}", status.message))
+            Error::target(target, format!("{what}: {}{reason}", status.message))
         }
-        other => Error::target(KIND, format!("{what}: {other}")),
+        other => Error::target(target, format!("{what}: {other}")),
     }
 }
 
@@ -518,18 +529,34 @@ fn split(native: &str) -> Result<(&str, &str)> {
 
 #[async_trait]
 impl Target for KubernetesTarget {
+    fn name(&self) -> &TargetName {
+        &self.name
+    }
+
     fn kind(&self) -> TargetKind {
         KIND
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            interactive: true,
+            screen: true,
+            send: true,
             exec: true,
             logs: true,
+            recover: true,
             attach: false,
             persistent: true,
+            host_processes: false,
         }
+    }
+
+    fn location(&self) -> String {
+        let context = self
+            .settings
+            .context
+            .clone()
+            .unwrap_or_else(|| "the current context".into());
+        format!("{context}, namespace `{}`", self.namespace())
     }
 
     fn native_name(&self, name: &str) -> String {
@@ -548,10 +575,13 @@ impl Target for KubernetesTarget {
                 .await?
                 .is_none()
             {
-                return Err(not_ready(format!(
-                    "namespace `{}` does not exist; create it or set targets.kubernetes.namespace",
-                    self.namespace()
-                )));
+                return Err(not_ready(
+                    &self.name,
+                    format!(
+                        "namespace `{}` does not exist; create it or set targets.kubernetes.namespace",
+                        self.namespace()
+                    ),
+                ));
             }
             let review = manifest::access_review(self.namespace());
             let reviews: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
@@ -563,10 +593,13 @@ impl Target for KubernetesTarget {
                 )
                 .await?;
             if !answer.status.is_some_and(|status| status.allowed) {
-                return Err(not_ready(format!(
-                    "not allowed to create pods in namespace `{}`",
-                    self.namespace()
-                )));
+                return Err(not_ready(
+                    &self.name,
+                    format!(
+                        "not allowed to create pods in namespace `{}`",
+                        self.namespace()
+                    ),
+                ));
             }
             Ok(format!(
                 "cluster {} reachable; namespace `{}`; may create pods",
@@ -578,24 +611,27 @@ impl Target for KubernetesTarget {
         let patience = self.timeout().min(PREFLIGHT_PATIENCE);
         let verdict = match tokio::time::timeout(patience, verdict).await {
             Ok(verdict) => verdict,
-            Err(_) => Err(not_ready(format!(
-                "the cluster did not answer within {:.0}s; check the kubeconfig's server address and the network",
-                patience.as_secs_f64()
-            ))),
+            Err(_) => Err(not_ready(
+                &self.name,
+                format!(
+                    "the cluster did not answer within {:.0}s; check the kubeconfig's server address and the network",
+                    patience.as_secs_f64()
+                ),
+            )),
         };
         match verdict {
             Ok(detail) => Preflight {
-                target: KIND,
+                target: self.name.clone(),
                 ready: true,
                 detail,
             },
             Err(Error::TargetNotReady { reason, .. }) => Preflight {
-                target: KIND,
+                target: self.name.clone(),
                 ready: false,
                 detail: reason,
             },
             Err(other) => Preflight {
-                target: KIND,
+                target: self.name.clone(),
                 ready: false,
                 detail: other.to_string(),
             },
@@ -714,13 +750,13 @@ impl Target for KubernetesTarget {
         let mut attached = self
             .call(&format!("attach to {native}"), pods.attach(name, &params))
             .await?;
-        let mut stdin = attached
-            .stdin()
-            .ok_or_else(|| Error::target(KIND, format!("{native} has no stdin to type into")))?;
+        let mut stdin = attached.stdin().ok_or_else(|| {
+            Error::target(&self.name, format!("{native} has no stdin to type into"))
+        })?;
         stdin
             .write_all(&bytes)
             .await
-            .map_err(|e| Error::target(KIND, format!("typing into {native}: {e}")))?;
+            .map_err(|e| Error::target(&self.name, format!("typing into {native}: {e}")))?;
         // Closing our end of stdin sends everything written, then the end-of-stdin signal; a server that
         // then ends the attach tells us all of it arrived. One that keeps it open gets a moment first.
         let ended = attached.take_status();
@@ -802,7 +838,7 @@ impl Target for KubernetesTarget {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(Error::target(
-            KIND,
+            &self.name,
             format!("pod {native} is still there after its grace period; it is being deleted"),
         ))
     }
@@ -812,7 +848,7 @@ impl Target for KubernetesTarget {
             .managed_pods()
             .await?
             .iter()
-            .filter_map(manifest::adoptable_spec)
+            .filter_map(|pod| manifest::adoptable_spec(pod, &self.name))
             .collect())
     }
 }
@@ -844,11 +880,14 @@ mod tests {
             &format!("http://{}", cluster.local_addr().unwrap()),
         );
         let target = |context: Option<&str>| {
-            KubernetesTarget::new(KubernetesConfig {
-                kubeconfig: Some(kubeconfig.clone()),
-                context: context.map(String::from),
-                ..Default::default()
-            })
+            KubernetesTarget::new(
+                TargetName::builtin(TargetKind::Kubernetes),
+                KubernetesConfig {
+                    kubeconfig: Some(kubeconfig.clone()),
+                    context: context.map(String::from),
+                    ..Default::default()
+                },
+            )
         };
         let current = target(None).scope().await.unwrap();
         let west = target(Some("west")).scope().await.unwrap();
@@ -873,7 +912,10 @@ mod tests {
             ("DEBUG".to_string(), "1".to_string()),
         ]);
         let error = scrub(
-            Error::target(KIND, "create Secret dev/mv-1: bad value \"s3cr3t-value\""),
+            Error::target(
+                &TargetName::builtin(TargetKind::Kubernetes),
+                "create Secret dev/mv-1: bad value \"s3cr3t-value\"",
+            ),
             &env,
         )
         .to_string();

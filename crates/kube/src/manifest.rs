@@ -7,7 +7,7 @@ use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
 use mahavishnu_core::config::KubernetesConfig;
-use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result, TargetKind};
+use mahavishnu_core::{Error, LaunchSpec, Observation, ObservedStatus, Result, TargetName};
 use serde_json::{Value, json};
 
 /// The label every pod of Mahavishnu carries (`=mahavishnu`).
@@ -277,13 +277,14 @@ pub fn spec_of(pod: &Pod) -> Option<LaunchSpec> {
     serde_json::from_str(text).ok()
 }
 
-/// The spec of a pod this target may adopt again: one carrying the managed-by label whose stored spec
-/// names a `k8s:` instance that is exactly this pod. Anyone who may create pods can label one and plant
-/// any annotation, so a record claiming another target (`tmux:`, `pty:`) or another pod is refused.
+/// The spec of a pod the target called `target` may adopt again: one carrying the managed-by label
+/// whose stored spec names an instance of this target that is exactly this pod. Anyone who may create
+/// pods can label one and plant any annotation, so a record claiming another target (`tmux:`, `pty:`,
+/// another cluster's name) or another pod is refused.
 /// Environment values come back empty: they are in the pod's Secret, and recovery records the instance
 /// without its environment, so reading the Secret would only bring secret values into memory for
 /// nothing (and need the right to read Secrets).
-pub fn adoptable_spec(pod: &Pod) -> Option<LaunchSpec> {
+pub fn adoptable_spec(pod: &Pod, target: &TargetName) -> Option<LaunchSpec> {
     let labels = pod.metadata.labels.as_ref()?;
     if labels.get(MANAGED_BY).map(String::as_str) != Some("mahavishnu") {
         return None;
@@ -291,8 +292,8 @@ pub fn adoptable_spec(pod: &Pod) -> Option<LaunchSpec> {
     let namespace = pod.metadata.namespace.as_deref()?;
     let name = pod.metadata.name.as_deref()?;
     let spec = spec_of(pod)?;
-    let own = spec.id.target() == TargetKind::Kubernetes
-        && spec.id.native().split_once('/') == Some((namespace, name));
+    let own =
+        spec.id.target() == target && spec.id.native().split_once('/') == Some((namespace, name));
     own.then(|| without_env_values(&spec))
 }
 
@@ -440,11 +441,15 @@ pub fn exit_code_of(status: Option<&Status>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mahavishnu_core::{InstanceId, TargetKind};
+    use mahavishnu_core::{InstanceId, TargetKind, TargetName};
+
+    fn kubernetes() -> TargetName {
+        TargetName::builtin(TargetKind::Kubernetes)
+    }
 
     fn spec(native: &str) -> LaunchSpec {
         LaunchSpec {
-            id: InstanceId::new(TargetKind::Kubernetes, native).unwrap(),
+            id: InstanceId::new(kubernetes(), native).unwrap(),
             profile: "qwen-local".into(),
             command: vec!["qwen".into(), "--yolo".into()],
             cwd: "/home/me/src/My App".into(),
@@ -552,7 +557,11 @@ mod tests {
     #[test]
     fn only_a_pods_own_k8s_record_is_adopted() {
         let stored = |native: &str| serde_json::to_string(&with_secret_env(native)).unwrap();
-        let own = adoptable_spec(&labelled_pod("dev", "mv-1", &stored("dev/mv-1"))).unwrap();
+        let own = adoptable_spec(
+            &labelled_pod("dev", "mv-1", &stored("dev/mv-1")),
+            &kubernetes(),
+        )
+        .unwrap();
         assert_eq!(own.id.to_string(), "k8s:dev/mv-1");
         assert_eq!(
             own.env["API_TOKEN"], "",
@@ -572,13 +581,13 @@ mod tests {
             "not json".to_string(),
         ] {
             assert!(
-                adoptable_spec(&labelled_pod("dev", "mv-1", &claim)).is_none(),
+                adoptable_spec(&labelled_pod("dev", "mv-1", &claim), &kubernetes()).is_none(),
                 "{claim}"
             );
         }
         let mut unlabelled = labelled_pod("dev", "mv-1", &stored("dev/mv-1"));
         unlabelled.metadata.labels = None;
-        assert!(adoptable_spec(&unlabelled).is_none());
+        assert!(adoptable_spec(&unlabelled, &kubernetes()).is_none());
     }
 
     #[test]

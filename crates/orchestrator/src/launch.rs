@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mahavishnu_core::config::ProfileConfig;
 use mahavishnu_core::{
     ContainerSpec, Error, Instance, InstanceId, InstanceState, LaunchSpec, Result, Target,
-    TargetKind, Timestamp, WaitingRules, paths,
+    TargetName, Timestamp, WaitingRules, paths,
 };
 use serde::Serialize;
 
@@ -20,8 +20,8 @@ pub struct LaunchRequest {
     pub profile: String,
     /// How many instances.
     pub count: usize,
-    /// The target; else the profile's, else the configured default.
-    pub target: Option<TargetKind>,
+    /// The target's name; else the profile's, else the configured default.
+    pub target: Option<TargetName>,
     /// Working directory; else the profile's, else the current directory.
     pub cwd: Option<PathBuf>,
     /// Environment added on top of the profile's.
@@ -66,9 +66,10 @@ impl Orchestrator {
             )));
         }
         let profile = self.config.profile(&request.profile)?;
-        let kind = self.choose_target(request, profile)?;
-        let target = Arc::clone(self.target(kind)?);
-        let command = if kind.is_local() {
+        let name = self.choose_target(request, profile)?;
+        let target = Arc::clone(self.target(&name)?);
+        let on_host = target.capabilities().host_processes;
+        let command = if on_host {
             resolve_command(&request.profile, profile, &request.args)?
         } else {
             container_command(&request.profile, profile, &request.args)?
@@ -80,15 +81,15 @@ impl Orchestrator {
             working_dir: request.cwd.clone().or_else(|| profile.cwd.clone()),
         };
         if let Some(dir) = &container.working_dir
-            && !kind.is_local()
+            && !on_host
             && dir.is_relative()
         {
             return Err(Error::Invalid(format!(
-                "--cwd {} is relative; on {kind} give an absolute path inside the container",
+                "--cwd {} is relative; on target `{name}` give an absolute path inside the container",
                 dir.display()
             )));
         }
-        let cwd = if kind.is_local() {
+        let cwd = if on_host {
             resolve_cwd(request.cwd.as_deref().or(profile.cwd.as_deref()))?
         } else {
             // The project a remote instance belongs to is the directory it was launched from.
@@ -101,7 +102,7 @@ impl Orchestrator {
         }
         let mut labels = profile.labels.clone();
         labels.extend(request.labels.clone());
-        let names = self.instance_names(kind, target.as_ref(), request)?;
+        let names = self.instance_names(target.as_ref(), request)?;
 
         let specs = names
             .into_iter()
@@ -188,7 +189,7 @@ impl Orchestrator {
                 Err(error) => {
                     if let Some((order, instance)) = launching.remove(&error.id()) {
                         let failure = Error::target(
-                            instance.target,
+                            &instance.target,
                             format!("the launch task ended abnormally: {error}"),
                         );
                         results.push((order, instance, Err(failure)));
@@ -243,25 +244,32 @@ impl Orchestrator {
         &self,
         request: &LaunchRequest,
         profile: &ProfileConfig,
-    ) -> Result<TargetKind> {
-        if let Some(kind) = request.target {
-            return Ok(kind);
+    ) -> Result<TargetName> {
+        if let Some(name) = &request.target {
+            return Ok(name.clone());
         }
-        if let Some(kind) = profile.preferred_target()? {
-            return Ok(kind);
+        if let Some(name) = profile.preferred_target()? {
+            return Ok(name);
         }
         match self.config.config.terminal.default_target.as_str() {
             "auto" => {
-                let tmux = &self.config.config.targets.tmux.program;
-                Ok(if paths::find_program(tmux).is_some() {
-                    TargetKind::Tmux
+                let tmux = self
+                    .config
+                    .config
+                    .targets
+                    .get("tmux")
+                    .map_or_else(|| "tmux".into(), |(_, config)| config.tmux().program);
+                let kind = if paths::find_program(&tmux).is_some() {
+                    mahavishnu_core::TargetKind::Tmux
                 } else {
-                    TargetKind::Pty
-                })
+                    mahavishnu_core::TargetKind::Pty
+                };
+                Ok(TargetName::builtin(kind))
             }
             other => other.parse().map_err(|_| {
                 Error::Config(format!(
-                    "terminal.default_target = \"{other}\" is not a target; use tmux, pty or auto"
+                    "terminal.default_target = \"{other}\" is not a target's name; use tmux, pty, auto or \
+                     the name of a configured target"
                 ))
             }),
         }
@@ -269,14 +277,13 @@ impl Orchestrator {
 
     fn instance_names(
         &self,
-        kind: TargetKind,
         target: &dyn Target,
         request: &LaunchRequest,
     ) -> Result<Vec<InstanceId>> {
         let id = |name: String| {
             let native = target.native_name(&name);
             target.check_native(&native)?;
-            InstanceId::new(kind, native)
+            InstanceId::new(target.name().clone(), native)
         };
         match &request.name {
             Some(name) => {
@@ -313,7 +320,7 @@ pub(crate) fn record_for(
     Instance {
         id: spec.id.clone(),
         profile: spec.profile.clone(),
-        target: spec.id.target(),
+        target: spec.id.target().clone(),
         state,
         exit_code: None,
         cwd: spec.cwd.clone(),
@@ -327,6 +334,7 @@ pub(crate) fn record_for(
         created_at: now,
         updated_at: now,
         worktree: None,
+        unknown: None,
     }
 }
 

@@ -16,34 +16,57 @@ use mahavishnu_core::status::{WaitingDetector, screen_hash};
 use mahavishnu_core::store::{Event, Store};
 use mahavishnu_core::{
     Error, ExecOutput, ExecRequest, InputPart, Instance, InstanceId, InstanceState, Observation,
-    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
+    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetName, Timestamp,
 };
 use serde::Serialize;
 
 pub use launch::{LaunchOutcome, LaunchRequest, check_name};
 pub use wait::{WaitCondition, WaitOutcome};
 
-/// The label that records where an instance was made, for targets that can reach several places (the
-/// kubeconfig context of a Kubernetes target).
+/// The label that records where an instance was made, for a target whose place follows something
+/// outside Mahavishnu (the built-in `kubernetes` target follows the kubeconfig's current context).
 pub const SCOPE_LABEL: &str = "mahavishnu.scope";
 
 /// How long a `starting` record may go unseen by its target before it counts as lost.
 const STARTING_GRACE: Duration = Duration::from_secs(30);
 
-/// Makes a target of a kind that reaches a given scope (a Kubernetes target for a kubeconfig context),
-/// for the instances made there; `None` when it cannot.
-pub type ScopedTargets = Arc<dyn Fn(TargetKind, &str) -> Option<Arc<dyn Target>> + Send + Sync>;
+/// Makes a copy of a named target that reaches a given scope (the built-in Kubernetes target for
+/// another kubeconfig context), for the instances made there; `None` when it cannot.
+pub type ScopedTargets = Arc<dyn Fn(&TargetName, &str) -> Option<Arc<dyn Target>> + Send + Sync>;
 
-/// Where instances live: their target's kind, and the scope within it they were made in.
-type PlaceKey = (TargetKind, Option<String>);
+/// Where instances live: their target's name, and the scope within it they were made in.
+type PlaceKey = (TargetName, Option<String>);
+
+/// What a target reported: observations by native id, and the screens read.
+type Observed = (HashMap<String, Observation>, HashMap<String, String>);
 
 /// The orchestrator.
 pub struct Orchestrator {
     config: Arc<LoadedConfig>,
     store: Arc<Store>,
-    targets: BTreeMap<TargetKind, Arc<dyn Target>>,
+    /// Every target, by name.
+    targets: BTreeMap<TargetName, Arc<dyn Target>>,
     scoped: Option<ScopedTargets>,
-    scoped_made: std::sync::Mutex<HashMap<(TargetKind, String), Arc<dyn Target>>>,
+    scoped_made: std::sync::Mutex<HashMap<(TargetName, String), Arc<dyn Target>>>,
+}
+
+/// A target as `targets` lists it: its name, kind, where it points, what it can do and its preflight.
+#[derive(Clone, Debug, Serialize)]
+pub struct TargetInfo {
+    /// The name ids start with.
+    pub name: TargetName,
+    /// Its kind.
+    pub kind: mahavishnu_core::TargetKind,
+    /// Where it points.
+    pub location: String,
+    /// Whether it is one of the built-in targets.
+    pub builtin: bool,
+    /// What it can do.
+    pub capabilities: mahavishnu_core::Capabilities,
+    /// Whether it can be used now, and what was found.
+    pub ready: bool,
+    /// What the preflight found, or why it is not ready.
+    pub detail: String,
 }
 
 /// Which instances a listing shows.
@@ -54,7 +77,7 @@ pub struct ListFilter {
     /// Include closed instances.
     pub all: bool,
     /// Only instances of this target.
-    pub target: Option<TargetKind>,
+    pub target: Option<TargetName>,
     /// Only instances of this profile.
     pub profile: Option<String>,
 }
@@ -106,7 +129,7 @@ impl Orchestrator {
     ) -> Self {
         let targets = targets
             .into_iter()
-            .map(|target| (target.kind(), target))
+            .map(|target| (target.name().clone(), target))
             .collect();
         Orchestrator {
             config,
@@ -134,14 +157,22 @@ impl Orchestrator {
         &self.store
     }
 
-    /// The target of `kind`, or why it is not available.
-    pub fn target(&self, kind: TargetKind) -> Result<&Arc<dyn Target>> {
-        self.targets
-            .get(&kind)
-            .ok_or_else(|| Error::TargetNotReady {
-                target: kind,
-                reason: "this build of mahavishnu does not include it".into(),
-            })
+    /// The target called `name`, or an error that names the known ones.
+    pub fn target(&self, name: &TargetName) -> Result<&Arc<dyn Target>> {
+        self.targets.get(name).ok_or_else(|| Error::UnknownTarget {
+            name: name.to_string(),
+            known: self
+                .targets
+                .keys()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Every target, by name.
+    pub fn targets(&self) -> impl Iterator<Item = &Arc<dyn Target>> {
+        self.targets.values()
     }
 
     /// The target that holds `instance`: the one of its kind when that reaches the place the instance
@@ -149,7 +180,7 @@ impl Orchestrator {
     /// call lands in another cluster.
     async fn route(&self, instance: &Instance) -> Result<Arc<dyn Target>> {
         let made_in = instance.labels.get(SCOPE_LABEL).map(String::as_str);
-        match self.target_in(instance.target, made_in).await? {
+        match self.target_in(&instance.target, made_in).await? {
             Ok(target) => Ok(target),
             Err(reaches) => Err(out_of_scope(
                 instance,
@@ -159,14 +190,14 @@ impl Orchestrator {
         }
     }
 
-    /// A target of `kind` that reaches `made_in` (any one of the kind when `None`); `Err` with the
-    /// scope the configured target reaches instead when no target can reach it.
+    /// The target called `name` as it reaches `made_in` (as it is when `None`); `Err` with the scope
+    /// the configured target reaches instead when no target can reach it.
     async fn target_in(
         &self,
-        kind: TargetKind,
+        name: &TargetName,
         made_in: Option<&str>,
     ) -> Result<std::result::Result<Arc<dyn Target>, Option<String>>> {
-        let target = Arc::clone(self.target(kind)?);
+        let target = Arc::clone(self.target(name)?);
         let Some(made_in) = made_in else {
             return Ok(Ok(target));
         };
@@ -174,7 +205,7 @@ impl Orchestrator {
         if reaches.as_deref() == Some(made_in) {
             return Ok(Ok(target));
         }
-        let key = (kind, made_in.to_string());
+        let key = (name.clone(), made_in.to_string());
         let made = self
             .scoped_made
             .lock()
@@ -183,7 +214,7 @@ impl Orchestrator {
             .cloned();
         let made = match made {
             Some(made) => Some(made),
-            None => match self.scoped.as_ref().and_then(|make| make(kind, made_in)) {
+            None => match self.scoped.as_ref().and_then(|make| make(name, made_in)) {
                 // Only a target that says it reaches that place is used there.
                 Some(made) if made.scope().await?.as_deref() == Some(made_in) => {
                     self.scoped_made
@@ -198,20 +229,33 @@ impl Orchestrator {
         Ok(made.ok_or(reaches))
     }
 
-    /// Preflight verdicts of every target, in display order.
+    /// Preflight verdicts of every target, by name, asked of all at once.
     pub async fn preflight_targets(&self) -> Vec<Preflight> {
-        let mut verdicts = Vec::new();
-        for kind in TargetKind::ALL {
-            verdicts.push(match self.targets.get(&kind) {
-                Some(target) => target.preflight().await,
-                None => Preflight {
-                    target: kind,
-                    ready: false,
-                    detail: "not included in this build".into(),
-                },
-            });
-        }
-        verdicts
+        futures::future::join_all(self.targets.values().map(|target| target.preflight())).await
+    }
+
+    /// Every target with its kind, where it points, its capabilities and its preflight (asked of all
+    /// at once); only `name` when given.
+    pub async fn target_infos(&self, name: Option<&TargetName>) -> Result<Vec<TargetInfo>> {
+        let targets: Vec<&Arc<dyn Target>> = match name {
+            Some(name) => vec![self.target(name)?],
+            None => self.targets.values().collect(),
+        };
+        let verdicts =
+            futures::future::join_all(targets.iter().map(|target| target.preflight())).await;
+        Ok(targets
+            .into_iter()
+            .zip(verdicts)
+            .map(|(target, verdict)| TargetInfo {
+                name: target.name().clone(),
+                kind: target.kind(),
+                location: target.location(),
+                builtin: target.name().is_builtin(),
+                capabilities: target.capabilities(),
+                ready: verdict.ready,
+                detail: verdict.detail,
+            })
+            .collect())
     }
 
     /// Turns what the user typed into an id: `tmux:mv-1` as is, or a bare native id (`mv-1`) when it
@@ -219,8 +263,11 @@ impl Orchestrator {
     pub fn resolve_id(&self, text: &str) -> Result<InstanceId> {
         if text.contains(':') {
             let id: InstanceId = text.parse()?;
-            // An id of a target this build lacks can name nothing; say why.
-            self.target(id.target())?;
+            // An id of a target that is not configured names nothing, unless it was recorded before
+            // the target went (then it can still be listed and closed).
+            if self.target(id.target()).is_err() && self.store.instance(&id)?.is_none() {
+                self.target(id.target())?;
+            }
             return Ok(id);
         }
         let matches: Vec<InstanceId> = self
@@ -275,7 +322,10 @@ impl Orchestrator {
                 project
                     .as_deref()
                     .is_none_or(|dir| belongs_to(instance, dir))
-                    && filter.target.is_none_or(|kind| instance.target == kind)
+                    && filter
+                        .target
+                        .as_ref()
+                        .is_none_or(|name| &instance.target == name)
                     && filter
                         .profile
                         .as_deref()
@@ -322,102 +372,161 @@ impl Orchestrator {
             .collect())
     }
 
-    /// Brings the records of `instances` up to date with their targets; returns them updated.
+    /// Brings the records of `instances` up to date with their targets; returns them updated. Every
+    /// target is asked at once, so a slow one costs its own time only; one that cannot be asked (or
+    /// is not configured any more) leaves its records as they were, marked unknown with the reason.
     async fn reconcile(&self, mut instances: Vec<Instance>) -> Result<Vec<Instance>> {
-        // Instances are asked about where they were made: by kind, and by scope within a kind.
-        let mut by_target: BTreeMap<PlaceKey, Vec<usize>> = BTreeMap::new();
+        // Instances are asked about where they were made: by target, and by scope within it.
+        let mut places: BTreeMap<PlaceKey, Vec<usize>> = BTreeMap::new();
         for (index, instance) in instances.iter().enumerate() {
             if instance.state.is_live() {
                 let scope = instance.labels.get(SCOPE_LABEL).cloned();
-                by_target
-                    .entry((instance.target, scope))
+                places
+                    .entry((instance.target.clone(), scope))
                     .or_default()
                     .push(index);
             }
         }
-        for ((kind, made_in), indexes) in by_target {
-            // A place no target can reach now leaves its records as they were, never lost.
-            let Ok(Ok(target)) = self.target_in(kind, made_in.as_deref()).await else {
-                continue;
-            };
-            // A target that cannot answer now (tmux uninstalled, say) leaves its records as they were.
-            let Ok(observed) = target.list().await else {
-                continue;
-            };
-            let observed: HashMap<String, Observation> = observed
-                .into_iter()
-                .map(|observation| (observation.native.clone(), observation))
-                .collect();
-            // Screens are read where idle time is uncertain (the target's own measure is coarse or short)
-            // and where the waiting patterns decide; the stored screen marks make idle time exact.
-            let mut need_screen = Vec::new();
-            let mut verdicts: Vec<(usize, Option<Observation>, Option<WaitingDetector>)> =
-                Vec::new();
-            for index in indexes {
-                let instance = &instances[index];
-                let observation = observed.get(instance.id.native()).cloned();
-                let detector = WaitingDetector::new(&instance.waiting).ok();
-                if let (Some(observation), Some(detector)) = (&observation, &detector)
-                    && observation.status == ObservedStatus::Running
+        let looks = places.into_iter().map(|((name, made_in), indexes)| {
+            let instances = &instances;
+            async move {
+                let seen = self
+                    .look(&name, made_in.as_deref(), instances, &indexes)
+                    .await;
+                (indexes, seen)
+            }
+        });
+        for (indexes, seen) in futures::future::join_all(looks).await {
+            match seen {
+                Ok((observed, screens)) => {
+                    for index in indexes {
+                        self.apply(&mut instances[index], &observed, &screens)?;
+                    }
+                }
+                Err(reason) => {
+                    for index in indexes {
+                        instances[index].unknown = Some(reason.clone());
+                    }
+                }
+            }
+        }
+        Ok(instances)
+    }
+
+    /// What the target called `name` (as it reaches `made_in`) reports of the instances at `indexes`:
+    /// its observations, and the screens of those whose state the screen decides. `Err` says why the
+    /// target could not be asked.
+    async fn look(
+        &self,
+        name: &TargetName,
+        made_in: Option<&str>,
+        instances: &[Instance],
+        indexes: &[usize],
+    ) -> std::result::Result<Observed, String> {
+        let target = match self.target_in(name, made_in).await {
+            Ok(Ok(target)) => target,
+            Ok(Err(reaches)) => {
+                return Err(format!(
+                    "made in `{}`, which target `{name}` does not reach now (it reaches `{}`)",
+                    made_in.unwrap_or_default(),
+                    reaches.unwrap_or_default()
+                ));
+            }
+            Err(Error::UnknownTarget { .. }) => {
+                return Err(format!(
+                    "unknown target `{name}`: it is not in the configuration any more"
+                ));
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        let observed: HashMap<String, Observation> = target
+            .list()
+            .await
+            .map_err(|error| error.to_string())?
+            .into_iter()
+            .map(|observation| (observation.native.clone(), observation))
+            .collect();
+        // Screens are read where idle time is uncertain (the target's own measure is coarse or short)
+        // and where the waiting patterns decide; the stored screen marks make idle time exact.
+        let need_screen: Vec<String> = indexes
+            .iter()
+            .map(|&index| &instances[index])
+            .filter(|instance| {
+                let Some(observation) = observed.get(instance.id.native()) else {
+                    return false;
+                };
+                let Ok(detector) = WaitingDetector::new(&instance.waiting) else {
+                    return false;
+                };
+                observation.status == ObservedStatus::Running
                     && (observation
                         .idle_ms
                         .is_none_or(|idle| idle < instance.waiting.idle_ms)
                         || detector
                             .needs_screen(observation, instance.state == InstanceState::Waiting))
-                {
-                    need_screen.push(instance.id.native().to_string());
-                }
-                verdicts.push((index, observation, detector));
-            }
-            let screens: HashMap<String, String> = need_screen
+            })
+            .map(|instance| instance.id.native().to_string())
+            .collect();
+        let screens: HashMap<String, String> = if need_screen.is_empty() {
+            HashMap::new()
+        } else {
+            need_screen
                 .iter()
                 .cloned()
                 .zip(target.screens(&need_screen).await)
                 .filter_map(|(native, screen)| screen.ok().map(|screen| (native, screen)))
-                .collect();
-            for (index, mut observation, detector) in verdicts {
-                let instance = &mut instances[index];
-                let screen = screens.get(instance.id.native()).map(String::as_str);
-                if let (Some(observation), Some(screen)) = (observation.as_mut(), screen) {
-                    let unchanged_ms = self.mark_screen(&instance.id, screen)?;
-                    observation.idle_ms = Some(
-                        observation
-                            .idle_ms
-                            .map_or(unchanged_ms, |idle| idle.max(unchanged_ms)),
-                    );
-                }
-                let (state, exit_code, pid) = match (&observation, &detector) {
-                    (None, _)
-                        if instance.state == InstanceState::Starting
-                            && instance.created_at.age() < STARTING_GRACE =>
-                    {
-                        continue;
-                    }
-                    (None, _) => (InstanceState::Lost, instance.exit_code, instance.pid),
-                    (Some(observation), Some(detector)) => {
-                        let exit_code = match observation.status {
-                            ObservedStatus::Exited(code) => Some(code),
-                            ObservedStatus::Running => None,
-                        };
-                        (
-                            detector.classify(observation, screen),
-                            exit_code,
-                            observation.pid.or(instance.pid),
-                        )
-                    }
-                    (Some(_), None) => continue,
-                };
-                let question = match (&detector, screen) {
-                    (Some(detector), Some(screen)) if state == InstanceState::Waiting => {
-                        detector.question(screen)
-                    }
-                    _ => None,
-                };
-                self.set_question(instance, question)?;
-                self.set_state(instance, state, exit_code, pid)?;
-            }
+                .collect()
+        };
+        Ok((observed, screens))
+    }
+
+    /// Updates one record from what its target reported.
+    fn apply(
+        &self,
+        instance: &mut Instance,
+        observed: &HashMap<String, Observation>,
+        screens: &HashMap<String, String>,
+    ) -> Result<()> {
+        let mut observation = observed.get(instance.id.native()).cloned();
+        let detector = WaitingDetector::new(&instance.waiting).ok();
+        let screen = screens.get(instance.id.native()).map(String::as_str);
+        if let (Some(observation), Some(screen)) = (observation.as_mut(), screen) {
+            let unchanged_ms = self.mark_screen(&instance.id, screen)?;
+            observation.idle_ms = Some(
+                observation
+                    .idle_ms
+                    .map_or(unchanged_ms, |idle| idle.max(unchanged_ms)),
+            );
         }
-        Ok(instances)
+        let (state, exit_code, pid) = match (&observation, &detector) {
+            (None, _)
+                if instance.state == InstanceState::Starting
+                    && instance.created_at.age() < STARTING_GRACE =>
+            {
+                return Ok(());
+            }
+            (None, _) => (InstanceState::Lost, instance.exit_code, instance.pid),
+            (Some(observation), Some(detector)) => {
+                let exit_code = match observation.status {
+                    ObservedStatus::Exited(code) => Some(code),
+                    ObservedStatus::Running => None,
+                };
+                (
+                    detector.classify(observation, screen),
+                    exit_code,
+                    observation.pid.or(instance.pid),
+                )
+            }
+            (Some(_), None) => return Ok(()),
+        };
+        let question = match (&detector, screen) {
+            (Some(detector), Some(screen)) if state == InstanceState::Waiting => {
+                detector.question(screen)
+            }
+            _ => None,
+        };
+        self.set_question(instance, question)?;
+        self.set_state(instance, state, exit_code, pid)
     }
 
     /// Compares `screen` with the stored mark of the instance; returns how long it has been unchanged.
@@ -634,7 +743,10 @@ impl Orchestrator {
             }
             match self.route(&instance).await {
                 Ok(target) => by_target
-                    .entry((instance.target, instance.labels.get(SCOPE_LABEL).cloned()))
+                    .entry((
+                        instance.target.clone(),
+                        instance.labels.get(SCOPE_LABEL).cloned(),
+                    ))
                     .or_insert_with(|| (target, Vec::new()))
                     .1
                     .push(instance),
@@ -664,7 +776,7 @@ impl Orchestrator {
                 Err(error) => {
                     for instance in stopping.remove(&error.id()).unwrap_or_default() {
                         let failure = Error::target(
-                            instance.target,
+                            &instance.target,
                             format!("stopping ended abnormally: {error}"),
                         );
                         finished.push((instance, Err(failure)));
@@ -732,6 +844,9 @@ impl Orchestrator {
     pub async fn recover_instances(&self) -> Result<Vec<Instance>> {
         let mut adopted = Vec::new();
         for target in self.targets.values() {
+            if !target.capabilities().recover {
+                continue;
+            }
             let Ok(specs) = target.recover().await else {
                 continue;
             };
@@ -847,17 +962,24 @@ fn moved_on(before: &str, after: &str, typed: &str) -> bool {
 
 /// The error for a call on an instance made in another place than its target reaches now.
 fn out_of_scope(instance: &Instance, made_in: &str, reaches: Option<&str>) -> Error {
-    let kind = instance.target;
-    let variable = match kind {
-        TargetKind::Kubernetes => "MAHAVISHNU_TARGETS__KUBERNETES__CONTEXT",
-        _ => "the target's configuration",
+    let name = &instance.target;
+    let variable = format!(
+        "MAHAVISHNU_TARGETS__{}__CONTEXT",
+        name.as_str().to_ascii_uppercase().replace('-', "_")
+    );
+    let fix = if name.as_str().contains('-') {
+        format!("Set `context` of [targets.{name}] back to it")
+    } else {
+        format!(
+            "Run the command with {variable}={} set",
+            mahavishnu_core::shell::quote(made_in)
+        )
     };
     Error::Invalid(format!(
-        "{} was made in {kind} context `{made_in}`, but the {kind} target now reaches `{}`; nothing was \
-         done, so that the call cannot land in another cluster. Run the command with {variable}={} set",
+        "{} was made in context `{made_in}`, but target `{name}` now reaches `{}`; nothing was done, so \
+         that the call cannot land in another cluster. {fix}",
         instance.id,
         reaches.unwrap_or("its default"),
-        mahavishnu_core::shell::quote(made_in)
     ))
 }
 
@@ -891,22 +1013,31 @@ fn last_lines(text: &str, count: usize) -> String {
 mod tests {
     use super::*;
 
+    use mahavishnu_core::TargetKind;
+
     /// A target whose launches and stops panic, and whose scope is set by the test.
     struct Panicking {
+        name: TargetName,
         scope: std::sync::Mutex<Option<String>>,
     }
 
     #[async_trait::async_trait]
     impl Target for Panicking {
+        fn name(&self) -> &TargetName {
+            &self.name
+        }
         fn kind(&self) -> TargetKind {
             TargetKind::Pty
+        }
+        fn location(&self) -> String {
+            "nowhere".into()
         }
         fn capabilities(&self) -> mahavishnu_core::Capabilities {
             mahavishnu_core::Capabilities::default()
         }
         async fn preflight(&self) -> Preflight {
             Preflight {
-                target: TargetKind::Pty,
+                target: self.name.clone(),
                 ready: true,
                 detail: String::new(),
             }
@@ -937,13 +1068,14 @@ mod tests {
     async fn panicking_launches_and_stops_are_failures_and_scopes_hold() {
         let dir = tempfile::tempdir().unwrap();
         let target = Arc::new(Panicking {
+            name: TargetName::builtin(TargetKind::Pty),
             scope: std::sync::Mutex::new(Some("cluster-a".into())),
         });
         let orchestrator = orchestrator(dir.path(), Arc::clone(&target));
         let request = LaunchRequest {
             profile: "shell".into(),
             count: 2,
-            target: Some(TargetKind::Pty),
+            target: Some(TargetName::builtin(TargetKind::Pty)),
             cwd: Some(dir.path().to_path_buf()),
             ..Default::default()
         };

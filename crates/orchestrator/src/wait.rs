@@ -95,7 +95,7 @@ impl Orchestrator {
         timeout: Duration,
     ) -> Result<WaitOutcome> {
         let instance = self.live(id)?;
-        let target = self.target(id.target())?;
+        let target = self.route(&instance).await?;
         let detector = WaitingDetector::new(&instance.waiting)?;
         let started = Instant::now();
         let mut tracker = StatusTracker::default();

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Instant;
 
-use mahavishnu_core::{Error, ExecOutput, ExecRequest, Result, TargetKind};
+use mahavishnu_core::{Error, ExecOutput, ExecRequest, Result, TargetName};
 
 /// Runs `request.command` in `cwd` with `env` added, killing it after `request.timeout`.
 pub async fn run_side_command(
-    target: TargetKind,
+    target: &TargetName,
     request: &ExecRequest,
     cwd: &Path,
     env: &BTreeMap<String, String>,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mahavishnu_core::{
     Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation,
-    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
+    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, TargetName, Timestamp,
 };
 
 use crate::{procfs, run_side_command};
@@ -34,6 +34,7 @@ const SCREEN_MARKER: &str = "\u{1e}mahavishnu-screen\u{1e}";
 /// Sessions on a private tmux server.
 #[derive(Clone, Debug)]
 pub struct TmuxTarget {
+    name: TargetName,
     program: String,
     socket_name: String,
     history_limit: usize,
@@ -44,6 +45,7 @@ impl TmuxTarget {
     /// A target on the server `tmux -L socket_name`, using the tmux executable `program`, keeping exit
     /// codes below `runtime_dir`.
     pub fn new(
+        name: TargetName,
         program: impl Into<String>,
         socket_name: impl Into<String>,
         history_limit: usize,
@@ -56,6 +58,7 @@ impl TmuxTarget {
         let program = mahavishnu_core::paths::find_program(&program)
             .map_or(program, |path| path.to_string_lossy().into_owned());
         TmuxTarget {
+            name,
             program,
             socket_name,
             history_limit,
@@ -116,7 +119,7 @@ impl TmuxTarget {
                 mahavishnu_core::shell::quote(value)
             ));
         }
-        let json = serde_json::to_vec(env).map_err(|e| Error::target(KIND, e.to_string()))?;
+        let json = serde_json::to_vec(env).map_err(|e| Error::target(&self.name, e.to_string()))?;
         for (file, bytes) in [
             (self.env_file(native), script.into_bytes()),
             (self.env_json_file(native), json),
@@ -156,18 +159,6 @@ impl TmuxTarget {
             .ok()
     }
 
-    /// The command line a user would type to reach this server.
-    pub fn attach_command(&self, native: &str) -> Vec<String> {
-        vec![
-            self.program.clone(),
-            "-L".into(),
-            self.socket_name.clone(),
-            "attach-session".into(),
-            "-t".into(),
-            exact(native),
-        ]
-    }
-
     /// Runs tmux with `args` (several commands may be chained with `;`) and returns its stdout.
     async fn tmux(&self, args: &[String]) -> Result<String> {
         let output = tokio::process::Command::new(&self.program)
@@ -184,13 +175,13 @@ impl TmuxTarget {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        Err(TmuxError::classify(&stderr))?
+        Err(TmuxError::classify(&stderr).into_error(&self.name))
     }
 
     fn spawn_error(&self, error: std::io::Error) -> Error {
         if error.kind() == std::io::ErrorKind::NotFound {
             Error::TargetNotReady {
-                target: KIND,
+                target: self.name.clone(),
                 reason: format!(
                     "`{}` is not installed (not found on PATH); install tmux (`apt install tmux`, `brew install tmux`), \
                      set targets.tmux.program, or use `--target pty`",
@@ -198,7 +189,10 @@ impl TmuxTarget {
                 ),
             }
         } else {
-            Error::target(KIND, format!("cannot run `{}`: {error}", self.program))
+            Error::target(
+                &self.name,
+                format!("cannot run `{}`: {error}", self.program),
+            )
         }
     }
 
@@ -215,7 +209,7 @@ impl TmuxTarget {
                 &format,
             ]))
             .await
-            .map_err(|e| e.for_session(native))?;
+            .map_err(|e| e.for_session(&self.name, native))?;
         let mut fields = out.trim_end_matches('\n').splitn(4, '\t');
         let pid = fields.next().and_then(|pid| pid.parse().ok());
         let dead = fields.next() == Some("1");
@@ -270,12 +264,12 @@ impl TmuxError {
     }
 }
 
-impl From<TmuxError> for Error {
-    fn from(error: TmuxError) -> Error {
-        match error {
-            TmuxError::NoServer => Error::target(KIND, NO_SERVER),
-            TmuxError::NoSession => Error::target(KIND, NO_SESSION),
-            TmuxError::Other(message) => Error::target(KIND, format!("tmux failed: {message}")),
+impl TmuxError {
+    fn into_error(self, target: &TargetName) -> Error {
+        match self {
+            TmuxError::NoServer => Error::target(target, NO_SERVER),
+            TmuxError::NoSession => Error::target(target, NO_SESSION),
+            TmuxError::Other(message) => Error::target(target, format!("tmux failed: {message}")),
         }
     }
 }
@@ -286,15 +280,15 @@ fn is_gone(error: &Error) -> bool {
 }
 
 trait ForSession {
-    fn for_session(self, native: &str) -> Error;
+    fn for_session(self, target: &TargetName, native: &str) -> Error;
 }
 
 impl ForSession for Error {
     /// Turns "no server"/"no session" into the unknown-instance error a user understands.
-    fn for_session(self, native: &str) -> Error {
+    fn for_session(self, target: &TargetName, native: &str) -> Error {
         if is_gone(&self) {
             Error::UnknownInstance {
-                id: format!("{}:{native}", KIND.id_prefix()),
+                id: format!("{}:{native}", target.id_prefix()),
             }
         } else {
             self
@@ -327,18 +321,40 @@ fn trim_dead_pane(text: &str, rows: usize) -> String {
 
 #[async_trait]
 impl Target for TmuxTarget {
+    fn name(&self) -> &TargetName {
+        &self.name
+    }
+
     fn kind(&self) -> TargetKind {
         KIND
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            interactive: true,
+            screen: true,
+            send: true,
             exec: true,
             logs: true,
+            recover: true,
             attach: true,
             persistent: true,
+            host_processes: true,
         }
+    }
+
+    fn location(&self) -> String {
+        format!("tmux server `-L {}`", self.socket_name)
+    }
+
+    fn attach_command(&self, native: &str) -> Result<Vec<String>> {
+        Ok(vec![
+            self.program.clone(),
+            "-L".into(),
+            self.socket_name.clone(),
+            "attach-session".into(),
+            "-t".into(),
+            exact(native),
+        ])
     }
 
     async fn preflight(&self) -> Preflight {
@@ -369,7 +385,7 @@ impl Target for TmuxTarget {
             },
         };
         Preflight {
-            target: KIND,
+            target: self.name.clone(),
             ready,
             detail,
         }
@@ -379,8 +395,8 @@ impl Target for TmuxTarget {
         let name = spec.id.native().to_string();
         let mut names_only = spec.clone();
         names_only.env.values_mut().for_each(String::clear);
-        let spec_json =
-            serde_json::to_string(&names_only).map_err(|e| Error::target(KIND, e.to_string()))?;
+        let spec_json = serde_json::to_string(&names_only)
+            .map_err(|e| Error::target(&self.name, e.to_string()))?;
         let mut argv: Vec<String> = args([
             "start-server",
             ";",
@@ -523,12 +539,12 @@ impl Target for TmuxTarget {
         let spec_cwd = pane.spec.as_ref().map(|spec| spec.cwd.clone());
         let cwd = pane.cwd.or(spec_cwd).ok_or_else(|| {
             Error::target(
-                KIND,
+                &self.name,
                 format!("cannot tell the working directory of `{native}`"),
             )
         })?;
         let env = pane.spec.map(|spec| spec.env).unwrap_or_default();
-        run_side_command(KIND, request, &cwd, &env).await
+        run_side_command(&self.name, request, &cwd, &env).await
     }
 
     async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
@@ -555,7 +571,7 @@ impl Target for TmuxTarget {
         self.tmux(&argv)
             .await
             .map(drop)
-            .map_err(|e| e.for_session(native))
+            .map_err(|e| e.for_session(&self.name, native))
     }
 
     async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
@@ -579,7 +595,10 @@ impl Target for TmuxTarget {
         if options.scrollback {
             argv.extend(args(["-S", "-"]));
         }
-        let out = self.tmux(&argv).await.map_err(|e| e.for_session(native))?;
+        let out = self
+            .tmux(&argv)
+            .await
+            .map_err(|e| e.for_session(&self.name, native))?;
         let (head, text) = out.split_once('\n').unwrap_or((&out, ""));
         let (dead, height) = head.split_once('\t').unwrap_or((head, "0"));
         if dead != "1" {
@@ -590,7 +609,10 @@ impl Target for TmuxTarget {
         if options.ansi {
             argv.push("-e".into());
         }
-        let all = self.tmux(&argv).await.map_err(|e| e.for_session(native))?;
+        let all = self
+            .tmux(&argv)
+            .await
+            .map_err(|e| e.for_session(&self.name, native))?;
         let rows = if options.scrollback {
             usize::MAX
         } else {
@@ -624,7 +646,7 @@ impl Target for TmuxTarget {
                     .map(|part| Ok(part.to_string()))
                     .collect();
                 parts.resize_with(natives.len(), || {
-                    Err(Error::target(KIND, "no screen returned"))
+                    Err(Error::target(&self.name, "no screen returned"))
                 });
                 parts
             }
@@ -711,7 +733,7 @@ impl Target for TmuxTarget {
                 let message = error.to_string();
                 return natives
                     .iter()
-                    .map(|_| Err(Error::target(KIND, message.clone())))
+                    .map(|_| Err(Error::target(&self.name, message.clone())))
                     .collect();
             }
         };
@@ -769,7 +791,7 @@ impl Target for TmuxTarget {
             .iter()
             .map(
                 |native| match failed.iter().position(|(name, _)| name == native) {
-                    Some(index) => Err(Error::target(KIND, failed[index].1.to_string())),
+                    Some(index) => Err(Error::target(&self.name, failed[index].1.to_string())),
                     None => Ok(()),
                 },
             )

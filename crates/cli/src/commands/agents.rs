@@ -7,9 +7,7 @@ use anyhow::{Context as _, Result};
 use mahavishnu_agents::write::{NewAgent, export_claude, sync_qwen};
 use mahavishnu_agents::{Agent, Registry, Severity, validate};
 
-use crate::cli::{
-    AgentRunArgs, AgentsCommand, CliArg, ExportFormat, GlobalArgs, ScopeArg, TargetArg,
-};
+use crate::cli::{AgentRunArgs, AgentsCommand, CliArg, ExportFormat, GlobalArgs, ScopeArg};
 use crate::context;
 use crate::output::{self, emit};
 
@@ -59,7 +57,7 @@ pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCo
     let request = RunRequest {
         profile: profile.to_string(),
         prompt: args.prompt,
-        target: args.target.map(TargetArg::kind),
+        target: args.target.clone(),
         cwd: args.cwd,
         wait: args.wait,
         timeout,

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, TargetsCommand};
 use crate::context;
-use crate::output::{self, emit};
+use crate::output;
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -22,22 +22,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Terminal(command) => terminal::run(global, command).await,
         Command::Instances(command) => terminal::instances(global, command).await,
-        Command::Targets => {
-            let orchestrator = context::orchestrator(global)?;
-            let verdicts = orchestrator.preflight_targets().await;
-            emit(global.output, &verdicts, || {
-                let rows: Vec<Vec<String>> = verdicts
-                    .iter()
-                    .map(|verdict| {
-                        let ready = if verdict.ready { "ready" } else { "not ready" };
-                        vec![
-                            verdict.target.to_string(),
-                            ready.to_string(),
-                            verdict.detail.clone(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["TARGET", "STATUS", "DETAIL"], &rows)
+        Command::Targets(args) => {
+            let api = context::api(global)?;
+            let (operation, arguments) = match args.command {
+                None | Some(TargetsCommand::List) => ("targets_list", serde_json::json!({})),
+                Some(TargetsCommand::Show { name }) => {
+                    ("target_show", serde_json::json!({ "name": name }))
+                }
+            };
+            let reply = api
+                .call(operation, arguments, mahavishnu_api::Progress::default())
+                .await?;
+            output::emit_reply(global.output, &reply, || match operation {
+                "targets_list" => target_table(&reply.value["targets"]),
+                _ => target_details(&reply.value),
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -67,7 +65,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(args) => man(args),
-        Command::PtyHost(_) => unreachable!("the pty host is dispatched before the runtime starts"),
+        Command::PtyHost(_) | Command::PtyAttach(_) => {
+            unreachable!("the pty host and attach are dispatched before the runtime starts")
+        }
     }
 }
 
@@ -126,4 +126,58 @@ fn man(args: crate::cli::ManArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
     println!("wrote the man pages into {}", dir.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The targets as a table: name, kind, where it points, and whether it is ready.
+fn target_table(targets: &serde_json::Value) -> String {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+    let rows: Vec<Vec<String>> = targets
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|target| {
+            let ready = if target["ready"] == true {
+                "ready"
+            } else {
+                "not ready"
+            };
+            vec![
+                text(&target["name"]),
+                text(&target["kind"]),
+                text(&target["location"]),
+                ready.to_string(),
+                text(&target["detail"]),
+            ]
+        })
+        .collect();
+    output::table(&["TARGET", "KIND", "POINTS TO", "STATUS", "DETAIL"], &rows)
+}
+
+/// One target, a line per fact, then what it can do.
+fn target_details(target: &serde_json::Value) -> String {
+    let text = |key: &str| target[key].as_str().unwrap_or_default().to_string();
+    let ready = if target["ready"] == true {
+        "ready"
+    } else {
+        "not ready"
+    };
+    let can: Vec<String> = target["capabilities"]
+        .as_object()
+        .map(|capabilities| {
+            capabilities
+                .iter()
+                .filter(|(_, yes)| **yes == true)
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "name:       {}\nkind:       {}\npoints to:  {}\nstatus:     {ready}: {}\ncan:        {}\n",
+        text("name"),
+        text("kind"),
+        text("location"),
+        text("detail"),
+        can.join(", ")
+    )
 }

@@ -5,17 +5,17 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use mahavishnu_api::{Api, WorktreeOptions};
 use mahavishnu_core::{
-    Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind,
+    Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind, TargetName,
 };
 use mahavishnu_orchestrator::{
     EachOutcome, LaunchOutcome, LaunchRequest, ListFilter, Orchestrator, WaitCondition,
 };
 
 use crate::cli::{
-    CloseArgs, ExecArgs, GlobalArgs, InstancesCommand, LaunchArgs, LogsArgs, SendArgs, TargetArg,
+    CloseArgs, ExecArgs, GlobalArgs, InstancesCommand, LaunchArgs, LogsArgs, SendArgs,
     TerminalCommand, WaitArgs,
 };
 use crate::context;
@@ -51,7 +51,9 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Wait(args) => wait(orchestrator, format, args).await,
-        TerminalCommand::List(args) => list(&api, format, args.project, args.all, None).await,
+        TerminalCommand::List(args) => {
+            list(&api, format, args.project, args.all, args.target).await
+        }
         TerminalCommand::Show(args) => show(&api, format, &args.id).await,
         TerminalCommand::Exec(args) => exec(&api, format, args).await,
         TerminalCommand::Attach(args) => attach(orchestrator, &args.id).await,
@@ -117,8 +119,7 @@ pub async fn instances(global: &GlobalArgs, command: InstancesCommand) -> Result
         InstancesCommand::Exec(args) => exec(&api, format, args).await,
         InstancesCommand::Status(args) => show(&api, format, &args.id).await,
         InstancesCommand::List(args) => {
-            let target = args.target.map(TargetArg::kind);
-            list(&api, format, args.project, args.all, target).await
+            list(&api, format, args.project, args.all, args.target).await
         }
         InstancesCommand::Stop(args) => close(&api, format, args).await,
         InstancesCommand::Logs(args) => logs(&api, args).await,
@@ -216,13 +217,19 @@ fn each_outcome(
 
 async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
     let (namespace, context) = (args.namespace.clone(), args.context.clone());
+    // `--namespace` and `--context` adjust the Kubernetes target the sessions go to.
+    let adjusted = args
+        .target
+        .clone()
+        .unwrap_or_else(|| TargetName::builtin(TargetKind::Kubernetes));
     let orchestrator = context::orchestrator_with(global, |config| {
-        let kubernetes = &mut config.config.targets.kubernetes;
-        if namespace.is_some() {
-            kubernetes.namespace = namespace;
-        }
-        if context.is_some() {
-            kubernetes.context = context;
+        if let Some(target) = config.config.targets.0.get_mut(adjusted.as_str()) {
+            if namespace.is_some() {
+                target.namespace = namespace;
+            }
+            if context.is_some() {
+                target.context = context;
+            }
         }
     })?;
     let format = global.output;
@@ -247,7 +254,7 @@ async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
     let request = LaunchRequest {
         profile: args.profile,
         count: args.count,
-        target: args.target.map(TargetArg::kind),
+        target: args.target.clone(),
         cwd: args.cwd,
         env: pairs("--env", &args.env)?,
         name: args.name,
@@ -300,7 +307,7 @@ async fn list(
     format: OutputFormat,
     project: Option<std::path::PathBuf>,
     all: bool,
-    target: Option<TargetKind>,
+    target: Option<TargetName>,
 ) -> Result<ExitCode> {
     let filter = ListFilter {
         project,
@@ -407,19 +414,6 @@ fn pairs(flag: &str, values: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn state_label(instance: &Instance) -> String {
-    match (instance.state, instance.exit_code) {
-        (InstanceState::Exited, Some(code)) => format!("exited({code})"),
-        (InstanceState::Waiting, _) if instance.question.is_some() => {
-            format!(
-                "waiting: {}",
-                instance.question.as_deref().unwrap_or_default()
-            )
-        }
-        (state, _) => state.to_string(),
-    }
-}
-
 fn instance_table(instances: &[Instance]) -> String {
     let worktrees = instances.iter().any(|instance| instance.worktree.is_some());
     // Each worktree's status asks git about its files: all at once.
@@ -445,7 +439,7 @@ fn instance_table(instances: &[Instance]) -> String {
                 instance.id.to_string(),
                 instance.profile.clone(),
                 instance.target.to_string(),
-                state_label(instance),
+                instance.state_label(),
                 output::age(instance.created_at.age()),
             ];
             if let Some(branch) = branches.next() {
@@ -520,34 +514,20 @@ async fn attach(orchestrator: &Orchestrator, text: &str) -> Result<ExitCode> {
     if !instance.state.is_live() {
         bail!(Error::NotLive {
             id: id.to_string(),
-            state: state_label(&instance),
+            state: instance.state_label(),
             hint: "only a running session can be attached; `capture` shows its last screen".into(),
         });
     }
-    let (tmux, pty) = context::targets(orchestrator.config(), orchestrator.store())?;
-    match id.target() {
-        TargetKind::Tmux => {
-            let command = tmux.attach_command(id.native());
-            let status = std::process::Command::new(&command[0])
-                .args(&command[1..])
-                .status()?;
-            Ok(if status.success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        TargetKind::Pty => {
-            eprintln!(
-                "attached to {id}; detach with {}",
-                mahavishnu_terminal::pty::DETACH_KEY_NAME
-            );
-            mahavishnu_terminal::pty::attach(&pty.socket(id.native()), &id.to_string())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        other => bail!(Error::Unsupported {
-            target: other,
-            operation: "attach"
-        }),
-    }
+    let command = orchestrator
+        .target(&instance.target)?
+        .attach_command(id.native())?;
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .with_context(|| format!("cannot run `{}`", command[0]))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

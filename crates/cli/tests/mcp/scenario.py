@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 
 EXPECTED_TOOLS = {
     "terminal_launch", "terminal_send", "terminal_keys", "terminal_capture", "terminal_wait",
-    "terminal_list", "terminal_exec", "terminal_close", "targets_list",
+    "terminal_list", "terminal_exec", "terminal_close", "targets_list", "target_show",
     "session_start", "session_end", "session_status", "session_list", "hooks_list", "hooks_runs",
     "checkpoint_create", "checkpoint_list", "checkpoint_diff", "checkpoint_restore",
     "agents_list", "agent_get", "agent_create", "agents_validate", "agent_run",
@@ -121,7 +121,7 @@ async def scenario(session, workdir, transport):
     await fails(session, "terminal_send", {"id": 7, "text": "x"}, "invalid type")
     await fails(session, "terminal_send", {"text": "x"}, "missing field `id`")
     await fails(session, "terminal_capture", {"id": "k8s:dev/mv-x"}, "no instance `k8s:dev/mv-x`")
-    await fails(session, "terminal_capture", {"id": "cloudrun:svc"}, "not a target prefix")
+    await fails(session, "terminal_capture", {"id": "cloudrun:svc"}, "no target `cloudrun`")
     await fails(session, "terminal_capture", {"id": "tmux:mv-none"}, "no instance `tmux:mv-none`")
     await fails(session, "terminal_send", {"id": first, "text": "y" * (2 * 1024 * 1024)}, "the limit is")
     await fails(session, "terminal_launch", {"profile": "nope"}, "unknown profile `nope`")

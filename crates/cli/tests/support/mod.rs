@@ -321,3 +321,12 @@ pub fn git_commit(dir: &Path, args: &[&str]) -> String {
     all.extend(args);
     git(dir, &all)
 }
+
+/// The target called `name` in what `targets -o json` (or `targets_list`) returned.
+#[allow(dead_code)]
+pub fn target_named<'a>(targets: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    targets["targets"]
+        .as_array()
+        .and_then(|targets| targets.iter().find(|target| target["name"] == name))
+        .unwrap_or_else(|| panic!("no target `{name}` in {targets}"))
+}

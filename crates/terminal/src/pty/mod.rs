@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mahavishnu_core::{
     Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation,
-    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, Timestamp,
+    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, TargetName, Timestamp,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -27,6 +27,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Native PTY sessions, one host process each.
 #[derive(Clone, Debug)]
 pub struct PtyTarget {
+    name: TargetName,
     dir: PathBuf,
     host_program: PathBuf,
     scrollback: usize,
@@ -41,10 +42,22 @@ enum Unreachable {
 }
 
 impl PtyTarget {
-    /// A target keeping its sockets in `runtime_dir/pty`, starting hosts with `host_program __pty-host`.
-    pub fn new(runtime_dir: &Path, host_program: PathBuf, scrollback: usize) -> Self {
+    /// A target keeping its sockets in `runtime_dir/pty` (`pty-NAME` for a target not the built-in
+    /// one), starting hosts with `host_program __pty-host`.
+    pub fn new(
+        name: TargetName,
+        runtime_dir: &Path,
+        host_program: PathBuf,
+        scrollback: usize,
+    ) -> Self {
+        let dir = if name.is_builtin() {
+            runtime_dir.join("pty")
+        } else {
+            runtime_dir.join(format!("pty-{name}"))
+        };
         PtyTarget {
-            dir: runtime_dir.join("pty"),
+            name,
+            dir,
             host_program,
             scrollback,
         }
@@ -74,7 +87,7 @@ impl PtyTarget {
                     )),
                 })?;
             let mut line = serde_json::to_vec(request)
-                .map_err(|e| Unreachable::Failed(Error::target(KIND, e.to_string())))?;
+                .map_err(|e| Unreachable::Failed(Error::target(&self.name, e.to_string())))?;
             line.push(b'\n');
             let io = |e: std::io::Error| {
                 Unreachable::Failed(Error::io(
@@ -93,13 +106,13 @@ impl PtyTarget {
             }
             let value: serde_json::Value = serde_json::from_str(&answer).map_err(|e| {
                 Unreachable::Failed(Error::target(
-                    KIND,
+                    &self.name,
                     format!("bad answer from the pty host: {e}"),
                 ))
             })?;
             if let Some(message) = value.get("error").and_then(|e| e.as_str()) {
                 return Err(Unreachable::Failed(Error::target(
-                    KIND,
+                    &self.name,
                     message.to_string(),
                 )));
             }
@@ -109,7 +122,7 @@ impl PtyTarget {
             .await
             .unwrap_or_else(|_| {
                 Err(Unreachable::Failed(Error::target(
-                    KIND,
+                    &self.name,
                     format!("the pty host of `{native}` did not answer in time"),
                 )))
             })
@@ -191,8 +204,27 @@ impl PtyTarget {
 
 #[async_trait]
 impl Target for PtyTarget {
+    fn name(&self) -> &TargetName {
+        &self.name
+    }
+
     fn kind(&self) -> TargetKind {
         KIND
+    }
+
+    fn location(&self) -> String {
+        format!("sessions in {}", self.dir.display())
+    }
+
+    fn attach_command(&self, native: &str) -> Result<Vec<String>> {
+        Ok(vec![
+            self.host_program.to_string_lossy().into_owned(),
+            "__pty-attach".into(),
+            "--socket".into(),
+            self.socket(native).to_string_lossy().into_owned(),
+            "--id".into(),
+            format!("{}:{native}", self.name.id_prefix()),
+        ])
     }
 
     fn check_native(&self, native: &str) -> Result<()> {
@@ -212,11 +244,14 @@ impl Target for PtyTarget {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            interactive: true,
+            screen: true,
+            send: true,
             exec: true,
             logs: true,
+            recover: true,
             attach: true,
             persistent: true,
+            host_processes: true,
         }
     }
 
@@ -229,12 +264,12 @@ impl Target for PtyTarget {
         })();
         match checks {
             Ok(detail) => Preflight {
-                target: KIND,
+                target: self.name.clone(),
                 ready: true,
                 detail,
             },
             Err(error) => Preflight {
-                target: KIND,
+                target: self.name.clone(),
                 ready: false,
                 detail: error.to_string(),
             },
@@ -250,7 +285,8 @@ impl Target for PtyTarget {
                 "a pty session `{native}` already exists; choose another --name"
             )));
         }
-        let bytes = serde_json::to_vec(spec).map_err(|e| Error::target(KIND, e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(spec).map_err(|e| Error::target(&self.name, e.to_string()))?;
         mahavishnu_core::paths::write_private_file(&files.spec, &bytes)
             .map_err(|e| Error::io(format!("cannot write {}", files.spec.display()), e))?;
         let mut command = tokio::process::Command::new(&self.host_program);
@@ -281,7 +317,7 @@ impl Target for PtyTarget {
         })?;
         let Some(stdout) = child.stdout.take() else {
             files.remove();
-            return Err(Error::target(KIND, "the pty host has no output pipe"));
+            return Err(Error::target(&self.name, "the pty host has no output pipe"));
         };
         let mut first = String::new();
         let read = tokio::time::timeout(
@@ -298,7 +334,7 @@ impl Target for PtyTarget {
             _ => {
                 files.remove();
                 return Err(Error::target(
-                    KIND,
+                    &self.name,
                     format!("the pty host of `{native}` did not start in time"),
                 ));
             }
@@ -315,7 +351,7 @@ impl Target for PtyTarget {
         files.remove();
         let reason = line.strip_prefix("error: ").unwrap_or(&line);
         Err(Error::target(
-            KIND,
+            &self.name,
             if reason.is_empty() {
                 "the pty host exited before it was ready"
             } else {
@@ -346,7 +382,7 @@ impl Target for PtyTarget {
             _ => None,
         };
         let cwd = cwd.unwrap_or_else(|| spec.cwd.clone());
-        crate::run_side_command(KIND, request, &cwd, &spec.env).await
+        crate::run_side_command(&self.name, request, &cwd, &spec.env).await
     }
 
     async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
