@@ -110,6 +110,27 @@ pub(crate) fn operations() -> Vec<Operation> {
             merge,
         ),
         define(
+            "terminal_logs",
+            true,
+            "What a session's or instance's program has printed so far, as plain text (the pod's \
+             log for Kubernetes).",
+            logs,
+        ),
+        define(
+            "terminal_recover",
+            false,
+            "Adopt sessions that still run on their targets but have no live record (after the state \
+             directory was lost or replaced); returns the adopted ones.",
+            recover,
+        ),
+        define(
+            "instances_gc",
+            false,
+            "Remove the records of instances closed longer ago than older_than (default: \
+             terminal.keep_closed, 7 days); returns how many were removed.",
+            gc,
+        ),
+        define(
             "targets_list",
             true,
             "List every target by name (the built-in tmux, pty and kubernetes, and the configured \
@@ -436,8 +457,9 @@ async fn capture(api: Api, params: CaptureParams, _: Progress) -> Result<Reply> 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitParams {
-    /// The session id.
-    pub id: String,
+    /// The session id (or all).
+    #[serde(default)]
+    pub id: Option<String>,
     /// Wait until the screen matches this regular expression (^ and $ match at each line), in lines
     /// that are new since the last text or keys sent to the session (or since its launch).
     #[serde(default)]
@@ -454,11 +476,20 @@ pub struct WaitParams {
     /// Give up after this many seconds.
     #[serde(default = "thirty")]
     pub timeout: f64,
+    /// Wait on every live session instead of `id` (of project and profile, when given); one
+    /// result per session, under `waited`.
+    #[serde(default)]
+    pub all: bool,
+    /// With all: only sessions of this project.
+    #[serde(default)]
+    pub project: Option<PathBuf>,
+    /// With all: only sessions of this profile.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 async fn wait(api: Api, params: WaitParams, progress: Progress) -> Result<Reply> {
     let orchestrator = api.orchestrator();
-    let id = orchestrator.resolve_id(&params.id)?;
     let given = [
         params.pattern.is_some(),
         params.idle_ms.is_some(),
@@ -469,12 +500,39 @@ async fn wait(api: Api, params: WaitParams, progress: Progress) -> Result<Reply>
             "give one of pattern, idle_ms or waiting, not several".into(),
         ));
     }
-    let condition = match (params.pattern, params.idle_ms) {
-        (Some(pattern), _) => WaitCondition::pattern(&pattern, params.anywhere)?,
-        (None, Some(idle)) => WaitCondition::Idle(Duration::from_millis(idle)),
-        (None, None) => WaitCondition::Waiting,
-    };
+    let condition = WaitCondition::parse(
+        params.pattern.as_deref(),
+        params.anywhere,
+        params.idle_ms.map(Duration::from_millis),
+    )?;
     let timeout = seconds("timeout", params.timeout)?;
+    if params.all {
+        if params.id.is_some() {
+            return Err(Error::Invalid("give an id or all, not both".into()));
+        }
+        let ids = orchestrator
+            .live_ids(params.project.map(|dir| api.absolute(&dir)), params.profile)
+            .await?;
+        let outcomes = progress
+            .while_running(
+                "waiting",
+                Some(timeout),
+                orchestrator.wait_all(&ids, &condition, timeout),
+            )
+            .await;
+        let failed = outcomes.iter().filter(|outcome| !outcome.ok).count();
+        let summary = format!(
+            "{} of {} sessions ready",
+            outcomes.len() - failed,
+            outcomes.len()
+        );
+        return Reply::list("waited", &outcomes, summary);
+    }
+    let id = params
+        .id
+        .as_deref()
+        .ok_or_else(|| Error::Invalid("give the session id, or all: true".into()))?;
+    let id = orchestrator.resolve_id(id)?;
     let outcome = progress
         .while_running(
             &format!("waiting on {id}"),
@@ -695,6 +753,16 @@ pub struct CloseParams {
     /// Seconds a program gets to end before it is killed (default: terminal.stop_grace_ms).
     #[serde(default)]
     pub grace: Option<f64>,
+    /// Also remove the sessions' worktrees and branches (refused while they hold unmerged work).
+    #[serde(default)]
+    pub prune: bool,
+    /// With prune: remove them even with unmerged work.
+    #[serde(default)]
+    pub force: bool,
+    /// Close the records without asking their targets (for a target removed from the
+    /// configuration, or gone for good); whatever still runs there is left running.
+    #[serde(default)]
+    pub forget: bool,
 }
 
 async fn close(api: Api, params: CloseParams, _: Progress) -> Result<Reply> {
@@ -721,7 +789,33 @@ async fn close(api: Api, params: CloseParams, _: Progress) -> Result<Reply> {
         .grace
         .map(|grace| seconds("grace", grace))
         .transpose()?;
-    let outcomes = orchestrator.close_instances(&ids, grace).await?;
+    if params.force && !params.prune {
+        return Err(Error::Invalid(
+            "force only applies with prune: give prune: true too".into(),
+        ));
+    }
+    // With prune, every worktree is checked before anything is closed.
+    let mut worktrees = Vec::new();
+    if params.prune {
+        for id in &ids {
+            if let Some(record) = orchestrator.recorded(id)?.worktree {
+                if !params.force
+                    && let Some(why) = mahavishnu_lifecycle::worktree::unmerged_work(&record)?
+                {
+                    return Err(Error::Failed(format!("{id} is not closed: {why}")));
+                }
+                worktrees.push(record);
+            }
+        }
+    }
+    let outcomes = if params.forget {
+        orchestrator.forget_instances(&ids)?
+    } else {
+        orchestrator.close_instances(&ids, grace).await?
+    };
+    for record in &worktrees {
+        mahavishnu_lifecycle::worktree::remove(record)?;
+    }
     let summary = if outcomes.is_empty() {
         "nothing to close".to_string()
     } else {
@@ -765,6 +859,69 @@ async fn stop(api: Api, params: StopParams, _: Progress) -> Result<Reply> {
         return Err(Error::Failed(format!("{id} was not stopped: {error}")));
     }
     Reply::new(&outcome, format!("stopped {id}"))
+}
+
+/// Output of a session so far.
+#[derive(Clone, Debug, Serialize)]
+pub struct Logs {
+    /// The session.
+    pub id: InstanceId,
+    /// What its program printed.
+    pub text: String,
+}
+
+async fn logs(api: Api, params: StatusParams, _: Progress) -> Result<Reply> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    let text = orchestrator.logs(&id).await?;
+    let summary = text.clone();
+    Reply::new(&Logs { id, text }, summary)
+}
+
+async fn recover(api: Api, _: NoParams, _: Progress) -> Result<Reply> {
+    let adopted = api.orchestrator().recover_instances().await?;
+    let summary = if adopted.is_empty() {
+        "nothing to adopt".to_string()
+    } else {
+        format!("adopted:\n{}", instance_lines(&adopted))
+    };
+    Reply::list("instances", &adopted, summary)
+}
+
+/// Arguments of `instances_gc`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcParams {
+    /// Remove closed instances closed longer ago than this (`7d`, `12h`, `30m`); default
+    /// terminal.keep_closed.
+    #[serde(default)]
+    pub older_than: Option<String>,
+}
+
+/// What `instances_gc` removed.
+#[derive(Clone, Debug, Serialize)]
+struct Collected {
+    removed: usize,
+}
+
+async fn gc(api: Api, params: GcParams, _: Progress) -> Result<Reply> {
+    let keep = params
+        .older_than
+        .as_deref()
+        .map(|text| {
+            humantime::parse_duration(text).map_err(|e| {
+                Error::Invalid(format!(
+                    "older_than `{text}` is not a duration like `7d`, `12h` or `30m`: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    let removed = api.orchestrator().remove_closed(keep)?;
+    let summary = format!(
+        "removed {}",
+        plural(removed, "closed instance record", "closed instance records")
+    );
+    Reply::new(&Collected { removed }, summary)
 }
 
 /// Arguments of `targets_list`.

@@ -31,8 +31,6 @@ const WITHOUT_OUTPUT: &[&str] = &[
     "mcp",
     "serve",
     "terminal attach",
-    "terminal logs",
-    "instances logs",
 ];
 
 /// Commands that never open the state directory: their help leaves `--state-dir` out.
@@ -125,6 +123,8 @@ pub enum Command {
     Instances(InstancesCommand),
     /// The targets: each one's name, kind, where it points and whether it is ready, or exactly why not
     Targets(TargetsArgs),
+    /// Remove the records of instances closed longer ago than terminal.keep_closed (7 days)
+    Gc(GcArgs),
     /// The entry Claude Code and Qwen Code call on their hook events (JSON on stdin)
     Hook,
     /// Coding sessions: start, end, status, list
@@ -607,6 +607,13 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Remove those closed longer ago than this instead (`12h`, `30m`, `0s` for every closed one)
+    #[arg(long, value_name = "TIME")]
+    pub older_than: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct TargetsArgs {
     #[command(subcommand)]
     pub command: Option<TargetsCommand>,
@@ -802,6 +809,10 @@ pub struct CloseArgs {
     /// With --prune: remove them even with unmerged work
     #[arg(long, requires = "prune")]
     pub force: bool,
+    /// Close the records without asking their targets (a target removed from the configuration,
+    /// or gone for good); whatever still runs there is left running
+    #[arg(long, conflicts_with = "prune")]
+    pub forget: bool,
 }
 
 #[derive(Debug, Args)]

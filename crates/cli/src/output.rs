@@ -29,6 +29,17 @@ pub fn emit<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// Prints a list as the operations return one, `{ key: [...] }` (MCP results are objects), or calls
+/// `table` for the table form.
+pub fn emit_list<T: Serialize>(
+    format: OutputFormat,
+    key: &str,
+    items: &[T],
+    table: impl FnOnce() -> String,
+) -> Result<()> {
+    emit(format, &serde_json::json!({ key: items }), table)
+}
+
 /// Prints what an operation replied: its value as JSON or YAML (exactly what the MCP tool and `/v1`
 /// return), or `table` for people.
 pub fn emit_reply(

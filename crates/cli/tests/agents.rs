@@ -44,7 +44,7 @@ fn list_and_show_resolve_project_user_and_qwen_agents() {
         "---\nname: helper\ndescription: Qwen helper\n---\nHelp.\n",
     );
 
-    let listed = world.json(&["agents", "list"]);
+    let listed = world.json(&["agents", "list"])["agents"].clone();
     let rows: Vec<(String, String)> = listed
         .as_array()
         .unwrap()
@@ -71,8 +71,8 @@ fn list_and_show_resolve_project_user_and_qwen_agents() {
     );
     assert_eq!(reviewer["tools"], serde_json::json!(["Read", "Grep"]));
     assert_eq!(
-        world
-            .json(&["agents", "list", "--all"])
+        world.json(&["agents", "list", "--all"])["agents"]
+            .clone()
             .as_array()
             .unwrap()
             .len(),
@@ -257,6 +257,7 @@ fn validate_names_every_problem_with_its_place() {
     ]);
     assert_eq!(output.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let json = &json["diagnostics"];
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert_eq!(json[0]["line"], 4);
     assert_eq!(json[0]["severity"], "error");
@@ -489,7 +490,7 @@ fn a_synced_agent_is_listed_once() {
             .collect()
     };
     let once = ["block-designer", "code-reviewer"].map(String::from);
-    let listed = world.json(&["agents", "list"]);
+    let listed = world.json(&["agents", "list"])["agents"].clone();
     assert_eq!(names(listed.clone()), once, "{listed}");
     assert_eq!(
         listed[0]["scope"], "project",
@@ -504,7 +505,7 @@ fn a_synced_agent_is_listed_once() {
 
     // A copy whose Claude Code agent is gone is the only definition left, so it is listed.
     std::fs::remove_file(work.join(".claude/agents/code-reviewer.md")).unwrap();
-    let listed = world.json(&["agents", "list"]);
+    let listed = world.json(&["agents", "list"])["agents"].clone();
     assert_eq!(names(listed.clone()), once, "{listed}");
     assert_eq!(listed[1]["scope"], "qwen-project", "{listed}");
 }
@@ -550,8 +551,8 @@ fn an_agent_run_that_times_out_names_its_session_and_what_became_of_it() {
         world.fails(&args, 1)
     };
     let left = run(&[]);
-    let live: Vec<String> = world
-        .json(&["terminal", "list"])
+    let live: Vec<String> = world.json(&["terminal", "list"])["instances"]
+        .clone()
         .as_array()
         .unwrap()
         .iter()
@@ -567,8 +568,8 @@ fn an_agent_run_that_times_out_names_its_session_and_what_became_of_it() {
     let closed = run(&["--close-on-failure"]);
     assert!(closed.contains("was closed"), "{closed}");
     assert!(
-        world
-            .json(&["terminal", "list"])
+        world.json(&["terminal", "list"])["instances"]
+            .clone()
             .as_array()
             .unwrap()
             .is_empty()

@@ -193,7 +193,8 @@ fn shells_in_pods_launch_type_read_exec_and_close() {
         "kubernetes",
         "--count",
         "3",
-    ]);
+    ])["instances"]
+        .clone();
     let ids: Vec<String> = launched
         .as_array()
         .unwrap()
@@ -243,7 +244,7 @@ fn shells_in_pods_launch_type_read_exec_and_close() {
     assert_eq!(exec["exit_code"], 4, "{exec}");
     assert_eq!(exec["stdout"], format!("{id}\n"));
 
-    let listed = world.json(&["instances", "list", "--target", "kubernetes"]);
+    let listed = world.json(&["instances", "list", "--target", "kubernetes"])["instances"].clone();
     assert_eq!(listed.as_array().unwrap().len(), 3);
     let status = world.json(&["instances", "status", id]);
     assert!(
@@ -372,8 +373,8 @@ fn dry_run_prints_the_manifests() {
     }
     assert!(fake.pod_names().is_empty(), "a dry run creates nothing");
     assert!(
-        world
-            .json(&["terminal", "list", "--all"])
+        world.json(&["terminal", "list", "--all"])["instances"]
+            .clone()
             .as_array()
             .unwrap()
             .is_empty()
@@ -388,13 +389,13 @@ fn pods_are_recovered_after_the_state_is_lost() {
     let ids = world.launch(&["shell", "--target", "kubernetes", "--count", "2"]);
     std::fs::remove_dir_all(world.state_dir()).unwrap();
     assert!(
-        world
-            .json(&["terminal", "list"])
+        world.json(&["terminal", "list"])["instances"]
+            .clone()
             .as_array()
             .unwrap()
             .is_empty()
     );
-    let adopted = support::sorted_ids(&world.json(&["terminal", "recover"]));
+    let adopted = support::sorted_ids(&world.json(&["terminal", "recover"])["instances"].clone());
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(adopted, expected);
@@ -874,7 +875,7 @@ fn recover_adopts_only_a_pods_own_kubernetes_record() {
     }
 
     std::fs::remove_dir_all(world.state_dir()).unwrap();
-    let adopted = world.json(&["terminal", "recover"]);
+    let adopted = world.json(&["terminal", "recover"])["instances"].clone();
     assert_eq!(
         support::sorted_ids(&adopted),
         vec![good.clone()],
@@ -884,7 +885,7 @@ fn recover_adopts_only_a_pods_own_kubernetes_record() {
         adopted[0]["profile"], "shell",
         "the pod's own record: {adopted}"
     );
-    let known = world.json(&["terminal", "list", "--all"]);
+    let known = world.json(&["terminal", "list", "--all"])["instances"].clone();
     assert_eq!(support::sorted_ids(&known), vec![good.clone()], "{known}");
     let exec = world.json(&["terminal", "exec", &good, "--", "sh", "-c", "echo $A"]);
     assert_eq!(exec["stdout"], "1\n");
@@ -927,7 +928,7 @@ fn an_id_leads_only_to_the_cluster_it_was_made_in() {
     assert_eq!(home.pod_names(), vec!["dev/decoy".to_string()]);
 
     // The current context is `home`; the instance was made in `away`, and every call goes there.
-    let listed = world.json(&["terminal", "list"]);
+    let listed = world.json(&["terminal", "list"])["instances"].clone();
     let far = listed
         .as_array()
         .unwrap()

@@ -166,7 +166,7 @@ command = "sleep 2; echo end {session_id} {reason} >> marks.log"
     for id in launched {
         world.wait_state(id, "closed", Duration::from_secs(5));
     }
-    let runs = world.json(&["hooks", "runs", "--session", "s1"]);
+    let runs = world.json(&["hooks", "runs", "--session", "s1"])["runs"].clone();
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 4, "{runs:#?}");
     assert!(runs.iter().all(|run| run["success"] == true), "{runs:#?}");
@@ -252,8 +252,8 @@ command = "exit 3"
     let started = Instant::now();
     let mut runs = Vec::new();
     while started.elapsed() < Duration::from_secs(10) {
-        runs = world
-            .json(&["hooks", "runs", "--session", "s"])
+        runs = world.json(&["hooks", "runs", "--session", "s"])["runs"]
+            .clone()
             .as_array()
             .unwrap()
             .clone();
@@ -597,7 +597,7 @@ fn a_qwen_project_gets_its_qwen_session_with_no_config_once_trusted() {
     );
     world.ok(&["session", "end", "--id", "q1"]);
     assert_eq!(world.state_of(&id), "closed");
-    let sessions = world.json(&["session", "list"]);
+    let sessions = world.json(&["session", "list"])["sessions"].clone();
     assert_eq!(sessions[0]["state"], "ended");
 }
 
@@ -651,7 +651,7 @@ fn checkpoints_snapshot_list_diff_and_restore_without_moving_head_or_index() {
     std::fs::write(project.join("notes.txt"), "second\n").unwrap();
     std::fs::write(project.join("new.txt"), "added later\n").unwrap();
     std::fs::remove_file(project.join("image.bin")).unwrap();
-    let listed = world.json(&["checkpoint", "list"]);
+    let listed = world.json(&["checkpoint", "list"])["checkpoints"].clone();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let id = first["id"].as_str().unwrap();
     let diff = world.ok(&["checkpoint", "diff", id]);
@@ -691,8 +691,8 @@ fn checkpoints_snapshot_list_diff_and_restore_without_moving_head_or_index() {
         "added later\n"
     );
     assert_eq!(
-        world
-            .json(&["checkpoint", "list"])
+        world.json(&["checkpoint", "list"])["checkpoints"]
+            .clone()
             .as_array()
             .unwrap()
             .len(),

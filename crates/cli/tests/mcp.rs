@@ -15,7 +15,7 @@ use support::{World, binary, git, qwen, succeeded, target_named};
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// How many tools (and `/v1` operations) the server offers.
-const TOOLS: usize = 36;
+const TOOLS: usize = 39;
 
 /// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
 fn python_path() -> PathBuf {
@@ -265,7 +265,7 @@ fn assert_same_shapes_as_the_cli(world: &World, report: &Value, session: &str) {
         "agent_get"
     );
     assert_eq!(
-        report["checkpoints"]["checkpoints"],
+        report["checkpoints"],
         world.json(&["checkpoint", "list"]),
         "checkpoint_list"
     );
@@ -345,6 +345,23 @@ fn http_checks_tokens_and_hosts() {
     assert_eq!(status, 200, "{body}");
     let targets: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(target_named(&targets, "pty")["kind"], "pty");
+
+    // `--output json` prints exactly what `/v1` returns.
+    let id = world.launch(&["shell", "--target", "pty"]).remove(0);
+    world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "20"]);
+    let (status, body) = server.request("POST", "/v1/terminal_list", &auth, r#"{"all":true}"#);
+    assert_eq!(status, 200, "{body}");
+    let over_http: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(over_http, world.json(&["terminal", "list", "--all"]));
+    let (_, body) = server.request(
+        "POST",
+        "/v1/instance_status",
+        &auth,
+        &format!(r#"{{"id":"{id}"}}"#),
+    );
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(shown, world.json(&["terminal", "show", &id]));
+    world.ok(&["terminal", "close", &id]);
 
     for (host, want) in [("evil.example:8677", 403), ("proxy.example", 200)] {
         let (status, body) =
@@ -455,7 +472,11 @@ fn http_checks_tokens_and_hosts() {
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(
-        world.json(&["terminal", "list"]).as_array().unwrap().len(),
+        world.json(&["terminal", "list"])["instances"]
+            .clone()
+            .as_array()
+            .unwrap()
+            .len(),
         3
     );
 }
@@ -760,7 +781,7 @@ fn a_web_page_cannot_launch_commands_through_serve() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!marker.exists(), "a refused request ran its command");
     assert_eq!(
-        world.json(&["terminal", "list"]),
+        world.json(&["terminal", "list"])["instances"].clone(),
         json!([]),
         "no session started"
     );

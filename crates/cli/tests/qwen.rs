@@ -146,7 +146,7 @@ command = "echo end {reason} >> {project_dir}/marks.log"
     // The mark comes from the first SessionStart hook; the launch is the second: wait for it too.
     let started = std::time::Instant::now();
     let sessions = loop {
-        let sessions = world.json(&["session", "list"]);
+        let sessions = world.json(&["session", "list"])["sessions"].clone();
         if sessions[0]["instances"]
             .as_array()
             .is_some_and(|ids| !ids.is_empty())
@@ -171,7 +171,7 @@ command = "echo end {reason} >> {project_dir}/marks.log"
         "SessionEnd reached Mahavishnu: {marks}"
     );
     world.wait_state(&launched, "closed", Duration::from_secs(10));
-    let session = world.json(&["session", "list"]);
+    let session = world.json(&["session", "list"])["sessions"].clone();
     assert_eq!(session[0]["state"], "ended");
 }
 

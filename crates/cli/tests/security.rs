@@ -113,7 +113,7 @@ fn the_state_directory_and_database_are_private_and_planted_ones_are_refused() {
     // A database made readable by an older version gets its mode fixed; nothing in it is lost.
     let id = world.launch(&["shell", "--target", "pty"]).remove(0);
     std::fs::set_permissions(&database, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let listed = world.json(&["terminal", "list"]);
+    let listed = world.json(&["terminal", "list"])["instances"].clone();
     assert_eq!(listed[0]["id"], id.as_str());
     assert_eq!(mode(&database), 0o600);
     for suffix in ["-wal", "-shm"] {
@@ -467,7 +467,7 @@ fn names_too_long_for_a_socket_are_refused_and_failed_records_can_be_closed() {
     assert_eq!(output.status.code(), Some(2), "{error}");
     assert!(error.contains("shorter --name"), "{error}");
     assert_eq!(
-        world.json(&["terminal", "list", "--all"]),
+        world.json(&["terminal", "list", "--all"])["instances"].clone(),
         serde_json::json!([])
     );
 

@@ -25,7 +25,7 @@ fn many_shells_round_trip(target: &str) {
             .all(|id| id.starts_with(&format!("{target}:mv-"))),
         "{ids:?}"
     );
-    let listed = world.json(&["terminal", "list"]);
+    let listed = world.json(&["terminal", "list"])["instances"].clone();
     assert_eq!(listed.as_array().unwrap().len(), 10);
     for (n, id) in ids.iter().enumerate() {
         // The marker is computed by the shell, so the typed command line itself never matches.
@@ -62,7 +62,7 @@ fn many_shells_round_trip(target: &str) {
         assert_eq!(exec["stderr"], "err\n");
     }
     world.ok(&["terminal", "wait", &ids[0], "--waiting", "--timeout", "20"]);
-    let closed = world.json(&["terminal", "close", "--all"]);
+    let closed = world.json(&["terminal", "close", "--all"])["closed"].clone();
     assert_eq!(closed.as_array().unwrap().len(), 10);
     assert!(
         closed
@@ -72,10 +72,14 @@ fn many_shells_round_trip(target: &str) {
             .all(|outcome| outcome["closed"] == true)
     );
     assert_eq!(
-        world.json(&["terminal", "list"]).as_array().unwrap().len(),
+        world.json(&["terminal", "list"])["instances"]
+            .clone()
+            .as_array()
+            .unwrap()
+            .len(),
         0
     );
-    let all = world.json(&["terminal", "list", "--all"]);
+    let all = world.json(&["terminal", "list", "--all"])["instances"].clone();
     assert!(
         all.as_array()
             .unwrap()
@@ -122,7 +126,7 @@ fn a_killed_pty_host_turns_its_session_lost() {
             .success()
     );
     world.wait_state(&id, "lost", Duration::from_secs(5));
-    let listed = world.json(&["terminal", "list"]);
+    let listed = world.json(&["terminal", "list"])["instances"].clone();
     let states: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -134,7 +138,7 @@ fn a_killed_pty_host_turns_its_session_lost() {
         1,
         "only the killed session: {states:?}"
     );
-    let events = world.json(&["events", "--id", &id]);
+    let events = world.json(&["events", "--id", &id])["events"].clone();
     assert!(
         events
             .as_array()
@@ -449,7 +453,7 @@ fn bad_input_gets_a_clear_error_and_disturbs_nothing() {
             );
         }
     }
-    let listed = world.json(&["terminal", "list"]);
+    let listed = world.json(&["terminal", "list"])["instances"].clone();
     assert_eq!(
         listed.as_array().unwrap().len(),
         1,
@@ -483,7 +487,7 @@ fn without_tmux_the_pty_target_still_works() {
     );
     let id = world.launch(&["shell"]).remove(0);
     assert!(id.starts_with("pty:"), "auto picks pty without tmux: {id}");
-    let listed = world.json(&["terminal", "list", "--all"]);
+    let listed = world.json(&["terminal", "list", "--all"])["instances"].clone();
     assert_eq!(
         listed
             .as_array()
@@ -542,7 +546,8 @@ fn a_damaged_or_unusable_state_directory_is_reported_and_left_alone() {
             .output()
             .unwrap(),
     );
-    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["instances"], serde_json::json!([]), "{listed}");
     assert!(xdg.join("mahavishnu/mahavishnu.db").exists());
 }
 
@@ -585,9 +590,9 @@ fn twenty_concurrent_processes_lose_and_corrupt_nothing() {
         let output = lister.wait_with_output().unwrap();
         assert!(output.status.success());
         let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        assert_eq!(listed.as_array().unwrap().len(), 20);
+        assert_eq!(listed["instances"].as_array().unwrap().len(), 20);
     }
-    let events = world.json(&["events", "--limit", "1000"]);
+    let events = world.json(&["events", "--limit", "1000"])["events"].clone();
     let launched = events
         .as_array()
         .unwrap()
@@ -709,7 +714,7 @@ fn help_shows_the_global_flags_only_where_they_apply() {
         &["--state-dir", state, "terminal", "list", "--output", "json"][..],
     ] {
         let printed = world.ok(args);
-        assert!(printed.starts_with('['), "{args:?}: {printed}");
+        assert!(printed.starts_with('{'), "{args:?}: {printed}");
     }
     assert!(world.ok(&["-o", "json", "man"]).contains(".TH"));
 }
@@ -813,10 +818,14 @@ fn sessions_are_recovered_after_the_state_is_lost() {
     let tmux = launch_shells(&world, "tmux", 1).remove(0);
     std::fs::remove_dir_all(world.state_dir()).unwrap();
     assert_eq!(
-        world.json(&["terminal", "list"]).as_array().unwrap().len(),
+        world.json(&["terminal", "list"])["instances"]
+            .clone()
+            .as_array()
+            .unwrap()
+            .len(),
         0
     );
-    let ids = support::sorted_ids(&world.json(&["terminal", "recover"]));
+    let ids = support::sorted_ids(&world.json(&["terminal", "recover"])["instances"].clone());
     let mut want = vec![pty.clone(), tmux.clone()];
     want.sort();
     assert_eq!(ids, want);
@@ -949,7 +958,8 @@ fn send_all_broadcasts_and_wait_all_waits_for_every_session() {
         "--profile",
         "shell",
         "echo BC-$((1+1))",
-    ]);
+    ])["sent"]
+        .clone();
     assert_eq!(support::sorted_ids(&sent), {
         let mut sorted = ids.clone();
         sorted.sort();
@@ -1023,15 +1033,16 @@ fn close_all_selects_by_profile_and_never_fails_on_a_failed_record() {
         "other",
         "--grace",
         "0.2",
-    ]);
+    ])["closed"]
+        .clone();
     assert_eq!(closed.as_array().unwrap().len(), 1, "{closed}");
     assert_eq!(closed[0]["id"], others[0].as_str());
     for id in &shells {
         assert_ne!(world.state_of(id), "closed");
     }
     world.ok(&["terminal", "close", "--all", "--grace", "0.2"]);
-    let left: Vec<String> = world
-        .json(&["terminal", "list"])
+    let left: Vec<String> = world.json(&["terminal", "list"])["instances"]
+        .clone()
         .as_array()
         .unwrap()
         .iter()
@@ -1152,7 +1163,7 @@ fn closing_many_tmux_sessions_ends_every_process() {
         };
         pids.push(pid as i32);
     }
-    let closed = world.json(&["terminal", "close", "--all", "--grace", "500ms"]);
+    let closed = world.json(&["terminal", "close", "--all", "--grace", "500ms"])["closed"].clone();
     assert_eq!(closed.as_array().unwrap().len(), 8);
     assert!(
         closed
@@ -1210,7 +1221,11 @@ fn separate_state_directories_never_see_each_others_sessions() {
         assert!(recovered.status.success());
         let listed = setup(name, &["--output", "json", "terminal", "list"]);
         let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-        assert_eq!(listed.as_array().unwrap().len(), 2, "{name}: {listed}");
+        assert_eq!(
+            listed["instances"].as_array().unwrap().len(),
+            2,
+            "{name}: {listed}"
+        );
     }
     // Closing one setup's sessions leaves the other's running.
     assert!(
@@ -1220,7 +1235,7 @@ fn separate_state_directories_never_see_each_others_sessions() {
     );
     let listed = setup("two", &["--output", "json", "terminal", "list"]);
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let states: Vec<&str> = listed
+    let states: Vec<&str> = listed["instances"]
         .as_array()
         .unwrap()
         .iter()
@@ -1329,4 +1344,36 @@ fn wait_for_matches_only_what_follows_the_last_send() {
         help.contains("--anywhere") && help.contains("new since the last `send`"),
         "{help}"
     );
+}
+
+/// Closed records stay on `list --all` for `terminal.keep_closed`, then go; `gc` removes them on
+/// demand, and never a live one.
+#[test]
+fn closed_records_are_removed_after_keep_closed_and_by_gc() {
+    let world = World::new();
+    let ids = launch_shells(&world, "pty", 3);
+    world.ok(&["terminal", "close", &ids[0], &ids[1], "--grace", "200ms"]);
+    let all = world.json(&["terminal", "list", "--all"])["instances"].clone();
+    assert_eq!(all.as_array().unwrap().len(), 3, "kept for a week: {all}");
+    let kept = world.json(&["gc"]);
+    assert_eq!(kept["removed"], 0, "nothing is a week old yet: {kept}");
+    let removed = world.json(&["gc", "--older-than", "0s"]);
+    assert_eq!(removed["removed"], 2, "{removed}");
+    let all = world.json(&["terminal", "list", "--all"])["instances"].clone();
+    assert_eq!(support::sorted_ids(&all), vec![ids[2].clone()]);
+    let stderr = world.fails(&["terminal", "show", &ids[0]], 1);
+    assert!(stderr.contains("no instance"), "{stderr}");
+    let bad = world.fails(&["gc", "--older-than", "soon"], 2);
+    assert!(bad.contains("not a duration"), "{bad}");
+
+    // With keep_closed = "0s", closing removes the record on the way.
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        "[terminal]\nkeep_closed = \"0s\"\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    world.ok(&["terminal", "close", &ids[2], "--grace", "200ms"]);
+    let all = world.json(&["terminal", "list", "--all"])["instances"].clone();
+    assert_eq!(all, serde_json::json!([]), "{all}");
 }

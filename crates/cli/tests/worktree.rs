@@ -361,7 +361,7 @@ fn bad_worktree_launches_are_refused_and_a_failing_setup_starts_nothing() {
             && failed.contains("installing"),
         "{failed}"
     );
-    let listed = world.json(&["terminal", "list", "--all"]);
+    let listed = world.json(&["terminal", "list", "--all"])["instances"].clone();
     assert!(
         !listed.to_string().contains("broken"),
         "nothing was started: {listed}"
@@ -422,7 +422,7 @@ fn a_worktree_deleted_by_hand_is_reported_then_repaired_or_pruned_never_recreate
     std::fs::remove_dir_all(&dir).unwrap();
 
     // Repaired: the worktree again, from the branch, and the session started there.
-    let again = world.json(&["terminal", "repair", repaired]);
+    let again = world.json(&["terminal", "repair", repaired])["instances"].clone();
     assert_eq!(again[0]["id"], repaired.as_str(), "{again}");
     assert!(matches!(
         world.state_of(repaired).as_str(),

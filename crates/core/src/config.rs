@@ -236,6 +236,20 @@ pub struct TerminalConfig {
     pub rows: u16,
     /// Columns of new terminals.
     pub cols: u16,
+    /// How long closed instances stay listed (`7d`, `12h`) before their records are removed.
+    pub keep_closed: String,
+}
+
+impl TerminalConfig {
+    /// How long closed instances stay listed.
+    pub fn keep_closed(&self) -> Result<std::time::Duration> {
+        humantime::parse_duration(&self.keep_closed).map_err(|e| {
+            Error::Config(format!(
+                "terminal.keep_closed = \"{}\" is not a duration like \"7d\" or \"12h\": {e}",
+                self.keep_closed
+            ))
+        })
+    }
 }
 
 /// `[targets.NAME]`: every target, by name. The built-in `tmux`, `pty` and `kubernetes` are always

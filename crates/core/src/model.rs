@@ -429,7 +429,7 @@ pub struct Instance {
     pub worktree: Option<WorktreeRecord>,
     /// Why its state is unknown right now (its target could not be asked, or is not configured any
     /// more); its recorded state is as last seen. Never stored.
-    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown: Option<String>,
 }
 

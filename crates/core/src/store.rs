@@ -300,7 +300,7 @@ impl Store {
     /// Records a new instance; `Ok(false)` when an instance with that id is already recorded and not
     /// closed (a closed one's id may be used again).
     pub fn insert_instance(&self, instance: &Instance) -> Result<bool> {
-        let record = serde_json::to_string(instance).map_err(|e| Error::Store(e.to_string()))?;
+        let record = encode(instance)?;
         let changed = self
             .lock()
             .execute(
@@ -325,7 +325,7 @@ impl Store {
 
     /// Replaces the record of an instance.
     pub fn update_instance(&self, instance: &Instance) -> Result<()> {
-        let record = serde_json::to_string(instance).map_err(|e| Error::Store(e.to_string()))?;
+        let record = encode(instance)?;
         self.lock()
             .execute(
                 "UPDATE instances SET state = ?2, record = ?3, updated_at = ?4 WHERE id = ?1",
@@ -346,6 +346,32 @@ impl Store {
             .execute("DELETE FROM instances WHERE id = ?1", [id.to_string()])
             .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    /// Removes the records of instances closed at or before `before`, with their screen and input marks;
+    /// returns how many were removed. Their events stay.
+    pub fn remove_closed_before(&self, before: Timestamp) -> Result<usize> {
+        let connection = self.lock();
+        let transaction = connection
+            .unchecked_transaction()
+            .map_err(|e| self.error(e))?;
+        let closed = "SELECT id FROM instances WHERE state = 'closed' AND updated_at <= ?1";
+        for table in ["screen_marks", "input_marks"] {
+            transaction
+                .execute(
+                    &format!("DELETE FROM {table} WHERE instance_id IN ({closed})"),
+                    [before.0],
+                )
+                .map_err(|e| self.error(e))?;
+        }
+        let removed = transaction
+            .execute(
+                "DELETE FROM instances WHERE state = 'closed' AND updated_at <= ?1",
+                [before.0],
+            )
+            .map_err(|e| self.error(e))?;
+        transaction.commit().map_err(|e| self.error(e))?;
+        Ok(removed)
     }
 
     /// The instance with this id.
@@ -691,12 +717,14 @@ impl Store {
     }
 
     fn decode(&self, record: &str) -> Result<Instance> {
-        serde_json::from_str(record).map_err(|e| {
+        let mut instance: Instance = serde_json::from_str(record).map_err(|e| {
             Error::Store(format!(
                 "an instance record in {} cannot be read: {e}",
                 self.path.display()
             ))
-        })
+        })?;
+        instance.unknown = None;
+        Ok(instance)
     }
 
     fn error(&self, error: rusqlite::Error) -> Error {
@@ -834,6 +862,15 @@ fn describe_open_error(path: &Path, error: rusqlite::Error) -> Error {
         )),
         _ => Error::Store(format!("state database {shown}: {error}")),
     }
+}
+
+/// An instance's record as stored: without what is true only of one listing (`unknown`).
+fn encode(instance: &Instance) -> Result<String> {
+    let mut value = serde_json::to_value(instance).map_err(|e| Error::Store(e.to_string()))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("unknown");
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub struct LaunchRequest {
 }
 
 /// What a launch produced: the instances that run and the errors of those that did not.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct LaunchOutcome {
     /// Launched instances, in order.
     pub instances: Vec<Instance>,

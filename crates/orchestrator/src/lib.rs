@@ -18,7 +18,7 @@ use mahavishnu_core::{
     Error, ExecOutput, ExecRequest, InputPart, Instance, InstanceId, InstanceState, Observation,
     ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetName, Timestamp,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use launch::{LaunchOutcome, LaunchRequest, check_name};
 pub use wait::{WaitCondition, WaitOutcome};
@@ -83,7 +83,7 @@ pub struct ListFilter {
 }
 
 /// What one instance of a broadcast or of a wait for many did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EachOutcome {
     /// The instance.
     pub id: InstanceId,
@@ -109,7 +109,7 @@ pub struct CaptureOptions {
 }
 
 /// The outcome of closing one instance.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CloseOutcome {
     /// The instance.
     pub id: InstanceId,
@@ -742,6 +742,16 @@ impl Orchestrator {
                 continue;
             }
             match self.route(&instance).await {
+                Err(Error::UnknownTarget { name, .. }) => {
+                    let error = Error::Failed(format!(
+                        "target `{name}` is not in the configuration any more, so nothing could be \
+                         stopped; declare [targets.{name}] again to reach it, or drop the record with \
+                         `mahavishnu terminal close {} --forget` (whatever still runs there is left \
+                         running)",
+                        instance.id
+                    ));
+                    finished.push((instance, Err(error)));
+                }
                 Ok(target) => by_target
                     .entry((
                         instance.target.clone(),
@@ -801,7 +811,50 @@ impl Orchestrator {
             });
         }
         outcomes.sort_by(|a, b| a.id.cmp(&b.id));
+        self.remove_old_closed()?;
         Ok(outcomes)
+    }
+
+    /// Closes the records of the given instances without asking their targets (which may be gone
+    /// from the configuration or unreachable for good); whatever still runs there is left running.
+    pub fn forget_instances(&self, ids: &[InstanceId]) -> Result<Vec<CloseOutcome>> {
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut instance = self.recorded(id)?;
+            let (exit_code, pid) = (instance.exit_code, instance.pid);
+            self.set_state(&mut instance, InstanceState::Closed, exit_code, pid)?;
+            self.store.record_event(
+                Some(id),
+                "closed",
+                serde_json::json!({ "forgotten": true }),
+            )?;
+            outcomes.push(CloseOutcome {
+                id: id.clone(),
+                closed: true,
+                error: None,
+            });
+        }
+        self.remove_old_closed()?;
+        Ok(outcomes)
+    }
+
+    /// Removes the records of instances closed longer ago than `keep` (by default
+    /// `terminal.keep_closed`); returns how many were removed.
+    pub fn remove_closed(&self, keep: Option<Duration>) -> Result<usize> {
+        let keep = match keep {
+            Some(keep) => keep,
+            None => self.config.config.terminal.keep_closed()?,
+        };
+        let before = Timestamp(Timestamp::now().0 - keep.as_millis() as i64);
+        self.store.remove_closed_before(before)
+    }
+
+    /// `remove_closed` as closing does it on the way: a bad `keep_closed` never fails a close.
+    fn remove_old_closed(&self) -> Result<()> {
+        match self.remove_closed(None) {
+            Ok(_) | Err(Error::Config(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Marks a stopped instance as paused (its work kept elsewhere until it is resumed).

@@ -45,6 +45,16 @@ impl WaitCondition {
             })
     }
 
+    /// The condition a wait was given: a pattern, else an idle time, else (the default) waiting for
+    /// input by the profile's rules.
+    pub fn parse(pattern: Option<&str>, anywhere: bool, idle: Option<Duration>) -> Result<Self> {
+        match (pattern, idle) {
+            (Some(pattern), _) => WaitCondition::pattern(pattern, anywhere),
+            (None, Some(idle)) => Ok(WaitCondition::Idle(idle)),
+            (None, None) => Ok(WaitCondition::Waiting),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             WaitCondition::Pattern {

@@ -9,7 +9,7 @@ use mahavishnu_agents::{Agent, Registry, Severity, validate};
 
 use crate::cli::{AgentRunArgs, AgentsCommand, CliArg, ExportFormat, GlobalArgs, ScopeArg};
 use crate::context;
-use crate::output::{self, emit};
+use crate::output::{self, emit, emit_list};
 
 fn places() -> Result<(PathBuf, Option<PathBuf>)> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -91,7 +91,7 @@ pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
             if args.all {
                 agents.extend(registry.overridden.iter());
             }
-            emit(global.output, &agents, || table(&agents))?;
+            emit_list(global.output, "agents", &agents, || table(&agents))?;
             for diagnostic in registry
                 .diagnostics
                 .iter()
@@ -129,7 +129,7 @@ pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
                 .iter()
                 .filter(|d| d.severity == Severity::Error)
                 .count();
-            emit(global.output, &diagnostics, || {
+            emit_list(global.output, "diagnostics", &diagnostics, || {
                 let mut text: String = diagnostics.iter().map(|d| format!("{d}\n")).collect();
                 let warnings = diagnostics.len() - errors;
                 text.push_str(&format!("{errors} errors, {warnings} warnings\n"));

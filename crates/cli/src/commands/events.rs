@@ -8,7 +8,7 @@ use mahavishnu_core::store::Event;
 
 use crate::cli::{EventsArgs, GlobalArgs};
 use crate::context;
-use crate::output::{OutputFormat, emit};
+use crate::output::{OutputFormat, emit_list};
 
 pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
     let orchestrator = context::orchestrator(global)?;
@@ -21,7 +21,9 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<ExitCode> {
     let mut after = (newest - args.limit as i64).max(0);
     let first = orchestrator.events(after, id.as_ref(), args.limit)?;
     if !args.follow {
-        emit(global.output, &first, || first.iter().map(line).collect())?;
+        emit_list(global.output, "events", &first, || {
+            first.iter().map(line).collect()
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut batch = first;

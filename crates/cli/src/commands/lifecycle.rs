@@ -17,7 +17,7 @@ use crate::cli::{
     SessionCommand, TrustArgs,
 };
 use crate::context;
-use crate::output::{self, emit};
+use crate::output::{self, emit, emit_list};
 
 fn lifecycle(global: &GlobalArgs) -> Result<Lifecycle> {
     Ok(Lifecycle::new(Arc::new(context::orchestrator(global)?)))
@@ -137,7 +137,9 @@ pub async fn session(global: &GlobalArgs, command: SessionCommand) -> Result<Exi
                 .map(|dir| project(Some(dir)))
                 .transpose()?;
             let sessions = store.sessions(project.as_deref())?;
-            emit(global.output, &sessions, || session_table(&sessions))?;
+            emit_list(global.output, "sessions", &sessions, || {
+                session_table(&sessions)
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -184,7 +186,7 @@ pub async fn hooks(global: &GlobalArgs, command: HooksCommand) -> Result<ExitCod
                 .orchestrator()
                 .store()
                 .hook_runs(args.session.as_deref(), args.limit)?;
-            emit(global.output, &runs, || runs_table(&runs))?;
+            emit_list(global.output, "runs", &runs, || runs_table(&runs))?;
         }
         HooksCommand::Test(args) => {
             check_event(&args.event)?;
@@ -413,7 +415,7 @@ pub fn checkpoint(global: &GlobalArgs, args: CheckpointArgs) -> Result<ExitCode>
         Some(CheckpointCommand::List(list)) => {
             let repository = Repository::discover(&project(list.project.as_deref())?)?;
             let checkpoints = repository.checkpoints()?;
-            emit(format, &checkpoints, || {
+            emit_list(format, "checkpoints", &checkpoints, || {
                 let rows: Vec<Vec<String>> = checkpoints
                     .iter()
                     .map(|c| vec![c.id.clone(), c.created_at.to_string(), c.message.clone()])

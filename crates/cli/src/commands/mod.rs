@@ -39,6 +39,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Gc(args) => {
+            let api = context::api(global)?;
+            let arguments = serde_json::json!({ "older_than": args.older_than });
+            let reply = api
+                .call(
+                    "instances_gc",
+                    arguments,
+                    mahavishnu_api::Progress::default(),
+                )
+                .await?;
+            output::emit_reply(global.output, &reply, || format!("{}\n", reply.summary))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mcp(args) => mcp::mcp(global, args).await,
         Command::Serve(args) => mcp::serve(global, args).await,
         Command::Config(command) => config::run(global, command),

@@ -1,4 +1,6 @@
-//! `mahavishnu terminal ...`: thin over the orchestrator.
+//! `mahavishnu terminal ...` and `mahavishnu instances ...`: the operations every face shares (the
+//! `api` crate), called with the arguments the command line gave, their replies printed as tables or,
+//! with `--output json`, exactly as the MCP tools and `/v1` return them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -6,20 +8,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use mahavishnu_api::{Api, WorktreeOptions};
-use mahavishnu_core::{
-    Error, ExecOutput, InputPart, Instance, InstanceId, InstanceState, TargetKind, TargetName,
-};
+use mahavishnu_api::{Api, Progress, Reply, WorktreeOptions};
+use mahavishnu_core::{Error, ExecOutput, Instance, InstanceState, TargetKind, TargetName};
 use mahavishnu_orchestrator::{
-    EachOutcome, LaunchOutcome, LaunchRequest, ListFilter, Orchestrator, WaitCondition,
+    CloseOutcome, EachOutcome, LaunchOutcome, LaunchRequest, Orchestrator,
 };
+use serde_json::{Value, json};
 
 use crate::cli::{
     CloseArgs, ExecArgs, GlobalArgs, InstancesCommand, LaunchArgs, LogsArgs, SendArgs,
     TerminalCommand, WaitArgs,
 };
 use crate::context;
-use crate::output::{self, OutputFormat, emit};
+use crate::output::{self, OutputFormat, emit, emit_reply};
 
 pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCode> {
     let api = context::api(global)?;
@@ -27,30 +28,30 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
     let format = global.output;
     match command {
         TerminalCommand::Launch(args) => launch(global, args).await,
-        TerminalCommand::Send(args) => send(orchestrator, format, args).await,
+        TerminalCommand::Send(args) => send(&api, format, args).await,
         TerminalCommand::Keys(args) => {
-            let id = orchestrator.resolve_id(&args.id)?;
-            let keys = args
-                .keys
-                .iter()
-                .map(|key| key.parse().map(InputPart::Key))
-                .collect::<Result<Vec<_>, Error>>()?;
-            orchestrator.send(&id, &keys).await?;
+            let reply = call(
+                &api,
+                "terminal_keys",
+                json!({ "id": args.id, "keys": args.keys }),
+            )
+            .await?;
+            emit_reply(format, &reply, String::new)?;
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Capture(args) => {
-            let params = mahavishnu_api::CaptureParams {
-                id: args.id,
-                lines: args.lines,
-                scrollback: args.scrollback,
-                ansi: args.ansi,
-                full: args.full,
-            };
-            let captured = mahavishnu_api::capture_screen(&api, params).await?;
-            emit(format, &captured, || captured.text.clone())?;
+            let arguments = json!({
+                "id": args.id,
+                "lines": args.lines,
+                "scrollback": args.scrollback,
+                "ansi": args.ansi,
+                "full": args.full,
+            });
+            let reply = call(&api, "terminal_capture", arguments).await?;
+            emit_reply(format, &reply, || text_of(&reply.value))?;
             Ok(ExitCode::SUCCESS)
         }
-        TerminalCommand::Wait(args) => wait(orchestrator, format, args).await,
+        TerminalCommand::Wait(args) => wait(&api, format, args).await,
         TerminalCommand::List(args) => {
             list(&api, format, args.project, args.all, args.target).await
         }
@@ -58,50 +59,63 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
         TerminalCommand::Exec(args) => exec(&api, format, args).await,
         TerminalCommand::Attach(args) => attach(orchestrator, &args.id).await,
         TerminalCommand::Close(args) => close(&api, format, args).await,
-        TerminalCommand::Logs(args) => logs(&api, args).await,
+        TerminalCommand::Logs(args) => logs(&api, format, args).await,
         TerminalCommand::Pause(args) => {
-            let paused = mahavishnu_api::pause_session(&api, &args.id).await?;
-            emit(format, &paused, || {
+            let reply = call(&api, "terminal_pause", json!({ "id": args.id })).await?;
+            let paused = &reply.value;
+            emit_reply(format, &reply, || {
                 format!(
                     "paused {}; its work is on branch {}\n",
-                    paused.id, paused.branch
+                    paused["id"].as_str().unwrap_or_default(),
+                    paused["branch"].as_str().unwrap_or_default()
                 )
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        TerminalCommand::Resume(args) => relaunched(
-            format,
-            mahavishnu_api::resume_session(&api, &args.id).await?,
-        ),
-        TerminalCommand::Repair(args) => relaunched(
-            format,
-            mahavishnu_api::repair_session(&api, &args.id).await?,
-        ),
+        TerminalCommand::Resume(args) => {
+            let reply = call(&api, "terminal_resume", json!({ "id": args.id })).await?;
+            relaunched(format, &reply)
+        }
+        TerminalCommand::Repair(args) => {
+            let reply = call(&api, "terminal_repair", json!({ "id": args.id })).await?;
+            relaunched(format, &reply)
+        }
         TerminalCommand::Merge(args) => {
-            let merged =
-                mahavishnu_api::merge_session(&api, &args.id, args.into, args.squash).await?;
-            emit(format, &merged, || {
+            let arguments = json!({ "id": args.id, "into": args.into, "squash": args.squash });
+            let reply = call(&api, "terminal_merge", arguments).await?;
+            let merged = &reply.value;
+            emit_reply(format, &reply, || {
+                let field = |key: &str| merged[key].as_str().unwrap_or_default().to_string();
                 format!(
                     "merged {} into {} ({})\n",
-                    merged.branch, merged.into, merged.commit
+                    field("branch"),
+                    field("into"),
+                    field("commit")
                 )
             })?;
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Diff(args) => {
-            let diff = mahavishnu_api::session_diff(&api, &args.id, args.stat).await?;
-            emit(format, &diff, || {
-                if diff.diff.is_empty() {
+            let reply = call(
+                &api,
+                "terminal_diff",
+                json!({ "id": args.id, "stat": args.stat }),
+            )
+            .await?;
+            let diff = reply.value["diff"].as_str().unwrap_or_default().to_string();
+            emit_reply(format, &reply, || {
+                if diff.is_empty() {
                     String::new()
                 } else {
-                    format!("{}\n", diff.diff)
+                    format!("{diff}\n")
                 }
             })?;
             Ok(ExitCode::SUCCESS)
         }
         TerminalCommand::Recover => {
-            let adopted = orchestrator.recover_instances().await?;
-            emit(format, &adopted, || instance_table(&adopted))?;
+            let reply = call(&api, "terminal_recover", json!({})).await?;
+            let adopted = instances_of(&reply.value)?;
+            emit_reply(format, &reply, || instance_table(&adopted))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -122,16 +136,27 @@ pub async fn instances(global: &GlobalArgs, command: InstancesCommand) -> Result
             list(&api, format, args.project, args.all, args.target).await
         }
         InstancesCommand::Stop(args) => close(&api, format, args).await,
-        InstancesCommand::Logs(args) => logs(&api, args).await,
+        InstancesCommand::Logs(args) => logs(&api, format, args).await,
     }
 }
 
+/// Runs an operation as the MCP tools and `/v1` do; its reply's value is what `--output json` prints.
+async fn call(api: &Api, operation: &str, arguments: Value) -> Result<Reply> {
+    Ok(api.call(operation, arguments, Progress::default()).await?)
+}
+
+/// The instances of a reply (`{"instances": [...]}`), for the table.
+fn instances_of(value: &Value) -> Result<Vec<Instance>> {
+    Ok(serde_json::from_value(value["instances"].clone())?)
+}
+
+/// The `text` of a reply (a screen, a log).
+fn text_of(value: &Value) -> String {
+    value["text"].as_str().unwrap_or_default().to_string()
+}
+
 /// `send ID TEXT`, or `send --all TEXT` to every matching live session at once.
-async fn send(
-    orchestrator: &Orchestrator,
-    format: OutputFormat,
-    args: SendArgs,
-) -> Result<ExitCode> {
+async fn send(api: &Api, format: OutputFormat, args: SendArgs) -> Result<ExitCode> {
     let (id, text) = match (args.every.all, args.text) {
         (false, Some(text)) => (Some(args.id), text),
         (true, None) => (None, args.id),
@@ -142,42 +167,46 @@ async fn send(
             "with --all give only the text: `terminal send --all TEXT`".into()
         )),
     };
-    let input = InputPart::line(text, !args.no_enter);
+    let enter = !args.no_enter;
     let Some(id) = id else {
-        let ids = orchestrator
-            .live_ids(args.every.project, args.every.profile)
-            .await?;
-        let outcomes = orchestrator.broadcast(&ids, &input).await;
-        return each_outcome(format, "sent to", "not sent to", &outcomes);
+        let arguments = json!({
+            "text": text,
+            "enter": enter,
+            "project": args.every.project,
+            "profile": args.every.profile,
+        });
+        let reply = call(api, "terminal_broadcast", arguments).await?;
+        return each_outcome(format, &reply, "sent", "sent to", "not sent to");
     };
-    let id = orchestrator.resolve_id(&id)?;
-    orchestrator.send(&id, &input).await?;
+    let reply = call(
+        api,
+        "terminal_send",
+        json!({ "id": id, "text": text, "enter": enter }),
+    )
+    .await?;
+    emit_reply(format, &reply, String::new)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `wait ID ...`, or `wait --all ...` until every matching live session meets the condition.
-async fn wait(
-    orchestrator: &Orchestrator,
-    format: OutputFormat,
-    args: WaitArgs,
-) -> Result<ExitCode> {
-    let condition = match (args.pattern, args.idle) {
-        (Some(pattern), _) => WaitCondition::pattern(&pattern, args.anywhere)?,
-        (None, Some(idle)) => WaitCondition::Idle(idle),
-        (None, None) => WaitCondition::Waiting,
-    };
-    let timeout = args.timeout;
-    let Some(id) = args.id else {
-        let ids = orchestrator
-            .live_ids(args.every.project, args.every.profile)
-            .await?;
-        let outcomes = orchestrator.wait_all(&ids, &condition, timeout).await;
-        return each_outcome(format, "ready", "not ready", &outcomes);
-    };
-    let id = orchestrator.resolve_id(&id)?;
-    let outcome = orchestrator.wait(&id, &condition, timeout).await?;
-    emit(format, &outcome, || {
-        match (&outcome.matched, &outcome.question) {
+async fn wait(api: &Api, format: OutputFormat, args: WaitArgs) -> Result<ExitCode> {
+    let arguments = json!({
+        "id": args.id,
+        "pattern": args.pattern,
+        "anywhere": args.anywhere,
+        "idle_ms": args.idle.map(|idle| idle.as_millis() as u64),
+        "timeout": args.timeout.as_secs_f64(),
+        "all": args.every.all,
+        "project": args.every.project,
+        "profile": args.every.profile,
+    });
+    let reply = call(api, "terminal_wait", arguments).await?;
+    if args.every.all {
+        return each_outcome(format, &reply, "waited", "ready", "not ready");
+    }
+    let outcome = &reply.value;
+    emit_reply(format, &reply, || {
+        match (outcome["matched"].as_str(), outcome["question"].as_str()) {
             (Some(text), _) => format!("{text}\n"),
             (None, Some(question)) => format!("waiting on a question: {question}\n"),
             (None, None) => String::new(),
@@ -186,14 +215,17 @@ async fn wait(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints one line per instance of a broadcast or a wait for many; fails when any failed.
+/// Prints one line per instance of a broadcast or a wait for many (the reply's `key`); fails when
+/// any failed.
 fn each_outcome(
     format: OutputFormat,
+    reply: &Reply,
+    key: &str,
     done: &str,
     failed: &str,
-    outcomes: &[EachOutcome],
 ) -> Result<ExitCode> {
-    emit(format, outcomes, || {
+    let outcomes: Vec<EachOutcome> = serde_json::from_value(reply.value[key].clone())?;
+    emit_reply(format, reply, || {
         if outcomes.is_empty() {
             return "no live sessions match\n".into();
         }
@@ -285,7 +317,8 @@ async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
         branch_prefix: args.branch_prefix,
     });
     let outcome = mahavishnu_api::launch_sessions(&api, request, worktree.as_ref()).await?;
-    emit(format, &outcome.instances, || {
+    // The same shape as `terminal_launch` returns.
+    emit(format, &outcome, || {
         outcome
             .instances
             .iter()
@@ -309,64 +342,57 @@ async fn list(
     all: bool,
     target: Option<TargetName>,
 ) -> Result<ExitCode> {
-    let filter = ListFilter {
-        project,
-        all,
-        target,
-        ..Default::default()
-    };
-    let instances = api.orchestrator().list_instances(&filter).await?;
-    emit(format, &instances, || instance_table(&instances))?;
+    let arguments = json!({ "project": project, "all": all, "target": target });
+    let reply = call(api, "terminal_list", arguments).await?;
+    let instances = instances_of(&reply.value)?;
+    emit_reply(format, &reply, || instance_table(&instances))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn show(api: &Api, format: OutputFormat, text: &str) -> Result<ExitCode> {
-    let orchestrator = api.orchestrator();
-    let id = orchestrator.resolve_id(text)?;
-    let instance = orchestrator.instance(&id).await?;
-    emit(format, &instance, || {
+async fn show(api: &Api, format: OutputFormat, id: &str) -> Result<ExitCode> {
+    let reply = call(api, "instance_status", json!({ "id": id })).await?;
+    let instance: Instance = serde_json::from_value(reply.value.clone())?;
+    emit_reply(format, &reply, || {
         instance_table(std::slice::from_ref(&instance))
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn exec(api: &Api, format: OutputFormat, args: ExecArgs) -> Result<ExitCode> {
-    let orchestrator = api.orchestrator();
-    let id = orchestrator.resolve_id(&args.id)?;
-    let output = orchestrator.exec(&id, args.command, args.timeout).await?;
-    exec_output(format, &id, &output)
+    let arguments = json!({
+        "id": args.id,
+        "command": args.command,
+        "timeout": args.timeout.as_secs_f64(),
+    });
+    let reply = call(api, "terminal_exec", arguments).await?;
+    if format != OutputFormat::Table {
+        emit_reply(format, &reply, String::new)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let output: ExecOutput = serde_json::from_value(reply.value.clone())?;
+    std::io::stdout().write_all(output.stdout.as_bytes())?;
+    std::io::stderr().write_all(output.stderr.as_bytes())?;
+    if output.timed_out {
+        eprintln!("error: the command was killed after its timeout");
+    }
+    let code = output.exit_code.unwrap_or(124);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitCode> {
-    let orchestrator = api.orchestrator();
-    let ids: Vec<InstanceId> = if args.every.all {
-        orchestrator.open_ids(args.every.project, args.every.profile)?
-    } else {
-        args.ids
-            .iter()
-            .map(|id| orchestrator.resolve_id(id))
-            .collect::<Result<_, Error>>()?
-    };
-    let grace = args.grace;
-    // With --prune, every worktree is checked before anything is closed.
-    let mut worktrees = Vec::new();
-    if args.prune {
-        for id in &ids {
-            if let Some(record) = orchestrator.recorded(id)?.worktree {
-                if !args.force
-                    && let Some(why) = mahavishnu_lifecycle::worktree::unmerged_work(&record)?
-                {
-                    bail!(Error::Failed(format!("{id} is not closed: {why}")));
-                }
-                worktrees.push(record);
-            }
-        }
-    }
-    let outcomes = orchestrator.close_instances(&ids, grace).await?;
-    for record in &worktrees {
-        mahavishnu_lifecycle::worktree::remove(record)?;
-    }
-    emit(format, &outcomes, || {
+    let arguments = json!({
+        "ids": args.ids,
+        "all": args.every.all,
+        "project": args.every.project,
+        "profile": args.every.profile,
+        "grace": args.grace.map(|grace| grace.as_secs_f64()),
+        "prune": args.prune,
+        "force": args.force,
+        "forget": args.forget,
+    });
+    let reply = call(api, "terminal_close", arguments).await?;
+    let outcomes: Vec<CloseOutcome> = serde_json::from_value(reply.value["closed"].clone())?;
+    emit_reply(format, &reply, || {
         outcomes
             .iter()
             .map(|outcome| match &outcome.error {
@@ -383,19 +409,27 @@ async fn close(api: &Api, format: OutputFormat, args: CloseArgs) -> Result<ExitC
 }
 
 /// Prints what an instance printed; with `--follow`, keeps printing until it ends.
-async fn logs(api: &Api, args: LogsArgs) -> Result<ExitCode> {
-    let orchestrator = api.orchestrator();
-    let id = orchestrator.resolve_id(&args.id)?;
+async fn logs(api: &Api, format: OutputFormat, args: LogsArgs) -> Result<ExitCode> {
     let mut printed = 0;
     loop {
-        let text = orchestrator.logs(&id).await?;
+        let reply = call(api, "terminal_logs", json!({ "id": args.id })).await?;
+        if format != OutputFormat::Table {
+            emit_reply(format, &reply, String::new)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let text = text_of(&reply.value);
         if text.len() >= printed {
             let mut stdout = std::io::stdout();
             stdout.write_all(&text.as_bytes()[printed..])?;
             stdout.flush()?;
             printed = text.len();
         }
-        if !args.follow || !orchestrator.instance(&id).await?.state.is_live() {
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let status = call(api, "instance_status", json!({ "id": args.id })).await?;
+        let state: InstanceState = serde_json::from_value(status.value["state"].clone())?;
+        if !state.is_live() {
             return Ok(ExitCode::SUCCESS);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -458,10 +492,9 @@ fn instance_table(instances: &[Instance]) -> String {
 }
 
 /// Prints the session that `resume` or `repair` launched again.
-fn relaunched(format: OutputFormat, outcome: LaunchOutcome) -> Result<ExitCode> {
-    emit(format, &outcome.instances, || {
-        instance_table(&outcome.instances)
-    })?;
+fn relaunched(format: OutputFormat, reply: &Reply) -> Result<ExitCode> {
+    let outcome: LaunchOutcome = serde_json::from_value(reply.value.clone())?;
+    emit_reply(format, reply, || instance_table(&outcome.instances))?;
     if let Some(error) = outcome.errors.first() {
         bail!(Error::Failed(error.clone()));
     }
@@ -488,24 +521,6 @@ fn branch_label(instance: &Instance) -> String {
         Err(_) if !record.path.exists() => format!("{} (worktree missing)", record.branch),
         Err(_) => format!("{} (status unknown)", record.branch),
     }
-}
-
-fn exec_output(format: OutputFormat, id: &InstanceId, output: &ExecOutput) -> Result<ExitCode> {
-    let code = output.exit_code.unwrap_or(124);
-    if format != OutputFormat::Table {
-        let result = mahavishnu_api::ExecResult {
-            id: id.clone(),
-            output: output.clone(),
-        };
-        emit(format, &result, String::new)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    std::io::stdout().write_all(output.stdout.as_bytes())?;
-    std::io::stderr().write_all(output.stderr.as_bytes())?;
-    if output.timed_out {
-        eprintln!("error: the command was killed after its timeout");
-    }
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 async fn attach(orchestrator: &Orchestrator, text: &str) -> Result<ExitCode> {
