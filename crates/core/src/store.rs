@@ -900,6 +900,40 @@ mod tests {
         }
     }
 
+    /// Records written before targets had names (a kind where the name is now, `k8s:` ids) read as
+    /// instances of the built-in target of that kind; what one listing learned is never stored.
+    #[test]
+    fn records_from_before_named_targets_read_as_the_built_in_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = r#"{"id":"k8s:dev/mv-1","profile":"shell","target":"kubernetes","state":"running",
+            "cwd":"/tmp","project":"/tmp","command":["sh"],"labels":{"mahavishnu.scope":"east"},
+            "waiting":{"patterns":[],"idle_ms":1000,"shell":true},"created_at":"2026-01-01T00:00:00Z",
+            "updated_at":"2026-01-01T00:00:00Z"}"#;
+        store
+            .lock()
+            .execute(
+                "INSERT INTO instances (id, target, state, project, record, created_at, updated_at)
+                 VALUES ('k8s:dev/mv-1', 'kubernetes', 'running', '/tmp', ?1, 0, 0)",
+                [old],
+            )
+            .unwrap();
+        let id: InstanceId = "k8s:dev/mv-1".parse().unwrap();
+        let mut found = store.instance(&id).unwrap().expect("the old record");
+        assert_eq!(found.target, TargetName::builtin(TargetKind::Kubernetes));
+        assert_eq!(found.id.target(), &found.target);
+        assert_eq!(
+            found.id.to_string(),
+            "k8s:dev/mv-1",
+            "ids keep their prefix"
+        );
+        assert_eq!(found.labels["mahavishnu.scope"], "east");
+
+        found.unknown = Some("the cluster did not answer".into());
+        store.update_instance(&found).unwrap();
+        assert_eq!(store.instance(&id).unwrap().unwrap().unknown, None);
+    }
+
     #[test]
     fn instances_round_trip_and_ids_stay_unique() {
         let dir = tempfile::tempdir().unwrap();
