@@ -27,6 +27,10 @@ pub use wait::{WaitCondition, WaitOutcome};
 /// outside Mahavishnu (the built-in `kubernetes` target follows the kubeconfig's current context).
 pub const SCOPE_LABEL: &str = "mahavishnu.scope";
 
+/// How long a listing waits for one target's answer; a target that takes longer has its rows shown as
+/// unknown, so that one silent cluster never holds up the others for its whole request timeout.
+const LOOK_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How long a `starting` record may go unseen by its target before it counts as lost.
 const STARTING_GRACE: Duration = Duration::from_secs(30);
 
@@ -390,9 +394,15 @@ impl Orchestrator {
         let looks = places.into_iter().map(|((name, made_in), indexes)| {
             let instances = &instances;
             async move {
-                let seen = self
-                    .look(&name, made_in.as_deref(), instances, &indexes)
-                    .await;
+                let look = self.look(&name, made_in.as_deref(), instances, &indexes);
+                let seen = tokio::time::timeout(LOOK_PATIENCE, look)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "target `{name}` did not answer within {}s",
+                            LOOK_PATIENCE.as_secs()
+                        ))
+                    });
                 (indexes, seen)
             }
         });
