@@ -11,11 +11,12 @@ use mahavishnu_terminal::{PtyTarget, TmuxTarget};
 
 use crate::cli::GlobalArgs;
 
-/// The store, opened in the state directory.
+/// The store, opened in the state directory with the tables of every crate that owns some.
 pub fn store(global: &GlobalArgs) -> Result<Store> {
-    Ok(Store::open(&paths::state_dir(
-        global.state_dir.as_deref(),
-    )?)?)
+    Ok(Store::open_with(
+        &paths::state_dir(global.state_dir.as_deref())?,
+        &[mahavishnu_lifecycle::store::MIGRATIONS],
+    )?)
 }
 
 /// The merged configuration for the current directory; the project file's trust is read from `store`.

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod hooks;
 pub mod init;
 pub mod payload;
+pub mod store;
 pub mod worktree;
 
 use std::collections::BTreeMap;
@@ -14,10 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mahavishnu_core::config::{CheckpointHook, HookConfig, LaunchHook, WhenConfig};
-use mahavishnu_core::store::{HookRun, SessionRecord};
 use mahavishnu_core::{Error, Instance, InstanceId, Result, Timestamp, paths};
 use mahavishnu_orchestrator::{LaunchRequest, ListFilter, Orchestrator};
 use serde::Serialize;
+use store::{HookRun, SessionRecord, SessionStore};
 
 pub use hooks::HookContext;
 use payload::HookPayload;
