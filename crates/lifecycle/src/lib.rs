@@ -8,6 +8,7 @@ pub mod init;
 pub mod payload;
 pub mod store;
 pub mod worktree;
+pub mod worktree_sessions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use store::{HookRun, SessionRecord, SessionStore};
 
 pub use hooks::HookContext;
 use payload::HookPayload;
+pub use worktree_sessions::{Paused, SessionDiff, WorktreeOptions, Worktrees};
 
 impl HookContext {
     /// The context of a payload's event in `project`.
@@ -35,6 +37,15 @@ impl HookContext {
             reason: payload.reason.clone(),
         }
     }
+}
+
+/// Runs blocking `work` (git, the store, the file system) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Failed(format!("the operation stopped unexpectedly: {e}")))?
 }
 
 /// The trust record of a project's built-in hooks, which come with Mahavishnu instead of a file.

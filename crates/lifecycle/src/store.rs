@@ -1,10 +1,10 @@
-//! The lifecycle's tables in the state store: coding sessions, the instances they launched, and hook
-//! runs. Their migrations are the lifecycle's own.
+//! The lifecycle's tables in the state store: coding sessions, the instances they launched, hook runs,
+//! and the port ranges of worktree sessions being made. Their migrations are the lifecycle's own.
 
 use std::path::{Path, PathBuf};
 
 use mahavishnu_core::store::{Migrations, Store};
-use mahavishnu_core::{InstanceId, Result, Timestamp};
+use mahavishnu_core::{Error, InstanceId, Result, Timestamp};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +42,12 @@ pub const MIGRATIONS: Migrations = Migrations {
             detached INTEGER NOT NULL
         );
         CREATE INDEX hook_runs_by_session ON hook_runs(session_id, seq);",
+        // Port ranges taken by worktree sessions still being made, before their instances are
+        // recorded, so that launches in other processes choose other ranges.
+        "CREATE TABLE port_reservations (
+            port_base INTEGER PRIMARY KEY,
+            expires_at INTEGER NOT NULL
+        );",
     ],
 };
 
@@ -269,5 +275,66 @@ fn sessions_where(store: &Store, condition: &str, value: &str) -> Result<Vec<Ses
                 .collect::<rusqlite::Result<_>>()?;
         }
         Ok(sessions)
+    })
+}
+
+/// Chooses `count` port ranges of `span` ports, from `first` up, that no recorded worktree session
+/// holds (unless closed) and no launch under way has reserved, and reserves them until `until`. The
+/// reading, the choice and the reservation are one IMMEDIATE transaction, so that launches in other
+/// processes at the same moment choose other ranges.
+pub fn reserve_port_ranges(
+    store: &Store,
+    count: usize,
+    first: u16,
+    span: u16,
+    until: Timestamp,
+) -> Result<Vec<u16>> {
+    let chosen = store.immediate(|tx| {
+        tx.execute(
+            "DELETE FROM port_reservations WHERE expires_at < ?1",
+            [Timestamp::now().0],
+        )?;
+        let mut used = std::collections::BTreeSet::new();
+        let mut held = tx.prepare(
+            "SELECT json_extract(record, '$.worktree.port_base') AS port FROM instances
+             WHERE state != 'closed' AND port IS NOT NULL
+             UNION SELECT port_base FROM port_reservations",
+        )?;
+        for port in held.query_map([], |row| row.get::<_, i64>(0))? {
+            used.insert(port?);
+        }
+        let mut chosen = Vec::with_capacity(count);
+        let mut base = i64::from(first);
+        while chosen.len() < count && base <= i64::from(u16::MAX) {
+            if !used.contains(&base) {
+                tx.execute(
+                    "INSERT INTO port_reservations (port_base, expires_at) VALUES (?1, ?2)",
+                    params![base, until.0],
+                )?;
+                chosen.push(base as u16);
+            }
+            base += i64::from(span.max(1));
+        }
+        Ok(chosen)
+    })?;
+    if chosen.len() < count {
+        release_port_ranges(store, &chosen)?;
+        return Err(Error::Invalid(format!(
+            "no free port range of {span} ports is left from {first} up for {count} more sessions; \
+             close some, or set worktree.port_base lower"
+        )));
+    }
+    Ok(chosen)
+}
+
+/// Gives back reserved port ranges: the launch that reserved them is over.
+pub fn release_port_ranges(store: &Store, bases: &[u16]) -> Result<()> {
+    store.with_connection(|connection| {
+        let mut release =
+            connection.prepare_cached("DELETE FROM port_reservations WHERE port_base = ?1")?;
+        for base in bases {
+            release.execute([base])?;
+        }
+        Ok(())
     })
 }
