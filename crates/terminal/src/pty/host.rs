@@ -19,7 +19,7 @@ use mahavishnu_core::{LaunchSpec, ScreenOptions, Timestamp};
 use super::protocol::{
     ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, create_status, write_status,
 };
-use super::screen::render;
+use mahavishnu_screen::render;
 
 const THREAD_STACK: usize = 128 * 1024;
 
