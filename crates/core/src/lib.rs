@@ -8,6 +8,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod paths;
+pub mod process;
 pub mod shell;
 pub mod status;
 pub mod store;
