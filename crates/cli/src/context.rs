@@ -1,5 +1,6 @@
 //! Builds the services a command needs from the configuration and the environment.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -116,10 +117,20 @@ pub fn orchestrator_with(
 
 /// The operations every face offers, over the orchestrator, from the current directory.
 pub fn api(global: &GlobalArgs) -> Result<mahavishnu_api::Api> {
-    let orchestrator = Arc::new(orchestrator(global)?);
+    api_over(orchestrator(global)?)
+}
+
+/// The operations over `orchestrator` (one made with adjustments, say), from the current directory.
+pub fn api_over(orchestrator: Orchestrator) -> Result<mahavishnu_api::Api> {
+    let (cwd, home) = places()?;
+    Ok(mahavishnu_api::Api::new(Arc::new(orchestrator), cwd, home))
+}
+
+/// The current directory, and the user's home directory when HOME is set.
+pub fn places() -> Result<(PathBuf, Option<PathBuf>)> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let home = std::env::var_os("HOME")
         .filter(|home| !home.is_empty())
-        .map(std::path::PathBuf::from);
-    Ok(mahavishnu_api::Api::new(orchestrator, cwd, home))
+        .map(PathBuf::from);
+    Ok((cwd, home))
 }
