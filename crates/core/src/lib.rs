@@ -7,6 +7,7 @@ pub mod digest;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod naming;
 pub mod paths;
 pub mod process;
 pub mod shell;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mahavishnu_core::config::WorktreeConfig;
+use mahavishnu_core::naming::instance_names;
 use mahavishnu_core::{
     Error, Instance, InstanceId, InstanceState, Result, Timestamp, WorktreeRecord,
 };
@@ -148,16 +149,7 @@ impl Worktrees {
                 trust.file.display()
             )));
         }
-        if let Some(name) = &request.name {
-            mahavishnu_orchestrator::check_name(name)?;
-        }
-        let names: Vec<String> = match &request.name {
-            Some(name) if request.count == 1 => vec![name.clone()],
-            Some(name) => (1..=request.count).map(|n| format!("{name}-{n}")).collect(),
-            None => (0..request.count)
-                .map(|_| format!("mv-{:06x}", fastrand::u32(..0x100_0000)))
-                .collect(),
-        };
+        let names = instance_names(request.name.as_deref(), request.count, |_| Ok(false))?;
         let from = options.from.clone().unwrap_or_else(|| "HEAD".into());
         let prefix = options
             .branch_prefix
