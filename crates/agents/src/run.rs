@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mahavishnu_core::keys::{Key, NamedKey};
-use mahavishnu_core::{Error, InputPart, Instance, Result, ScreenOptions, TargetName};
+use mahavishnu_core::{Error, InputPart, Instance, Result, ScreenOptions, TargetName, process};
 use mahavishnu_orchestrator::{CaptureOptions, LaunchRequest, Orchestrator, WaitCondition};
 use serde::Serialize;
 
@@ -224,31 +224,24 @@ pub async fn run_print(
         None => std::env::current_dir()
             .map_err(|e| Error::io("cannot read the current directory", e))?,
     };
-    let child = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .current_dir(&dir)
-        .envs(&env)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(request.timeout, child)
-        .await
-        .map_err(|_| {
-            Error::Invalid(format!(
-                "`{}` did not finish within {:.0} s; raise --timeout",
-                request.profile,
-                request.timeout.as_secs_f64()
-            ))
-        })?
+    let mut child = tokio::process::Command::new(&command[0]);
+    child.args(&command[1..]).current_dir(&dir).envs(&env);
+    let started = process::spawn_in_group(&mut child)
         .map_err(|e| Error::io(format!("cannot run {}", command[0]), e))?;
-    use std::os::unix::process::ExitStatusExt;
+    let done = process::wait_in_group(started, request.timeout, usize::MAX)
+        .await
+        .map_err(|e| Error::io(format!("cannot run {}", command[0]), e))?;
+    let status = done.status.ok_or_else(|| {
+        Error::Invalid(format!(
+            "`{}` did not finish within {:.0} s; raise --timeout",
+            request.profile,
+            request.timeout.as_secs_f64()
+        ))
+    })?;
     Ok(PrintOutcome {
-        exit_code: output
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + output.status.signal().unwrap_or(0)),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        exit_code: process::exit_code(status),
+        stdout: String::from_utf8_lossy(&done.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
     })
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mahavishnu_core::{Error, Result};
-use mahavishnu_lifecycle::Lifecycle;
+use mahavishnu_lifecycle::{Lifecycle, Worktrees, blocking};
 use mahavishnu_orchestrator::Orchestrator;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -26,10 +26,11 @@ use serde_json::{Map, Value};
 
 pub use agents::{AgentDetail, CreatedAgent, agent_prompt, create_agent};
 pub use lifecycle::{CheckpointDiff, Restored, checkpoint_diff_of, restore_checkpoint};
+pub use mahavishnu_lifecycle::{Paused, SessionDiff, WorktreeOptions};
 pub use terminal::{Capture, CaptureParams, ExecResult, capture_screen};
 pub use worktree::{
-    Paused, SessionDiff, WorktreeOptions, launch_in_worktrees, launch_sessions, merge_session,
-    pause_session, repair_session, resume_session, session_diff, worktree_of,
+    launch_in_worktrees, launch_sessions, merge_session, pause_session, repair_session,
+    resume_session, session_diff, worktree_of,
 };
 
 /// The services the operations run on, and the directories they default to.
@@ -41,6 +42,7 @@ pub struct Api {
 struct Inner {
     orchestrator: Arc<Orchestrator>,
     lifecycle: Lifecycle,
+    worktrees: Worktrees,
     cwd: PathBuf,
     home: Option<PathBuf>,
 }
@@ -51,6 +53,7 @@ impl Api {
         Api {
             inner: Arc::new(Inner {
                 lifecycle: Lifecycle::new(orchestrator.clone()),
+                worktrees: Worktrees::new(orchestrator.clone(), cwd.clone(), home.clone()),
                 orchestrator,
                 cwd,
                 home,
@@ -66,6 +69,11 @@ impl Api {
     /// The lifecycle service.
     pub fn lifecycle(&self) -> &Lifecycle {
         &self.inner.lifecycle
+    }
+
+    /// The worktree sessions service.
+    pub fn worktrees(&self) -> &Worktrees {
+        &self.inner.worktrees
     }
 
     /// The directory relative paths start from.
@@ -309,14 +317,6 @@ fn bounded(name: &str, text: &str) -> Result<()> {
 }
 
 /// Runs blocking work (git, the file system, the store) off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::Failed(format!("the operation stopped unexpectedly: {e}")))?
-}
-
 fn plural(count: usize, one: &str, many: &str) -> String {
     format!("{count} {}", if count == 1 { one } else { many })
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use mahavishnu_core::{Error, Result};
 use mahavishnu_lifecycle::EventOutcome;
 use mahavishnu_lifecycle::checkpoint::{Checkpoint, Repository};
+use mahavishnu_lifecycle::store::SessionStore;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
 //! Builds the services a command needs from the configuration and the environment.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -11,11 +12,12 @@ use mahavishnu_terminal::{PtyTarget, TmuxTarget};
 
 use crate::cli::GlobalArgs;
 
-/// The store, opened in the state directory.
+/// The store, opened in the state directory with the tables of every crate that owns some.
 pub fn store(global: &GlobalArgs) -> Result<Store> {
-    Ok(Store::open(&paths::state_dir(
-        global.state_dir.as_deref(),
-    )?)?)
+    Ok(Store::open_with(
+        &paths::state_dir(global.state_dir.as_deref())?,
+        &[mahavishnu_lifecycle::store::MIGRATIONS],
+    )?)
 }
 
 /// The merged configuration for the current directory; the project file's trust is read from `store`.
@@ -115,10 +117,20 @@ pub fn orchestrator_with(
 
 /// The operations every face offers, over the orchestrator, from the current directory.
 pub fn api(global: &GlobalArgs) -> Result<mahavishnu_api::Api> {
-    let orchestrator = Arc::new(orchestrator(global)?);
+    api_over(orchestrator(global)?)
+}
+
+/// The operations over `orchestrator` (one made with adjustments, say), from the current directory.
+pub fn api_over(orchestrator: Orchestrator) -> Result<mahavishnu_api::Api> {
+    let (cwd, home) = places()?;
+    Ok(mahavishnu_api::Api::new(Arc::new(orchestrator), cwd, home))
+}
+
+/// The current directory, and the user's home directory when HOME is set.
+pub fn places() -> Result<(PathBuf, Option<PathBuf>)> {
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     let home = std::env::var_os("HOME")
         .filter(|home| !home.is_empty())
-        .map(std::path::PathBuf::from);
-    Ok(mahavishnu_api::Api::new(orchestrator, cwd, home))
+        .map(PathBuf::from);
+    Ok((cwd, home))
 }

@@ -560,3 +560,59 @@ fn pause_and_resume_keep_the_work_and_merge_reports_conflicts_changing_nothing()
     assert_eq!(read(&work.join("added.txt")), "new\n");
     world.ok(&["terminal", "close", &id, "--prune", "--grace", "0.2"]);
 }
+
+#[test]
+fn launches_in_several_processes_at_once_get_distinct_port_ranges() {
+    let world = repo_world();
+    // A setup that takes a moment keeps every launch between choosing its ports and recording its
+    // session for a while, which is when another process would have chosen the same ones.
+    configure_worktrees(&world, "setup = \"sleep 1\"\n");
+    let launches: Vec<_> = (0..4)
+        .map(|n| {
+            let name = format!("racer{n}");
+            world.spawn_piped(&[
+                "terminal",
+                "launch",
+                "shell",
+                "--target",
+                "pty",
+                "--worktree",
+                "--name",
+                &name,
+                "--",
+                "-c",
+                "echo base=$MAHAVISHNU_PORT_BASE; exec cat",
+            ])
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for launch in launches {
+        let output = support::succeeded(
+            "terminal launch --worktree",
+            launch.wait_with_output().unwrap(),
+        );
+        ids.push(String::from_utf8(output.stdout).unwrap().trim().to_string());
+    }
+    let mut bases = Vec::new();
+    for id in &ids {
+        world.ok(&["terminal", "wait", id, "--for", "^base=", "--timeout", "20"]);
+        let screen = world.ok(&["terminal", "capture", id]);
+        let base = screen
+            .lines()
+            .find_map(|line| line.strip_prefix("base="))
+            .unwrap_or_else(|| panic!("{id} printed its port base:\n{screen}"))
+            .to_string();
+        bases.push(base);
+    }
+    let mut distinct = bases.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "every session launched at the same moment has its own port range: {bases:?}"
+    );
+    world.ok(&[
+        "terminal", "close", "--all", "--prune", "--force", "--grace", "0.2",
+    ]);
+}

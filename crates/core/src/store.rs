@@ -1,6 +1,8 @@
 //! The state store: instances and events in SQLite, in WAL mode with a busy timeout, so that many
-//! `mahavishnu` processes can share it. Migrations are embedded and run on open.
+//! `mahavishnu` processes can share it. Each crate that owns tables owns their migrations
+//! ([`Migrations`]); those the store is opened with run on open, with a version kept per owner.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,147 +16,79 @@ use crate::model::{Instance, InstanceId, Timestamp};
 /// The database file inside the state directory.
 pub const DATABASE_FILE: &str = "mahavishnu.db";
 
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE instances (
-        id TEXT PRIMARY KEY,
-        target TEXT NOT NULL,
-        state TEXT NOT NULL,
-        project TEXT NOT NULL,
-        record TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL
-    );
-    CREATE INDEX instances_by_project ON instances(project);
-    CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at INTEGER NOT NULL,
-        instance_id TEXT,
-        kind TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    CREATE INDEX events_by_instance ON events(instance_id, seq);",
-    // The last screen seen of each instance and since when, so that idle time survives between processes.
-    "CREATE TABLE screen_marks (
-        instance_id TEXT PRIMARY KEY,
-        hash INTEGER NOT NULL,
-        since INTEGER NOT NULL
-    );",
-    // Lifecycle: coding sessions, what they launched, every hook run, and trusted projects.
-    "CREATE TABLE sessions (
-        id TEXT PRIMARY KEY,
-        project TEXT NOT NULL,
-        state TEXT NOT NULL,
-        source TEXT,
-        started_at INTEGER NOT NULL,
-        ended_at INTEGER,
-        end_reason TEXT
-    );
-    CREATE INDEX sessions_by_project ON sessions(project);
-    CREATE TABLE session_instances (
-        session_id TEXT NOT NULL,
-        instance_id TEXT NOT NULL,
-        PRIMARY KEY (session_id, instance_id)
-    );
-    CREATE TABLE hook_runs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id TEXT,
-        event TEXT NOT NULL,
-        hook TEXT NOT NULL,
-        started_at INTEGER NOT NULL,
-        success INTEGER NOT NULL,
-        exit_code INTEGER,
-        output TEXT NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        error TEXT,
-        detached INTEGER NOT NULL
-    );
-    CREATE INDEX hook_runs_by_session ON hook_runs(session_id, seq);
-    CREATE TABLE trust (
-        project TEXT PRIMARY KEY,
-        hooks_hash TEXT NOT NULL,
-        trusted_at INTEGER NOT NULL
-    );",
-    // Trust is given to the bytes of a file: its SHA-256 and the text itself, so that a later change can
-    // be shown against what was trusted.
-    "ALTER TABLE trust ADD COLUMN content TEXT;",
-    // The screen as it was when input was last typed into an instance, so that a wait in another
-    // process matches only what appeared since.
-    "CREATE TABLE input_marks (
-        instance_id TEXT PRIMARY KEY,
-        screen TEXT NOT NULL,
-        at INTEGER NOT NULL
-    );",
-];
-
-/// A coding session (Claude Code's or Qwen Code's, or one started by hand).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    /// The caller's session id, or a generated one.
-    pub id: String,
-    /// The project directory.
-    pub project: PathBuf,
-    /// `active` or `ended`.
-    pub state: String,
-    /// How it started (`startup`, `resume`, `clear`, `compact`, `manual`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// When it started.
-    pub started_at: Timestamp,
-    /// When it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<Timestamp>,
-    /// Why it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_reason: Option<String>,
-    /// The instances it launched.
-    #[serde(default)]
-    pub instances: Vec<String>,
+/// The schema of the tables one crate owns, as steps applied in order. A released step never
+/// changes; a change to the tables is a new step at the end.
+#[derive(Clone, Copy, Debug)]
+pub struct Migrations {
+    /// Who owns the tables; the database records each owner's version under this name.
+    pub owner: &'static str,
+    /// The SQL of each step.
+    pub steps: &'static [&'static str],
 }
 
-impl SessionRecord {
-    /// A session starting now.
-    pub fn active(id: &str, project: &Path, source: Option<String>) -> Self {
-        SessionRecord {
-            id: id.to_string(),
-            project: project.to_path_buf(),
-            state: "active".into(),
-            source,
-            started_at: Timestamp::now(),
-            ended_at: None,
-            end_reason: None,
-            instances: vec![],
-        }
-    }
-}
+/// The tables core owns: instances, their events, screen and input marks, and trust.
+pub const MIGRATIONS: Migrations = Migrations {
+    owner: "core",
+    steps: &[
+        "CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            target TEXT NOT NULL,
+            state TEXT NOT NULL,
+            project TEXT NOT NULL,
+            record TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE INDEX instances_by_project ON instances(project);
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            instance_id TEXT,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX events_by_instance ON events(instance_id, seq);",
+        // The last screen seen of each instance and since when, so that idle time survives between
+        // processes.
+        "CREATE TABLE screen_marks (
+            instance_id TEXT PRIMARY KEY,
+            hash INTEGER NOT NULL,
+            since INTEGER NOT NULL
+        );",
+        // Trusted project files (and projects, for built-in hooks).
+        "CREATE TABLE trust (
+            project TEXT PRIMARY KEY,
+            hooks_hash TEXT NOT NULL,
+            trusted_at INTEGER NOT NULL
+        );",
+        // Trust is given to the bytes of a file: its SHA-256 and the text itself, so that a later
+        // change can be shown against what was trusted.
+        "ALTER TABLE trust ADD COLUMN content TEXT;",
+        // The screen as it was when input was last typed into an instance, so that a wait in another
+        // process matches only what appeared since.
+        "CREATE TABLE input_marks (
+            instance_id TEXT PRIMARY KEY,
+            screen TEXT NOT NULL,
+            at INTEGER NOT NULL
+        );",
+    ],
+};
 
-/// One run of one hook.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HookRun {
-    /// Increasing sequence number.
-    pub seq: i64,
-    /// The session it ran for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    /// The event.
-    pub event: String,
-    /// The hook's name (or a description of its action).
-    pub hook: String,
-    /// When it started.
-    pub started_at: Timestamp,
-    /// Whether it succeeded.
-    pub success: bool,
-    /// A command's exit code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// What it printed (capped) or what it did.
-    pub output: String,
-    /// How long it took.
-    pub duration_ms: u64,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Whether it ran after the caller had its answer.
-    pub detached: bool,
+/// `user_version` of a database whose versions are kept per owner in `schema_versions`. Databases
+/// made before kept one list of steps, counted by `user_version` alone (up to [`LEGACY_STEPS`]); a
+/// Mahavishnu of that time refuses this number as a newer schema instead of misreading the tables.
+const PER_OWNER_LAYOUT: usize = 100;
+
+/// How many steps the single list of earlier databases had.
+const LEGACY_STEPS: usize = 5;
+
+/// Where the steps of the single list went: after `user_version` = n, core is at n, and the
+/// lifecycle's tables (made in the third step together with trust) are at 1 from the third on.
+fn legacy_versions(user_version: usize) -> [(&'static str, usize); 2] {
+    [
+        (MIGRATIONS.owner, user_version),
+        ("lifecycle", usize::from(user_version >= 3)),
+    ]
 }
 
 /// One recorded event.
@@ -191,6 +125,8 @@ pub struct TrustRecord {
 pub struct Store {
     idle: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// Core's migrations and those of the other owners it was opened with.
+    owners: Vec<Migrations>,
 }
 
 /// Idle connections kept for reuse; more may be open while many calls run at once.
@@ -230,8 +166,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `state_dir`.
+    /// Opens (creating if needed) the store in `state_dir`, with core's tables.
     pub fn open(state_dir: &Path) -> Result<Self> {
+        Self::open_with(state_dir, &[])
+    }
+
+    /// Opens (creating if needed) the store in `state_dir`, with core's tables and those of `owners`,
+    /// each brought to its newest version in one transaction.
+    pub fn open_with(state_dir: &Path, owners: &[Migrations]) -> Result<Self> {
+        let owners: Vec<Migrations> = std::iter::once(MIGRATIONS)
+            .chain(owners.iter().copied())
+            .collect();
         crate::paths::ensure_private_dir(state_dir)?;
         let path = state_dir.join(DATABASE_FILE);
         make_database_private(&path)?;
@@ -240,11 +185,12 @@ impl Store {
         // opening is tried again for a while before that becomes an error.
         let started = std::time::Instant::now();
         loop {
-            match open_connection(&path) {
+            match open_connection(&path, &owners) {
                 Ok(connection) => {
                     return Ok(Store {
                         idle: Mutex::new(vec![connection]),
                         path,
+                        owners,
                     });
                 }
                 Err(OpenError::Sqlite(error))
@@ -253,10 +199,14 @@ impl Store {
                     std::thread::sleep(Duration::from_millis(5 + jitter_ms()));
                 }
                 Err(OpenError::Sqlite(error)) => return Err(describe_open_error(&path, error)),
-                Err(OpenError::NewerSchema(version)) => {
+                Err(OpenError::NewerSchema { owner, version }) => {
+                    let schema = match owner {
+                        Some(owner) => format!("schema {version} of its {owner} tables"),
+                        None => format!("schema {version}"),
+                    };
                     return Err(Error::Store(format!(
-                        "the state database {} was written by a newer Mahavishnu (schema {version}); \
-                         upgrade mahavishnu or use another --state-dir",
+                        "the state database {} was written by a newer Mahavishnu ({schema}); nothing \
+                         was changed; upgrade mahavishnu or use another --state-dir",
                         path.display()
                     )));
                 }
@@ -278,7 +228,7 @@ impl Store {
     /// A connection for one call: an idle one, else a new one (the schema is already migrated).
     fn lock(&self) -> Pooled<'_> {
         let idle = self.idle_connections().pop();
-        let connection = idle.or_else(|| open_connection(&self.path).ok());
+        let connection = idle.or_else(|| open_connection(&self.path, &self.owners).ok());
         match connection {
             Some(connection) => Pooled {
                 store: self,
@@ -517,154 +467,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records a session as started; `Ok(false)` when it is already active (starting it again is a
-    /// no-op). An ended session with the same id starts again.
-    pub fn start_session(&self, session: &SessionRecord) -> Result<bool> {
-        let changed = self
-            .lock()
-            .execute(
-                "INSERT INTO sessions (id, project, state, source, started_at) VALUES (?1, ?2, 'active', ?3, ?4)
-                 ON CONFLICT(id) DO UPDATE SET project = ?2, state = 'active', source = ?3, started_at = ?4,
-                     ended_at = NULL, end_reason = NULL
-                 WHERE sessions.state != 'active'",
-                params![session.id, session.project.to_string_lossy(), session.source, session.started_at.0],
-            )
-            .map_err(|e| self.error(e))?;
-        Ok(changed == 1)
-    }
-
-    /// Marks a session ended; `Ok(false)` when it was not active.
-    pub fn end_session(&self, id: &str, reason: Option<&str>) -> Result<bool> {
-        let changed = self
-            .lock()
-            .execute(
-                "UPDATE sessions SET state = 'ended', ended_at = ?2, end_reason = ?3 WHERE id = ?1 AND state = 'active'",
-                params![id, Timestamp::now().0, reason],
-            )
-            .map_err(|e| self.error(e))?;
-        Ok(changed == 1)
-    }
-
-    /// One session, with the instances it launched.
-    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
-        Ok(self.sessions_where("id = ?1", id)?.pop())
-    }
-
-    /// Sessions, newest first; of one project when given.
-    pub fn sessions(&self, project: Option<&Path>) -> Result<Vec<SessionRecord>> {
-        match project {
-            Some(project) => self.sessions_where("project = ?1", &project.to_string_lossy()),
-            None => self.sessions_where("?1 IS NOT NULL", ""),
-        }
-    }
-
-    fn sessions_where(&self, condition: &str, value: &str) -> Result<Vec<SessionRecord>> {
-        let connection = self.lock();
-        let sql = format!(
-            "SELECT id, project, state, source, started_at, ended_at, end_reason FROM sessions
-             WHERE {condition} ORDER BY started_at DESC, id"
-        );
-        let mut statement = connection.prepare_cached(&sql).map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map([value], |row| {
-                Ok(SessionRecord {
-                    id: row.get(0)?,
-                    project: PathBuf::from(row.get::<_, String>(1)?),
-                    state: row.get(2)?,
-                    source: row.get(3)?,
-                    started_at: Timestamp(row.get(4)?),
-                    ended_at: row.get::<_, Option<i64>>(5)?.map(Timestamp),
-                    end_reason: row.get(6)?,
-                    instances: Vec::new(),
-                })
-            })
-            .map_err(|e| self.error(e))?;
-        let mut sessions = Vec::new();
-        for row in rows {
-            sessions.push(row.map_err(|e| self.error(e))?);
-        }
-        let mut instances = connection
-            .prepare_cached("SELECT instance_id FROM session_instances WHERE session_id = ?1 ORDER BY instance_id")
-            .map_err(|e| self.error(e))?;
-        for session in &mut sessions {
-            let rows = instances
-                .query_map([&session.id], |row| row.get(0))
-                .map_err(|e| self.error(e))?;
-            for row in rows {
-                session.instances.push(row.map_err(|e| self.error(e))?);
-            }
-        }
-        Ok(sessions)
-    }
-
-    /// Remembers that `session` launched `instance`.
-    pub fn add_session_instance(&self, session: &str, instance: &InstanceId) -> Result<()> {
-        self.lock()
-            .execute(
-                "INSERT OR IGNORE INTO session_instances (session_id, instance_id) VALUES (?1, ?2)",
-                params![session, instance.to_string()],
-            )
-            .map_err(|e| self.error(e))?;
-        Ok(())
-    }
-
-    /// Records one hook run.
-    pub fn record_hook_run(&self, run: &HookRun) -> Result<()> {
-        self.lock()
-            .execute(
-                "INSERT INTO hook_runs (session_id, event, hook, started_at, success, exit_code, output, duration_ms, error, detached)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    run.session_id,
-                    run.event,
-                    run.hook,
-                    run.started_at.0,
-                    run.success,
-                    run.exit_code,
-                    run.output,
-                    run.duration_ms as i64,
-                    run.error,
-                    run.detached
-                ],
-            )
-            .map_err(|e| self.error(e))?;
-        Ok(())
-    }
-
-    /// Hook runs, oldest first; of one session when given; at most the newest `limit`.
-    pub fn hook_runs(&self, session: Option<&str>, limit: usize) -> Result<Vec<HookRun>> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT seq, session_id, event, hook, started_at, success, exit_code, output, duration_ms, error, detached
-                 FROM (SELECT * FROM hook_runs WHERE (?1 IS NULL OR session_id = ?1) ORDER BY seq DESC LIMIT ?2)
-                 ORDER BY seq",
-            )
-            .map_err(|e| self.error(e))?;
-        let rows = statement
-            .query_map(params![session, limit as i64], |row| {
-                Ok(HookRun {
-                    seq: row.get(0)?,
-                    session_id: row.get(1)?,
-                    event: row.get(2)?,
-                    hook: row.get(3)?,
-                    started_at: Timestamp(row.get(4)?),
-                    success: row.get(5)?,
-                    exit_code: row.get(6)?,
-                    output: row.get(7)?,
-                    duration_ms: row.get::<_, i64>(8)? as u64,
-                    error: row.get(9)?,
-                    detached: row.get(10)?,
-                })
-            })
-            .map_err(|e| self.error(e))?;
-        let mut runs = Vec::new();
-        for row in rows {
-            runs.push(row.map_err(|e| self.error(e))?);
-        }
-        Ok(runs)
-    }
-
     /// What was trusted under `key` (a project file, or a project directory for built-in hooks).
     pub fn trusted(&self, key: &Path) -> Result<Option<TrustRecord>> {
         self.lock()
@@ -707,6 +509,34 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Runs `query` on a connection of the store: how the crates that own other tables (see
+    /// [`Migrations`]) read and write them.
+    pub fn with_connection<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        query(&self.lock()).map_err(|e| self.error(e))
+    }
+
+    /// Runs `work` in one IMMEDIATE transaction, committed when it succeeds: what it reads cannot be
+    /// changed by another process before what it writes is in.
+    pub fn immediate<T>(
+        &self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let connection = self.lock();
+        let run = || {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &connection,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            let done = work(&tx)?;
+            tx.commit()?;
+            Ok(done)
+        };
+        run().map_err(|e| self.error(e))
+    }
+
     /// The sequence number of the newest event (0 when there is none).
     pub fn last_event_seq(&self) -> Result<i64> {
         self.lock()
@@ -735,8 +565,12 @@ impl Store {
 /// Why a connection could not be opened.
 enum OpenError {
     Sqlite(rusqlite::Error),
-    /// The database has a schema newer than this build knows.
-    NewerSchema(usize),
+    /// The database has a schema newer than this build knows: of one owner's tables, or (without an
+    /// owner) a layout it does not know.
+    NewerSchema {
+        owner: Option<String>,
+        version: usize,
+    },
 }
 
 impl From<rusqlite::Error> for OpenError {
@@ -774,7 +608,10 @@ fn describe_private_error(path: &Path, error: std::io::Error) -> Error {
 }
 
 /// Opens and prepares a connection: WAL, settings, migrations.
-fn open_connection(path: &Path) -> std::result::Result<Connection, OpenError> {
+fn open_connection(
+    path: &Path,
+    owners: &[Migrations],
+) -> std::result::Result<Connection, OpenError> {
     let mut connection = Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(10))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -788,26 +625,90 @@ fn open_connection(path: &Path) -> std::result::Result<Connection, OpenError> {
         true,
     )?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
-    migrate(&mut connection)?;
+    migrate(&mut connection, owners)?;
     Ok(connection)
 }
 
-fn migrate(connection: &mut Connection) -> std::result::Result<(), OpenError> {
-    let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version > MIGRATIONS.len() {
-        return Err(OpenError::NewerSchema(version));
-    }
-    if version == MIGRATIONS.len() {
+fn migrate(
+    connection: &mut Connection,
+    owners: &[Migrations],
+) -> std::result::Result<(), OpenError> {
+    if all_current(&recorded_versions(connection)?, owners)? {
         return Ok(());
     }
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // Another process may have migrated while we waited for the lock.
-    let version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", index + 1)?;
+    let mut versions = recorded_versions(&tx)?;
+    all_current(&versions, owners)?;
+    let user_version: usize = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if user_version != PER_OWNER_LAYOUT {
+        tx.execute_batch(
+            "CREATE TABLE schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL);",
+        )?;
+        for (owner, version) in &versions {
+            record_version(&tx, owner, *version)?;
+        }
+        tx.pragma_update(None, "user_version", PER_OWNER_LAYOUT)?;
+    }
+    for migrations in owners {
+        let done = versions.remove(migrations.owner).unwrap_or(0);
+        for (index, step) in migrations.steps.iter().enumerate().skip(done) {
+            tx.execute_batch(step)?;
+            record_version(&tx, migrations.owner, index + 1)?;
+        }
     }
     Ok(tx.commit()?)
+}
+
+/// Each owner's version as the database records it, in either layout.
+fn recorded_versions(
+    connection: &Connection,
+) -> std::result::Result<BTreeMap<String, usize>, OpenError> {
+    let user_version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if user_version == PER_OWNER_LAYOUT {
+        let mut statement = connection.prepare("SELECT owner, version FROM schema_versions")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        return Ok(rows.collect::<rusqlite::Result<_>>()?);
+    }
+    if user_version > LEGACY_STEPS {
+        return Err(OpenError::NewerSchema {
+            owner: None,
+            version: user_version,
+        });
+    }
+    Ok(legacy_versions(user_version)
+        .into_iter()
+        .filter(|(_, version)| *version > 0)
+        .map(|(owner, version)| (owner.to_string(), version))
+        .collect())
+}
+
+/// Whether every owner's tables are at their newest version; an error when one is newer than known.
+fn all_current(
+    versions: &BTreeMap<String, usize>,
+    owners: &[Migrations],
+) -> std::result::Result<bool, OpenError> {
+    let mut current = true;
+    for migrations in owners {
+        let version = versions.get(migrations.owner).copied().unwrap_or(0);
+        if version > migrations.steps.len() {
+            return Err(OpenError::NewerSchema {
+                owner: Some(migrations.owner.to_string()),
+                version,
+            });
+        }
+        current &= version == migrations.steps.len();
+    }
+    Ok(current)
+}
+
+fn record_version(connection: &Connection, owner: &str, version: usize) -> rusqlite::Result<()> {
+    connection.execute(
+        "INSERT INTO schema_versions (owner, version) VALUES (?1, ?2)
+         ON CONFLICT(owner) DO UPDATE SET version = ?2",
+        params![owner, version],
+    )?;
+    Ok(())
 }
 
 fn is_busy(error: &rusqlite::Error) -> bool {
@@ -987,6 +888,60 @@ mod tests {
                 opener.join().unwrap().unwrap();
             }
         }
+    }
+
+    #[test]
+    fn tables_newer_than_this_build_knows_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_instance(&instance("mv-kept")).unwrap();
+        drop(store);
+        let raw = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        raw.execute(
+            "UPDATE schema_versions SET version = 99 WHERE owner = 'core'",
+            [],
+        )
+        .unwrap();
+        drop(raw);
+        let error = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("newer Mahavishnu")
+                && error.contains("schema 99 of its core tables")
+                && error.contains("nothing was changed"),
+            "{error}"
+        );
+        let raw = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        let version: i64 = raw
+            .query_row(
+                "SELECT version FROM schema_versions WHERE owner = 'core'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let kept: String = raw
+            .query_row("SELECT id FROM instances", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!((version, kept.as_str()), (99, "pty:mv-kept"));
+    }
+
+    #[test]
+    fn an_owner_opened_later_gets_its_tables_then() {
+        const LATER: Migrations = Migrations {
+            owner: "later",
+            steps: &["CREATE TABLE later_things (name TEXT);"],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let store = Store::open_with(dir.path(), &[LATER]).unwrap();
+        store
+            .with_connection(|c| c.execute("INSERT INTO later_things VALUES ('x')", []))
+            .unwrap();
+        drop(store);
+        let store = Store::open_with(dir.path(), &[LATER]).unwrap();
+        let count: i64 = store
+            .with_connection(|c| c.query_row("SELECT COUNT(*) FROM later_things", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(count, 1, "a second open runs no step again");
     }
 
     #[test]

@@ -784,10 +784,7 @@ impl Target for KubernetesTarget {
         };
         let mut parser = vt100::Parser::new(size(rows, 2), size(cols, 10), 10_000);
         parser.process(log.as_bytes());
-        Ok(mahavishnu_terminal::pty::screen::render(
-            &mut parser,
-            options,
-        ))
+        Ok(mahavishnu_screen::render(&mut parser, options))
     }
 
     async fn logs(&self, native: &str) -> Result<String> {

@@ -1,10 +1,10 @@
 //! Running one hook: conditions, placeholders (always shell-quoted), commands with a time limit.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use mahavishnu_core::config::{HookConfig, WhenConfig};
+use mahavishnu_core::process;
 use serde::Serialize;
 
 /// The most of a command's output that is kept.
@@ -288,70 +288,30 @@ pub async fn run_command(
         .arg("-c")
         .arg(command)
         .current_dir(dir)
-        .envs(environment.iter().map(|(name, value)| (name, value)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match child.spawn() {
+        .envs(environment.iter().map(|(name, value)| (name, value)));
+    let failed = |error: String| CommandOutcome {
+        exit_code: None,
+        output: String::new(),
+        error: Some(error),
+        duration: started.elapsed(),
+    };
+    let child = match process::spawn_in_group(&mut child) {
         Ok(child) => child,
-        Err(error) => {
-            return CommandOutcome {
-                exit_code: None,
-                output: String::new(),
-                error: Some(format!("cannot start `sh` in {}: {error}", dir.display())),
-                duration: started.elapsed(),
-            };
-        }
+        Err(error) => return failed(format!("cannot start `sh` in {}: {error}", dir.display())),
     };
-    let stdout = child.stdout.take().map(read_all);
-    let stderr = child.stderr.take().map(read_all);
-    let status = tokio::select! {
-        status = child.wait() => Some(status),
-        _ = tokio::time::sleep(timeout) => None,
+    let done = match process::wait_in_group(child, timeout, OUTPUT_LIMIT).await {
+        Ok(done) => done,
+        Err(error) => return failed(format!("waiting for the command failed: {error}")),
     };
-    let Some(status) = status else {
-        // Kill the whole group while the child is still ours (not yet reaped), so its pid, which is the
-        // group's id, cannot belong to anyone else yet.
-        if let Some(group) = child.id() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(group as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = child.wait().await;
-        return CommandOutcome {
-            exit_code: None,
-            output: String::new(),
-            error: Some(format!(
-                "timed out after {}; raise its `timeout`",
-                humantime::format_duration(timeout)
-            )),
-            duration: started.elapsed(),
-        };
+    let Some(status) = done.status else {
+        return failed(format!(
+            "timed out after {}; raise its `timeout`",
+            humantime::format_duration(timeout)
+        ));
     };
-    let status = match status {
-        Ok(status) => status,
-        Err(error) => {
-            return CommandOutcome {
-                exit_code: None,
-                output: String::new(),
-                error: Some(format!("waiting for the command failed: {error}")),
-                duration: started.elapsed(),
-            };
-        }
-    };
-    use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    let mut text = String::new();
-    for reader in [stdout, stderr].into_iter().flatten() {
-        // A background job may keep the pipe open: take what is there without waiting for it.
-        if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_millis(100), reader).await {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
+    let code = process::exit_code(status);
+    let mut text = String::from_utf8_lossy(&done.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&done.stderr));
     truncate(&mut text);
     let error = (code != 0).then(|| {
         let detail = if code == 127 {
@@ -367,26 +327,6 @@ pub async fn run_command(
         error,
         duration: started.elapsed(),
     }
-}
-
-fn read_all(
-    mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-) -> tokio::task::JoinHandle<Vec<u8>> {
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        // Keep the first OUTPUT_LIMIT bytes (and one more, to tell that there was more); drain the rest,
-        // so a talkative command never blocks on a full pipe.
-        let mut kept = Vec::new();
-        let mut chunk = vec![0u8; 16 * 1024];
-        while let Ok(n) = pipe.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            let room = (OUTPUT_LIMIT + 1).saturating_sub(kept.len());
-            kept.extend_from_slice(&chunk[..n.min(room)]);
-        }
-        kept
-    })
 }
 
 fn truncate(text: &mut String) {

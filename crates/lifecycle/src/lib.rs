@@ -6,7 +6,9 @@ pub mod checkpoint;
 pub mod hooks;
 pub mod init;
 pub mod payload;
+pub mod store;
 pub mod worktree;
+pub mod worktree_sessions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,13 +16,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mahavishnu_core::config::{CheckpointHook, HookConfig, LaunchHook, WhenConfig};
-use mahavishnu_core::store::{HookRun, SessionRecord};
 use mahavishnu_core::{Error, Instance, InstanceId, Result, Timestamp, paths};
 use mahavishnu_orchestrator::{LaunchRequest, ListFilter, Orchestrator};
 use serde::Serialize;
+use store::{HookRun, SessionRecord, SessionStore};
 
 pub use hooks::HookContext;
 use payload::HookPayload;
+pub use worktree_sessions::{Paused, SessionDiff, WorktreeOptions, Worktrees};
 
 impl HookContext {
     /// The context of a payload's event in `project`.
@@ -34,6 +37,15 @@ impl HookContext {
             reason: payload.reason.clone(),
         }
     }
+}
+
+/// Runs blocking `work` (git, the store, the file system) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Failed(format!("the operation stopped unexpectedly: {e}")))?
 }
 
 /// The trust record of a project's built-in hooks, which come with Mahavishnu instead of a file.

@@ -80,7 +80,7 @@ impl HttpOptions {
 
     /// Whether `host` is a loopback name or one of `allowed_hosts` by name (`*` does not count).
     fn host_listed(&self, host: &str) -> bool {
-        let name = host_name(host);
+        let (name, _) = split_host(host);
         LOOPBACK_HOSTS.contains(&name)
             || self.allowed_hosts.iter().any(|allowed| {
                 allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(name)
@@ -100,10 +100,7 @@ impl HttpOptions {
             return true;
         }
         // `https` too: a proxy that ends TLS in front of the server passes the same Host on.
-        let authority = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        authority
+        origin_authority(origin)
             .is_some_and(|authority| authority.eq_ignore_ascii_case(host) && self.host_listed(host))
     }
 }
@@ -111,25 +108,34 @@ impl HttpOptions {
 /// Whether `text` has the shape of a browser's `Origin`: `http(s)://host[:port]`, no path (`null` and
 /// `*` are not origins a page can be trusted by).
 fn is_origin(text: &str) -> bool {
-    let text = text.trim_end_matches('/');
-    let authority = text
-        .strip_prefix("http://")
-        .or_else(|| text.strip_prefix("https://"));
-    authority.is_some_and(|authority| {
+    origin_authority(text.trim_end_matches('/')).is_some_and(|authority| {
         !authority.is_empty()
             && !authority.contains(['/', '*', '?', '#', '@'])
             && !authority.chars().any(char::is_whitespace)
     })
 }
 
-/// The name part of a `Host` value: `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
-fn host_name(host: &str) -> &str {
+/// The authority of an `http` or `https` origin: `https://app.example:8443` → `app.example:8443`.
+fn origin_authority(origin: &str) -> Option<&str> {
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+}
+
+/// A `Host` value (or an origin's authority) as its name and port: `example.com:8080` →
+/// (`example.com`, `8080`), `[::1]:80` → (`[::1]`, `80`); an unbracketed IPv6 address has no port.
+fn split_host(host: &str) -> (&str, Option<&str>) {
     if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
+        return match host.find(']') {
+            Some(end) => (&host[..=end], host[end + 1..].strip_prefix(':')),
+            None => (host, None),
+        };
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (name, Some(port))
+        }
+        _ => (host, None),
     }
 }
 
@@ -457,6 +463,20 @@ mod tests {
             options.allowed_origins = vec![bad.into()];
             let error = options.check().unwrap_err().to_string();
             assert!(error.contains("allowed_origins"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn hosts_split_into_name_and_port() {
+        for (host, split) in [
+            ("example.com:8080", ("example.com", Some("8080"))),
+            ("example.com", ("example.com", None)),
+            ("[::1]:80", ("[::1]", Some("80"))),
+            ("[::1]", ("[::1]", None)),
+            ("::1", ("::1", None)),
+            ("box:http", ("box:http", None)),
+        ] {
+            assert_eq!(split_host(host), split, "{host}");
         }
     }
 

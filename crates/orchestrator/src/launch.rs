@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mahavishnu_core::config::ProfileConfig;
+pub use mahavishnu_core::naming::check_name;
+use mahavishnu_core::naming::instance_names;
 use mahavishnu_core::{
     ContainerSpec, Error, Instance, InstanceId, InstanceState, LaunchSpec, Result, Target,
     TargetName, Timestamp, WaitingRules, paths,
@@ -280,33 +282,15 @@ impl Orchestrator {
         target: &dyn Target,
         request: &LaunchRequest,
     ) -> Result<Vec<InstanceId>> {
-        let id = |name: String| {
-            let native = target.native_name(&name);
+        let id = |name: &str| {
+            let native = target.native_name(name);
             target.check_native(&native)?;
             InstanceId::new(target.name().clone(), native)
         };
-        match &request.name {
-            Some(name) => {
-                check_name(name)?;
-                if request.count == 1 {
-                    Ok(vec![id(name.clone())?])
-                } else {
-                    (1..=request.count)
-                        .map(|n| id(format!("{name}-{n}")))
-                        .collect()
-                }
-            }
-            None => {
-                let mut ids = Vec::with_capacity(request.count);
-                while ids.len() < request.count {
-                    let id = id(format!("mv-{:06x}", fastrand::u32(..0x100_0000)))?;
-                    if !ids.contains(&id) && self.store.instance(&id)?.is_none() {
-                        ids.push(id);
-                    }
-                }
-                Ok(ids)
-            }
-        }
+        let names = instance_names(request.name.as_deref(), request.count, |name| {
+            Ok(self.store.instance(&id(name)?)?.is_some())
+        })?;
+        names.iter().map(|name| id(name)).collect()
     }
 }
 
@@ -335,24 +319,6 @@ pub(crate) fn record_for(
         updated_at: now,
         worktree: None,
         unknown: None,
-    }
-}
-
-/// Checks a `--name`: 1 to 64 letters, digits, `-` and `_`, starting with a letter or digit.
-pub fn check_name(name: &str) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "--name `{}` is not usable: use 1 to 64 letters, digits, `-` and `_`, starting with a letter or digit",
-            name.escape_default()
-        )))
     }
 }
 
@@ -430,20 +396,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_env_keys_are_checked() {
-        assert!(check_name("worker_1-a").is_ok());
-        for bad in [
-            "",
-            "-x",
-            "a b",
-            "a;b",
-            "a:b",
-            "a.b",
-            "$(x)",
-            &"x".repeat(65),
-        ] {
-            assert!(check_name(bad).is_err(), "{bad}");
-        }
+    fn env_keys_are_checked() {
         use mahavishnu_core::model::check_env_name;
         assert!(check_env_name("PATH_2").is_ok());
         assert!(check_env_name("2X").is_err());

@@ -508,7 +508,12 @@ impl Target for TmuxTarget {
                 let code = self
                     .recorded_exit(name)
                     .or_else(|| status.parse().ok())
-                    .or_else(|| signal.parse::<i32>().ok().map(|signal| 128 + signal));
+                    .or_else(|| {
+                        signal
+                            .parse()
+                            .ok()
+                            .map(mahavishnu_core::process::signal_exit_code)
+                    });
                 ObservedStatus::Exited(code.unwrap_or(-1))
             } else {
                 ObservedStatus::Running

@@ -1,23 +1,14 @@
 //! `mahavishnu agents ...`: thin over the agent registry.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use mahavishnu_agents::write::{NewAgent, export_claude, sync_qwen};
 use mahavishnu_agents::{Agent, Registry, Severity, validate};
 
 use crate::cli::{AgentRunArgs, AgentsCommand, CliArg, ExportFormat, GlobalArgs, ScopeArg};
 use crate::context;
 use crate::output::{self, emit, emit_list};
-
-fn places() -> Result<(PathBuf, Option<PathBuf>)> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let home = std::env::var_os("HOME")
-        .filter(|home| !home.is_empty())
-        .map(PathBuf::from);
-    Ok((cwd, home))
-}
 
 fn table(agents: &[&Agent]) -> String {
     let rows: Vec<Vec<String>> = agents
@@ -45,7 +36,7 @@ fn table(agents: &[&Agent]) -> String {
 /// `agents run`: interactive (a session, the prompt submitted) or `--print` (headless, to completion).
 pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCode> {
     use mahavishnu_agents::run::{RunRequest, run_interactive, run_print};
-    let (cwd, home) = places()?;
+    let (cwd, home) = context::places()?;
     let registry = Registry::load(&cwd, home.as_deref());
     let agent = registry.get(&args.name)?;
     let orchestrator = context::orchestrator(global)?;
@@ -83,7 +74,7 @@ pub async fn run_agent(global: &GlobalArgs, args: AgentRunArgs) -> Result<ExitCo
 }
 
 pub fn run(global: &GlobalArgs, command: AgentsCommand) -> Result<ExitCode> {
-    let (cwd, home) = places()?;
+    let (cwd, home) = context::places()?;
     match command {
         AgentsCommand::List(args) => {
             let registry = Registry::load(&cwd, home.as_deref());

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use mahavishnu_core::Error;
-use mahavishnu_core::store::{HookRun, SessionRecord};
 use mahavishnu_lifecycle::checkpoint::Repository;
 use mahavishnu_lifecycle::init::{self, Client, Scope};
 use mahavishnu_lifecycle::payload::{HookPayload, check_event};
+use mahavishnu_lifecycle::store::{HookRun, SessionRecord, SessionStore};
 use mahavishnu_lifecycle::{EventOutcome, HookContext, Lifecycle, Selection, hooks};
 
 use crate::cli::{

@@ -19,7 +19,7 @@ use mahavishnu_core::{LaunchSpec, ScreenOptions, Timestamp};
 use super::protocol::{
     ExitRecord, FRAME_INPUT, FRAME_RESIZE, Request, SessionFiles, create_status, write_status,
 };
-use super::screen::render;
+use mahavishnu_screen::render;
 
 const THREAD_STACK: usize = 128 * 1024;
 
@@ -209,7 +209,10 @@ fn serve(host: Host, files: SessionFiles) -> i32 {
     let waiter_shared = Arc::clone(&shared);
     let waiter_files = files.clone();
     spawn("pty-wait", move || {
-        let code = child.wait().map(crate::exec::exit_code).unwrap_or(-1);
+        let code = child
+            .wait()
+            .map(mahavishnu_core::process::exit_code)
+            .unwrap_or(-1);
         let shared = waiter_shared;
         // Let the last output reach the screen; a background job may keep the terminal open, so not forever.
         let (done, signal) = &shared.output_done;

@@ -4,7 +4,6 @@
 mod attach;
 pub mod host;
 pub mod protocol;
-pub mod screen;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,4 +1,5 @@
-//! Rendering a vt100 screen the way `tmux capture-pane` does: one line per row, scrollback above.
+//! Rendering a vt100 screen the way `tmux capture-pane` does: one line per row, scrollback above. The
+//! pty target renders its own terminal with it, the Kubernetes target a container's output.
 
 use mahavishnu_core::ScreenOptions;
 
