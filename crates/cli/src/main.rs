@@ -45,7 +45,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    // Ctrl-C ends the command, and what it started with it: a command's children run in process
+    // groups of their own, out of reach of the terminal's interrupt, and are killed when the work
+    // that waits for them is dropped. The servers stop in their own way.
+    let interruptible = !matches!(cli.command, Command::Serve(_) | Command::Mcp(_));
+    let outcome = runtime.block_on(async move {
+        if !interruptible {
+            return commands::run(cli).await;
+        }
+        tokio::select! {
+            outcome = commands::run(cli) => outcome,
+            _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
+        }
+    });
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -1377,3 +1377,51 @@ fn closed_records_are_removed_after_keep_closed_and_by_gc() {
     let all = world.json(&["terminal", "list", "--all"])["instances"].clone();
     assert_eq!(all, serde_json::json!([]), "{all}");
 }
+
+/// Ctrl-C on `terminal exec` ends the side command and what it started, although they run in a
+/// process group of their own (out of reach of the terminal's interrupt).
+#[test]
+fn an_interrupted_exec_ends_its_command_and_the_commands_children() {
+    let world = World::new();
+    let id = launch_shells(&world, "pty", 1).remove(0);
+    let pids = world.dir.path().join("pids");
+    let script = format!(
+        "sleep 60 & echo $! > {pids}.part; echo $$ >> {pids}.part; mv {pids}.part {pids}; wait",
+        pids = pids.display()
+    );
+    let mut exec = world
+        .command(&["terminal", "exec", &id, "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    assert!(
+        support::eventually_exists(&pids, Duration::from_secs(10)),
+        "the command started"
+    );
+    let started: Vec<String> = std::fs::read_to_string(&pids)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(started.len(), 2, "{started:?}");
+    let interrupted = Command::new("kill")
+        .args(["-INT", &exec.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = exec.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "an interrupted command exits 130");
+    let gone = |pid: &str| {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains(") Z "))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !started.iter().all(|pid| gone(pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.iter().all(|pid| gone(pid)),
+        "the command and its child were ended: {started:?}"
+    );
+    world.ok(&["terminal", "close", &id, "--grace", "200ms"]);
+}

@@ -307,11 +307,7 @@ async fn launch(global: &GlobalArgs, args: LaunchArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let api = Api::new(
-        std::sync::Arc::new(orchestrator),
-        std::env::current_dir()?,
-        std::env::var_os("HOME").map(std::path::PathBuf::from),
-    );
+    let api = context::api_over(orchestrator)?;
     let worktree = args.worktree.then_some(WorktreeOptions {
         from: args.from,
         branch_prefix: args.branch_prefix,
