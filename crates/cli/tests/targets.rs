@@ -220,7 +220,6 @@ fn a_target_removed_from_the_config_leaves_its_rows_unknown() {
 /// An instance of a target that is gone is not closed by accident: `close` says how to let go of its
 /// record, and `close --forget` does so without asking the target.
 #[test]
-#[ignore = "needs close --forget"]
 fn an_instance_of_a_removed_target_is_closed_with_forget() {
     let world = World::new();
     write_config(&world, "[targets.box]\nkind = \"pty\"\n");
@@ -372,11 +371,10 @@ fn an_unreachable_cluster_does_not_hide_the_other_rows() {
     unreachable_cluster("request_timeout_ms = 1000\n", Duration::from_secs(5));
 }
 
-/// The same with the default settings: the list does not wait for the full request timeout.
+/// The same with the default settings (a request timeout of 30 s): the list does not wait for it.
 #[test]
-#[ignore = "terminal list waits 2 x request_timeout_ms (60 s by default) for a cluster that never answers"]
 fn an_unreachable_cluster_does_not_hold_up_the_list() {
-    unreachable_cluster("", Duration::from_secs(5));
+    unreachable_cluster("", Duration::from_secs(8));
 }
 
 /// `targets` and `targets show` as JSON: each target's name, kind, location and capabilities.
