@@ -53,7 +53,7 @@ async fn pty_target_conforms() {
         support::binary(),
         10_000,
     );
-    run_all(&fixture(Arc::new(target), &world, "pt")).await;
+    run_all_and_clean_up(&fixture(Arc::new(target), &world, "pt")).await;
 }
 
 /// A target that can do less than a pty target: it hands launching, listing, screens, typing and
@@ -158,12 +158,34 @@ delegate_to_pty!(Overreaching {
     }
 });
 
+/// Runs the suite, then stops whatever it left running on the target (a failed check leaves its
+/// instance behind), and fails as the suite did.
+async fn run_all_and_clean_up(fixture: &Fixture) {
+    use futures::FutureExt;
+    let outcome = std::panic::AssertUnwindSafe(run_all(fixture))
+        .catch_unwind()
+        .await;
+    if let Ok(left) = fixture.target.list().await {
+        for observation in left {
+            if observation.native.starts_with(&fixture.prefix) {
+                let _ = fixture
+                    .target
+                    .stop(&observation.native, Duration::from_millis(200))
+                    .await;
+            }
+        }
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// A target that declares only some capabilities passes: the others are refused as unsupported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_with_fewer_capabilities_conforms() {
     let world = support::World::new();
     let target = Partial::new(&world, Partial::honest());
-    run_all(&fixture(Arc::new(target), &world, "pa")).await;
+    run_all_and_clean_up(&fixture(Arc::new(target), &world, "pa")).await;
 }
 
 /// The suite holds a target to what it declares: one that claims exec, which it leaves to the
@@ -177,7 +199,7 @@ async fn a_target_that_claims_more_than_it_does_fails() {
         ..Partial::honest()
     };
     let target = Partial::new(&world, claims);
-    run_all(&fixture(Arc::new(target), &world, "px")).await;
+    run_all_and_clean_up(&fixture(Arc::new(target), &world, "px")).await;
 }
 
 /// The suite holds a target to what it does not declare too: one that runs exec without declaring it
@@ -188,7 +210,7 @@ async fn a_target_that_does_more_than_it_declares_fails() {
     let world = support::World::new();
     let Partial { inner, claims } = Partial::new(&world, Partial::honest());
     let target = Overreaching { inner, claims };
-    run_all(&fixture(Arc::new(target), &world, "po")).await;
+    run_all_and_clean_up(&fixture(Arc::new(target), &world, "po")).await;
 }
 
 /// The kubernetes target against the fake API server of the tests (no real cluster runs here).
