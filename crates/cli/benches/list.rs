@@ -74,9 +74,11 @@ impl Bench {
         assert_eq!(ids.lines().count(), count, "{target}: {ids}");
     }
 
-    /// `terminal list ARGS` `RUNS` times (after one unmeasured run when `warm`); checks that every
-    /// row was reached and returns the durations. When `cut_after` is given and the first run takes
-    /// longer, far off any goal, only `CUT_RUNS` runs are made, so that the bench still ends.
+    /// `terminal list ARGS` `RUNS` times (after one unmeasured run when `warm`) and returns the
+    /// durations. Every row must have been reached, except in a list of slow targets (`cut_after`
+    /// given), which tells how many rows were shown as unknown. When the first run of such a list
+    /// takes longer than `cut_after`, far off any goal, only `CUT_RUNS` runs are made, so that the
+    /// bench still ends.
     fn list(
         &self,
         args: &[&str],
@@ -86,6 +88,7 @@ impl Bench {
     ) -> Vec<Duration> {
         let mut all = vec!["--output", "json", "terminal", "list"];
         all.extend(args);
+        let unknown_rows = std::cell::RefCell::new((0, String::new()));
         let measure = || {
             let started = Instant::now();
             let stdout = self.run(&all);
@@ -100,7 +103,14 @@ impl Bench {
                 .iter()
                 .filter(|row| row.get("unknown").is_some_and(|u| !u.is_null()))
                 .collect();
-            assert!(unknown.is_empty(), "rows not reached: {unknown:?}");
+            if cut_after.is_none() {
+                assert!(unknown.is_empty(), "rows not reached: {unknown:?}");
+            } else if let Some(row) = unknown.first() {
+                let mut seen = unknown_rows.borrow_mut();
+                if unknown.len() > seen.0 {
+                    *seen = (unknown.len(), row["unknown"].to_string());
+                }
+            }
             if took > Duration::from_secs(1) {
                 eprintln!("  terminal list {args:?}: {:.1} s", took.as_secs_f64());
             }
@@ -121,9 +131,14 @@ impl Bench {
             }
             _ => RUNS,
         };
-        std::iter::once(first)
+        let samples = std::iter::once(first)
             .chain((1..runs).map(|_| measure()))
-            .collect()
+            .collect();
+        let (unknown, reason) = unknown_rows.into_inner();
+        if unknown > 0 {
+            println!("  up to {unknown} of {rows} rows shown as unknown: {reason}");
+        }
+        samples
     }
 }
 
