@@ -1,6 +1,6 @@
 //! Benchmark of `terminal list` across named targets, driving the release binary as a user would:
 //! 50 shells on tmux, 50 on pty, and 20 on each of two clusters (`east` and `west`, each a fake API
-//! server of the tests; no real cluster runs on these machines).
+//! server of the tests, standing in for a real cluster).
 //!
 //! `cargo bench -p mahavishnu --bench list`: prints the medians of the list of the local targets alone,
 //! of all four targets, and of all four while one cluster, then both, answer every request 2 s late
@@ -206,7 +206,7 @@ fn main() {
     };
     let (east, west) = (FakeKube::start(), FakeKube::start());
     println!(
-        "machine: {} cores; {LOCAL_SHELLS} shells on tmux, {LOCAL_SHELLS} on pty, {CLUSTER_SHELLS} on each of 2 fake clusters; {RUNS} runs each",
+        "{} cores; {LOCAL_SHELLS} shells on tmux, {LOCAL_SHELLS} on pty, {CLUSTER_SHELLS} on each of 2 fake clusters; {RUNS} runs each",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
 
