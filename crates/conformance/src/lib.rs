@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use mahavishnu_core::keys::{Key, NamedKey};
 use mahavishnu_core::{
-    ExecRequest, InputPart, InstanceId, LaunchSpec, Observation, ObservedStatus, ScreenOptions,
-    Target,
+    Error, ExecRequest, InputPart, InstanceId, LaunchSpec, Observation, ObservedStatus, Result,
+    ScreenOptions, Target,
 };
 
 /// What the suite needs to know about a target.
@@ -63,6 +63,43 @@ impl Fixture {
         spec
     }
 
+    /// What the program has shown so far: the screen with its scrollback when the target has screens,
+    /// else its logs; `None` when it has neither.
+    async fn output(&self, native: &str) -> Option<mahavishnu_core::Result<String>> {
+        let capabilities = self.target.capabilities();
+        if capabilities.screen {
+            let options = ScreenOptions {
+                scrollback: true,
+                ansi: false,
+            };
+            Some(self.target.screen(native, options).await)
+        } else if capabilities.logs {
+            Some(self.target.logs(native).await)
+        } else {
+            None
+        }
+    }
+
+    /// Waits until the program's output (screen, else logs) passes `check`. A target that shows no
+    /// output at all gets a moment instead, so that what follows still happens after the program ran.
+    async fn output_until(&self, native: &str, what: &str, check: impl Fn(&str) -> bool) {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < self.patience {
+            match self.output(native).await {
+                None => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    return;
+                }
+                Some(Ok(output)) if check(&output) => return,
+                Some(Ok(output)) => last = output,
+                Some(Err(_)) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{native}: {what} never appeared in its output; last output:\n{last}");
+    }
+
     async fn screen_until(&self, native: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
         let mut last = String::new();
@@ -101,18 +138,35 @@ impl Fixture {
     }
 }
 
-/// Runs every check against the fixture's target.
+/// Runs the checks of every capability the target declares, and for every operation it does not
+/// declare checks that it is refused with `Error::Unsupported` (neither carried out nor a panic).
 pub async fn run_all(fixture: &Fixture) {
+    let capabilities = fixture.target.capabilities();
     check("preflight", preflight(fixture)).await;
     check("launch and list", launch_and_list(fixture)).await;
-    check("text is typed literally", literal_text(fixture)).await;
-    check("named keys", named_keys(fixture)).await;
-    check("exec", exec(fixture)).await;
+    if capabilities.send {
+        check("text is typed literally", literal_text(fixture)).await;
+        check("named keys", named_keys(fixture)).await;
+    }
+    if capabilities.exec {
+        check("exec", exec(fixture)).await;
+    }
     check("exit code and last screen", exit_and_last_screen(fixture)).await;
-    check("scrollback", scrollback(fixture)).await;
+    if capabilities.screen {
+        check("scrollback", scrollback(fixture)).await;
+    }
+    if capabilities.logs {
+        check("logs", logs(fixture)).await;
+    }
     check("idle time", idle_time(fixture)).await;
+    if capabilities.attach {
+        check("attach command", attach(fixture)).await;
+    }
     check("stop", stop(fixture)).await;
-    check("recover", recover(fixture)).await;
+    if capabilities.recover {
+        check("recover", recover(fixture)).await;
+    }
+    check("undeclared operations are unsupported", undeclared(fixture)).await;
     check("unknown instances", unknown(fixture)).await;
 }
 
@@ -128,7 +182,15 @@ async fn check(name: &str, body: impl Future<Output = ()>) {
 async fn preflight(fixture: &Fixture) {
     let verdict = fixture.target.preflight().await;
     assert!(verdict.ready, "preflight: {}", verdict.detail);
-    assert_eq!(&verdict.target, fixture.target.name());
+    assert_eq!(
+        &verdict.target,
+        fixture.target.name(),
+        "preflight names the target by its name"
+    );
+    assert!(
+        !fixture.target.location().trim().is_empty(),
+        "location says where the target points"
+    );
 }
 
 async fn launch_and_list(fixture: &Fixture) {
@@ -170,8 +232,8 @@ async fn literal_text(fixture: &Fixture) {
     ];
     fixture.target.send(native, &input).await.expect("send");
     fixture
-        .screen_until(native, "the text twice (echo and cat)", |screen| {
-            screen.matches(nasty).count() >= 2
+        .output_until(native, "the text twice (echo and cat)", |output| {
+            output.matches(nasty).count() >= 2
         })
         .await;
     assert!(
@@ -200,8 +262,8 @@ async fn named_keys(fixture: &Fixture) {
         .await
         .expect("send keys");
     fixture
-        .screen_until(native, "`abcd` echoed back by cat", |screen| {
-            screen.matches("abcd").count() >= 2
+        .output_until(native, "`abcd` echoed back by cat", |output| {
+            output.matches("abcd").count() >= 2
         })
         .await;
     fixture
@@ -268,15 +330,28 @@ async fn exit_and_last_screen(fixture: &Fixture) {
             o.is_some_and(|o| o.status == ObservedStatus::Exited(3))
         })
         .await;
-    let screen = fixture
-        .target
-        .screen(native, ScreenOptions::default())
-        .await
-        .expect("screen of an exited instance");
-    assert!(
-        screen.contains("last words"),
-        "the last screen is kept: {screen:?}"
-    );
+    if fixture.target.capabilities().screen {
+        let screen = fixture
+            .target
+            .screen(native, ScreenOptions::default())
+            .await
+            .expect("screen of an exited instance");
+        assert!(
+            screen.contains("last words"),
+            "the last screen is kept: {screen:?}"
+        );
+    }
+    if fixture.target.capabilities().logs {
+        let logs = fixture
+            .target
+            .logs(native)
+            .await
+            .expect("logs of an exited instance");
+        assert!(
+            logs.contains("last words"),
+            "the output of an exited instance is kept: {logs:?}"
+        );
+    }
     fixture
         .target
         .stop(native, Duration::from_secs(1))
@@ -344,6 +419,154 @@ async fn scrollback(fixture: &Fixture) {
         .expect("stop");
 }
 
+async fn logs(fixture: &Fixture) {
+    let spec = fixture
+        .launch(
+            "logs",
+            &[
+                &fixture.shell,
+                "-c",
+                "echo logged-first; echo logged-second; exec cat",
+            ],
+        )
+        .await;
+    let native = spec.id.native();
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        if let Ok(logs) = fixture.target.logs(native).await {
+            let first = logs.find("logged-first");
+            let second = logs.find("logged-second");
+            if let (Some(first), Some(second)) = (first, second) {
+                assert!(first < second, "the output keeps its order: {logs:?}");
+                break;
+            }
+            last = logs;
+        }
+        assert!(
+            started.elapsed() < fixture.patience,
+            "{native}: the logs never held what the program printed; last logs:\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+async fn attach(fixture: &Fixture) {
+    let spec = fixture.launch("attach", &[&fixture.shell]).await;
+    let native = spec.id.native();
+    let argv = fixture
+        .target
+        .attach_command(native)
+        .expect("attach command");
+    assert!(
+        argv.first().is_some_and(|program| !program.is_empty()),
+        "the attach command names a program: {argv:?}"
+    );
+    fixture
+        .target
+        .stop(native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
+/// Runs one operation in a task of its own, so that a panic is reported as the check's failure, and
+/// asserts that it was refused with `Error::Unsupported` naming this target.
+async fn refused<T, F>(fixture: &Fixture, operation: &str, call: F)
+where
+    T: std::fmt::Debug + Send + 'static,
+    F: FnOnce(Arc<dyn Target>) -> std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>,
+{
+    let result = tokio::spawn(call(Arc::clone(&fixture.target))).await;
+    let result = match result {
+        Ok(result) => result,
+        Err(error) => panic!("{operation} is not declared, and it panicked: {error}"),
+    };
+    match result {
+        Err(Error::Unsupported { target, .. }) => assert_eq!(
+            &target,
+            fixture.target.name(),
+            "the Unsupported error of {operation} names the target"
+        ),
+        other => {
+            panic!("{operation} is not declared, so it returns Error::Unsupported, not {other:?}")
+        }
+    }
+}
+
+async fn undeclared(fixture: &Fixture) {
+    let capabilities = fixture.target.capabilities();
+    let spec = fixture.launch("undeclared", &[&fixture.shell]).await;
+    let native = spec.id.native().to_string();
+    if !capabilities.screen {
+        let id = native.clone();
+        refused(fixture, "screen", move |target| {
+            Box::pin(async move { target.screen(&id, ScreenOptions::default()).await })
+        })
+        .await;
+        let id = native.clone();
+        let screens = tokio::spawn({
+            let target = Arc::clone(&fixture.target);
+            async move { target.screens(&[id]).await }
+        })
+        .await
+        .unwrap_or_else(|error| panic!("screens is not declared, and it panicked: {error}"));
+        assert_eq!(screens.len(), 1, "one result per instance");
+        assert!(
+            matches!(screens[0], Err(Error::Unsupported { .. })),
+            "screens is not declared, so it returns Error::Unsupported, not {:?}",
+            screens[0]
+        );
+    }
+    if !capabilities.send {
+        let id = native.clone();
+        refused(fixture, "send", move |target| {
+            Box::pin(async move { target.send(&id, &[InputPart::Text("x".into())]).await })
+        })
+        .await;
+    }
+    if !capabilities.exec {
+        let id = native.clone();
+        let request = ExecRequest {
+            command: vec!["true".into()],
+            timeout: Duration::from_secs(5),
+        };
+        refused(fixture, "exec", move |target| {
+            Box::pin(async move { target.exec(&id, &request).await })
+        })
+        .await;
+    }
+    if !capabilities.logs {
+        let id = native.clone();
+        refused(fixture, "logs", move |target| {
+            Box::pin(async move { target.logs(&id).await })
+        })
+        .await;
+    }
+    if !capabilities.attach {
+        let id = native.clone();
+        refused(fixture, "attach", move |target| {
+            Box::pin(async move { target.attach_command(&id) })
+        })
+        .await;
+    }
+    if !capabilities.recover {
+        refused(fixture, "recover", move |target| {
+            Box::pin(async move { target.recover().await })
+        })
+        .await;
+    }
+    fixture
+        .target
+        .stop(&native, Duration::from_secs(2))
+        .await
+        .expect("stop");
+}
+
 async fn idle_time(fixture: &Fixture) {
     let spec = fixture.launch("idle", &["cat"]).await;
     let native = spec.id.native();
@@ -392,7 +615,7 @@ async fn stop(fixture: &Fixture) {
         .await;
     let native = spec.id.native();
     fixture
-        .screen_until(native, "ready", |screen| screen.contains("ready"))
+        .output_until(native, "ready", |output| output.contains("ready"))
         .await;
     let started = Instant::now();
     fixture

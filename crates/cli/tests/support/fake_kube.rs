@@ -21,6 +21,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,6 +49,8 @@ struct Fake {
     inner: Mutex<Inner>,
     events: broadcast::Sender<(String, Value)>,
     port: u16,
+    /// How long every response is held back, in milliseconds: a slow or distant API server.
+    latency_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -56,6 +59,8 @@ struct Inner {
     secrets: BTreeMap<(String, String), Value>,
     version: u64,
     uids: u64,
+    /// Every pod created, as it was created, in order (deleted ones too).
+    created: Vec<Value>,
 }
 
 impl Inner {
@@ -743,6 +748,7 @@ async fn create_pod(
         pod["metadata"]["uid"] = json!(inner.next_uid());
         pod["metadata"]["creationTimestamp"] = json!(now());
         pod["status"] = json!({ "phase": "Pending", "qosClass": "BestEffort" });
+        inner.created.push(pod.clone());
         inner.pods.insert(
             key.clone(),
             FakePod {
@@ -1266,7 +1272,21 @@ async fn run_attach(mut socket: WebSocket, container: Arc<Container>) {
     }
 }
 
+/// Holds every request back by the fake's latency before it is answered.
+async fn delay(
+    State(fake): State<Arc<Fake>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let latency = fake.latency_ms.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    next.run(request).await
+}
+
 fn router(state: Arc<Fake>) -> Router {
+    let delayed = axum::middleware::from_fn_with_state(Arc::clone(&state), delay);
     Router::new()
         .route("/version", get(version))
         .route("/api", get(api_versions))
@@ -1310,6 +1330,7 @@ fn router(state: Arc<Fake>) -> Router {
             "/api/v1/namespaces/{namespace}/pods/{name}/attach",
             get(attach).post(attach),
         )
+        .layer(delayed)
         .with_state(state)
 }
 
@@ -1317,6 +1338,12 @@ impl FakeKube {
     /// Starts the fake on a free loopback port, on its own thread and runtime (so it works from
     /// synchronous and from async tests alike).
     pub fn start() -> FakeKube {
+        FakeKube::start_with_latency(Duration::ZERO)
+    }
+
+    /// Starts the fake with every response held back by `latency` (see `set_latency`).
+    pub fn start_with_latency(latency: Duration) -> FakeKube {
+        let latency_ms = latency.as_millis() as u64;
         let (ready, started) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
@@ -1333,6 +1360,7 @@ impl FakeKube {
                     inner: Mutex::new(Inner::default()),
                     events,
                     port,
+                    latency_ms: AtomicU64::new(latency_ms),
                 });
                 ready.send(Arc::clone(&state)).unwrap();
                 let _ = axum::serve(listener, router(state))
@@ -1348,6 +1376,13 @@ impl FakeKube {
             state,
             _stop: stop,
         }
+    }
+
+    /// Holds every response from now on back by `latency` (zero: answers at once).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state
+            .latency_ms
+            .store(latency.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The server's URL.
@@ -1388,6 +1423,26 @@ impl FakeKube {
             .secrets
             .keys()
             .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect()
+    }
+
+    /// Every pod ever created on this fake, in order, as `(NAMESPACE/NAME, the object as created)`;
+    /// deleted pods stay in this log.
+    pub fn created_pods(&self) -> Vec<(String, Value)> {
+        self.state
+            .inner
+            .lock()
+            .unwrap()
+            .created
+            .iter()
+            .map(|pod| {
+                let name = format!(
+                    "{}/{}",
+                    pod["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    pod["metadata"]["name"].as_str().unwrap_or_default()
+                );
+                (name, pod.clone())
+            })
             .collect()
     }
 
