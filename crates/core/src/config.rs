@@ -342,6 +342,16 @@ impl TargetsConfig {
 
     /// Checks every target: its name, its kind, and that it sets only keys its kind reads.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.check(true)
+    }
+
+    /// Checks what one layer (one file) says of targets: a layer may adjust a target another layer
+    /// declares, so a target without a kind is checked once the layers are merged.
+    pub fn validate_layer(&self) -> std::result::Result<(), String> {
+        self.check(false)
+    }
+
+    fn check(&self, complete: bool) -> std::result::Result<(), String> {
         for (name, config) in &self.0 {
             crate::model::TargetName::new(name.clone())
                 .map_err(|e| format!("[targets.{name}]: {e}"))?;
@@ -355,6 +365,7 @@ impl TargetsConfig {
                 }
                 (Some(builtin), _) => builtin,
                 (None, Some(kind)) => kind,
+                (None, None) if !complete => continue,
                 (None, None) => {
                     return Err(format!(
                         "[targets.{name}] has no kind; add `kind = \"tmux\"`, `\"pty\"` or \
@@ -668,7 +679,7 @@ impl ConfigLoader {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Config(format!("cannot read config file {}: {e}", path.display()))
         })?;
-        let (layer, _) = parse_layer(&text)
+        let (layer, _) = parse_layer(&text, Layer::Declares)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         self.files.push(path.to_path_buf());
         self.merge(layer, &path.display().to_string());
@@ -690,7 +701,7 @@ impl ConfigLoader {
         let text = String::from_utf8(bytes.clone()).map_err(|_| {
             Error::Config(format!("config file {} is not UTF-8 text", path.display()))
         })?;
-        let (mut layer, typed) = parse_layer(&text)
+        let (mut layer, typed) = parse_layer(&text, Layer::Adjusts)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         let user_only: Vec<String> = USER_ONLY_KEYS
             .iter()
@@ -864,11 +875,24 @@ impl Default for ConfigLoader {
 }
 
 /// A file's layer, as the TOML tree that is merged and as the typed config it validated as.
-fn parse_layer(text: &str) -> std::result::Result<(Value, Config), String> {
+/// What a file may say of targets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    /// The user's file, where targets are declared: each needs its kind.
+    Declares,
+    /// A project file, which may adjust a target the user's file declares.
+    Adjusts,
+}
+
+fn parse_layer(text: &str, layer: Layer) -> std::result::Result<(Value, Config), String> {
     // Deserializing into the typed config reports unknown keys and wrong types with line and column.
     let typed = toml::from_str::<Config>(text).map_err(|e| e.to_string().trim_end().to_string())?;
     validate_hooks(text, &typed)?;
-    typed.targets.validate().map_err(|e| {
+    let targets = match layer {
+        Layer::Declares => typed.targets.validate(),
+        Layer::Adjusts => typed.targets.validate_layer(),
+    };
+    targets.map_err(|e| {
         let name = e
             .strip_prefix("[targets.")
             .and_then(|rest| rest.split_once(']'))

@@ -103,7 +103,7 @@ impl KubernetesTarget {
                 let mut config = match (&self.settings.kubeconfig, &self.settings.context) {
                     (Some(path), _) => {
                         let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
-                            not_ready(&self.name, format!("cannot read {} (targets.kubernetes.kubeconfig): {e}", path.display()))
+                            not_ready(&self.name, format!("cannot read {} ({}): {e}", path.display(), self.key("kubeconfig")))
                         })?;
                         Config::from_custom_kubeconfig(kubeconfig, &options)
                             .await
@@ -145,8 +145,9 @@ impl KubernetesTarget {
                 not_ready(
                     &self.name,
                     format!(
-                        "cannot read {} (targets.kubernetes.kubeconfig): {e}",
-                        path.display()
+                        "cannot read {} ({}): {e}",
+                        path.display(),
+                        self.key("kubeconfig")
                     ),
                 )
             })?,
@@ -173,8 +174,12 @@ impl KubernetesTarget {
                 return Ok(IN_CLUSTER.into());
             }
             (None, _) => {
-                return Err(not_ready(&self.name,
-                    "the kubeconfig has no current-context; set targets.kubernetes.context or run `kubectl config use-context NAME`".into(),
+                return Err(not_ready(
+                    &self.name,
+                    format!(
+                        "the kubeconfig has no current-context; set {} or run `kubectl config use-context NAME`",
+                        self.key("context")
+                    ),
                 ));
             }
         };
@@ -354,8 +359,9 @@ impl KubernetesTarget {
             Err(_) => Err(Error::target(
                 &self.name,
                 format!(
-                    "{what}: no answer from the cluster within {:.0}s (targets.kubernetes.request_timeout_ms)",
-                    self.timeout().as_secs_f64()
+                    "{what}: no answer from the cluster within {:.0}s ({})",
+                    self.timeout().as_secs_f64(),
+                    self.key("request_timeout_ms")
                 ),
             )),
         }
@@ -366,6 +372,18 @@ impl KubernetesTarget {
         let pods = self.pods(namespace).await?;
         self.call(&format!("get pod {native}"), pods.get_opt(name))
             .await
+    }
+
+    /// A key of this target's configuration, as a user writes it (`targets.prod-eu.context`).
+    fn key(&self, key: &str) -> String {
+        format!("targets.{}.{key}", self.name)
+    }
+
+    /// The error for a pod this target does not know.
+    fn unknown(&self, native: &str) -> Error {
+        Error::UnknownInstance {
+            id: format!("{}:{native}", self.name.id_prefix()),
+        }
     }
 
     fn size_of(&self, native: &str, pod: Option<&Pod>) -> (u16, u16) {
@@ -433,8 +451,9 @@ impl KubernetesTarget {
         Err(Error::target(
             &self.name,
             format!(
-                "pod {native} did not run within {:.0}s (targets.kubernetes.startup_timeout_ms); last: {last}",
-                limit.as_secs_f64()
+                "pod {native} did not run within {:.0}s ({}); last: {last}",
+                limit.as_secs_f64(),
+                self.key("startup_timeout_ms")
             ),
         ))
     }
@@ -522,8 +541,8 @@ fn split(native: &str) -> Result<(&str, &str)> {
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
         .ok_or_else(|| Error::InvalidId {
-            id: format!("k8s:{native}"),
-            reason: "a kubernetes id is `k8s:NAMESPACE/POD`".into(),
+            id: native.to_string(),
+            reason: "a Kubernetes instance is named `NAMESPACE/POD` after its target's name".into(),
         })
 }
 
@@ -578,8 +597,9 @@ impl Target for KubernetesTarget {
                 return Err(not_ready(
                     &self.name,
                     format!(
-                        "namespace `{}` does not exist; create it or set targets.kubernetes.namespace",
-                        self.namespace()
+                        "namespace `{}` does not exist; create it or set {}",
+                        self.namespace(),
+                        self.key("namespace")
                     ),
                 ));
             }
@@ -771,20 +791,29 @@ impl Target for KubernetesTarget {
     async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
         let (namespace, name) = split(native)?;
         let pods = self.pods(namespace).await?;
-        let pod = self
-            .call(&format!("get pod {native}"), pods.get_opt(name))
-            .await?
-            .ok_or_else(|| Error::UnknownInstance {
-                id: format!("k8s:{native}"),
-            })?;
+        // The pod (for its terminal size, and to tell a missing pod) and its output, asked at once:
+        // a screen costs one round trip to the cluster.
+        let what = format!("get pod {native}");
+        let (pod, log) = tokio::join!(self.call(&what, pods.get_opt(name)), self.logs(native));
+        let pod = pod?.ok_or_else(|| self.unknown(native))?;
         let (rows, cols) = self.size_of(native, Some(&pod));
-        let log = self.logs(native).await?;
+        let log = log?;
         let size = |n: u16, least: u16| {
             std::num::NonZeroU16::new(n.max(least)).unwrap_or(std::num::NonZeroU16::MIN)
         };
         let mut parser = vt100::Parser::new(size(rows, 2), size(cols, 10), 10_000);
         parser.process(log.as_bytes());
         Ok(mahavishnu_screen::render(&mut parser, options))
+    }
+
+    /// The screens of several pods, asked of the cluster at once (at most 16 at a time).
+    async fn screens(&self, natives: &[String]) -> Vec<Result<String>> {
+        use futures::StreamExt;
+        let screens: Vec<_> = natives
+            .iter()
+            .map(|native| self.screen(native, ScreenOptions::default()))
+            .collect();
+        futures::stream::iter(screens).buffered(16).collect().await
     }
 
     async fn logs(&self, native: &str) -> Result<String> {

@@ -84,8 +84,12 @@ pub fn pod_manifest(spec: &LaunchSpec, settings: &KubernetesConfig) -> Result<Po
         .or_else(|| settings.image.clone())
         .ok_or_else(|| {
             Error::Invalid(format!(
-                "no image for profile `{}` on kubernetes; pass --image, set profiles.{}.image, or set targets.kubernetes.image",
-                spec.profile, spec.profile
+                "no image for profile `{}` on target `{}`; pass --image, set profiles.{}.image, or set \
+                 targets.{}.image",
+                spec.profile,
+                spec.id.target(),
+                spec.profile,
+                spec.id.target()
             ))
         })?;
     let mut labels: BTreeMap<String, String> = spec

@@ -449,13 +449,38 @@ impl Orchestrator {
             }
             Err(error) => return Err(error.to_string()),
         };
-        let observed: HashMap<String, Observation> = target
-            .list()
-            .await
+        // A target that measures no idle time (a cluster) needs every screen to tell busy from
+        // waiting: those are asked together with the list, so that a slow target costs one round trip.
+        let capabilities = target.capabilities();
+        let early = capabilities.screen && !capabilities.host_processes;
+        let live: Vec<String> = if early {
+            indexes
+                .iter()
+                .map(|&index| instances[index].id.native().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (listed, early_screens) = tokio::join!(target.list(), async {
+            if live.is_empty() {
+                Vec::new()
+            } else {
+                target.screens(&live).await
+            }
+        });
+        let observed: HashMap<String, Observation> = listed
             .map_err(|error| error.to_string())?
             .into_iter()
             .map(|observation| (observation.native.clone(), observation))
             .collect();
+        if early {
+            let screens = live
+                .into_iter()
+                .zip(early_screens)
+                .filter_map(|(native, screen)| screen.ok().map(|screen| (native, screen)))
+                .collect();
+            return Ok((observed, screens));
+        }
         // Screens are read where idle time is uncertain (the target's own measure is coarse or short)
         // and where the waiting patterns decide; the stored screen marks make idle time exact.
         let need_screen: Vec<String> = indexes
