@@ -806,14 +806,14 @@ impl Target for KubernetesTarget {
         Ok(mahavishnu_screen::render(&mut parser, options))
     }
 
-    /// The screens of several pods, asked of the cluster at once (at most 16 at a time).
+    /// The screens of several pods, asked of the cluster at once (at most 32 at a time).
     async fn screens(&self, natives: &[String]) -> Vec<Result<String>> {
         use futures::StreamExt;
         let screens: Vec<_> = natives
             .iter()
             .map(|native| self.screen(native, ScreenOptions::default()))
             .collect();
-        futures::stream::iter(screens).buffered(16).collect().await
+        futures::stream::iter(screens).buffered(32).collect().await
     }
 
     async fn logs(&self, native: &str) -> Result<String> {
