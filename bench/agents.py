@@ -20,6 +20,11 @@ import time
 BINARY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/mahavishnu")
 
 
+def items(value, key):
+    """The list of a JSON reply: `{key: [...]}`, or a bare array from builds before lists became objects."""
+    return value if isinstance(value, list) else value[key]
+
+
 def timed(command, env, cwd, repeat=30):
     samples = []
     for _ in range(repeat):
@@ -43,7 +48,7 @@ def main():
                 out.write("---\nname: agent-%04d\ndescription: Agent number %d\nmodel: inherit\n%s---\n\n%s" % (n, n, tools, body))
     env = dict(os.environ, HOME=home, MAHAVISHNU_STATE_DIR=os.path.join(root, "state"))
     try:
-        listed = json.loads(subprocess.run([BINARY, "--output", "json", "agents", "list"], env=env, cwd=project, stdout=subprocess.PIPE, check=True).stdout)
+        listed = items(json.loads(subprocess.run([BINARY, "--output", "json", "agents", "list"], env=env, cwd=project, stdout=subprocess.PIPE, check=True).stdout), "agents")
         assert len(listed) == 750, len(listed)  # 500 project (overriding 250 user) + 250 qwen
         print("binary: %s, machine: %s, %d cores" % (BINARY, os.uname().machine, os.cpu_count()))
         print("spawn baseline (/bin/true)        median %7.2f ms   min %7.2f   max %7.2f" % timed(["/bin/true"], env, project))

@@ -30,6 +30,11 @@ import threading
 import time
 
 BINARY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/mahavishnu")
+
+
+def items(value, key):
+    """The list of a JSON reply: `{key: [...]}`, or a bare array from builds before lists became objects."""
+    return value if isinstance(value, list) else value[key]
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
               "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
 
@@ -214,7 +219,7 @@ def http_figures(env, root):
         address = line.split("http://")[1].split("/")[0]
         launched = subprocess.run([BINARY, "--output", "json", "terminal", "launch", "shell", "--target", "pty"],
                                   env=env, check=True, stdout=subprocess.PIPE).stdout
-        instance = json.loads(launched)[0]["id"]
+        instance = items(json.loads(launched), "instances")[0]["id"]
         subprocess.run([BINARY, "terminal", "wait", instance, "--idle", "300"], env=env, check=True, stdout=subprocess.DEVNULL)
 
         def mcp_capture(client):

@@ -20,6 +20,11 @@ import time
 BINARY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/mahavishnu")
 
 
+def items(value, key):
+    """The list of a JSON reply: `{key: [...]}`, or a bare array from builds before lists became objects."""
+    return value if isinstance(value, list) else value[key]
+
+
 def world():
     root = tempfile.mkdtemp(prefix="mvbench")
     env = dict(os.environ)
@@ -82,7 +87,7 @@ def main():
                 ids = launch_shells(env, target, 50)
                 launches.append((time.perf_counter() - started) * 1000)
                 assert len(ids) == 50
-                listed = json.loads(run(env, "--output", "json", "terminal", "list"))
+                listed = items(json.loads(run(env, "--output", "json", "terminal", "list")), "instances")
                 assert all(i["state"] in ("running", "waiting") for i in listed), listed
                 close_all(env)
             report("launch 50 shells until all run (%s)" % target, (statistics.median(launches), min(launches), max(launches)),
@@ -118,7 +123,7 @@ def main():
                 started = time.perf_counter()
                 run(env, "terminal", "close", "--all")
                 closes.append((time.perf_counter() - started) * 1000)
-                assert json.loads(run(env, "--output", "json", "terminal", "list")) == []
+                assert items(json.loads(run(env, "--output", "json", "terminal", "list")), "instances") == []
             report("close --all, 200 sessions (%s)" % target, (statistics.median(closes), min(closes), max(closes)), 1000)
 
         session = launch_shells(env, "pty", 1)[0]

@@ -202,9 +202,18 @@ pub struct Operation {
     pub description: &'static str,
     /// Whether it only reads.
     pub read_only: bool,
-    /// The JSON Schema of its arguments.
-    pub input_schema: Arc<Map<String, Value>>,
+    /// Makes the JSON Schema of its arguments; made when first asked for, since a command that runs
+    /// one operation needs no schema.
+    make_schema: fn() -> Map<String, Value>,
+    schema: OnceLock<Arc<Map<String, Value>>>,
     run: Box<dyn Fn(Api, Value, Progress) -> Running + Send + Sync>,
+}
+
+impl Operation {
+    /// The JSON Schema of its arguments (the MCP tool's input schema).
+    pub fn input_schema(&self) -> Arc<Map<String, Value>> {
+        Arc::clone(self.schema.get_or_init(|| Arc::new((self.make_schema)())))
+    }
 }
 
 /// The most bytes of text one argument may carry; more is refused with a clear error.
@@ -224,7 +233,8 @@ where
         name,
         description,
         read_only,
-        input_schema: Arc::new(schema_of::<P>()),
+        make_schema: schema_of::<P>,
+        schema: OnceLock::new(),
         run: Box::new(
             move |api, arguments, progress| match parse::<P>(name, arguments) {
                 Ok(params) => Box::pin(run(api, params, progress)),
@@ -333,7 +343,7 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "duplicate names in {names:?}");
         for operation in operations() {
-            let schema = &operation.input_schema;
+            let schema = operation.input_schema();
             assert_eq!(schema["type"], "object", "{}", operation.name);
             for (field, spec) in schema["properties"].as_object().unwrap() {
                 assert!(

@@ -255,7 +255,7 @@ async fn list_operations() -> Response {
                 "name": operation.name,
                 "description": operation.description,
                 "read_only": operation.read_only,
-                "input_schema": &*operation.input_schema,
+                "input_schema": &*operation.input_schema(),
             })
         })
         .collect();

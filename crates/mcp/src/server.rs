@@ -1,8 +1,6 @@
 //! The MCP server: every operation as a tool, every agent as a prompt, every live instance's screen as a
 //! resource.
 
-use std::sync::Arc;
-
 use mahavishnu_api::{
     Api, CaptureParams, Progress, Reply, agent_prompt, capture_screen, operations,
 };
@@ -53,7 +51,7 @@ fn tools() -> &'static [Tool] {
                 Tool::new(
                     operation.name,
                     operation.description,
-                    Arc::clone(&operation.input_schema),
+                    operation.input_schema(),
                 )
                 .annotate(
                     ToolAnnotations::new()
