@@ -409,7 +409,7 @@ impl TargetConfig {
     /// Its settings as a Kubernetes target.
     pub fn kubernetes(&self) -> KubernetesConfig {
         KubernetesConfig {
-            kubeconfig: self.kubeconfig.clone(),
+            kubeconfig: self.kubeconfig.as_deref().map(crate::paths::expand_home),
             context: self.context.clone(),
             namespace: self.namespace.clone(),
             image: self.image.clone(),

@@ -260,6 +260,19 @@ fn env_path(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// `path` with a leading `~/` (or a lone `~`) replaced by the home directory, as a shell would: the
+/// configuration's paths are often written so.
+pub fn expand_home(path: &Path) -> PathBuf {
+    let rest = match path.strip_prefix("~") {
+        Ok(rest) => rest,
+        Err(_) => return path.to_path_buf(),
+    };
+    match home() {
+        Ok(home) => home.join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
 fn home() -> Result<PathBuf> {
     env_path("HOME").ok_or_else(|| {
         Error::Invalid(
@@ -272,4 +285,21 @@ fn home() -> Result<PathBuf> {
 pub fn current_uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
+}
+
+#[cfg(test)]
+mod home_tests {
+    use super::*;
+
+    #[test]
+    fn a_leading_tilde_is_the_home_directory() {
+        let home = home().unwrap();
+        assert_eq!(
+            expand_home(Path::new("~/.kube/prod")),
+            home.join(".kube/prod")
+        );
+        assert_eq!(expand_home(Path::new("~")), home);
+        assert_eq!(expand_home(Path::new("/etc/~x")), Path::new("/etc/~x"));
+        assert_eq!(expand_home(Path::new("~other/x")), Path::new("~other/x"));
+    }
 }

@@ -71,7 +71,7 @@ impl Worktrees {
 
     fn root(&self) -> Result<PathBuf> {
         if let Some(dir) = &self.orchestrator.config().config.worktree.dir {
-            return Ok(self.cwd.join(dir));
+            return Ok(self.cwd.join(mahavishnu_core::paths::expand_home(dir)));
         }
         // A state directory of its own keeps its worktrees too.
         let store = self.orchestrator.store();

@@ -16,7 +16,7 @@ use mahavishnu_core::status::{WaitingDetector, screen_hash};
 use mahavishnu_core::store::{Event, Store};
 use mahavishnu_core::{
     Error, ExecOutput, ExecRequest, InputPart, Instance, InstanceId, InstanceState, Observation,
-    ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetName, Timestamp,
+    ObservedStatus, Result, ScreenOptions, Target, TargetName, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -174,14 +174,9 @@ impl Orchestrator {
         })
     }
 
-    /// Every target, by name.
-    pub fn targets(&self) -> impl Iterator<Item = &Arc<dyn Target>> {
-        self.targets.values()
-    }
-
-    /// The target that holds `instance`: the one of its kind when that reaches the place the instance
-    /// was made in, else one made for that place; otherwise an error that names the place, so that no
-    /// call lands in another cluster.
+    /// The target that holds `instance`: the one of its name when that reaches the place the instance
+    /// was made in, else a copy made for that place; otherwise an error that names the place, so that
+    /// no call lands in another cluster.
     async fn route(&self, instance: &Instance) -> Result<Arc<dyn Target>> {
         let made_in = instance.labels.get(SCOPE_LABEL).map(String::as_str);
         match self.target_in(&instance.target, made_in).await? {
@@ -231,11 +226,6 @@ impl Orchestrator {
             },
         };
         Ok(made.ok_or(reaches))
-    }
-
-    /// Preflight verdicts of every target, by name, asked of all at once.
-    pub async fn preflight_targets(&self) -> Vec<Preflight> {
-        futures::future::join_all(self.targets.values().map(|target| target.preflight())).await
     }
 
     /// Every target with its kind, where it points, its capabilities and its preflight (asked of all
@@ -1101,7 +1091,7 @@ fn last_lines(text: &str, count: usize) -> String {
 mod tests {
     use super::*;
 
-    use mahavishnu_core::TargetKind;
+    use mahavishnu_core::{Preflight, TargetKind};
 
     /// A target whose launches and stops panic, and whose scope is set by the test.
     struct Panicking {
