@@ -458,6 +458,11 @@ fn targets_are_listed_and_shown_as_json() {
 
     let error = world.fails(&["targets", "show", "nosuch"], 2);
     assert!(error.contains("no target `nosuch`"), "{error}");
+    let error = world.fails(&["terminal", "list", "--target", "nosuch"], 2);
+    assert!(error.contains("no target `nosuch`"), "{error}");
+    // `k8s`, the built-in kubernetes target's id prefix, names that target.
+    let shown = world.json(&["targets", "show", "k8s"]);
+    assert_eq!(shown["name"], "kubernetes", "{shown}");
 }
 
 /// The configuration's errors name the problem and how to fix it.

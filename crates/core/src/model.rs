@@ -135,8 +135,10 @@ impl fmt::Display for TargetName {
 impl FromStr for TargetName {
     type Err = Error;
 
+    /// A target's name as a user gives it (`--target`); `k8s`, the built-in kubernetes target's id
+    /// prefix, names that target too.
     fn from_str(s: &str) -> Result<Self> {
-        TargetName::new(s)
+        TargetName::from_id_prefix(s)
     }
 }
 

@@ -299,9 +299,15 @@ impl Orchestrator {
         Ok(self.reconcile(vec![instance]).await?.remove(0))
     }
 
-    /// Recorded instances matching `filter`, reconciled with what their targets report.
+    /// Recorded instances matching `filter`, reconciled with what their targets report. A target
+    /// filter must name a target, or one that holds records (it may have left the configuration).
     pub async fn list_instances(&self, filter: &ListFilter) -> Result<Vec<Instance>> {
         let instances = self.recorded_matching(filter)?;
+        if let Some(name) = &filter.target
+            && instances.is_empty()
+        {
+            self.target(name)?;
+        }
         self.reconcile(instances).await
     }
 
