@@ -259,8 +259,10 @@ impl Orchestrator {
             let id: InstanceId = text.parse()?;
             // An id of a target that is not configured names nothing, unless it was recorded before
             // the target went (then it can still be listed and closed).
-            if self.target(id.target()).is_err() && self.store.instance(&id)?.is_none() {
-                self.target(id.target())?;
+            if let Err(unknown) = self.target(id.target())
+                && self.store.instance(&id)?.is_none()
+            {
+                return Err(unknown);
             }
             return Ok(id);
         }

@@ -23,11 +23,14 @@ use crate::context;
 use crate::output::{self, OutputFormat, emit, emit_reply};
 
 pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCode> {
+    // A launch makes its own orchestrator, with the flags that adjust its target.
+    if let TerminalCommand::Launch(args) = command {
+        return launch(global, args).await;
+    }
     let api = context::api(global)?;
-    let orchestrator = api.orchestrator();
     let format = global.output;
     match command {
-        TerminalCommand::Launch(args) => launch(global, args).await,
+        TerminalCommand::Launch(_) => unreachable!("handled above"),
         TerminalCommand::Send(args) => send(&api, format, args).await,
         TerminalCommand::Keys(args) => {
             let reply = call(
@@ -57,7 +60,7 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
         }
         TerminalCommand::Show(args) => show(&api, format, &args.id).await,
         TerminalCommand::Exec(args) => exec(&api, format, args).await,
-        TerminalCommand::Attach(args) => attach(orchestrator, &args.id).await,
+        TerminalCommand::Attach(args) => attach(api.orchestrator(), &args.id).await,
         TerminalCommand::Close(args) => close(&api, format, args).await,
         TerminalCommand::Logs(args) => logs(&api, format, args).await,
         TerminalCommand::Pause(args) => {
