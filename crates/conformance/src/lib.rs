@@ -100,6 +100,14 @@ impl Fixture {
         panic!("{native}: {what} never appeared in its output; last output:\n{last}");
     }
 
+    /// Stops an instance a check is done with (two seconds of grace).
+    async fn stop(&self, native: &str) {
+        self.target
+            .stop(native, Duration::from_secs(2))
+            .await
+            .unwrap_or_else(|e| panic!("stop {native}: {e}"));
+    }
+
     async fn screen_until(&self, native: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
         let mut last = String::new();
@@ -214,11 +222,7 @@ async fn launch_and_list(fixture: &Fixture) {
             "a running local instance reports its pid"
         );
     }
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn literal_text(fixture: &Fixture) {
@@ -240,11 +244,7 @@ async fn literal_text(fixture: &Fixture) {
         !fixture.cwd.join("pwned").exists(),
         "text was interpreted by a shell"
     );
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn named_keys(fixture: &Fixture) {
@@ -276,11 +276,7 @@ async fn named_keys(fixture: &Fixture) {
             o.is_none_or(|o| o.status == ObservedStatus::Exited(0))
         })
         .await;
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn exec(fixture: &Fixture) {
@@ -313,11 +309,7 @@ async fn exec(fixture: &Fixture) {
         output.duration_ms < 3000,
         "the timeout kills the command: {output:?}"
     );
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn exit_and_last_screen(fixture: &Fixture) {
@@ -412,11 +404,7 @@ async fn scrollback(fixture: &Fixture) {
         "scrollback starts at the first line"
     );
     assert_eq!(lines.len(), 300, "every line is kept, in order");
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn logs(fixture: &Fixture) {
@@ -449,11 +437,7 @@ async fn logs(fixture: &Fixture) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn attach(fixture: &Fixture) {
@@ -467,11 +451,7 @@ async fn attach(fixture: &Fixture) {
         argv.first().is_some_and(|program| !program.is_empty()),
         "the attach command names a program: {argv:?}"
     );
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 /// Runs one operation in a task of its own, so that a panic is reported as the check's failure, and
@@ -594,11 +574,7 @@ async fn idle_time(fixture: &Fixture) {
             "cat itself holds the foreground"
         );
     }
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn stop(fixture: &Fixture) {
@@ -648,11 +624,7 @@ async fn recover(fixture: &Fixture) {
         .expect("a running instance is recoverable");
     assert_eq!(found.command, spec.command);
     assert_eq!(found.cwd, spec.cwd);
-    fixture
-        .target
-        .stop(native, Duration::from_secs(2))
-        .await
-        .expect("stop");
+    fixture.stop(native).await;
 }
 
 async fn unknown(fixture: &Fixture) {
