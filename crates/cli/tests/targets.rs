@@ -486,6 +486,23 @@ fn config_errors_name_the_problem_and_the_fix() {
             "[targets.dev]\nkind = \"pty\"\nnamespace = \"x\"\n",
             &["[targets.dev] is a pty target", "`namespace`", "scrollback"][..],
         ),
+        // A name becomes part of ids, a socket name and a directory: nothing that could leave them.
+        (
+            "[targets.\"../evil\"]\nkind = \"pty\"\n",
+            &["`../evil` is not a target name", "prod-eu"][..],
+        ),
+        (
+            "[targets.\"a:b\"]\nkind = \"tmux\"\n",
+            &["`a:b` is not a target name"][..],
+        ),
+        (
+            "[targets.Prod]\nkind = \"tmux\"\n",
+            &["`Prod` is not a target name"][..],
+        ),
+        (
+            "[targets.k8s]\nkind = \"kubernetes\"\n",
+            &["id prefix of the built-in `kubernetes` target"][..],
+        ),
     ] {
         write_config(&world, text);
         let error = world.fails(&["targets"], 1);
@@ -495,6 +512,35 @@ fn config_errors_name_the_problem_and_the_fix() {
         }
         // Any command reads the configuration first.
         world.fails(&["terminal", "list"], 1);
+    }
+    let runtime = world.runtime_dir();
+    assert!(
+        !std::fs::read_dir(&runtime)
+            .map(|entries| entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().contains("evil")))
+            .unwrap_or(false),
+        "nothing was made for a refused name"
+    );
+    assert!(!runtime.parent().unwrap().join("evil").exists());
+}
+
+/// A project file cannot bring a target of its own that runs a program it chose: the file is refused
+/// before it could even be trusted.
+#[test]
+fn a_project_file_may_not_declare_a_target_that_runs_its_program() {
+    let world = World::new();
+    std::fs::write(
+        world.work().join(".mahavishnu.toml"),
+        "[targets.evil]\nkind = \"tmux\"\nprogram = \"./evil\"\n",
+    )
+    .unwrap();
+    for args in [&["trust"][..], &["targets"][..]] {
+        let error = world.fails(args, 1);
+        assert!(
+            error.contains("`targets.evil.program`") && error.contains("user config"),
+            "{args:?}: {error}"
+        );
     }
 }
 
