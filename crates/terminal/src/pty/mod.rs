@@ -133,15 +133,20 @@ impl PtyTarget {
             .await
             .map_err(|unreachable| match unreachable {
                 Unreachable::Gone if self.exit_record(native).is_some() => Error::NotLive {
-                    id: format!("pty:{native}"),
+                    id: self.id_of(native),
                     state: "exited".into(),
                     hint: "its program has ended; `capture` still shows its last screen".into(),
                 },
                 Unreachable::Gone => Error::UnknownInstance {
-                    id: format!("pty:{native}"),
+                    id: self.id_of(native),
                 },
                 Unreachable::Failed(error) => error,
             })
+    }
+
+    /// The id of this target's session `native`, for messages.
+    fn id_of(&self, native: &str) -> String {
+        format!("{}:{native}", self.name.id_prefix())
     }
 
     fn exit_record(&self, native: &str) -> Option<ExitRecord> {
@@ -373,7 +378,7 @@ impl Target for PtyTarget {
 
     async fn exec(&self, native: &str, request: &ExecRequest) -> Result<ExecOutput> {
         let spec = self.spec(native).ok_or_else(|| Error::UnknownInstance {
-            id: format!("pty:{native}"),
+            id: self.id_of(native),
         })?;
         // Where the program is now (a shell may have changed directory), else where it started.
         let cwd = match read_status(&self.files(native).status) {
@@ -408,7 +413,7 @@ impl Target for PtyTarget {
                 let record = self
                     .exit_record(native)
                     .ok_or_else(|| Error::UnknownInstance {
-                        id: format!("pty:{native}"),
+                        id: self.id_of(native),
                     })?;
                 Ok(match (options.scrollback, options.ansi) {
                     (true, _) => record.full,
