@@ -2,6 +2,7 @@
 //! state store. Nothing in here knows about a face (CLI, MCP, HTTP) or a concrete target.
 
 pub mod config;
+pub mod deploy;
 pub mod diff;
 pub mod digest;
 pub mod error;

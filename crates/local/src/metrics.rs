@@ -1,0 +1,1 @@
+//! Request counters per revision, and their Prometheus text.

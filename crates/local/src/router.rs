@@ -1,0 +1,1 @@
+//! The HTTP router of a service: splits requests across revisions by weight.
