@@ -2,5 +2,12 @@
 //! each revision's processes, restarts them with backoff, checks their health with real requests, keeps
 //! their logs, and serves each http service through a real HTTP router that splits traffic by weight.
 
+mod copies;
+mod http;
 pub mod metrics;
+mod platform;
+pub mod protocol;
 pub mod router;
+pub mod supervisor;
+
+pub use platform::LocalPlatform;
