@@ -6,6 +6,7 @@
 //! by field) and returns a [`Reply`]: a JSON object and a one-line summary for people.
 
 mod agents;
+mod deploy;
 mod lifecycle;
 mod terminal;
 mod worktree;
@@ -17,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mahavishnu_core::{Error, Result};
+use mahavishnu_deploy::Deployments;
 use mahavishnu_lifecycle::{Lifecycle, Worktrees, blocking};
 use mahavishnu_orchestrator::Orchestrator;
 use schemars::JsonSchema;
@@ -37,6 +39,7 @@ pub use worktree::{
 #[derive(Clone)]
 pub struct Api {
     inner: Arc<Inner>,
+    deployments: Option<Arc<Deployments>>,
 }
 
 struct Inner {
@@ -58,7 +61,21 @@ impl Api {
                 cwd,
                 home,
             }),
+            deployments: None,
         }
+    }
+
+    /// The same operations, with deployments over these platforms.
+    pub fn with_deployments(self, deployments: Arc<Deployments>) -> Self {
+        Api {
+            deployments: Some(deployments),
+            ..self
+        }
+    }
+
+    /// The deployments service, when this face has one.
+    pub fn deployments(&self) -> Option<&Deployments> {
+        self.deployments.as_deref()
     }
 
     /// The orchestrator.
@@ -295,6 +312,7 @@ pub fn operations() -> &'static [Operation] {
         let mut all = terminal::operations();
         all.extend(lifecycle::operations());
         all.extend(agents::operations());
+        all.extend(deploy::operations());
         all
     })
 }

@@ -146,6 +146,9 @@ pub enum Command {
     Mcp(McpArgs),
     /// Serve MCP over streamable HTTP at /mcp, with /healthz and a JSON API under /v1
     Serve(ServeArgs),
+    /// Deploy multi-service apps: plan, apply, status, release, rollback, verify, logs, destroy
+    #[command(subcommand, visible_alias = "d")]
+    Deploy(DeployCommand),
     /// Show the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -161,6 +164,9 @@ pub enum Command {
     /// Attach this terminal to one pty session (run by `terminal attach`)
     #[command(name = "__pty-attach", hide = true)]
     PtyAttach(PtyAttachArgs),
+    /// Run a sandcastle's services in one region (started by mahavishnu itself)
+    #[command(name = "__deploy-supervisor", hide = true)]
+    DeploySupervisor(DeploySupervisorArgs),
     /// Finish hooks after `mahavishnu hook` has answered (started by mahavishnu itself)
     #[command(name = "__hook-worker", hide = true)]
     HookWorker(HookWorkerArgs),
@@ -875,6 +881,195 @@ pub struct PtyAttachArgs {
     pub socket: PathBuf,
     #[arg(long)]
     pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeploySupervisorArgs {
+    #[arg(long)]
+    pub socket: PathBuf,
+    #[arg(long)]
+    pub dir: PathBuf,
+}
+
+/// Which manifest, platform and regions a deploy command works on.
+#[derive(Debug, Args)]
+pub struct DeployPlace {
+    /// The manifest [default: mahavishnu.deploy.toml here or in the nearest directory above]
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Where to deploy: local, kubernetes or cloudrun [default: the manifest's sandcastle.platform]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Only this region (repeat for several) [default: every region of the manifest]
+    #[arg(long = "region", value_name = "REGION")]
+    pub regions: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Check the manifest: every problem with its file, line and key
+    Validate(DeployValidateArgs),
+    /// What an apply would change, with the cause of each change; exit 1 when something would
+    Plan(DeployPlanArgs),
+    /// Deploy the whole sandcastle (services in waves, each released by its rollout steps)
+    Apply(DeployApplyArgs),
+    /// Deploy the whole sandcastle (the same as apply)
+    Sandcastle(DeployApplyArgs),
+    /// Deploy one pipeline and whatever it needs that is missing
+    Pipeline(DeployPartArgs),
+    /// Deploy one service (a block) and whatever it needs that is missing
+    Block(DeployPartArgs),
+    /// Every service per region: revisions, traffic, health, URL, restarts, requests
+    Status(DeployStatusArgs),
+    /// A service's release history, newest first
+    History(DeployHistoryArgs),
+    /// A service's log lines
+    Logs(DeployLogsArgs),
+    /// Set a service's traffic: --weights REV=90,REV2=10 or --to REV
+    Release(DeployReleaseArgs),
+    /// Put a service's traffic back on an earlier revision at once
+    Rollback(DeployRollbackArgs),
+    /// Check health, every needs link and every topic's delivery; exit 1 when something fails
+    Verify(DeployStatusArgs),
+    /// Stop a revision without traffic, a service, or the whole sandcastle
+    Destroy(DeployDestroyArgs),
+    /// The routers' request metrics in Prometheus text format
+    Metrics(DeployMetricsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployValidateArgs {
+    /// The manifest [default: mahavishnu.deploy.toml here or in the nearest directory above]
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployPlanArgs {
+    #[command(flatten)]
+    pub place: DeployPlace,
+    /// Plan only this service and what it needs that is missing
+    #[arg(long, conflicts_with = "pipeline")]
+    pub block: Option<String>,
+    /// Plan only this pipeline and what it needs that is missing
+    #[arg(long)]
+    pub pipeline: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployApplyArgs {
+    #[command(flatten)]
+    pub place: DeployPlace,
+    /// Continue an apply that was interrupted; it converges from what runs now
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployPartArgs {
+    /// The pipeline or service
+    pub name: String,
+    #[command(flatten)]
+    pub place: DeployPlace,
+    /// Continue an apply that was interrupted; it converges from what runs now
+    #[arg(long)]
+    pub resume: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployStatusArgs {
+    #[command(flatten)]
+    pub place: DeployPlace,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployHistoryArgs {
+    /// The service
+    pub service: String,
+    /// Only this region
+    #[arg(long)]
+    pub region: Option<String>,
+    /// At most this many releases
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// The manifest [default: mahavishnu.deploy.toml here or in the nearest directory above]
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployLogsArgs {
+    /// The service
+    pub service: String,
+    /// Only this revision
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// The region [default: the manifest's first]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// How many of the last lines
+    #[arg(long, default_value_t = 100)]
+    pub tail: usize,
+    /// Keep printing new lines until interrupted
+    #[arg(long)]
+    pub follow: bool,
+    /// The manifest [default: mahavishnu.deploy.toml here or in the nearest directory above]
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Where it runs [default: the manifest's sandcastle.platform]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployReleaseArgs {
+    /// The service
+    pub service: String,
+    /// Revisions and their shares, adding up to 100: REV=90,REV2=10
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "to",
+        conflicts_with = "to"
+    )]
+    pub weights: Vec<String>,
+    /// Send all traffic to this revision
+    #[arg(long)]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub place: DeployPlace,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployRollbackArgs {
+    /// The service
+    pub service: String,
+    /// The revision to put all traffic on [default: the one that served before the current one]
+    #[arg(long)]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub place: DeployPlace,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployDestroyArgs {
+    /// The service [default: the whole sandcastle, with its front door]
+    pub service: Option<String>,
+    /// Only this revision (refused while it takes traffic)
+    #[arg(long, requires = "service")]
+    pub revision: Option<String>,
+    #[command(flatten)]
+    pub place: DeployPlace,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployMetricsArgs {
+    /// The region [default: the manifest's first]
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The manifest [default: mahavishnu.deploy.toml here or in the nearest directory above]
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use mahavishnu_core::config::{ConfigLoader, LoadedConfig};
+use mahavishnu_core::deploy::{Manifest, Platform};
 use mahavishnu_core::store::Store;
 use mahavishnu_core::{Target, TargetKind, TargetName, paths};
+use mahavishnu_deploy::Deployments;
+use mahavishnu_local::LocalPlatform;
 use mahavishnu_orchestrator::Orchestrator;
 use mahavishnu_terminal::{PtyTarget, TmuxTarget};
 
@@ -16,7 +19,10 @@ use crate::cli::GlobalArgs;
 pub fn store(global: &GlobalArgs) -> Result<Store> {
     Ok(Store::open_with(
         &paths::state_dir(global.state_dir.as_deref())?,
-        &[mahavishnu_lifecycle::store::MIGRATIONS],
+        &[
+            mahavishnu_lifecycle::store::MIGRATIONS,
+            mahavishnu_deploy::MIGRATIONS,
+        ],
     )?)
 }
 
@@ -30,11 +36,7 @@ pub fn load_config(store: &Store) -> Result<LoadedConfig> {
 /// its own gets tmux servers and pty sockets of its own (unless the config names the server).
 pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Target>>> {
     let tag = store.path().parent().and_then(paths::isolation_tag);
-    let mut runtime_dir = paths::runtime_dir()?;
-    if let Some(tag) = &tag {
-        runtime_dir = runtime_dir.join(format!("state-{tag}"));
-        paths::ensure_private_dir(&runtime_dir)?;
-    }
+    let runtime_dir = runtime_dir(store)?;
     let host = std::env::current_exe()
         .context("cannot find the mahavishnu executable for the pty host")?;
     let mut targets: Vec<Arc<dyn Target>> = Vec::new();
@@ -77,6 +79,55 @@ pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Targe
         }
     }
     Ok(targets)
+}
+
+/// The runtime directory of the state directory of `store`: a state directory of its own gets sockets
+/// of its own.
+fn runtime_dir(store: &Store) -> Result<PathBuf> {
+    let mut runtime_dir = paths::runtime_dir()?;
+    if let Some(tag) = store.path().parent().and_then(paths::isolation_tag) {
+        runtime_dir = runtime_dir.join(format!("state-{tag}"));
+        paths::ensure_private_dir(&runtime_dir)?;
+    }
+    Ok(runtime_dir)
+}
+
+/// Deployments over every platform this build has, with the journal in `store`.
+pub fn deployments_over(store: Arc<Store>) -> Result<Arc<Deployments>> {
+    let state_dir = store
+        .path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .context("the store has no directory")?;
+    let program = std::env::current_exe()
+        .context("cannot find the mahavishnu executable for the deploy supervisor")?;
+    let local: Arc<dyn Platform> = Arc::new(LocalPlatform::new(
+        runtime_dir(&store)?,
+        state_dir.clone(),
+        program,
+    ));
+    let bus = crate::bus::provider(&state_dir);
+    Ok(Arc::new(Deployments::new(
+        store,
+        vec![local],
+        bus,
+        state_dir.join("deploy-locks"),
+    )))
+}
+
+/// Deployments, with the store opened.
+pub fn deployments(global: &GlobalArgs) -> Result<Arc<Deployments>> {
+    deployments_over(Arc::new(store(global)?))
+}
+
+/// The deploy manifest: `file`, or the one found from the current directory.
+pub fn manifest(file: Option<&std::path::Path>) -> Result<Manifest> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let path = match file {
+        Some(file) => cwd.join(file),
+        None => Manifest::find(&cwd)?,
+    };
+    Ok(Manifest::load(&path)?)
 }
 
 /// The orchestrator over every target, with the store opened.
@@ -123,7 +174,8 @@ pub fn api(global: &GlobalArgs) -> Result<mahavishnu_api::Api> {
 /// The operations over `orchestrator` (one made with adjustments, say), from the current directory.
 pub fn api_over(orchestrator: Orchestrator) -> Result<mahavishnu_api::Api> {
     let (cwd, home) = places()?;
-    Ok(mahavishnu_api::Api::new(Arc::new(orchestrator), cwd, home))
+    let deployments = deployments_over(orchestrator.shared_store())?;
+    Ok(mahavishnu_api::Api::new(Arc::new(orchestrator), cwd, home).with_deployments(deployments))
 }
 
 /// The current directory, and the user's home directory when HOME is set.

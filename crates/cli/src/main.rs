@@ -1,5 +1,6 @@
 //! `mahavishnu`: orchestrates AI coding CLIs and shells across terminal sessions and targets.
 
+mod bus;
 mod cli;
 mod commands;
 mod context;
@@ -16,6 +17,15 @@ fn main() -> ExitCode {
     // The pty host is started by Mahavishnu itself; it runs without an async runtime and stays small.
     if let Command::PtyHost(host) = &cli.command {
         let code = mahavishnu_terminal::pty::host::run(&host.dir, &host.name, host.scrollback);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    // So is a deploy supervisor, which builds the runtime it needs itself.
+    if let Command::DeploySupervisor(supervisor) = &cli.command {
+        let address = mahavishnu_local::protocol::Address {
+            socket: supervisor.socket.clone(),
+            dir: supervisor.dir.clone(),
+        };
+        let code = mahavishnu_local::supervisor::run(address);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     if let Command::PtyAttach(attach) = &cli.command {

@@ -68,7 +68,9 @@ pub struct Copy {
 
 /// Locks a mutex, recovering the data if a holder panicked.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Copy {
@@ -151,7 +153,8 @@ impl Copy {
 
     /// Ends the process (its whole process group): SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.stop.notify_one();
     }
 
@@ -213,10 +216,22 @@ impl Copy {
             });
             let label = format!("{revision}/{}", self.index);
             if let Some(out) = child.stdout.take() {
-                tokio::spawn(keep_log(out, log.clone(), label.clone(), revision.to_string(), lines.clone()));
+                tokio::spawn(keep_log(
+                    out,
+                    log.clone(),
+                    label.clone(),
+                    revision.to_string(),
+                    lines.clone(),
+                ));
             }
             if let Some(err) = child.stderr.take() {
-                tokio::spawn(keep_log(err, log.clone(), label, revision.to_string(), lines.clone()));
+                tokio::spawn(keep_log(
+                    err,
+                    log.clone(),
+                    label,
+                    revision.to_string(),
+                    lines.clone(),
+                ));
             }
             let deadline = spec.timeout.unwrap_or(Duration::MAX);
             let ended = tokio::select! {
@@ -270,7 +285,11 @@ impl Copy {
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
 
-    fn command(&self, spec: &RevisionSpec, secrets: &BTreeMap<String, String>) -> tokio::process::Command {
+    fn command(
+        &self,
+        spec: &RevisionSpec,
+        secrets: &BTreeMap<String, String>,
+    ) -> tokio::process::Command {
         let mut command = match (&spec.run, &spec.image) {
             (Some(run), _) => {
                 let mut command = tokio::process::Command::new("sh");
@@ -332,7 +351,11 @@ impl Copy {
                 break;
             }
             let status = self.status();
-            let wait = if status.healthy { health.interval } else { EAGER_CHECK };
+            let wait = if status.healthy {
+                health.interval
+            } else {
+                EAGER_CHECK
+            };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.notified() => break,
@@ -368,7 +391,10 @@ async fn end_group(pid: Option<u32>, child: &mut tokio::process::Child) {
     let Some(pid) = pid else { return };
     let group = nix::unistd::Pid::from_raw(-(pid as i32));
     let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
         let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
     }
 }

@@ -25,7 +25,9 @@ fn client() -> &'static HttpClient {
 
 /// GETs `url` and returns the status code, or why there was none.
 pub async fn get_status(url: &str, timeout: Duration) -> Result<u16, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     match tokio::time::timeout(timeout, client().get(uri)).await {
         Err(_) => Err(format!("no answer in {} ms", timeout.as_millis())),
         Ok(Err(e)) => Err(describe(&e)),

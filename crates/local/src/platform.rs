@@ -63,13 +63,24 @@ impl LocalPlatform {
     }
 
     /// Asks the supervisor; starts it first when `start` and it does not answer.
-    async fn call(&self, address: &Address, request: &Request, start: bool) -> Result<serde_json::Value> {
+    async fn call(
+        &self,
+        address: &Address,
+        request: &Request,
+        start: bool,
+    ) -> Result<serde_json::Value> {
         let stream = match UnixStream::connect(&address.socket).await {
             Ok(stream) => stream,
             Err(_) if start => {
                 self.start_supervisor(address).await?;
                 UnixStream::connect(&address.socket).await.map_err(|e| {
-                    Error::io(format!("cannot reach the supervisor at {}", address.socket.display()), e)
+                    Error::io(
+                        format!(
+                            "cannot reach the supervisor at {}",
+                            address.socket.display()
+                        ),
+                        e,
+                    )
                 })?
             }
             Err(e) => {
@@ -122,7 +133,10 @@ impl LocalPlatform {
             });
         }
         let mut child = command.spawn().map_err(|e| {
-            Error::io(format!("cannot start the supervisor {}", self.program.display()), e)
+            Error::io(
+                format!("cannot start the supervisor {}", self.program.display()),
+                e,
+            )
         })?;
         let Some(stdout) = child.stdout.take() else {
             return Err(Error::Failed("the supervisor has no output pipe".into()));
@@ -166,9 +180,9 @@ impl LocalPlatform {
         // re-adopts what it ran.
         let start = address.state().exists();
         match self.call(&address, &Request::Observe, start).await {
-            Ok(value) => serde_json::from_value(value)
-                .map(Some)
-                .map_err(|e| Error::Failed(format!("the supervisor's answer is not a snapshot: {e}"))),
+            Ok(value) => serde_json::from_value(value).map(Some).map_err(|e| {
+                Error::Failed(format!("the supervisor's answer is not a snapshot: {e}"))
+            }),
             Err(_) if !start => Ok(None),
             Err(e) => Err(e),
         }
@@ -176,14 +190,26 @@ impl LocalPlatform {
 
     async fn last_lines(&self, at: &Placement, service: &str, revision: &str) -> Vec<String> {
         use futures::StreamExt;
-        let Ok(stream) = self.logs(at, service, Some(revision), FAILURE_LINES, false).await else {
+        let Ok(stream) = self
+            .logs(at, service, Some(revision), FAILURE_LINES, false)
+            .await
+        else {
             return Vec::new();
         };
-        stream.filter_map(|line| async move { line.ok() }).collect().await
+        stream
+            .filter_map(|line| async move { line.ok() })
+            .collect()
+            .await
     }
 
-    async fn front_door_call(&self, sandcastle: &str, request: &Request, start: bool) -> Result<serde_json::Value> {
-        self.call(&self.address(sandcastle, None), request, start).await
+    async fn front_door_call(
+        &self,
+        sandcastle: &str,
+        request: &Request,
+        start: bool,
+    ) -> Result<serde_json::Value> {
+        self.call(&self.address(sandcastle, None), request, start)
+            .await
     }
 }
 
@@ -208,7 +234,8 @@ impl Platform for LocalPlatform {
     }
 
     fn cannot_run(&self, spec: &RevisionSpec) -> Option<String> {
-        if spec.run.is_none() && spec.image.is_some() && crate::copies::container_engine().is_none() {
+        if spec.run.is_none() && spec.image.is_some() && crate::copies::container_engine().is_none()
+        {
             return Some(format!(
                 "`{}` has only an image, and neither podman nor docker is installed to run it locally; \
                  install one, or give the service `run = \"COMMAND\"`",
@@ -226,16 +253,29 @@ impl Platform for LocalPlatform {
             .unwrap_or_default())
     }
 
-    async fn deploy(&self, at: &Placement, name: &str, spec: &RevisionSpec, secrets: &SecretValues) -> Result<Option<String>> {
+    async fn deploy(
+        &self,
+        at: &Placement,
+        name: &str,
+        spec: &RevisionSpec,
+        secrets: &SecretValues,
+    ) -> Result<Option<String>> {
         let request = Request::Deploy {
             name: name.to_string(),
             spec: Box::new(spec.clone()),
             secrets: secrets.expose().clone(),
         };
         let value = self
-            .call(&self.address(&at.sandcastle, Some(&at.region)), &request, true)
+            .call(
+                &self.address(&at.sandcastle, Some(&at.region)),
+                &request,
+                true,
+            )
             .await?;
-        Ok(value.get("url").and_then(|url| url.as_str()).map(str::to_string))
+        Ok(value
+            .get("url")
+            .and_then(|url| url.as_str())
+            .map(str::to_string))
     }
 
     async fn wait_ready(
@@ -276,14 +316,10 @@ impl Platform for LocalPlatform {
                     format!(
                         "not healthy after {} s ({})",
                         deadline.as_secs(),
-                        found
-                            .spec
-                            .health
-                            .as_ref()
-                            .map_or("no health check answered".into(), |health| format!(
-                                "GET {} never answered 2xx or 3xx",
-                                health.path
-                            ))
+                        found.spec.health.as_ref().map_or(
+                            "no health check answered".into(),
+                            |health| format!("GET {} never answered 2xx or 3xx", health.path)
+                        )
                     )
                 });
                 let lines = self.last_lines(at, service, revision).await;
@@ -292,20 +328,32 @@ impl Platform for LocalPlatform {
                 } else {
                     format!("its last log lines:\n  {}", lines.join("\n  "))
                 };
-                return Err(Error::Failed(format!("{revision} in {}: {reason}; {tail}", at.region)));
+                return Err(Error::Failed(format!(
+                    "{revision} in {}: {reason}; {tail}",
+                    at.region
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    async fn set_traffic(&self, at: &Placement, service: &str, weights: &[(String, u8)]) -> Result<()> {
+    async fn set_traffic(
+        &self,
+        at: &Placement,
+        service: &str,
+        weights: &[(String, u8)],
+    ) -> Result<()> {
         let request = Request::SetTraffic {
             service: service.to_string(),
             weights: weights.to_vec(),
         };
-        self.call(&self.address(&at.sandcastle, Some(&at.region)), &request, true)
-            .await
-            .map(drop)
+        self.call(
+            &self.address(&at.sandcastle, Some(&at.region)),
+            &request,
+            true,
+        )
+        .await
+        .map(drop)
     }
 
     async fn destroy(&self, at: &Placement, service: &str, revision: Option<&str>) -> Result<()> {
@@ -313,9 +361,13 @@ impl Platform for LocalPlatform {
             service: service.to_string(),
             revision: revision.map(str::to_string),
         };
-        self.call(&self.address(&at.sandcastle, Some(&at.region)), &request, false)
-            .await
-            .map(drop)
+        self.call(
+            &self.address(&at.sandcastle, Some(&at.region)),
+            &request,
+            false,
+        )
+        .await
+        .map(drop)
     }
 
     async fn logs(
@@ -328,7 +380,10 @@ impl Platform for LocalPlatform {
     ) -> Result<BoxStream<'static, Result<String>>> {
         let address = self.address(&at.sandcastle, Some(&at.region));
         let stream = UnixStream::connect(&address.socket).await.map_err(|e| {
-            Error::io(format!("no supervisor answers for {at}; deploy it first"), e)
+            Error::io(
+                format!("no supervisor answers for {at}; deploy it first"),
+                e,
+            )
         })?;
         let (read, mut write) = stream.into_split();
         let request = Request::Logs {
@@ -365,7 +420,14 @@ impl Platform for LocalPlatform {
         Ok(Box::pin(lines))
     }
 
-    async fn set_front_door(&self, sandcastle: &str, service: &str, port: u16, regions: &[(String, String)], health_path: &str) -> Result<String> {
+    async fn set_front_door(
+        &self,
+        sandcastle: &str,
+        service: &str,
+        port: u16,
+        regions: &[(String, String)],
+        health_path: &str,
+    ) -> Result<String> {
         let request = Request::SetFrontDoor {
             service: service.to_string(),
             port,
@@ -378,22 +440,35 @@ impl Platform for LocalPlatform {
 
     async fn front_door(&self, sandcastle: &str) -> Result<Option<FrontDoorStatus>> {
         let start = self.address(sandcastle, None).state().exists();
-        match self.front_door_call(sandcastle, &Request::FrontDoor, start).await {
+        match self
+            .front_door_call(sandcastle, &Request::FrontDoor, start)
+            .await
+        {
             Ok(value) => serde_json::from_value(value).map_err(|e| Error::Failed(e.to_string())),
             Err(_) if !start => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn expect_probe(&self, at: &Placement, service: &str, path: &str, nonce: &str) -> Result<()> {
+    async fn expect_probe(
+        &self,
+        at: &Placement,
+        service: &str,
+        path: &str,
+        nonce: &str,
+    ) -> Result<()> {
         let request = Request::ExpectProbe {
             service: service.to_string(),
             path: path.to_string(),
             nonce: nonce.to_string(),
         };
-        self.call(&self.address(&at.sandcastle, Some(&at.region)), &request, false)
-            .await
-            .map(drop)
+        self.call(
+            &self.address(&at.sandcastle, Some(&at.region)),
+            &request,
+            false,
+        )
+        .await
+        .map(drop)
     }
 
     async fn probe_answer(&self, at: &Placement, nonce: &str) -> Result<Option<u16>> {
@@ -401,22 +476,36 @@ impl Platform for LocalPlatform {
             nonce: nonce.to_string(),
         };
         let value = self
-            .call(&self.address(&at.sandcastle, Some(&at.region)), &request, false)
+            .call(
+                &self.address(&at.sandcastle, Some(&at.region)),
+                &request,
+                false,
+            )
             .await?;
         serde_json::from_value(value).map_err(|e| Error::Failed(e.to_string()))
     }
 
     async fn request_from(&self, at: &Placement, _service: &str, url: &str) -> Result<u16> {
-        let request = Request::Request { url: url.to_string() };
+        let request = Request::Request {
+            url: url.to_string(),
+        };
         let value = self
-            .call(&self.address(&at.sandcastle, Some(&at.region)), &request, false)
+            .call(
+                &self.address(&at.sandcastle, Some(&at.region)),
+                &request,
+                false,
+            )
             .await?;
         serde_json::from_value(value).map_err(|e| Error::Failed(e.to_string()))
     }
 
     async fn metrics_text(&self, at: &Placement) -> Result<String> {
         let value = self
-            .call(&self.address(&at.sandcastle, Some(&at.region)), &Request::Metrics, false)
+            .call(
+                &self.address(&at.sandcastle, Some(&at.region)),
+                &Request::Metrics,
+                false,
+            )
             .await?;
         serde_json::from_value(value).map_err(|e| Error::Failed(e.to_string()))
     }
@@ -425,11 +514,8 @@ impl Platform for LocalPlatform {
         let address = self.address(&at.sandcastle, Some(&at.region));
         shut_down(self, &address).await
     }
-}
 
-impl LocalPlatform {
-    /// Stops a sandcastle's front door and forgets it.
-    pub async fn destroy_front_door(&self, sandcastle: &str) -> Result<()> {
+    async fn destroy_front_door(&self, sandcastle: &str) -> Result<()> {
         let address = self.address(sandcastle, None);
         shut_down(self, &address).await
     }

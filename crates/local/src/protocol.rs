@@ -96,11 +96,18 @@ pub struct Address {
 
 impl Address {
     /// The supervisor of `sandcastle` in `region` (or of its front door, `region` `None`).
-    pub fn new(runtime_dir: &Path, state_dir: &Path, sandcastle: &str, region: Option<&str>) -> Address {
+    pub fn new(
+        runtime_dir: &Path,
+        state_dir: &Path,
+        sandcastle: &str,
+        region: Option<&str>,
+    ) -> Address {
         // `@` cannot start a region name, so the front door's files never meet a region's.
         let region = region.unwrap_or("@front-door");
         Address {
-            socket: runtime_dir.join("deploy").join(format!("{sandcastle}.{region}.sock")),
+            socket: runtime_dir
+                .join("deploy")
+                .join(format!("{sandcastle}.{region}.sock")),
             dir: state_dir.join("deploy").join(sandcastle).join(region),
         }
     }

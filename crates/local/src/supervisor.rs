@@ -106,10 +106,17 @@ fn bind(address: &Address) -> Result<UnixListener, String> {
 }
 
 fn detach_stdio(address: &Address) {
-    let log = mahavishnu_core::paths::create_private_file(&address.supervisor_log())
-        .or_else(|_| std::fs::File::options().append(true).open(address.supervisor_log()));
+    let log =
+        mahavishnu_core::paths::create_private_file(&address.supervisor_log()).or_else(|_| {
+            std::fs::File::options()
+                .append(true)
+                .open(address.supervisor_log())
+        });
     if let (Ok(null), Ok(log)) = (
-        std::fs::File::options().read(true).write(true).open("/dev/null"),
+        std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null"),
         log,
     ) {
         // SAFETY: dup2 onto the standard descriptors of this process, which it owns.
@@ -236,8 +243,11 @@ impl Supervisor {
             };
             for saved_revision in saved_service.revisions {
                 let spec = Arc::new(saved_revision.spec);
-                let ports: Vec<Option<u16>> =
-                    saved_revision.copies.iter().map(|(port, _)| *port).collect();
+                let ports: Vec<Option<u16>> = saved_revision
+                    .copies
+                    .iter()
+                    .map(|(port, _)| *port)
+                    .collect();
                 let waiting = !spec.secrets.is_empty();
                 let copies = if waiting {
                     Vec::new()
@@ -295,7 +305,9 @@ impl Supervisor {
                         .collect(),
                 })
                 .collect(),
-            front_door: lock(&self.front_door).as_ref().map(|door| door.saved.clone()),
+            front_door: lock(&self.front_door)
+                .as_ref()
+                .map(|door| door.saved.clone()),
         };
         drop(services);
         if let Ok(bytes) = serde_json::to_vec_pretty(&state) {
@@ -388,8 +400,12 @@ impl Supervisor {
 
     fn update_routes(&self, service_name: &str) {
         let services = lock(&self.services);
-        let Some(service) = services.get(service_name) else { return };
-        let Some(router) = &service.router else { return };
+        let Some(service) = services.get(service_name) else {
+            return;
+        };
+        let Some(router) = &service.router else {
+            return;
+        };
         let revisions = service
             .revisions
             .iter()
@@ -474,7 +490,8 @@ impl Supervisor {
                     }
                 }
                 if let Some(door) = lock(&self.front_door).as_ref() {
-                    door.router.prometheus(&format!("{}@front-door", door.saved.service), &mut text);
+                    door.router
+                        .prometheus(&format!("{}@front-door", door.saved.service), &mut text);
                 }
                 to_json(&text)
             }
@@ -534,7 +551,11 @@ impl Supervisor {
         let observed = services
             .iter()
             .map(|(name, service)| {
-                let metrics = service.router.as_ref().map(Router::metrics).unwrap_or_default();
+                let metrics = service
+                    .router
+                    .as_ref()
+                    .map(Router::metrics)
+                    .unwrap_or_default();
                 let revisions = service
                     .revisions
                     .iter()
@@ -591,13 +612,19 @@ impl Supervisor {
             && lock(&self.services)
                 .get(&service_name)
                 .is_none_or(|service| service.router.is_none());
-        let new_router = if needs_router { Some(bind_router(0).await?) } else { None };
+        let new_router = if needs_router {
+            Some(bind_router(0).await?)
+        } else {
+            None
+        };
         let mut services = lock(&self.services);
-        let service = services.entry(service_name.clone()).or_insert_with(|| Service {
-            kind: spec.kind,
-            router: None,
-            revisions: Vec::new(),
-        });
+        let service = services
+            .entry(service_name.clone())
+            .or_insert_with(|| Service {
+                kind: spec.kind,
+                router: None,
+                revisions: Vec::new(),
+            });
         if service.router.is_none() {
             service.router = new_router;
         }
@@ -606,7 +633,11 @@ impl Supervisor {
             .router
             .as_ref()
             .map(|router| format!("http://127.0.0.1:{}", router.port()));
-        if let Some(existing) = service.revisions.iter_mut().find(|revision| revision.name == name) {
+        if let Some(existing) = service
+            .revisions
+            .iter_mut()
+            .find(|revision| revision.name == name)
+        {
             let failed_job = existing.spec.kind == ServiceKind::Job
                 && existing
                     .copies
@@ -616,17 +647,26 @@ impl Supervisor {
                 for copy in &existing.copies {
                     copy.stop();
                 }
-                existing.copies = self.start_copies(&name, &existing.spec, &existing.ports, secrets);
+                existing.copies =
+                    self.start_copies(&name, &existing.spec, &existing.ports, secrets);
                 existing.waiting_for_secrets = false;
             }
             drop(services);
             self.save();
             return Ok(url);
         }
-        let count = if spec.kind == ServiceKind::Job { 1 } else { spec.scale.min.max(1) as usize };
+        let count = if spec.kind == ServiceKind::Job {
+            1
+        } else {
+            spec.scale.min.max(1) as usize
+        };
         let mut ports = Vec::with_capacity(count);
         for _ in 0..count {
-            ports.push(if spec.listens { Some(free_port()?) } else { None });
+            ports.push(if spec.listens {
+                Some(free_port()?)
+            } else {
+                None
+            });
         }
         let spec = Arc::new(spec);
         let copies = self.start_copies(&name, &spec, &ports, secrets);
@@ -655,7 +695,11 @@ impl Supervisor {
                 .get_mut(service_name)
                 .ok_or_else(|| format!("no service `{service_name}` runs here"))?;
             for (name, _) in weights {
-                if !service.revisions.iter().any(|revision| &revision.name == name) {
+                if !service
+                    .revisions
+                    .iter()
+                    .any(|revision| &revision.name == name)
+                {
                     return Err(format!("`{service_name}` has no revision `{name}`"));
                 }
             }
@@ -751,16 +795,27 @@ impl Supervisor {
                 .collect()
         });
         let Some(names) = found else {
-            let _ = reply(write, Reply::Error(format!("no service `{service}` runs here"))).await;
+            let _ = reply(
+                write,
+                Reply::Error(format!("no service `{service}` runs here")),
+            )
+            .await;
             return;
         };
         if let Some(name) = revision
             && names.is_empty()
         {
-            let _ = reply(write, Reply::Error(format!("`{service}` has no revision `{name}`"))).await;
+            let _ = reply(
+                write,
+                Reply::Error(format!("`{service}` has no revision `{name}`")),
+            )
+            .await;
             return;
         }
-        if reply(write, Reply::Ok(serde_json::json!({}))).await.is_err() {
+        if reply(write, Reply::Ok(serde_json::json!({})))
+            .await
+            .is_err()
+        {
             return;
         }
         let mut collected = Vec::new();
@@ -868,7 +923,10 @@ async fn watch_regions(
             let target = format!("{}{}", url.trim_end_matches('/'), door.health_path);
             async move {
                 let answer = crate::http::get_status(&target, Duration::from_secs(1)).await;
-                (region.clone(), matches!(answer, Ok(code) if (200..400).contains(&code)))
+                (
+                    region.clone(),
+                    matches!(answer, Ok(code) if (200..400).contains(&code)),
+                )
             }
         });
         let results = futures::future::join_all(checks).await;
@@ -880,7 +938,11 @@ async fn watch_regions(
                 .map(|((region, url), (_, up))| RouteRevision {
                     name: region.clone(),
                     weight: 1,
-                    upstreams: if *up { upstream_of(url).into_iter().collect() } else { Vec::new() },
+                    upstreams: if *up {
+                        upstream_of(url).into_iter().collect()
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect(),
         };
@@ -896,7 +958,9 @@ async fn watch_regions(
 fn upstream_of(url: &str) -> Option<Upstream> {
     let rest = url.strip_prefix("http://")?;
     let host = rest.split('/').next()?;
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .ok()?
+        .next()?;
     Some(Upstream { addr })
 }
 
@@ -909,7 +973,8 @@ fn health_of(revision: &Revision) -> Health {
                 .into(),
         );
     }
-    let statuses: Vec<copies::CopyStatus> = revision.copies.iter().map(|copy| copy.status()).collect();
+    let statuses: Vec<copies::CopyStatus> =
+        revision.copies.iter().map(|copy| copy.status()).collect();
     if revision.spec.kind == ServiceKind::Job {
         return match statuses.first().and_then(|status| status.last_exit) {
             Some(0) => Health::Succeeded,
@@ -947,7 +1012,10 @@ fn health_of(revision: &Revision) -> Health {
             status.restarts
         ));
     }
-    if let Some(problem) = statuses.iter().find_map(|status| status.last_problem.clone()) {
+    if let Some(problem) = statuses
+        .iter()
+        .find_map(|status| status.last_problem.clone())
+    {
         if statuses.iter().any(|status| status.ever_healthy) {
             return Health::Unhealthy(problem);
         }
@@ -963,7 +1031,9 @@ async fn bind_router(port: u16) -> Result<Router, String> {
         if port == 0 {
             format!("cannot open a router port: {e}")
         } else {
-            format!("cannot open the router on its port {port} again: {e}; another program may hold it")
+            format!(
+                "cannot open the router on its port {port} again: {e}; another program may hold it"
+            )
         }
     })
 }
@@ -983,7 +1053,10 @@ async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, answer: Reply) -> s
     write.write_all(&bytes).await
 }
 
-async fn send_line(write: &mut tokio::net::unix::OwnedWriteHalf, line: &str) -> std::io::Result<()> {
+async fn send_line(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    line: &str,
+) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(line).unwrap_or_default();
     bytes.push(b'\n');
     write.write_all(&bytes).await

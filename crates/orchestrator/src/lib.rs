@@ -161,6 +161,11 @@ impl Orchestrator {
         &self.store
     }
 
+    /// The store, to share with another service.
+    pub fn shared_store(&self) -> Arc<Store> {
+        Arc::clone(&self.store)
+    }
+
     /// The target called `name`, or an error that names the known ones.
     pub fn target(&self, name: &TargetName) -> Result<&Arc<dyn Target>> {
         self.targets.get(name).ok_or_else(|| Error::UnknownTarget {

@@ -2,6 +2,7 @@
 
 mod agents;
 mod config;
+mod deploy;
 mod events;
 mod hook;
 mod lifecycle;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Mcp(args) => mcp::mcp(global, args).await,
         Command::Serve(args) => mcp::serve(global, args).await,
+        Command::Deploy(command) => deploy::run(global, command).await,
         Command::Config(command) => config::run(global, command),
         Command::Hook => hook::run(global).await,
         Command::HookWorker(args) => hook::worker(global, args).await,
@@ -78,7 +80,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(args) => man(args),
-        Command::PtyHost(_) | Command::PtyAttach(_) => {
+        Command::PtyHost(_) | Command::PtyAttach(_) | Command::DeploySupervisor(_) => {
             unreachable!("the pty host and attach are dispatched before the runtime starts")
         }
     }

@@ -422,6 +422,12 @@ pub trait Platform: Send + Sync {
     /// Stops everything in the placement and forgets it.
     async fn destroy_placement(&self, at: &Placement) -> Result<()>;
 
+    /// Stops a sandcastle's front door and forgets it; nothing to do where there is none.
+    async fn destroy_front_door(&self, sandcastle: &str) -> Result<()> {
+        let _ = sandcastle;
+        Ok(())
+    }
+
     /// The error for an operation this platform does not have.
     fn unsupported(&self, operation: &'static str) -> Error {
         Error::Invalid(format!(
