@@ -265,7 +265,7 @@ impl Engine {
         if !manifest.topics.is_empty()
             && let Some(reason) = self.bus.unavailable()
         {
-            problems.push(format!("topics: {reason}"));
+            problems.push(reason);
         }
         problems
     }
@@ -1142,11 +1142,13 @@ impl Engine {
         let path = self
             .locks
             .join(format!("{}.{}.lock", at.sandcastle, at.region));
+        use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
         // SAFETY: flock on a descriptor this process owns.

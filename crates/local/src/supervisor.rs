@@ -62,6 +62,10 @@ pub fn run(address: Address) -> i32 {
             println!("error: {message}");
             return 1;
         }
+        let _ = mahavishnu_core::paths::write_private_file(
+            &supervisor.address.dir.join("supervisor.pid"),
+            std::process::id().to_string().as_bytes(),
+        );
         println!("ready {}", std::process::id());
         let _ = std::io::stdout().flush();
         detach_stdio(&supervisor.address);
@@ -78,10 +82,12 @@ fn prepare(address: &Address) -> Result<std::fs::File, String> {
     if let Some(parent) = address.socket.parent() {
         mahavishnu_core::paths::ensure_private_dir(parent).map_err(|e| e.to_string())?;
     }
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(address.lock())
         .map_err(|e| format!("cannot open {}: {e}", address.lock().display()))?;
     // SAFETY: flock on a descriptor this process owns.

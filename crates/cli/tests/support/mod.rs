@@ -238,9 +238,31 @@ impl Drop for World {
         let _ = self
             .command(&["terminal", "close", "--all", "--grace", "0.2"])
             .output();
+        self.stop_deploy_supervisors();
         let _ = Command::new("tmux")
             .args(["-L", &self.tmux_socket, "kill-server"])
             .output();
+    }
+}
+
+impl World {
+    /// Asks every deploy supervisor of this world to stop what it runs and exit.
+    pub fn stop_deploy_supervisors(&self) {
+        use std::io::{BufRead, Write};
+        let sockets = std::fs::read_dir(self.runtime_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|entry| std::fs::read_dir(entry.path().join("deploy")).into_iter().flatten().flatten())
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "sock"));
+        for socket in sockets {
+            if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = stream.write_all(b"{\"op\":\"shutdown\"}\n");
+                let _ = std::io::BufReader::new(stream).read_line(&mut String::new());
+            }
+        }
     }
 }
 

@@ -563,14 +563,14 @@ impl Manifest {
                 );
                 None
             }
-            Some(value) => section::<SandcastleSpec>(value, "sandcastle", &mut report),
+            Some(value) => section::<SandcastleSpec>(value, "sandcastle", SANDCASTLE_KEYS, &mut report),
         };
-        let services = sections::<ServiceSpec>(&table, "services", &mut report);
-        let topics = sections::<TopicSpec>(&table, "topics", &mut report);
-        let pipelines = sections::<PipelineSpec>(&table, "pipelines", &mut report);
+        let services = sections::<ServiceSpec>(&table, "services", SERVICE_KEYS, &mut report);
+        let topics = sections::<TopicSpec>(&table, "topics", TOPIC_KEYS, &mut report);
+        let pipelines = sections::<PipelineSpec>(&table, "pipelines", PIPELINE_KEYS, &mut report);
         let front_door = table
             .get("front_door")
-            .and_then(|value| section::<FrontDoorSpec>(value, "front_door", &mut report));
+            .and_then(|value| section::<FrontDoorSpec>(value, "front_door", FRONT_DOOR_KEYS, &mut report));
         let mut platforms = BTreeMap::new();
         if let Some(value) = table.get("platforms") {
             match value.as_table() {
@@ -589,27 +589,31 @@ impl Manifest {
                 }
             }
         }
-        if !problems.is_empty() {
+        let entries = |name: &str| table.get(name).and_then(toml::Value::as_table).map_or(0, toml::Table::len);
+        // Whole-manifest checks need every section read; one that could not be read would make them
+        // report links to it as broken.
+        let all_read = services.len() == entries("services")
+            && topics.len() == entries("topics")
+            && pipelines.len() == entries("pipelines")
+            && front_door.is_some() == table.contains_key("front_door");
+        let Some(sandcastle) = sandcastle.filter(|_| all_read) else {
             return Err(problems);
-        }
+        };
         let manifest = Manifest {
             path: path.to_path_buf(),
-            sandcastle: sandcastle.expect("a missing sandcastle was reported"),
+            sandcastle,
             platforms,
             services,
             topics,
             pipelines,
             front_door,
         };
-        let problems: Vec<Problem> = manifest
-            .check()
-            .into_iter()
-            .map(|(key, message)| Problem {
-                line: locator.line(&key),
-                key,
-                message,
-            })
-            .collect();
+        problems.extend(manifest.check().into_iter().map(|(key, message)| Problem {
+            line: locator.line(&key),
+            key,
+            message,
+        }));
+        problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
         if problems.is_empty() {
             Ok(manifest)
         } else {
@@ -1136,21 +1140,59 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// The keys each section takes: the others are reported, one by one, before the rest is read.
+const SANDCASTLE_KEYS: &[&str] = &["name", "regions", "platform"];
+const SERVICE_KEYS: &[&str] = &[
+    "kind", "run", "image", "dir", "health", "scale", "resources", "env", "secrets", "needs",
+    "publishes", "subscribes", "rollout", "ingress", "url", "timeout",
+];
+const TOPIC_KEYS: &[&str] = &["dead_letter"];
+const PIPELINE_KEYS: &[&str] = &["chain"];
+const FRONT_DOOR_KEYS: &[&str] = &["service", "port"];
+
+/// Reads one section, after reporting and removing the keys it does not take and the secrets that
+/// are not references, so that one mistake does not hide the others.
 fn section<T: serde::de::DeserializeOwned>(
     value: &toml::Value,
     key: &str,
+    known: &[&str],
     report: &mut impl FnMut(&str, String),
 ) -> Option<T> {
-    match value.clone().try_into::<T>() {
+    let mut value = value.clone();
+    if let Some(table) = value.as_table_mut() {
+        let unknown: Vec<String> = table
+            .keys()
+            .filter(|field| !known.contains(&field.as_str()))
+            .cloned()
+            .collect();
+        for field in unknown {
+            table.remove(&field);
+            report(
+                &format!("{key}.{field}"),
+                format!("unknown key `{field}`; the keys here are: {}", known.join(", ")),
+            );
+        }
+        if let Some(secrets) = table.get_mut("secrets").and_then(toml::Value::as_table_mut) {
+            let bad: Vec<(String, String)> = secrets
+                .iter()
+                .filter_map(|(name, reference)| {
+                    let problem = match reference.as_str() {
+                        Some(text) => text.parse::<SecretRef>().err(),
+                        None => Some("must be a reference written as a string".to_string()),
+                    };
+                    problem.map(|problem| (name.clone(), problem))
+                })
+                .collect();
+            for (name, problem) in bad {
+                secrets.remove(&name);
+                report(&format!("{key}.secrets.{name}"), problem);
+            }
+        }
+    }
+    match value.try_into::<T>() {
         Ok(parsed) => Some(parsed),
         Err(e) => {
-            let message = e.message().trim().to_string();
-            // "unknown field `nedds`, expected one of ..." names the key the user wrote.
-            let field = message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-                .map(|field| format!("{key}.{field}"));
-            report(field.as_deref().unwrap_or(key), message);
+            report(key, e.message().trim().to_string());
             None
         }
     }
@@ -1159,6 +1201,7 @@ fn section<T: serde::de::DeserializeOwned>(
 fn sections<T: serde::de::DeserializeOwned>(
     table: &toml::Table,
     name: &str,
+    known: &[&str],
     report: &mut impl FnMut(&str, String),
 ) -> BTreeMap<String, T> {
     let mut parsed = BTreeMap::new();
@@ -1170,7 +1213,7 @@ fn sections<T: serde::de::DeserializeOwned>(
         return parsed;
     };
     for (entry, value) in entries {
-        if let Some(spec) = section::<T>(value, &format!("{name}.{entry}"), report) {
+        if let Some(spec) = section::<T>(value, &format!("{name}.{entry}"), known, report) {
             parsed.insert(entry.clone(), spec);
         }
     }

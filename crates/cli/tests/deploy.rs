@@ -1,0 +1,559 @@
+//! Deployments on the local platform, end to end: the real binary, real supervisor processes, real
+//! Python services on real ports, real HTTP through the real router.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::World;
+
+/// A small service: `python3 app.py`. `V` names its version; `FAIL_EVERY=N` answers every Nth request
+/// to `/` with 500; `BOOT_FAIL=text` prints the text and exits at start; `SLOW_START=S` sleeps before
+/// it listens.
+const APP: &str = r#"
+import hashlib, json, os, sys, time, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+if os.environ.get("BOOT_FAIL"):
+    print(os.environ["BOOT_FAIL"], flush=True)
+    sys.exit(3)
+time.sleep(float(os.environ.get("SLOW_START", "0")))
+count = 0
+class App(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        global count
+        if self.path == "/healthz":
+            return self.reply(200, {"ok": True})
+        if self.path == "/secret":
+            secret = os.environ.get("SECRET", "")
+            return self.reply(200, {"sha256": hashlib.sha256(secret.encode()).hexdigest()})
+        if self.path == "/env":
+            return self.reply(200, {k: v for k, v in os.environ.items() if k.endswith("_URL") or k in ("PORT", "V", "MAHAVISHNU_REGION")})
+        count += 1
+        every = int(os.environ.get("FAIL_EVERY", "0"))
+        if every and count % every == 0:
+            return self.reply(500, {"error": "planned"})
+        self.reply(200, {"v": os.environ.get("V"), "region": os.environ.get("MAHAVISHNU_REGION"), "pid": os.getpid()})
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), App)
+print("listening", flush=True)
+server.serve_forever()
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+/// A world with the app and a manifest in its work directory.
+fn world_with(manifest: &str) -> World {
+    let world = World::new();
+    write(&world.work(), "app.py", APP);
+    write(&world.work(), "mahavishnu.deploy.toml", manifest);
+    world
+}
+
+fn set_manifest(world: &World, manifest: &str) {
+    write(&world.work(), "mahavishnu.deploy.toml", manifest);
+}
+
+/// One HTTP/1.1 GET: status, the revision header the router adds, and the body.
+fn get(url: &str) -> std::io::Result<(u16, Option<String>, String)> {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let revision = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("x-mahavishnu-revision:").map(|v| v.trim().to_string()));
+    Ok((status, revision, body.to_string()))
+}
+
+fn status(world: &World) -> Value {
+    world.json(&["deploy", "status"])
+}
+
+fn service<'a>(status: &'a Value, region: &str, name: &str) -> &'a Value {
+    status["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == region)
+        .and_then(|r| r["services"].as_array().unwrap().iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("{region}/{name} in {status:#}"))
+}
+
+fn url_of(world: &World, region: &str, name: &str) -> String {
+    service(&status(world), region, name)["url"].as_str().expect("a URL").to_string()
+}
+
+fn weights(service: &Value) -> Vec<(String, u64)> {
+    service["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["weight"].as_u64() > Some(0))
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["weight"].as_u64().unwrap()))
+        .collect()
+}
+
+fn serving(world: &World, region: &str, name: &str) -> String {
+    let status = status(world);
+    let found = weights(service(&status, region, name));
+    assert_eq!(found.len(), 1, "one revision serves {name}: {found:?}");
+    found[0].0.clone()
+}
+
+fn eventually(what: &str, patience: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within {patience:?}");
+}
+
+const TWO_SERVICES: &str = r#"
+[sandcastle]
+name = "shop"
+
+[services.api]
+run = "python3 app.py"
+health = { path = "/healthz" }
+env = { V = "1" }
+scale = { min = 2 }
+
+[services.web]
+run = "python3 app.py"
+needs = ["api"]
+health = { path = "/healthz" }
+env = { V = "1" }
+rollout = { steps = [10, 100], pause = "1s" }
+"#;
+
+#[test]
+fn apply_deploys_in_waves_wires_urls_and_a_second_apply_does_nothing() {
+    let world = world_with(TWO_SERVICES);
+    let plan = world.json(&["deploy", "plan"]);
+    let actions: Vec<(&str, &str)> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["service"].as_str().unwrap(), c["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actions, [("api", "create"), ("web", "create")], "api first: web needs it");
+    assert_eq!(world.run(&["deploy", "plan"]).status.code(), Some(1), "plan exits 1 when something would change");
+
+    let report = world.json(&["deploy", "apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let outcomes: Vec<&str> = report["services"].as_array().unwrap().iter().map(|s| s["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["created", "created"]);
+
+    // web was given api's stable URL, the router's, and api runs two processes behind it.
+    let web = url_of(&world, "local", "web");
+    let api = url_of(&world, "local", "api");
+    let (code, _, body) = get(&format!("{web}/env")).unwrap();
+    assert_eq!(code, 200);
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["API_URL"], api.as_str());
+    let pids: std::collections::BTreeSet<String> = (0..8)
+        .map(|_| {
+            let (_, revision, body) = get(&format!("{api}/")).unwrap();
+            assert!(revision.unwrap().starts_with("api-"));
+            serde_json::from_str::<Value>(&body).unwrap()["pid"].to_string()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "requests are spread over both copies: {pids:?}");
+
+    // Nothing changed: plan says so with exit 0, and apply does nothing.
+    let plan = world.json(&["deploy", "plan"]);
+    assert_eq!(plan["changes"], serde_json::json!([]), "{plan:#}");
+    world.ok(&["deploy", "plan"]);
+    let again = world.json(&["deploy", "apply"]);
+    assert_eq!(again["changed"], false, "{again:#}");
+    assert!(again["services"].as_array().unwrap().iter().all(|s| s["outcome"] == "unchanged"));
+}
+
+#[test]
+fn a_changed_service_goes_out_as_a_canary_and_rollback_is_immediate() {
+    let world = world_with(TWO_SERVICES);
+    world.ok(&["deploy", "apply"]);
+    let first = serving(&world, "local", "web");
+    set_manifest(&world, &TWO_SERVICES.replacen("env = { V = \"1\" }\nrollout", "env = { V = \"2\" }\nrollout", 1));
+
+    let plan = world.json(&["deploy", "plan"]);
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{plan:#}");
+    assert_eq!(changes[0]["action"], "update");
+    assert_eq!(changes[0]["causes"], serde_json::json!(["env V changed"]));
+
+    world.ok(&["deploy", "apply"]);
+    let second = serving(&world, "local", "web");
+    assert_ne!(first, second);
+    let history = world.json(&["deploy", "history", "web"]);
+    let causes: Vec<&str> = history["releases"].as_array().unwrap().iter().map(|r| r["cause"].as_str().unwrap()).collect();
+    assert_eq!(causes, ["release", "canary step 10 %", "release"], "{history:#}");
+
+    // A manual 90/10 split lands within two points over 2,000 requests.
+    let web = url_of(&world, "local", "web");
+    world.ok(&["deploy", "release", "web", "--weights", &format!("{first}=90,{second}=10")]);
+    let mut to_first = 0;
+    for _ in 0..2000 {
+        let (code, revision, _) = get(&format!("{web}/")).unwrap();
+        assert_eq!(code, 200);
+        if revision.as_deref() == Some(first.as_str()) {
+            to_first += 1;
+        }
+    }
+    assert!((1760..=1840).contains(&to_first), "90 % of 2,000 is 1,800; got {to_first}");
+
+    // Rollback: the very next request goes to the old revision.
+    world.ok(&["deploy", "rollback", "web", "--to", &first]);
+    let (_, revision, body) = get(&format!("{web}/")).unwrap();
+    assert_eq!(revision.as_deref(), Some(first.as_str()), "{body}");
+    assert_eq!(weights(service(&status(&world), "local", "web")), [(first.clone(), 100)]);
+
+    // A revision that serves cannot be destroyed; one without traffic can.
+    let refused = world.fails(&["deploy", "destroy", "web", "--revision", &first], 1);
+    assert!(refused.contains("serves 100 %"), "{refused}");
+    world.ok(&["deploy", "destroy", "web", "--revision", &second]);
+    assert_eq!(service(&status(&world), "local", "web")["revisions"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_killed_process_is_restarted_and_status_counts_it() {
+    let world = world_with(TWO_SERVICES);
+    world.ok(&["deploy", "block", "api"]);
+    let before = status(&world);
+    let api = service(&before, "local", "api");
+    let pid = api["revisions"][0]["copies"][0]["pid"].as_u64().expect("a pid");
+    let url = api["url"].as_str().unwrap().to_string();
+    // SAFETY: signalling a process this test's supervisor started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    // Requests keep being answered by the other copy meanwhile, and the killed one comes back.
+    eventually("the killed copy is replaced", Duration::from_secs(5), || {
+        let now = status(&world);
+        let copy = &service(&now, "local", "api")["revisions"][0]["copies"][0];
+        copy["restarts"] == 1 && copy["healthy"] == true && copy["pid"].as_u64() != Some(pid)
+    });
+    let (code, _, _) = get(&format!("{url}/")).unwrap();
+    assert_eq!(code, 200);
+    let table = world.ok(&["deploy", "status"]);
+    assert!(table.contains("RESTARTS"), "{table}");
+}
+
+#[test]
+fn a_revision_that_never_gets_healthy_fails_the_apply_with_its_own_last_log_lines() {
+    let world = world_with(TWO_SERVICES);
+    world.ok(&["deploy", "apply"]);
+    let serving_before = serving(&world, "local", "web");
+    set_manifest(
+        &world,
+        &TWO_SERVICES.replacen(
+            "env = { V = \"1\" }\nrollout",
+            "env = { V = \"2\", BOOT_FAIL = \"cannot open config.yaml: no such file\" }\nrollout",
+            1,
+        ),
+    );
+    let error = world.fails(&["deploy", "apply"], 1);
+    assert!(error.contains("cannot open config.yaml: no such file"), "{error}");
+    assert!(error.contains("crash loop") || error.contains("restarted"), "{error}");
+    // The old revision still serves everything; the new one is left at 0 %.
+    assert_eq!(serving(&world, "local", "web"), serving_before);
+    assert!(error.contains("left at 0 %"), "{error}");
+}
+
+#[test]
+fn auto_rollback_puts_back_what_the_apply_released_in_reverse_order() {
+    let manifest = r#"
+[sandcastle]
+name = "shop"
+
+[services.api]
+run = "python3 app.py"
+health = { path = "/healthz" }
+env = { V = "1" }
+rollout = { auto_rollback = true }
+
+[services.web]
+run = "python3 app.py"
+needs = ["api"]
+health = { path = "/healthz", deadline = "3s" }
+env = { V = "1" }
+"#;
+    let world = world_with(manifest);
+    world.ok(&["deploy", "apply"]);
+    let api_before = serving(&world, "local", "api");
+    // api changes and is released; web then fails: api goes back.
+    let broken = manifest
+        .replacen("env = { V = \"1\" }\nrollout", "env = { V = \"2\" }\nrollout", 1)
+        .replacen("deadline = \"3s\" }\nenv = { V = \"1\" }", "deadline = \"3s\" }\nenv = { V = \"2\", BOOT_FAIL = \"web is broken\" }", 1);
+    set_manifest(&world, &broken);
+    let error = world.fails(&["deploy", "apply"], 1);
+    assert!(error.contains("local/api: rolled back"), "{error}");
+    assert!(error.contains("local/web: failed"), "{error}");
+    assert_eq!(serving(&world, "local", "api"), api_before);
+    let history = world.json(&["deploy", "history", "api"]);
+    assert_eq!(history["releases"][0]["cause"], "auto rollback", "{history:#}");
+}
+
+#[test]
+fn the_error_rate_gate_stops_a_canary_and_puts_traffic_back() {
+    let manifest = r#"
+[sandcastle]
+name = "shop"
+
+[services.web]
+run = "python3 app.py"
+health = { path = "/healthz" }
+env = { V = "1" }
+rollout = { steps = [50, 100], pause = "3s", max_error_rate = 0.05 }
+"#;
+    let world = world_with(manifest);
+    world.ok(&["deploy", "apply"]);
+    let old = serving(&world, "local", "web");
+    let url = url_of(&world, "local", "web");
+    set_manifest(&world, &manifest.replace("env = { V = \"1\" }", "env = { V = \"2\", FAIL_EVERY = \"2\" }"));
+    // Traffic during the canary's pause: half of the new revision's answers are 500s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let url = url.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = get(&format!("{url}/"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let error = world.fails(&["deploy", "apply"], 1);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.join().unwrap();
+    assert!(error.contains("error rate"), "{error}");
+    assert!(error.contains("max_error_rate"), "{error}");
+    assert_eq!(serving(&world, "local", "web"), old, "traffic is back on the old revision");
+    let table = world.ok(&["deploy", "status"]);
+    assert!(table.contains("ERRORS"), "{table}");
+    let metrics = world.ok(&["deploy", "metrics"]);
+    assert!(metrics.contains("mahavishnu_requests_total{"), "{metrics}");
+}
+
+#[test]
+fn an_apply_killed_part_way_is_refused_until_resumed_and_then_converges() {
+    let manifest = r#"
+[sandcastle]
+name = "shop"
+
+[services.api]
+run = "python3 app.py"
+health = { path = "/healthz" }
+
+[services.web]
+run = "python3 app.py"
+needs = ["api"]
+health = { path = "/healthz" }
+env = { SLOW_START = "4" }
+"#;
+    let world = world_with(manifest);
+    let mut apply = world.command(&["deploy", "apply"]).spawn().unwrap();
+    // Kill it while web (which needs api) is still starting.
+    eventually("api is deployed", Duration::from_secs(20), || {
+        world.json(&["deploy", "status"])["regions"][0]["services"]
+            .as_array()
+            .is_some_and(|services| services.iter().any(|s| s["name"] == "web"))
+    });
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    let refused = world.fails(&["deploy", "apply"], 1);
+    assert!(refused.contains("interrupted"), "{refused}");
+    assert!(refused.contains("--resume"), "{refused}");
+    world.ok(&["deploy", "apply", "--resume"]);
+    let plan = world.json(&["deploy", "plan"]);
+    assert_eq!(plan["changes"], serde_json::json!([]), "{plan:#}");
+    world.ok(&["deploy", "verify"]);
+}
+
+#[test]
+fn two_applies_on_the_same_placement_never_run_at_once() {
+    let manifest = r#"
+[sandcastle]
+name = "shop"
+
+[services.web]
+run = "python3 app.py"
+health = { path = "/healthz" }
+env = { SLOW_START = "3" }
+"#;
+    let world = world_with(manifest);
+    let mut first = world.command(&["deploy", "apply"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let lock = world.state_dir().join("deploy-locks/shop.local.lock");
+    eventually("the first apply holds its lock", Duration::from_secs(10), || {
+        std::fs::read_to_string(&lock).is_ok_and(|text| text.starts_with("pid"))
+    });
+    let second = world.fails(&["deploy", "apply"], 1);
+    assert!(second.contains("another apply of shop/local is running"), "{second}");
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn a_region_lost_behind_the_front_door_costs_no_request() {
+    let manifest = r#"
+[sandcastle]
+name = "shop"
+regions = ["local-a", "local-b"]
+
+[services.web]
+run = "python3 app.py"
+health = { path = "/healthz" }
+
+[front_door]
+service = "web"
+"#;
+    let world = world_with(manifest);
+    let report = world.json(&["deploy", "apply"]);
+    let door = report["front_door"].as_str().expect("a front door URL").to_string();
+    let regions: std::collections::BTreeSet<String> = (0..20)
+        .map(|_| {
+            let (code, _, body) = get(&format!("{door}/")).unwrap();
+            assert_eq!(code, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()["region"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(regions.len(), 2, "both regions serve: {regions:?}");
+
+    // Kill every process of local-a: its supervisor and its service's processes.
+    let state = world.state_dir().join("deploy/shop/local-a/state.json");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let supervisor = std::fs::read_to_string(world.state_dir().join("deploy/shop/local-a/supervisor.pid")).unwrap();
+    let mut pids: Vec<i32> = vec![supervisor.trim().parse().unwrap()];
+    for service in saved["services"].as_array().unwrap() {
+        for revision in service["revisions"].as_array().unwrap() {
+            for copy in revision["copies"].as_array().unwrap() {
+                if let Some(pid) = copy[1][0].as_i64() {
+                    pids.push(pid as i32);
+                }
+            }
+        }
+    }
+    for pid in &pids {
+        // SAFETY: signalling processes this test's supervisors started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    for _ in 0..100 {
+        let (code, _, body) = get(&format!("{door}/")).unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["region"], "local-b");
+    }
+}
+
+#[test]
+fn a_secret_reaches_the_process_and_nothing_else() {
+    let secret = "s3cr3t-value-of-the-test";
+    let manifest = r#"
+[sandcastle]
+name = "shop"
+
+[services.web]
+run = "python3 app.py"
+health = { path = "/healthz" }
+secrets = { SECRET = "env:SHOP_TEST_SECRET" }
+"#;
+    let world = world_with(manifest);
+    let missing = world.fails(&["deploy", "apply"], 1);
+    assert!(missing.contains("SHOP_TEST_SECRET"), "{missing}");
+    let output = world.command(&["--output", "json", "deploy", "apply"]).env("SHOP_TEST_SECRET", secret).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let url = url_of(&world, "local", "web");
+    let (_, _, body) = get(&format!("{url}/secret")).unwrap();
+    let digest = mahavishnu_core::digest::sha256_hex(secret.as_bytes());
+    assert!(body.contains(&digest), "the process got the value: {body}");
+    let mut seen = String::from_utf8_lossy(&output.stdout).into_owned();
+    seen += &world.ok(&["--output", "json", "deploy", "status"]);
+    seen += &world.ok(&["--output", "json", "deploy", "plan"]);
+    seen += &world.ok(&["deploy", "logs", "web"]);
+    for entry in walk(&world.state_dir()) {
+        seen += &String::from_utf8_lossy(&std::fs::read(entry).unwrap_or_default());
+    }
+    assert!(!seen.contains(secret), "the secret's value leaked");
+    assert!(seen.contains("env:SHOP_TEST_SECRET"), "the reference is shown");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn every_bad_manifest_problem_is_named_with_its_line_and_key_and_nothing_runs() {
+    let world = world_with(
+        r#"[sandcastle]
+name = "shop"
+colour = "blue"
+
+[services.web]
+run = "python3 app.py"
+needs = ["nothing", "api"]
+nedds = ["api"]
+secrets = { KEY = "hunter2" }
+subscribes = { orders = "events/orders" }
+
+[services.api]
+run = "python3 app.py"
+needs = ["web"]
+
+[services."../escape"]
+run = "touch pwned"
+
+[topics.orders]
+"#,
+    );
+    let output = world.run(&["deploy", "validate"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "mahavishnu.deploy.toml:3: sandcastle.colour: unknown key `colour`",
+        ":7: services.web.needs: names no service `nothing`",
+        ":8: services.web.nedds: unknown key `nedds`",
+        ":9: services.web.secrets.KEY: is not a secret reference",
+        ":10: services.web.subscribes: the push path for `orders`, `events/orders`, must start with `/`",
+        "services.api.needs: the services need each other in a cycle",
+        "services.../escape: `../escape` is not a valid name",
+    ] {
+        assert!(report.contains(expected), "missing {expected:?} in:\n{report}");
+    }
+    let output = world.run(&["--output", "json", "deploy", "validate"]);
+    assert_eq!(output.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["problems"].as_array().unwrap().len(), 7, "{json:#}");
+    // plan and apply refuse the same manifest, and nothing is started.
+    let refused = world.fails(&["deploy", "apply"], 2);
+    assert!(refused.contains("7 problems"), "{refused}");
+    assert!(!world.state_dir().join("deploy").exists());
+    assert!(!world.work().join("pwned").exists());
+}
