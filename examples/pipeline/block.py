@@ -27,6 +27,7 @@ def publish(data):
 
 class Block(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
 
     def answer(self, status, body):
         data = json.dumps(body).encode()

@@ -11,6 +11,9 @@ def serve(routes):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; without this, each answer on a kept-alive
+        # connection waits for a delayed ACK.
+        disable_nagle_algorithm = True
 
         def handle_any(self, method):
             length = int(self.headers.get("content-length") or 0)

@@ -846,7 +846,19 @@ impl Engine {
             &revision,
             "started",
         );
-        if change.action != Action::Release {
+        if change.action == Action::Release {
+            // A revision left by an interrupted apply may still be starting: it takes traffic only
+            // once it is ready, like any other.
+            let deadline = wanted::ready_deadline(&manifest.services[name]);
+            let progress = |line: String| say(line);
+            if let Err(e) = self
+                .platform
+                .wait_ready(at, name, &revision, deadline, &progress)
+                .await
+            {
+                return fail(outcome, e.to_string());
+            }
+        } else {
             let secrets =
                 match wanted::resolve_secrets(&spec, &manifest.dir(), self.platform.kind()) {
                     Ok(values) => SecretValues::new(values),

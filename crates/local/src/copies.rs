@@ -243,7 +243,15 @@ impl Copy {
                 }
             };
             let code = match ended {
-                Some(code) => code,
+                Some(code) => {
+                    // What the process left behind in its group (the program `sh -c` started, when
+                    // the shell itself was killed) would hold the port the next start needs.
+                    if let Some(pid) = pid {
+                        let group = nix::unistd::Pid::from_raw(-(pid as i32));
+                        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    code
+                }
                 None => {
                     end_group(pid, &mut child).await;
                     child

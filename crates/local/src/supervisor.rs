@@ -879,6 +879,8 @@ impl Supervisor {
         let healthy = Arc::new(Mutex::new(BTreeMap::new()));
         let stop = Arc::new(Notify::new());
         let url = format!("http://127.0.0.1:{}", router.port());
+        // The first round of checks before answering, so that the front door serves from the start.
+        check_regions(&saved, &router, &healthy).await;
         tokio::spawn(watch_regions(
             saved.clone(),
             router.clone(),
@@ -925,40 +927,51 @@ async fn watch_regions(
     stop: Arc<Notify>,
 ) {
     loop {
-        let checks = door.regions.iter().map(|(region, url)| {
-            let target = format!("{}{}", url.trim_end_matches('/'), door.health_path);
-            async move {
-                let answer = crate::http::get_status(&target, Duration::from_secs(1)).await;
-                (
-                    region.clone(),
-                    matches!(answer, Ok(code) if (200..400).contains(&code)),
-                )
-            }
-        });
-        let results = futures::future::join_all(checks).await;
-        let table = RouteTable {
-            revisions: door
-                .regions
-                .iter()
-                .zip(&results)
-                .map(|((region, url), (_, up))| RouteRevision {
-                    name: region.clone(),
-                    weight: 1,
-                    upstreams: if *up {
-                        upstream_of(url).into_iter().collect()
-                    } else {
-                        Vec::new()
-                    },
-                })
-                .collect(),
-        };
-        router.set_routes(table);
-        *lock(&healthy) = results.into_iter().collect();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = stop.notified() => return,
         }
+        check_regions(&door, &router, &healthy).await;
     }
+}
+
+/// Checks every region once and routes to the healthy ones. When none answers, it routes to all of
+/// them rather than to none: a failing check must not take down regions that still serve.
+async fn check_regions(
+    door: &SavedFrontDoor,
+    router: &Router,
+    healthy: &Mutex<BTreeMap<String, bool>>,
+) {
+    let checks = door.regions.iter().map(|(region, url)| {
+        let target = format!("{}{}", url.trim_end_matches('/'), door.health_path);
+        async move {
+            let answer = crate::http::get_status(&target, Duration::from_secs(1)).await;
+            (
+                region.clone(),
+                matches!(answer, Ok(code) if (200..400).contains(&code)),
+            )
+        }
+    });
+    let results = futures::future::join_all(checks).await;
+    let any_up = results.iter().any(|(_, up)| *up);
+    let table = RouteTable {
+        revisions: door
+            .regions
+            .iter()
+            .zip(&results)
+            .map(|((region, url), (_, up))| RouteRevision {
+                name: region.clone(),
+                weight: 1,
+                upstreams: if *up || !any_up {
+                    upstream_of(url).into_iter().collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    };
+    router.set_routes(table);
+    *lock(healthy) = results.into_iter().collect();
 }
 
 fn upstream_of(url: &str) -> Option<Upstream> {

@@ -253,7 +253,12 @@ impl World {
             .into_iter()
             .flatten()
             .flatten()
-            .flat_map(|entry| std::fs::read_dir(entry.path().join("deploy")).into_iter().flatten().flatten())
+            .flat_map(|entry| {
+                std::fs::read_dir(entry.path().join("deploy"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
             .map(|entry| entry.path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "sock"));
         for socket in sockets {

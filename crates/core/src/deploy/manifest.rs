@@ -563,14 +563,16 @@ impl Manifest {
                 );
                 None
             }
-            Some(value) => section::<SandcastleSpec>(value, "sandcastle", SANDCASTLE_KEYS, &mut report),
+            Some(value) => {
+                section::<SandcastleSpec>(value, "sandcastle", SANDCASTLE_KEYS, &mut report)
+            }
         };
         let services = sections::<ServiceSpec>(&table, "services", SERVICE_KEYS, &mut report);
         let topics = sections::<TopicSpec>(&table, "topics", TOPIC_KEYS, &mut report);
         let pipelines = sections::<PipelineSpec>(&table, "pipelines", PIPELINE_KEYS, &mut report);
-        let front_door = table
-            .get("front_door")
-            .and_then(|value| section::<FrontDoorSpec>(value, "front_door", FRONT_DOOR_KEYS, &mut report));
+        let front_door = table.get("front_door").and_then(|value| {
+            section::<FrontDoorSpec>(value, "front_door", FRONT_DOOR_KEYS, &mut report)
+        });
         let mut platforms = BTreeMap::new();
         if let Some(value) = table.get("platforms") {
             match value.as_table() {
@@ -589,7 +591,12 @@ impl Manifest {
                 }
             }
         }
-        let entries = |name: &str| table.get(name).and_then(toml::Value::as_table).map_or(0, toml::Table::len);
+        let entries = |name: &str| {
+            table
+                .get(name)
+                .and_then(toml::Value::as_table)
+                .map_or(0, toml::Table::len)
+        };
         // Whole-manifest checks need every section read; one that could not be read would make them
         // report links to it as broken.
         let all_read = services.len() == entries("services")
@@ -1143,8 +1150,22 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
 /// The keys each section takes: the others are reported, one by one, before the rest is read.
 const SANDCASTLE_KEYS: &[&str] = &["name", "regions", "platform"];
 const SERVICE_KEYS: &[&str] = &[
-    "kind", "run", "image", "dir", "health", "scale", "resources", "env", "secrets", "needs",
-    "publishes", "subscribes", "rollout", "ingress", "url", "timeout",
+    "kind",
+    "run",
+    "image",
+    "dir",
+    "health",
+    "scale",
+    "resources",
+    "env",
+    "secrets",
+    "needs",
+    "publishes",
+    "subscribes",
+    "rollout",
+    "ingress",
+    "url",
+    "timeout",
 ];
 const TOPIC_KEYS: &[&str] = &["dead_letter"];
 const PIPELINE_KEYS: &[&str] = &["chain"];
@@ -1169,7 +1190,10 @@ fn section<T: serde::de::DeserializeOwned>(
             table.remove(&field);
             report(
                 &format!("{key}.{field}"),
-                format!("unknown key `{field}`; the keys here are: {}", known.join(", ")),
+                format!(
+                    "unknown key `{field}`; the keys here are: {}",
+                    known.join(", ")
+                ),
             );
         }
         if let Some(secrets) = table.get_mut("secrets").and_then(toml::Value::as_table_mut) {
