@@ -723,3 +723,85 @@ run = "touch pwned"
     assert!(!world.state_dir().join("deploy").exists());
     assert!(!world.work().join("pwned").exists());
 }
+
+/// The MCP tools and `/v1` return what `--output json` prints.
+#[test]
+fn the_deploy_tools_over_mcp_and_v1_return_the_cli_shapes() {
+    let world = world_with(TWO_SERVICES);
+    world.ok(&["deploy", "apply"]);
+    let inspector = std::env::var_os("MAHAVISHNU_TEST_INSPECTOR").expect(
+        "MAHAVISHNU_TEST_INSPECTOR is not set: run the tests with `scripts/test`, which installs the MCP Inspector",
+    );
+    let call = |tool: &str, args: &[&str]| -> Value {
+        let mut command = world.program(&inspector);
+        command.args([
+            "--cli",
+            support::binary().to_str().unwrap(),
+            "mcp",
+            "--method",
+            "tools/call",
+            "--tool-name",
+            tool,
+        ]);
+        for arg in args {
+            command.args(["--tool-arg", arg]);
+        }
+        let output = support::succeeded(&format!("inspector {tool}"), command.output().unwrap());
+        let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(reply["isError"], false, "{reply:#}");
+        reply["structuredContent"].clone()
+    };
+    assert_eq!(
+        call("deploy_history", &["service=web"]),
+        world.json(&["deploy", "history", "web"])
+    );
+    assert_eq!(call("deploy_plan", &[]), plan_of(&world));
+    let names = |status: &Value| -> Vec<(String, Vec<(String, u64)>)> {
+        status["regions"][0]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_string(), weights(s)))
+            .collect()
+    };
+    assert_eq!(
+        names(&call("deployment_status", &[])),
+        names(&status(&world))
+    );
+
+    // /v1 answers with the same shapes.
+    let mut serve = world
+        .command(&["serve", "--listen", "127.0.0.1:0", "--no-token"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
+    let address = loop {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(!line.is_empty(), "serve ended before serving");
+        if line.contains("serving MCP at")
+            && let Some(rest) = line.split("http://").nth(1)
+        {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    let body = r#"{"service":"web"}"#;
+    write!(
+        stream,
+        "POST /v1/deploy_history HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let (_, json) = response.split_once("\r\n\r\n").unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(json).unwrap(),
+        world.json(&["deploy", "history", "web"]),
+        "{response}"
+    );
+}
