@@ -949,9 +949,7 @@ impl Engine {
             .filter(|(r, _)| r != revision)
             .cloned()
             .collect();
-        let steps: Vec<u8> = if others.is_empty() {
-            vec![100]
-        } else if !self.platform.capabilities().traffic_split {
+        let steps: Vec<u8> = if others.is_empty() || !self.platform.capabilities().traffic_split {
             vec![100]
         } else {
             rollout
@@ -1622,10 +1620,10 @@ pub fn split(revision: &str, step: u8, others: &[(String, u8)]) -> Vec<(String, 
     for (index, (name, weight)) in others.iter().enumerate() {
         let share = if index + 1 == others.len() {
             rest - given
-        } else if total == 0 {
-            0
         } else {
-            (u32::from(rest) * u32::from(*weight) / total) as u8
+            (u32::from(rest) * u32::from(*weight))
+                .checked_div(total)
+                .map_or(0, |share| share as u8)
         };
         given += share;
         if share > 0 {

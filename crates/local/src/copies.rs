@@ -55,6 +55,23 @@ pub struct CopyStatus {
     pub running_since: Option<Instant>,
 }
 
+/// What every copy of a revision runs with.
+#[derive(Clone)]
+pub struct RevisionRun {
+    /// The revision's name.
+    pub name: String,
+    /// What it runs.
+    pub spec: Arc<RevisionSpec>,
+    /// Its secrets' values, for the process environment only.
+    pub secrets: Arc<BTreeMap<String, String>>,
+    /// The directory of the log files.
+    pub logs: PathBuf,
+    /// Where followers of the logs listen.
+    pub lines: broadcast::Sender<LogLine>,
+    /// Wakes the supervisor when a copy's health changes, so that the router follows at once.
+    pub changed: Arc<Notify>,
+}
+
 /// One copy of a revision.
 pub struct Copy {
     pub index: usize,
@@ -74,17 +91,8 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Copy {
-    /// Starts the copy's process and keeps it running until `stop`.
-    pub fn start(
-        index: usize,
-        port: Option<u16>,
-        spec: Arc<RevisionSpec>,
-        revision: String,
-        secrets: Arc<BTreeMap<String, String>>,
-        logs: PathBuf,
-        lines: broadcast::Sender<LogLine>,
-        changed: Arc<Notify>,
-    ) -> Arc<Copy> {
+    /// Starts copy `index` of a revision on `port`, and keeps it running until `stop`.
+    pub fn start(index: usize, port: Option<u16>, revision: &RevisionRun) -> Arc<Copy> {
         let copy = Arc::new(Copy {
             index,
             port,
@@ -101,18 +109,18 @@ impl Copy {
             }),
             stop: Notify::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
-            changed,
+            changed: Arc::clone(&revision.changed),
         });
         let runner = Arc::clone(&copy);
-        let run_spec = Arc::clone(&spec);
-        let run_revision = revision.clone();
+        let run = revision.clone();
         tokio::spawn(async move {
             runner
-                .run(&run_spec, &run_revision, &secrets, &logs, &lines)
+                .run(&run.spec, &run.name, &run.secrets, &run.logs, &run.lines)
                 .await
         });
-        if spec.listens {
+        if revision.spec.listens {
             let checker = Arc::clone(&copy);
+            let spec = Arc::clone(&revision.spec);
             tokio::spawn(async move { checker.check_health(&spec).await });
         }
         copy

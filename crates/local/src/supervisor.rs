@@ -156,8 +156,11 @@ struct SavedRevision {
     weight: u8,
     created: Timestamp,
     /// Each copy's port and, while it runs, its process (pid and start time).
-    copies: Vec<(Option<u16>, Option<(u32, u64)>)>,
+    copies: Vec<SavedCopy>,
 }
+
+/// A copy's port and, while it runs, its process: pid and start time in clock ticks.
+type SavedCopy = (Option<u16>, Option<(u32, u64)>);
 
 #[derive(Clone, Serialize, Deserialize)]
 struct SavedFrontDoor {
@@ -332,22 +335,18 @@ impl Supervisor {
         ports: &[Option<u16>],
         secrets: BTreeMap<String, String>,
     ) -> Vec<Arc<Copy>> {
-        let secrets = Arc::new(secrets);
+        let run = copies::RevisionRun {
+            name: name.to_string(),
+            spec: Arc::clone(spec),
+            secrets: Arc::new(secrets),
+            logs: self.address.logs(),
+            lines: self.lines.clone(),
+            changed: Arc::clone(&self.changed),
+        };
         ports
             .iter()
             .enumerate()
-            .map(|(index, port)| {
-                Copy::start(
-                    index,
-                    *port,
-                    Arc::clone(spec),
-                    name.to_string(),
-                    Arc::clone(&secrets),
-                    self.address.logs(),
-                    self.lines.clone(),
-                    Arc::clone(&self.changed),
-                )
-            })
+            .map(|(index, port)| Copy::start(index, *port, &run))
             .collect()
     }
 
