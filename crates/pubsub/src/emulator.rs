@@ -115,10 +115,10 @@ impl Emulator {
                 host,
                 pid: None,
             }),
-            EmulatorSource::Launcher { launcher, .. } => {
+            EmulatorSource::Launcher { launcher, java } => {
                 let dir = dir.to_path_buf();
                 // Locking, probing and waiting all block; a thread of their own keeps the runtime free.
-                tokio::task::spawn_blocking(move || ensure_started(&launcher, &dir))
+                tokio::task::spawn_blocking(move || ensure_started(&launcher, &java, &dir))
                     .await
                     .map_err(|e| {
                         Error::Failed(format!(
@@ -197,7 +197,7 @@ fn locate_launcher_in(
     Ok(EmulatorSource::Launcher { launcher, java })
 }
 
-fn ensure_started(launcher: &Path, dir: &Path) -> Result<RunningEmulator> {
+fn ensure_started(launcher: &Path, java: &Path, dir: &Path) -> Result<RunningEmulator> {
     create_private_dir(dir)?;
     // Held until this returns, so a second caller waits and then finds the emulator this one started.
     let _lock = lock(dir)?;
@@ -211,10 +211,10 @@ fn ensure_started(launcher: &Path, dir: &Path) -> Result<RunningEmulator> {
         }
         remove_record(dir)?;
     }
-    start(launcher, dir)
+    start(launcher, java, dir)
 }
 
-fn start(launcher: &Path, dir: &Path) -> Result<RunningEmulator> {
+fn start(launcher: &Path, java: &Path, dir: &Path) -> Result<RunningEmulator> {
     let port = free_port()?;
     let log_path = dir.join(LOG_FILE);
     let log = private_file(&log_path, true)?;
@@ -228,6 +228,11 @@ fn start(launcher: &Path, dir: &Path) -> Result<RunningEmulator> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    // The launcher runs $JAVA_HOME/bin/java when JAVA_HOME is set, and dies when that is missing;
+    // pointing it at the Java that was found makes both agree.
+    if let Some(home) = java.parent().and_then(Path::parent) {
+        command.env("JAVA_HOME", home);
+    }
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent. A session of its own
     // keeps the emulator out of the caller's process group, so the terminal's Ctrl-C and the caller's
     // exit leave it running, and its pid names the group `stop` kills (the JVM and any helpers).

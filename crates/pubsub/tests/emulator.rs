@@ -342,11 +342,50 @@ async fn stop_ends_the_emulator_and_the_next_ensure_starts_another() {
         "a second stop found something running"
     );
 
+    // A record left by an emulator that died without stop (a reboot, say) is not reused.
+    std::fs::write(
+        dir.path().join("pubsub-emulator.json"),
+        format!(
+            r#"{{"pid":{pid},"port":{},"started":1}}"#,
+            first.host.trim_start_matches("127.0.0.1:")
+        ),
+    )
+    .expect("a stale record");
     let second = Emulator::ensure_with(source, &dir.path())
         .await
         .expect("a new emulator starts");
     assert_ne!(second.pid, first.pid);
     assert!(answers(&second.host));
+}
+
+#[tokio::test]
+async fn a_launcher_that_dies_is_reported_with_the_end_of_its_log() {
+    use std::os::unix::fs::PermissionsExt;
+    // A stand-in for the launcher: this needs no emulator.
+    let dir = StateDir::new();
+    let launcher = dir.root.path().join("cloud-pubsub-emulator");
+    std::fs::write(
+        &launcher,
+        "#!/bin/sh\necho \"starting with $1 $2\"\necho 'java.net.BindException: Address already in use' >&2\nexit 3\n",
+    )
+    .expect("the stand-in");
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755))
+        .expect("made executable");
+    let source = EmulatorSource::Launcher {
+        launcher,
+        java: dir.root.path().join("jdk/bin/java"),
+    };
+    let error = Emulator::ensure_with(source, &dir.path())
+        .await
+        .expect_err("a launcher that exits")
+        .to_string();
+    assert!(error.contains("exited"), "{error}");
+    assert!(error.contains("Address already in use"), "{error}");
+    assert!(
+        error.contains("starting with --host=127.0.0.1 --port="),
+        "{error}"
+    );
+    assert!(!dir.path().join("pubsub-emulator.json").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
