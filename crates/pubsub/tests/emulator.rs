@@ -602,3 +602,57 @@ async fn the_client_environment_names_the_emulator() {
         .to_string();
     assert!(error.contains("http://HOST:PORT"), "{error}");
 }
+
+/// Set in the child process of the test below, to the state directory it starts the emulator in.
+const CHILD_DIR: &str = "MAHAVISHNU_TEST_PUBSUB_CHILD_DIR";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_outlives_the_process_that_started_it() {
+    if let Ok(dir) = std::env::var(CHILD_DIR) {
+        // The child: start the emulator, say which, and exit.
+        let source = Emulator::locate_launcher().expect("the launcher, as the parent found it");
+        let running = Emulator::ensure_with(source, Path::new(&dir))
+            .await
+            .expect("the emulator starts");
+        println!("child started pid={:?}", running.pid);
+        return;
+    }
+    let Some(source) = launcher() else { return };
+    let dir = StateDir::new();
+    // This test binary again, running only this test, as the process that starts the emulator. Its
+    // output is read to the end, which also shows the emulator does not hold the caller's pipes.
+    let child = tokio::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "the_emulator_outlives_the_process_that_started_it",
+            "--nocapture",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), child)
+        .await
+        .expect("the child ends although the emulator it started runs on")
+        .expect("the child runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let started: u32 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("child started pid=Some("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("the child says which emulator it started: {stdout}"));
+
+    assert!(
+        process_exists(started),
+        "the emulator ended with its caller"
+    );
+    let found = Emulator::ensure_with(source, &dir.path())
+        .await
+        .expect("the emulator is found");
+    assert_eq!(found.pid, Some(started));
+    assert!(answers(&found.host));
+}
