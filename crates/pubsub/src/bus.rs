@@ -14,9 +14,11 @@ use google_cloud_pubsub::retry_policy::RetryableErrors;
 use mahavishnu_core::deploy::events::{EventBus, PushSubscription, TopicRef};
 use mahavishnu_core::{Error, Result};
 
-/// How long one call keeps retrying transient failures: long enough to ride out an emulator that is
-/// still settling, short enough that a dead one is reported while the user still waits for it.
-const RETRY_LIMIT: Duration = Duration::from_secs(30);
+/// How often and how long one call retries transient failures. The emulator is on this machine and
+/// answered before the bus was made, so a refused connection means it is gone, and saying so within
+/// seconds beats the client's default of retrying for minutes.
+const RETRY_ATTEMPTS: u32 = 3;
+const RETRY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Pub/Sub bounds these; checking them here names the subscription instead of returning the server's
 /// bare `InvalidArgument`.
@@ -68,21 +70,33 @@ impl PubSubBus {
         let topics = TopicAdmin::builder()
             .with_endpoint(&endpoint)
             .with_credentials(Anonymous::new().build())
-            .with_retry_policy(Aip194Strict.with_time_limit(RETRY_LIMIT))
+            .with_retry_policy(
+                Aip194Strict
+                    .with_attempt_limit(RETRY_ATTEMPTS)
+                    .with_time_limit(RETRY_LIMIT),
+            )
             .build()
             .await
             .map_err(|e| client_failed("topic admin", &host, e))?;
         let subscriptions = SubscriptionAdmin::builder()
             .with_endpoint(&endpoint)
             .with_credentials(Anonymous::new().build())
-            .with_retry_policy(Aip194Strict.with_time_limit(RETRY_LIMIT))
+            .with_retry_policy(
+                Aip194Strict
+                    .with_attempt_limit(RETRY_ATTEMPTS)
+                    .with_time_limit(RETRY_LIMIT),
+            )
             .build()
             .await
             .map_err(|e| client_failed("subscription admin", &host, e))?;
         let base_publisher = BasePublisher::builder()
             .with_endpoint(&endpoint)
             .with_credentials(Anonymous::new().build())
-            .with_retry_policy(RetryableErrors.with_time_limit(RETRY_LIMIT))
+            .with_retry_policy(
+                RetryableErrors
+                    .with_attempt_limit(RETRY_ATTEMPTS)
+                    .with_time_limit(RETRY_LIMIT),
+            )
             .build()
             .await
             .map_err(|e| client_failed("publisher", &host, e))?;
@@ -307,8 +321,7 @@ impl EventBus for PubSubBus {
 
     async fn delete_topic(&self, topic: &TopicRef) -> Result<()> {
         let name = topic.path();
-        // A publisher kept for a deleted topic would fail on a topic made again under the same name
-        // only if the server kept state for it; dropping it costs one reconnect and rules that out.
+        // Kept, a deleted topic's publisher would only hold a batching task for nothing.
         self.forget_publisher(&name);
         match self.topics.delete_topic().set_topic(&name).send().await {
             Ok(()) => Ok(()),

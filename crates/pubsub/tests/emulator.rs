@@ -656,3 +656,30 @@ async fn the_emulator_outlives_the_process_that_started_it() {
     assert_eq!(found.pid, Some(started));
     assert!(answers(&found.host));
 }
+
+#[tokio::test]
+async fn an_emulator_that_does_not_answer_is_named_in_the_error() {
+    // A port nothing listens on: this needs no emulator.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let bus = PubSubBus::connect(&format!("http://127.0.0.1:{port}"), PROJECT)
+        .await
+        .expect("the bus");
+    let started = Instant::now();
+    let error = bus
+        .ensure_topic(&topic("orders"))
+        .await
+        .expect_err("no emulator there")
+        .to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?} to give up",
+        started.elapsed()
+    );
+    assert!(
+        error.contains(&format!("127.0.0.1:{port} does not answer")),
+        "{error}"
+    );
+}
