@@ -1,34 +1,49 @@
-//! The event bus deployments use for topics: the Pub/Sub emulator.
+//! The event bus deployments use for topics: the Pub/Sub emulator, found or started on demand (or the
+//! one `PUBSUB_EMULATOR_HOST` names), one per state directory.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use mahavishnu_core::Result;
 use mahavishnu_core::deploy::EventBus;
-use mahavishnu_core::{Error, Result};
 use mahavishnu_deploy::BusProvider;
+use mahavishnu_deploy::wanted::LOCAL_PROJECT;
+use mahavishnu_pubsub::{Emulator, PubSubBus};
 
 /// The bus provider for a state directory.
-pub fn provider(_state_dir: &Path) -> Arc<dyn BusProvider> {
-    Arc::new(NoBus)
+pub fn provider(state_dir: &Path) -> Arc<dyn BusProvider> {
+    Arc::new(EmulatorBus {
+        dir: state_dir.join("pubsub"),
+    })
 }
 
-struct NoBus;
+struct EmulatorBus {
+    dir: PathBuf,
+}
 
-const FIX: &str = "topics need the Pub/Sub emulator, which this build cannot start yet";
+fn client_env(host: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("PUBSUB_EMULATOR_HOST".to_string(), host.to_string()),
+        ("PUBSUB_PROJECT_ID".to_string(), LOCAL_PROJECT.to_string()),
+        ("GOOGLE_CLOUD_PROJECT".to_string(), LOCAL_PROJECT.to_string()),
+    ])
+}
 
 #[async_trait]
-impl BusProvider for NoBus {
+impl BusProvider for EmulatorBus {
     fn unavailable(&self) -> Option<String> {
-        Some(FIX.into())
+        Emulator::locate().err()
     }
 
     fn running_env(&self) -> Option<BTreeMap<String, String>> {
-        None
+        Emulator::running(&self.dir).map(|running| client_env(&running.host))
     }
 
     async fn connect(&self) -> Result<Arc<dyn EventBus>> {
-        Err(Error::Invalid(FIX.into()))
+        let running = Emulator::ensure(&self.dir).await?;
+        let bus = PubSubBus::connect(&running.endpoint, LOCAL_PROJECT).await?;
+        Ok(Arc::new(bus))
     }
 }
