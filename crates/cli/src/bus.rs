@@ -27,7 +27,10 @@ fn client_env(host: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("PUBSUB_EMULATOR_HOST".to_string(), host.to_string()),
         ("PUBSUB_PROJECT_ID".to_string(), LOCAL_PROJECT.to_string()),
-        ("GOOGLE_CLOUD_PROJECT".to_string(), LOCAL_PROJECT.to_string()),
+        (
+            "GOOGLE_CLOUD_PROJECT".to_string(),
+            LOCAL_PROJECT.to_string(),
+        ),
     ])
 }
 

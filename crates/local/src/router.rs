@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -164,6 +164,12 @@ impl Router {
         self.handle.shared.probes.answer(nonce)
     }
 
+    /// Makes this router a front door: an idempotent request that one revision (a region) answers
+    /// with 502 or 503 is asked again of another.
+    pub fn set_failover(&self, on: bool) {
+        self.handle.shared.failover.store(on, Ordering::Relaxed);
+    }
+
     /// Stops listening; open connections finish the request they are serving and close.
     pub fn shutdown(&self) {
         self.handle.shutdown.send_replace(true);
@@ -176,6 +182,9 @@ struct Shared {
     balancer: Mutex<Balancer>,
     registry: Registry,
     probes: Probes,
+    /// Whether a 502 or 503 answer sends an idempotent request to another revision (a front door,
+    /// whose revisions are regions).
+    failover: AtomicBool,
 }
 
 /// The current table and the smooth weighted round-robin state over it. Both change together
@@ -222,6 +231,7 @@ impl Shared {
             }),
             registry: Registry::new(),
             probes: Probes::default(),
+            failover: AtomicBool::new(false),
         }
     }
 
@@ -336,10 +346,32 @@ impl Shared {
                 body,
             ))
             .await;
+        // A refused connection never reached the upstream; an idempotent request may be sent again
+        // whatever happened to it (RFC 9110, 9.2.2): a kept-alive connection whose upstream died
+        // fails only once the request is written on it. A front door also takes a region's 502 or
+        // 503 as a reason to ask another region.
+        let idempotent = parts.method.is_idempotent();
+        let first = match first {
+            Ok(response)
+                if idempotent
+                    && self.failover.load(Ordering::Relaxed)
+                    && matches!(
+                        response.status(),
+                        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                    )
+                    && spare_headers.is_some() =>
+            {
+                Err(Retry::Unavailable(response))
+            }
+            Ok(response) => Ok(response),
+            Err(error) if error.is_connect() || idempotent => {
+                Err(Retry::Failed(error.is_connect()))
+            }
+            Err(_) => Err(Retry::No),
+        };
         let (served_by, outcome) = match first {
-            Err(error) if error.is_connect() => {
-                // The upstream refused the connection, so the request never reached it: try once
-                // more, on another process of the same revision, else on another revision.
+            Err(reason @ (Retry::Failed(_) | Retry::Unavailable(_))) => {
+                // Try once more, on another process of the same revision, else on another revision.
                 let retry = match (spare_headers, recover.take()) {
                     (Some(headers), Some(body)) => {
                         let target = if revision.upstreams.len() > 1 {
@@ -375,10 +407,14 @@ impl Shared {
                             Err(_) => (target, Err(Failure::AfterSend)),
                         }
                     }
-                    None => (revision, Err(Failure::Refused)),
+                    None => match reason {
+                        Retry::Unavailable(response) => (revision, Ok(response)),
+                        Retry::Failed(true) => (revision, Err(Failure::Refused)),
+                        _ => (revision, Err(Failure::AfterSend)),
+                    },
                 }
             }
-            Err(_) => (revision, Err(Failure::AfterSend)),
+            Err(Retry::No) => (revision, Err(Failure::AfterSend)),
             Ok(response) => (revision, Ok(response)),
         };
 
@@ -421,6 +457,16 @@ impl Shared {
 }
 
 /// Why no upstream answered.
+/// Why a first attempt may be made again elsewhere.
+enum Retry {
+    /// The upstream failed before answering; `true` when it refused the connection.
+    Failed(bool),
+    /// A front door's region answered 502 or 503.
+    Unavailable(Response<Incoming>),
+    /// It may not be sent again.
+    No,
+}
+
 enum Failure {
     /// Every upstream tried refused the connection: the request reached none of them.
     Refused,
@@ -1080,7 +1126,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failure_after_sending_is_502_and_not_retried() {
+    async fn failure_after_sending_is_502_and_retried_only_when_idempotent() {
         // Accepts, reads the request, and hangs up without answering.
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let rude = listener.local_addr().unwrap();
@@ -1097,10 +1143,55 @@ mod tests {
         let router = Router::bind(0).await.unwrap();
         router.set_routes(table(vec![revision("rev-a", 100, &[rude, live])]));
         let client = client();
-        let (status, header, _) = get(&client, &router, "/").await;
+        // A POST may have done its work before the upstream hung up: it is not sent again.
+        let (status, header, _) = send(
+            &client,
+            &router,
+            Method::POST,
+            "/",
+            Bytes::from_static(b"order"),
+        )
+        .await;
         assert_eq!((status, header.as_deref()), (502, Some("rev-a")));
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(router.metrics()["rev-a"].errors, 1);
+        // A GET may be sent again (a kept-alive connection to a process that died fails this way):
+        // the live process answers it, whichever of the two the turn starts with.
+        for _ in 0..2 {
+            let (status, _, body) = get(&client, &router, "/").await;
+            assert_eq!((status, body.as_str()), (200, "live"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_front_door_asks_another_region_when_one_answers_503() {
+        let down = crate::router::Router::bind(0).await.unwrap(); // a region's router with nothing healthy
+        let up = upstream("b").await;
+        let door = Router::bind(0).await.unwrap();
+        let down_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, down.port()));
+        door.set_routes(table(vec![
+            revision("region-a", 1, &[down_addr]),
+            revision("region-b", 1, &[up]),
+        ]));
+        let client = client();
+        let (status, _, _) = get(&client, &door, "/").await;
+        let (again, _, _) = get(&client, &door, "/").await;
+        assert!(
+            status == 503 || again == 503,
+            "without failover one of two requests meets region-a's 503"
+        );
+        door.set_failover(true);
+        for _ in 0..4 {
+            let (status, _, body) = get(&client, &door, "/").await;
+            assert_eq!((status, body.as_str()), (200, "b"));
+        }
+        let (status, _, _) = send(&client, &door, Method::POST, "/", Bytes::new()).await;
+        let (again, _, _) = send(&client, &door, Method::POST, "/", Bytes::new()).await;
+        assert!(
+            status == 503 || again == 503,
+            "a POST is not sent to a second region"
+        );
     }
 
     #[tokio::test]

@@ -871,6 +871,7 @@ impl Supervisor {
             }
             None => bind_router(saved.port).await?,
         };
+        router.set_failover(true);
         let saved = SavedFrontDoor {
             port: router.port(),
             ..saved

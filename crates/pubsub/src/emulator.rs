@@ -141,7 +141,8 @@ impl Emulator {
             });
         }
         let record = read_record(dir)?;
-        (is_our_emulator(record.pid) && answers(record.port)).then(|| running(record.port, record.pid))
+        (is_our_emulator(record.pid) && answers(record.port))
+            .then(|| running(record.port, record.pid))
     }
 
     /// Stops the emulator recorded in `dir`, with its whole process group, and forgets it. Returns
@@ -233,11 +234,17 @@ fn ensure_started(launcher: &Path, java: &Path, dir: &Path) -> Result<RunningEmu
 
 /// Starts an emulator, on the port the last one had when it is free: services were given that
 /// address, and keeping it spares them a new revision each.
-fn start(launcher: &Path, java: &Path, dir: &Path, last_port: Option<u16>) -> Result<RunningEmulator> {
-    let port = match last_port.filter(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok()) {
-        Some(port) => port,
-        None => free_port()?,
-    };
+fn start(
+    launcher: &Path,
+    java: &Path,
+    dir: &Path,
+    last_port: Option<u16>,
+) -> Result<RunningEmulator> {
+    let port =
+        match last_port.filter(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok()) {
+            Some(port) => port,
+            None => free_port()?,
+        };
     let log_path = dir.join(LOG_FILE);
     let log = private_file(&log_path, true)?;
     let log_err = log
