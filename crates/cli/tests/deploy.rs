@@ -805,3 +805,229 @@ fn the_deploy_tools_over_mcp_and_v1_return_the_cli_shapes() {
         "{response}"
     );
 }
+
+/// Whether the tests that need the Pub/Sub emulator run: they fail when it is missing, unless
+/// `MAHAVISHNU_TEST_NO_PUBSUB=1` says to skip them.
+fn pubsub_wanted(test: &str) -> bool {
+    if std::env::var_os("MAHAVISHNU_TEST_NO_PUBSUB").is_some_and(|v| v == "1") {
+        eprintln!("{test}: skipped (MAHAVISHNU_TEST_NO_PUBSUB=1)");
+        return false;
+    }
+    if let Err(reason) = mahavishnu_pubsub::Emulator::locate() {
+        panic!(
+            "{test} needs the Pub/Sub emulator: {reason}; or set MAHAVISHNU_TEST_NO_PUBSUB=1 to skip it"
+        );
+    }
+    true
+}
+
+/// A world whose work directory holds a copy of `examples/NAME`.
+fn example_world(name: &str) -> World {
+    let world = World::new();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    for entry in std::fs::read_dir(&source).unwrap().flatten() {
+        std::fs::copy(entry.path(), world.work().join(entry.file_name())).unwrap();
+    }
+    world
+}
+
+fn post(url: &str, body: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_region() {
+    if !pubsub_wanted("the sandcastle example") {
+        return;
+    }
+    let world = example_world("sandcastle");
+    let apply = |args: &[&str]| {
+        let mut all = vec!["--output", "json", "deploy"];
+        all.extend(args);
+        let output = world
+            .command(&all)
+            .env("SHOP_SESSION_KEY", "test-session-key")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let report = apply(&["apply"]);
+    let order: Vec<String> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["region"] == "local-a")
+        .map(|s| s["service"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        order[..2]
+            .iter()
+            .filter(|s| *s == "migrate" || *s == "webhooks")
+            .count(),
+        2,
+        "the job and webhooks come first: {order:?}"
+    );
+    let door = report["front_door"]
+        .as_str()
+        .expect("a front door")
+        .to_string();
+
+    // Every check holds: health, web -> webhooks from web's side, a probe through the topic.
+    let verify = world.json(&["deploy", "verify"]);
+    assert_eq!(verify["ok"], true, "{verify:#}");
+    let checks: Vec<&str> = verify["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    assert!(
+        checks.contains(&"topic orders -> worker") && checks.contains(&"link web -> webhooks"),
+        "{checks:?}"
+    );
+
+    // An order through the front door reaches the worker of the region that took it, through Pub/Sub.
+    let (code, body) = post(&format!("{door}/orders"), r#"{"item":"green tea"}"#);
+    assert_eq!(code, 202, "{body}");
+    let region = serde_json::from_str::<Value>(&body).unwrap()["region"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let worker = url_of(&world, &region, "worker");
+    eventually(
+        "the order reaches the worker",
+        Duration::from_secs(15),
+        || get(&format!("{worker}/orders")).is_ok_and(|(_, _, body)| body.contains("green tea")),
+    );
+
+    // A new greeting goes out as a 90/10 canary, region by region, and rolls back at once.
+    let before = serving(&world, "local-a", "web");
+    let manifest = std::fs::read_to_string(world.work().join("mahavishnu.deploy.toml")).unwrap();
+    set_manifest(
+        &world,
+        &manifest.replace("GREETING = \"hello\"", "GREETING = \"welcome\""),
+    );
+    apply(&["apply"]);
+    let history = world.json(&["deploy", "history", "web", "--region", "local-b"]);
+    let causes: Vec<&str> = history["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cause"].as_str().unwrap())
+        .collect();
+    assert_eq!(&causes[..2], ["release", "canary step 10 %"], "{history:#}");
+    let web = url_of(&world, "local-a", "web");
+    assert!(get(&format!("{web}/")).unwrap().2.contains("welcome"));
+    world.ok(&["deploy", "rollback", "web", "--region", "local-a"]);
+    assert_eq!(serving(&world, "local-a", "web"), before);
+    assert!(get(&format!("{web}/")).unwrap().2.contains("hello"));
+
+    // Every process of local-a dies; the front door keeps answering from local-b.
+    let supervisor =
+        std::fs::read_to_string(world.state_dir().join("deploy/shop/local-a/supervisor.pid"))
+            .unwrap();
+    let region_a = status(&world);
+    let mut pids: Vec<i32> = vec![supervisor.trim().parse().unwrap()];
+    for service in service(&region_a, "local-a", "web")["revisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        pids.extend(
+            service["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["pid"].as_i64())
+                .map(|p| p as i32),
+        );
+    }
+    for pid in pids {
+        // SAFETY: signalling processes this test's supervisors started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for _ in 0..50 {
+        let (code, _, body) = get(&format!("{door}/")).unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    world.ok(&["deploy", "destroy"]);
+    assert!(!world.state_dir().join("deploy/shop").exists());
+}
+
+#[test]
+fn the_pipeline_example_deploys_a_pipeline_then_a_block_wired_by_a_topic() {
+    if !pubsub_wanted("the pipeline example") {
+        return;
+    }
+    let world = example_world("pipeline");
+    let report = world.json(&["deploy", "pipeline", "checkout"]);
+    let deployed: Vec<&str> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert!(
+        !deployed.contains(&"audit"),
+        "only the pipeline and what it needs: {deployed:?}"
+    );
+    let gateway = url_of(&world, "local", "gateway");
+    let (_, _, body) = get(&format!("{gateway}/")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["chain"],
+        serde_json::json!(["gateway", "auth", "api", "sqlite:///tmp/blocks.db"])
+    );
+
+    // The audit block: deployed on its own; api, which it follows through the topic, is left alone.
+    let report = world.json(&["deploy", "block", "audit"]);
+    let outcomes: Vec<(&str, &str)> = report["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap(),
+                s["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(outcomes, [("audit", "created")], "{report:#}");
+    let audit = url_of(&world, "local", "audit");
+    get(&format!("{gateway}/")).unwrap();
+    eventually(
+        "api's audit event reaches the audit block",
+        Duration::from_secs(15),
+        || get(&format!("{audit}/audited")).is_ok_and(|(_, _, body)| body.contains("api -> ")),
+    );
+    assert_eq!(world.json(&["deploy", "verify"])["ok"], true);
+}

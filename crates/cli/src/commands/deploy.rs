@@ -342,7 +342,11 @@ fn status_table(report: &Value) -> String {
                     text(&region["region"]),
                     text(&service["name"]),
                     text(&revision["name"]),
-                    format!("{} %", text(&revision["weight"])),
+                    if service["kind"] == "job" {
+                        "-".to_string()
+                    } else {
+                        format!("{} %", text(&revision["weight"]))
+                    },
                     health,
                     restarts.to_string(),
                     metrics

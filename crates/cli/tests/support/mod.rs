@@ -261,6 +261,16 @@ impl World {
             })
             .map(|entry| entry.path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "sock"));
+        // The Pub/Sub emulator a deploy started for this world, with its whole process group.
+        if let Ok(record) = std::fs::read(self.state_dir().join("pubsub/pubsub-emulator.json"))
+            && let Ok(record) = serde_json::from_slice::<serde_json::Value>(&record)
+            && let Some(pid) = record["pid"].as_i64()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(-(pid as i32)),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for socket in sockets {
             if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
