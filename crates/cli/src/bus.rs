@@ -16,11 +16,14 @@ use mahavishnu_pubsub::{Emulator, PubSubBus};
 pub fn provider(state_dir: &Path) -> Arc<dyn BusProvider> {
     Arc::new(EmulatorBus {
         dir: state_dir.join("pubsub"),
+        placements: state_dir.join("deploy"),
     })
 }
 
 struct EmulatorBus {
     dir: PathBuf,
+    /// Where the local platform keeps each sandcastle's regions: the emulator serves them all.
+    placements: PathBuf,
 }
 
 fn client_env(host: &str) -> BTreeMap<String, String> {
@@ -42,6 +45,16 @@ impl BusProvider for EmulatorBus {
 
     fn running_env(&self) -> Option<BTreeMap<String, String>> {
         Emulator::running(&self.dir).map(|running| client_env(&running.host))
+    }
+
+    fn release_if_unused(&self) {
+        let in_use = std::fs::read_dir(&self.placements)
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false);
+        if !in_use {
+            // The emulator this state directory started (never one PUBSUB_EMULATOR_HOST names).
+            let _ = Emulator::stop(&self.dir);
+        }
     }
 
     async fn connect(&self) -> Result<Arc<dyn EventBus>> {

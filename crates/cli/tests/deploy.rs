@@ -70,6 +70,11 @@ fn set_manifest(world: &World, manifest: &str) {
 
 /// One HTTP/1.1 GET: status, the revision header the router adds, and the body.
 fn get(url: &str) -> std::io::Result<(u16, Option<String>, String)> {
+    get_with(url, "")
+}
+
+/// A GET with extra header lines (each ending in CRLF).
+fn get_with(url: &str, headers: &str) -> std::io::Result<(u16, Option<String>, String)> {
     let rest = url.strip_prefix("http://").expect("an http URL");
     let (host, path) = rest
         .split_once('/')
@@ -78,7 +83,7 @@ fn get(url: &str) -> std::io::Result<(u16, Option<String>, String)> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -485,6 +490,26 @@ rollout = { steps = [50, 100], pause = "3s", max_error_rate = 0.05 }
     assert!(table.contains("ERRORS"), "{table}");
     let metrics = world.ok(&["deploy", "metrics"]);
     assert!(metrics.contains("mahavishnu_requests_total{"), "{metrics}");
+    // A scraper gets the same text over HTTP, with the supervisor's token and not without.
+    let scrape = status(&world)["regions"][0]["metrics_url"]
+        .as_str()
+        .expect("a metrics URL")
+        .to_string();
+    assert_eq!(get(&scrape).unwrap().0, 401);
+    let token =
+        std::fs::read_to_string(world.state_dir().join("deploy/shop/local/metrics-token")).unwrap();
+    let (code, _, text) = get_with(
+        &scrape,
+        &format!("Authorization: Bearer {}\r\n", token.trim()),
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(text.contains("mahavishnu_request_errors_total{"), "{text}");
+    assert_eq!(
+        text.matches("# TYPE mahavishnu_requests_total").count(),
+        1,
+        "{text}"
+    );
 }
 
 #[test]
@@ -982,6 +1007,13 @@ fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_re
     }
     world.ok(&["deploy", "destroy"]);
     assert!(!world.state_dir().join("deploy/shop").exists());
+    assert!(
+        !world
+            .state_dir()
+            .join("pubsub/pubsub-emulator.json")
+            .exists(),
+        "the emulator started for the sandcastle stops with the last one"
+    );
 }
 
 #[test]

@@ -40,6 +40,10 @@ pub trait BusProvider: Send + Sync {
 
     /// Connects to the bus, starting it when it does not run.
     async fn connect(&self) -> Result<Arc<dyn EventBus>>;
+
+    /// Called when a whole sandcastle was destroyed: a bus started for sandcastles and no longer
+    /// used by any may stop.
+    fn release_if_unused(&self) {}
 }
 
 /// What to deploy.
@@ -131,6 +135,9 @@ pub struct RegionStatus {
     pub region: String,
     /// Whether anything runs there.
     pub deployed: bool,
+    /// Where its request metrics can be scraped (Prometheus text; see the README for the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
     /// Its services.
     pub services: Vec<ObservedService>,
 }
@@ -1204,6 +1211,7 @@ impl Engine {
                     RegionStatus {
                         region: region.clone(),
                         deployed: here.exists,
+                        metrics_url: here.metrics_url.clone(),
                         services: here.services.values().cloned().collect(),
                     }
                 })
@@ -1422,6 +1430,9 @@ impl Engine {
             self.platform
                 .destroy_front_door(&manifest.sandcastle.name)
                 .await?;
+        }
+        if service.is_none() && all_regions {
+            self.bus.release_if_unused();
         }
         Ok(done)
     }

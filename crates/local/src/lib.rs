@@ -5,6 +5,7 @@
 mod copies;
 mod http;
 pub mod metrics;
+mod metrics_http;
 mod platform;
 pub mod protocol;
 pub mod router;

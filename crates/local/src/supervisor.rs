@@ -58,7 +58,14 @@ pub fn run(address: Address) -> i32 {
             }
         };
         let supervisor = Arc::new(Supervisor::new(address));
-        if let Err(message) = supervisor.restore().await {
+        let metrics_port = match supervisor.restore().await {
+            Ok(port) => port,
+            Err(message) => {
+                println!("error: {message}");
+                return 1;
+            }
+        };
+        if let Err(message) = supervisor.serve_metrics(metrics_port).await {
             println!("error: {message}");
             return 1;
         }
@@ -139,6 +146,9 @@ fn detach_stdio(address: &Address) {
 struct SavedState {
     services: Vec<SavedService>,
     front_door: Option<SavedFrontDoor>,
+    /// The port of the metrics endpoint, kept so that a scraper's configuration stays right.
+    #[serde(default)]
+    metrics_port: Option<u16>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -200,6 +210,7 @@ struct Supervisor {
     services: Mutex<BTreeMap<String, Service>>,
     front_door: Mutex<Option<FrontDoor>>,
     generation: AtomicU64,
+    metrics_port: Mutex<Option<u16>>,
     lines: broadcast::Sender<LogLine>,
     /// Wakes the route keeper when a copy's health changes.
     changed: Arc<Notify>,
@@ -214,16 +225,34 @@ impl Supervisor {
             services: Mutex::new(BTreeMap::new()),
             front_door: Mutex::new(None),
             generation: AtomicU64::new(1),
+            metrics_port: Mutex::new(None),
             lines,
             changed: Arc::new(Notify::new()),
             shutdown: Notify::new(),
         }
     }
 
+    /// Serves the metrics endpoint, on `port` when it is free.
+    async fn serve_metrics(self: &Arc<Self>, port: Option<u16>) -> Result<(), String> {
+        let token = crate::metrics_http::token(&self.address.dir)?;
+        let supervisor = Arc::clone(self);
+        let port = crate::metrics_http::serve(
+            port.unwrap_or(0),
+            token,
+            Arc::new(move || supervisor.metrics_text()),
+        )
+        .await
+        .map_err(|e| format!("cannot serve metrics on a loopback port: {e}"))?;
+        *lock(&self.metrics_port) = Some(port);
+        self.save();
+        Ok(())
+    }
+
     /// Starts again what the state file says ran, after ending what a crashed supervisor left.
-    async fn restore(&self) -> Result<(), String> {
+    /// Returns the metrics port it had.
+    async fn restore(&self) -> Result<Option<u16>, String> {
         let Ok(bytes) = std::fs::read(self.address.state()) else {
-            return Ok(());
+            return Ok(None);
         };
         let saved: SavedState = serde_json::from_slice(&bytes).map_err(|e| {
             format!(
@@ -278,7 +307,7 @@ impl Supervisor {
         if let Some(door) = saved.front_door {
             self.set_front_door(door).await?;
         }
-        Ok(())
+        Ok(saved.metrics_port)
     }
 
     fn save(&self) {
@@ -317,6 +346,7 @@ impl Supervisor {
             front_door: lock(&self.front_door)
                 .as_ref()
                 .map(|door| door.saved.clone()),
+            metrics_port: *lock(&self.metrics_port),
         };
         drop(services);
         if let Ok(bytes) = serde_json::to_vec_pretty(&state) {
@@ -487,19 +517,7 @@ impl Supervisor {
                 to_json(&serde_json::json!({}))
             }
             Request::Logs { .. } => Err("logs are streamed".into()),
-            Request::Metrics => {
-                let mut text = String::new();
-                for (name, service) in lock(&self.services).iter() {
-                    if let Some(router) = &service.router {
-                        router.prometheus(name, &mut text);
-                    }
-                }
-                if let Some(door) = lock(&self.front_door).as_ref() {
-                    door.router
-                        .prometheus(&format!("{}@front-door", door.saved.service), &mut text);
-                }
-                to_json(&text)
-            }
+            Request::Metrics => to_json(&self.metrics_text()),
             Request::ExpectProbe {
                 service,
                 path,
@@ -549,6 +567,31 @@ impl Supervisor {
                 to_json(&serde_json::json!({}))
             }
         }
+    }
+
+    /// Every router's counters in one Prometheus text exposition (each family described once).
+    fn metrics_text(&self) -> String {
+        let services = lock(&self.services);
+        let door = lock(&self.front_door);
+        let door_name = door
+            .as_ref()
+            .map(|door| format!("{}@front-door", door.saved.service));
+        let routers = services
+            .iter()
+            .filter_map(|(name, service)| {
+                service
+                    .router
+                    .as_ref()
+                    .map(|router| (name.as_str(), router))
+            })
+            .chain(
+                door.as_ref()
+                    .zip(door_name.as_deref())
+                    .map(|(door, name)| (name, &door.router)),
+            );
+        let mut text = String::new();
+        Router::prometheus_all(routers, &mut text);
+        text
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -601,6 +644,8 @@ impl Supervisor {
                 services: observed,
                 version: self.generation.load(Ordering::SeqCst).to_string(),
                 exists: true,
+                metrics_url: lock(&self.metrics_port)
+                    .map(|port| format!("http://127.0.0.1:{port}/metrics")),
             },
             front_door: self.front_door_status(),
         }

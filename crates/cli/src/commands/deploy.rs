@@ -388,6 +388,11 @@ fn status_table(report: &Value) -> String {
         ],
         &rows,
     );
+    for region in report["regions"].as_array().into_iter().flatten() {
+        if let Some(url) = region.get("metrics_url").and_then(Value::as_str) {
+            out.push_str(&format!("metrics of {}: {url} (Prometheus text; bearer token in the supervisor's metrics-token)\n", text(&region["region"])));
+        }
+    }
     if let Some(door) = report.get("front_door").filter(|door| !door.is_null()) {
         let regions: Vec<String> = door["regions"]
             .as_array()

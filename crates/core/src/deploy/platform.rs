@@ -290,6 +290,9 @@ pub struct Observed {
     pub version: String,
     /// Whether anything runs there at all (a supervisor, a namespace).
     pub exists: bool,
+    /// Where the placement's request metrics can be scraped in Prometheus text format, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 /// One step of a wait for readiness, shown while it waits.
