@@ -19,9 +19,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A copy that ran this long before it ended starts again at the first backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Health checks of a copy that is not healthy yet come this often, so that a restarted copy serves
-/// again as soon as it answers.
-const EAGER_CHECK: Duration = Duration::from_millis(50);
+/// Health checks of a copy that is not healthy yet come this often, so that a new or restarted copy
+/// serves as soon as it answers (a refused connection costs microseconds).
+const EAGER_CHECK: Duration = Duration::from_millis(10);
 /// A worker without a port counts as healthy once it has run this long.
 const WORKER_SETTLE: Duration = Duration::from_secs(1);
 
@@ -49,6 +49,8 @@ pub struct CopyStatus {
     pub state: &'static str,
     pub healthy: bool,
     pub ever_healthy: bool,
+    /// Whether the current run of the process has answered its health check.
+    pub served: bool,
     pub restarts: u32,
     pub last_exit: Option<i32>,
     pub last_problem: Option<String>,
@@ -102,6 +104,7 @@ impl Copy {
                 state: "starting",
                 healthy: false,
                 ever_healthy: false,
+                served: false,
                 restarts: 0,
                 last_exit: None,
                 last_problem: None,
@@ -220,6 +223,7 @@ impl Copy {
                 status.pid = pid;
                 status.start_ticks = pid.and_then(start_ticks);
                 status.state = "running";
+                status.served = false;
                 status.running_since = Some(started);
             });
             let label = format!("{revision}/{}", self.index);
@@ -270,6 +274,10 @@ impl Copy {
                 }
             };
             let ran = started.elapsed();
+            // A copy that served (or, without a port, ran past its settling time) before it ended
+            // is not in a crash loop: it starts again at the first backoff, so that a killed
+            // process serves again within a second however often it happened before.
+            let served = self.status().served || (!spec.listens && ran >= WORKER_SETTLE);
             self.set(|status| {
                 status.pid = None;
                 status.start_ticks = None;
@@ -281,7 +289,7 @@ impl Copy {
             if self.stopping() || spec.kind == ServiceKind::Job {
                 break;
             }
-            if ran >= STABLE_AFTER {
+            if served || ran >= STABLE_AFTER {
                 backoff = FIRST_BACKOFF;
             }
             self.set(|status| {
@@ -391,6 +399,7 @@ impl Copy {
                 Ok(()) => {
                     status.healthy = true;
                     status.ever_healthy = true;
+                    status.served = true;
                     status.last_problem = None;
                 }
                 Err(problem) => {

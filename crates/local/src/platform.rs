@@ -333,7 +333,7 @@ impl Platform for LocalPlatform {
                     at.region
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
