@@ -1034,7 +1034,9 @@ impl Manifest {
                 .map(|s| s.needs.as_slice())
                 .unwrap_or(&[])
             {
-                if manifest.services.contains_key(need)
+                // A service that needs itself is reported on its own.
+                if need != name
+                    && manifest.services.contains_key(need)
                     && let Some(cycle) = visit(manifest, need, marks, path)
                 {
                     return Some(cycle);
@@ -1330,5 +1332,246 @@ pub mod optional_duration_text {
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
         super::duration_text::deserialize(deserializer).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> std::result::Result<Manifest, Vec<Problem>> {
+        Manifest::parse(Path::new("/app/mahavishnu.deploy.toml"), text)
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        parse(text)
+            .expect_err("problems")
+            .into_iter()
+            .map(|p| format!("{}:{}: {}", p.line.unwrap_or(0), p.key, p.message))
+            .collect()
+    }
+
+    const SHOP: &str = r#"
+[sandcastle]
+name = "shop"
+
+[services.db]
+kind = "external"
+url = { local = "postgres://localhost/shop", cloudrun = "gcp:sm/db-url#3" }
+
+[services.migrate]
+kind = "job"
+run = "migrate"
+needs = ["db"]
+
+[services.api]
+run = "serve api"
+needs = ["db", "migrate"]
+publishes = ["orders"]
+
+[services.web]
+run = "serve web"
+needs = ["api"]
+
+[services.worker]
+kind = "worker"
+run = "work"
+subscribes = { orders = "/events/orders" }
+
+[topics.orders]
+
+[pipelines.checkout]
+chain = ["web", "api", "orders", "worker"]
+"#;
+
+    #[test]
+    fn a_manifest_gets_its_defaults_and_deploys_in_waves_of_its_needs() {
+        let manifest = parse(SHOP).expect("valid");
+        assert_eq!(manifest.sandcastle.regions, ["local"]);
+        assert_eq!(manifest.sandcastle.platform, PlatformKind::Local);
+        let web = &manifest.services["web"];
+        assert_eq!(
+            (web.kind, web.scale.min, web.rollout.steps.clone()),
+            (ServiceKind::Http, 1, vec![100])
+        );
+        assert_eq!(
+            manifest.waves(),
+            [
+                vec!["db", "worker"],
+                vec!["migrate"],
+                vec!["api"],
+                vec!["web"]
+            ]
+        );
+        assert_eq!(
+            manifest
+                .closure(&["web".to_string()])
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["api", "db", "migrate", "web"]
+        );
+        assert_eq!(
+            manifest.subscribers("orders"),
+            [("worker", "/events/orders")]
+        );
+        let db = manifest.services["db"].url.as_ref().unwrap();
+        assert_eq!(
+            db.for_platform(PlatformKind::Local),
+            Some("postgres://localhost/shop")
+        );
+        assert_eq!(db.for_platform(PlatformKind::Kubernetes), None);
+        assert_eq!(url_variable("user-db"), "USER_DB_URL");
+        assert_eq!(topic_variable("orders"), "ORDERS_TOPIC");
+    }
+
+    #[test]
+    fn secret_references_parse_and_values_are_refused() {
+        let refs = [
+            ("env:SESSION_KEY", SecretRef::Env("SESSION_KEY".into())),
+            ("file:secrets/key", SecretRef::File("secrets/key".into())),
+            (
+                "gcp:sm/key",
+                SecretRef::SecretManager {
+                    name: "key".into(),
+                    version: "latest".into(),
+                },
+            ),
+            (
+                "k8s:secret/app#token",
+                SecretRef::KubernetesSecret {
+                    name: "app".into(),
+                    key: "token".into(),
+                },
+            ),
+        ];
+        for (text, expected) in refs {
+            let parsed: SecretRef = text.parse().unwrap();
+            assert_eq!(parsed, expected);
+            assert_eq!(parsed.to_string().parse::<SecretRef>().unwrap(), parsed);
+        }
+        for value in [
+            "hunter2",
+            "env:",
+            "env:has space",
+            "k8s:secret/app",
+            "gcp:sm/#1",
+        ] {
+            assert!(
+                value.parse::<SecretRef>().is_err(),
+                "{value} is not a reference"
+            );
+        }
+    }
+
+    #[test]
+    fn links_are_checked_where_they_are_written() {
+        let found = problems(
+            r#"[sandcastle]
+name = "shop"
+regions = ["a", "a"]
+
+[services.web]
+run = "x"
+needs = ["orders", "worker", "web"]
+env = { PORT = "1", API_URL = "x" }
+publishes = ["nothing"]
+rollout = { steps = [50, 10], max_error_rate = 2.0 }
+timeout = "5s"
+
+[services.worker]
+kind = "worker"
+run = "y"
+
+[services.api]
+image = "api:1"
+
+[services.job]
+kind = "job"
+run = "z"
+health = { path = "healthz" }
+
+[topics.orders]
+dead_letter = { after = 1 }
+
+[pipelines.p]
+chain = ["web", "api"]
+
+[front_door]
+service = "worker"
+"#,
+        );
+        let expected = [
+            "3:sandcastle.regions: region `a` is named twice",
+            "7:services.web.needs: `orders` is a topic",
+            "7:services.web.needs: `worker` is a worker and has no URL",
+            "7:services.web.needs: a service cannot need itself",
+            "8:services.web.env: PORT is set by the platform",
+            "9:services.web.publishes: names no topic `nothing`",
+            "10:services.web.rollout.steps: must end with 100",
+            "10:services.web.rollout.steps: must rise from 1 to 100",
+            "10:services.web.rollout.max_error_rate: 2 is not a rate",
+            "11:services.web.timeout: only a job has a timeout",
+            "23:services.job.health.path: `healthz` must start with `/`",
+            "23:services.job.health: a job has no health check",
+            "26:topics.orders.dead_letter.after: must be between 5 and 100",
+            "29:pipelines.p.chain: `web` calls `api` in this chain but does not list it in needs",
+            "32:front_door.service: `worker` is not a public http service",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pipeline_through_a_topic_needs_a_publisher_and_a_subscriber() {
+        let found = problems(
+            r#"[sandcastle]
+name = "shop"
+
+[services.api]
+run = "x"
+
+[services.audit]
+kind = "worker"
+run = "y"
+
+[topics.events]
+
+[pipelines.audit]
+chain = ["api", "events", "audit"]
+"#,
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("`api` is linked to topic `events` but does not publish it")),
+            "{found:#?}"
+        );
+        assert!(
+            found.iter().any(|p| p
+                .contains("topic `events` is linked to `audit`, which does not subscribe to it")),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_a_missing_sandcastle_are_named() {
+        let found = problems("[sandcastle\nname = 1\n");
+        assert!(found[0].starts_with("1:"), "{found:?}");
+        let found = problems("[services.web]\nrun = \"x\"\n");
+        assert!(
+            found.iter().any(|p| p.contains("sandcastle: missing")),
+            "{found:?}"
+        );
+        let found = problems("[sandcastle]\nname = \"s\"\n[services.web]\nrun = 5\n");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("3:services.web: invalid type")),
+            "{found:?}"
+        );
     }
 }
