@@ -1523,6 +1523,10 @@ service = "worker"
                 "missing {want:?} in {found:#?}"
             );
         }
+        assert!(
+            !found.iter().any(|p| p.contains("cycle")),
+            "needing itself is said once: {found:#?}"
+        );
     }
 
     #[test]
