@@ -75,15 +75,31 @@ fn get(url: &str) -> std::io::Result<(u16, Option<String>, String)> {
 
 /// A GET with extra header lines (each ending in CRLF).
 fn get_with(url: &str, headers: &str) -> std::io::Result<(u16, Option<String>, String)> {
+    http("GET", url, headers, "")
+}
+
+/// One HTTP/1.1 request on a connection of its own: status, the revision header the router adds,
+/// and the body.
+fn http(
+    method: &str,
+    url: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<(u16, Option<String>, String)> {
     let rest = url.strip_prefix("http://").expect("an http URL");
     let (host, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}{length}Connection: close\r\n\r\n{body}"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -811,23 +827,16 @@ fn the_deploy_tools_over_mcp_and_v1_return_the_cli_shapes() {
             break rest.split('/').next().unwrap().to_string();
         }
     };
-    let mut stream = std::net::TcpStream::connect(&address).unwrap();
-    let body = r#"{"service":"web"}"#;
-    write!(
-        stream,
-        "POST /v1/deploy_history HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let (status, json) = post(
+        &format!("http://{address}/v1/deploy_history"),
+        r#"{"service":"web"}"#,
+    );
     let _ = serve.kill();
     let _ = serve.wait();
-    let (_, json) = response.split_once("\r\n\r\n").unwrap();
+    assert_eq!(status, 200, "{json}");
     assert_eq!(
-        serde_json::from_str::<Value>(json).unwrap(),
-        world.json(&["deploy", "history", "web"]),
-        "{response}"
+        serde_json::from_str::<Value>(&json).unwrap(),
+        world.json(&["deploy", "history", "web"])
     );
 }
 
@@ -859,30 +868,8 @@ fn example_world(name: &str) -> World {
 }
 
 fn post(url: &str, body: &str) -> (u16, String) {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (
-        head.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0),
-        body.to_string(),
-    )
+    let (status, _, body) = http("POST", url, "Content-Type: application/json\r\n", body).unwrap();
+    (status, body)
 }
 
 #[test]

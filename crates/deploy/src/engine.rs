@@ -1267,24 +1267,9 @@ impl Engine {
         };
         for region in &regions {
             let at = placement(manifest, region);
-            let observed = self.platform.observe(&at).await?;
-            let found = observed.services.get(service).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "`{service}` is not deployed in {region}; deploy it first"
-                ))
-            })?;
+            let found = self.deployed(&at, service, "deploy it first").await?;
             for (revision, _) in weights {
-                if found.revision(revision).is_none() {
-                    return Err(Error::Invalid(format!(
-                        "`{service}` has no revision `{revision}` in {region}; its revisions are: {}",
-                        found
-                            .revisions
-                            .iter()
-                            .map(|r| r.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
+                has_revision(&found, revision, region)?;
             }
             let before = found.weights();
             self.platform.set_traffic(&at, service, weights).await?;
@@ -1315,28 +1300,15 @@ impl Engine {
         };
         for region in &regions {
             let at = placement(manifest, region);
-            let observed = self.platform.observe(&at).await?;
-            let found = observed.services.get(service).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "`{service}` is not deployed in {region}; there is nothing to roll back"
-                ))
-            })?;
+            let found = self
+                .deployed(&at, service, "there is nothing to roll back")
+                .await?;
             let before = found.weights();
             let target = match to {
                 Some(revision) => revision.to_string(),
-                None => self.previous_revision(manifest, region, found)?,
+                None => self.previous_revision(manifest, region, &found)?,
             };
-            if found.revision(&target).is_none() {
-                return Err(Error::Invalid(format!(
-                    "`{service}` has no revision `{target}` in {region} any more; its revisions are: {}",
-                    found
-                        .revisions
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+            has_revision(&found, &target, region)?;
             let after = vec![(target.clone(), 100)];
             self.platform.set_traffic(&at, service, &after).await?;
             self.record(&at, service, &after, "rollback", None);
@@ -1347,6 +1319,22 @@ impl Engine {
             });
         }
         Ok(report)
+    }
+
+    /// The service as it runs in a placement; `missing` says what to do when it does not.
+    async fn deployed(
+        &self,
+        at: &Placement,
+        service: &str,
+        missing: &str,
+    ) -> Result<ObservedService> {
+        let mut observed = self.platform.observe(at).await?;
+        observed.services.remove(service).ok_or_else(|| {
+            Error::Invalid(format!(
+                "`{service}` is not deployed in {}; {missing}",
+                at.region
+            ))
+        })
     }
 
     fn previous_revision(
@@ -1599,6 +1587,19 @@ impl Engine {
             detail,
         }
     }
+}
+
+/// Refuses a revision the service does not have, naming those it has.
+fn has_revision(service: &ObservedService, revision: &str, region: &str) -> Result<()> {
+    if service.revision(revision).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = service.revisions.iter().map(|r| r.name.as_str()).collect();
+    Err(Error::Invalid(format!(
+        "`{}` has no revision `{revision}` in {region}; its revisions are: {}",
+        service.name,
+        names.join(", ")
+    )))
 }
 
 /// The placement of `manifest` in `region`.

@@ -202,6 +202,23 @@ impl LocalPlatform {
             .await
     }
 
+    /// Asks the supervisor of a placement that must already run, and reads its answer as a `T`.
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &self,
+        at: &Placement,
+        request: &Request,
+    ) -> Result<T> {
+        let value = self
+            .call(
+                &self.address(&at.sandcastle, Some(&at.region)),
+                request,
+                false,
+            )
+            .await?;
+        serde_json::from_value(value)
+            .map_err(|e| Error::Failed(format!("the supervisor's answer: {e}")))
+    }
+
     async fn front_door_call(
         &self,
         sandcastle: &str,
@@ -361,13 +378,7 @@ impl Platform for LocalPlatform {
             service: service.to_string(),
             revision: revision.map(str::to_string),
         };
-        self.call(
-            &self.address(&at.sandcastle, Some(&at.region)),
-            &request,
-            false,
-        )
-        .await
-        .map(drop)
+        self.ask::<serde_json::Value>(at, &request).await.map(drop)
     }
 
     async fn logs(
@@ -462,52 +473,21 @@ impl Platform for LocalPlatform {
             path: path.to_string(),
             nonce: nonce.to_string(),
         };
-        self.call(
-            &self.address(&at.sandcastle, Some(&at.region)),
-            &request,
-            false,
-        )
-        .await
-        .map(drop)
+        self.ask::<serde_json::Value>(at, &request).await.map(drop)
     }
 
     async fn probe_answer(&self, at: &Placement, nonce: &str) -> Result<Option<u16>> {
-        let request = Request::ProbeAnswer {
-            nonce: nonce.to_string(),
-        };
-        let value = self
-            .call(
-                &self.address(&at.sandcastle, Some(&at.region)),
-                &request,
-                false,
-            )
-            .await?;
-        serde_json::from_value(value).map_err(|e| Error::Failed(e.to_string()))
+        let nonce = nonce.to_string();
+        self.ask(at, &Request::ProbeAnswer { nonce }).await
     }
 
     async fn request_from(&self, at: &Placement, _service: &str, url: &str) -> Result<u16> {
-        let request = Request::Request {
-            url: url.to_string(),
-        };
-        let value = self
-            .call(
-                &self.address(&at.sandcastle, Some(&at.region)),
-                &request,
-                false,
-            )
-            .await?;
-        serde_json::from_value(value).map_err(|e| Error::Failed(e.to_string()))
+        let url = url.to_string();
+        self.ask(at, &Request::Request { url }).await
     }
 
     async fn metrics_text(&self, at: &Placement) -> Result<String> {
-        let value = self
-            .call(
-                &self.address(&at.sandcastle, Some(&at.region)),
-                &Request::Metrics,
-                false,
-            )
-            .await?;
-        serde_json::from_value(value).map_err(|e| Error::Failed(e.to_string()))
+        self.ask(at, &Request::Metrics).await
     }
 
     async fn destroy_placement(&self, at: &Placement) -> Result<()> {

@@ -138,7 +138,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 /// Standard base64 with padding, as the API server requires of a Secret's `data`.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let mut bytes = Vec::new();
