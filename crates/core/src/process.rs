@@ -123,6 +123,50 @@ async fn collect(reader: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
     }
 }
 
+/// Starts a helper that outlives its caller (a pty host, a deploy supervisor): in a session of its
+/// own, away from the caller's terminal, with no input and its output piped until it says its first
+/// line, which is returned (trimmed; empty when it ended without one). It is reaped whenever it ends.
+/// `None` when no line came within `patience`.
+pub async fn start_detached(
+    command: &mut Command,
+    patience: Duration,
+) -> std::io::Result<Option<String>> {
+    use tokio::io::AsyncBufReadExt;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches the helper from the caller's terminal and
+    // session, so that it outlives the command that started it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    let stdout = child.stdout.take();
+    let mut first = String::new();
+    let read = match stdout {
+        Some(stdout) => {
+            tokio::time::timeout(
+                patience,
+                tokio::io::BufReader::new(stdout).read_line(&mut first),
+            )
+            .await
+        }
+        None => Ok(Ok(0)),
+    };
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    match read {
+        Ok(Ok(_)) => Ok(Some(first.trim().to_string())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

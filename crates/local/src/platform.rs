@@ -3,7 +3,6 @@
 //! crashed supervisor is re-adopted), and reached on its socket for everything else.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -120,39 +119,18 @@ impl LocalPlatform {
             .arg("--socket")
             .arg(&address.socket)
             .arg("--dir")
-            .arg(&address.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe; it detaches the supervisor from the caller's terminal
-        // and session, so that it outlives the command that started it.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|e| {
-            Error::io(
-                format!("cannot start the supervisor {}", self.program.display()),
-                e,
-            )
-        })?;
-        let Some(stdout) = child.stdout.take() else {
-            return Err(Error::Failed("the supervisor has no output pipe".into()));
-        };
-        let mut first = String::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(10),
-            BufReader::new(stdout).read_line(&mut first),
-        )
-        .await;
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
-        match read {
-            Ok(Ok(_)) if first.starts_with("ready ") => Ok(()),
-            Ok(Ok(_)) if first.contains("already runs") => {
+            .arg(&address.dir);
+        let first = mahavishnu_core::process::start_detached(&mut command, Duration::from_secs(10))
+            .await
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot start the supervisor {}", self.program.display()),
+                    e,
+                )
+            })?;
+        match first {
+            Some(first) if first.starts_with("ready ") => Ok(()),
+            Some(first) if first.contains("already runs") => {
                 // Another command started it a moment ago; wait until it answers.
                 for _ in 0..50 {
                     if UnixStream::connect(&address.socket).await.is_ok() {
@@ -166,11 +144,11 @@ impl LocalPlatform {
                     address.socket.display()
                 )))
             }
-            Ok(Ok(_)) => Err(Error::Failed(format!(
+            Some(first) => Err(Error::Failed(format!(
                 "the supervisor did not start: {}",
-                first.trim().strip_prefix("error: ").unwrap_or(first.trim())
+                first.strip_prefix("error: ").unwrap_or(&first)
             ))),
-            _ => Err(Error::Failed("the supervisor did not start in 10 s".into())),
+            None => Err(Error::Failed("the supervisor did not start in 10 s".into())),
         }
     }
 

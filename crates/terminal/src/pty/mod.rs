@@ -6,7 +6,6 @@ pub mod host;
 pub mod protocol;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -301,45 +300,23 @@ impl Target for PtyTarget {
             .arg("--name")
             .arg(&native)
             .arg("--scrollback")
-            .arg(self.scrollback.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe; it detaches the host from the caller's terminal and session.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|e| {
-            files.remove();
-            Error::io(
-                format!("cannot start the pty host {}", self.host_program.display()),
-                e,
-            )
-        })?;
-        let Some(stdout) = child.stdout.take() else {
-            files.remove();
-            return Err(Error::target(&self.name, "the pty host has no output pipe"));
-        };
-        let mut first = String::new();
-        let read = tokio::time::timeout(
-            Duration::from_secs(10),
-            BufReader::new(stdout).read_line(&mut first),
-        )
-        .await;
-        // The host lives on; reap it whenever it ends.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
-        let line = match read {
-            Ok(Ok(_)) => first.trim().to_string(),
-            _ => {
+            .arg(self.scrollback.to_string());
+        let started =
+            mahavishnu_core::process::start_detached(&mut command, Duration::from_secs(10)).await;
+        let line = match started {
+            Ok(Some(line)) => line,
+            Ok(None) => {
                 files.remove();
                 return Err(Error::target(
                     &self.name,
                     format!("the pty host of `{native}` did not start in time"),
+                ));
+            }
+            Err(e) => {
+                files.remove();
+                return Err(Error::io(
+                    format!("cannot start the pty host {}", self.host_program.display()),
+                    e,
                 ));
             }
         };
