@@ -99,6 +99,14 @@ pub(crate) fn operations() -> Vec<Operation> {
             deploy_logs,
         ),
         define(
+            "deploy_recover",
+            false,
+            "Re-adopt what runs after a crash: every sandcastle and region with a supervisor that died \
+             gets it started again, which starts its services again (those with secrets wait for the \
+             next apply to hand them over).",
+            deploy_recover,
+        ),
+        define(
             "deploy_destroy",
             false,
             "Stop a revision that takes no traffic, a whole service, or (with no service) the whole \
@@ -666,4 +674,23 @@ async fn deploy_destroy(api: Api, params: DestroyParams, _: Progress) -> Result<
         format!("destroyed {}", destroyed.join(", "))
     };
     Reply::list("destroyed", &destroyed, summary)
+}
+
+/// Nothing to say: recovery covers every sandcastle of this state directory.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverParams {}
+
+async fn deploy_recover(api: Api, _: RecoverParams, _: Progress) -> Result<Reply> {
+    let deployments = api
+        .deployments()
+        .ok_or_else(|| Error::Failed("deployments are not available in this server".into()))?;
+    let recovered = deployments.recover().await?;
+    let summary = if recovered.is_empty() {
+        "every supervisor answers; nothing to recover".to_string()
+    } else {
+        let names: Vec<String> = recovered.iter().map(ToString::to_string).collect();
+        format!("started again: {}", names.join(", "))
+    };
+    Reply::list("recovered", &recovered, summary)
 }

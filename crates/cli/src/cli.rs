@@ -25,6 +25,7 @@ pub struct Cli {
 
 /// Commands whose work never reads `--output`: their help leaves it out.
 const WITHOUT_OUTPUT: &[&str] = &[
+    "deploy metrics",
     "man",
     "completions",
     "hook",
@@ -935,6 +936,8 @@ pub enum DeployCommand {
     Destroy(DeployDestroyArgs),
     /// The routers' request metrics in Prometheus text format
     Metrics(DeployMetricsArgs),
+    /// Start again every supervisor that died, which starts its services again
+    Recover,
 }
 
 #[derive(Debug, Args)]

@@ -644,7 +644,7 @@ service = "web"
     }
     for pid in &pids {
         // SAFETY: signalling processes this test's supervisors started.
-        unsafe { libc::kill(*pid, libc::SIGKILL) };
+        unsafe { libc::kill(-*pid, libc::SIGKILL) };
     }
     for _ in 0..100 {
         let (code, _, body) = get(&format!("{door}/")).unwrap();
@@ -986,7 +986,7 @@ fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_re
     }
     for pid in pids {
         // SAFETY: signalling processes this test's supervisors started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
     for _ in 0..50 {
         let (code, _, body) = get(&format!("{door}/")).unwrap();
@@ -1049,4 +1049,175 @@ fn the_pipeline_example_deploys_a_pipeline_then_a_block_wired_by_a_topic() {
         || get(&format!("{audit}/audited")).is_ok_and(|(_, _, body)| body.contains("api -> ")),
     );
     assert_eq!(world.json(&["deploy", "verify"])["ok"], true);
+}
+
+#[test]
+fn a_supervisor_that_died_is_recovered_and_secrets_wait_for_the_next_apply() {
+    let manifest = r#"
+[sandcastle]
+name = "shop"
+
+[services.api]
+run = "python3 app.py"
+health = { path = "/healthz" }
+
+[services.web]
+run = "python3 app.py"
+needs = ["api"]
+health = { path = "/healthz" }
+secrets = { SECRET = "env:SHOP_TEST_SECRET" }
+"#;
+    let world = world_with(manifest);
+    let apply = || {
+        let output = world
+            .command(&["deploy", "apply"])
+            .env("SHOP_TEST_SECRET", "kept-in-memory")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    apply();
+    let api = url_of(&world, "local", "api");
+    let web = url_of(&world, "local", "web");
+    let before = world.ok(&["deploy", "logs", "api"]);
+    assert!(before.contains("listening"), "{before}");
+    let supervisor =
+        std::fs::read_to_string(world.state_dir().join("deploy/shop/local/supervisor.pid"))
+            .unwrap();
+    // SAFETY: signalling the supervisor this test started.
+    unsafe { libc::kill(supervisor.trim().parse().unwrap(), libc::SIGKILL) };
+    eventually(
+        "the router is gone with its supervisor",
+        Duration::from_secs(5),
+        || get(&format!("{api}/")).is_err(),
+    );
+
+    let recovered = world.json(&["deploy", "recover"]);
+    assert_eq!(
+        recovered["recovered"],
+        serde_json::json!([{"sandcastle": "shop", "region": "local"}]),
+        "{recovered:#}"
+    );
+    assert_eq!(
+        world.json(&["deploy", "recover"])["recovered"],
+        serde_json::json!([]),
+        "once is enough"
+    );
+    // api has no secret: it runs again at the same URL. web's secret was never stored: it waits.
+    eventually(
+        "api serves again at its URL",
+        Duration::from_secs(10),
+        || get(&format!("{api}/")).is_ok_and(|(code, _, _)| code == 200),
+    );
+    let waiting = service(&status(&world), "local", "web")["revisions"][0]["health"].clone();
+    assert_eq!(waiting["state"], "failed", "{waiting}");
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .unwrap()
+            .contains("secrets are never stored"),
+        "{waiting}"
+    );
+    let plan = plan_of(&world);
+    assert_eq!(plan["changes"][0]["action"], "blocked", "{plan:#}");
+    assert!(
+        plan["changes"][0]["causes"]
+            .to_string()
+            .contains("SHOP_TEST_SECRET"),
+        "{plan:#}"
+    );
+    let output = world
+        .command(&["--output", "json", "deploy", "plan"])
+        .env("SHOP_TEST_SECRET", "x")
+        .output()
+        .unwrap();
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["changes"][0]["action"], "restart", "{plan:#}");
+    apply();
+    assert_eq!(get(&format!("{web}/")).unwrap().0, 200);
+    assert_eq!(plan_of(&world)["changes"], serde_json::json!([]));
+}
+
+#[test]
+fn logs_follow_what_a_service_writes() {
+    let world = world_with(TWO_SERVICES);
+    world.ok(&["deploy", "block", "api"]);
+    let mut follow = world
+        .command(&["deploy", "logs", "api", "--follow", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // A killed copy starts again and says so; the follower sees it.
+    let now = status(&world);
+    let pid = service(&now, "local", "api")["revisions"][0]["copies"][0]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: signalling a process this test's supervisor started.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    let line = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a new line while following");
+    assert!(
+        line.ends_with("listening") && line.starts_with("api-"),
+        "{line}"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+#[test]
+fn a_service_with_only_an_image_is_blocked_without_a_container_engine_and_the_plan_says_why() {
+    let world = world_with(
+        r#"
+[sandcastle]
+name = "shop"
+
+[services.api]
+image = "registry.example/api:1"
+"#,
+    );
+    // A PATH without podman or docker.
+    let output = world
+        .command(&["--output", "json", "deploy", "plan"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(plan["changes"][0]["action"], "blocked", "{plan:#}");
+    let cause = plan["changes"][0]["causes"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap();
+    assert!(
+        cause.contains("neither podman nor docker") && cause.contains("run = \"COMMAND\""),
+        "{cause}"
+    );
+    let refused = String::from_utf8(
+        world
+            .command(&["deploy", "apply"])
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap()
+            .stderr,
+    )
+    .unwrap();
+    assert!(refused.contains("neither podman nor docker"), "{refused}");
 }

@@ -214,6 +214,15 @@ impl Deployments {
         }
     }
 
+    /// Re-adopts what runs on every platform (a supervisor that died is started again).
+    pub async fn recover(&self) -> Result<Vec<Placement>> {
+        let mut recovered = Vec::new();
+        for platform in self.platforms.values() {
+            recovered.extend(platform.recover().await?);
+        }
+        Ok(recovered)
+    }
+
     /// The engine for `kind`.
     pub fn engine(&self, kind: PlatformKind) -> Result<Engine> {
         let platform = self.platforms.get(&kind).ok_or_else(|| {

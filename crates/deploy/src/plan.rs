@@ -22,7 +22,8 @@ pub enum Action {
     Release,
     /// A job to run (again).
     RunJob,
-    /// The platform cannot run it; the cause says why.
+    /// It would be started, but the platform cannot run it (or its secrets cannot be read here);
+    /// the last cause says why.
     Blocked,
 }
 
@@ -88,6 +89,25 @@ pub fn decide(
     wanted: &WantedService,
     observed: Option<&ObservedService>,
 ) -> Option<Change> {
+    let mut change = decide_unblocked(region, wanted, observed)?;
+    // What keeps a revision from being started matters only when one would be.
+    if let Some(reason) = &wanted.blocked
+        && matches!(
+            change.action,
+            Action::Create | Action::Update | Action::Restart | Action::RunJob
+        )
+    {
+        change.causes.push(reason.clone());
+        change.action = Action::Blocked;
+    }
+    Some(change)
+}
+
+fn decide_unblocked(
+    region: &str,
+    wanted: &WantedService,
+    observed: Option<&ObservedService>,
+) -> Option<Change> {
     let change = |action: Action, revision: Option<String>, causes: Vec<String>| {
         Some(Change {
             region: region.to_string(),
@@ -99,9 +119,6 @@ pub fn decide(
         })
     };
     let spec = wanted.spec.as_ref()?;
-    if let Some(reason) = &wanted.blocked {
-        return change(Action::Blocked, None, vec![reason.clone()]);
-    }
     let revision = wanted.revision();
     let Some(observed) = observed.filter(|observed| !observed.revisions.is_empty()) else {
         let mut causes = vec!["new service".to_string()];
@@ -404,6 +421,21 @@ mod tests {
             decide("r", &wanted_job, Some(&failed)).map(|c| c.action),
             Some(Action::RunJob)
         );
+    }
+
+    #[test]
+    fn what_blocks_a_start_matters_only_when_something_would_start() {
+        let web = spec("web", "serve");
+        let mut blocked = wanted(web.clone());
+        blocked.blocked = Some("SECRET: env:X cannot be resolved here".into());
+        let change = decide("local", &blocked, None).expect("a change");
+        assert_eq!(change.action, Action::Blocked);
+        assert_eq!(
+            change.causes,
+            ["new service", "SECRET: env:X cannot be resolved here"]
+        );
+        let running = running(&[(web, 100)], Health::Healthy);
+        assert_eq!(decide("local", &blocked, Some(&running)), None);
     }
 
     #[test]

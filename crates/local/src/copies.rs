@@ -424,9 +424,12 @@ async fn end_group(pid: Option<u32>, child: &mut tokio::process::Child) {
     }
 }
 
-/// Kills a process group left by an earlier supervisor, if its leader is still the process recorded.
+/// Kills a process group left by an earlier supervisor: when its leader is still the process
+/// recorded, or is gone (the program `sh -c` started may live on in the group; a group whose leader
+/// died cannot be anyone else's while it has members, and with none there is nothing to kill).
 pub fn end_leftover(pid: u32, ticks: u64) {
-    if start_ticks(pid) == Some(ticks) {
+    let leader = start_ticks(pid);
+    if leader == Some(ticks) || leader.is_none() {
         let group = nix::unistd::Pid::from_raw(-(pid as i32));
         let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
     }
@@ -445,6 +448,39 @@ pub fn container_engine() -> Option<PathBuf> {
     ["podman", "docker"]
         .into_iter()
         .find_map(mahavishnu_core::paths::find_program)
+}
+
+/// The container engine that can run an image-only service here, or why none can: podman or docker
+/// must be installed, and docker's daemon must answer. Asked once per process.
+pub fn container_engine_ready() -> Result<PathBuf, String> {
+    static READY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let engine = container_engine().ok_or_else(|| {
+                "neither podman nor docker is installed to run it locally; install one".to_string()
+            })?;
+            let answered = std::process::Command::new(&engine)
+                .args(["info", "--format", "{{.Host.Arch}}{{.ServerVersion}}"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .map_err(|e| format!("{} cannot be run ({e})", engine.display()))?;
+            if answered.status.success() {
+                return Ok(engine);
+            }
+            let said = String::from_utf8_lossy(&answered.stderr);
+            let said = said
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("no answer");
+            Err(format!(
+                "{} is installed but does not work ({}); start its daemon, or install podman",
+                engine.display(),
+                said.trim()
+            ))
+        })
+        .clone()
 }
 
 fn describe(spec: &RevisionSpec) -> String {
@@ -502,4 +538,44 @@ pub fn tail_log(path: &Path, count: usize) -> Vec<String> {
     }
     let skip = lines.len().saturating_sub(count);
     lines.split_off(skip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_is_rotated_at_its_cap_and_the_tail_reads_across_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("web-1.0.log");
+        let line = "x".repeat(1023);
+        // Two and a half caps of 1 KiB lines: the oldest half is gone, one older file is kept.
+        for n in 0..(LOG_CAP as usize * 5 / 2 / 1024) {
+            append_log(&log, &format!("{n:06} {}", &line[7..]));
+        }
+        let current = std::fs::metadata(&log).unwrap().len();
+        let older = std::fs::metadata(log.with_extension("log.1"))
+            .unwrap()
+            .len();
+        assert!(
+            current <= LOG_CAP && older <= LOG_CAP + 1024,
+            "{current} {older}"
+        );
+        assert!(!dir.path().join("web-1.0.log.1.1").exists());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let tail = tail_log(&log, 3);
+        assert_eq!(tail.len(), 3);
+        let last: usize = tail[2][..6].parse().unwrap();
+        assert_eq!(last, LOG_CAP as usize * 5 / 2 / 1024 - 1);
+        let lines = tail_log(&log, usize::MAX);
+        assert!(
+            lines.len() > 1024,
+            "the older file is read too: {}",
+            lines.len()
+        );
+    }
 }

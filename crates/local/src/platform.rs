@@ -229,15 +229,16 @@ impl Platform for LocalPlatform {
     }
 
     fn cannot_run(&self, spec: &RevisionSpec) -> Option<String> {
-        if spec.run.is_none() && spec.image.is_some() && crate::copies::container_engine().is_none()
-        {
-            return Some(format!(
-                "`{}` has only an image, and neither podman nor docker is installed to run it locally; \
-                 install one, or give the service `run = \"COMMAND\"`",
-                spec.service
-            ));
+        if spec.run.is_some() || spec.image.is_none() {
+            return None;
         }
-        None
+        crate::copies::container_engine_ready().err().map(|why| {
+            format!(
+                "`{}` has only an image, and {why}; or give the service `run = \"COMMAND\"` to run it \
+                 as a process",
+                spec.service
+            )
+        })
     }
 
     async fn observe(&self, at: &Placement) -> Result<Observed> {
@@ -471,6 +472,32 @@ impl Platform for LocalPlatform {
     async fn destroy_placement(&self, at: &Placement) -> Result<()> {
         let address = self.address(&at.sandcastle, Some(&at.region));
         shut_down(self, &address).await
+    }
+
+    async fn recover(&self) -> Result<Vec<Placement>> {
+        let mut restarted = Vec::new();
+        for at in self.placements() {
+            let address = self.address(&at.sandcastle, Some(&at.region));
+            if UnixStream::connect(&address.socket).await.is_err() {
+                self.snapshot(&at).await?;
+                restarted.push(at);
+            }
+        }
+        let sandcastles: std::collections::BTreeSet<String> =
+            read_dir_names(&self.state_dir.join("deploy"))
+                .into_iter()
+                .collect();
+        for sandcastle in sandcastles {
+            let address = self.address(&sandcastle, None);
+            if address.state().exists() && UnixStream::connect(&address.socket).await.is_err() {
+                self.front_door(&sandcastle).await?;
+                restarted.push(Placement {
+                    sandcastle,
+                    region: "front door".into(),
+                });
+            }
+        }
+        Ok(restarted)
     }
 
     async fn destroy_front_door(&self, sandcastle: &str) -> Result<()> {

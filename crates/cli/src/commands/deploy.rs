@@ -171,6 +171,11 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
             output::emit_reply(global.output, &reply, || plain(&reply))?;
             Ok(ExitCode::SUCCESS)
         }
+        DeployCommand::Recover => {
+            let reply = call("deploy_recover", json!({}), Progress::default()).await?;
+            output::emit_reply(global.output, &reply, || plain(&reply))?;
+            Ok(ExitCode::SUCCESS)
+        }
         DeployCommand::Metrics(args) => {
             let deployments = context::deployments(global)?;
             let manifest = context::manifest(args.file.as_deref())?;

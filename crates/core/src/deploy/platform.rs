@@ -422,6 +422,13 @@ pub trait Platform: Send + Sync {
         Err(self.unsupported("metrics"))
     }
 
+    /// Re-adopts what runs after Mahavishnu (or a supervisor) went away: every placement this
+    /// platform keeps state for is looked at again, and a supervisor that died is started again.
+    /// Returns the placements it restarted something for.
+    async fn recover(&self) -> Result<Vec<Placement>> {
+        Ok(Vec::new())
+    }
+
     /// Stops everything in the placement and forgets it.
     async fn destroy_placement(&self, at: &Placement) -> Result<()>;
 
