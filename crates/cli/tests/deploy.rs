@@ -1147,7 +1147,7 @@ fn logs_follow_what_a_service_writes() {
     let world = world_with(TWO_SERVICES);
     world.ok(&["deploy", "block", "api"]);
     let mut follow = world
-        .command(&["deploy", "logs", "api", "--follow", "--tail", "0"])
+        .command(&["deploy", "logs", "api", "--follow", "--tail", "1"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -1160,7 +1160,11 @@ fn logs_follow_what_a_service_writes() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // The last line comes first: the follower is connected (and listening for new lines) then.
+    let first = received
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the last line");
+    assert!(first.ends_with("listening"), "{first}");
     // A killed copy starts again and says so; the follower sees it.
     let now = status(&world);
     let pid = service(&now, "local", "api")["revisions"][0]["copies"][0]["pid"]

@@ -511,7 +511,13 @@ async fn shut_down(platform: &LocalPlatform, address: &Address) -> Result<()> {
         platform.call(address, &Request::Shutdown, false).await?;
     }
     // Nothing runs any more: the state and logs go too, and an empty sandcastle directory with them.
-    let _ = std::fs::remove_dir_all(&address.dir);
+    // A log line still on its way may land while the directory goes; a second pass takes it.
+    for _ in 0..5 {
+        if std::fs::remove_dir_all(&address.dir).is_ok() || !address.dir.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     if let Some(parent) = address.dir.parent() {
         let _ = std::fs::remove_dir(parent);
     }

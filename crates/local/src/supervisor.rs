@@ -211,6 +211,7 @@ struct Supervisor {
     front_door: Mutex<Option<FrontDoor>>,
     generation: AtomicU64,
     metrics_port: Mutex<Option<u16>>,
+    shutting_down: std::sync::atomic::AtomicBool,
     lines: broadcast::Sender<LogLine>,
     /// Wakes the route keeper when a copy's health changes.
     changed: Arc<Notify>,
@@ -226,6 +227,7 @@ impl Supervisor {
             front_door: Mutex::new(None),
             generation: AtomicU64::new(1),
             metrics_port: Mutex::new(None),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             lines,
             changed: Arc::new(Notify::new()),
             shutdown: Notify::new(),
@@ -311,6 +313,9 @@ impl Supervisor {
     }
 
     fn save(&self) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
         let services = lock(&self.services);
         let state = SavedState {
             services: services
@@ -562,8 +567,17 @@ impl Supervisor {
                 to_json(&code)
             }
             Request::Shutdown => {
-                self.stop_everything();
+                // Nothing is saved from here on, and the answer waits until every process has
+                // ended (each gets its grace), so that the caller can remove the directory.
+                self.shutting_down.store(true, Ordering::SeqCst);
+                let stopped = self.stop_everything();
                 let _ = std::fs::remove_file(self.address.state());
+                let patience = std::time::Instant::now();
+                while stopped.iter().any(|copy| copy.status().state != "stopped")
+                    && patience.elapsed() < Duration::from_secs(10)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 to_json(&serde_json::json!({}))
             }
         }
@@ -807,12 +821,15 @@ impl Supervisor {
         Ok(())
     }
 
-    fn stop_everything(&self) {
+    /// Stops every copy, router and the front door; returns the copies, to wait for their end.
+    fn stop_everything(&self) -> Vec<Arc<Copy>> {
         let mut services = lock(&self.services);
+        let mut stopped = Vec::new();
         for service in services.values() {
             for revision in &service.revisions {
                 for copy in &revision.copies {
                     copy.stop();
+                    stopped.push(Arc::clone(copy));
                 }
             }
             if let Some(router) = &service.router {
@@ -824,6 +841,7 @@ impl Supervisor {
             door.stop.notify_waiters();
             door.router.shutdown();
         }
+        stopped
     }
 
     async fn stream_logs(
