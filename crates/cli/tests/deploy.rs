@@ -964,6 +964,25 @@ fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_re
     assert_eq!(serving(&world, "local-a", "web"), before);
     assert!(get(&format!("{web}/")).unwrap().2.contains("hello"));
 
+    // The worker of local-b crashes: it is started again and counted, and its topic still delivers.
+    let now = status(&world);
+    let worker_pid = service(&now, "local-b", "worker")["revisions"][0]["copies"][0]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // SAFETY: signalling a process group this test's supervisor started.
+    unsafe { libc::kill(-worker_pid, libc::SIGKILL) };
+    eventually(
+        "the worker is started again",
+        Duration::from_secs(10),
+        || {
+            let now = status(&world);
+            let copy = &service(&now, "local-b", "worker")["revisions"][0]["copies"][0];
+            copy["restarts"] == 1 && copy["healthy"] == true
+        },
+    );
+    let verify = world.json(&["deploy", "verify", "--region", "local-b"]);
+    assert_eq!(verify["ok"], true, "{verify:#}");
+
     // Every process of local-a dies; the front door keeps answering from local-b.
     let supervisor =
         std::fs::read_to_string(world.state_dir().join("deploy/shop/local-a/supervisor.pid"))
