@@ -71,7 +71,12 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The core's errors say their cause themselves (an I/O error ends with the system's
+            // reason), so the chain would say it twice.
+            match error.downcast_ref::<mahavishnu_core::Error>() {
+                Some(core) if core.to_string() == error.to_string() => eprintln!("error: {core}"),
+                _ => eprintln!("error: {error:#}"),
+            }
             let usage = error
                 .downcast_ref::<mahavishnu_core::Error>()
                 .is_some_and(|e| e.is_usage());

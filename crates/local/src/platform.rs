@@ -369,12 +369,9 @@ impl Platform for LocalPlatform {
         follow: bool,
     ) -> Result<BoxStream<'static, Result<String>>> {
         let address = self.address(&at.sandcastle, Some(&at.region));
-        let stream = UnixStream::connect(&address.socket).await.map_err(|e| {
-            Error::io(
-                format!("no supervisor answers for {at}; deploy it first"),
-                e,
-            )
-        })?;
+        let stream = UnixStream::connect(&address.socket)
+            .await
+            .map_err(|_| Error::Failed(format!("nothing runs in {at}; deploy it first")))?;
         let (read, mut write) = stream.into_split();
         let request = Request::Logs {
             service: service.to_string(),
