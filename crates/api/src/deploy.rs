@@ -79,6 +79,14 @@ pub(crate) fn operations() -> Vec<Operation> {
             traffic_set,
         ),
         define(
+            "revision_tag",
+            false,
+            "Give a revision of a service a tag with a URL of its own that reaches that revision \
+             alone, for previews, whatever traffic it takes (the tag moves from any other revision); \
+             or take the tag away.",
+            revision_tag,
+        ),
+        define(
             "deploy_rollback",
             false,
             "Put a service's traffic back on an earlier revision at once, skipping canary steps (by \
@@ -693,4 +701,44 @@ async fn deploy_recover(api: Api, _: RecoverParams, _: Progress) -> Result<Reply
         format!("started again: {}", names.join(", "))
     };
     Reply::list("recovered", &recovered, summary)
+}
+
+with_place! {
+    /// The tag to set.
+    pub struct TagParams {
+        /// The service.
+        pub service: String,
+        /// The revision.
+        pub revision: String,
+        /// The tag (lower-case letters, digits and `-`); absent to take the revision's tag away.
+        #[serde(default)]
+        pub tag: Option<String>,
+    }
+}
+
+async fn revision_tag(api: Api, params: TagParams, _: Progress) -> Result<Reply> {
+    let (manifest, engine) = api.prepare(&params.place())?;
+    let changes = engine
+        .tag(
+            &manifest,
+            &params.service,
+            &params.revision,
+            params.tag.as_deref(),
+            &params.place().regions,
+        )
+        .await?;
+    let lines: Vec<String> = changes
+        .iter()
+        .map(|change| match (&change.tag, &change.url) {
+            (Some(tag), Some(url)) => format!(
+                "{}/{}: {} tagged {tag}: {url}",
+                change.region, params.service, change.revision
+            ),
+            _ => format!(
+                "{}/{}: {} has no tag",
+                change.region, params.service, change.revision
+            ),
+        })
+        .collect();
+    Reply::list("tags", &changes, lines.join("\n"))
 }

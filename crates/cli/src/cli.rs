@@ -930,6 +930,8 @@ pub enum DeployCommand {
     Release(DeployReleaseArgs),
     /// Put a service's traffic back on an earlier revision at once
     Rollback(DeployRollbackArgs),
+    /// Give a revision a tag with a URL of its own (a preview), or take it away with --remove
+    Tag(DeployTagArgs),
     /// Check health, every needs link and every topic's delivery; exit 1 when something fails
     Verify(DeployStatusArgs),
     /// Stop a revision without traffic, a service, or the whole sandcastle
@@ -1039,6 +1041,22 @@ pub struct DeployReleaseArgs {
     /// Send all traffic to this revision
     #[arg(long)]
     pub to: Option<String>,
+    #[command(flatten)]
+    pub place: DeployPlace,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployTagArgs {
+    /// The service
+    pub service: String,
+    /// The revision
+    pub revision: String,
+    /// The tag (lower-case letters, digits and `-`)
+    #[arg(required_unless_present = "remove")]
+    pub tag: Option<String>,
+    /// Take the revision's tag away
+    #[arg(long, conflicts_with = "tag")]
+    pub remove: bool,
     #[command(flatten)]
     pub place: DeployPlace,
 }

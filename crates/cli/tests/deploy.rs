@@ -344,6 +344,42 @@ fn a_changed_service_goes_out_as_a_canary_and_rollback_is_immediate() {
         [(first.clone(), 100)]
     );
 
+    // A tag gives the revision without traffic a URL of its own, for a preview.
+    let tagged = world.json(&["deploy", "tag", "web", &second, "preview"]);
+    let preview = tagged["tags"][0]["url"]
+        .as_str()
+        .expect("a tag URL")
+        .to_string();
+    for _ in 0..5 {
+        assert_eq!(
+            get(&format!("{preview}/")).unwrap().1.as_deref(),
+            Some(second.as_str())
+        );
+        assert_eq!(
+            get(&format!("{web}/")).unwrap().1.as_deref(),
+            Some(first.as_str())
+        );
+    }
+    let shown = status(&world);
+    let revision = service(&shown, "local", "web")["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == second.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (revision["tag"].as_str(), revision["tag_url"].as_str()),
+        (Some("preview"), Some(preview.as_str()))
+    );
+    let refused = world.fails(&["deploy", "tag", "web", &second, "Bad Tag"], 1);
+    assert!(refused.contains("is not a tag"), "{refused}");
+    world.ok(&["deploy", "tag", "web", &second, "--remove"]);
+    assert!(
+        get(&format!("{preview}/")).is_err(),
+        "the tag's URL is gone with it"
+    );
+
     // A revision that serves cannot be destroyed; one without traffic can.
     let refused = world.fails(&["deploy", "destroy", "web", "--revision", &first], 1);
     assert!(refused.contains("serves 100 %"), "{refused}");

@@ -15,7 +15,7 @@ use support::{World, binary, git, qwen, succeeded, target_named};
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// How many tools (and `/v1` operations) the server offers.
-const TOOLS: usize = 53;
+const TOOLS: usize = 54;
 
 /// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
 fn python_path() -> PathBuf {

@@ -155,6 +155,19 @@ pub struct Check {
     pub detail: String,
 }
 
+/// A revision's tag in one region.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TagChange {
+    /// The region.
+    pub region: String,
+    /// The revision.
+    pub revision: String,
+    /// Its tag now, `None` once taken away.
+    pub tag: Option<String>,
+    /// The URL that reaches the revision alone.
+    pub url: Option<String>,
+}
+
 /// What `verify` found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VerifyReport {
@@ -1290,6 +1303,39 @@ impl Engine {
             });
         }
         Ok(report)
+    }
+
+    /// Tags a revision in every region named (all by default), or takes its tag away; returns each
+    /// region's tag URL.
+    pub async fn tag(
+        &self,
+        manifest: &Manifest,
+        service: &str,
+        revision: &str,
+        tag: Option<&str>,
+        regions: &[String],
+    ) -> Result<Vec<TagChange>> {
+        Self::chosen(manifest, &Selection::Block(service.to_string()))?;
+        if !self.platform.capabilities().tags {
+            return Err(Error::Invalid(format!(
+                "the {} platform has no tags",
+                self.platform.kind().as_str()
+            )));
+        }
+        let mut changes = Vec::new();
+        for region in Self::regions(manifest, regions)? {
+            let at = placement(manifest, &region);
+            let found = self.deployed(&at, service, "deploy it first").await?;
+            has_revision(&found, revision, &region)?;
+            let url = self.platform.set_tag(&at, service, revision, tag).await?;
+            changes.push(TagChange {
+                region,
+                revision: revision.to_string(),
+                tag: tag.map(str::to_string),
+                url,
+            });
+        }
+        Ok(changes)
     }
 
     /// Puts a service's traffic back on `to` (by default the revision that served before the current

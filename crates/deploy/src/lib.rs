@@ -9,7 +9,7 @@ pub mod wanted;
 
 pub use engine::{
     ApplyOptions, ApplyReport, BusProvider, Check, Deployments, Engine, ProgressFn, RegionStatus,
-    Selection, ServiceOutcome, StatusReport, TrafficChange, TrafficReport, VerifyReport,
+    Selection, ServiceOutcome, StatusReport, TagChange, TrafficChange, TrafficReport, VerifyReport,
     describe_change, describe_health, placement, split,
 };
 pub use plan::{Action, Change, Plan};

@@ -217,7 +217,7 @@ impl Platform for LocalPlatform {
     fn capabilities(&self) -> PlatformCapabilities {
         PlatformCapabilities {
             traffic_split: true,
-            tags: false,
+            tags: true,
             regions: true,
             exec: false,
             logs: true,
@@ -350,6 +350,21 @@ impl Platform for LocalPlatform {
         )
         .await
         .map(drop)
+    }
+
+    async fn set_tag(
+        &self,
+        at: &Placement,
+        service: &str,
+        revision: &str,
+        tag: Option<&str>,
+    ) -> Result<Option<String>> {
+        let request = Request::SetTag {
+            service: service.to_string(),
+            revision: revision.to_string(),
+            tag: tag.map(str::to_string),
+        };
+        self.ask(at, &request).await
     }
 
     async fn destroy(&self, at: &Placement, service: &str, revision: Option<&str>) -> Result<()> {

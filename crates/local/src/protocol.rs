@@ -27,6 +27,12 @@ pub enum Request {
         service: String,
         weights: Vec<(String, u8)>,
     },
+    /// Give a revision a tag, with a URL of its own that reaches it alone (`tag` `None`: take it away).
+    SetTag {
+        service: String,
+        revision: String,
+        tag: Option<String>,
+    },
     /// Stop a revision without traffic, or the whole service.
     Destroy {
         service: String,

@@ -162,6 +162,9 @@ struct SavedService {
 #[derive(Serialize, Deserialize)]
 struct SavedRevision {
     name: String,
+    /// Its tag and the port of the tag's router.
+    #[serde(default)]
+    tag: Option<(String, u16)>,
     spec: RevisionSpec,
     weight: u8,
     created: Timestamp,
@@ -182,6 +185,8 @@ struct SavedFrontDoor {
 
 struct Revision {
     name: String,
+    /// Its tag, with the router that reaches this revision alone.
+    tag: Option<(String, Router)>,
     spec: Arc<RevisionSpec>,
     weight: u8,
     created: Timestamp,
@@ -294,7 +299,12 @@ impl Supervisor {
                 } else {
                     self.start_copies(&saved_revision.name, &spec, &ports, BTreeMap::new())
                 };
+                let tag = match saved_revision.tag {
+                    Some((tag, port)) => Some((tag, bind_router(port).await?)),
+                    None => None,
+                };
                 service.revisions.push(Revision {
+                    tag,
                     name: saved_revision.name,
                     spec,
                     weight: saved_revision.weight,
@@ -328,6 +338,10 @@ impl Supervisor {
                         .revisions
                         .iter()
                         .map(|revision| SavedRevision {
+                            tag: revision
+                                .tag
+                                .as_ref()
+                                .map(|(tag, router)| (tag.clone(), router.port())),
                             name: revision.name.clone(),
                             spec: (*revision.spec).clone(),
                             weight: revision.weight,
@@ -443,6 +457,28 @@ impl Supervisor {
         let Some(service) = services.get(service_name) else {
             return;
         };
+        let upstreams_of = |revision: &Revision| -> Vec<Upstream> {
+            revision
+                .copies
+                .iter()
+                .filter(|copy| copy.status().healthy)
+                .filter_map(|copy| copy.port)
+                .map(|port| Upstream {
+                    addr: ([127, 0, 0, 1], port).into(),
+                })
+                .collect()
+        };
+        for revision in &service.revisions {
+            if let Some((_, tagged)) = &revision.tag {
+                tagged.set_routes(RouteTable {
+                    revisions: vec![RouteRevision {
+                        name: revision.name.clone(),
+                        weight: 100,
+                        upstreams: upstreams_of(revision),
+                    }],
+                });
+            }
+        }
         let Some(router) = &service.router else {
             return;
         };
@@ -452,15 +488,7 @@ impl Supervisor {
             .map(|revision| RouteRevision {
                 name: revision.name.clone(),
                 weight: revision.weight,
-                upstreams: revision
-                    .copies
-                    .iter()
-                    .filter(|copy| copy.status().healthy)
-                    .filter_map(|copy| copy.port)
-                    .map(|port| Upstream {
-                        addr: ([127, 0, 0, 1], port).into(),
-                    })
-                    .collect(),
+                upstreams: upstreams_of(revision),
             })
             .collect();
         router.set_routes(RouteTable { revisions });
@@ -516,6 +544,14 @@ impl Supervisor {
             Request::SetTraffic { service, weights } => {
                 self.set_traffic(&service, &weights)?;
                 to_json(&serde_json::json!({}))
+            }
+            Request::SetTag {
+                service,
+                revision,
+                tag,
+            } => {
+                let url = self.set_tag(&service, &revision, tag).await?;
+                to_json(&url)
             }
             Request::Destroy { service, revision } => {
                 self.destroy(&service, revision.as_deref())?;
@@ -625,8 +661,11 @@ impl Supervisor {
                         name: revision.name.clone(),
                         spec: (*revision.spec).clone(),
                         weight: revision.weight,
-                        tag: None,
-                        tag_url: None,
+                        tag: revision.tag.as_ref().map(|(tag, _)| tag.clone()),
+                        tag_url: revision
+                            .tag
+                            .as_ref()
+                            .map(|(_, router)| format!("http://127.0.0.1:{}", router.port())),
                         health: health_of(revision),
                         copies: revision
                             .copies
@@ -735,6 +774,7 @@ impl Supervisor {
         let spec = Arc::new(spec);
         let copies = self.start_copies(&name, &spec, &ports, secrets);
         service.revisions.push(Revision {
+            tag: None,
             name,
             spec,
             weight: 0,
@@ -779,6 +819,66 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Tags a revision (moving the tag from another revision of the service), or takes its tag away.
+    /// Returns the tag's URL.
+    async fn set_tag(
+        &self,
+        service_name: &str,
+        revision: &str,
+        tag: Option<String>,
+    ) -> Result<Option<String>, String> {
+        if let Some(tag) = &tag
+            && mahavishnu_core::deploy::check_name(tag).is_err()
+        {
+            return Err(format!(
+                "`{tag}` is not a tag: use lower-case letters, digits and `-`, starting with a letter"
+            ));
+        }
+        let known = {
+            let services = lock(&self.services);
+            let service = services
+                .get(service_name)
+                .ok_or_else(|| format!("no service `{service_name}` runs here"))?;
+            if service.router.is_none() {
+                return Err(format!(
+                    "`{service_name}` takes no requests, so it has no tags"
+                ));
+            }
+            service.revisions.iter().any(|r| r.name == revision)
+        };
+        if !known {
+            return Err(format!("`{service_name}` has no revision `{revision}`"));
+        }
+        let router = match &tag {
+            Some(_) => Some(bind_router(0).await?),
+            None => None,
+        };
+        let url = router
+            .as_ref()
+            .map(|router| format!("http://127.0.0.1:{}", router.port()));
+        {
+            let mut services = lock(&self.services);
+            let Some(service) = services.get_mut(service_name) else {
+                return Err(format!("no service `{service_name}` runs here"));
+            };
+            for other in &mut service.revisions {
+                let moved = other.name == revision
+                    || (tag.is_some() && other.tag.as_ref().map(|(t, _)| t) == tag.as_ref());
+                if moved && let Some((_, old)) = other.tag.take() {
+                    old.shutdown();
+                }
+            }
+            if let (Some(tag), Some(router)) = (tag, router)
+                && let Some(target) = service.revisions.iter_mut().find(|r| r.name == revision)
+            {
+                target.tag = Some((tag, router));
+            }
+        }
+        self.update_routes(service_name);
+        self.save();
+        Ok(url)
+    }
+
     fn destroy(&self, service_name: &str, revision: Option<&str>) -> Result<(), String> {
         let mut services = lock(&self.services);
         let Some(service) = services.get_mut(service_name) else {
@@ -802,12 +902,18 @@ impl Supervisor {
                 for copy in &removed.copies {
                     copy.stop();
                 }
+                if let Some((_, router)) = &removed.tag {
+                    router.shutdown();
+                }
             }
             None => {
                 let removed = services.remove(service_name);
                 for revision in removed.iter().flat_map(|service| service.revisions.iter()) {
                     for copy in &revision.copies {
                         copy.stop();
+                    }
+                    if let Some((_, router)) = &revision.tag {
+                        router.shutdown();
                     }
                 }
                 if let Some(router) = removed.and_then(|service| service.router) {
@@ -830,6 +936,9 @@ impl Supervisor {
                 for copy in &revision.copies {
                     copy.stop();
                     stopped.push(Arc::clone(copy));
+                }
+                if let Some((_, router)) = &revision.tag {
+                    router.shutdown();
                 }
             }
             if let Some(router) = &service.router {

@@ -157,6 +157,15 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
             output::emit_reply(global.output, &reply, || plain(&reply))?;
             Ok(ExitCode::SUCCESS)
         }
+        DeployCommand::Tag(args) => {
+            let arguments = with(
+                place(&args.place),
+                json!({ "service": args.service, "revision": args.revision, "tag": args.tag }),
+            );
+            let reply = call("revision_tag", arguments, Progress::default()).await?;
+            output::emit_reply(global.output, &reply, || plain(&reply))?;
+            Ok(ExitCode::SUCCESS)
+        }
         DeployCommand::Verify(args) => {
             let reply = call("deploy_verify", place(&args.place), Progress::default()).await?;
             output::emit_reply(global.output, &reply, || verify_table(&reply.value))?;

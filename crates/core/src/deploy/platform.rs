@@ -357,6 +357,19 @@ pub trait Platform: Send + Sync {
         weights: &[(String, u8)],
     ) -> Result<()>;
 
+    /// Gives a revision a tag with a URL that reaches it alone, for previews (moving the tag from
+    /// another revision), or takes its tag away (`tag` `None`). Returns the tag's URL.
+    async fn set_tag(
+        &self,
+        at: &Placement,
+        service: &str,
+        revision: &str,
+        tag: Option<&str>,
+    ) -> Result<Option<String>> {
+        let _ = (at, service, revision, tag);
+        Err(self.unsupported("tags"))
+    }
+
     /// Stops a revision that takes no traffic, or (`revision` `None`) the whole service.
     async fn destroy(&self, at: &Placement, service: &str, revision: Option<&str>) -> Result<()>;
 
