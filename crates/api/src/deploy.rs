@@ -366,26 +366,44 @@ async fn apply(
     let report = engine
         .apply(&manifest, &selection, &place.regions, &options)
         .await?;
+    let describe = |outcome: &mahavishnu_deploy::ServiceOutcome| {
+        format!(
+            "{}/{}: {}{}{}",
+            outcome.region,
+            outcome.service,
+            outcome.outcome,
+            outcome
+                .revision
+                .as_ref()
+                .map_or_else(String::new, |r| format!(" {r}")),
+            outcome
+                .detail
+                .as_ref()
+                .map_or_else(String::new, |d| format!(": {d}"))
+        )
+    };
+    if !report.ok {
+        // What went wrong, and what was put back; the rest is in the report.
+        let lines: Vec<String> = report
+            .services
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o.outcome.as_str(),
+                    "failed" | "rolled back" | "left at 0 %" | "skipped"
+                )
+            })
+            .map(describe)
+            .collect();
+        return Ok(
+            Reply::new(&report, format!("the apply failed:\n{}", lines.join("\n")))?.failed(),
+        );
+    }
     let mut lines: Vec<String> = report
         .services
         .iter()
         .filter(|outcome| outcome.outcome != "unchanged")
-        .map(|outcome| {
-            format!(
-                "{}/{}: {}{}{}",
-                outcome.region,
-                outcome.service,
-                outcome.outcome,
-                outcome
-                    .revision
-                    .as_ref()
-                    .map_or_else(String::new, |r| format!(" {r}")),
-                outcome
-                    .detail
-                    .as_ref()
-                    .map_or_else(String::new, |d| format!(": {d}"))
-            )
-        })
+        .map(describe)
         .collect();
     if !report.changed {
         lines.push(format!(
@@ -395,12 +413,6 @@ async fn apply(
     }
     if let Some(url) = &report.front_door {
         lines.push(format!("front door: {url}"));
-    }
-    if !report.ok {
-        return Err(Error::Failed(format!(
-            "the apply failed:\n{}",
-            lines.join("\n")
-        )));
     }
     Reply::new(&report, lines.join("\n"))
 }

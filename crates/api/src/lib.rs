@@ -129,6 +129,9 @@ pub struct Reply {
     pub value: Value,
     /// One or a few lines saying what happened.
     pub summary: String,
+    /// The operation ran and did not do all it was asked (an apply that failed part-way): the value
+    /// still says what happened. MCP marks the result an error; the CLI exits 1.
+    pub failed: bool,
 }
 
 impl Reply {
@@ -139,7 +142,16 @@ impl Reply {
         Ok(Reply {
             value,
             summary: summary.into(),
+            failed: false,
         })
+    }
+
+    /// The same reply, marked as an operation that did not do all it was asked.
+    pub fn failed(self) -> Self {
+        Reply {
+            failed: true,
+            ..self
+        }
     }
 
     /// A reply whose value is `{ key: items }`: MCP results are objects, so a list travels under the
@@ -150,6 +162,7 @@ impl Reply {
         Ok(Reply {
             value: Value::Object(Map::from_iter([(key.to_string(), items)])),
             summary: summary.into(),
+            failed: false,
         })
     }
 }

@@ -972,7 +972,7 @@ pub struct DeployApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployPartArgs {
-    /// The pipeline or service
+    /// The pipeline (`deploy pipeline`) or the service (`deploy block`)
     pub name: String,
     #[command(flatten)]
     pub place: DeployPlace,

@@ -275,6 +275,14 @@ fn apply_deploys_in_waves_wires_urls_and_a_second_apply_does_nothing() {
             .iter()
             .all(|s| s["outcome"] == "unchanged")
     );
+
+    // A service destroyed and deployed again gets its URL back: what needs it keeps working.
+    world.ok(&["deploy", "destroy", "api"]);
+    world.ok(&["deploy", "block", "api"]);
+    assert_eq!(url_of(&world, "local", "api"), api);
+    assert_eq!(world.json(&["deploy", "verify"])["ok"], true);
+    let refused = world.fails(&["deploy", "destroy", "ghost"], 2);
+    assert!(refused.contains("no service `ghost`"), "{refused}");
 }
 
 #[test]
@@ -381,7 +389,7 @@ fn a_changed_service_goes_out_as_a_canary_and_rollback_is_immediate() {
     );
 
     // A revision that serves cannot be destroyed; one without traffic can.
-    let refused = world.fails(&["deploy", "destroy", "web", "--revision", &first], 1);
+    let refused = world.fails(&["deploy", "destroy", "web", "--revision", &first], 2);
     assert!(refused.contains("serves 100 %"), "{refused}");
     world.ok(&["deploy", "destroy", "web", "--revision", &second]);
     assert_eq!(
@@ -434,7 +442,16 @@ fn a_revision_that_never_gets_healthy_fails_the_apply_with_its_own_last_log_line
             1,
         ),
     );
-    let error = world.fails(&["deploy", "apply"], 1);
+    let output = world.run(&["--output", "json", "deploy", "apply"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report, failed or not");
+    assert_eq!(report["ok"], false);
+    let error = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(error.starts_with("error: the apply failed:"), "{error}");
+    assert!(
+        !error.contains("unchanged"),
+        "only what went wrong: {error}"
+    );
     assert!(
         error.contains("cannot open config.yaml: no such file"),
         "{error}"
@@ -650,6 +667,17 @@ service = "web"
         .as_str()
         .expect("a front door URL")
         .to_string();
+    // Revisions are named per region: a release naming one of local-a's is refused before anything
+    // changes anywhere.
+    let a_revision = serving(&world, "local-a", "web");
+    let refused = world.fails(&["deploy", "release", "web", "--to", &a_revision], 2);
+    assert!(refused.contains("--region"), "{refused}");
+    let history = world.json(&["deploy", "history", "web", "--region", "local-a"]);
+    assert_eq!(
+        history["releases"].as_array().unwrap().len(),
+        1,
+        "{history:#}"
+    );
     let regions: std::collections::BTreeSet<String> = (0..20)
         .map(|_| {
             let (code, _, body) = get(&format!("{door}/")).unwrap();
@@ -728,6 +756,13 @@ secrets = { SECRET = "env:SHOP_TEST_SECRET" }
     for entry in walk(&world.state_dir()) {
         seen += &String::from_utf8_lossy(&std::fs::read(entry).unwrap_or_default());
     }
+    // Nor the supervisor, which outlives the command that was given the value.
+    let supervisor =
+        std::fs::read_to_string(world.state_dir().join("deploy/shop/local/supervisor.pid"))
+            .unwrap();
+    seen += &String::from_utf8_lossy(
+        &std::fs::read(format!("/proc/{}/environ", supervisor.trim())).unwrap(),
+    );
     assert!(!seen.contains(secret), "the secret's value leaked");
     assert!(
         seen.contains("env:SHOP_TEST_SECRET"),
@@ -1075,6 +1110,10 @@ fn the_pipeline_example_deploys_a_pipeline_then_a_block_wired_by_a_topic() {
         !deployed.contains(&"audit"),
         "only the pipeline and what it needs: {deployed:?}"
     );
+    assert!(
+        !deployed.contains(&"db"),
+        "an external is not deployed: {deployed:?}"
+    );
     let gateway = url_of(&world, "local", "gateway");
     let (_, _, body) = get(&format!("{gateway}/")).unwrap();
     assert_eq!(
@@ -1118,9 +1157,13 @@ health = { path = "/healthz" }
 
 [services.web]
 run = "python3 app.py"
-needs = ["api"]
+needs = ["api", "once"]
 health = { path = "/healthz" }
 secrets = { SECRET = "env:SHOP_TEST_SECRET" }
+
+[services.once]
+kind = "job"
+run = "echo the job ran"
 "#;
     let world = world_with(manifest);
     let apply = || {
@@ -1195,6 +1238,15 @@ secrets = { SECRET = "env:SHOP_TEST_SECRET" }
     apply();
     assert_eq!(get(&format!("{web}/")).unwrap().0, 200);
     assert_eq!(plan_of(&world)["changes"], serde_json::json!([]));
+    // The job ran once: a supervisor that starts again does not run it again.
+    let ran = world.ok(&["deploy", "logs", "once"]);
+    assert_eq!(ran.matches("the job ran").count(), 1, "{ran}");
+    assert_eq!(
+        service(&status(&world), "local", "once")["revisions"][0]["health"]["state"],
+        "succeeded"
+    );
+    let refused = world.fails(&["deploy", "rollback", "once"], 2);
+    assert!(refused.contains("is a job"), "{refused}");
 }
 
 #[test]

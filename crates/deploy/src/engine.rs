@@ -26,6 +26,12 @@ use crate::wanted::{self, WantedService, Wiring, topic_ref};
 /// How many services of one wave deploy at once.
 const WAVE_PARALLELISM: usize = 4;
 
+/// How often a rollout step's gate is read during its pause.
+const GATE_EVERY: Duration = Duration::from_millis(250);
+
+/// Requests a new revision must have served before its error rate is judged before a pause ends.
+const EARLY_GATE_REQUESTS: u64 = 20;
+
 /// How long verify waits for a probe message to reach a subscriber.
 const PROBE_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -763,7 +769,10 @@ impl Engine {
                 .collect()
                 .await;
             failed = results.iter().any(|outcome| outcome.outcome == "failed");
-            outcomes.extend(results);
+            // An external runs elsewhere: nothing happened to it to report.
+            outcomes.extend(results.into_iter().filter(|outcome| {
+                manifest.services[&outcome.service].kind != ServiceKind::External
+            }));
         }
         if failed {
             self.roll_back_released(manifest, at, &mut outcomes, apply_id, options)
@@ -1002,10 +1011,20 @@ impl Engine {
             if step == 100 {
                 break;
             }
-            if !rollout.pause.is_zero() {
-                tokio::time::sleep(rollout.pause).await;
+            // The gate is read through the pause, so that a canary that fails does not keep its
+            // share to the end of it; early readings judge the error rate once enough requests came.
+            let until = tokio::time::Instant::now() + rollout.pause;
+            let mut verdict = Ok(());
+            while verdict.is_ok() && tokio::time::Instant::now() < until {
+                tokio::time::sleep_until(until.min(tokio::time::Instant::now() + GATE_EVERY)).await;
+                verdict = self
+                    .gate(at, name, revision, rollout, EARLY_GATE_REQUESTS)
+                    .await;
             }
-            if let Err(reason) = self.gate(at, name, revision, rollout).await {
+            if verdict.is_ok() {
+                verdict = self.gate(at, name, revision, rollout, 0).await;
+            }
+            if let Err(reason) = verdict {
                 let back = if before.is_empty() {
                     others.clone()
                 } else {
@@ -1037,6 +1056,7 @@ impl Engine {
         name: &str,
         revision: &str,
         rollout: &RolloutSpec,
+        least_requests: u64,
     ) -> std::result::Result<(), String> {
         let observed = self.platform.observe(at).await.map_err(|e| e.to_string())?;
         let found = observed
@@ -1048,6 +1068,7 @@ impl Engine {
             return Err(format!("{revision} is {}", describe_health(&found.health)));
         }
         if let (Some(limit), Some(metrics)) = (rollout.max_error_rate, &found.metrics)
+            && metrics.requests >= least_requests
             && metrics.error_rate > limit
         {
             return Err(format!(
@@ -1251,6 +1272,9 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<ReleaseRecord>> {
         Self::chosen(manifest, &Selection::Block(service.to_string()))?;
+        if let Some(region) = region {
+            Self::regions(manifest, &[region.to_string()])?;
+        }
         journal_store::releases(
             &self.store,
             &manifest.sandcastle.name,
@@ -1287,17 +1311,19 @@ impl Engine {
             service: service.to_string(),
             regions: Vec::new(),
         };
-        for region in &regions {
-            let at = placement(manifest, region);
-            let found = self.deployed(&at, service, "deploy it first").await?;
-            for (revision, _) in weights {
-                has_revision(&found, revision, region)?;
-            }
+        let names: Vec<&str> = weights
+            .iter()
+            .map(|(revision, _)| revision.as_str())
+            .collect();
+        for (at, found) in self
+            .with_revisions(manifest, service, &names, &regions)
+            .await?
+        {
             let before = found.weights();
             self.platform.set_traffic(&at, service, weights).await?;
             self.record(&at, service, weights, cause, None);
             report.regions.push(TrafficChange {
-                region: region.clone(),
+                region: at.region.clone(),
                 before,
                 after: weights.to_vec(),
             });
@@ -1323,13 +1349,14 @@ impl Engine {
             )));
         }
         let mut changes = Vec::new();
-        for region in Self::regions(manifest, regions)? {
-            let at = placement(manifest, &region);
-            let found = self.deployed(&at, service, "deploy it first").await?;
-            has_revision(&found, revision, &region)?;
+        let regions = Self::regions(manifest, regions)?;
+        for (at, _) in self
+            .with_revisions(manifest, service, &[revision], &regions)
+            .await?
+        {
             let url = self.platform.set_tag(&at, service, revision, tag).await?;
             changes.push(TagChange {
-                region,
+                region: at.region.clone(),
                 revision: revision.to_string(),
                 tag: tag.map(str::to_string),
                 url,
@@ -1348,6 +1375,12 @@ impl Engine {
         regions: &[String],
     ) -> Result<TrafficReport> {
         Self::chosen(manifest, &Selection::Block(service.to_string()))?;
+        if manifest.services[service].kind == ServiceKind::Job {
+            return Err(Error::Invalid(format!(
+                "`{service}` is a job: it takes no traffic to roll back; deploy the revision you want \
+                 to run again"
+            )));
+        }
         let regions = Self::regions(manifest, regions)?;
         let mut report = TrafficReport {
             service: service.to_string(),
@@ -1374,6 +1407,44 @@ impl Engine {
             });
         }
         Ok(report)
+    }
+
+    /// The service as it runs in each region, once every region is known to have every one of
+    /// `revisions`: a change across regions is checked everywhere before it is made anywhere.
+    async fn with_revisions(
+        &self,
+        manifest: &Manifest,
+        service: &str,
+        revisions: &[&str],
+        regions: &[String],
+    ) -> Result<Vec<(Placement, ObservedService)>> {
+        if manifest
+            .services
+            .get(service)
+            .is_some_and(|spec| spec.kind == ServiceKind::Job)
+        {
+            return Err(Error::Invalid(format!(
+                "`{service}` is a job: it takes no traffic and has no tags"
+            )));
+        }
+        let mut found = Vec::new();
+        for region in regions {
+            let at = placement(manifest, region);
+            let observed = self.deployed(&at, service, "deploy it first").await?;
+            for revision in revisions {
+                if let Err(e) = has_revision(&observed, revision, region) {
+                    if regions.len() > 1 {
+                        return Err(Error::Invalid(format!(
+                            "{e}. A revision's name differs from region to region (it includes \
+                             the region's wiring): name one region with --region"
+                        )));
+                    }
+                    return Err(e);
+                }
+            }
+            found.push((at, observed));
+        }
+        Ok(found)
     }
 
     /// The service as it runs in a placement; `missing` says what to do when it does not.
@@ -1444,6 +1515,25 @@ impl Engine {
     ) -> Result<Vec<String>> {
         let all_regions = regions.is_empty();
         let regions = Self::regions(manifest, regions)?;
+        if let Some(name) = service {
+            Self::chosen(manifest, &Selection::Block(name.to_string()))?;
+        }
+        if let (Some(name), Some(revision)) = (service, revision) {
+            // Every region is checked before any is changed.
+            for (at, found) in self
+                .with_revisions(manifest, name, &[revision], &regions)
+                .await?
+            {
+                let weight = found.revision(revision).map_or(0, |r| r.weight);
+                if weight > 0 {
+                    return Err(Error::Invalid(format!(
+                        "`{revision}` serves {weight} % of `{name}`'s traffic in {}; release another \
+                         revision first, or destroy the whole service",
+                        at.region
+                    )));
+                }
+            }
+        }
         let mut done = Vec::new();
         for region in &regions {
             let at = placement(manifest, region);
@@ -1563,12 +1653,33 @@ impl Engine {
                         });
                         continue;
                     };
+                    // The URL the dependent was given, which is what it calls.
+                    let variable = mahavishnu_core::deploy::url_variable(need);
+                    let held = here
+                        .services
+                        .get(name)
+                        .and_then(|dependent| dependent.serving())
+                        .and_then(|revision| revision.spec.env.get(&variable).cloned());
                     let path = needed.health.clone().unwrap_or_default().path;
-                    let target = format!("{url}{path}");
-                    let (holds, detail) = match self.platform.request_from(&at, name, &target).await
-                    {
-                        Ok(code) => (code < 500, format!("GET {target} answered {code}")),
-                        Err(e) => (false, format!("GET {target}: {e}")),
+                    let (holds, detail) = match held {
+                        None => (
+                            false,
+                            format!("{name} runs no revision that was given {variable}"),
+                        ),
+                        Some(held) if held != url => (
+                            false,
+                            format!(
+                                "{name} was given {variable}={held}, but {need} is at {url} now; \
+                                 `mahavishnu deploy apply` gives {name} the new one"
+                            ),
+                        ),
+                        Some(held) => {
+                            let target = format!("{held}{path}");
+                            match self.platform.request_from(&at, name, &target).await {
+                                Ok(code) => (code < 500, format!("GET {target} answered {code}")),
+                                Err(e) => (false, format!("GET {target}: {e}")),
+                            }
+                        }
                     };
                     checks.push(Check {
                         region: region.clone(),

@@ -27,7 +27,7 @@ const WORKER_SETTLE: Duration = Duration::from_secs(1);
 
 /// Environment variables passed from the supervisor to every process; nothing else of the caller's
 /// environment (which may hold the caller's own credentials) reaches a service.
-const PASSED_ENV: [&str; 9] = [
+pub const PASSED_ENV: [&str; 9] = [
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
 ];
 
@@ -79,8 +79,8 @@ pub struct Copy {
     pub index: usize,
     pub port: Option<u16>,
     status: Mutex<CopyStatus>,
-    stop: Notify,
-    stopping: std::sync::atomic::AtomicBool,
+    /// Set once, when the copy is to stop; its process runner and its health checker both wait on it.
+    stop: tokio::sync::watch::Sender<bool>,
     /// Wakes the supervisor when the copy's health changes, so that the router follows at once.
     changed: Arc<Notify>,
 }
@@ -110,8 +110,7 @@ impl Copy {
                 last_problem: None,
                 running_since: None,
             }),
-            stop: Notify::new(),
-            stopping: std::sync::atomic::AtomicBool::new(false),
+            stop: tokio::sync::watch::Sender::new(false),
             changed: Arc::clone(&revision.changed),
         });
         let runner = Arc::clone(&copy);
@@ -127,6 +126,28 @@ impl Copy {
             tokio::spawn(async move { checker.check_health(&spec).await });
         }
         copy
+    }
+
+    /// A copy of a job that ran to its end before the supervisor restarted: it is not run again.
+    pub fn finished(index: usize, code: i32, changed: Arc<Notify>) -> Arc<Copy> {
+        Arc::new(Copy {
+            index,
+            port: None,
+            status: Mutex::new(CopyStatus {
+                pid: None,
+                start_ticks: None,
+                state: "stopped",
+                healthy: false,
+                ever_healthy: false,
+                served: false,
+                restarts: 0,
+                last_exit: Some(code),
+                last_problem: None,
+                running_since: None,
+            }),
+            stop: tokio::sync::watch::Sender::new(true),
+            changed,
+        })
     }
 
     /// Its status now.
@@ -162,15 +183,19 @@ impl Copy {
         }
     }
 
-    /// Ends the process (its whole process group): SIGTERM, then SIGKILL after `grace`.
+    /// Ends the process (its whole process group): SIGTERM, then SIGKILL after five seconds.
     pub fn stop(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.stop.notify_one();
+        self.stop.send_replace(true);
     }
 
     fn stopping(&self) -> bool {
-        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+        *self.stop.borrow()
+    }
+
+    /// Resolves once the copy is to stop (at once when it already is).
+    async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let _ = stop.wait_for(|stopping| *stopping).await;
     }
 
     fn set(&self, update: impl FnOnce(&mut CopyStatus)) {
@@ -248,7 +273,7 @@ impl Copy {
             let deadline = spec.timeout.unwrap_or(Duration::MAX);
             let ended = tokio::select! {
                 status = child.wait() => status.ok().map(mahavishnu_core::process::exit_code),
-                _ = self.stop.notified() => None,
+                _ = self.stopped() => None,
                 _ = tokio::time::sleep(deadline.min(Duration::from_secs(86_400 * 365))) => {
                     append_log(&log, &format!("timed out after {}", humantime_short(deadline)));
                     None
@@ -304,7 +329,7 @@ impl Copy {
     async fn backoff(&self, backoff: &mut Duration, _ran: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(*backoff) => {}
-            _ = self.stop.notified() => {}
+            _ = self.stopped() => {}
         }
         *backoff = (*backoff * 2).min(MAX_BACKOFF);
     }
@@ -382,7 +407,7 @@ impl Copy {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.stop.notified() => break,
+                _ = self.stopped() => break,
             }
             if self.status().pid.is_none() {
                 continue;

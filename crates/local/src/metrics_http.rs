@@ -48,7 +48,7 @@ pub async fn serve(
         Err(e) => return Err(e),
     };
     let port = listener.local_addr()?.port();
-    let expected = Arc::new(format!("Bearer {token}"));
+    let expected = Arc::new(token);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let expected = Arc::clone(&expected);
@@ -87,11 +87,14 @@ fn answer(
             "text/plain",
         );
     }
+    // The scheme is case-insensitive (RFC 9110, 11.1); the token is not.
     let authorized = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| constant_time_eq(value.as_bytes(), expected.as_bytes()));
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, token)| constant_time_eq(token.trim().as_bytes(), expected.as_bytes()));
     if !authorized {
         return reply(
             StatusCode::UNAUTHORIZED,

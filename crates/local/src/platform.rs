@@ -120,6 +120,14 @@ impl LocalPlatform {
             .arg(&address.socket)
             .arg("--dir")
             .arg(&address.dir);
+        // The supervisor lives on after this command; nothing of the caller's environment but what
+        // its processes are given (it may hold the caller's credentials, or a secret's value).
+        command.env_clear();
+        for name in crate::copies::PASSED_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
         let first = mahavishnu_core::process::start_detached(&mut command, Duration::from_secs(10))
             .await
             .map_err(|e| {
@@ -309,14 +317,11 @@ impl Platform for LocalPlatform {
             let timed_out = started.elapsed() >= deadline;
             if failure.is_some() || timed_out {
                 let reason = failure.unwrap_or_else(|| {
-                    format!(
-                        "not healthy after {} s ({})",
-                        deadline.as_secs(),
-                        found.spec.health.as_ref().map_or(
-                            "no health check answered".into(),
-                            |health| format!("GET {} never answered 2xx or 3xx", health.path)
-                        )
-                    )
+                    let check = found.spec.health.as_ref().map_or_else(
+                        || "no health check answered".to_string(),
+                        |health| format!("GET {} never answered 2xx or 3xx", health.path),
+                    );
+                    format!("not healthy after {} s ({check})", deadline.as_secs())
                 });
                 let lines = self.last_lines(at, service, revision).await;
                 let tail = if lines.is_empty() {

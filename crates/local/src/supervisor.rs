@@ -149,6 +149,10 @@ struct SavedState {
     /// The port of the metrics endpoint, kept so that a scraper's configuration stays right.
     #[serde(default)]
     metrics_port: Option<u16>,
+    /// The router ports of destroyed services, given back when the service returns, so that its
+    /// dependents' URL stays right.
+    #[serde(default)]
+    retired_ports: BTreeMap<String, u16>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,6 +165,9 @@ struct SavedService {
 
 #[derive(Serialize, Deserialize)]
 struct SavedRevision {
+    /// A job's exit code once it has ended: a job that ran is not run again by a restart.
+    #[serde(default)]
+    finished: Option<i32>,
     name: String,
     /// Its tag and the port of the tag's router.
     #[serde(default)]
@@ -216,6 +223,7 @@ struct Supervisor {
     front_door: Mutex<Option<FrontDoor>>,
     generation: AtomicU64,
     metrics_port: Mutex<Option<u16>>,
+    retired_ports: Mutex<BTreeMap<String, u16>>,
     shutting_down: std::sync::atomic::AtomicBool,
     lines: broadcast::Sender<LogLine>,
     /// Wakes the route keeper when a copy's health changes.
@@ -232,6 +240,7 @@ impl Supervisor {
             front_door: Mutex::new(None),
             generation: AtomicU64::new(1),
             metrics_port: Mutex::new(None),
+            retired_ports: Mutex::new(BTreeMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             lines,
             changed: Arc::new(Notify::new()),
@@ -293,11 +302,14 @@ impl Supervisor {
                     .iter()
                     .map(|(port, _)| *port)
                     .collect();
-                let waiting = !spec.secrets.is_empty();
-                let copies = if waiting {
-                    Vec::new()
-                } else {
-                    self.start_copies(&saved_revision.name, &spec, &ports, BTreeMap::new())
+                let finished = saved_revision
+                    .finished
+                    .filter(|_| spec.kind == ServiceKind::Job);
+                let waiting = finished.is_none() && !spec.secrets.is_empty();
+                let copies = match finished {
+                    Some(code) => vec![Copy::finished(0, code, Arc::clone(&self.changed))],
+                    None if waiting => Vec::new(),
+                    None => self.start_copies(&saved_revision.name, &spec, &ports, BTreeMap::new()),
                 };
                 let tag = match saved_revision.tag {
                     Some((tag, port)) => Some((tag, bind_router(port).await?)),
@@ -319,6 +331,7 @@ impl Supervisor {
         if let Some(door) = saved.front_door {
             self.set_front_door(door).await?;
         }
+        *lock(&self.retired_ports) = saved.retired_ports;
         Ok(saved.metrics_port)
     }
 
@@ -338,6 +351,11 @@ impl Supervisor {
                         .revisions
                         .iter()
                         .map(|revision| SavedRevision {
+                            finished: (revision.spec.kind == ServiceKind::Job)
+                                .then(|| revision.copies.first().map(|copy| copy.status()))
+                                .flatten()
+                                .filter(|status| status.pid.is_none())
+                                .and_then(|status| status.last_exit),
                             tag: revision
                                 .tag
                                 .as_ref()
@@ -366,6 +384,7 @@ impl Supervisor {
                 .as_ref()
                 .map(|door| door.saved.clone()),
             metrics_port: *lock(&self.metrics_port),
+            retired_ports: lock(&self.retired_ports).clone(),
         };
         drop(services);
         if let Ok(bytes) = serde_json::to_vec_pretty(&state) {
@@ -716,7 +735,16 @@ impl Supervisor {
                 .get(&service_name)
                 .is_none_or(|service| service.router.is_none());
         let new_router = if needs_router {
-            Some(bind_router(0).await?)
+            let retired = lock(&self.retired_ports).get(&service_name).copied();
+            let router = match retired {
+                Some(port) => match Router::bind(port).await {
+                    Ok(router) => router,
+                    Err(_) => bind_router(0).await?,
+                },
+                None => bind_router(0).await?,
+            };
+            lock(&self.retired_ports).remove(&service_name);
+            Some(router)
         } else {
             None
         };
@@ -917,6 +945,7 @@ impl Supervisor {
                     }
                 }
                 if let Some(router) = removed.and_then(|service| service.router) {
+                    lock(&self.retired_ports).insert(service_name.to_string(), router.port());
                     router.shutdown();
                 }
             }
@@ -1212,6 +1241,14 @@ fn health_of(revision: &Revision) -> Health {
         }
         if statuses.iter().any(|status| status.state == "failed") {
             return Health::Failed(problem);
+        }
+        // Past its deadline and never healthy: the apply that waited has given up on it.
+        let deadline = revision.spec.health.clone().unwrap_or_default().deadline;
+        if revision.created.age() > deadline {
+            return Health::Unhealthy(format!(
+                "not healthy {} s after it started: {problem}",
+                deadline.as_secs()
+            ));
         }
     }
     Health::Starting

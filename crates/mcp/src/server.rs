@@ -66,8 +66,12 @@ fn tools() -> &'static [Tool] {
 /// An operation's reply as a tool result: the object as `structuredContent`, the summary and the
 /// object as text for clients that read only text.
 pub fn tool_result(reply: Reply) -> CallToolResult {
+    let failed = reply.failed;
     let mut result = CallToolResult::structured(reply.value);
     result.content.insert(0, ContentBlock::text(reply.summary));
+    if failed {
+        result.is_error = Some(true);
+    }
     result
 }
 

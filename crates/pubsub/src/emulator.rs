@@ -257,6 +257,14 @@ fn start(
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
+    // The emulator outlives the caller, whose environment may hold credentials or a secret's value:
+    // it gets only what a JVM needs.
+    command.env_clear();
+    for name in ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
     // The launcher runs $JAVA_HOME/bin/java when JAVA_HOME is set, and dies when that is missing;
     // pointing it at the Java that was found makes both agree.
     if let Some(home) = java.parent().and_then(Path::parent) {

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use futures::StreamExt;
 use mahavishnu_api::Progress;
 use serde_json::{Value, json};
@@ -67,10 +67,7 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
         DeployCommand::Apply(args) | DeployCommand::Sandcastle(args) => {
             let arguments = with(place(&args.place), json!({ "resume": args.resume }));
             let reply = call("deploy_sandcastle", arguments, progress()).await?;
-            output::emit_reply(global.output, &reply, || {
-                apply_table(&reply.value, &reply.summary)
-            })?;
-            Ok(ExitCode::SUCCESS)
+            applied(global, &reply)
         }
         DeployCommand::Pipeline(args) => part(global, "deploy_pipeline", args).await,
         DeployCommand::Block(args) => part(global, "deploy_block", args).await,
@@ -132,11 +129,17 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
         DeployCommand::Release(args) => {
             let mut weights = serde_json::Map::new();
             for pair in &args.weights {
+                let usage = mahavishnu_core::Error::Invalid;
                 let Some((revision, share)) = pair.split_once('=') else {
-                    bail!("`{pair}` is not REV=PERCENT; give --weights REV=90,REV2=10");
+                    return Err(usage(format!(
+                        "`{pair}` is not REV=PERCENT; give --weights REV=90,REV2=10"
+                    ))
+                    .into());
                 };
                 let share: u8 = share.trim().parse().map_err(|_| {
-                    anyhow::anyhow!("`{share}` in `{pair}` is not a percentage from 0 to 100")
+                    usage(format!(
+                        "`{share}` in `{pair}` is not a percentage from 0 to 100"
+                    ))
                 })?;
                 weights.insert(revision.trim().to_string(), json!(share));
             }
@@ -189,9 +192,10 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
             let deployments = context::deployments(global)?;
             let manifest = context::manifest(args.file.as_deref())?;
             let engine = deployments.engine(manifest.sandcastle.platform)?;
-            let region = args
-                .region
-                .unwrap_or_else(|| manifest.sandcastle.regions[0].clone());
+            let region = match args.region {
+                Some(region) => mahavishnu_deploy::Engine::regions(&manifest, &[region])?.remove(0),
+                None => manifest.sandcastle.regions[0].clone(),
+            };
             let text = engine
                 .platform()
                 .metrics_text(&mahavishnu_deploy::placement(&manifest, &region))
@@ -214,9 +218,18 @@ async fn part(
         json!({ "name": args.name, "resume": args.resume }),
     );
     let reply = api.call(operation, arguments, progress()).await?;
-    output::emit_reply(global.output, &reply, || {
+    applied(global, &reply)
+}
+
+/// Prints what an apply did; one that failed part-way also says so on standard error, and exits 1.
+fn applied(global: &GlobalArgs, reply: &mahavishnu_api::Reply) -> Result<ExitCode> {
+    output::emit_reply(global.output, reply, || {
         apply_table(&reply.value, &reply.summary)
     })?;
+    if reply.failed {
+        eprintln!("error: {}", reply.summary);
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -311,8 +324,11 @@ fn apply_table(report: &Value, summary: &str) -> String {
         &["REGION", "SERVICE", "OUTCOME", "REVISION", "TRAFFIC", "URL"],
         &rows,
     );
-    if report["changed"] == false {
-        out.push_str(&format!("{}\n", summary.lines().last().unwrap_or_default()));
+    if let Some(line) = summary
+        .lines()
+        .find(|line| line.starts_with("nothing to change"))
+    {
+        out.push_str(&format!("{line}\n"));
     }
     if let Some(url) = report.get("front_door").and_then(Value::as_str) {
         out.push_str(&format!("front door: {url}\n"));

@@ -524,8 +524,8 @@ impl Manifest {
             Err(e) => {
                 return Err(vec![Problem {
                     line: e.span().map(|span| line_at(text, span.start)),
-                    key: String::new(),
-                    message: e.message().to_string(),
+                    key: "(syntax)".into(),
+                    message: one_line(e.message()),
                 }]);
             }
         };
@@ -791,6 +791,15 @@ impl Manifest {
                 );
             }
         }
+        if service.scale.min > 1000 {
+            report(
+                key("scale.min"),
+                format!(
+                    "{} copies of one service is surely a mistake; the most is 1000",
+                    service.scale.min
+                ),
+            );
+        }
         if service.scale.min == 0 && service.kind != ServiceKind::External {
             report(
                 key("scale.min"),
@@ -805,32 +814,34 @@ impl Manifest {
                 format!("{max} is below scale.min ({})", service.scale.min),
             );
         }
-        for variable in service.env.keys().chain(service.secrets.keys()) {
+        // Each variable is reported under the table that sets it, env or secrets.
+        let variables = service
+            .env
+            .keys()
+            .map(|variable| ("env", variable))
+            .chain(service.secrets.keys().map(|variable| ("secrets", variable)));
+        for (table, variable) in variables {
             if !is_env_name(variable) {
                 report(
-                    key("env"),
+                    key(table),
                     format!(
                         "`{variable}` is not an environment variable name (letters, digits, `_`)"
                     ),
                 );
             }
             if variable == "PORT" {
-                report(key("env"), "PORT is set by the platform; remove it".into());
+                report(key(table), "PORT is set by the platform; remove it".into());
             }
-        }
-        for variable in service.env.keys() {
-            if service.secrets.contains_key(variable) {
+            if let Some(from) = self.wired_variable(service, variable) {
+                report(
+                    key(table),
+                    format!("`{variable}` is set by the wiring ({from}); remove it or rename it"),
+                );
+            }
+            if table == "env" && service.secrets.contains_key(variable) {
                 report(
                     key("secrets"),
                     format!("`{variable}` is in both env and secrets"),
-                );
-            }
-        }
-        for variable in service.env.keys().chain(service.secrets.keys()) {
-            if let Some(from) = self.wired_variable(service, variable) {
-                report(
-                    key("env"),
-                    format!("`{variable}` is set by the wiring ({from}); remove it or rename it"),
                 );
             }
         }
@@ -1261,8 +1272,8 @@ impl Locator {
             })
             .map_err(|e| Problem {
                 line: e.span().map(|span| line_at(text, span.start)),
-                key: String::new(),
-                message: e.message().to_string(),
+                key: "(syntax)".into(),
+                message: one_line(e.message()),
             })
     }
 
@@ -1282,6 +1293,11 @@ impl Locator {
         }
         found.map(|span| line_at(&self.text, span.start))
     }
+}
+
+/// A parser's message, which may span lines ("invalid table header\nexpected ..."), as one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
