@@ -688,11 +688,25 @@ async fn deploy_destroy(api: Api, params: DestroyParams, _: Progress) -> Result<
             &params.place().regions,
         )
         .await?;
-    let summary = if destroyed.is_empty() {
+    let mut summary = if destroyed.is_empty() {
         "nothing to destroy".to_string()
     } else {
         format!("destroyed {}", destroyed.join(", "))
     };
+    if let (Some(service), None) = (&params.service, &params.revision) {
+        let dependents: Vec<&str> = manifest
+            .services
+            .iter()
+            .filter(|(_, spec)| spec.needs.contains(service))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if !destroyed.is_empty() && !dependents.is_empty() {
+            summary.push_str(&format!(
+                "\nnote: {} need {service}; it gets its URL back when it is deployed again",
+                dependents.join(", ")
+            ));
+        }
+    }
     Reply::list("destroyed", &destroyed, summary)
 }
 
