@@ -64,6 +64,17 @@ fn world_with(manifest: &str) -> World {
     world
 }
 
+/// TWO_SERVICES with web's environment replaced by `env` (the inside of its inline table).
+fn set_web_env(world: &World, env: &str) {
+    let changed = TWO_SERVICES.replacen(
+        "env = { V = \"1\" }\nrollout",
+        &format!("env = {{ {env} }}\nrollout"),
+        1,
+    );
+    assert_ne!(changed, TWO_SERVICES);
+    set_manifest(world, &changed);
+}
+
 fn set_manifest(world: &World, manifest: &str) {
     write(&world.work(), "mahavishnu.deploy.toml", manifest);
 }
@@ -290,14 +301,7 @@ fn a_changed_service_goes_out_as_a_canary_and_rollback_is_immediate() {
     let world = world_with(TWO_SERVICES);
     world.ok(&["deploy", "apply"]);
     let first = serving(&world, "local", "web");
-    set_manifest(
-        &world,
-        &TWO_SERVICES.replacen(
-            "env = { V = \"1\" }\nrollout",
-            "env = { V = \"2\" }\nrollout",
-            1,
-        ),
-    );
+    set_web_env(&world, "V = \"2\"");
 
     let plan = plan_of(&world);
     let changes = plan["changes"].as_array().unwrap();
@@ -434,13 +438,9 @@ fn a_revision_that_never_gets_healthy_fails_the_apply_with_its_own_last_log_line
     let world = world_with(TWO_SERVICES);
     world.ok(&["deploy", "apply"]);
     let serving_before = serving(&world, "local", "web");
-    set_manifest(
+    set_web_env(
         &world,
-        &TWO_SERVICES.replacen(
-            "env = { V = \"1\" }\nrollout",
-            "env = { V = \"2\", BOOT_FAIL = \"cannot open config.yaml: no such file\" }\nrollout",
-            1,
-        ),
+        "V = \"2\", BOOT_FAIL = \"cannot open config.yaml: no such file\"",
     );
     let output = world.run(&["--output", "json", "deploy", "apply"]);
     assert_eq!(output.status.code(), Some(1));
