@@ -1226,13 +1226,51 @@ fn section<T: serde::de::DeserializeOwned>(
             }
         }
     }
+    if let Some(table) = value.as_table_mut()
+        && value_of::<T>(table).is_err()
+    {
+        // Find the keys whose values are wrong, each on its own (with the keys every section of this
+        // kind must have), report each at its own line, and read the rest: one wrong value then
+        // hides neither the others nor the checks of the whole manifest.
+        let required: Vec<String> = REQUIRED_KEYS
+            .iter()
+            .filter(|required| table.contains_key(**required))
+            .map(|required| required.to_string())
+            .collect();
+        let wrong: Vec<(String, String)> = table
+            .keys()
+            .filter(|field| !required.contains(field))
+            .filter_map(|field| {
+                let mut alone = toml::Table::new();
+                for needed in required.iter().chain([field]) {
+                    alone.insert(needed.clone(), table[needed].clone());
+                }
+                value_of::<T>(&alone)
+                    .err()
+                    .map(|message| (field.clone(), message))
+            })
+            .collect();
+        for (field, message) in wrong {
+            table.remove(&field);
+            report(&format!("{key}.{field}"), message);
+        }
+    }
     match value.try_into::<T>() {
         Ok(parsed) => Some(parsed),
         Err(e) => {
-            report(key, e.message().trim().to_string());
+            report(key, one_line(e.message()));
             None
         }
     }
+}
+
+/// The keys some section must have (a sandcastle's name, a pipeline's chain, a front door's service).
+const REQUIRED_KEYS: &[&str] = &["name", "chain", "service"];
+
+fn value_of<T: serde::de::DeserializeOwned>(table: &toml::Table) -> std::result::Result<T, String> {
+    toml::Value::Table(table.clone())
+        .try_into::<T>()
+        .map_err(|e| one_line(e.message()))
 }
 
 fn sections<T: serde::de::DeserializeOwned>(
@@ -1590,8 +1628,23 @@ chain = ["api", "events", "audit"]
         assert!(
             found
                 .iter()
-                .any(|p| p.starts_with("3:services.web: invalid type")),
+                .any(|p| p.starts_with("4:services.web.run: invalid type")),
             "{found:?}"
         );
+        // Wrong values are each named at their own line, and the other checks still run.
+        let found = problems(
+            "[sandcastle]\nname = \"s\"\nplatform = \"mars\"\n[services.web]\nrun = \"x\"\nscale = { max = -1 }\nneeds = [\"nothing\"]\nhealth = { deadline = \"-5s\" }\n",
+        );
+        for want in [
+            "3:sandcastle.platform: unknown variant `mars`",
+            "6:services.web.scale: invalid value",
+            "8:services.web.health:",
+            "7:services.web.needs: names no service `nothing`",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
     }
 }
