@@ -224,6 +224,8 @@ struct Supervisor {
     generation: AtomicU64,
     metrics_port: Mutex<Option<u16>>,
     retired_ports: Mutex<BTreeMap<String, u16>>,
+    /// The processes the state file was last saved with.
+    saved_pids: Mutex<Vec<Option<u32>>>,
     shutting_down: std::sync::atomic::AtomicBool,
     lines: broadcast::Sender<LogLine>,
     /// Wakes the route keeper when a copy's health changes.
@@ -241,6 +243,7 @@ impl Supervisor {
             generation: AtomicU64::new(1),
             metrics_port: Mutex::new(None),
             retired_ports: Mutex::new(BTreeMap::new()),
+            saved_pids: Mutex::new(Vec::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             lines,
             changed: Arc::new(Notify::new()),
@@ -452,20 +455,17 @@ impl Supervisor {
     }
 
     fn save_if_processes_changed(&self) {
-        thread_local! {
-            static LAST: std::cell::RefCell<Vec<Option<u32>>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         let pids: Vec<Option<u32>> = lock(&self.services)
             .values()
             .flat_map(|service| service.revisions.iter())
             .flat_map(|revision| revision.copies.iter().map(|copy| copy.status().pid))
             .collect();
-        let changed = LAST.with(|last| {
-            let mut last = last.borrow_mut();
-            let changed = *last != pids;
-            *last = pids;
+        let changed = {
+            let mut saved = lock(&self.saved_pids);
+            let changed = *saved != pids;
+            *saved = pids;
             changed
-        });
+        };
         if changed {
             self.save();
         }
