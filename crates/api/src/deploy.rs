@@ -387,12 +387,7 @@ async fn apply(
         let lines: Vec<String> = report
             .services
             .iter()
-            .filter(|o| {
-                matches!(
-                    o.outcome.as_str(),
-                    "failed" | "rolled back" | "left at 0 %" | "skipped"
-                )
-            })
+            .filter(|o| o.went_wrong())
             .map(describe)
             .collect();
         return Ok(

@@ -10,7 +10,7 @@ use mahavishnu_core::Result;
 use mahavishnu_core::deploy::EventBus;
 use mahavishnu_deploy::BusProvider;
 use mahavishnu_deploy::wanted::LOCAL_PROJECT;
-use mahavishnu_pubsub::{Emulator, PubSubBus};
+use mahavishnu_pubsub::{Emulator, PubSubBus, emulator_client_env};
 
 /// The bus provider for a state directory.
 pub fn provider(state_dir: &Path) -> Arc<dyn BusProvider> {
@@ -26,17 +26,6 @@ struct EmulatorBus {
     placements: PathBuf,
 }
 
-fn client_env(host: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("PUBSUB_EMULATOR_HOST".to_string(), host.to_string()),
-        ("PUBSUB_PROJECT_ID".to_string(), LOCAL_PROJECT.to_string()),
-        (
-            "GOOGLE_CLOUD_PROJECT".to_string(),
-            LOCAL_PROJECT.to_string(),
-        ),
-    ])
-}
-
 #[async_trait]
 impl BusProvider for EmulatorBus {
     fn unavailable(&self) -> Option<String> {
@@ -44,7 +33,8 @@ impl BusProvider for EmulatorBus {
     }
 
     fn running_env(&self) -> Option<BTreeMap<String, String>> {
-        Emulator::running(&self.dir).map(|running| client_env(&running.host))
+        Emulator::running(&self.dir)
+            .map(|running| emulator_client_env(&running.host, LOCAL_PROJECT))
     }
 
     fn release_if_unused(&self) {

@@ -102,6 +102,17 @@ pub struct ServiceOutcome {
     pub seconds: f64,
 }
 
+impl ServiceOutcome {
+    /// Whether the apply did not do what it was asked for this service: it failed, was put back,
+    /// was left at 0 %, or was never reached.
+    pub fn went_wrong(&self) -> bool {
+        matches!(
+            self.outcome.as_str(),
+            "failed" | "rolled back" | "left at 0 %" | "skipped"
+        )
+    }
+}
+
 /// What an apply did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApplyReport {
@@ -558,12 +569,7 @@ impl Engine {
             {
                 urls.push((region.clone(), url));
             }
-            report.ok &= outcomes.iter().all(|outcome| {
-                !matches!(
-                    outcome.outcome.as_str(),
-                    "failed" | "rolled back" | "left at 0 %" | "skipped"
-                )
-            });
+            report.ok &= !outcomes.iter().any(ServiceOutcome::went_wrong);
             report.changed |= outcomes
                 .iter()
                 .any(|outcome| outcome.outcome != "unchanged");
@@ -656,16 +662,7 @@ impl Engine {
             .apply_waves(manifest, chosen, &at, apply_id, options)
             .await;
         let state = match &result {
-            Ok(outcomes)
-                if outcomes.iter().all(|o| {
-                    !matches!(
-                        o.outcome.as_str(),
-                        "failed" | "rolled back" | "left at 0 %" | "skipped"
-                    )
-                }) =>
-            {
-                "succeeded"
-            }
+            Ok(outcomes) if !outcomes.iter().any(ServiceOutcome::went_wrong) => "succeeded",
             _ => "failed",
         };
         journal_store::finish_apply(&self.store, apply_id, state)?;

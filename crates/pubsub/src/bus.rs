@@ -25,6 +25,18 @@ const RETRY_LIMIT: Duration = Duration::from_secs(10);
 const ACK_DEADLINE_SECONDS: std::ops::RangeInclusive<u64> = 10..=600;
 const DELIVERY_ATTEMPTS: std::ops::RangeInclusive<u32> = 5..=100;
 
+/// What a service needs to reach the emulator at `host` (`127.0.0.1:PORT`) with its own client
+/// library, for `project`. A plan that sees a running emulator and an apply that connects to it must
+/// wire services alike, or every plan would find them changed.
+pub fn emulator_client_env(host: &str, project: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("PUBSUB_EMULATOR_HOST".to_string(), host.to_string()),
+        ("PUBSUB_PROJECT_ID".to_string(), project.to_string()),
+        // Several client libraries read the project from here instead.
+        ("GOOGLE_CLOUD_PROJECT".to_string(), project.to_string()),
+    ])
+}
+
 /// The [`EventBus`] on a Pub/Sub emulator, reached with the official `google-cloud-pubsub` client.
 pub struct PubSubBus {
     /// `host:port`, what other clients take as `PUBSUB_EMULATOR_HOST`.
@@ -237,12 +249,7 @@ impl EventBus for PubSubBus {
     }
 
     fn client_env(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("PUBSUB_EMULATOR_HOST".to_string(), self.host.clone()),
-            ("PUBSUB_PROJECT_ID".to_string(), self.project.clone()),
-            // Several client libraries read the project from here instead.
-            ("GOOGLE_CLOUD_PROJECT".to_string(), self.project.clone()),
-        ])
+        emulator_client_env(&self.host, &self.project)
     }
 
     async fn ensure_topic(&self, topic: &TopicRef) -> Result<()> {

@@ -9,5 +9,5 @@
 mod bus;
 mod emulator;
 
-pub use bus::PubSubBus;
+pub use bus::{PubSubBus, emulator_client_env};
 pub use emulator::{Emulator, EmulatorSource, RunningEmulator};
