@@ -5,10 +5,10 @@ mod support;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::World;
+use support::{World, eventually};
 
 /// A small service: `python3 app.py`. `V` names its version; `FAIL_EVERY=N` answers every Nth request
 /// to `/` with 500; `BOOT_FAIL=text` prints the text and exits at start; `SLOW_START=S` sleeps before
@@ -186,17 +186,6 @@ fn serving(world: &World, region: &str, name: &str) -> String {
     let found = weights(service(&status, region, name));
     assert_eq!(found.len(), 1, "one revision serves {name}: {found:?}");
     found[0].0.clone()
-}
-
-fn eventually(what: &str, patience: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < patience {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not happen within {patience:?}");
 }
 
 const TWO_SERVICES: &str = r#"

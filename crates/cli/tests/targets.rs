@@ -64,18 +64,6 @@ fn live(state: &str) -> bool {
     matches!(state, "starting" | "running" | "waiting")
 }
 
-/// Polls until `check` holds, or fails with `what`.
-fn eventually(what: &str, patience: Duration, check: impl Fn() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < patience {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("never {what}");
-}
-
 /// The table row of `id` in `terminal list`.
 fn table_line(table: &str, id: &str) -> String {
     table
@@ -142,7 +130,7 @@ fn two_clusters_with_the_same_names_stay_apart() {
     }
 
     world.ok(&["terminal", "close", "east:dev/same", "--grace", "0.2"]);
-    eventually("east's pod deleted", Duration::from_secs(10), || {
+    support::eventually("east's pod deleted", Duration::from_secs(10), || {
         east.pod_names().is_empty()
     });
     assert_eq!(west.pod_names(), ["dev/same"], "west's pod is untouched");
@@ -629,7 +617,7 @@ fn the_builtin_kubernetes_target_keeps_its_ids() {
     let listed: Value = serde_json::from_str(&run(&["-o", "json", "terminal", "list"])).unwrap();
     assert_eq!(row(&listed, "k8s:dev/old")["target"], "kubernetes");
     run(&["terminal", "close", "k8s:dev/old", "--grace", "0.2"]);
-    eventually("the pod deleted", Duration::from_secs(10), || {
+    support::eventually("the pod deleted", Duration::from_secs(10), || {
         fake.pod_names().is_empty()
     });
 }

@@ -74,6 +74,24 @@ pub struct RevisionRun {
     pub changed: Arc<Notify>,
 }
 
+impl CopyStatus {
+    /// A copy with no process: `state` says why, `last_exit` how its last run ended.
+    fn not_running(state: &'static str, last_exit: Option<i32>) -> Self {
+        CopyStatus {
+            pid: None,
+            start_ticks: None,
+            state,
+            healthy: false,
+            ever_healthy: false,
+            served: false,
+            restarts: 0,
+            last_exit,
+            last_problem: None,
+            running_since: None,
+        }
+    }
+}
+
 /// One copy of a revision.
 pub struct Copy {
     pub index: usize,
@@ -98,18 +116,7 @@ impl Copy {
         let copy = Arc::new(Copy {
             index,
             port,
-            status: Mutex::new(CopyStatus {
-                pid: None,
-                start_ticks: None,
-                state: "starting",
-                healthy: false,
-                ever_healthy: false,
-                served: false,
-                restarts: 0,
-                last_exit: None,
-                last_problem: None,
-                running_since: None,
-            }),
+            status: Mutex::new(CopyStatus::not_running("starting", None)),
             stop: tokio::sync::watch::Sender::new(false),
             changed: Arc::clone(&revision.changed),
         });
@@ -133,18 +140,7 @@ impl Copy {
         Arc::new(Copy {
             index,
             port: None,
-            status: Mutex::new(CopyStatus {
-                pid: None,
-                start_ticks: None,
-                state: "stopped",
-                healthy: false,
-                ever_healthy: false,
-                served: false,
-                restarts: 0,
-                last_exit: Some(code),
-                last_problem: None,
-                running_since: None,
-            }),
+            status: Mutex::new(CopyStatus::not_running("stopped", Some(code))),
             stop: tokio::sync::watch::Sender::new(true),
             changed,
         })

@@ -14,6 +14,7 @@ use mahavishnu_core::deploy::{
 use mahavishnu_core::{Error, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::protocol::{Address, Reply, Request, Snapshot};
 
@@ -89,18 +90,7 @@ impl LocalPlatform {
                 ));
             }
         };
-        let (read, mut write) = stream.into_split();
-        let mut bytes = serde_json::to_vec(request).map_err(|e| Error::Failed(e.to_string()))?;
-        bytes.push(b'\n');
-        write
-            .write_all(&bytes)
-            .await
-            .map_err(|e| Error::io("cannot write to the supervisor", e))?;
-        let mut line = String::new();
-        BufReader::new(read)
-            .read_line(&mut line)
-            .await
-            .map_err(|e| Error::io("cannot read the supervisor's answer", e))?;
+        let (line, _, _) = exchange(stream, request).await?;
         match serde_json::from_str::<Reply>(&line) {
             Ok(Reply::Ok(value)) => Ok(value),
             Ok(Reply::Error(message)) => Err(Error::Failed(message)),
@@ -392,25 +382,13 @@ impl Platform for LocalPlatform {
         let stream = UnixStream::connect(&address.socket)
             .await
             .map_err(|_| Error::Failed(format!("nothing runs in {at}; deploy it first")))?;
-        let (read, mut write) = stream.into_split();
         let request = Request::Logs {
             service: service.to_string(),
             revision: revision.map(str::to_string),
             tail,
             follow,
         };
-        let mut bytes = serde_json::to_vec(&request).map_err(|e| Error::Failed(e.to_string()))?;
-        bytes.push(b'\n');
-        write
-            .write_all(&bytes)
-            .await
-            .map_err(|e| Error::io("cannot write to the supervisor", e))?;
-        let mut reader = BufReader::new(read);
-        let mut first = String::new();
-        reader
-            .read_line(&mut first)
-            .await
-            .map_err(|e| Error::io("cannot read the supervisor's answer", e))?;
+        let (first, reader, write) = exchange(stream, &request).await?;
         if let Ok(Reply::Error(message)) = serde_json::from_str::<Reply>(&first) {
             return Err(Error::Failed(message));
         }
@@ -539,6 +517,28 @@ async fn shut_down(platform: &LocalPlatform, address: &Address) -> Result<()> {
         let _ = std::fs::remove_dir(parent);
     }
     Ok(())
+}
+
+/// Sends one request line and reads the first line of the answer; the connection stays open for the
+/// lines a streamed answer (logs) sends after it.
+async fn exchange(
+    stream: UnixStream,
+    request: &Request,
+) -> Result<(String, BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    let (read, mut write) = stream.into_split();
+    let mut bytes = serde_json::to_vec(request).map_err(|e| Error::Failed(e.to_string()))?;
+    bytes.push(b'\n');
+    write
+        .write_all(&bytes)
+        .await
+        .map_err(|e| Error::io("cannot write to the supervisor", e))?;
+    let mut reader = BufReader::new(read);
+    let mut first = String::new();
+    reader
+        .read_line(&mut first)
+        .await
+        .map_err(|e| Error::io("cannot read the supervisor's answer", e))?;
+    Ok((first, reader, write))
 }
 
 fn read_dir_names(dir: &std::path::Path) -> Vec<String> {

@@ -1037,7 +1037,7 @@ impl Supervisor {
         }
         let skip = collected.len().saturating_sub(tail);
         for line in &collected[skip..] {
-            if send_line(write, line).await.is_err() {
+            if write_line(write, line).await.is_err() {
                 return;
             }
         }
@@ -1048,7 +1048,7 @@ impl Supervisor {
         loop {
             match lines.recv().await {
                 Ok(line) if wanted.contains(&line.revision) => {
-                    if send_line(write, &line.text).await.is_err() {
+                    if write_line(write, &line.text).await.is_err() {
                         return;
                     }
                 }
@@ -1275,19 +1275,18 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
-async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, answer: Reply) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(&answer).unwrap_or_default();
+/// Writes `value` as one JSON line: an answer, or a log line of a streamed answer.
+async fn write_line(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    value: &impl Serialize,
+) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
     bytes.push(b'\n');
     write.write_all(&bytes).await
 }
 
-async fn send_line(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    line: &str,
-) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(line).unwrap_or_default();
-    bytes.push(b'\n');
-    write.write_all(&bytes).await
+async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, answer: Reply) -> std::io::Result<()> {
+    write_line(write, &answer).await
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, String> {

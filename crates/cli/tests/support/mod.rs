@@ -288,6 +288,19 @@ fn fastrand_suffix() -> u64 {
     hasher.finish() % 1_000_000
 }
 
+/// Polls `check` every 50 ms until it holds; fails the test, naming `what`, when it does not within
+/// `patience`.
+pub fn eventually(what: &str, patience: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not happen within {patience:?}");
+}
+
 /// Whether `path` exists, after giving a racing writer `patience`.
 pub fn eventually_exists(path: &Path, patience: Duration) -> bool {
     let started = Instant::now();
