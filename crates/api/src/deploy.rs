@@ -184,10 +184,13 @@ impl Api {
             Some(name) => name.parse::<PlatformKind>()?,
             None => manifest.sandcastle.platform,
         };
-        let deployments = self
-            .deployments()
-            .ok_or_else(|| Error::Failed("deployments are not available in this server".into()))?;
-        deployments.engine(kind)
+        self.deployments_here()?.engine(kind)
+    }
+
+    /// The deployments service, or why this face has none.
+    fn deployments_here(&self) -> Result<&mahavishnu_deploy::Deployments> {
+        self.deployments()
+            .ok_or_else(|| Error::Failed("deployments are not available in this server".into()))
     }
 
     fn prepare(&self, place: &Where) -> Result<(Manifest, Engine)> {
@@ -711,10 +714,7 @@ async fn deploy_destroy(api: Api, params: DestroyParams, _: Progress) -> Result<
 pub struct RecoverParams {}
 
 async fn deploy_recover(api: Api, _: RecoverParams, _: Progress) -> Result<Reply> {
-    let deployments = api
-        .deployments()
-        .ok_or_else(|| Error::Failed("deployments are not available in this server".into()))?;
-    let recovered = deployments.recover().await?;
+    let recovered = api.deployments_here()?.recover().await?;
     let summary = if recovered.is_empty() {
         "every supervisor answers; nothing to recover".to_string()
     } else {
