@@ -2533,7 +2533,7 @@ def compute_items(fake, p, scope, coll):
     return fake.compute.setdefault((p, scope, coll), {})
 
 
-def compute_refs(o, skip=("selfLink", "region", "kind", "id", "name")):
+def compute_refs(o, skip=("selfLink", "region", "kind", "id", "name", "users")):
     """Every string in o that names a load-balancing resource."""
     out = []
     if isinstance(o, dict):
@@ -2551,7 +2551,30 @@ def compute_refs(o, skip=("selfLink", "region", "kind", "id", "name")):
     return out
 
 
+REF_FIELDS = {"group", "defaultService", "urlMap", "target", "sslCertificates", "service",
+              "healthChecks", "backendService"}
+
+
+def malformed_refs(o, where="resource"):
+    """Reference fields whose value is not a resource URL (Compute refuses them)."""
+    out = []
+    if isinstance(o, dict):
+        for k, v in o.items():
+            vals = v if isinstance(v, list) else [v]
+            if k in REF_FIELDS and all(isinstance(x, str) for x in vals):
+                out += [(f"{where}.{k}", x) for x in vals if not COMPUTE_REF.search(x)]
+            elif k != "cloudRun":
+                out += malformed_refs(v, f"{where}.{k}")
+    elif isinstance(o, list):
+        for i, v in enumerate(o):
+            out += malformed_refs(v, f"{where}[{i}]")
+    return out
+
+
 def check_refs(fake, project, body):
+    for field, value in malformed_refs(body):
+        raise ComputeError(400, "invalid",
+                           f"Invalid value for field '{field}': '{value}'. The URL is malformed.")
     for raw, (p, scope, coll, name) in compute_refs(body):
         if name not in fake.compute.get((fake.project_id(p or project), scope, coll), {}):
             raise ComputeError(404, "notFound",
