@@ -606,7 +606,7 @@ class Workload:
         statuses = []
         for a in self.applied:
             s = {"type": a["type"], "percent": a["percent"]}
-            if a.get("revision"):
+            if a.get("revision") and a["type"] != LATEST:
                 s["revision"] = a["revision"]
             if a.get("tag"):
                 s["tag"] = a["tag"]
@@ -1709,7 +1709,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         fake = FAKE
         url = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(url.path)
-        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
+        multi = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        query = {k: v[-1] for k, v in multi.items()}
+        query["__all"] = multi
         try:
             raw = self.read_body()
         except (ValueError, OSError):
@@ -2480,6 +2482,34 @@ def list_time_series(fake, q, b, p):
                                                  "endTime": ts(end)},
                                     "value": {"int64Value": str(counts[cls])}}],
                     })
+    reducer = q.get("aggregation.crossSeriesReducer", "0")
+    reducer = {"REDUCE_NONE": 0, "REDUCE_SUM": 4}.get(reducer, as_int(reducer, -1))
+    if reducer == 4:
+        fields = q["__all"].get("aggregation.groupByFields", [])
+        groups = {}
+        for ts_ in series:
+            keep = {}
+            for f in fields:
+                kind, _, label = f.partition(".labels.")
+                src = ts_["metric"] if kind == "metric" else ts_["resource"]
+                if label in src["labels"]:
+                    keep[f] = src["labels"][label]
+            k = json.dumps(keep, sort_keys=True)
+            g = groups.get(k)
+            if g is None:
+                g = copy.deepcopy(ts_)
+                g["metric"]["labels"] = {f.split(".labels.")[1]: v for f, v in keep.items()
+                                         if f.startswith("metric.")}
+                g["resource"]["labels"] = {f.split(".labels.")[1]: v for f, v in keep.items()
+                                           if f.startswith("resource.")}
+                g["points"][0]["interval"]["startTime"] = ts(start) if start else g["points"][0]["interval"]["startTime"]
+                groups[k] = g
+            else:
+                p0 = g["points"][0]["value"]
+                p0["int64Value"] = str(int(p0["int64Value"]) + int(ts_["points"][0]["value"]["int64Value"]))
+        series = list(groups.values())
+    elif reducer != 0:
+        raise invalid("aggregation.crossSeriesReducer: the fake supports only REDUCE_NONE and REDUCE_SUM.")
     return 200, paged(series, "timeSeries", q)
 
 
@@ -2811,9 +2841,11 @@ def main(argv=None):
     t.start()
     sys.stdout.write(FAKE.base_url + "\n")
     sys.stdout.flush()
+    parent = os.getppid()
     try:
         while not stop.wait(0.5):
-            pass
+            if os.getppid() != parent:  # whoever started the fake is gone
+                break
     finally:
         with LOCK:
             FAKE.stopping = True
