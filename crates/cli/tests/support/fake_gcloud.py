@@ -26,8 +26,36 @@ What it fakes (see the tests for how it is driven):
   * Test controls under /_fake/.
 
 Usage: python3 fake_gcloud.py --config FILE
-It prints one line, http://127.0.0.1:PORT, and runs until SIGTERM/SIGINT,
-then kills every process it started.
+It binds 127.0.0.1 on a free port, prints one line, http://127.0.0.1:PORT,
+and runs until SIGTERM/SIGINT (or until the process that started it is
+gone), then kills every process it started (each in its own process group).
+
+The config file is JSON; every key is optional:
+  {
+    "projects": {"acme": "123456789012"},   project id -> project number
+    "operation_delay_ms": 100,              an operation is not done before this
+    "startup_timeout_s": 30,                how long a revision may take to answer
+    "images": {                             what each container image does
+      "example.test/web:1": {"run": "python3 -m http.server $PORT", "dir": "some/dir"},
+      "example.test/bad:1": {"fail": "no-listen"}
+    },
+    "secrets": {"projects/acme/secrets/key": {"1": "value-one"}},
+    "state_dir": "some/dir"                 process output files (default: a temp dir)
+  }
+"fail" is one of missing, no-listen, startup-probe, quota, permission; an
+image that is not listed behaves as "missing". "run" goes through `sh -c`
+(in "dir"), with the container's args (or a job run's override args)
+appended, each quoted.
+
+Routes that are not Google APIs:
+  /run/S-NUMBER.L.run.app/...        a service's URL (tag: TAG---S-NUMBER...)
+  /lb/ADDRESS/...                    a global forwarding rule's IP address
+  GET  /_fake/requests               the API calls so far, [{"method","path"}]
+  POST /_fake/requests/clear
+  POST /_fake/kill?service=S&location=L[&project=P]
+                                     kill the service's processes (no restart)
+  POST /_fake/fail-next?method=M&status=N[&path=SUBSTRING]
+                                     the next matching API call fails once
 
 Standard library only (Python 3.11).
 """
@@ -848,7 +876,8 @@ class Fake:
         self.log_seq = 0
         self.uptime = {}  # (project, id) -> config
         self.compute = {}  # (project, scope, collection) -> {name: resource}
-        self.compute_ops = {}  # name -> op dict + ready time
+        self.compute_ops = {}  # (project, scope, name) -> (ready time, op dict)
+        self.compute_request_ids = {}  # (project, requestId) -> (project, scope, op name)
         self.address_seq = 0
         self.requests = []
         self.fail_next = []
@@ -2684,6 +2713,19 @@ def compute_list(fake, q, b, p, scope, coll):
 @api("POST", CP + "/" + SCOPE + "/" + COLL)
 def compute_insert(fake, q, b, p, scope, coll):
     p = fake.project_id(p)
+    rid_key = (p, q.get("requestId")) if q.get("requestId") else None
+    with LOCK:
+        seen = fake.compute_request_ids.get(rid_key) if rid_key else None
+    if seen:  # the same request again (a retry): the same operation
+        return 200, render_compute_op(fake, *seen)
+    status, op = compute_insert_new(fake, q, b, p, scope, coll)
+    if rid_key:
+        with LOCK:
+            fake.compute_request_ids[rid_key] = (p, scope, op["name"])
+    return status, op
+
+
+def compute_insert_new(fake, q, b, p, scope, coll):
     name = b.get("name") or ""
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
         raise ComputeError(400, "invalid", f"Invalid value for field 'resource.name': '{name}'. "
