@@ -137,6 +137,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def etag_bytes(s: str) -> bytes:
+    """Policy etags are bytes; compare them decoded, whatever base64 alphabet the client used."""
+    s = str(s).replace("-", "+").replace("_", "/").rstrip("=")
+    try:
+        return base64.b64decode(s + "=" * (-len(s) % 4))
+    except ValueError:
+        return s.encode()
+
+
 def new_etag() -> str:
     # Policy.etag is a bytes field: its JSON form is base64.
     return base64.b64encode(os.urandom(8)).decode()
@@ -269,20 +278,40 @@ LATEST, REVISION = 1, 2
 PENDING, RECONCILING, FAILED, SUCCEEDED = 1, 2, 3, 4
 
 
-def norm_enums(o):
+# google.monitoring.v3.UptimeCheckConfig
+_MON_ENUMS = {
+    "requestMethod": {"METHOD_UNSPECIFIED": 0, "GET": 1, "POST": 2},
+    "contentType": {"TYPE_UNSPECIFIED": 0, "URL_ENCODED": 1, "USER_PROVIDED": 2},
+    "checkerType": {"CHECKER_TYPE_UNSPECIFIED": 0, "STATIC_IP_CHECKERS": 1, "VPC_CHECKERS": 3},
+    "selectedRegions": {"REGION_UNSPECIFIED": 0, "USA": 1, "EUROPE": 2, "SOUTH_AMERICA": 3,
+                        "ASIA_PACIFIC": 4, "USA_OREGON": 5, "USA_IOWA": 6, "USA_VIRGINIA": 7},
+    "matcher": {"CONTENT_MATCHER_OPTION_UNSPECIFIED": 0, "CONTAINS_STRING": 1,
+                "NOT_CONTAINS_STRING": 2, "MATCHES_REGEX": 3, "NOT_MATCHES_REGEX": 4,
+                "MATCHES_JSON_PATH": 5, "NOT_MATCHES_JSON_PATH": 6},
+    "jsonMatcher": {"JSON_PATH_MATCHER_OPTION_UNSPECIFIED": 0, "EXACT_MATCH": 1, "REGEX_MATCH": 2},
+    "statusClass": {"STATUS_CLASS_UNSPECIFIED": 0, "STATUS_CLASS_1XX": 100, "STATUS_CLASS_2XX": 200,
+                    "STATUS_CLASS_3XX": 300, "STATUS_CLASS_4XX": 400, "STATUS_CLASS_5XX": 500,
+                    "STATUS_CLASS_ANY": 1000},
+}
+
+
+def norm_enums(o, table=None):
     """Enum names in a request become numbers; everything else is kept as given."""
+    table = _ENUMS if table is None else table
     if isinstance(o, dict):
         out = {}
         for k, v in o.items():
-            if isinstance(v, str) and k == "type" and v in _TYPE_ENUM:
+            if isinstance(v, str) and k == "type" and v in _TYPE_ENUM and table is _ENUMS:
                 out[k] = _TYPE_ENUM[v]
-            elif isinstance(v, str) and k in _ENUMS and v in _ENUMS[k]:
-                out[k] = _ENUMS[k][v]
+            elif isinstance(v, str) and k in table and v in table[k]:
+                out[k] = table[k][v]
+            elif isinstance(v, list) and k in table:
+                out[k] = [table[k].get(x, x) if isinstance(x, str) else x for x in v]
             else:
-                out[k] = norm_enums(v)
+                out[k] = norm_enums(v, table)
         return out
     if isinstance(o, list):
-        return [norm_enums(x) for x in o]
+        return [norm_enums(x, table) for x in o]
     return o
 
 
@@ -2026,7 +2055,7 @@ def set_iam(fake, q, b, p, l, kind, n):
     t = iam_target(fake, p, l, kind, n)
     policy = b.get("policy") or {}
     with LOCK:
-        if policy.get("etag") and policy["etag"] != t.iam["etag"]:
+        if policy.get("etag") and etag_bytes(policy["etag"]) != etag_bytes(t.iam["etag"]):
             raise ApiError(409, "ABORTED", "There were concurrent policy changes. Please retry "
                            "the whole read-modify-write with exponential backoff.")
         new = copy.deepcopy(policy)
@@ -2397,7 +2426,7 @@ def create_uptime(fake, q, b, p):
         raise invalid("displayName: must be set.")
     slug = re.sub(r"[^a-z0-9-]+", "-", b["displayName"].lower()).strip("-")[:40] or "check"
     cid = f"{slug}-{uuid.uuid4().hex[:8]}"
-    cfg = copy.deepcopy(b)
+    cfg = norm_enums(b, _MON_ENUMS)
     cfg["name"] = f"projects/{p}/uptimeCheckConfigs/{cid}"
     cfg.setdefault("period", "60s")
     cfg.setdefault("timeout", "10s")
@@ -2432,6 +2461,7 @@ def get_uptime_api(fake, q, b, p, c):
 @api("PATCH", MP + r"/uptimeCheckConfigs/(?P<c>" + SEG + ")")
 def update_uptime(fake, q, b, p, c):
     cfg = get_uptime(fake, p, c)
+    b = norm_enums(b, _MON_ENUMS)
     mask = [f for f in (q.get("updateMask") or "").split(",") if f]
     with LOCK:
         if mask:
