@@ -73,6 +73,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import socket
 import string
@@ -571,8 +572,6 @@ class Revision:
                 d[k] = copy.deepcopy(t[k])
         if self.w.kind == "services":
             d["service"] = self.w.full
-        if "maxInstanceRequestConcurrency" in t:
-            d["maxInstanceRequestConcurrency"] = t["maxInstanceRequestConcurrency"]
         return d
 
 
@@ -886,6 +885,7 @@ class Fake:
         self.delay = max(0.0, float(config.get("operation_delay_ms", 100)) / 1000.0)
         self.startup_timeout = float(config.get("startup_timeout_s", 30))
         self.images = config.get("images") or {}
+        self.own_state_dir = not config.get("state_dir")
         self.state_dir = config.get("state_dir") or tempfile.mkdtemp(prefix="fake-gcloud-")
         os.makedirs(self.state_dir, exist_ok=True)
         self.secrets = {}
@@ -1249,6 +1249,13 @@ def apply_workload(fake: Fake, kind, project, location, name, body, creating, al
 
 
 def finalize_workload(fake: Fake, w: Workload, gen: int, new_rev, op: Operation):
+    with LOCK:
+        wants_latest = any((as_int(s.get("type"), 0) or (REVISION if s.get("revision") else LATEST))
+                           == LATEST for s in w.spec_split())
+        if new_rev is None and wants_latest and w.latest_created is not None:
+            # No new revision: LATEST is still the latest created one, which may be starting
+            # or may have failed (then this update fails the same way).
+            new_rev = w.latest_created
     if new_rev is not None:
         new_rev.settled.wait()
     # Wait for other revisions named by the split that are still starting.
@@ -2924,6 +2931,8 @@ def main(argv=None):
         server.shutdown()
         FAKE.kill_all()
         server.server_close()
+        if FAKE.own_state_dir:
+            shutil.rmtree(FAKE.state_dir, ignore_errors=True)
     return 0
 
 
