@@ -2781,6 +2781,9 @@ def compute_insert_new(fake, q, b, p, scope, coll):
                     raise ComputeError(404, "notFound",
                                        f"The resource '{res['IPAddress']}' was not found")
                 res["IPAddress"] = addr["address"]
+        if coll == "forwardingRules" and not res.get("IPAddress"):
+            fake.address_seq += 1  # an ephemeral address
+            res["IPAddress"] = f"203.0.113.{fake.address_seq}"
         check_refs(fake, p, res)
         rid = str(random.randint(10 ** 18, 9 * 10 ** 18))
         link = f"{COMPUTE_BASE}projects/{p}/{scope}/{coll}/{name}"
