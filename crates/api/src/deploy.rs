@@ -179,12 +179,10 @@ impl Api {
         Manifest::load(&path)
     }
 
-    fn engine(&self, manifest: &Manifest, platform: Option<&str>) -> Result<Engine> {
-        let kind = match platform {
-            Some(name) => name.parse::<PlatformKind>()?,
-            None => manifest.sandcastle.platform,
-        };
-        self.deployments_here()?.engine(kind)
+    /// The engine for `platform` (default: the manifest's), and the manifest as it sees it.
+    fn engine(&self, manifest: &Manifest, platform: Option<&str>) -> Result<(Manifest, Engine)> {
+        let kind = platform.map(str::parse::<PlatformKind>).transpose()?;
+        self.deployments_here()?.engine(manifest, kind)
     }
 
     /// The deployments service, or why this face has none.
@@ -195,8 +193,7 @@ impl Api {
 
     fn prepare(&self, place: &Where) -> Result<(Manifest, Engine)> {
         let manifest = self.manifest(place.file.as_ref())?;
-        let engine = self.engine(&manifest, place.platform.as_deref())?;
-        Ok((manifest, engine))
+        self.engine(&manifest, place.platform.as_deref())
     }
 }
 
@@ -236,7 +233,7 @@ async fn deploy_validate(api: Api, params: ValidateParams, _: Progress) -> Resul
         match Manifest::parse(&path, &text) {
             Ok(manifest) => {
                 let mut problems = Vec::new();
-                if let Ok(engine) = api.engine(&manifest, None) {
+                if let Ok((manifest, engine)) = api.engine(&manifest, None) {
                     problems.extend(engine.check_environment(&manifest).into_iter().map(
                         |message| Problem {
                             line: None,
@@ -487,11 +484,14 @@ pub struct HistoryParams {
     /// The manifest (default: found from the current directory).
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// The platform (default: the manifest's).
+    #[serde(default)]
+    pub platform: Option<String>,
 }
 
 async fn deploy_history(api: Api, params: HistoryParams, _: Progress) -> Result<Reply> {
     let manifest = api.manifest(params.file.as_ref())?;
-    let engine = api.engine(&manifest, None)?;
+    let (manifest, engine) = api.engine(&manifest, params.platform.as_deref())?;
     let releases = engine.history(
         &manifest,
         &params.service,
@@ -640,7 +640,7 @@ pub struct LogsParams {
 
 async fn deploy_logs(api: Api, params: LogsParams, _: Progress) -> Result<Reply> {
     let manifest = api.manifest(params.file.as_ref())?;
-    let engine = api.engine(&manifest, params.platform.as_deref())?;
+    let (manifest, engine) = api.engine(&manifest, params.platform.as_deref())?;
     let stream = engine
         .logs(
             &manifest,

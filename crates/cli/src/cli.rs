@@ -1000,6 +1000,9 @@ pub struct DeployHistoryArgs {
     /// The manifest [default: mahavishnu.deploy.toml here or in the nearest directory above]
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// The platform [default: the manifest's]
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Args)]

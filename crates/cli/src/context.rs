@@ -76,6 +76,8 @@ pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Targe
             )),
             #[cfg(not(feature = "kubernetes"))]
             TargetKind::Kubernetes => {}
+            // A Cloud Run project is a place to deploy to, not to launch terminal sessions on.
+            TargetKind::Cloudrun => {}
         }
     }
     Ok(targets)
@@ -107,12 +109,13 @@ pub fn deployments_over(store: Arc<Store>) -> Result<Arc<Deployments>> {
         program,
     ));
     let bus = crate::bus::provider(&state_dir);
-    Ok(Arc::new(Deployments::new(
-        store,
-        vec![local],
-        bus,
-        state_dir.join("deploy-locks"),
-    )))
+    #[cfg(feature = "cloudrun")]
+    let targets = load_config(&store)?.config.targets.clone();
+    let deployments = Deployments::new(store, vec![local], bus, state_dir.join("deploy-locks"));
+    #[cfg(feature = "cloudrun")]
+    let deployments =
+        deployments.with_provider(Arc::new(crate::cloudrun::CloudRunProvider::new(targets)));
+    Ok(Arc::new(deployments))
 }
 
 /// Deployments, with the store opened.

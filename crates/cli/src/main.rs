@@ -2,6 +2,8 @@
 
 mod bus;
 mod cli;
+#[cfg(feature = "cloudrun")]
+mod cloudrun;
 mod commands;
 mod context;
 mod output;

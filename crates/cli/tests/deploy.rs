@@ -3,54 +3,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{World, eventually};
-
-/// A small service: `python3 app.py`. `V` names its version; `FAIL_EVERY=N` answers every Nth request
-/// to `/` with 500; `BOOT_FAIL=text` prints the text and exits at start; `SLOW_START=S` sleeps before
-/// it listens.
-const APP: &str = r#"
-import hashlib, json, os, sys, time, urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-if os.environ.get("BOOT_FAIL"):
-    print(os.environ["BOOT_FAIL"], flush=True)
-    sys.exit(3)
-time.sleep(float(os.environ.get("SLOW_START", "0")))
-count = 0
-class App(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    def reply(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_GET(self):
-        global count
-        if self.path == "/healthz":
-            return self.reply(200, {"ok": True})
-        if self.path == "/secret":
-            secret = os.environ.get("SECRET", "")
-            return self.reply(200, {"sha256": hashlib.sha256(secret.encode()).hexdigest()})
-        if self.path == "/env":
-            return self.reply(200, {k: v for k, v in os.environ.items() if k.endswith("_URL") or k in ("PORT", "V", "MAHAVISHNU_REGION")})
-        count += 1
-        every = int(os.environ.get("FAIL_EVERY", "0"))
-        if every and count % every == 0:
-            return self.reply(500, {"error": "planned"})
-        self.reply(200, {"v": os.environ.get("V"), "region": os.environ.get("MAHAVISHNU_REGION"), "pid": os.getpid()})
-    def log_message(self, *args):
-        pass
-server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), App)
-print("listening", flush=True)
-server.serve_forever()
-"#;
+use support::{APP, World, eventually, get, get_with, post, weights};
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
@@ -80,54 +37,6 @@ fn set_manifest(world: &World, manifest: &str) {
 }
 
 /// One HTTP/1.1 GET: status, the revision header the router adds, and the body.
-fn get(url: &str) -> std::io::Result<(u16, Option<String>, String)> {
-    get_with(url, "")
-}
-
-/// A GET with extra header lines (each ending in CRLF).
-fn get_with(url: &str, headers: &str) -> std::io::Result<(u16, Option<String>, String)> {
-    http("GET", url, headers, "")
-}
-
-/// One HTTP/1.1 request on a connection of its own: status, the revision header the router adds,
-/// and the body.
-fn http(
-    method: &str,
-    url: &str,
-    headers: &str,
-    body: &str,
-) -> std::io::Result<(u16, Option<String>, String)> {
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let length = if body.is_empty() {
-        String::new()
-    } else {
-        format!("Content-Length: {}\r\n", body.len())
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}{length}Connection: close\r\n\r\n{body}"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let revision = head.lines().find_map(|line| {
-        line.to_ascii_lowercase()
-            .strip_prefix("x-mahavishnu-revision:")
-            .map(|v| v.trim().to_string())
-    });
-    Ok((status, revision, body.to_string()))
-}
-
 /// `deploy plan` as JSON; it exits 1 when something would change, which is not a failure here.
 fn plan_of(world: &World) -> Value {
     let output = world.run(&["--output", "json", "deploy", "plan"]);
@@ -143,47 +52,16 @@ fn status(world: &World) -> Value {
     world.json(&["deploy", "status"])
 }
 
-fn service<'a>(status: &'a Value, region: &str, name: &str) -> &'a Value {
-    status["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["region"] == region)
-        .and_then(|r| {
-            r["services"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == name)
-        })
-        .unwrap_or_else(|| panic!("{region}/{name} in {status:#}"))
-}
-
 fn url_of(world: &World, region: &str, name: &str) -> String {
-    service(&status(world), region, name)["url"]
+    support::deployed(&status(world), region, name)["url"]
         .as_str()
         .expect("a URL")
         .to_string()
 }
 
-fn weights(service: &Value) -> Vec<(String, u64)> {
-    service["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["weight"].as_u64() > Some(0))
-        .map(|r| {
-            (
-                r["name"].as_str().unwrap().to_string(),
-                r["weight"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 fn serving(world: &World, region: &str, name: &str) -> String {
     let status = status(world);
-    let found = weights(service(&status, region, name));
+    let found = weights(support::deployed(&status, region, name));
     assert_eq!(found.len(), 1, "one revision serves {name}: {found:?}");
     found[0].0.clone()
 }
@@ -341,7 +219,7 @@ fn a_changed_service_goes_out_as_a_canary_and_rollback_is_immediate() {
     let (_, revision, body) = get(&format!("{web}/")).unwrap();
     assert_eq!(revision.as_deref(), Some(first.as_str()), "{body}");
     assert_eq!(
-        weights(service(&status(&world), "local", "web")),
+        weights(support::deployed(&status(&world), "local", "web")),
         [(first.clone(), 100)]
     );
 
@@ -362,7 +240,7 @@ fn a_changed_service_goes_out_as_a_canary_and_rollback_is_immediate() {
         );
     }
     let shown = status(&world);
-    let revision = service(&shown, "local", "web")["revisions"]
+    let revision = support::deployed(&shown, "local", "web")["revisions"]
         .as_array()
         .unwrap()
         .iter()
@@ -386,7 +264,7 @@ fn a_changed_service_goes_out_as_a_canary_and_rollback_is_immediate() {
     assert!(refused.contains("serves 100 %"), "{refused}");
     world.ok(&["deploy", "destroy", "web", "--revision", &second]);
     assert_eq!(
-        service(&status(&world), "local", "web")["revisions"]
+        support::deployed(&status(&world), "local", "web")["revisions"]
             .as_array()
             .unwrap()
             .len(),
@@ -399,7 +277,7 @@ fn a_killed_process_is_restarted_and_status_counts_it() {
     let world = world_with(TWO_SERVICES);
     world.ok(&["deploy", "block", "api"]);
     let before = status(&world);
-    let api = service(&before, "local", "api");
+    let api = support::deployed(&before, "local", "api");
     let pid = api["revisions"][0]["copies"][0]["pid"]
         .as_u64()
         .expect("a pid");
@@ -412,7 +290,7 @@ fn a_killed_process_is_restarted_and_status_counts_it() {
         Duration::from_secs(5),
         || {
             let now = status(&world);
-            let copy = &service(&now, "local", "api")["revisions"][0]["copies"][0];
+            let copy = &support::deployed(&now, "local", "api")["revisions"][0]["copies"][0];
             copy["restarts"] == 1 && copy["healthy"] == true && copy["pid"].as_u64() != Some(pid)
         },
     );
@@ -927,11 +805,6 @@ fn example_world(name: &str) -> World {
     world
 }
 
-fn post(url: &str, body: &str) -> (u16, String) {
-    let (status, _, body) = http("POST", url, "Content-Type: application/json\r\n", body).unwrap();
-    (status, body)
-}
-
 #[test]
 fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_region() {
     if !pubsub_wanted("the sandcastle example") {
@@ -1026,9 +899,10 @@ fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_re
 
     // The worker of local-b crashes: it is started again and counted, and its topic still delivers.
     let now = status(&world);
-    let worker_pid = service(&now, "local-b", "worker")["revisions"][0]["copies"][0]["pid"]
-        .as_i64()
-        .unwrap() as i32;
+    let worker_pid =
+        support::deployed(&now, "local-b", "worker")["revisions"][0]["copies"][0]["pid"]
+            .as_i64()
+            .unwrap() as i32;
     // SAFETY: signalling a process group this test's supervisor started.
     unsafe { libc::kill(-worker_pid, libc::SIGKILL) };
     eventually(
@@ -1036,7 +910,7 @@ fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_re
         Duration::from_secs(10),
         || {
             let now = status(&world);
-            let copy = &service(&now, "local-b", "worker")["revisions"][0]["copies"][0];
+            let copy = &support::deployed(&now, "local-b", "worker")["revisions"][0]["copies"][0];
             copy["restarts"] == 1 && copy["healthy"] == true
         },
     );
@@ -1049,7 +923,7 @@ fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_re
             .unwrap();
     let region_a = status(&world);
     let mut pids: Vec<i32> = vec![supervisor.trim().parse().unwrap()];
-    for service in service(&region_a, "local-a", "web")["revisions"]
+    for service in support::deployed(&region_a, "local-a", "web")["revisions"]
         .as_array()
         .into_iter()
         .flatten()
@@ -1200,7 +1074,8 @@ run = "echo the job ran"
         Duration::from_secs(10),
         || get(&format!("{api}/")).is_ok_and(|(code, _, _)| code == 200),
     );
-    let waiting = service(&status(&world), "local", "web")["revisions"][0]["health"].clone();
+    let waiting =
+        support::deployed(&status(&world), "local", "web")["revisions"][0]["health"].clone();
     assert_eq!(waiting["state"], "failed", "{waiting}");
     assert!(
         waiting["reason"]
@@ -1231,7 +1106,7 @@ run = "echo the job ran"
     let ran = world.ok(&["deploy", "logs", "once"]);
     assert_eq!(ran.matches("the job ran").count(), 1, "{ran}");
     assert_eq!(
-        service(&status(&world), "local", "once")["revisions"][0]["health"]["state"],
+        support::deployed(&status(&world), "local", "once")["revisions"][0]["health"]["state"],
         "succeeded"
     );
     let refused = world.fails(&["deploy", "rollback", "once"], 2);
@@ -1263,7 +1138,7 @@ fn logs_follow_what_a_service_writes() {
     assert!(first.ends_with("listening"), "{first}");
     // A killed copy starts again and says so; the follower sees it.
     let now = status(&world);
-    let pid = service(&now, "local", "api")["revisions"][0]["copies"][0]["pid"]
+    let pid = support::deployed(&now, "local", "api")["revisions"][0]["copies"][0]["pid"]
         .as_i64()
         .unwrap() as i32;
     // SAFETY: signalling a process this test's supervisor started.

@@ -298,9 +298,29 @@ pub struct TargetConfig {
     /// kubernetes: how long a launch waits for a pod to run, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup_timeout_ms: Option<u64>,
-    /// kubernetes: how long one API call may take, in milliseconds.
+    /// kubernetes and cloudrun: how long one API call may take, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
+    /// cloudrun: the Google Cloud project id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// cloudrun: the project's number, when it should not be looked up (it names services' URLs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_number: Option<String>,
+    /// cloudrun: where the Google Cloud APIs are reached instead of Google's endpoints (an emulator
+    /// or a proxy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// cloudrun: `adc` (Application Default Credentials, the default) or `anonymous` (an emulator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    /// cloudrun: the pattern of a service's URL, `{host}` standing for Cloud Run's
+    /// `SERVICE-NUMBER.REGION.run.app` (default `https://{host}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_urls: Option<String>,
+    /// cloudrun: where Pub/Sub is reached instead of Google's endpoint (the Pub/Sub emulator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pubsub_endpoint: Option<String>,
 }
 
 /// The keys of `[targets.NAME]` that each kind reads.
@@ -318,6 +338,17 @@ fn target_keys(kind: TargetKind) -> &'static [&'static str] {
             "service_account",
             "node_selector",
             "startup_timeout_ms",
+            "request_timeout_ms",
+        ],
+        TargetKind::Cloudrun => &[
+            "kind",
+            "project",
+            "project_number",
+            "endpoint",
+            "credentials",
+            "service_urls",
+            "pubsub_endpoint",
+            "service_account",
             "request_timeout_ms",
         ],
     }

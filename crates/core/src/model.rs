@@ -21,10 +21,12 @@ pub enum TargetKind {
     Pty,
     /// A pod on a Kubernetes cluster.
     Kubernetes,
+    /// A Google Cloud project on Cloud Run (deployments; no built-in target).
+    Cloudrun,
 }
 
 impl TargetKind {
-    /// Every target kind, in display order.
+    /// Every kind with a built-in target of its name, in display order.
     pub const ALL: [TargetKind; 3] = [TargetKind::Tmux, TargetKind::Pty, TargetKind::Kubernetes];
 
     /// The user-facing name (`kind = "..."` in a target's config, and the built-in target's name).
@@ -33,6 +35,7 @@ impl TargetKind {
             TargetKind::Tmux => "tmux",
             TargetKind::Pty => "pty",
             TargetKind::Kubernetes => "kubernetes",
+            TargetKind::Cloudrun => "cloudrun",
         }
     }
 }
@@ -51,8 +54,9 @@ impl FromStr for TargetKind {
             "tmux" => Ok(TargetKind::Tmux),
             "pty" => Ok(TargetKind::Pty),
             "kubernetes" | "k8s" => Ok(TargetKind::Kubernetes),
+            "cloudrun" | "cloud-run" => Ok(TargetKind::Cloudrun),
             other => Err(Error::Invalid(format!(
-                "unknown target kind `{other}`; choose one of: tmux, pty, kubernetes"
+                "unknown target kind `{other}`; choose one of: tmux, pty, kubernetes, cloudrun"
             ))),
         }
     }

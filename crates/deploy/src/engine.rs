@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use mahavishnu_core::deploy::{
     EventBus, FrontDoorStatus, Health, Manifest, Observed, ObservedService, Placement, Platform,
-    PlatformKind, PushSubscription, RolloutSpec, SecretValues, ServiceKind,
+    PlatformKind, PushSubscription, RolloutSpec, SecretValues, ServiceKind, TopicRef,
 };
 use mahavishnu_core::store::Store;
 use mahavishnu_core::{Error, Result, Timestamp};
@@ -46,6 +46,11 @@ pub trait BusProvider: Send + Sync {
 
     /// Connects to the bus, starting it when it does not run.
     async fn connect(&self) -> Result<Arc<dyn EventBus>>;
+
+    /// The project topics live in.
+    fn project(&self) -> String {
+        wanted::LOCAL_PROJECT.to_string()
+    }
 
     /// Called when a whole sandcastle was destroyed: a bus started for sandcastles and no longer
     /// used by any may stop.
@@ -216,10 +221,22 @@ pub struct TrafficChange {
     pub after: Vec<(String, u8)>,
 }
 
+/// Makes the platform, and the bus its topics live on, for one manifest: for platforms whose
+/// settings come from the manifest's `[platforms.KIND]` and the user's named targets (a Cloud Run
+/// project, Kubernetes clusters).
+pub trait PlatformProvider: Send + Sync {
+    /// Which platform it makes.
+    fn kind(&self) -> PlatformKind;
+
+    /// The platform and its bus for `manifest`; an error names the setting that is missing or wrong.
+    fn open(&self, manifest: &Manifest) -> Result<(Arc<dyn Platform>, Arc<dyn BusProvider>)>;
+}
+
 /// Everything deployments need, for every platform: what the faces hold, and make an engine from.
 pub struct Deployments {
     store: Arc<Store>,
     platforms: BTreeMap<PlatformKind, Arc<dyn Platform>>,
+    providers: BTreeMap<PlatformKind, Arc<dyn PlatformProvider>>,
     bus: Arc<dyn BusProvider>,
     locks: PathBuf,
 }
@@ -239,9 +256,16 @@ impl Deployments {
                 .into_iter()
                 .map(|platform| (platform.kind(), platform))
                 .collect(),
+            providers: BTreeMap::new(),
             bus,
             locks,
         }
+    }
+
+    /// Adds a platform made for each manifest.
+    pub fn with_provider(mut self, provider: Arc<dyn PlatformProvider>) -> Self {
+        self.providers.insert(provider.kind(), provider);
+        self
     }
 
     /// Re-adopts what runs on every platform (a supervisor that died is started again).
@@ -253,25 +277,34 @@ impl Deployments {
         Ok(recovered)
     }
 
-    /// The engine for `kind`.
-    pub fn engine(&self, kind: PlatformKind) -> Result<Engine> {
-        let platform = self.platforms.get(&kind).ok_or_else(|| {
-            Error::Invalid(format!(
-                "this build cannot deploy to the {} platform yet; the platforms it has: {}",
-                kind.as_str(),
-                self.platforms
+    /// The engine for `kind` (the manifest's own platform when `None`), and the manifest as that
+    /// platform sees it (its regions for that platform).
+    pub fn engine(
+        &self,
+        manifest: &Manifest,
+        kind: Option<PlatformKind>,
+    ) -> Result<(Manifest, Engine)> {
+        let kind = kind.unwrap_or(manifest.sandcastle.platform);
+        let manifest = manifest.for_platform(kind)?;
+        let (platform, bus) = match (self.platforms.get(&kind), self.providers.get(&kind)) {
+            (_, Some(provider)) => provider.open(&manifest)?,
+            (Some(platform), None) => (Arc::clone(platform), Arc::clone(&self.bus)),
+            (None, None) => {
+                let have: BTreeSet<&str> = self
+                    .platforms
                     .keys()
+                    .chain(self.providers.keys())
                     .map(|kind| kind.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        Ok(Engine::new(
-            Arc::clone(&self.store),
-            Arc::clone(platform),
-            Arc::clone(&self.bus),
-            self.locks.clone(),
-        ))
+                    .collect();
+                return Err(Error::Invalid(format!(
+                    "this build cannot deploy to the {} platform; the platforms it has: {}",
+                    kind.as_str(),
+                    have.into_iter().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
+        let engine = Engine::new(Arc::clone(&self.store), platform, bus, self.locks.clone());
+        Ok((manifest, engine))
     }
 }
 
@@ -416,15 +449,38 @@ impl Engine {
         Ok(observed)
     }
 
-    fn wiring(&self, observed: &Observed, bus_env: Option<&BTreeMap<String, String>>) -> Wiring {
-        Wiring {
-            urls: observed
-                .services
-                .iter()
-                .filter_map(|(name, service)| service.url.clone().map(|url| (name.clone(), url)))
-                .collect(),
-            bus_env: bus_env.cloned().unwrap_or_default(),
+    /// What services in `at` are wired with: the URL of every service that has one or will have one
+    /// before it is deployed (Cloud Run's are known from the project and region), and the bus.
+    async fn wiring(
+        &self,
+        manifest: &Manifest,
+        at: &Placement,
+        observed: &Observed,
+        bus_env: Option<&BTreeMap<String, String>>,
+    ) -> Result<Wiring> {
+        let mut urls: BTreeMap<String, String> = observed
+            .services
+            .iter()
+            .filter_map(|(name, service)| service.url.clone().map(|url| (name.clone(), url)))
+            .collect();
+        for (name, service) in &manifest.services {
+            if service.kind != ServiceKind::Http || urls.contains_key(name) {
+                continue;
+            }
+            if let Some(url) = self.platform.planned_url(at, name, observed).await? {
+                urls.insert(name.clone(), url);
+            }
         }
+        Ok(Wiring {
+            urls,
+            bus_env: bus_env.cloned().unwrap_or_default(),
+            topic_project: self.bus.project(),
+        })
+    }
+
+    /// The topic `topic` of the placement `at`.
+    fn topic(&self, at: &Placement, topic: &str) -> TopicRef {
+        topic_ref(&self.bus.project(), &at.sandcastle, &at.region, topic)
     }
 
     fn wanted_in(
@@ -475,18 +531,23 @@ impl Engine {
         }
         let observed = self.observe_all(manifest, &regions).await?;
         let bus_env = self.bus.running_env();
-        let wanted: Vec<(String, Vec<WantedService>)> = regions
-            .iter()
-            .map(|region| {
-                let here = &observed[region];
-                let selected = Self::selected(manifest, &chosen, here);
-                let wiring = self.wiring(here, bus_env.as_ref());
-                (
-                    region.clone(),
-                    self.wanted_in(manifest, region, &selected, &wiring, bus_env.is_some()),
-                )
-            })
-            .collect();
+        let looks = regions.iter().map(|region| {
+            let (chosen, bus_env) = (&chosen, &bus_env);
+            let here = &observed[region];
+            async move {
+                let at = placement(manifest, region);
+                let selected = Self::selected(manifest, chosen, here);
+                let wiring = self.wiring(manifest, &at, here, bus_env.as_ref()).await?;
+                let mut wanted =
+                    self.wanted_in(manifest, region, &selected, &wiring, bus_env.is_some());
+                self.check_references(&at, &mut wanted).await?;
+                Ok::<_, Error>((region.clone(), wanted))
+            }
+        });
+        let wanted: Vec<(String, Vec<WantedService>)> = futures::future::join_all(looks)
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         let mut plan = plan::compute(
             &manifest.sandcastle.name,
             self.platform.kind().as_str(),
@@ -499,6 +560,26 @@ impl Engine {
                 .retain(|note| !note.contains("is not wanted here"));
         }
         Ok(plan)
+    }
+
+    /// Blocks the wanted services whose references (secrets) do not exist where they would run.
+    async fn check_references(&self, at: &Placement, wanted: &mut [WantedService]) -> Result<()> {
+        let checks = wanted.iter().map(|service| async move {
+            match (&service.spec, &service.blocked) {
+                (Some(spec), None) if !spec.secrets.is_empty() => {
+                    self.platform.missing_references(at, spec).await
+                }
+                _ => Ok(Vec::new()),
+            }
+        });
+        let missing = futures::future::join_all(checks).await;
+        for (service, missing) in wanted.iter_mut().zip(missing) {
+            let missing = missing?;
+            if !missing.is_empty() {
+                service.blocked = Some(missing.join("; "));
+            }
+        }
+        Ok(())
     }
 
     fn topic_problem(&self, manifest: &Manifest, chosen: &BTreeSet<String>) -> Option<String> {
@@ -687,15 +768,10 @@ impl Engine {
         let bus = if uses_topics {
             let bus = self.bus.connect().await?;
             for topic in manifest.topics.keys() {
-                bus.ensure_topic(&topic_ref(&at.sandcastle, region, topic))
-                    .await?;
+                bus.ensure_topic(&self.topic(at, topic)).await?;
                 if manifest.topics[topic].dead_letter.is_some() {
-                    bus.ensure_topic(&topic_ref(
-                        &at.sandcastle,
-                        region,
-                        &format!("{topic}.dead-letter"),
-                    ))
-                    .await?;
+                    bus.ensure_topic(&self.topic(at, &format!("{topic}.dead-letter")))
+                        .await?;
                 }
             }
             Some(bus)
@@ -703,7 +779,10 @@ impl Engine {
             None
         };
         let bus_env = bus.as_ref().map(|bus| bus.client_env());
-        let wiring = Arc::new(Mutex::new(self.wiring(&observed, bus_env.as_ref())));
+        let wiring = Arc::new(Mutex::new(
+            self.wiring(manifest, at, &observed, bus_env.as_ref())
+                .await?,
+        ));
         let mut outcomes: Vec<ServiceOutcome> = Vec::new();
         let mut failed = false;
         for wave in manifest.waves() {
@@ -791,18 +870,16 @@ impl Engine {
                 .topics
                 .get(topic)
                 .and_then(|spec| spec.dead_letter.as_ref())
-                .map(|dl| {
-                    (
-                        topic_ref(&at.sandcastle, &at.region, &format!("{topic}.dead-letter")),
-                        dl.after,
-                    )
-                });
+                .map(|dl| (self.topic(at, &format!("{topic}.dead-letter")), dl.after));
             bus.ensure_push_subscription(&PushSubscription {
                 id: format!("{}.{}.{topic}.{name}", at.sandcastle, at.region),
-                topic: topic_ref(&at.sandcastle, &at.region, topic),
+                topic: self.topic(at, topic),
                 endpoint: format!("{}{path}", url.trim_end_matches('/')),
                 dead_letter,
                 ack_deadline: Duration::from_secs(10),
+                push_identity: self
+                    .platform
+                    .push_identity(manifest.services[name].service_account.as_deref()),
             })
             .await?;
         }
@@ -1716,12 +1793,8 @@ impl Engine {
                 .expect_probe(at, subscriber, path, &nonce)
                 .await?;
             let attributes = BTreeMap::from([("mahavishnu_probe".to_string(), nonce.clone())]);
-            bus.publish(
-                &topic_ref(&at.sandcastle, &at.region, topic),
-                b"{\"probe\":true}",
-                &attributes,
-            )
-            .await?;
+            bus.publish(&self.topic(at, topic), b"{\"probe\":true}", &attributes)
+                .await?;
             let started = std::time::Instant::now();
             while started.elapsed() < PROBE_PATIENCE {
                 if let Some(code) = self.platform.probe_answer(at, &nonce).await? {

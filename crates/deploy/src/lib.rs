@@ -8,9 +8,9 @@ pub mod store;
 pub mod wanted;
 
 pub use engine::{
-    ApplyOptions, ApplyReport, BusProvider, Check, Deployments, Engine, ProgressFn, RegionStatus,
-    Selection, ServiceOutcome, StatusReport, TagChange, TrafficChange, TrafficReport, VerifyReport,
-    describe_change, describe_health, placement, split,
+    ApplyOptions, ApplyReport, BusProvider, Check, Deployments, Engine, PlatformProvider,
+    ProgressFn, RegionStatus, Selection, ServiceOutcome, StatusReport, TagChange, TrafficChange,
+    TrafficReport, VerifyReport, describe_change, describe_health, placement, split,
 };
 pub use plan::{Action, Change, Plan};
 pub use store::{MIGRATIONS, ReleaseRecord};

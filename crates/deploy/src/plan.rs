@@ -319,6 +319,8 @@ mod tests {
             ingress: Default::default(),
             timeout: None,
             listens: true,
+            service_account: None,
+            invoker: None,
         }
     }
 

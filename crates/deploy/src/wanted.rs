@@ -2,7 +2,7 @@
 //! needs, its topics, the bus) is filled in. Secret references stay references here.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mahavishnu_core::deploy::{
     Manifest, PlatformKind, RevisionSpec, SecretRef, ServiceKind, ServiceSpec, TopicRef,
@@ -46,12 +46,14 @@ pub struct Wiring {
     pub urls: BTreeMap<String, String>,
     /// The environment every service that publishes or subscribes gets to reach the bus.
     pub bus_env: BTreeMap<String, String>,
+    /// The project topics live in.
+    pub topic_project: String,
 }
 
-/// The topic `topic` of `sandcastle` in `region`.
-pub fn topic_ref(sandcastle: &str, region: &str, topic: &str) -> TopicRef {
+/// The topic `topic` of `sandcastle` in `region`, in `project`.
+pub fn topic_ref(project: &str, sandcastle: &str, region: &str, topic: &str) -> TopicRef {
     TopicRef {
-        project: LOCAL_PROJECT.to_string(),
+        project: project.to_string(),
         id: format!("{sandcastle}.{region}.{topic}"),
     }
 }
@@ -113,7 +115,13 @@ pub fn wanted_service(
     for topic in &service.publishes {
         env.insert(
             topic_variable(topic),
-            topic_ref(&manifest.sandcastle.name, region, topic).path(),
+            topic_ref(
+                &wiring.topic_project,
+                &manifest.sandcastle.name,
+                region,
+                topic,
+            )
+            .path(),
         );
     }
     if !service.publishes.is_empty() || !service.subscribes.is_empty() {
@@ -129,12 +137,15 @@ pub fn wanted_service(
         None => manifest.dir(),
     };
     let listens = service.kind == ServiceKind::Http || !service.subscribes.is_empty();
+    // A container platform runs the image: the command and the directory of this machine are not
+    // part of what it runs, and must not make the same revision differ from one machine to the next.
+    let local = platform == PlatformKind::Local;
     let spec = RevisionSpec {
         service: name.to_string(),
         kind: service.kind,
-        run: service.run.clone(),
+        run: service.run.clone().filter(|_| local),
         image: service.image.clone(),
-        dir,
+        dir: if local { dir } else { PathBuf::new() },
         env,
         secrets,
         health: if listens {
@@ -147,6 +158,8 @@ pub fn wanted_service(
         ingress: service.ingress,
         timeout: service.timeout,
         listens,
+        service_account: service.service_account.clone().filter(|_| !local),
+        invoker: (!local && listens).then_some(service.invoker),
     };
     WantedService {
         name: name.to_string(),
@@ -194,6 +207,8 @@ pub fn resolve_secrets(
                         ))
                     })?
             }
+            // Resolved where the service runs (Secret Manager on Cloud Run), never read here.
+            other if other.platform() == Some(platform) => continue,
             other => {
                 return Err(Error::Invalid(format!(
                     "{key}: {other} is resolved by the {} platform, not the {} one; use env:NAME \

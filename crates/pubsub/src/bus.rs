@@ -20,6 +20,9 @@ use mahavishnu_core::{Error, Result};
 const RETRY_ATTEMPTS: u32 = 3;
 const RETRY_LIMIT: Duration = Duration::from_secs(10);
 
+/// Google's Pub/Sub, for messages.
+const GOOGLE_PUBSUB: &str = "pubsub.googleapis.com";
+
 /// Pub/Sub bounds these; checking them here names the subscription instead of returning the server's
 /// bare `InvalidArgument`.
 const ACK_DEADLINE_SECONDS: std::ops::RangeInclusive<u64> = 10..=600;
@@ -39,8 +42,10 @@ pub fn emulator_client_env(host: &str, project: &str) -> BTreeMap<String, String
 
 /// The [`EventBus`] on a Pub/Sub emulator, reached with the official `google-cloud-pubsub` client.
 pub struct PubSubBus {
-    /// `host:port`, what other clients take as `PUBSUB_EMULATOR_HOST`.
+    /// `host:port`, what other clients take as `PUBSUB_EMULATOR_HOST`; Google's host otherwise.
     host: String,
+    /// Whether it is the emulator (services then need `PUBSUB_EMULATOR_HOST`).
+    emulator: bool,
     project: String,
     topics: TopicAdmin,
     subscriptions: SubscriptionAdmin,
@@ -64,56 +69,59 @@ impl PubSubBus {
     /// services are told to use. Nothing is sent yet: a dead emulator shows on the first call.
     pub async fn connect(endpoint: &str, project: &str) -> Result<PubSubBus> {
         let host = emulator_host(endpoint)?;
+        Self::connect_to(Some(host), project).await
+    }
+
+    /// Connects to Google's Pub/Sub in `project` with Application Default Credentials.
+    pub async fn connect_google(project: &str) -> Result<PubSubBus> {
+        Self::connect_to(None, project).await
+    }
+
+    /// The emulator at `host`, or Google's Pub/Sub when `None`.
+    async fn connect_to(emulator: Option<String>, project: &str) -> Result<PubSubBus> {
         if project.trim().is_empty() {
             return Err(Error::Invalid(
-                "the Pub/Sub project is empty; give the project the emulator's topics live in \
-                 (mahavishnu-local, say)"
-                    .into(),
+                "the Pub/Sub project is empty; give the project the topics live in".into(),
             ));
         }
-        let endpoint = format!("http://{host}");
         // The HTTP client inside refuses to be built without a process-wide crypto provider, even for
         // plain http. Losing a race to install one is fine: one is then installed.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
+        let where_ = emulator
+            .clone()
+            .unwrap_or_else(|| GOOGLE_PUBSUB.to_string());
         // The official client ignores PUBSUB_EMULATOR_HOST, so the emulator is reached by naming its
         // endpoint and presenting no credentials, which it does not check.
-        let topics = TopicAdmin::builder()
-            .with_endpoint(&endpoint)
-            .with_credentials(Anonymous::new().build())
-            .with_retry_policy(
-                Aip194Strict
-                    .with_attempt_limit(RETRY_ATTEMPTS)
-                    .with_time_limit(RETRY_LIMIT),
-            )
-            .build()
-            .await
-            .map_err(|e| client_failed("topic admin", &host, e))?;
-        let subscriptions = SubscriptionAdmin::builder()
-            .with_endpoint(&endpoint)
-            .with_credentials(Anonymous::new().build())
-            .with_retry_policy(
-                Aip194Strict
-                    .with_attempt_limit(RETRY_ATTEMPTS)
-                    .with_time_limit(RETRY_LIMIT),
-            )
-            .build()
-            .await
-            .map_err(|e| client_failed("subscription admin", &host, e))?;
-        let base_publisher = BasePublisher::builder()
-            .with_endpoint(&endpoint)
-            .with_credentials(Anonymous::new().build())
-            .with_retry_policy(
-                RetryableErrors
-                    .with_attempt_limit(RETRY_ATTEMPTS)
-                    .with_time_limit(RETRY_LIMIT),
-            )
-            .build()
-            .await
-            .map_err(|e| client_failed("publisher", &host, e))?;
+        macro_rules! build {
+            ($builder:expr, $policy:expr, $what:literal) => {{
+                let mut builder = $builder.with_retry_policy(
+                    $policy
+                        .with_attempt_limit(RETRY_ATTEMPTS)
+                        .with_time_limit(RETRY_LIMIT),
+                );
+                if let Some(host) = &emulator {
+                    builder = builder
+                        .with_endpoint(format!("http://{host}"))
+                        .with_credentials(Anonymous::new().build());
+                }
+                builder
+                    .build()
+                    .await
+                    .map_err(|e| client_failed($what, &where_, e))?
+            }};
+        }
+        let topics = build!(TopicAdmin::builder(), Aip194Strict, "topic admin");
+        let subscriptions = build!(
+            SubscriptionAdmin::builder(),
+            Aip194Strict,
+            "subscription admin"
+        );
+        let base_publisher = build!(BasePublisher::builder(), RetryableErrors, "publisher");
         Ok(PubSubBus {
-            host,
+            host: where_,
+            emulator: emulator.is_some(),
             project: project.to_string(),
             topics,
             subscriptions,
@@ -142,6 +150,12 @@ impl PubSubBus {
 
     /// The error for a call that failed, with the fix that fits how it failed.
     fn failed(&self, what: &str, error: google_cloud_gax::error::Error) -> Error {
+        if !self.emulator {
+            return Error::Failed(format!(
+                "{what} on Pub/Sub in project {}: {error}",
+                self.project
+            ));
+        }
         if error.is_connect() || error.is_io() || error.is_timeout() || error.is_exhausted() {
             Error::Failed(format!(
                 "{what}: the Pub/Sub emulator at {} does not answer ({error}); start it again (it is \
@@ -207,7 +221,9 @@ impl PubSubBus {
             )));
         }
         let mut paths = Vec::new();
-        if endpoint_of(existing) != endpoint_of(wanted) {
+        if endpoint_of(existing) != endpoint_of(wanted)
+            || identity_of(existing) != identity_of(wanted)
+        {
             paths.push("push_config");
         }
         if existing.ack_deadline_seconds != wanted.ack_deadline_seconds {
@@ -242,14 +258,22 @@ impl PubSubBus {
 #[async_trait]
 impl EventBus for PubSubBus {
     fn location(&self) -> String {
-        format!(
-            "Pub/Sub emulator at {} (project {})",
-            self.host, self.project
-        )
+        if self.emulator {
+            format!(
+                "Pub/Sub emulator at {} (project {})",
+                self.host, self.project
+            )
+        } else {
+            format!("Pub/Sub in project {}", self.project)
+        }
     }
 
     fn client_env(&self) -> BTreeMap<String, String> {
-        emulator_client_env(&self.host, &self.project)
+        if self.emulator {
+            emulator_client_env(&self.host, &self.project)
+        } else {
+            BTreeMap::new()
+        }
     }
 
     async fn ensure_topic(&self, topic: &TopicRef) -> Result<()> {
@@ -304,9 +328,9 @@ impl EventBus for PubSubBus {
             .set_attributes(attributes.clone());
         self.publisher(&name).publish(message).await.map_err(|e| {
             Error::Failed(format!(
-                "publishing to topic `{name}` on the Pub/Sub emulator at {}: {e}; check that the \
-                 topic exists (it is made when its app is deployed) and that the emulator runs",
-                self.host
+                "publishing to topic `{name}` on {}: {e}; check that the topic exists (it is made \
+                 when its app is deployed) and that the bus runs",
+                self.location()
             ))
         })
     }
@@ -405,7 +429,7 @@ fn wanted_subscription(subscription: &PushSubscription) -> Result<Subscription> 
     let mut wanted = Subscription::new()
         .set_name(&name)
         .set_topic(subscription.topic.path())
-        .set_push_config(PushConfig::new().set_push_endpoint(&subscription.endpoint))
+        .set_push_config(push_config(subscription))
         // In range by the check above.
         .set_ack_deadline_seconds(ack as i32);
     if let Some((topic, attempts)) = &subscription.dead_letter {
@@ -426,6 +450,27 @@ fn wanted_subscription(subscription: &PushSubscription) -> Result<Subscription> 
         );
     }
     Ok(wanted)
+}
+
+/// Where pushes go and, when the subscriber checks callers, the identity whose OIDC token they carry.
+fn push_config(subscription: &PushSubscription) -> PushConfig {
+    let config = PushConfig::new().set_push_endpoint(&subscription.endpoint);
+    match &subscription.push_identity {
+        Some(email) => config.set_oidc_token(
+            google_cloud_pubsub::model::push_config::OidcToken::new()
+                .set_service_account_email(email)
+                .set_audience(&subscription.endpoint),
+        ),
+        None => config,
+    }
+}
+
+fn identity_of(subscription: &Subscription) -> Option<&str> {
+    subscription
+        .push_config
+        .as_ref()
+        .and_then(|push| push.oidc_token())
+        .map(|token| token.service_account_email.as_str())
 }
 
 fn endpoint_of(subscription: &Subscription) -> &str {
@@ -486,6 +531,7 @@ mod tests {
 
     fn subscription() -> PushSubscription {
         PushSubscription {
+            push_identity: None,
             id: "orders-to-billing".into(),
             topic: TopicRef {
                 project: "p".into(),

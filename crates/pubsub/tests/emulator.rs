@@ -103,6 +103,7 @@ fn topic(name: &str) -> TopicRef {
 
 fn push(id: &str, topic: &TopicRef, endpoint: &str) -> PushSubscription {
     PushSubscription {
+        push_identity: None,
         id: unique(id),
         topic: topic.clone(),
         endpoint: endpoint.into(),

@@ -77,7 +77,10 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         DeployCommand::History(args) => {
-            let arguments = json!({ "service": args.service, "region": args.region, "limit": args.limit, "file": args.file });
+            let arguments = json!({
+                "service": args.service, "region": args.region, "limit": args.limit,
+                "file": args.file, "platform": args.platform,
+            });
             let reply = call("deploy_history", arguments, Progress::default()).await?;
             output::emit_reply(global.output, &reply, || {
                 history_table(&reply.value["releases"])
@@ -87,11 +90,8 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
         DeployCommand::Logs(args) if args.follow => {
             let deployments = context::deployments(global)?;
             let manifest = context::manifest(args.file.as_deref())?;
-            let kind = match &args.platform {
-                Some(name) => name.parse()?,
-                None => manifest.sandcastle.platform,
-            };
-            let engine = deployments.engine(kind)?;
+            let kind = args.platform.as_deref().map(str::parse).transpose()?;
+            let (manifest, engine) = deployments.engine(&manifest, kind)?;
             let mut lines = engine
                 .logs(
                     &manifest,
@@ -191,7 +191,7 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
         DeployCommand::Metrics(args) => {
             let deployments = context::deployments(global)?;
             let manifest = context::manifest(args.file.as_deref())?;
-            let engine = deployments.engine(manifest.sandcastle.platform)?;
+            let (manifest, engine) = deployments.engine(&manifest, None)?;
             let region = match args.region {
                 Some(region) => mahavishnu_deploy::Engine::regions(&manifest, &[region])?.remove(0),
                 None => manifest.sandcastle.regions[0].clone(),

@@ -1981,6 +1981,20 @@ def route(fake, method, path, query, body):
     raise not_found(f"The fake has no API at {method} {path}.")
 
 
+# ---------------------------------------------------------------- Resource Manager v3 (a project's number)
+
+
+@api("GET", r"/v3/projects/(?P<p>[^/:]+)")
+def get_project(fake, q, b, p):
+    pid = fake.project_id(p)
+    return 200, {
+        "name": f"projects/{fake.number(pid)}",
+        "projectId": pid,
+        "state": 1,
+        "displayName": pid,
+    }
+
+
 PL = r"/v2/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)"
 KIND = r"(?P<kind>services|workerPools)"
 SEG = r"[^/:]+"

@@ -3,10 +3,13 @@
 
 #![allow(dead_code)]
 
+use serde_json::Value;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+pub mod fake_gcloud;
 pub mod fake_kube;
 pub mod stub_model;
 
@@ -379,4 +382,134 @@ pub fn target_named<'a>(targets: &'a serde_json::Value, name: &str) -> &'a serde
         .as_array()
         .and_then(|targets| targets.iter().find(|target| target["name"] == name))
         .unwrap_or_else(|| panic!("no target `{name}` in {targets}"))
+}
+
+/// A GET: status, the revision header the router adds, and the body.
+pub fn get(url: &str) -> std::io::Result<(u16, Option<String>, String)> {
+    get_with(url, "")
+}
+
+/// A GET with extra header lines (each ending in CRLF).
+pub fn get_with(url: &str, headers: &str) -> std::io::Result<(u16, Option<String>, String)> {
+    http("GET", url, headers, "")
+}
+
+/// One HTTP/1.1 request on a connection of its own: status, the revision header the router adds,
+/// and the body.
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<(u16, Option<String>, String)> {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}{length}Connection: close\r\n\r\n{body}"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let revision = head.lines().find_map(|line| {
+        line.to_ascii_lowercase()
+            .strip_prefix("x-mahavishnu-revision:")
+            .map(|v| v.trim().to_string())
+    });
+    Ok((status, revision, body.to_string()))
+}
+
+/// A POST of a JSON body: status and body.
+pub fn post(url: &str, body: &str) -> (u16, String) {
+    let (status, _, body) = http("POST", url, "Content-Type: application/json\r\n", body).unwrap();
+    (status, body)
+}
+
+/// A small service: `python3 app.py`. `V` names its version; `FAIL_EVERY=N` answers every Nth request
+/// to `/` with 500; `BOOT_FAIL=text` prints the text and exits at start; `SLOW_START=S` sleeps before
+/// it listens.
+pub const APP: &str = r#"
+import hashlib, json, os, sys, time, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+if os.environ.get("BOOT_FAIL"):
+    print(os.environ["BOOT_FAIL"], flush=True)
+    sys.exit(3)
+time.sleep(float(os.environ.get("SLOW_START", "0")))
+count = 0
+class App(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        global count
+        if self.path == "/healthz":
+            return self.reply(200, {"ok": True})
+        if self.path == "/secret":
+            secret = os.environ.get("SECRET", "")
+            return self.reply(200, {"sha256": hashlib.sha256(secret.encode()).hexdigest()})
+        if self.path == "/env":
+            return self.reply(200, {k: v for k, v in os.environ.items() if k.endswith("_URL") or k in ("PORT", "V", "MAHAVISHNU_REGION")})
+        count += 1
+        every = int(os.environ.get("FAIL_EVERY", "0"))
+        if every and count % every == 0:
+            return self.reply(500, {"error": "planned"})
+        self.reply(200, {"v": os.environ.get("V"), "region": os.environ.get("MAHAVISHNU_REGION"), "pid": os.getpid()})
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), App)
+print("listening", flush=True)
+server.serve_forever()
+"#;
+
+/// One service of one region in `deploy status` JSON.
+pub fn deployed<'a>(status: &'a Value, region: &str, name: &str) -> &'a Value {
+    status["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == region)
+        .and_then(|r| {
+            r["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+        })
+        .unwrap_or_else(|| panic!("{region}/{name} in {status:#}"))
+}
+
+/// The revisions of a service in `deploy status` JSON that take traffic, with their weights.
+pub fn weights(service: &Value) -> Vec<(String, u64)> {
+    service["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["weight"].as_u64() > Some(0))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }

@@ -38,6 +38,9 @@ pub struct PushSubscription {
     pub dead_letter: Option<(TopicRef, u32)>,
     /// How long the subscriber has to answer a push before it is retried.
     pub ack_deadline: Duration,
+    /// The service account whose OIDC token each push carries, for subscribers that check callers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_identity: Option<String>,
 }
 
 /// Topics and subscriptions. Every method is idempotent: ensuring what exists changes it to what is

@@ -384,6 +384,25 @@ pub struct ServiceSpec {
     /// How long a job may run.
     #[serde(default, with = "optional_duration_text")]
     pub timeout: Option<Duration>,
+    /// The identity it runs as on container platforms (a Google service account's email on Cloud
+    /// Run); the platform's default when absent.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Who may call it on Cloud Run: `public` (anyone) or `iam` (callers with an ID token and the
+    /// invoker role). Locally every service is reachable from this machine alone.
+    #[serde(default)]
+    pub invoker: Invoker,
+}
+
+/// Who may call an http service on a platform that checks callers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Invoker {
+    /// Only callers that present an ID token of an identity granted the invoker role.
+    #[default]
+    Iam,
+    /// Anyone (the invoker role granted to `allUsers`).
+    Public,
 }
 
 /// An event flow between services.
@@ -629,6 +648,37 @@ impl Manifest {
     }
 
     /// The directory relative paths start from.
+    /// The manifest as deployed to `platform`: its regions are `[platforms.KIND] regions` when that
+    /// is given (Cloud Run regions beside local region names), else the sandcastle's.
+    pub fn for_platform(&self, platform: PlatformKind) -> Result<Manifest> {
+        let mut manifest = self.clone();
+        manifest.sandcastle.platform = platform;
+        if let Some(regions) = self
+            .platforms
+            .get(&platform)
+            .and_then(|settings| settings.get("regions"))
+        {
+            let key = format!("platforms.{}.regions", platform.as_str());
+            let regions: Vec<String> = regions
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|item| item.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if regions.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{}: {key} must be a non-empty list of region names",
+                    self.path.display()
+                )));
+            }
+            manifest.sandcastle.regions = regions;
+        }
+        Ok(manifest)
+    }
+
     pub fn dir(&self) -> PathBuf {
         self.path
             .parent()
@@ -1179,6 +1229,8 @@ const SERVICE_KEYS: &[&str] = &[
     "ingress",
     "url",
     "timeout",
+    "service_account",
+    "invoker",
 ];
 const TOPIC_KEYS: &[&str] = &["dead_letter"];
 const PIPELINE_KEYS: &[&str] = &["chain"];

@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{
-    HealthSpec, Ingress, PlatformKind, ResourcesSpec, ScaleSpec, SecretRef, ServiceKind,
+    HealthSpec, Ingress, Invoker, PlatformKind, ResourcesSpec, ScaleSpec, SecretRef, ServiceKind,
 };
 use crate::error::{Error, Result};
 
@@ -72,6 +72,12 @@ pub struct RevisionSpec {
     pub timeout: Option<Duration>,
     /// Whether the revision must listen on `$PORT` (http services, and workers that take pushes).
     pub listens: bool,
+    /// The identity it runs as (container platforms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// Who may call it (platforms that check callers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoker: Option<Invoker>,
 }
 
 impl RevisionSpec {
@@ -311,6 +317,20 @@ pub trait Platform: Send + Sync {
     fn cannot_run(&self, spec: &RevisionSpec) -> Option<String> {
         let _ = spec;
         None
+    }
+
+    /// The service account whose OIDC token pushes to a subscriber carry (its own, or the platform's
+    /// default), where the platform checks callers; `None` elsewhere.
+    fn push_identity(&self, service_account: Option<&str>) -> Option<String> {
+        let _ = service_account;
+        None
+    }
+
+    /// What the revision refers to that does not exist where it would run (a Secret Manager secret
+    /// or version that is missing), each as `VARIABLE: reason`; checked at plan time, never read.
+    async fn missing_references(&self, at: &Placement, spec: &RevisionSpec) -> Result<Vec<String>> {
+        let _ = (at, spec);
+        Ok(Vec::new())
     }
 
     /// The stable URL `service` has (or will have) in this placement, when the platform knows it before

@@ -1,0 +1,383 @@
+//! Deployments on Cloud Run, end to end: the real binary and the official Google Cloud clients against
+//! the Google Cloud fake (`support/fake_gcloud.py`, a fake because Cloud Run cannot run here), whose
+//! services are real Python processes reached over real HTTP.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use support::fake_gcloud::FakeGcloud;
+use support::{APP, World, get, get_with, weights};
+
+const PROJECT: &str = "acme-test";
+const NUMBER: &str = "123456789012";
+const APP_IMAGE: &str = "example.test/shop/app:1";
+
+/// A world with the app, a manifest, the fake, and a `cloudrun` target pointing at the fake.
+fn cloud_world(manifest: &str, extra_images: Value) -> (World, FakeGcloud) {
+    let world = World::new();
+    std::fs::write(world.work().join("app.py"), APP).unwrap();
+    std::fs::write(world.work().join("mahavishnu.deploy.toml"), manifest).unwrap();
+    let mut images = json!({
+        APP_IMAGE: { "run": "python3 app.py", "dir": world.work() },
+    });
+    if let (Some(images), Some(extra)) = (images.as_object_mut(), extra_images.as_object()) {
+        images.extend(extra.clone());
+    }
+    let fake = FakeGcloud::start(
+        world.dir.path(),
+        &json!({
+            "projects": { PROJECT: NUMBER },
+            "operation_delay_ms": 50,
+            "images": images,
+            "secrets": { format!("projects/{PROJECT}/secrets/session-key"): { "1": "s3cret" } },
+        }),
+    );
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!(
+            "[targets.fake]\nkind = \"cloudrun\"\nproject = \"{PROJECT}\"\nendpoint = \"{url}\"\n\
+             credentials = \"anonymous\"\nservice_urls = \"{url}/run/{{host}}\"\n",
+            url = fake.url
+        ),
+    )
+    .unwrap();
+    (world, fake)
+}
+
+fn set_manifest(world: &World, manifest: &str) {
+    std::fs::write(world.work().join("mahavishnu.deploy.toml"), manifest).unwrap();
+}
+
+const SHOP: &str = r#"
+[sandcastle]
+name = "shop"
+
+[platforms.cloudrun]
+target = "fake"
+regions = ["europe-west1", "us-central1"]
+
+[services.api]
+image = "example.test/shop/app:1"
+health = { path = "/healthz" }
+env = { V = "1" }
+invoker = "public"
+
+[services.web]
+image = "example.test/shop/app:1"
+needs = ["api"]
+health = { path = "/healthz" }
+env = { V = "1" }
+invoker = "public"
+rollout = { steps = [50, 100] }
+"#;
+
+/// The Cloud Run URL of `service` in `region`, as the fake serves it.
+fn run_url(fake: &FakeGcloud, service: &str, region: &str) -> String {
+    format!("{}/run/shop-{service}-{NUMBER}.{region}.run.app", fake.url)
+}
+
+fn deploy(world: &World, args: &[&str]) -> Value {
+    let mut all = vec!["--output", "json", "deploy"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--platform", "cloudrun"]);
+    let output = world.run(&all);
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "deploy {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// `deploy plan --platform cloudrun` as JSON text.
+fn plan_text(world: &World) -> String {
+    let plan = world.run(&[
+        "--output",
+        "json",
+        "deploy",
+        "plan",
+        "--platform",
+        "cloudrun",
+    ]);
+    String::from_utf8_lossy(&plan.stdout).into_owned()
+}
+
+/// The calls that change something (reads, IAM policy reads included, are not).
+fn writes(fake: &FakeGcloud) -> Vec<String> {
+    fake.requests()
+        .into_iter()
+        .filter(|call| !call.starts_with("GET ") && !call.ends_with(":getIamPolicy"))
+        .collect()
+}
+
+#[test]
+fn cloud_run_apply_wires_run_app_urls_releases_by_steps_and_a_second_apply_writes_nothing() {
+    let (world, fake) = cloud_world(SHOP, json!({}));
+
+    let plan = world.run(&[
+        "--output",
+        "json",
+        "deploy",
+        "plan",
+        "--platform",
+        "cloudrun",
+    ]);
+    assert_eq!(plan.status.code(), Some(1), "a plan with changes exits 1");
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 4, "two services in two regions: {plan:#}");
+    assert!(
+        writes(&fake).is_empty(),
+        "a plan writes nothing: {:?}",
+        writes(&fake)
+    );
+
+    let report = deploy(&world, &["apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+
+    // web was given api's run.app URL before api existed: no second revision was needed.
+    let (code, _, body) = get(&format!("{}/env", run_url(&fake, "web", "europe-west1"))).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let env: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["API_URL"], run_url(&fake, "api", "europe-west1"));
+    let (code, _, _) = get(&run_url(&fake, "api", "us-central1")).unwrap();
+    assert_eq!(code, 200, "api is public in every region");
+
+    let status = deploy(&world, &["status"]);
+    let web = support::deployed(&status, "us-central1", "web");
+    assert_eq!(web["url"], run_url(&fake, "web", "us-central1"));
+    assert_eq!(weights(web).len(), 1);
+    assert_eq!(weights(web)[0].1, 100);
+
+    // Nothing changed: the second apply reads and writes nothing.
+    fake.clear_requests();
+    let again = deploy(&world, &["apply"]);
+    assert_eq!(again["changed"], false, "{again:#}");
+    assert!(writes(&fake).is_empty(), "{:?}", writes(&fake));
+    let plan = world.run(&["deploy", "plan", "--platform", "cloudrun"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+
+    // A change goes out as a new revision at 0 % and is released by the steps.
+    // Each region's revision names differ: the region is part of what a revision runs with.
+    let before: Vec<String> = ["europe-west1", "us-central1"]
+        .iter()
+        .map(|region| {
+            weights(support::deployed(&status, region, "web"))[0]
+                .0
+                .clone()
+        })
+        .collect();
+    set_manifest(
+        &world,
+        &SHOP.replacen(
+            "env = { V = \"1\" }\ninvoker = \"public\"\nrollout",
+            "env = { V = \"2\" }\ninvoker = \"public\"\nrollout",
+            1,
+        ),
+    );
+    let report = deploy(&world, &["apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let status = deploy(&world, &["status"]);
+    let web = support::deployed(&status, "europe-west1", "web");
+    let after = weights(web)[0].0.clone();
+    assert_ne!(after, before[0]);
+    let history = world.json(&[
+        "deploy",
+        "history",
+        "web",
+        "--region",
+        "europe-west1",
+        "--platform",
+        "cloudrun",
+    ]);
+    let causes: Vec<String> = history["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cause"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        causes.iter().any(|c| c.contains("50")),
+        "the 50 % step is in the history: {causes:?}"
+    );
+    let (_, _, body) = get(&format!("{}/", run_url(&fake, "web", "europe-west1"))).unwrap();
+    assert!(body.contains("\"v\": \"2\""), "{body}");
+
+    // Rollback is one traffic update per region, straight back.
+    fake.clear_requests();
+    let rolled = world.json(&["deploy", "rollback", "web", "--platform", "cloudrun"]);
+    let updates: Vec<String> = writes(&fake);
+    assert_eq!(
+        updates
+            .iter()
+            .filter(|call| call.starts_with("PATCH "))
+            .count(),
+        2,
+        "one traffic update per region: {updates:?} {rolled:#}"
+    );
+    let status = deploy(&world, &["status"]);
+    for (region, before) in ["europe-west1", "us-central1"].iter().zip(&before) {
+        let web = support::deployed(&status, region, "web");
+        assert_eq!(weights(web), vec![(before.clone(), 100)], "{region}");
+    }
+
+    // A tag gives the new revision a URL of its own.
+    let tagged = world.json(&[
+        "deploy",
+        "tag",
+        "web",
+        &after,
+        "blue",
+        "--region",
+        "europe-west1",
+        "--platform",
+        "cloudrun",
+    ]);
+    let tag_url = tagged["tags"][0]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(tag_url.contains("/run/blue---shop-web-"), "{tagged:#}");
+    let (_, _, body) = get(&format!("{tag_url}/")).unwrap();
+    assert!(
+        body.contains("\"v\": \"2\""),
+        "the tag reaches the new revision: {body}"
+    );
+
+    // destroy removes what Mahavishnu made, in every region.
+    let destroyed = world.run(&["deploy", "destroy", "--platform", "cloudrun"]);
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroyed.stderr)
+    );
+    let services = fake.call(
+        "GET",
+        &format!("/v2/projects/{PROJECT}/locations/europe-west1/services"),
+    );
+    assert!(
+        services["services"].as_array().is_none_or(|s| s.is_empty()),
+        "{services:#}"
+    );
+}
+
+#[test]
+fn cloud_run_failures_come_back_in_cloud_runs_own_words() {
+    let manifest = |image: &str| {
+        format!(
+            "[sandcastle]\nname = \"shop\"\n[platforms.cloudrun]\ntarget = \"fake\"\nregions = [\"europe-west1\"]\n\
+             [services.api]\nimage = \"{image}\"\nhealth = {{ path = \"/healthz\" }}\n"
+        )
+    };
+    let (world, _fake) = cloud_world(
+        &manifest("example.test/shop/gone:1"),
+        json!({
+            "example.test/shop/noport:1": { "fail": "no-listen" },
+            "example.test/shop/quota:1": { "fail": "quota" },
+            "example.test/shop/denied:1": { "fail": "permission" },
+        }),
+    );
+    let cases = [
+        (
+            "example.test/shop/gone:1",
+            "Image 'example.test/shop/gone:1' not found",
+        ),
+        (
+            "example.test/shop/noport:1",
+            "failed to start and listen on the port defined provided by the PORT=8080",
+        ),
+        ("example.test/shop/quota:1", "Quota exceeded"),
+        ("example.test/shop/denied:1", "iam.serviceaccounts.actAs"),
+    ];
+    for (image, words) in cases {
+        set_manifest(&world, &manifest(image));
+        let output = world.run(&[
+            "--output",
+            "json",
+            "deploy",
+            "apply",
+            "--platform",
+            "cloudrun",
+        ]);
+        assert_eq!(output.status.code(), Some(1), "{image}");
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let detail = report["services"][0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(words), "{image}: {detail}");
+    }
+}
+
+#[test]
+fn secret_manager_references_are_checked_at_plan_time_and_never_read() {
+    let manifest = |secret: &str| {
+        format!(
+            "[sandcastle]\nname = \"shop\"\n[platforms.cloudrun]\ntarget = \"fake\"\nregions = [\"europe-west1\"]\n\
+             [services.api]\nimage = \"{APP_IMAGE}\"\nhealth = {{ path = \"/healthz\" }}\n\
+             secrets = {{ SECRET = \"{secret}\" }}\n"
+        )
+    };
+    let (world, fake) = cloud_world(&manifest("gcp:sm/nope#1"), json!({}));
+    let text = plan_text(&world);
+    assert!(
+        text.contains("gcp:sm/nope#1 does not exist in project acme-test"),
+        "{text}"
+    );
+    set_manifest(&world, &manifest("gcp:sm/session-key#1"));
+    fake.clear_requests();
+    let text = plan_text(&world);
+    assert!(!text.contains("blocked"), "{text}");
+    let report = deploy(&world, &["apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    // The revision reads the value itself; Mahavishnu never asked for it.
+    assert!(
+        !fake.requests().iter().any(|call| call.ends_with(":access")),
+        "{:?}",
+        fake.requests()
+    );
+    // The service is not public (the default): a caller without an ID token is turned away.
+    let secret_url = format!("{}/secret", run_url(&fake, "api", "europe-west1"));
+    let (code, _, _) = get(&secret_url).unwrap();
+    assert_eq!(code, 403, "an IAM-only service refuses anonymous callers");
+    let (_, _, body) = get_with(&secret_url, "Authorization: Bearer an-id-token\r\n").unwrap();
+    let digest: Value = serde_json::from_str(&body).unwrap();
+    // sha256("s3cret"): the value Secret Manager holds reached the revision.
+    assert_eq!(
+        digest["sha256"],
+        "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0"
+    );
+}
+
+/// The fake answers the official Python client as the real API would: list, get and a traffic
+/// update round-trip.
+#[test]
+fn the_official_python_client_works_against_the_fake() {
+    let Some(pythonpath) = std::env::var_os("MAHAVISHNU_TEST_GCP_PYTHONPATH") else {
+        panic!(
+            "set MAHAVISHNU_TEST_GCP_PYTHONPATH to the official Python Cloud Run client that \
+             `scripts/test` installs"
+        );
+    };
+    let (world, fake) = cloud_world(SHOP, json!({}));
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_gcloud_client_check.py");
+    let output = world
+        .program("python3")
+        .arg(script)
+        .args([fake.url.as_str(), APP_IMAGE, PROJECT])
+        .env("PYTHONPATH", pythonpath)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && said.trim_end().ends_with("ok"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
