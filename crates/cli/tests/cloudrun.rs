@@ -381,3 +381,202 @@ fn the_official_python_client_works_against_the_fake() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+const EVENTS: &str = r#"
+[sandcastle]
+name = "shop"
+
+[platforms.cloudrun]
+target = "fake"
+regions = ["europe-west1"]
+
+[services.web]
+image = "example.test/shop/app:1"
+health = { path = "/healthz" }
+publishes = ["orders"]
+invoker = "public"
+
+[services.worker]
+kind = "worker"
+image = "example.test/shop/app:1"
+health = { path = "/healthz" }
+subscribes = { orders = "/events/orders" }
+service_account = "pusher@acme-test.iam.gserviceaccount.com"
+# The emulator pushes without the OIDC token Pub/Sub would attach.
+invoker = "public"
+
+[topics.orders]
+dead_letter = { after = 5 }
+"#;
+
+#[test]
+fn topics_push_to_subscribers_on_cloud_run_and_verify_proves_delivery() {
+    if !support::pubsub_wanted("topics_push_to_subscribers_on_cloud_run_and_verify_proves_delivery")
+    {
+        return;
+    }
+    let (world, fake) = cloud_world(EVENTS, json!({}));
+    // The emulator is started in the world's state directory, so that the world's drop stops it.
+    let emulator = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(mahavishnu_pubsub::Emulator::ensure(
+            &world.state_dir().join("pubsub"),
+        ))
+        .expect("the Pub/Sub emulator starts");
+    let config = world.dir.path().join("home/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("pubsub_endpoint = \"{}\"\n", emulator.endpoint));
+    std::fs::write(&config, text).unwrap();
+    let report = deploy(&world, &["apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+
+    // The publisher was told the topic's full name in the project, and how to reach the emulator.
+    let verify = world.run(&[
+        "--output",
+        "json",
+        "deploy",
+        "verify",
+        "--platform",
+        "cloudrun",
+    ]);
+    let report: Value = serde_json::from_slice(&verify.stdout).unwrap();
+    let delivery = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|check| check["check"] == "topic orders -> worker")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(delivery["holds"], true, "{report:#}");
+    assert_eq!(verify.status.code(), Some(0), "{report:#}");
+    let (_, _, body) = get_with(
+        &format!("{}/pushes", run_url(&fake, "worker", "europe-west1")),
+        "Authorization: Bearer an-id-token\r\n",
+    )
+    .unwrap();
+    let pushes: Value = serde_json::from_str(&body).unwrap();
+    assert!(pushes["pushes"].as_u64() >= Some(1), "{body}");
+
+    // The subscription pushes with the worker's identity, to its run.app URL.
+    let subscription = emulator_get(
+        &emulator.endpoint,
+        &format!("/v1/projects/{PROJECT}/subscriptions/shop.europe-west1.orders.worker"),
+    );
+    assert_eq!(
+        subscription["pushConfig"]["pushEndpoint"],
+        format!("{}/events/orders", run_url(&fake, "worker", "europe-west1")),
+        "{subscription:#}"
+    );
+    assert_eq!(
+        subscription["pushConfig"]["oidcToken"]["serviceAccountEmail"],
+        "pusher@acme-test.iam.gserviceaccount.com",
+        "{subscription:#}"
+    );
+    assert_eq!(
+        subscription["deadLetterPolicy"]["deadLetterTopic"],
+        format!("projects/{PROJECT}/topics/shop.europe-west1.orders.dead-letter")
+    );
+}
+
+/// A GET of the Pub/Sub emulator's REST API.
+fn emulator_get(endpoint: &str, path: &str) -> Value {
+    let (_, _, body) = get(&format!("{endpoint}{path}")).unwrap();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+const JOBS: &str = r#"
+[sandcastle]
+name = "shop"
+
+[platforms.cloudrun]
+target = "fake"
+regions = ["europe-west1"]
+
+[services.migrate]
+kind = "job"
+image = "example.test/shop/migrate:1"
+timeout = "60s"
+
+[services.api]
+image = "example.test/shop/app:1"
+needs = ["migrate"]
+health = { path = "/healthz" }
+
+[services.poller]
+kind = "worker"
+image = "example.test/shop/poller:1"
+"#;
+
+#[test]
+fn a_job_runs_to_completion_before_what_needs_it_and_a_worker_is_a_worker_pool() {
+    let images = json!({
+        "example.test/shop/migrate:1": { "run": "echo migrated" },
+        "example.test/shop/migrate-bad:1": { "run": "echo broken schema; exit 3" },
+        "example.test/shop/poller:1": { "run": "while true; do sleep 1; done" },
+    });
+    let (world, fake) = cloud_world(JOBS, images);
+    let report = deploy(&world, &["apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let calls = fake.requests();
+    let position = |needle: &str| {
+        calls
+            .iter()
+            .position(|call| call.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} in {calls:#?}"))
+    };
+    assert!(
+        position("/jobs/shop-migrate:run")
+            < position("POST /v2/projects/acme-test/locations/europe-west1/services"),
+        "the job ran before the service that needs it was created: {calls:#?}"
+    );
+    assert!(position("POST /v2/projects/acme-test/locations/europe-west1/workerPools") > 0);
+
+    let status = deploy(&world, &["status"]);
+    let migrate = support::deployed(&status, "europe-west1", "migrate");
+    assert_eq!(
+        migrate["revisions"][0]["health"]["state"], "succeeded",
+        "{status:#}"
+    );
+    let poller = support::deployed(&status, "europe-west1", "poller");
+    assert_eq!(
+        poller["revisions"][0]["health"]["state"], "healthy",
+        "{status:#}"
+    );
+    assert_eq!(weights(poller)[0].1, 100);
+
+    // A job that fails stops the apply before what needs it, with the job's own reason.
+    set_manifest(
+        &world,
+        &JOBS.replace("migrate:1", "migrate-bad:1").replace(
+            "health = { path = \"/healthz\" }",
+            "health = { path = \"/healthz\" }\nenv = { V = \"2\" }",
+        ),
+    );
+    let output = world.run(&[
+        "--output",
+        "json",
+        "deploy",
+        "apply",
+        "--platform",
+        "cloudrun",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let outcome = |name: &str| {
+        report["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {report:#}"))
+    };
+    assert_eq!(outcome("migrate")["outcome"], "failed", "{report:#}");
+    assert!(
+        outcome("migrate")["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the job migrate failed"),
+        "{report:#}"
+    );
+    assert_ne!(outcome("api")["outcome"], "updated", "{report:#}");
+}

@@ -778,21 +778,6 @@ fn the_deploy_tools_over_mcp_and_v1_return_the_cli_shapes() {
     );
 }
 
-/// Whether the tests that need the Pub/Sub emulator run: they fail when it is missing, unless
-/// `MAHAVISHNU_TEST_NO_PUBSUB=1` says to skip them.
-fn pubsub_wanted(test: &str) -> bool {
-    if std::env::var_os("MAHAVISHNU_TEST_NO_PUBSUB").is_some_and(|v| v == "1") {
-        eprintln!("{test}: skipped (MAHAVISHNU_TEST_NO_PUBSUB=1)");
-        return false;
-    }
-    if let Err(reason) = mahavishnu_pubsub::Emulator::locate() {
-        panic!(
-            "{test} needs the Pub/Sub emulator: {reason}; or set MAHAVISHNU_TEST_NO_PUBSUB=1 to skip it"
-        );
-    }
-    true
-}
-
 /// A world whose work directory holds a copy of `examples/NAME`.
 fn example_world(name: &str) -> World {
     let world = World::new();
@@ -807,7 +792,7 @@ fn example_world(name: &str) -> World {
 
 #[test]
 fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_region() {
-    if !pubsub_wanted("the sandcastle example") {
+    if !support::pubsub_wanted("the sandcastle example") {
         return;
     }
     let world = example_world("sandcastle");
@@ -958,7 +943,7 @@ fn the_sandcastle_example_deploys_verifies_takes_a_canary_and_survives_a_lost_re
 
 #[test]
 fn the_pipeline_example_deploys_a_pipeline_then_a_block_wired_by_a_topic() {
-    if !pubsub_wanted("the pipeline example") {
+    if !support::pubsub_wanted("the pipeline example") {
         return;
     }
     let world = example_world("pipeline");

@@ -156,6 +156,8 @@ pub fn execution_template(
     let mut task = TaskTemplate::new();
     task.containers = vec![container(spec, project)?];
     task.service_account = service_account.unwrap_or_default().to_string();
+    // A job that fails says so at once: Cloud Run retries three times unless told otherwise.
+    task.retries = Some(google_cloud_run_v2::model::task_template::Retries::MaxRetries(0));
     if let Some(timeout) = spec.timeout {
         task.timeout = google_cloud_wkt::Duration::try_from(timeout).ok();
     }

@@ -76,6 +76,9 @@ pub struct CloudRunPlatform {
     settings: CloudRunSettings,
     clients: OnceCell<Clients>,
     number: OnceCell<String>,
+    /// The delivery probes `verify` waits for, by nonce: the subscriber, its push path and when the
+    /// probe was announced (RFC 3339).
+    probes: Mutex<HashMap<String, (Placement, String, String, String)>>,
     /// The operation an apply's deploy started, by region and service: `wait_ready` reads its error
     /// (a quota, say) when Cloud Run reports it there and nowhere else.
     pending: Mutex<HashMap<(String, String), String>>,
@@ -118,6 +121,7 @@ impl CloudRunPlatform {
             clients: OnceCell::new(),
             number: OnceCell::new(),
             pending: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -499,14 +503,16 @@ impl CloudRunPlatform {
         let health = match &job.latest_created_execution {
             Some(reference) if !reference.name.is_empty() => {
                 let clients = self.clients().await?;
+                // The reference holds the execution's short name.
+                let name = if reference.name.contains('/') {
+                    reference.name.clone()
+                } else {
+                    format!("{}/executions/{}", job.name, reference.name)
+                };
                 match self
                     .call_found(
-                        &format!("reading the execution {}", reference.name),
-                        clients
-                            .executions
-                            .get_execution()
-                            .set_name(&reference.name)
-                            .send(),
+                        &format!("reading the execution {name}"),
+                        clients.executions.get_execution().set_name(&name).send(),
                     )
                     .await?
                 {
@@ -1504,6 +1510,74 @@ impl Platform for CloudRunPlatform {
         Ok(Box::pin(futures::StreamExt::chain(first, more)))
     }
 
+    async fn expect_probe(
+        &self,
+        at: &Placement,
+        service: &str,
+        path: &str,
+        nonce: &str,
+    ) -> Result<()> {
+        let since = String::from(
+            google_cloud_wkt::Timestamp::try_from(std::time::SystemTime::now())
+                .map_err(|e| Error::Failed(format!("the clock: {e}")))?,
+        );
+        if let Ok(mut probes) = self.probes.lock() {
+            probes.insert(
+                nonce.to_string(),
+                (at.clone(), service.to_string(), path.to_string(), since),
+            );
+        }
+        Ok(())
+    }
+
+    /// Pub/Sub pushes carry the message in their body, which no log shows: the probe counts as
+    /// delivered when the subscriber's request log has a push to its path after it was published.
+    async fn probe_answer(&self, at: &Placement, nonce: &str) -> Result<Option<u16>> {
+        let _ = at;
+        let Some((at, service, path, since)) = self
+            .probes
+            .lock()
+            .ok()
+            .and_then(|probes| probes.get(nonce).cloned())
+        else {
+            return Ok(None);
+        };
+        let clients = self.clients().await?;
+        let filter = format!(
+            "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"{}\" AND \
+             resource.labels.location=\"{}\" AND logName=\"projects/{}/logs/run.googleapis.com%2Frequests\" \
+             AND timestamp>\"{since}\"",
+            names::resource_id(&at, &service),
+            at.region,
+            self.settings.project
+        );
+        let page = self
+            .call(
+                &format!("reading the requests {service} took in {}", at.region),
+                clients
+                    .logging
+                    .list_log_entries()
+                    .set_resource_names([format!("projects/{}", self.settings.project)])
+                    .set_filter(filter)
+                    .set_order_by("timestamp asc")
+                    .set_page_size(1000)
+                    .send(),
+            )
+            .await?;
+        Ok(page.entries.iter().find_map(|entry| {
+            let request = entry.http_request.as_ref()?;
+            let url_path = request
+                .request_url
+                .split_once("://")
+                .map_or(request.request_url.as_str(), |(_, rest)| rest)
+                .split_once('/')
+                .map_or("/", |(_, rest)| rest);
+            let pushed = request.request_method == "POST"
+                && format!("/{url_path}").split('?').next() == Some(path.as_str());
+            pushed.then_some(request.status as u16)
+        }))
+    }
+
     async fn request_from(&self, at: &Placement, service: &str, url: &str) -> Result<u16> {
         let _ = (at, service);
         let client = reqwest::Client::builder()
@@ -1530,9 +1604,13 @@ impl Platform for CloudRunPlatform {
 /// One log entry as a line: its time and its text.
 fn log_line(entry: &google_cloud_logging_v2::model::LogEntry) -> String {
     let time = entry.timestamp.map(String::from).unwrap_or_default();
-    let text = entry
-        .text_payload()
-        .cloned()
-        .unwrap_or_else(|| "(a structured entry)".into());
+    let text = match (entry.text_payload(), &entry.http_request) {
+        (Some(text), _) => text.clone(),
+        (None, Some(request)) => format!(
+            "{} {} {}",
+            request.request_method, request.request_url, request.status
+        ),
+        (None, None) => "(a structured entry)".into(),
+    };
     format!("{time} {text}")
 }

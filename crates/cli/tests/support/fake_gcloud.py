@@ -963,6 +963,26 @@ class Fake:
                 e["labels"] = entry_labels
             self.logs.append((now, self.log_seq, e))
 
+    def add_request_log(self, rev, method, url, status, agent):
+        w = rev.w
+        with LOCK:
+            self.log_seq += 1
+            now = time.time()
+            e = {
+                "logName": f"projects/{w.project}/logs/run.googleapis.com%2Frequests",
+                "resource": {"type": "cloud_run_revision", "labels": {
+                    "service_name": w.name, "revision_name": rev.short,
+                    "location": w.location, "project_id": w.project,
+                    "configuration_name": w.name}},
+                "httpRequest": {"requestMethod": method, "requestUrl": url, "status": status,
+                                "userAgent": agent},
+                "timestamp": ts(now),
+                "receiveTimestamp": ts(now),
+                "insertId": f"{self.log_seq:08d}{letters(6)}",
+                "severity": 500 if status >= 500 else 200,
+            }
+            self.logs.append((now, self.log_seq, e))
+
     def log_uri(self, w, rev=None):
         kind = "cloud_run_revision" if w.kind == "services" else "cloud_run_worker_pool"
         return (f"https://console.cloud.google.com/logs/viewer?project={w.project}&resource="
@@ -1870,6 +1890,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not (auth.startswith("Bearer ") and auth[7:].strip()):
                 if try_only:
                     return "forbidden"
+                rev = pick_revision(w, tag)
+                if rev is not None:
+                    fake.add_request_log(rev, method, f"https://{host}{tail}", 403,
+                                         self.headers.get("User-Agent", ""))
                 return self.send(403, forbidden_page(tail), "text/html; charset=UTF-8")
         rev = pick_revision(w, tag)
         target = tail + (("?" + url.query) if url.query else "")
@@ -1882,6 +1906,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     rev.stats.append((time.time(), 503, 0.0))
             return self.send(503, "Service Unavailable", "text/plain; charset=UTF-8")
         status, headers, data = res
+        # Cloud Run writes one request log entry per request, which Cloud Logging serves.
+        fake.add_request_log(rev, method, f"https://{host}{target}", status,
+                             self.headers.get("User-Agent", ""))
         self.send(status, data, None, headers)
         return "sent"
 

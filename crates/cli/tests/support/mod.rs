@@ -417,8 +417,40 @@ pub fn http(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}{length}Connection: close\r\n\r\n{body}"
     )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    // Up to the end of the head, then the body its Content-Length gives (a server that keeps the
+    // connection open despite `Connection: close` is then not waited on), else to the end.
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 4096];
+    let (head_end, length) = loop {
+        let read = stream.read(&mut byte)?;
+        raw.extend_from_slice(&byte[..read]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|line| {
+                line.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            break (end + 4, length);
+        }
+        if read == 0 {
+            break (raw.len(), None);
+        }
+    };
+    match length {
+        Some(length) => {
+            while raw.len() < head_end + length {
+                let read = stream.read(&mut byte)?;
+                if read == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&byte[..read]);
+            }
+        }
+        None => {
+            stream.read_to_end(&mut raw)?;
+        }
+    }
+    let response = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head
         .split_whitespace()
@@ -439,7 +471,8 @@ pub fn post(url: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-/// A small service: `python3 app.py`. `V` names its version; `FAIL_EVERY=N` answers every Nth request
+/// A small service: `python3 app.py`. It counts what is POSTed to it (pushes) and shows the count at
+/// `/pushes`. `V` names its version; `FAIL_EVERY=N` answers every Nth request
 /// to `/` with 500; `BOOT_FAIL=text` prints the text and exits at start; `SLOW_START=S` sleeps before
 /// it listens.
 pub const APP: &str = r#"
@@ -450,6 +483,7 @@ if os.environ.get("BOOT_FAIL"):
     sys.exit(3)
 time.sleep(float(os.environ.get("SLOW_START", "0")))
 count = 0
+pushes = 0
 class App(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -460,8 +494,15 @@ class App(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+    def do_POST(self):
+        global pushes
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        pushes += 1
+        self.reply(200, {"pushes": pushes})
     def do_GET(self):
         global count
+        if self.path == "/pushes":
+            return self.reply(200, {"pushes": pushes})
         if self.path == "/healthz":
             return self.reply(200, {"ok": True})
         if self.path == "/secret":
@@ -512,4 +553,19 @@ pub fn weights(service: &Value) -> Vec<(String, u64)> {
             )
         })
         .collect()
+}
+
+/// Whether the tests that need the Pub/Sub emulator run: they fail when it is missing, unless
+/// `MAHAVISHNU_TEST_NO_PUBSUB=1` says to skip them.
+pub fn pubsub_wanted(test: &str) -> bool {
+    if std::env::var_os("MAHAVISHNU_TEST_NO_PUBSUB").is_some_and(|v| v == "1") {
+        eprintln!("{test}: skipped (MAHAVISHNU_TEST_NO_PUBSUB=1)");
+        return false;
+    }
+    if let Err(reason) = mahavishnu_pubsub::Emulator::locate() {
+        panic!(
+            "{test} needs the Pub/Sub emulator: {reason}; or set MAHAVISHNU_TEST_NO_PUBSUB=1 to skip it"
+        );
+    }
+    true
 }
