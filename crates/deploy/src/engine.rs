@@ -616,6 +616,11 @@ impl Engine {
             front_door: None,
             changed: false,
         };
+        let mut seen_before = if regions.len() > 1 {
+            self.predeploy(manifest, &chosen, &regions, options).await
+        } else {
+            BTreeMap::new()
+        };
         let mut urls: Vec<(String, String)> = Vec::new();
         for (index, region) in regions.iter().enumerate() {
             if !report.ok {
@@ -640,7 +645,13 @@ impl Engine {
                 break;
             }
             let outcomes = self
-                .apply_region(manifest, &chosen, region, options)
+                .apply_region(
+                    manifest,
+                    &chosen,
+                    region,
+                    seen_before.remove(region),
+                    options,
+                )
                 .await?;
             if let Some(door) = &manifest.front_door
                 && let Some(url) = outcomes
@@ -705,11 +716,87 @@ impl Engine {
         Ok(report)
     }
 
+    /// Deploy is not release: the new revisions of every region are started at once, at 0 %, so that
+    /// the region-by-region release that follows waits for its gates, not for each region's starts.
+    /// Only what is ready to go now (its wiring known, nothing blocking it, no job to run) goes
+    /// ahead; whatever fails here fails again, and is reported, in its region's turn.
+    async fn predeploy(
+        &self,
+        manifest: &Manifest,
+        chosen: &BTreeSet<String>,
+        regions: &[String],
+        options: &ApplyOptions,
+    ) -> BTreeMap<String, Observed> {
+        let bus_env = self.bus.running_env();
+        let runs = regions.iter().map(|region| {
+            let bus_env = &bus_env;
+            async move {
+                let at = placement(manifest, region);
+                let _lock = self.lock(&at).ok()?;
+                let observed = self.platform.observe(&at).await.ok()?;
+                let selected = Self::selected(manifest, chosen, &observed);
+                let wiring = self
+                    .wiring(manifest, &at, &observed, bus_env.as_ref())
+                    .await
+                    .ok()?;
+                let wanted =
+                    self.wanted_in(manifest, region, &selected, &wiring, bus_env.is_some());
+                let starts = wanted.iter().filter_map(|wanted| {
+                    let spec = wanted.spec.as_ref()?;
+                    let change = plan::decide(region, wanted, observed.services.get(&wanted.name))?;
+                    let ready = wanted.pending.is_empty()
+                        && wanted.blocked.is_none()
+                        && matches!(change.action, Action::Create | Action::Update);
+                    ready.then_some((wanted.name.clone(), spec.clone()))
+                });
+                let starts = starts.map(|(name, spec)| {
+                    let at = &at;
+                    async move {
+                        let Ok(secrets) =
+                            wanted::resolve_secrets(&spec, &manifest.dir(), self.platform.kind())
+                        else {
+                            return;
+                        };
+                        let revision = spec.revision_name();
+                        (options.progress)(format!("{region}/{name}: starting {revision} at 0 %"));
+                        if self
+                            .platform
+                            .deploy(at, &revision, &spec, &SecretValues::new(secrets))
+                            .await
+                            .is_ok()
+                        {
+                            let deadline = wanted::ready_deadline(&manifest.services[&name]);
+                            let _ = self
+                                .platform
+                                .wait_ready(at, &name, &revision, deadline, &|_| {})
+                                .await;
+                        }
+                    }
+                });
+                let starts: Vec<_> = starts.collect();
+                if starts.is_empty() {
+                    return None;
+                }
+                futures::stream::iter(starts)
+                    .for_each_concurrent(WAVE_PARALLELISM, |start| start)
+                    .await;
+                // What ran before: the release decides from it, as if it had started these itself.
+                Some((region.clone(), observed))
+            }
+        });
+        futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     async fn apply_region(
         &self,
         manifest: &Manifest,
         chosen: &BTreeSet<String>,
         region: &str,
+        seen_before: Option<Observed>,
         options: &ApplyOptions,
     ) -> Result<Vec<ServiceOutcome>> {
         let at = placement(manifest, region);
@@ -740,7 +827,7 @@ impl Engine {
             self.platform.kind().as_str(),
         )?;
         let result = self
-            .apply_waves(manifest, chosen, &at, apply_id, options)
+            .apply_waves(manifest, chosen, &at, seen_before, apply_id, options)
             .await;
         let state = match &result {
             Ok(outcomes) if !outcomes.iter().any(ServiceOutcome::went_wrong) => "succeeded",
@@ -755,11 +842,15 @@ impl Engine {
         manifest: &Manifest,
         chosen: &BTreeSet<String>,
         at: &Placement,
+        seen_before: Option<Observed>,
         apply_id: i64,
         options: &ApplyOptions,
     ) -> Result<Vec<ServiceOutcome>> {
         let region = at.region.as_str();
-        let observed = self.platform.observe(at).await?;
+        let observed = match seen_before {
+            Some(observed) => observed,
+            None => self.platform.observe(at).await?,
+        };
         let selected = Self::selected(manifest, chosen, &observed);
         let uses_topics = selected.iter().any(|name| {
             let service = &manifest.services[name];
@@ -1460,25 +1551,52 @@ impl Engine {
             service: service.to_string(),
             regions: Vec::new(),
         };
-        for region in &regions {
+        // Every region is read and checked before any moves; then each moves at once, in parallel:
+        // a rollback is one traffic update per region.
+        let looks = regions.iter().map(|region| async move {
             let at = placement(manifest, region);
             let found = self
                 .deployed(&at, service, "there is nothing to roll back")
                 .await?;
-            let before = found.weights();
             let target = match to {
                 Some(revision) => revision.to_string(),
                 None => self.previous_revision(manifest, region, &found)?,
             };
             has_revision(&found, &target, region)?;
-            let after = vec![(target.clone(), 100)];
-            self.platform.set_traffic(&at, service, &after).await?;
+            Ok::<_, Error>((at, found.weights(), vec![(target, 100)]))
+        });
+        let planned: Vec<_> = futures::future::join_all(looks)
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        let moves = planned
+            .iter()
+            .map(|(at, _, after)| self.platform.set_traffic(at, service, after));
+        let moved = futures::future::join_all(moves).await;
+        let mut failures = Vec::new();
+        for ((at, before, after), result) in planned.into_iter().zip(moved) {
+            if let Err(e) = result {
+                failures.push(format!("{}: {e}", at.region));
+                continue;
+            }
             self.record(&at, service, &after, "rollback", None);
             report.regions.push(TrafficChange {
-                region: region.clone(),
+                region: at.region.clone(),
                 before,
                 after,
             });
+        }
+        if !failures.is_empty() {
+            let done: Vec<&str> = report.regions.iter().map(|r| r.region.as_str()).collect();
+            return Err(Error::Failed(format!(
+                "the rollback of {service} failed in {}{}",
+                failures.join("; "),
+                if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (rolled back in {})", done.join(", "))
+                }
+            )));
         }
         Ok(report)
     }
