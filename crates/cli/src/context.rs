@@ -76,7 +76,15 @@ pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Targe
             )),
             #[cfg(not(feature = "kubernetes"))]
             TargetKind::Kubernetes => {}
-            // A Cloud Run project is a place to deploy to, not to launch terminal sessions on.
+            // Headless instances, each a Cloud Run job of its own.
+            #[cfg(feature = "cloudrun")]
+            TargetKind::Cloudrun => {
+                targets.push(Arc::new(mahavishnu_cloudrun::CloudRunTarget::new(
+                    name.clone(),
+                    mahavishnu_cloudrun::CloudRunSettings::for_target(name.as_str(), settings)?,
+                )))
+            }
+            #[cfg(not(feature = "cloudrun"))]
             TargetKind::Cloudrun => {}
         }
     }

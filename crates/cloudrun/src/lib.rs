@@ -12,6 +12,8 @@ mod convert;
 mod names;
 mod platform;
 mod settings;
+mod target;
 
 pub use platform::CloudRunPlatform;
-pub use settings::{CloudRunSettings, RUN_APP_URLS};
+pub use settings::{CloudRunSettings, DEFAULT_REGION, RUN_APP_URLS};
+pub use target::CloudRunTarget;

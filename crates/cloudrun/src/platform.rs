@@ -14,7 +14,7 @@ use google_cloud_iam_v1::model::{Binding, Policy};
 use google_cloud_logging_v2::client::LoggingServiceV2;
 use google_cloud_longrunning::model::{Operation, operation};
 use google_cloud_resourcemanager_v3::client::Projects;
-use google_cloud_run_v2::client::{Executions, Jobs, Revisions, Services, WorkerPools};
+use google_cloud_run_v2::client::{Executions, Jobs, Revisions, Services, Tasks, WorkerPools};
 use google_cloud_run_v2::model::{
     Execution, InstanceSplit, InstanceSplitAllocationType, Job, Revision, Service, TrafficTarget,
     TrafficTargetAllocationType, WorkerPool, WorkerPoolScaling,
@@ -60,15 +60,16 @@ fn shape(spec: &RevisionSpec) -> Shape {
 }
 
 /// The official clients, made on first use.
-struct Clients {
-    services: Services,
-    revisions: Revisions,
-    pools: WorkerPools,
-    jobs: Jobs,
-    executions: Executions,
-    secrets: SecretManagerService,
-    logging: LoggingServiceV2,
-    projects: Projects,
+pub(crate) struct Clients {
+    pub(crate) services: Services,
+    pub(crate) revisions: Revisions,
+    pub(crate) pools: WorkerPools,
+    pub(crate) jobs: Jobs,
+    pub(crate) executions: Executions,
+    pub(crate) tasks: Tasks,
+    pub(crate) secrets: SecretManagerService,
+    pub(crate) logging: LoggingServiceV2,
+    pub(crate) projects: Projects,
 }
 
 /// Cloud Run in one Google Cloud project.
@@ -130,7 +131,7 @@ impl CloudRunPlatform {
         &self.settings
     }
 
-    async fn clients(&self) -> Result<&Clients> {
+    pub(crate) async fn clients(&self) -> Result<&Clients> {
         self.clients
             .get_or_try_init(|| async {
                 // The clients' HTTP stack wants a process-wide crypto provider; ring, as the rest of
@@ -145,6 +146,7 @@ impl CloudRunPlatform {
                     pools: client!(WorkerPools, settings),
                     jobs: client!(Jobs, settings),
                     executions: client!(Executions, settings),
+                    tasks: client!(Tasks, settings),
                     secrets: client!(SecretManagerService, settings),
                     logging: client!(LoggingServiceV2, settings),
                     projects: client!(Projects, settings),
@@ -154,7 +156,7 @@ impl CloudRunPlatform {
     }
 
     /// Bounds one call by the settings' timeout.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         what: &str,
         call: impl std::future::Future<Output = std::result::Result<T, google_cloud_gax::error::Error>>,
@@ -170,7 +172,7 @@ impl CloudRunPlatform {
     }
 
     /// Like [`call`](Self::call), with "not found" as `None`.
-    async fn call_found<T>(
+    pub(crate) async fn call_found<T>(
         &self,
         what: &str,
         call: impl std::future::Future<Output = std::result::Result<T, google_cloud_gax::error::Error>>,
@@ -269,7 +271,7 @@ impl CloudRunPlatform {
         }
     }
 
-    async fn get_operation(&self, name: &str) -> Result<Operation> {
+    pub(crate) async fn get_operation(&self, name: &str) -> Result<Operation> {
         let clients = self.clients().await?;
         self.call(
             "reading an operation",
@@ -279,7 +281,7 @@ impl CloudRunPlatform {
     }
 
     /// Waits for an operation to finish, up to `deadline`; returns it finished.
-    async fn finish(
+    pub(crate) async fn finish(
         &self,
         what: &str,
         operation: Operation,

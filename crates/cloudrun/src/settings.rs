@@ -37,7 +37,14 @@ pub struct CloudRunSettings {
     pub request_timeout: Duration,
     /// The target these settings came from, for messages.
     pub target: Option<String>,
+    /// Where instances (job executions) run.
+    pub region: String,
+    /// The image of instances whose profile names none.
+    pub image: Option<String>,
 }
+
+/// Where instances run unless the target names a region.
+pub const DEFAULT_REGION: &str = "us-central1";
 
 impl CloudRunSettings {
     /// Settings from the manifest's `[platforms.cloudrun]` table and, when it names one, the user's
@@ -106,15 +113,36 @@ impl CloudRunSettings {
                 )));
             }
         };
+        let service_account = text("service_account")?;
+        let name = target.as_ref().map(|(name, _)| name.clone());
+        Self::from_parts(project, config, name, service_account)
+    }
+
+    /// Settings of the `cloudrun` target `name` alone (its instances).
+    pub fn for_target(name: &str, config: &TargetConfig) -> Result<CloudRunSettings> {
+        let project = config.project.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "[targets.{name}] is a cloudrun target without a project; add `project = \"YOUR-PROJECT\"`"
+            ))
+        })?;
+        Self::from_parts(project, Some(config), Some(name.to_string()), None)
+    }
+
+    fn from_parts(
+        project: String,
+        config: Option<&TargetConfig>,
+        target: Option<String>,
+        service_account: Option<String>,
+    ) -> Result<CloudRunSettings> {
+        let target_name = target.clone().unwrap_or_default();
         check_project_id(&project)?;
         let anonymous = match config.and_then(|config| config.credentials.as_deref()) {
             None | Some("adc") => false,
             Some("anonymous") => true,
             Some(other) => {
                 return Err(Error::Invalid(format!(
-                    "targets.{}.credentials is `{other}`; it takes \"adc\" (Application Default \
-                     Credentials, the default) or \"anonymous\" (an emulator)",
-                    target.as_ref().map_or("", |(name, _)| name.as_str())
+                    "targets.{target_name}.credentials is `{other}`; it takes \"adc\" (Application \
+                     Default Credentials, the default) or \"anonymous\" (an emulator)"
                 )));
             }
         };
@@ -123,8 +151,8 @@ impl CloudRunSettings {
             .unwrap_or_else(|| RUN_APP_URLS.to_string());
         if !service_urls.contains("{host}") {
             return Err(Error::Invalid(format!(
-                "targets.{}.service_urls must contain {{host}} (Cloud Run's SERVICE-NUMBER.REGION.run.app)",
-                target.as_ref().map_or("", |(name, _)| name.as_str())
+                "targets.{target_name}.service_urls must contain {{host}} (Cloud Run's \
+                 SERVICE-NUMBER.REGION.run.app)"
             )));
         }
         Ok(CloudRunSettings {
@@ -134,12 +162,16 @@ impl CloudRunSettings {
             anonymous,
             service_urls,
             pubsub_endpoint: config.and_then(|config| config.pubsub_endpoint.clone()),
-            service_account: text("service_account")?
+            service_account: service_account
                 .or_else(|| config.and_then(|config| config.service_account.clone())),
             request_timeout: config
                 .and_then(|config| config.request_timeout_ms)
                 .map_or(REQUEST_TIMEOUT, Duration::from_millis),
-            target: target.map(|(name, _)| name),
+            region: config
+                .and_then(|config| config.region.clone())
+                .unwrap_or_else(|| DEFAULT_REGION.to_string()),
+            image: config.and_then(|config| config.image.clone()),
+            target,
         })
     }
 

@@ -321,6 +321,9 @@ pub struct TargetConfig {
     /// cloudrun: where Pub/Sub is reached instead of Google's endpoint (the Pub/Sub emulator).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pubsub_endpoint: Option<String>,
+    /// cloudrun: the region instances (job executions) run in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The keys of `[targets.NAME]` that each kind reads.
@@ -350,6 +353,8 @@ fn target_keys(kind: TargetKind) -> &'static [&'static str] {
             "pubsub_endpoint",
             "service_account",
             "request_timeout_ms",
+            "region",
+            "image",
         ],
     }
 }

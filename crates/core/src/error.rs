@@ -10,7 +10,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The target cannot perform this operation at all.
-    #[error("target `{target}` does not support `{operation}`")]
+    #[error(
+        "target `{target}` does not support `{operation}`{}",
+        no_terminal(operation)
+    )]
     Unsupported {
         target: TargetName,
         operation: &'static str,
@@ -130,5 +133,16 @@ fn describe_screen(screen: &str) -> String {
             "its screen ends with:\n{}\n(see it whole with `mahavishnu terminal capture`)",
             screen.trim_end()
         )
+    }
+}
+
+/// What to use instead, when an operation needs a terminal that the target's instances do not have.
+fn no_terminal(operation: &str) -> &'static str {
+    match operation {
+        "send" | "screen" | "attach" | "resize" => {
+            ": its instances run headless, without a terminal; read their output with `logs` and run \
+             commands in them with `exec`"
+        }
+        _ => "",
     }
 }

@@ -1089,7 +1089,7 @@ def start_revision(fake: Fake, rev: Revision):
         rev.stop()
         rev.settled.set()
 
-    if fail or "run" not in spec:
+    if fail or ("run" not in spec and not spec.get("exec")):
         time.sleep(0.05)
         if fail == "no-listen":
             failed(NO_LISTEN_MSG.format(port=port_decl),
@@ -1114,10 +1114,7 @@ def start_revision(fake: Fake, rev: Revision):
         count = max(1, as_int((t.get("scaling") or {}).get("minInstanceCount"), 0))
     else:
         count = max(1, as_int((w.body.get("scaling") or {}).get("manualInstanceCount"), 0))
-    cmd = spec["run"]
-    args = c0.get("args") or []
-    if args:
-        cmd = cmd + " " + " ".join(shlex.quote(str(a)) for a in args)
+    cmd = command_line(spec, c0)
     if w.kind == "services":
         rtype = "cloud_run_revision"
         labels = {"service_name": w.name, "revision_name": rev.short, "location": w.location,
@@ -1456,6 +1453,19 @@ def run_job(fake: Fake, job: Job, body):
     return op
 
 
+def command_line(spec, c0):
+    """The shell line a container runs: the image's `run` with the container's args appended, or,
+    for an image marked `"exec": true` (a base image with a shell), the container's own command and
+    args, as a container runtime would run them."""
+    args = [str(a) for a in (c0.get("args") or [])]
+    if spec.get("exec"):
+        return " ".join(shlex.quote(str(a)) for a in (c0.get("command") or []) + args)
+    cmd = spec["run"]
+    if args:
+        cmd = cmd + " " + " ".join(shlex.quote(a) for a in args)
+    return cmd
+
+
 def execute(fake: Fake, e: Execution, spec, op: Operation):
     job = e.job
     tt = e.template.get("template", {})
@@ -1485,14 +1495,11 @@ def execute(fake: Fake, e: Execution, spec, op: Operation):
                 if errors:
                     rc = 1
                     on_line("stderr", errors[0])
-                elif "run" not in spec:
+                elif "run" not in spec and not spec.get("exec"):
                     rc = 1
                     on_line("stderr", f"Image '{c0.get('image', '')}' cannot be started.")
                 else:
-                    cmd = spec["run"]
-                    args = c0.get("args") or []
-                    if args:
-                        cmd = cmd + " " + " ".join(shlex.quote(str(a)) for a in args)
+                    cmd = command_line(spec, c0)
                     env = dict(env_base)
                     env.update({
                         "CLOUD_RUN_TASK_INDEX": str(task.index),
