@@ -4,14 +4,18 @@
 //! official Google Cloud clients: services, worker pools and jobs of the Cloud Run Admin API v2,
 //! Secret Manager (references checked, never read), Cloud Logging and Resource Manager (the
 //! project's number, which names every service's URL). [`CloudRunSettings`] says which project and
-//! how it is reached.
+//! how it is reached. [`FrontDoor`] is the global external Application Load Balancer of a
+//! multi-region sandcastle.
 
 #![warn(missing_docs)]
 
+mod calls;
 mod convert;
+mod front_door;
 mod names;
 mod platform;
 mod settings;
 
+pub use front_door::{FrontDoor, FrontDoorState};
 pub use platform::CloudRunPlatform;
 pub use settings::{CloudRunSettings, RUN_APP_URLS};
