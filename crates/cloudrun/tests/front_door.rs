@@ -337,3 +337,45 @@ async fn requests_reach_a_healthy_region_through_the_front_door() {
     let (status, _) = through("/");
     assert_eq!(status, 404, "the address still answers after destroy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_step_is_named_and_the_next_ensure_finishes_the_chain() {
+    let fake = Fake::start();
+    let door = FrontDoor::new(&fake.settings()).await.unwrap();
+    let two = regions(&["us-central1", "europe-west1"]);
+    let (status, _) = fake.http(
+        "POST",
+        "/_fake/fail-next?method=POST&status=403&path=/global/urlMaps",
+        "",
+    );
+    assert_eq!(status, 200);
+    let error = door
+        .ensure("shop", "web", &two, None, &|_| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("creating the URL map shop-web-url-map"),
+        "{error}"
+    );
+    assert!(error.contains("PermissionDenied"), "{error}");
+    assert!(names(&fake, "global", "forwardingRules").is_empty());
+
+    // What was made stays; the rest is made now.
+    fake.clear_requests();
+    let state = door
+        .ensure("shop", "web", &two, None, &|_| {})
+        .await
+        .unwrap();
+    let writes = fake.writes();
+    assert!(
+        writes.iter().all(
+            |call| !call.contains("networkEndpointGroups") && !call.contains("backendServices")
+        ),
+        "{writes:?}"
+    );
+    assert_eq!(
+        door.state("shop", "web").await.unwrap().map(|s| s.address),
+        Some(state.address)
+    );
+}
