@@ -152,6 +152,11 @@ def new_etag() -> str:
     return base64.b64encode(os.urandom(8)).decode()
 
 
+def new_fingerprint() -> str:
+    # Compute's fingerprints are bytes too, in the URL-safe alphabet its clients decode.
+    return base64.urlsafe_b64encode(os.urandom(8)).decode()
+
+
 def strip_defaults(o):
     """Drop proto3 default values, so that two spellings of one message compare equal."""
     if isinstance(o, dict):
@@ -2840,7 +2845,7 @@ def compute_insert_new(fake, q, b, p, scope, coll):
         if scope != "global":
             res["region"] = f"{COMPUTE_BASE}projects/{p}/{scope}"
         if coll in ("backendServices", "urlMaps"):
-            res["fingerprint"] = new_etag()
+            res["fingerprint"] = new_fingerprint()
         if coll == "addresses":
             if not res.get("address"):
                 fake.address_seq += 1
@@ -2911,7 +2916,8 @@ def merge(dst, src):
 def compute_change(fake, b, p, scope, coll, n, patch):
     p, res = get_compute(fake, p, scope, coll, n)
     with LOCK:
-        if b.get("fingerprint") and b["fingerprint"] != res.get("fingerprint"):
+        given = b.get("fingerprint")
+        if given and etag_bytes(given) != etag_bytes(res.get("fingerprint", "")):
             raise ComputeError(412, "conditionNotMet",
                                "Supplied fingerprint does not match current metadata fingerprint.")
         check_refs(fake, p, b)
@@ -2923,7 +2929,7 @@ def compute_change(fake, b, p, scope, coll, n, patch):
             res.clear()
             res.update(copy.deepcopy(b))
         res.update(keep)
-        res["fingerprint"] = new_etag()
+        res["fingerprint"] = new_fingerprint()
     return 200, compute_op(fake, p, scope, "patch" if patch else "update", res["selfLink"], res["id"])
 
 
