@@ -25,11 +25,17 @@ impl CloudRunProvider {
 
     /// The settings a manifest's `[platforms.cloudrun]` comes to.
     pub fn settings(&self, manifest: &Manifest) -> Result<CloudRunSettings> {
-        CloudRunSettings::resolve(manifest.platforms.get(&PlatformKind::Cloudrun), |name| {
-            self.targets
-                .get(name)
-                .map(|(kind, config)| (kind == TargetKind::Cloudrun, config.clone()))
-        })
+        let mut settings =
+            CloudRunSettings::resolve(manifest.platforms.get(&PlatformKind::Cloudrun), |name| {
+                self.targets
+                    .get(name)
+                    .map(|(kind, config)| (kind == TargetKind::Cloudrun, config.clone()))
+            })?;
+        if let Some(door) = &manifest.front_door {
+            settings.front_door_service = Some(door.service.clone());
+            settings.front_door_domain = door.domain.clone();
+        }
+        Ok(settings)
     }
 }
 

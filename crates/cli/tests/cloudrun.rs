@@ -580,3 +580,138 @@ fn a_job_runs_to_completion_before_what_needs_it_and_a_worker_is_a_worker_pool()
     );
     assert_ne!(outcome("api")["outcome"], "updated", "{report:#}");
 }
+
+const FRONT: &str = r#"
+[sandcastle]
+name = "shop"
+
+[platforms.cloudrun]
+target = "fake"
+regions = ["europe-west1", "us-central1"]
+
+[services.web]
+image = "example.test/shop/app:1"
+health = { path = "/healthz" }
+env = { V = "1" }
+invoker = "public"
+scale = { min = 1 }
+rollout = { steps = [50, 100], pause = "3s", max_error_rate = 0.2 }
+
+[front_door]
+service = "web"
+"#;
+
+#[test]
+fn a_global_load_balancer_fronts_every_region_and_the_gates_read_cloud_monitoring() {
+    let (world, fake) = cloud_world(FRONT, json!({}));
+    let report = deploy(&world, &["apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let door_url = report["front_door"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(door_url.starts_with("http://"), "{report:#}");
+
+    // The load balancer's address, its regions, and an uptime check per region.
+    let status = deploy(&world, &["status"]);
+    let address = status["front_door"]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!address.is_empty(), "{status:#}");
+    let regions: Vec<&Value> = status["front_door"]["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(regions.len(), 2, "{status:#}");
+    assert!(regions.iter().all(|r| r["healthy"] == true), "{status:#}");
+    let checks = fake.call("GET", &format!("/v3/projects/{PROJECT}/uptimeCheckConfigs"));
+    assert_eq!(
+        checks["uptimeCheckConfigs"].as_array().map(Vec::len),
+        Some(2),
+        "an uptime check per public service and region: {checks:#}"
+    );
+
+    // Requests through the load balancer survive the loss of a region.
+    let through = format!("{}/lb/{address}/", fake.url);
+    assert_eq!(get(&through).unwrap().0, 200);
+    fake.call("POST", "/_fake/kill?service=shop-web&location=us-central1");
+    for _ in 0..5 {
+        assert_eq!(get(&through).unwrap().0, 200, "the other region answers");
+    }
+
+    // A canary that answers 500 is stopped by its error rate, read from Cloud Monitoring.
+    set_manifest(
+        &world,
+        &FRONT.replace(
+            "env = { V = \"1\" }",
+            "env = { V = \"2\", FAIL_EVERY = \"1\" }",
+        ),
+    );
+    let url = run_url(&fake, "web", "europe-west1");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = get(&format!("{url}/"));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let output = world.run(&[
+        "--output",
+        "json",
+        "deploy",
+        "apply",
+        "--platform",
+        "cloudrun",
+        "--region",
+        "europe-west1",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let detail = report["services"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("error rate"), "{report:#}");
+    let status = deploy(&world, &["status"]);
+    let web = support::deployed(&status, "europe-west1", "web");
+    assert_eq!(
+        weights(web).len(),
+        1,
+        "traffic is back on one revision: {status:#}"
+    );
+    assert_eq!(
+        web["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["weight"] == 100)
+            .unwrap()["spec"]["env"]["V"],
+        "1"
+    );
+
+    // destroy takes the load balancer and the uptime checks with it.
+    let destroyed = world.run(&["deploy", "destroy", "--platform", "cloudrun"]);
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroyed.stderr)
+    );
+    let checks = fake.call("GET", &format!("/v3/projects/{PROJECT}/uptimeCheckConfigs"));
+    assert!(
+        checks["uptimeCheckConfigs"]
+            .as_array()
+            .is_none_or(|c| c.is_empty()),
+        "{checks:#}"
+    );
+    let rules = fake.call(
+        "GET",
+        &format!("/compute/v1/projects/{PROJECT}/global/forwardingRules"),
+    );
+    assert!(
+        rules["items"].as_array().is_none_or(|r| r.is_empty()),
+        "{rules:#}"
+    );
+}

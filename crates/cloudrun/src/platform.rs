@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 use google_cloud_iam_v1::model::{Binding, Policy};
 use google_cloud_logging_v2::client::LoggingServiceV2;
 use google_cloud_longrunning::model::{Operation, operation};
@@ -21,20 +20,26 @@ use google_cloud_run_v2::model::{
 };
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 use mahavishnu_core::deploy::{
-    Health, Invoker, Observed, ObservedRevision, ObservedService, Placement, Platform,
-    PlatformCapabilities, PlatformKind, Progress, RevisionSpec, SecretRef, SecretValues,
-    ServiceKind,
+    FrontDoorRegion, FrontDoorStatus, Health, Invoker, Observed, ObservedRevision, ObservedService,
+    Placement, Platform, PlatformCapabilities, PlatformKind, Progress, RevisionSpec, SecretRef,
+    SecretValues, ServiceKind,
 };
 use mahavishnu_core::{Error, Result};
 use tokio::sync::OnceCell;
 
-use crate::convert::{self, api_error, is_not_found};
+use crate::calls::{Bounded, build_client, install_crypto_provider};
+use crate::convert::{self, api_error};
+use crate::front_door::FrontDoor;
+use crate::monitoring::Monitoring;
 use crate::names;
 use crate::settings::CloudRunSettings;
 
 /// The role that lets a caller invoke a service, and who "anyone" is.
 const INVOKER_ROLE: &str = "roles/run.invoker";
 const ALL_USERS: &str = "allUsers";
+
+/// How far back the rollout gates and `status` read request counts.
+const METRICS_WINDOW: Duration = Duration::from_secs(60);
 
 /// How often a wait looks again, at first and at most.
 const FIRST_POLL: Duration = Duration::from_millis(100);
@@ -76,6 +81,8 @@ pub(crate) struct Clients {
 pub struct CloudRunPlatform {
     settings: CloudRunSettings,
     clients: OnceCell<Clients>,
+    front_door: OnceCell<FrontDoor>,
+    monitoring: OnceCell<Monitoring>,
     number: OnceCell<String>,
     /// The delivery probes `verify` waits for, by nonce: the subscriber, its push path and when the
     /// probe was announced (RFC 3339).
@@ -93,33 +100,14 @@ impl std::fmt::Debug for CloudRunPlatform {
     }
 }
 
-/// Builds one official client with the settings' endpoint and credentials.
-macro_rules! client {
-    ($type:ty, $settings:expr) => {{
-        let settings: &CloudRunSettings = $settings;
-        let mut builder = <$type>::builder();
-        if let Some(endpoint) = &settings.endpoint {
-            builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
-        }
-        if settings.anonymous {
-            builder = builder.with_credentials(Anonymous::new().build());
-        }
-        builder.build().await.map_err(|e| {
-            Error::Failed(format!(
-                "cannot make the {} client for {}: {e}",
-                stringify!($type),
-                settings.location()
-            ))
-        })?
-    }};
-}
-
 impl CloudRunPlatform {
     /// The platform for these settings; nothing is called until it is used.
     pub fn new(settings: CloudRunSettings) -> Self {
         CloudRunPlatform {
             settings,
             clients: OnceCell::new(),
+            front_door: OnceCell::new(),
+            monitoring: OnceCell::new(),
             number: OnceCell::new(),
             pending: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
@@ -134,25 +122,59 @@ impl CloudRunPlatform {
     pub(crate) async fn clients(&self) -> Result<&Clients> {
         self.clients
             .get_or_try_init(|| async {
-                // The clients' HTTP stack wants a process-wide crypto provider; ring, as the rest of
-                // the workspace. Losing a race to install one is fine: one is then installed.
-                if rustls::crypto::CryptoProvider::get_default().is_none() {
-                    let _ = rustls::crypto::ring::default_provider().install_default();
-                }
+                install_crypto_provider();
                 let settings = &self.settings;
                 Ok(Clients {
-                    services: client!(Services, settings),
-                    revisions: client!(Revisions, settings),
-                    pools: client!(WorkerPools, settings),
-                    jobs: client!(Jobs, settings),
-                    executions: client!(Executions, settings),
-                    tasks: client!(Tasks, settings),
-                    secrets: client!(SecretManagerService, settings),
-                    logging: client!(LoggingServiceV2, settings),
-                    projects: client!(Projects, settings),
+                    services: build_client!(Services, settings),
+                    revisions: build_client!(Revisions, settings),
+                    pools: build_client!(WorkerPools, settings),
+                    jobs: build_client!(Jobs, settings),
+                    executions: build_client!(Executions, settings),
+                    tasks: build_client!(Tasks, settings),
+                    secrets: build_client!(SecretManagerService, settings),
+                    logging: build_client!(LoggingServiceV2, settings),
+                    projects: build_client!(Projects, settings),
                 })
             })
             .await
+    }
+
+    async fn front_door_client(&self) -> Result<&FrontDoor> {
+        self.front_door
+            .get_or_try_init(|| FrontDoor::new(&self.settings))
+            .await
+    }
+
+    async fn monitoring(&self) -> Result<&Monitoring> {
+        self.monitoring
+            .get_or_try_init(|| Monitoring::new(&self.settings))
+            .await
+    }
+
+    /// Each serving revision's request counts over the last minute, from Cloud Monitoring. Metrics
+    /// are for reading: when Monitoring cannot answer, the revisions simply have none.
+    async fn add_metrics(&self, at: &Placement, service: &mut ObservedService) {
+        if service.kind != ServiceKind::Http || service.revisions.iter().all(|r| r.weight == 0) {
+            return;
+        }
+        let Ok(monitoring) = self.monitoring().await else {
+            return;
+        };
+        let Ok(metrics) = monitoring
+            .revision_metrics(
+                &names::resource_id(at, &service.name),
+                &at.region,
+                METRICS_WINDOW,
+            )
+            .await
+        else {
+            return;
+        };
+        for revision in &mut service.revisions {
+            revision.metrics = metrics
+                .get(&names::cloud_revision(at, &revision.name))
+                .cloned();
+        }
     }
 
     /// Bounds one call by the settings' timeout.
@@ -161,14 +183,7 @@ impl CloudRunPlatform {
         what: &str,
         call: impl std::future::Future<Output = std::result::Result<T, google_cloud_gax::error::Error>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.settings.request_timeout, call).await {
-            Ok(result) => result.map_err(|e| api_error(what, e)),
-            Err(_) => Err(Error::Failed(format!(
-                "{what}: no answer from {} within {:?}",
-                self.settings.location(),
-                self.settings.request_timeout
-            ))),
-        }
+        self.bounded().call(what, call).await
     }
 
     /// Like [`call`](Self::call), with "not found" as `None`.
@@ -177,15 +192,13 @@ impl CloudRunPlatform {
         what: &str,
         call: impl std::future::Future<Output = std::result::Result<T, google_cloud_gax::error::Error>>,
     ) -> Result<Option<T>> {
-        match tokio::time::timeout(self.settings.request_timeout, call).await {
-            Ok(Ok(value)) => Ok(Some(value)),
-            Ok(Err(e)) if is_not_found(&e) => Ok(None),
-            Ok(Err(e)) => Err(api_error(what, e)),
-            Err(_) => Err(Error::Failed(format!(
-                "{what}: no answer from {} within {:?}",
-                self.settings.location(),
-                self.settings.request_timeout
-            ))),
+        self.bounded().found(what, call).await
+    }
+
+    fn bounded(&self) -> Bounded {
+        Bounded {
+            timeout: self.settings.request_timeout,
+            location: self.settings.location(),
         }
     }
 
@@ -976,8 +989,8 @@ impl Platform for CloudRunPlatform {
             logs: true,
             native_secrets: true,
             native_health: true,
-            metrics: false,
-            front_door: false,
+            metrics: true,
+            front_door: true,
         }
     }
 
@@ -1079,7 +1092,11 @@ impl Platform for CloudRunPlatform {
             .iter()
             .filter(|service| names::is_ours(at, &service.labels).is_some())
             .collect();
-        let looks = ours.iter().map(|service| self.observe_service(at, service));
+        let looks = ours.iter().map(|service| async move {
+            let mut seen = self.observe_service(at, service).await?;
+            self.add_metrics(at, &mut seen).await;
+            Ok::<_, Error>(seen)
+        });
         for (service, seen) in ours.iter().zip(futures::future::join_all(looks).await) {
             versions.push(service.etag.clone());
             let seen = seen?;
@@ -1155,6 +1172,17 @@ impl Platform for CloudRunPlatform {
                         }
                     }
                     self.set_invoker(&resource, invoker).await?;
+                }
+                // Anyone can reach a public service: an uptime check watches it from outside.
+                if spec.invoker == Some(Invoker::Public)
+                    && spec.ingress == mahavishnu_core::deploy::Ingress::All
+                    && let Some(url) = &url
+                {
+                    let path = spec.health.clone().unwrap_or_default().path;
+                    self.monitoring()
+                        .await?
+                        .ensure_uptime_check(&at.sandcastle, &spec.service, &at.region, url, &path)
+                        .await?;
                 }
                 Ok(url)
             }
@@ -1382,6 +1410,10 @@ impl Platform for CloudRunPlatform {
             }
             return Ok(());
         }
+        self.monitoring()
+            .await?
+            .delete_uptime_checks(&at.sandcastle, service, Some(&at.region))
+            .await?;
         let what = format!("deleting {service} in {}", at.region);
         if let Some(operation) = self
             .call_found(
@@ -1578,6 +1610,83 @@ impl Platform for CloudRunPlatform {
                 && format!("/{url_path}").split('?').next() == Some(path.as_str());
             pushed.then_some(request.status as u16)
         }))
+    }
+
+    async fn set_front_door(
+        &self,
+        sandcastle: &str,
+        service: &str,
+        _port: u16,
+        regions: &[(String, String)],
+        _health_path: &str,
+    ) -> Result<String> {
+        let regions: Vec<String> = regions.iter().map(|(region, _)| region.clone()).collect();
+        let state = self
+            .front_door_client()
+            .await?
+            .ensure(
+                sandcastle,
+                service,
+                &regions,
+                self.settings.front_door_domain.as_deref(),
+                &|_| {},
+            )
+            .await?;
+        Ok(state.url)
+    }
+
+    async fn front_door(&self, sandcastle: &str) -> Result<Option<FrontDoorStatus>> {
+        let Some(service) = &self.settings.front_door_service else {
+            return Ok(None);
+        };
+        let Some(state) = self
+            .front_door_client()
+            .await?
+            .state(sandcastle, service)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut regions = Vec::new();
+        for region in &state.regions {
+            let at = Placement {
+                sandcastle: sandcastle.to_string(),
+                region: region.clone(),
+            };
+            // Serverless backends take no load-balancer health checks: the load balancer follows
+            // Cloud Run's own readiness of the service in each region.
+            let healthy = self
+                .get_service(&self.resource_name(&at, "services", service))
+                .await?
+                .and_then(|found| found.terminal_condition)
+                .is_some_and(|ready| {
+                    ready.state == google_cloud_run_v2::model::condition::State::ConditionSucceeded
+                });
+            regions.push(FrontDoorRegion {
+                region: region.clone(),
+                url: self.url(&at, service, None).await?,
+                healthy,
+            });
+        }
+        Ok(Some(FrontDoorStatus {
+            service: service.clone(),
+            url: state.url,
+            address: Some(state.address),
+            regions,
+        }))
+    }
+
+    async fn destroy_front_door(&self, sandcastle: &str) -> Result<()> {
+        let Some(service) = &self.settings.front_door_service else {
+            return Ok(());
+        };
+        let front_door = self.front_door_client().await?;
+        let regions = front_door
+            .state(sandcastle, service)
+            .await?
+            .map(|state| state.regions)
+            .unwrap_or_default();
+        front_door.destroy(sandcastle, service, &regions).await
     }
 
     async fn request_from(&self, at: &Placement, service: &str, url: &str) -> Result<u16> {

@@ -41,6 +41,10 @@ pub struct CloudRunSettings {
     pub region: String,
     /// The image of instances whose profile names none.
     pub image: Option<String>,
+    /// The service behind the sandcastle's front door, when it has one.
+    pub front_door_service: Option<String>,
+    /// The domain the front door answers for (a managed certificate), when it has one.
+    pub front_door_domain: Option<String>,
 }
 
 /// Where instances run unless the target names a region.
@@ -171,6 +175,8 @@ impl CloudRunSettings {
                 .and_then(|config| config.region.clone())
                 .unwrap_or_else(|| DEFAULT_REGION.to_string()),
             image: config.and_then(|config| config.image.clone()),
+            front_door_service: None,
+            front_door_domain: None,
             target,
         })
     }

@@ -1104,6 +1104,7 @@ impl Supervisor {
         Some(FrontDoorStatus {
             service: door.saved.service.clone(),
             url: format!("http://127.0.0.1:{}", door.router.port()),
+            address: None,
             regions: door
                 .saved
                 .regions

@@ -440,8 +440,12 @@ fn status_table(report: &Value) -> String {
                 )
             })
             .collect();
+        let address = door
+            .get("address")
+            .and_then(Value::as_str)
+            .map_or_else(String::new, |address| format!(" (address {address})"));
         out.push_str(&format!(
-            "front door: {} -> {}\n",
+            "front door: {}{address} -> {}\n",
             text(&door["url"]),
             regions.join(", ")
         ));

@@ -87,17 +87,16 @@ impl Fake {
 
     /// Settings that point the official clients at the fake.
     pub fn settings(&self) -> CloudRunSettings {
-        CloudRunSettings {
-            project: PROJECT.into(),
+        let target = mahavishnu_core::config::TargetConfig {
+            project: Some(PROJECT.into()),
             project_number: Some(NUMBER.into()),
             endpoint: Some(self.url.clone()),
-            anonymous: true,
-            service_urls: format!("{}/run/{{host}}", self.url),
-            pubsub_endpoint: None,
-            service_account: None,
-            request_timeout: Duration::from_secs(10),
-            target: None,
-        }
+            credentials: Some("anonymous".into()),
+            service_urls: Some(format!("{}/run/{{host}}", self.url)),
+            request_timeout_ms: Some(10_000),
+            ..Default::default()
+        };
+        CloudRunSettings::for_target("fake", &target).expect("settings for the fake")
     }
 
     /// One request to the fake: status and body.

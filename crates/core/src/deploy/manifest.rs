@@ -439,6 +439,10 @@ pub struct FrontDoorSpec {
     /// Its local port (0 or absent: any free port, kept once chosen).
     #[serde(default)]
     pub port: u16,
+    /// The domain it answers for on Cloud Run, with a Google-managed certificate (HTTPS); without
+    /// one, the load balancer answers plain HTTP on its address.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 /// The sandcastle's own settings.
@@ -1234,7 +1238,7 @@ const SERVICE_KEYS: &[&str] = &[
 ];
 const TOPIC_KEYS: &[&str] = &["dead_letter"];
 const PIPELINE_KEYS: &[&str] = &["chain"];
-const FRONT_DOOR_KEYS: &[&str] = &["service", "port"];
+const FRONT_DOOR_KEYS: &[&str] = &["service", "port", "domain"];
 
 /// Reads one section, after reporting and removing the keys it does not take and the secrets that
 /// are not references, so that one mistake does not hide the others.

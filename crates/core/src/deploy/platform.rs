@@ -487,6 +487,9 @@ pub struct FrontDoorStatus {
     pub service: String,
     /// Its URL.
     pub url: String,
+    /// Its IP address, where it has one of its own (a cloud load balancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// Each region's URL and whether the front door sends to it now.
     pub regions: Vec<FrontDoorRegion>,
 }
