@@ -15,7 +15,8 @@ const NUMBER: &str = "123456789012";
 const APP_IMAGE: &str = "example.test/shop/app:1";
 
 /// A world with the app, a manifest, the fake, and a `cloudrun` target pointing at the fake.
-fn cloud_world(manifest: &str, extra_images: Value) -> (World, FakeGcloud) {
+/// The fake comes first: dropped after the world, it still answers when the world stops what runs.
+fn cloud_world(manifest: &str, extra_images: Value) -> (FakeGcloud, World) {
     let world = World::new();
     std::fs::write(world.work().join("app.py"), APP).unwrap();
     std::fs::write(world.work().join("mahavishnu.deploy.toml"), manifest).unwrap();
@@ -43,7 +44,7 @@ fn cloud_world(manifest: &str, extra_images: Value) -> (World, FakeGcloud) {
         ),
     )
     .unwrap();
-    (world, fake)
+    (fake, world)
 }
 
 fn set_manifest(world: &World, manifest: &str) {
@@ -115,7 +116,7 @@ fn writes(fake: &FakeGcloud) -> Vec<String> {
 
 #[test]
 fn cloud_run_apply_wires_run_app_urls_releases_by_steps_and_a_second_apply_writes_nothing() {
-    let (world, fake) = cloud_world(SHOP, json!({}));
+    let (fake, world) = cloud_world(SHOP, json!({}));
 
     let plan = world.run(&[
         "--output",
@@ -277,7 +278,7 @@ fn cloud_run_failures_come_back_in_cloud_runs_own_words() {
              [services.api]\nimage = \"{image}\"\nhealth = {{ path = \"/healthz\" }}\n"
         )
     };
-    let (world, _fake) = cloud_world(
+    let (_fake, world) = cloud_world(
         &manifest("example.test/shop/gone:1"),
         json!({
             "example.test/shop/noport:1": { "fail": "no-listen" },
@@ -323,7 +324,7 @@ fn secret_manager_references_are_checked_at_plan_time_and_never_read() {
              secrets = {{ SECRET = \"{secret}\" }}\n"
         )
     };
-    let (world, fake) = cloud_world(&manifest("gcp:sm/nope#1"), json!({}));
+    let (fake, world) = cloud_world(&manifest("gcp:sm/nope#1"), json!({}));
     let text = plan_text(&world);
     assert!(
         text.contains("gcp:sm/nope#1 does not exist in project acme-test"),
@@ -364,7 +365,7 @@ fn the_official_python_client_works_against_the_fake() {
              `scripts/test` installs"
         );
     };
-    let (world, fake) = cloud_world(SHOP, json!({}));
+    let (fake, world) = cloud_world(SHOP, json!({}));
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake_gcloud_client_check.py");
     let output = world
@@ -415,7 +416,7 @@ fn topics_push_to_subscribers_on_cloud_run_and_verify_proves_delivery() {
     {
         return;
     }
-    let (world, fake) = cloud_world(EVENTS, json!({}));
+    let (fake, world) = cloud_world(EVENTS, json!({}));
     // The emulator is started in the world's state directory, so that the world's drop stops it.
     let emulator = tokio::runtime::Runtime::new()
         .unwrap()
@@ -513,7 +514,7 @@ fn a_job_runs_to_completion_before_what_needs_it_and_a_worker_is_a_worker_pool()
         "example.test/shop/migrate-bad:1": { "run": "echo broken schema; exit 3" },
         "example.test/shop/poller:1": { "run": "while true; do sleep 1; done" },
     });
-    let (world, fake) = cloud_world(JOBS, images);
+    let (fake, world) = cloud_world(JOBS, images);
     let report = deploy(&world, &["apply"]);
     assert_eq!(report["ok"], true, "{report:#}");
     let calls = fake.requests();
@@ -603,7 +604,7 @@ service = "web"
 
 #[test]
 fn a_global_load_balancer_fronts_every_region_and_the_gates_read_cloud_monitoring() {
-    let (world, fake) = cloud_world(FRONT, json!({}));
+    let (fake, world) = cloud_world(FRONT, json!({}));
     let report = deploy(&world, &["apply"]);
     assert_eq!(report["ok"], true, "{report:#}");
     let door_url = report["front_door"]
@@ -713,5 +714,113 @@ fn a_global_load_balancer_fronts_every_region_and_the_gates_read_cloud_monitorin
     assert!(
         rules["items"].as_array().is_none_or(|r| r.is_empty()),
         "{rules:#}"
+    );
+}
+
+/// A world whose `fleet` target is a Cloud Run project on the fake, with a base image that runs
+/// whatever command it is given.
+fn fleet_world(denied: &[&str]) -> (FakeGcloud, World) {
+    let world = World::new();
+    let fake = FakeGcloud::start(
+        world.dir.path(),
+        &json!({
+            "projects": { PROJECT: NUMBER },
+            "operation_delay_ms": 20,
+            "images": { "example.test/base:1": { "exec": true } },
+            "denied_permissions": denied,
+        }),
+    );
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!(
+            "[targets.fleet]\nkind = \"cloudrun\"\nproject = \"{PROJECT}\"\nendpoint = \"{url}\"\n\
+             credentials = \"anonymous\"\nregion = \"europe-west1\"\nimage = \"example.test/base:1\"\n\
+             [profiles.worker]\nprogram = \"sleep\"\nargs = [\"300\"]\n",
+            url = fake.url
+        ),
+    )
+    .unwrap();
+    (fake, world)
+}
+
+#[test]
+fn instances_on_cloud_run_are_headless_jobs_with_exec_logs_and_stop() {
+    let (fake, world) = fleet_world(&[]);
+    let targets = world.json(&["targets"]);
+    let fleet = support::target_named(&targets, "fleet");
+    assert_eq!(fleet["kind"], "cloudrun");
+    assert_eq!(fleet["ready"], true, "{fleet:#}");
+    assert!(
+        fleet["detail"].as_str().unwrap().contains(NUMBER),
+        "{fleet:#}"
+    );
+
+    let launched = world.json(&[
+        "instances",
+        "launch",
+        "worker",
+        "--target",
+        "fleet",
+        "--count",
+        "2",
+        "--env",
+        "GREETING=hi there",
+    ])["instances"]
+        .clone();
+    let ids: Vec<String> = launched
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "{launched:#}");
+    let jobs = fake.call(
+        "GET",
+        &format!("/v2/projects/{PROJECT}/locations/europe-west1/jobs"),
+    );
+    assert_eq!(
+        jobs["jobs"].as_array().map(Vec::len),
+        Some(2),
+        "a job per instance: {jobs:#}"
+    );
+
+    // A one-off execution with the command overridden: its exit code and its output.
+    let exec = world.json(&[
+        "instances",
+        "exec",
+        &ids[0],
+        "--",
+        "sh",
+        "-c",
+        "echo \"$GREETING\" 'it''s'; echo oops >&2; exit 4",
+    ]);
+    assert_eq!(exec["exit_code"], 4, "{exec:#}");
+    assert_eq!(exec["stdout"], "hi there its\n", "{exec:#}");
+    assert_eq!(exec["stderr"], "oops\n", "{exec:#}");
+
+    // Terminal operations say that there is no terminal, and what to use instead.
+    let refused = world.fails(&["terminal", "send", &ids[0], "echo hi"], 1);
+    assert!(refused.contains("without a terminal"), "{refused}");
+
+    let listed = world.json(&["instances", "list", "--target", "fleet"])["instances"].clone();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+    world.ok(&["instances", "stop", &ids[0], "--grace", "0"]);
+    let jobs = fake.call(
+        "GET",
+        &format!("/v2/projects/{PROJECT}/locations/europe-west1/jobs"),
+    );
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(1), "{jobs:#}");
+}
+
+#[test]
+fn a_cloud_run_targets_preflight_names_what_is_missing() {
+    let (_fake, world) = fleet_world(&["iam.serviceAccounts.actAs", "run.jobs.run"]);
+    let targets = world.json(&["targets"]);
+    let fleet = support::target_named(&targets, "fleet");
+    assert_eq!(fleet["ready"], false, "{fleet:#}");
+    let detail = fleet["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("iam.serviceAccounts.actAs") && detail.contains("run.jobs.run"),
+        "{detail}"
     );
 }

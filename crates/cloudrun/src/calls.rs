@@ -11,7 +11,16 @@ use crate::convert::{api_error, is_not_found};
 macro_rules! build_client {
     ($type:ty, $settings:expr) => {{
         let settings: &$crate::settings::CloudRunSettings = $settings;
-        let mut builder = <$type>::builder();
+        // A refused connection or an unavailable API is retried a few times, not for minutes.
+        let mut builder = <$type>::builder().with_retry_policy(
+            google_cloud_gax::retry_policy::RetryPolicyExt::with_time_limit(
+                google_cloud_gax::retry_policy::RetryPolicyExt::with_attempt_limit(
+                    google_cloud_gax::retry_policy::Aip194Strict,
+                    3,
+                ),
+                settings.request_timeout,
+            ),
+        );
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
         }

@@ -2034,6 +2034,14 @@ def get_project(fake, q, b, p):
     }
 
 
+@api("POST", r"/v3/projects/(?P<p>[^/:]+):testIamPermissions")
+def test_project_permissions(fake, q, b, p):
+    """Grants every permission asked for but those the config's `denied_permissions` lists."""
+    denied = set(fake.config.get("denied_permissions") or [])
+    granted = [perm for perm in (b.get("permissions") or []) if perm not in denied]
+    return 200, {"permissions": granted} if granted else {}
+
+
 PL = r"/v2/projects/(?P<p>[^/]+)/locations/(?P<l>[^/]+)"
 KIND = r"(?P<kind>services|workerPools)"
 SEG = r"[^/:]+"
