@@ -824,3 +824,49 @@ fn a_cloud_run_targets_preflight_names_what_is_missing() {
         "{detail}"
     );
 }
+
+/// Against a real Google Cloud project, when `MAHAVISHNU_TEST_GCP_PROJECT` names one (with
+/// Application Default Credentials): Google's public `hello` image is deployed, checked to answer
+/// (the link check requests its run.app URL over HTTPS), and destroyed. Set and unusable, it fails.
+#[test]
+fn a_real_project_takes_a_service_and_gives_it_back() {
+    let Ok(project) = std::env::var("MAHAVISHNU_TEST_GCP_PROJECT") else {
+        eprintln!("skipped: set MAHAVISHNU_TEST_GCP_PROJECT to run it against a real project");
+        return;
+    };
+    let region =
+        std::env::var("MAHAVISHNU_TEST_GCP_REGION").unwrap_or_else(|_| "us-central1".into());
+    let world = World::new();
+    let sandcastle = format!("mvtest{}", std::process::id());
+    std::fs::write(
+        world.work().join("mahavishnu.deploy.toml"),
+        format!(
+            "[sandcastle]\nname = \"{sandcastle}\"\nplatform = \"cloudrun\"\n\
+             [platforms.cloudrun]\nproject = \"{project}\"\nregions = [\"{region}\"]\n\
+             [services.hello]\nimage = \"us-docker.pkg.dev/cloudrun/container/hello\"\n\
+             invoker = \"public\"\nhealth = {{ path = \"/\", deadline = \"300s\" }}\n\
+             [services.caller]\nimage = \"us-docker.pkg.dev/cloudrun/container/hello\"\n\
+             needs = [\"hello\"]\nhealth = {{ path = \"/\", deadline = \"300s\" }}\n"
+        ),
+    )
+    .unwrap();
+    /// Destroys what the test made, whatever happened before.
+    struct Cleanup<'a>(&'a World);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.run(&["deploy", "destroy"]);
+        }
+    }
+    let _cleanup = Cleanup(&world);
+    let apply = world.run(&["--output", "json", "deploy", "apply"]);
+    assert!(
+        apply.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&apply.stdout),
+        String::from_utf8_lossy(&apply.stderr)
+    );
+    let verify = world.json(&["deploy", "verify"]);
+    assert_eq!(verify["ok"], true, "{verify:#}");
+    let again = world.run(&["deploy", "plan"]);
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stdout));
+}
