@@ -242,6 +242,26 @@ async fn deploy_validate(api: Api, params: ValidateParams, _: Progress) -> Resul
                         },
                     ));
                 }
+                // Each platform the manifest configures checks its own settings (reading nothing
+                // remote): a mistake under [platforms.cloudrun] shows before any deploy.
+                for kind in manifest.platforms.keys() {
+                    if let Err(e) = api.engine(&manifest, Some(kind.as_str())) {
+                        let message = e.to_string();
+                        let section = format!("platforms.{}", kind.as_str());
+                        // "platforms.cloudrun.project: ..." names its own key.
+                        let (key, message) = match message.split_once(": ") {
+                            Some((key, rest)) if key.starts_with(&section) => {
+                                (key.to_string(), rest.to_string())
+                            }
+                            _ => (section, message),
+                        };
+                        problems.push(Problem {
+                            line: Manifest::line_of(&text, &key),
+                            key,
+                            message,
+                        });
+                    }
+                }
                 Validation {
                     path,
                     ok: problems.is_empty(),

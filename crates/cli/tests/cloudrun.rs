@@ -147,6 +147,19 @@ fn cloud_run_apply_wires_run_app_urls_releases_by_steps_and_a_second_apply_write
     let (code, _, _) = get(&run_url(&fake, "api", "us-central1")).unwrap();
     assert_eq!(code, 200, "api is public in every region");
 
+    // Logs come from Cloud Logging: what the revision printed, and the requests it took.
+    let logs = world.ok(&[
+        "deploy",
+        "logs",
+        "api",
+        "--region",
+        "us-central1",
+        "--platform",
+        "cloudrun",
+    ]);
+    assert!(logs.contains("listening"), "{logs}");
+    assert!(logs.contains("GET https://shop-api-"), "{logs}");
+
     let status = deploy(&world, &["status"]);
     let web = support::deployed(&status, "us-central1", "web");
     assert_eq!(web["url"], run_url(&fake, "web", "us-central1"));
@@ -283,6 +296,7 @@ fn cloud_run_failures_come_back_in_cloud_runs_own_words() {
         json!({
             "example.test/shop/noport:1": { "fail": "no-listen" },
             "example.test/shop/quota:1": { "fail": "quota" },
+            "example.test/shop/probe:1": { "fail": "startup-probe" },
             "example.test/shop/denied:1": { "fail": "permission" },
         }),
     );
@@ -296,7 +310,14 @@ fn cloud_run_failures_come_back_in_cloud_runs_own_words() {
             "failed to start and listen on the port defined provided by the PORT=8080",
         ),
         ("example.test/shop/quota:1", "Quota exceeded"),
-        ("example.test/shop/denied:1", "iam.serviceaccounts.actAs"),
+        (
+            "example.test/shop/denied:1",
+            "lacks the permission `iam.serviceaccounts.actAs`",
+        ),
+        (
+            "example.test/shop/probe:1",
+            "STARTUP HTTP probe failed 3 times consecutively",
+        ),
     ];
     for (image, words) in cases {
         set_manifest(&world, &manifest(image));
@@ -868,5 +889,33 @@ fn a_real_project_takes_a_service_and_gives_it_back() {
     let verify = world.json(&["deploy", "verify"]);
     assert_eq!(verify["ok"], true, "{verify:#}");
     let again = world.run(&["deploy", "plan"]);
-    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stdout));
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}
+
+#[test]
+fn validate_checks_the_cloud_run_settings_and_a_project_file_cannot_redirect_the_calls() {
+    let manifest = "[sandcastle]\nname = \"shop\"\n\n[platforms.cloudrun]\nproject = \"acme-test\"\nendpoint = \"http://attacker.example\"\n\n[services.web]\nimage = \"example.test/shop/app:1\"\n";
+    let world = World::new();
+    std::fs::write(world.work().join("mahavishnu.deploy.toml"), manifest).unwrap();
+    let validated = world.run(&["deploy", "validate"]);
+    assert_eq!(validated.status.code(), Some(1));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    assert!(
+        said.contains(":6: platforms.cloudrun.endpoint: unknown key"),
+        "the endpoint is the user's to set, in a target of their own config: {said}"
+    );
+    let refused = world.fails(&["deploy", "plan", "--platform", "cloudrun"], 2);
+    assert!(
+        refused.contains("platforms.cloudrun.endpoint: unknown key"),
+        "{refused}"
+    );
 }

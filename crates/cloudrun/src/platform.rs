@@ -38,6 +38,10 @@ use crate::settings::CloudRunSettings;
 const INVOKER_ROLE: &str = "roles/run.invoker";
 const ALL_USERS: &str = "allUsers";
 
+/// How often a rollout gate reads Cloud Run and Cloud Monitoring while a step pauses: each read is
+/// a few API calls, and Monitoring's counts lag by a minute or so anyway.
+const GATE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How far back the rollout gates and `status` read request counts.
 const METRICS_WINDOW: Duration = Duration::from_secs(60);
 
@@ -1016,6 +1020,10 @@ impl Platform for CloudRunPlatform {
             ));
         }
         names::invalid_name(&at, &spec.service)
+    }
+
+    fn gate_interval(&self) -> Duration {
+        GATE_INTERVAL
     }
 
     fn push_identity(&self, service_account: Option<&str>) -> Option<String> {

@@ -26,8 +26,8 @@ use crate::wanted::{self, WantedService, Wiring, topic_ref};
 /// How many services of one wave deploy at once.
 const WAVE_PARALLELISM: usize = 4;
 
-/// How often a rollout step's gate is read during its pause.
-const GATE_EVERY: Duration = Duration::from_millis(250);
+/// How many regions are observed, or have their new revisions started, at once.
+const REGION_PARALLELISM: usize = 8;
 
 /// Requests a new revision must have served before its error rate is judged before a pause ends.
 const EARLY_GATE_REQUESTS: u64 = 20;
@@ -438,12 +438,23 @@ impl Engine {
         manifest: &Manifest,
         regions: &[String],
     ) -> Result<BTreeMap<String, Observed>> {
-        let looks = regions.iter().map(|region| async move {
-            let at = placement(manifest, region);
-            (region.clone(), self.platform.observe(&at).await)
-        });
+        // Boxed and collected first, so that the future stays Send for the faces that spawn it.
+        let looks: Vec<BoxFuture<'_, (String, Result<Observed>)>> = regions
+            .iter()
+            .map(|region| {
+                let look: BoxFuture<'_, _> = Box::pin(async move {
+                    let at = placement(manifest, region);
+                    (region.clone(), self.platform.observe(&at).await)
+                });
+                look
+            })
+            .collect();
         let mut observed = BTreeMap::new();
-        for (region, result) in futures::future::join_all(looks).await {
+        let results: Vec<_> = futures::stream::iter(looks)
+            .buffer_unordered(REGION_PARALLELISM)
+            .collect()
+            .await;
+        for (region, result) in results {
             observed.insert(region, result?);
         }
         Ok(observed)
@@ -728,67 +739,75 @@ impl Engine {
         options: &ApplyOptions,
     ) -> BTreeMap<String, Observed> {
         let bus_env = self.bus.running_env();
-        let runs = regions.iter().map(|region| {
-            let bus_env = &bus_env;
-            async move {
-                let at = placement(manifest, region);
-                let _lock = self.lock(&at).ok()?;
-                let observed = self.platform.observe(&at).await.ok()?;
-                let selected = Self::selected(manifest, chosen, &observed);
-                let wiring = self
-                    .wiring(manifest, &at, &observed, bus_env.as_ref())
-                    .await
-                    .ok()?;
-                let wanted =
-                    self.wanted_in(manifest, region, &selected, &wiring, bus_env.is_some());
-                let starts = wanted.iter().filter_map(|wanted| {
-                    let spec = wanted.spec.as_ref()?;
-                    let change = plan::decide(region, wanted, observed.services.get(&wanted.name))?;
-                    let ready = wanted.pending.is_empty()
-                        && wanted.blocked.is_none()
-                        && matches!(change.action, Action::Create | Action::Update);
-                    ready.then_some((wanted.name.clone(), spec.clone()))
-                });
-                let starts = starts.map(|(name, spec)| {
-                    let at = &at;
-                    async move {
-                        let Ok(secrets) =
-                            wanted::resolve_secrets(&spec, &manifest.dir(), self.platform.kind())
-                        else {
-                            return;
-                        };
-                        let revision = spec.revision_name();
-                        (options.progress)(format!("{region}/{name}: starting {revision} at 0 %"));
-                        if self
-                            .platform
-                            .deploy(at, &revision, &spec, &SecretValues::new(secrets))
-                            .await
-                            .is_ok()
-                        {
-                            let deadline = wanted::ready_deadline(&manifest.services[&name]);
-                            let _ = self
+        let runs = regions
+            .iter()
+            .map(|region| -> BoxFuture<'_, Option<(String, Observed)>> {
+                let bus_env = &bus_env;
+                Box::pin(async move {
+                    let at = placement(manifest, region);
+                    let _lock = self.lock(&at).ok()?;
+                    let observed = self.platform.observe(&at).await.ok()?;
+                    let selected = Self::selected(manifest, chosen, &observed);
+                    let wiring = self
+                        .wiring(manifest, &at, &observed, bus_env.as_ref())
+                        .await
+                        .ok()?;
+                    let wanted =
+                        self.wanted_in(manifest, region, &selected, &wiring, bus_env.is_some());
+                    let starts = wanted.iter().filter_map(|wanted| {
+                        let spec = wanted.spec.as_ref()?;
+                        let change =
+                            plan::decide(region, wanted, observed.services.get(&wanted.name))?;
+                        let ready = wanted.pending.is_empty()
+                            && wanted.blocked.is_none()
+                            && matches!(change.action, Action::Create | Action::Update);
+                        ready.then_some((wanted.name.clone(), spec.clone()))
+                    });
+                    let starts = starts.map(|(name, spec)| {
+                        let at = &at;
+                        async move {
+                            let Ok(secrets) = wanted::resolve_secrets(
+                                &spec,
+                                &manifest.dir(),
+                                self.platform.kind(),
+                            ) else {
+                                return;
+                            };
+                            let revision = spec.revision_name();
+                            (options.progress)(format!(
+                                "{region}/{name}: starting {revision} at 0 %"
+                            ));
+                            if self
                                 .platform
-                                .wait_ready(at, &name, &revision, deadline, &|_| {})
-                                .await;
+                                .deploy(at, &revision, &spec, &SecretValues::new(secrets))
+                                .await
+                                .is_ok()
+                            {
+                                let deadline = wanted::ready_deadline(&manifest.services[&name]);
+                                let _ = self
+                                    .platform
+                                    .wait_ready(at, &name, &revision, deadline, &|_| {})
+                                    .await;
+                            }
                         }
+                    });
+                    let starts: Vec<_> = starts.collect();
+                    if starts.is_empty() {
+                        return None;
                     }
-                });
-                let starts: Vec<_> = starts.collect();
-                if starts.is_empty() {
-                    return None;
-                }
-                futures::stream::iter(starts)
-                    .for_each_concurrent(WAVE_PARALLELISM, |start| start)
-                    .await;
-                // What ran before: the release decides from it, as if it had started these itself.
-                Some((region.clone(), observed))
-            }
-        });
-        futures::future::join_all(runs)
-            .await
-            .into_iter()
-            .flatten()
+                    futures::stream::iter(starts)
+                        .for_each_concurrent(WAVE_PARALLELISM, |start| start)
+                        .await;
+                    // What ran before: the release decides from it, as if it had started these itself.
+                    Some((region.clone(), observed))
+                })
+            });
+        let runs: Vec<BoxFuture<'_, Option<(String, Observed)>>> = runs.collect();
+        let runs: Vec<_> = futures::stream::iter(runs)
+            .buffer_unordered(REGION_PARALLELISM)
             .collect()
+            .await;
+        runs.into_iter().flatten().collect()
     }
 
     async fn apply_region(
@@ -1181,7 +1200,8 @@ impl Engine {
             let until = tokio::time::Instant::now() + rollout.pause;
             let mut verdict = Ok(());
             while verdict.is_ok() && tokio::time::Instant::now() < until {
-                tokio::time::sleep_until(until.min(tokio::time::Instant::now() + GATE_EVERY)).await;
+                let next = tokio::time::Instant::now() + self.platform.gate_interval();
+                tokio::time::sleep_until(until.min(next)).await;
                 verdict = self
                     .gate(at, name, revision, rollout, EARLY_GATE_REQUESTS)
                     .await;

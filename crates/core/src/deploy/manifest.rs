@@ -1351,6 +1351,14 @@ fn sections<T: serde::de::DeserializeOwned>(
     parsed
 }
 
+impl Manifest {
+    /// The line of a dotted key (`platforms.cloudrun.project`) in a manifest's text, or of the
+    /// deepest part of it there is.
+    pub fn line_of(text: &str, key: &str) -> Option<usize> {
+        Locator::new(text).ok()?.line(key)
+    }
+}
+
 /// Finds the line of a dotted key in the manifest's text.
 struct Locator {
     text: String,

@@ -319,6 +319,12 @@ pub trait Platform: Send + Sync {
         None
     }
 
+    /// How often a rollout step's gate reads health and metrics while it pauses: often on this
+    /// machine, seldom where each read is a metered API call and metrics lag by a minute.
+    fn gate_interval(&self) -> Duration {
+        Duration::from_millis(250)
+    }
+
     /// The service account whose OIDC token pushes to a subscriber carry (its own, or the platform's
     /// default), where the platform checks callers; `None` elsewhere.
     fn push_identity(&self, service_account: Option<&str>) -> Option<String> {
