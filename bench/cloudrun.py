@@ -102,10 +102,13 @@ def emulator():
 class World:
     def __init__(self, delay_ms, pubsub):
         self.root = tempfile.mkdtemp(prefix="mvbench-cr")
+        # A copy: the services' Python writes its caches beside them.
+        example = os.path.join(self.root, "example")
+        shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("__pycache__"))
         config = {
             "projects": {PROJECT: NUMBER},
             "operation_delay_ms": delay_ms,
-            "images": {f"example.test/shop/{name}:1": {"run": f"python3 {name}.py", "dir": EXAMPLE}
+            "images": {f"example.test/shop/{name}:1": {"run": f"python3 {name}.py", "dir": example}
                        for name in ("web", "webhooks", "worker", "migrate")},
             "secrets": {f"projects/{PROJECT}/secrets/session-key": {"1": "bench-key"}},
         }

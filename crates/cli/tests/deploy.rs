@@ -785,7 +785,9 @@ fn example_world(name: &str) -> World {
         .join("../../examples")
         .join(name);
     for entry in std::fs::read_dir(&source).unwrap().flatten() {
-        std::fs::copy(entry.path(), world.work().join(entry.file_name())).unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), world.work().join(entry.file_name())).unwrap();
+        }
     }
     world
 }

@@ -57,6 +57,14 @@ pub trait BusProvider: Send + Sync {
     fn release_if_unused(&self) {}
 }
 
+/// What the deploy pass did in one region, for the release pass that follows.
+struct Predeployed {
+    /// What ran before it: the release pass decides from it, as if it had done the deploys itself.
+    observed: Observed,
+    /// What it deployed: each service's URL, or why it failed.
+    services: BTreeMap<String, std::result::Result<Option<String>, String>>,
+}
+
 /// What to deploy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "part", content = "name")]
@@ -627,7 +635,7 @@ impl Engine {
             front_door: None,
             changed: false,
         };
-        let mut seen_before = if regions.len() > 1 {
+        let mut predeployed = if regions.len() > 1 {
             self.predeploy(manifest, &chosen, &regions, options).await
         } else {
             BTreeMap::new()
@@ -660,7 +668,7 @@ impl Engine {
                     manifest,
                     &chosen,
                     region,
-                    seen_before.remove(region),
+                    predeployed.remove(region),
                     options,
                 )
                 .await?;
@@ -727,82 +735,38 @@ impl Engine {
         Ok(report)
     }
 
-    /// Deploy is not release: the new revisions of every region are started at once, at 0 %, so that
-    /// the region-by-region release that follows waits for its gates, not for each region's starts.
-    /// Only what is ready to go now (its wiring known, nothing blocking it, no job to run) goes
-    /// ahead; whatever fails here fails again, and is reported, in its region's turn.
+    /// Deploy is not release: every region deploys at once, wave by wave (jobs run, new revisions
+    /// start at 0 % and are waited for), so that the region-by-region release that follows waits for
+    /// its gates, not for each region's starts. A region stops at the first service whose wiring is
+    /// not known yet, that is blocked, or that fails; the release pass takes over from there, and
+    /// reports what happened here as its own.
     async fn predeploy(
         &self,
         manifest: &Manifest,
         chosen: &BTreeSet<String>,
         regions: &[String],
         options: &ApplyOptions,
-    ) -> BTreeMap<String, Observed> {
-        let bus_env = self.bus.running_env();
+    ) -> BTreeMap<String, Predeployed> {
         let runs = regions
             .iter()
-            .map(|region| -> BoxFuture<'_, Option<(String, Observed)>> {
-                let bus_env = &bus_env;
+            .map(|region| -> BoxFuture<'_, Option<(String, Predeployed)>> {
                 Box::pin(async move {
                     let at = placement(manifest, region);
                     let _lock = self.lock(&at).ok()?;
                     let observed = self.platform.observe(&at).await.ok()?;
-                    let selected = Self::selected(manifest, chosen, &observed);
-                    let wiring = self
-                        .wiring(manifest, &at, &observed, bus_env.as_ref())
-                        .await
-                        .ok()?;
-                    let wanted =
-                        self.wanted_in(manifest, region, &selected, &wiring, bus_env.is_some());
-                    let starts = wanted.iter().filter_map(|wanted| {
-                        let spec = wanted.spec.as_ref()?;
-                        let change =
-                            plan::decide(region, wanted, observed.services.get(&wanted.name))?;
-                        let ready = wanted.pending.is_empty()
-                            && wanted.blocked.is_none()
-                            && matches!(change.action, Action::Create | Action::Update);
-                        ready.then_some((wanted.name.clone(), spec.clone()))
-                    });
-                    let starts = starts.map(|(name, spec)| {
-                        let at = &at;
-                        async move {
-                            let Ok(secrets) = wanted::resolve_secrets(
-                                &spec,
-                                &manifest.dir(),
-                                self.platform.kind(),
-                            ) else {
-                                return;
-                            };
-                            let revision = spec.revision_name();
-                            (options.progress)(format!(
-                                "{region}/{name}: starting {revision} at 0 %"
-                            ));
-                            if self
-                                .platform
-                                .deploy(at, &revision, &spec, &SecretValues::new(secrets))
-                                .await
-                                .is_ok()
-                            {
-                                let deadline = wanted::ready_deadline(&manifest.services[&name]);
-                                let _ = self
-                                    .platform
-                                    .wait_ready(at, &name, &revision, deadline, &|_| {})
-                                    .await;
-                            }
-                        }
-                    });
-                    let starts: Vec<_> = starts.collect();
-                    if starts.is_empty() {
-                        return None;
-                    }
-                    futures::stream::iter(starts)
-                        .for_each_concurrent(WAVE_PARALLELISM, |start| start)
+                    let done = self
+                        .predeploy_region(manifest, chosen, &at, &observed, options)
                         .await;
-                    // What ran before: the release decides from it, as if it had started these itself.
-                    Some((region.clone(), observed))
+                    Some((
+                        region.clone(),
+                        Predeployed {
+                            observed,
+                            services: done,
+                        },
+                    ))
                 })
             });
-        let runs: Vec<BoxFuture<'_, Option<(String, Observed)>>> = runs.collect();
+        let runs: Vec<BoxFuture<'_, Option<(String, Predeployed)>>> = runs.collect();
         let runs: Vec<_> = futures::stream::iter(runs)
             .buffer_unordered(REGION_PARALLELISM)
             .collect()
@@ -810,12 +774,123 @@ impl Engine {
         runs.into_iter().flatten().collect()
     }
 
+    /// One region's deploy pass: what it deployed, each with its URL or why it failed.
+    async fn predeploy_region(
+        &self,
+        manifest: &Manifest,
+        chosen: &BTreeSet<String>,
+        at: &Placement,
+        observed: &Observed,
+        options: &ApplyOptions,
+    ) -> BTreeMap<String, std::result::Result<Option<String>, String>> {
+        let region = at.region.as_str();
+        let mut done = BTreeMap::new();
+        let selected = Self::selected(manifest, chosen, observed);
+        let Ok(bus) = self.ensure_topics(manifest, at, &selected).await else {
+            return done;
+        };
+        let bus_env = bus.as_ref().map(|bus| bus.client_env());
+        let Ok(mut wiring) = self.wiring(manifest, at, observed, bus_env.as_ref()).await else {
+            return done;
+        };
+        for wave in manifest.waves() {
+            let mut starts = Vec::new();
+            for name in wave.iter().filter(|name| selected.contains(*name)) {
+                let mut wanted =
+                    wanted::wanted_service(manifest, self.platform.kind(), region, name, &wiring);
+                let Some(spec) = wanted.spec.clone() else {
+                    continue; // an external
+                };
+                wanted.blocked = self.platform.cannot_run(&spec);
+                let Some(change) = plan::decide(region, &wanted, observed.services.get(name))
+                else {
+                    continue;
+                };
+                if !wanted.pending.is_empty()
+                    || wanted.blocked.is_some()
+                    || !matches!(
+                        change.action,
+                        Action::Create | Action::Update | Action::RunJob
+                    )
+                {
+                    return done; // the release pass goes on from here, in this region's turn
+                }
+                starts.push((name.clone(), spec));
+            }
+            let runs = starts.into_iter().map(|(name, spec)| async move {
+                let result = async {
+                    let secrets =
+                        wanted::resolve_secrets(&spec, &manifest.dir(), self.platform.kind())
+                            .map_err(|e| e.to_string())?;
+                    let revision = spec.revision_name();
+                    (options.progress)(format!("{region}/{name}: starting {revision}"));
+                    let url = self
+                        .platform
+                        .deploy(at, &revision, &spec, &SecretValues::new(secrets))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let deadline = wanted::ready_deadline(&manifest.services[&name]);
+                    let progress =
+                        |line: String| (options.progress)(format!("{region}/{name}: {line}"));
+                    self.platform
+                        .wait_ready(at, &name, &revision, deadline, &progress)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(url)
+                }
+                .await;
+                (name, result)
+            });
+            let results: Vec<_> = futures::stream::iter(runs)
+                .buffered(WAVE_PARALLELISM)
+                .collect()
+                .await;
+            let mut failed = false;
+            for (name, result) in results {
+                if let Ok(Some(url)) = &result {
+                    wiring.urls.insert(name.clone(), url.clone());
+                }
+                failed |= result.is_err();
+                done.insert(name, result);
+            }
+            if failed {
+                break;
+            }
+        }
+        done
+    }
+
+    /// Connects the bus and makes the placement's topics, when the selected services use any.
+    async fn ensure_topics(
+        &self,
+        manifest: &Manifest,
+        at: &Placement,
+        selected: &BTreeSet<String>,
+    ) -> Result<Option<Arc<dyn EventBus>>> {
+        let uses_topics = selected.iter().any(|name| {
+            let service = &manifest.services[name];
+            !service.publishes.is_empty() || !service.subscribes.is_empty()
+        });
+        if !uses_topics {
+            return Ok(None);
+        }
+        let bus = self.bus.connect().await?;
+        for topic in manifest.topics.keys() {
+            bus.ensure_topic(&self.topic(at, topic)).await?;
+            if manifest.topics[topic].dead_letter.is_some() {
+                bus.ensure_topic(&self.topic(at, &format!("{topic}.dead-letter")))
+                    .await?;
+            }
+        }
+        Ok(Some(bus))
+    }
+
     async fn apply_region(
         &self,
         manifest: &Manifest,
         chosen: &BTreeSet<String>,
         region: &str,
-        seen_before: Option<Observed>,
+        predeployed: Option<Predeployed>,
         options: &ApplyOptions,
     ) -> Result<Vec<ServiceOutcome>> {
         let at = placement(manifest, region);
@@ -846,7 +921,7 @@ impl Engine {
             self.platform.kind().as_str(),
         )?;
         let result = self
-            .apply_waves(manifest, chosen, &at, seen_before, apply_id, options)
+            .apply_waves(manifest, chosen, &at, predeployed, apply_id, options)
             .await;
         let state = match &result {
             Ok(outcomes) if !outcomes.iter().any(ServiceOutcome::went_wrong) => "succeeded",
@@ -861,33 +936,18 @@ impl Engine {
         manifest: &Manifest,
         chosen: &BTreeSet<String>,
         at: &Placement,
-        seen_before: Option<Observed>,
+        predeployed: Option<Predeployed>,
         apply_id: i64,
         options: &ApplyOptions,
     ) -> Result<Vec<ServiceOutcome>> {
         let region = at.region.as_str();
-        let observed = match seen_before {
-            Some(observed) => observed,
-            None => self.platform.observe(at).await?,
+        let (observed, deployed) = match predeployed {
+            Some(done) => (done.observed, done.services),
+            None => (self.platform.observe(at).await?, BTreeMap::new()),
         };
+        let deployed = &deployed;
         let selected = Self::selected(manifest, chosen, &observed);
-        let uses_topics = selected.iter().any(|name| {
-            let service = &manifest.services[name];
-            !service.publishes.is_empty() || !service.subscribes.is_empty()
-        });
-        let bus = if uses_topics {
-            let bus = self.bus.connect().await?;
-            for topic in manifest.topics.keys() {
-                bus.ensure_topic(&self.topic(at, topic)).await?;
-                if manifest.topics[topic].dead_letter.is_some() {
-                    bus.ensure_topic(&self.topic(at, &format!("{topic}.dead-letter")))
-                        .await?;
-                }
-            }
-            Some(bus)
-        } else {
-            None
-        };
+        let bus = self.ensure_topics(manifest, at, &selected).await?;
         let bus_env = bus.as_ref().map(|bus| bus.client_env());
         let wiring = Arc::new(Mutex::new(
             self.wiring(manifest, at, &observed, bus_env.as_ref())
@@ -925,6 +985,7 @@ impl Engine {
                                 name,
                                 &snapshot,
                                 observed.as_ref(),
+                                deployed.get(name),
                                 apply_id,
                                 options,
                             )
@@ -1004,6 +1065,7 @@ impl Engine {
         name: &str,
         wiring: &Wiring,
         observed: Option<&ObservedService>,
+        predeployed: Option<&std::result::Result<Option<String>, String>>,
         apply_id: i64,
         options: &ApplyOptions,
     ) -> ServiceOutcome {
@@ -1068,7 +1130,25 @@ impl Engine {
             &revision,
             "started",
         );
-        if change.action == Action::Release {
+        if let Some(done) = predeployed {
+            // The deploy pass started (or ran) it already: here it is only released.
+            match done {
+                Ok(url) => outcome.url = url.clone().or(outcome.url),
+                Err(detail) => {
+                    let mut failed = fail(outcome, detail.clone());
+                    if change.action != Action::RunJob
+                        && observed.is_some_and(|o| !o.weights().is_empty())
+                    {
+                        failed.detail = failed.detail.map(|d| {
+                            format!(
+                                "{d}\n(the new revision is left at 0 %; the old one still serves)"
+                            )
+                        });
+                    }
+                    return failed;
+                }
+            }
+        } else if change.action == Action::Release {
             // A revision left by an interrupted apply may still be starting: it takes traffic only
             // once it is ready, like any other.
             let deadline = wanted::ready_deadline(&manifest.services[name]);
