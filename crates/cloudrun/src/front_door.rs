@@ -27,7 +27,7 @@ use crate::settings::CloudRunSettings;
 /// Compute's longest resource name.
 const LONGEST_NAME: usize = 63;
 /// How often a wait looks again, at first and at most.
-const FIRST_POLL: Duration = Duration::from_millis(50);
+const FIRST_POLL: Duration = Duration::from_millis(20);
 const LONGEST_POLL: Duration = Duration::from_secs(2);
 /// How many request timeouts one operation may take.
 const OPERATION_TIMEOUTS: u32 = 4;

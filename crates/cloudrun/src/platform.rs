@@ -46,7 +46,7 @@ const GATE_INTERVAL: Duration = Duration::from_secs(5);
 const METRICS_WINDOW: Duration = Duration::from_secs(60);
 
 /// How often a wait looks again, at first and at most.
-const FIRST_POLL: Duration = Duration::from_millis(100);
+const FIRST_POLL: Duration = Duration::from_millis(50);
 const LONGEST_POLL: Duration = Duration::from_secs(2);
 
 /// How a service runs on Cloud Run.
@@ -931,7 +931,17 @@ impl CloudRunPlatform {
                 at.region
             )));
         };
-        current.traffic = traffic(&current)?;
+        let wanted = traffic(&current)?;
+        // Traffic that already is as wanted (a new service's first revision) costs no update.
+        let mut now = Self::pinned_traffic(&current);
+        let mut sorted = wanted.clone();
+        let key = |t: &TrafficTarget| (t.revision.clone(), t.percent, t.tag.clone());
+        now.sort_by_key(key);
+        sorted.sort_by_key(key);
+        if now == sorted && !current.reconciling {
+            return Ok(current);
+        }
+        current.traffic = wanted;
         let what = format!("moving the traffic of {service} in {}", at.region);
         let operation = self
             .call(

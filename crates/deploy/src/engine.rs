@@ -1210,7 +1210,10 @@ impl Engine {
                     _ => "released",
                 }
                 .into();
-                self.prune(at, name, &revision, &before).await;
+                // A new service has nothing older to stop.
+                if observed.is_some() {
+                    self.prune(at, name, &revision, &before).await;
+                }
             }
             Err(e) => {
                 outcome.weights = before;
