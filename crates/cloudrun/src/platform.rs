@@ -306,22 +306,43 @@ impl CloudRunPlatform {
     ) -> Result<Operation> {
         let started = Instant::now();
         let mut operation = operation;
-        let mut pause = FIRST_POLL;
         while !operation.done {
-            if started.elapsed() > deadline {
+            let left = deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 return Err(Error::Failed(format!(
                     "{what}: not done after {deadline:?} (operation {})",
                     operation.name
                 )));
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 3 / 2).min(LONGEST_POLL);
-            operation = self.get_operation(&operation.name).await?;
+            operation = self.wait_operation(&operation.name, left).await?;
         }
         match Self::operation_error(what, &operation) {
             Some(error) => Err(error),
             None => Ok(operation),
         }
+    }
+
+    /// Waits for an operation on the server's side (`operations:wait`), up to `left` and less than
+    /// one call's timeout; returns it, done or not.
+    pub(crate) async fn wait_operation(&self, name: &str, left: Duration) -> Result<Operation> {
+        let clients = self.clients().await?;
+        let most = self
+            .settings
+            .request_timeout
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        let wait = google_cloud_wkt::Duration::try_from(left.min(most))
+            .map_err(|e| Error::Failed(format!("a wait of {left:?}: {e}")))?;
+        self.call(
+            "waiting for an operation",
+            clients
+                .services
+                .wait_operation()
+                .set_name(name)
+                .set_timeout(wait)
+                .send(),
+        )
+        .await
     }
 
     async fn get_service(&self, name: &str) -> Result<Option<Service>> {
@@ -851,9 +872,8 @@ impl CloudRunPlatform {
             )));
         };
         let started = Instant::now();
-        let mut pause = FIRST_POLL;
+        let mut operation = self.get_operation(&name).await?;
         loop {
-            let operation = self.get_operation(&name).await?;
             if operation.done {
                 if let Some(error) =
                     Self::operation_error(&format!("the job {service}"), &operation)
@@ -881,8 +901,9 @@ impl CloudRunPlatform {
                 )));
             }
             progress(format!("the job {service} runs"));
-            tokio::time::sleep(pause).await;
-            pause = (pause * 3 / 2).min(LONGEST_POLL);
+            operation = self
+                .wait_operation(&name, deadline.saturating_sub(started.elapsed()))
+                .await?;
         }
     }
 
@@ -1229,15 +1250,22 @@ impl Platform for CloudRunPlatform {
         let started = Instant::now();
         let mut pause = FIRST_POLL;
         let mut last = String::new();
-        loop {
-            if let Some(operation) = self.pending_operation(at, service) {
-                let operation = self.get_operation(&operation).await?;
-                if let Some(error) =
-                    Self::operation_error(&format!("the revision {cloud_revision}"), &operation)
-                {
-                    return Err(error);
-                }
+        // The deploy's operation ends when the revision is ready or has failed: waited for on the
+        // server's side, it answers at once, and its error (a quota) is nowhere else.
+        if let Some(operation) = self.pending_operation(at, service) {
+            let mut operation = self.get_operation(&operation).await?;
+            while !operation.done && started.elapsed() < deadline {
+                operation = self
+                    .wait_operation(&operation.name, deadline.saturating_sub(started.elapsed()))
+                    .await?;
             }
+            if let Some(error) =
+                Self::operation_error(&format!("the revision {cloud_revision}"), &operation)
+            {
+                return Err(error);
+            }
+        }
+        loop {
             let settled = match self.get_service(&service_name).await? {
                 Some(found) => {
                     self.settled_revision(
