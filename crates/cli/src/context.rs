@@ -78,11 +78,15 @@ pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Targe
             TargetKind::Kubernetes => {}
             // Headless instances, each a Cloud Run job of its own.
             #[cfg(feature = "cloudrun")]
+            // A mistake in one such target leaves the others working, and says so.
             TargetKind::Cloudrun => {
-                targets.push(Arc::new(mahavishnu_cloudrun::CloudRunTarget::new(
-                    name.clone(),
-                    mahavishnu_cloudrun::CloudRunSettings::for_target(name.as_str(), settings)?,
-                )))
+                match mahavishnu_cloudrun::CloudRunSettings::for_target(name.as_str(), settings) {
+                    Ok(cloud) => targets.push(Arc::new(mahavishnu_cloudrun::CloudRunTarget::new(
+                        name.clone(),
+                        cloud,
+                    ))),
+                    Err(e) => eprintln!("warning: the target `{name}` is left out: {e}"),
+                }
             }
             #[cfg(not(feature = "cloudrun"))]
             TargetKind::Cloudrun => {}

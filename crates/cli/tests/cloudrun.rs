@@ -497,6 +497,32 @@ fn topics_push_to_subscribers_on_cloud_run_and_verify_proves_delivery() {
         subscription["deadLetterPolicy"]["deadLetterTopic"],
         format!("projects/{PROJECT}/topics/shop.europe-west1.orders.dead-letter")
     );
+
+    // destroy takes the topics and the subscriptions with it: they would keep pushing otherwise.
+    let destroyed = world.run(&["deploy", "destroy", "--platform", "cloudrun"]);
+    assert!(
+        destroyed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&destroyed.stderr)
+    );
+    let topics = emulator_get(
+        &emulator.endpoint,
+        &format!("/v1/projects/{PROJECT}/topics"),
+    );
+    assert!(
+        topics["topics"].as_array().is_none_or(|t| t.is_empty()),
+        "{topics:#}"
+    );
+    let subscriptions = emulator_get(
+        &emulator.endpoint,
+        &format!("/v1/projects/{PROJECT}/subscriptions"),
+    );
+    assert!(
+        subscriptions["subscriptions"]
+            .as_array()
+            .is_none_or(|s| s.is_empty()),
+        "{subscriptions:#}"
+    );
 }
 
 /// A GET of the Pub/Sub emulator's REST API.
@@ -917,5 +943,50 @@ fn validate_checks_the_cloud_run_settings_and_a_project_file_cannot_redirect_the
     assert!(
         refused.contains("platforms.cloudrun.endpoint: unknown key"),
         "{refused}"
+    );
+}
+
+/// `shop` + `web-api` and `shop-web` + `api` are both `shop-web-api` on Cloud Run: the second
+/// sandcastle must not take the first one's service over, nor destroy it.
+#[test]
+fn a_sandcastle_never_takes_over_a_cloud_run_service_of_the_same_name() {
+    let first = "[sandcastle]\nname = \"shop\"\n[platforms.cloudrun]\ntarget = \"fake\"\nregions = [\"europe-west1\"]\n[services.web-api]\nimage = \"example.test/shop/app:1\"\nhealth = { path = \"/healthz\" }\n";
+    let (fake, world) = cloud_world(first, json!({}));
+    let report = deploy(&world, &["apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let second = "[sandcastle]\nname = \"shop-web\"\n[platforms.cloudrun]\ntarget = \"fake\"\nregions = [\"europe-west1\"]\n[services.api]\nimage = \"example.test/shop/app:1\"\nhealth = { path = \"/healthz\" }\nenv = { V = \"2\" }\n";
+    std::fs::write(world.work().join("other.toml"), second).unwrap();
+    let output = world.run(&[
+        "--output",
+        "json",
+        "deploy",
+        "apply",
+        "-f",
+        "other.toml",
+        "--platform",
+        "cloudrun",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("belongs to service `web-api` of sandcastle `shop`"),
+        "{said}"
+    );
+    let destroyed = world.run(&[
+        "deploy",
+        "destroy",
+        "-f",
+        "other.toml",
+        "--platform",
+        "cloudrun",
+    ]);
+    let _ = destroyed;
+    let service = fake.call(
+        "GET",
+        &format!("/v2/projects/{PROJECT}/locations/europe-west1/services/shop-web-api"),
+    );
+    assert_eq!(
+        service["labels"]["mahavishnu-sandcastle"], "shop",
+        "still the first one's: {service:#}"
     );
 }

@@ -21,8 +21,8 @@ use google_cloud_run_v2::model::{
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 use mahavishnu_core::deploy::{
     FrontDoorRegion, FrontDoorStatus, Health, Invoker, Observed, ObservedRevision, ObservedService,
-    Placement, Platform, PlatformCapabilities, PlatformKind, Progress, RevisionSpec, SecretRef,
-    SecretValues, ServiceKind,
+    Placement, Platform, PlatformCapabilities, PlatformKind, Progress, RevisionMetrics,
+    RevisionSpec, SecretRef, SecretValues, ServiceKind,
 };
 use mahavishnu_core::{Error, Result};
 use tokio::sync::OnceCell;
@@ -175,9 +175,11 @@ impl CloudRunPlatform {
             return;
         };
         for revision in &mut service.revisions {
+            // A serving revision without a series took no request in the window.
             revision.metrics = metrics
                 .get(&names::cloud_revision(at, &revision.name))
-                .cloned();
+                .cloned()
+                .or_else(|| (revision.weight > 0).then(RevisionMetrics::default));
         }
     }
 
@@ -549,6 +551,10 @@ impl CloudRunPlatform {
                 } else {
                     format!("{}/executions/{}", job.name, reference.name)
                 };
+                let current = template
+                    .annotations
+                    .get(names::REVISION_ANNOTATION)
+                    .cloned();
                 match self
                     .call_found(
                         &format!("reading the execution {name}"),
@@ -556,6 +562,18 @@ impl CloudRunPlatform {
                     )
                     .await?
                 {
+                    // The last run was of another revision: this one has not run yet.
+                    Some(execution)
+                        if execution
+                            .annotations
+                            .get(names::REVISION_ANNOTATION)
+                            .is_some_and(|ran| Some(ran) != current.as_ref()) =>
+                    {
+                        Health::Failed(format!(
+                            "not run yet: the last execution ran {}",
+                            execution.annotations[names::REVISION_ANNOTATION]
+                        ))
+                    }
                     Some(execution) => execution_health(&execution),
                     None => Health::Starting,
                 }
@@ -633,6 +651,34 @@ impl CloudRunPlatform {
         Ok(())
     }
 
+    /// Refuses to touch a resource of this name that is not this service's: made by hand, or by
+    /// another sandcastle whose `SANDCASTLE-SERVICE` name happens to be the same.
+    fn claim(
+        at: &Placement,
+        what: &str,
+        name: &str,
+        labels: &HashMap<String, String>,
+        service: &str,
+    ) -> Result<()> {
+        if names::is_ours(at, labels).as_deref() == Some(names::label_value(service).as_str()) {
+            return Ok(());
+        }
+        let owner = match (
+            labels.get(names::SANDCASTLE_LABEL),
+            labels.get(names::SERVICE_LABEL),
+        ) {
+            (Some(sandcastle), Some(other)) => {
+                format!("service `{other}` of sandcastle `{sandcastle}`")
+            }
+            _ => "something Mahavishnu did not make".to_string(),
+        };
+        Err(Error::Invalid(format!(
+            "the Cloud Run {what} {name} in {} belongs to {owner}, not to service `{service}` of \
+             sandcastle `{}`; rename the sandcastle or the service, or delete it by hand",
+            at.region, at.sandcastle
+        )))
+    }
+
     /// Traffic that keeps what serves now where it is: every `LATEST` entry pinned to the revision it
     /// resolves to, so that a new revision starts with none.
     fn pinned_traffic(service: &Service) -> Vec<TrafficTarget> {
@@ -704,6 +750,7 @@ impl CloudRunPlatform {
                 .await?
             }
             Some(current) => {
+                Self::claim(at, "service", &name, &current.labels, &spec.service)?;
                 if self.has_revision(&name, &cloud_revision).await? {
                     return Ok(Some(self.url(at, &spec.service, None).await?));
                 }
@@ -769,6 +816,7 @@ impl CloudRunPlatform {
                 .await?
             }
             Some(current) => {
+                Self::claim(at, "worker pool", &name, &current.labels, &spec.service)?;
                 if self.has_revision(&name, &cloud_revision).await? {
                     return Ok(());
                 }
@@ -839,6 +887,7 @@ impl CloudRunPlatform {
                 .await?
             }
             Some(mut job) => {
+                Self::claim(at, "job", &name, &job.labels, &spec.service)?;
                 job.labels.extend(labels);
                 job.template = Some(template);
                 self.call(&what, clients.jobs.update_job().set_job(job).send())
@@ -885,7 +934,11 @@ impl CloudRunPlatform {
                     _ => None,
                 };
                 return match execution.as_ref().map(execution_health) {
-                    Some(Health::Succeeded) | None => Ok(()),
+                    Some(Health::Succeeded) => Ok(()),
+                    None => Err(Error::Failed(format!(
+                        "the job {service} finished, but its execution cannot be read to tell \
+                         whether it succeeded; see `mahavishnu deploy status`"
+                    ))),
                     Some(Health::Failed(reason)) => {
                         Err(Error::Failed(format!("the job {service} failed: {reason}")))
                     }
@@ -1461,37 +1514,47 @@ impl Platform for CloudRunPlatform {
             .delete_uptime_checks(&at.sandcastle, service, Some(&at.region))
             .await?;
         let what = format!("deleting {service} in {}", at.region);
-        if let Some(operation) = self
-            .call_found(
-                &what,
-                clients
-                    .services
-                    .delete_service()
-                    .set_name(&service_name)
-                    .send(),
-            )
-            .await?
-        {
-            self.finish(&what, operation, deadline).await?;
+        // Only what is this service's is deleted: a resource of the same name made otherwise stays.
+        if let Some(found) = self.get_service(&service_name).await? {
+            Self::claim(at, "service", &service_name, &found.labels, service)?;
+            if let Some(operation) = self
+                .call_found(
+                    &what,
+                    clients
+                        .services
+                        .delete_service()
+                        .set_name(&service_name)
+                        .send(),
+                )
+                .await?
+            {
+                self.finish(&what, operation, deadline).await?;
+            }
         }
-        if let Some(operation) = self
-            .call_found(
-                &what,
-                clients
-                    .pools
-                    .delete_worker_pool()
-                    .set_name(&pool_name)
-                    .send(),
-            )
-            .await?
-        {
-            self.finish(&what, operation, deadline).await?;
+        if let Some(found) = self.get_pool(&pool_name).await? {
+            Self::claim(at, "worker pool", &pool_name, &found.labels, service)?;
+            if let Some(operation) = self
+                .call_found(
+                    &what,
+                    clients
+                        .pools
+                        .delete_worker_pool()
+                        .set_name(&pool_name)
+                        .send(),
+                )
+                .await?
+            {
+                self.finish(&what, operation, deadline).await?;
+            }
         }
-        if let Some(operation) = self
-            .call_found(&what, clients.jobs.delete_job().set_name(&job_name).send())
-            .await?
-        {
-            self.finish(&what, operation, deadline).await?;
+        if let Some(found) = self.get_job(&job_name).await? {
+            Self::claim(at, "job", &job_name, &found.labels, service)?;
+            if let Some(operation) = self
+                .call_found(&what, clients.jobs.delete_job().set_name(&job_name).send())
+                .await?
+            {
+                self.finish(&what, operation, deadline).await?;
+            }
         }
         Ok(())
     }

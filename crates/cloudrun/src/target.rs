@@ -464,6 +464,25 @@ impl Target for CloudRunTarget {
         let mut pause = Duration::from_millis(100);
         while !operation.done {
             if started.elapsed() > deadline {
+                // What ran too long is stopped, not left to run on.
+                if let Some(execution) = operation
+                    .metadata
+                    .as_ref()
+                    .and_then(|any| any.to_msg::<google_cloud_run_v2::model::Execution>().ok())
+                    .filter(|execution| !execution.name.is_empty())
+                {
+                    let _ = self
+                        .platform
+                        .call_found(
+                            &format!("cancelling {}", execution.name),
+                            clients
+                                .executions
+                                .cancel_execution()
+                                .set_name(&execution.name)
+                                .send(),
+                        )
+                        .await;
+                }
                 return Ok(ExecOutput {
                     exit_code: None,
                     stdout: String::new(),

@@ -57,6 +57,12 @@ pub trait BusProvider: Send + Sync {
     fn release_if_unused(&self) {}
 }
 
+/// An apply's hold on one region: its lock, and its entry in the journal.
+struct OpenRegion {
+    _lock: std::fs::File,
+    apply_id: i64,
+}
+
 /// What the deploy pass did in one region, for the release pass that follows.
 struct Predeployed {
     /// What ran before it: the release pass decides from it, as if it had done the deploys itself.
@@ -635,17 +641,40 @@ impl Engine {
             front_door: None,
             changed: false,
         };
-        let mut predeployed = if regions.len() > 1 {
-            self.predeploy(manifest, &chosen, &regions, options).await
-        } else {
-            BTreeMap::new()
-        };
+        // Several regions deploy at once: every region is locked and entered in the journal first
+        // (an interrupted apply refused unless resumed), and stays so until its release is done.
+        let mut opened = BTreeMap::new();
+        let mut predeployed = BTreeMap::new();
+        if regions.len() > 1 {
+            for region in &regions {
+                match self.open_region(&placement(manifest, region), options) {
+                    Ok(region_open) => {
+                        opened.insert(region.clone(), region_open);
+                    }
+                    Err(e) => {
+                        for region_open in opened.values() {
+                            self.close_region(region_open, "failed");
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            predeployed = self
+                .predeploy(manifest, &chosen, &regions, &opened, options)
+                .await;
+        }
         let mut urls: Vec<(String, String)> = Vec::new();
         for (index, region) in regions.iter().enumerate() {
             if !report.ok {
-                report
-                    .services
-                    .extend(regions[index..].iter().flat_map(|region| {
+                for region in &regions[index..] {
+                    if let Some(region_open) = opened.remove(region) {
+                        self.close_region(&region_open, "failed");
+                    }
+                    let done = predeployed
+                        .remove(region)
+                        .map(|p| p.services)
+                        .unwrap_or_default();
+                    report.services.extend(
                         manifest
                             .services
                             .keys()
@@ -657,10 +686,18 @@ impl Engine {
                                 revision: None,
                                 weights: Vec::new(),
                                 url: None,
-                                detail: Some("an earlier region failed".into()),
+                                // What the deploy pass did there is said, not hidden.
+                                detail: Some(match done.get(name) {
+                                    Some(Ok(_)) => "deployed, not released: an earlier region \
+                                                    failed"
+                                        .into(),
+                                    Some(Err(e)) => format!("an earlier region failed; {e}"),
+                                    None => "an earlier region failed".into(),
+                                }),
                                 seconds: 0.0,
-                            })
-                    }));
+                            }),
+                    );
+                }
                 break;
             }
             let outcomes = self
@@ -668,6 +705,7 @@ impl Engine {
                     manifest,
                     &chosen,
                     region,
+                    opened.remove(region),
                     predeployed.remove(region),
                     options,
                 )
@@ -745,6 +783,7 @@ impl Engine {
         manifest: &Manifest,
         chosen: &BTreeSet<String>,
         regions: &[String],
+        opened: &BTreeMap<String, OpenRegion>,
         options: &ApplyOptions,
     ) -> BTreeMap<String, Predeployed> {
         let runs = regions
@@ -752,10 +791,10 @@ impl Engine {
             .map(|region| -> BoxFuture<'_, Option<(String, Predeployed)>> {
                 Box::pin(async move {
                     let at = placement(manifest, region);
-                    let _lock = self.lock(&at).ok()?;
+                    let apply_id = opened.get(region)?.apply_id;
                     let observed = self.platform.observe(&at).await.ok()?;
                     let done = self
-                        .predeploy_region(manifest, chosen, &at, &observed, options)
+                        .predeploy_region(manifest, chosen, &at, &observed, apply_id, options)
                         .await;
                     Some((
                         region.clone(),
@@ -781,6 +820,7 @@ impl Engine {
         chosen: &BTreeSet<String>,
         at: &Placement,
         observed: &Observed,
+        apply_id: i64,
         options: &ApplyOptions,
     ) -> BTreeMap<String, std::result::Result<Option<String>, String>> {
         let region = at.region.as_str();
@@ -815,32 +855,54 @@ impl Engine {
                 {
                     return done; // the release pass goes on from here, in this region's turn
                 }
-                starts.push((name.clone(), spec));
+                starts.push((name.clone(), spec, change.action.label()));
             }
-            let runs = starts.into_iter().map(|(name, spec)| async move {
-                let result = async {
-                    let secrets =
-                        wanted::resolve_secrets(&spec, &manifest.dir(), self.platform.kind())
-                            .map_err(|e| e.to_string())?;
+            type Start<'a> = BoxFuture<'a, (String, std::result::Result<Option<String>, String>)>;
+            let runs = starts.into_iter().map(|(name, spec, action)| -> Start<'_> {
+                Box::pin(async move {
                     let revision = spec.revision_name();
-                    (options.progress)(format!("{region}/{name}: starting {revision}"));
-                    let url = self
-                        .platform
-                        .deploy(at, &revision, &spec, &SecretValues::new(secrets))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let deadline = wanted::ready_deadline(&manifest.services[&name]);
-                    let progress =
-                        |line: String| (options.progress)(format!("{region}/{name}: {line}"));
-                    self.platform
-                        .wait_ready(at, &name, &revision, deadline, &progress)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(url)
-                }
-                .await;
-                (name, result)
+                    let _ = journal_store::journal(
+                        &self.store,
+                        apply_id,
+                        &name,
+                        action,
+                        &revision,
+                        "started",
+                    );
+                    let result = async {
+                        let secrets =
+                            wanted::resolve_secrets(&spec, &manifest.dir(), self.platform.kind())
+                                .map_err(|e| e.to_string())?;
+                        let revision = spec.revision_name();
+                        (options.progress)(format!("{region}/{name}: starting {revision}"));
+                        let url = self
+                            .platform
+                            .deploy(at, &revision, &spec, &SecretValues::new(secrets))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let deadline = wanted::ready_deadline(&manifest.services[&name]);
+                        let progress =
+                            |line: String| (options.progress)(format!("{region}/{name}: {line}"));
+                        self.platform
+                            .wait_ready(at, &name, &revision, deadline, &progress)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok(url)
+                    }
+                    .await;
+                    let state = if result.is_ok() { "done" } else { "failed" };
+                    let _ = journal_store::journal(
+                        &self.store,
+                        apply_id,
+                        &name,
+                        action,
+                        &revision,
+                        state,
+                    );
+                    (name, result)
+                })
             });
+            let runs: Vec<Start<'_>> = runs.collect();
             let results: Vec<_> = futures::stream::iter(runs)
                 .buffered(WAVE_PARALLELISM)
                 .collect()
@@ -858,6 +920,26 @@ impl Engine {
             }
         }
         done
+    }
+
+    /// Deletes a destroyed placement's push subscriptions and topics, where the bus runs (a bus that
+    /// is not running is not started for this): on Google's Pub/Sub they would outlive it, and
+    /// keep pushing to URLs that are gone.
+    async fn forget_topics(&self, manifest: &Manifest, at: &Placement) -> Result<()> {
+        if manifest.topics.is_empty() || self.bus.running_env().is_none() {
+            return Ok(());
+        }
+        let bus = self.bus.connect().await?;
+        for topic in manifest.topics.keys() {
+            for (subscriber, _) in manifest.subscribers(topic) {
+                let id = format!("{}.{}.{topic}.{subscriber}", at.sandcastle, at.region);
+                bus.delete_subscription(&self.bus.project(), &id).await?;
+            }
+            bus.delete_topic(&self.topic(at, topic)).await?;
+            bus.delete_topic(&self.topic(at, &format!("{topic}.dead-letter")))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Connects the bus and makes the placement's topics, when the selected services use any.
@@ -885,18 +967,12 @@ impl Engine {
         Ok(Some(bus))
     }
 
-    async fn apply_region(
-        &self,
-        manifest: &Manifest,
-        chosen: &BTreeSet<String>,
-        region: &str,
-        predeployed: Option<Predeployed>,
-        options: &ApplyOptions,
-    ) -> Result<Vec<ServiceOutcome>> {
-        let at = placement(manifest, region);
-        let _lock = self.lock(&at)?;
+    /// Locks a region for this apply and enters the apply in its journal; an interrupted apply is
+    /// refused unless resumed.
+    fn open_region(&self, at: &Placement, options: &ApplyOptions) -> Result<OpenRegion> {
+        let lock = self.lock(at)?;
         if let Some(interrupted) =
-            journal_store::interrupted_apply(&self.store, &at.sandcastle, region)?
+            journal_store::interrupted_apply(&self.store, &at.sandcastle, &at.region)?
         {
             if !options.resume {
                 return Err(Error::Failed(format!(
@@ -910,24 +986,49 @@ impl Engine {
             }
             journal_store::finish_apply(&self.store, interrupted.id, "interrupted")?;
             (options.progress)(format!(
-                "{region}: resuming the apply interrupted at {}",
-                interrupted.started_at
+                "{}: resuming the apply interrupted at {}",
+                at.region, interrupted.started_at
             ));
         }
         let apply_id = journal_store::begin_apply(
             &self.store,
             &at.sandcastle,
-            region,
+            &at.region,
             self.platform.kind().as_str(),
         )?;
+        Ok(OpenRegion {
+            _lock: lock,
+            apply_id,
+        })
+    }
+
+    /// Ends a region's entry in the journal (its lock goes with it).
+    fn close_region(&self, region: &OpenRegion, state: &str) {
+        let _ = journal_store::finish_apply(&self.store, region.apply_id, state);
+    }
+
+    async fn apply_region(
+        &self,
+        manifest: &Manifest,
+        chosen: &BTreeSet<String>,
+        region: &str,
+        opened: Option<OpenRegion>,
+        predeployed: Option<Predeployed>,
+        options: &ApplyOptions,
+    ) -> Result<Vec<ServiceOutcome>> {
+        let at = placement(manifest, region);
+        let opened = match opened {
+            Some(opened) => opened,
+            None => self.open_region(&at, options)?,
+        };
         let result = self
-            .apply_waves(manifest, chosen, &at, predeployed, apply_id, options)
+            .apply_waves(manifest, chosen, &at, predeployed, opened.apply_id, options)
             .await;
         let state = match &result {
             Ok(outcomes) if !outcomes.iter().any(ServiceOutcome::went_wrong) => "succeeded",
             _ => "failed",
         };
-        journal_store::finish_apply(&self.store, apply_id, state)?;
+        journal_store::finish_apply(&self.store, opened.apply_id, state)?;
         result
     }
 
@@ -1335,17 +1436,29 @@ impl Engine {
         if !found.health.is_good() {
             return Err(format!("{revision} is {}", describe_health(&found.health)));
         }
-        if let (Some(limit), Some(metrics)) = (rollout.max_error_rate, &found.metrics)
-            && metrics.requests >= least_requests
-            && metrics.error_rate > limit
-        {
-            return Err(format!(
-                "{revision}'s error rate {:.1} % is above rollout.max_error_rate {:.1} %",
-                metrics.error_rate * 100.0,
-                limit * 100.0
-            ));
+        let Some(limit) = rollout.max_error_rate else {
+            return Ok(());
+        };
+        match &found.metrics {
+            Some(metrics) if metrics.requests >= least_requests && metrics.error_rate > limit => {
+                Err(format!(
+                    "{revision}'s error rate {:.1} % is above rollout.max_error_rate {:.1} %",
+                    metrics.error_rate * 100.0,
+                    limit * 100.0
+                ))
+            }
+            // A limit that cannot be read is not a limit that holds: the canary goes no further.
+            None if self.platform.capabilities().metrics
+                && found.spec.kind == ServiceKind::Http =>
+            {
+                Err(format!(
+                    "{revision}'s error rate cannot be read from the platform's metrics, so \
+                     rollout.max_error_rate cannot be checked; make the metrics readable (on Cloud \
+                     Run: the Monitoring API and monitoring.timeSeries.list) or drop the limit"
+                ))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Stops revisions that take no traffic, keeping the new one and the one it replaced (for rollback).
@@ -1847,6 +1960,7 @@ impl Engine {
                 None => {
                     let _lock = self.lock(&at)?;
                     self.platform.destroy_placement(&at).await?;
+                    self.forget_topics(manifest, &at).await?;
                     done.push(region.clone());
                 }
             }

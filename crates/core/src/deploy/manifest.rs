@@ -663,20 +663,22 @@ impl Manifest {
             .and_then(|settings| settings.get("regions"))
         {
             let key = format!("platforms.{}.regions", platform.as_str());
-            let regions: Vec<String> = regions
+            let wrong = |why: String| Error::Invalid(format!("{key}: {why}"));
+            let items = regions
                 .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|item| item.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if regions.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{}: {key} must be a non-empty list of region names",
-                    self.path.display()
-                )));
+                .filter(|items| !items.is_empty())
+                .ok_or_else(|| wrong("must be a non-empty list of region names".into()))?;
+            let mut regions: Vec<String> = Vec::new();
+            for item in items {
+                // A region names resources, URLs and files: it is checked as every name is.
+                let region = item
+                    .as_str()
+                    .ok_or_else(|| wrong(format!("{item} is not a region name")))?;
+                check_name(region).map_err(|reason| wrong(format!("region {reason}")))?;
+                if regions.iter().any(|seen| seen == region) {
+                    return Err(wrong(format!("region `{region}` is named twice")));
+                }
+                regions.push(region.to_string());
             }
             manifest.sandcastle.regions = regions;
         }
