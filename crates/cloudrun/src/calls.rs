@@ -91,3 +91,30 @@ impl Bounded {
         }
     }
 }
+
+/// Moves a listing to its next page: `false` when there is none, or when the answer gives the same
+/// token again (the listing would never end).
+pub(crate) fn next_page(token: &mut String, next: String) -> bool {
+    if next.is_empty() || next == *token {
+        return false;
+    }
+    *token = next;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_ends_at_the_last_page_or_at_a_token_given_twice() {
+        let mut token = String::new();
+        assert!(next_page(&mut token, "p2".into()));
+        assert_eq!(token, "p2");
+        assert!(
+            !next_page(&mut token, "p2".into()),
+            "a repeated token ends it"
+        );
+        assert!(!next_page(&mut token, String::new()));
+    }
+}

@@ -13,7 +13,7 @@ use google_cloud_monitoring_v3::model::{
 use mahavishnu_core::deploy::RevisionMetrics;
 use mahavishnu_core::{Error, Result};
 
-use crate::calls::{Bounded, build_client, install_crypto_provider};
+use crate::calls::{Bounded, build_client, install_crypto_provider, next_page};
 use crate::names::{MANAGED_BY, SANDCASTLE_LABEL, SERVICE_LABEL, label_value};
 use crate::settings::CloudRunSettings;
 
@@ -201,10 +201,9 @@ impl Monitoring {
                 )
                 .await?;
             checks.extend(page.uptime_check_configs);
-            if page.next_page_token.is_empty() {
+            if !next_page(&mut token, page.next_page_token) {
                 return Ok(checks);
             }
-            token = page.next_page_token;
         }
     }
 
@@ -433,10 +432,9 @@ impl Monitoring {
                     entry.1 += total;
                 }
             }
-            if page.next_page_token.is_empty() {
+            if !next_page(&mut token, page.next_page_token) {
                 break;
             }
-            token = page.next_page_token;
         }
         let seconds = window.as_secs_f64();
         Ok(counts

@@ -27,7 +27,7 @@ use mahavishnu_core::deploy::{
 use mahavishnu_core::{Error, Result};
 use tokio::sync::OnceCell;
 
-use crate::calls::{Bounded, build_client, install_crypto_provider};
+use crate::calls::{Bounded, build_client, install_crypto_provider, next_page};
 use crate::convert::{self, api_error};
 use crate::front_door::FrontDoor;
 use crate::monitoring::Monitoring;
@@ -391,10 +391,9 @@ impl CloudRunPlatform {
                 )
                 .await?;
             revisions.extend(page.revisions);
-            if page.next_page_token.is_empty() {
+            if !next_page(&mut token, page.next_page_token) {
                 return Ok(revisions);
             }
-            token = page.next_page_token;
         }
     }
 
@@ -1175,10 +1174,9 @@ impl Platform for CloudRunPlatform {
                 )
                 .await?;
             services.extend(page.services);
-            if page.next_page_token.is_empty() {
+            if !next_page(&mut token, page.next_page_token) {
                 break;
             }
-            token = page.next_page_token;
         }
         let ours: Vec<&Service> = services
             .iter()
@@ -1832,5 +1830,31 @@ fn log_line(entry: &google_cloud_logging_v2::model::LogEntry) -> String {
         ),
         (None, None) => "(a structured entry)".into(),
     };
+    // What a service logs reaches a terminal: its control characters (escape sequences) do not.
+    let text: String = text
+        .chars()
+        .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+        .collect();
     format!("{time} {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_services_log_line_cannot_drive_the_terminal() {
+        let mut entry = google_cloud_logging_v2::model::LogEntry::new();
+        entry.payload = Some(
+            google_cloud_logging_v2::model::log_entry::Payload::TextPayload(
+                "ok\u{1b}]0;pwned\u{7}\u{1b}[2J\tdone".into(),
+            ),
+        );
+        let line = log_line(&entry);
+        assert!(
+            !line.contains('\u{1b}') && !line.contains('\u{7}'),
+            "{line:?}"
+        );
+        assert!(line.ends_with("ok?]0;pwned??[2J\tdone"), "{line:?}");
+    }
 }
