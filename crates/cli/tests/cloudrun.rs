@@ -498,6 +498,29 @@ fn topics_push_to_subscribers_on_cloud_run_and_verify_proves_delivery() {
         format!("projects/{PROJECT}/topics/shop.europe-west1.orders.dead-letter")
     );
 
+    // The identity that signs the pushes may invoke the subscriber.
+    let policy = fake.call(
+        "GET",
+        &format!("/v2/projects/{PROJECT}/locations/europe-west1/services/shop-worker:getIamPolicy"),
+    );
+    let invokers: Vec<&str> = policy["bindings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["role"] == "roles/run.invoker")
+        .flat_map(|b| {
+            b["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap())
+        })
+        .collect();
+    assert!(
+        invokers.contains(&"serviceAccount:pusher@acme-test.iam.gserviceaccount.com"),
+        "{policy:#}"
+    );
+
     // destroy takes the topics and the subscriptions with it: they would keep pushing otherwise.
     let destroyed = world.run(&["deploy", "destroy", "--platform", "cloudrun"]);
     assert!(
@@ -522,6 +545,32 @@ fn topics_push_to_subscribers_on_cloud_run_and_verify_proves_delivery() {
             .as_array()
             .is_none_or(|s| s.is_empty()),
         "{subscriptions:#}"
+    );
+
+    // A subscriber that lets only callers with a token in, and nothing to sign pushes with: the
+    // apply says so and how to fix it, instead of leaving every push refused.
+    set_manifest(
+        &world,
+        &EVENTS
+            .replace("service_account = \"pusher@acme-test.iam.gserviceaccount.com\"\n", "")
+            .replace(
+                "# The emulator pushes without the OIDC token Pub/Sub would attach.\ninvoker = \"public\"\n",
+                "",
+            ),
+    );
+    let output = world.run(&[
+        "--output",
+        "json",
+        "deploy",
+        "apply",
+        "--platform",
+        "cloudrun",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("takes pushes but lets in only callers with an ID token"),
+        "{said}"
     );
 }
 

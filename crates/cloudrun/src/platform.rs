@@ -1109,6 +1109,64 @@ impl Platform for CloudRunPlatform {
         GATE_INTERVAL
     }
 
+    /// Grants the push identity the invoker role on the subscriber; a subscriber that only lets
+    /// callers with a token in, and no identity to sign pushes with, is an error with the fix.
+    async fn allow_pushes(
+        &self,
+        at: &Placement,
+        service: &str,
+        identity: Option<&str>,
+    ) -> Result<()> {
+        let clients = self.clients().await?;
+        let name = self.resource_name(at, "services", service);
+        let mut policy: Policy = self
+            .call(
+                &format!("reading who may invoke {name}"),
+                clients.services.get_iam_policy().set_resource(&name).send(),
+            )
+            .await?;
+        let invokers: Vec<&String> = policy
+            .bindings
+            .iter()
+            .filter(|b| b.role == INVOKER_ROLE)
+            .flat_map(|b| b.members.iter())
+            .collect();
+        let Some(identity) = identity else {
+            if invokers.iter().any(|member| *member == ALL_USERS) {
+                return Ok(());
+            }
+            return Err(Error::Invalid(format!(
+                "services.{service} takes pushes but lets in only callers with an ID token, and no \
+                 service account signs the pushes: set service_account on it (or under \
+                 [platforms.cloudrun]), or make it invoker = \"public\""
+            )));
+        };
+        let member = format!("serviceAccount:{identity}");
+        if invokers.iter().any(|m| **m == member) {
+            return Ok(());
+        }
+        match policy.bindings.iter_mut().find(|b| b.role == INVOKER_ROLE) {
+            Some(binding) => binding.members.push(member),
+            None => {
+                let mut binding = Binding::new();
+                binding.role = INVOKER_ROLE.into();
+                binding.members = vec![member];
+                policy.bindings.push(binding);
+            }
+        }
+        self.call(
+            &format!("letting {identity} push to {name}"),
+            clients
+                .services
+                .set_iam_policy()
+                .set_resource(&name)
+                .set_policy(policy)
+                .send(),
+        )
+        .await?;
+        Ok(())
+    }
+
     fn push_identity(&self, service_account: Option<&str>) -> Option<String> {
         service_account
             .or(self.settings.service_account.as_deref())

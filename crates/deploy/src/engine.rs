@@ -1137,7 +1137,17 @@ impl Engine {
         url: &str,
         bus: &dyn EventBus,
     ) -> Result<()> {
-        for (topic, path) in &manifest.services[name].subscribes {
+        let subscribes = &manifest.services[name].subscribes;
+        let identity = self
+            .platform
+            .push_identity(manifest.services[name].service_account.as_deref());
+        if !subscribes.is_empty() {
+            // Pushes must be let in before they come.
+            self.platform
+                .allow_pushes(at, name, identity.as_deref())
+                .await?;
+        }
+        for (topic, path) in subscribes {
             let dead_letter = manifest
                 .topics
                 .get(topic)
@@ -1149,9 +1159,7 @@ impl Engine {
                 endpoint: format!("{}{path}", url.trim_end_matches('/')),
                 dead_letter,
                 ack_deadline: Duration::from_secs(10),
-                push_identity: self
-                    .platform
-                    .push_identity(manifest.services[name].service_account.as_deref()),
+                push_identity: identity.clone(),
             })
             .await?;
         }

@@ -332,6 +332,18 @@ pub trait Platform: Send + Sync {
         None
     }
 
+    /// Lets pushes signed by `identity` (from `push_identity`) call `service`, where the platform
+    /// checks callers; an error says why pushes could not get in.
+    async fn allow_pushes(
+        &self,
+        at: &Placement,
+        service: &str,
+        identity: Option<&str>,
+    ) -> Result<()> {
+        let _ = (at, service, identity);
+        Ok(())
+    }
+
     /// What the revision refers to that does not exist where it would run (a Secret Manager secret
     /// or version that is missing), each as `VARIABLE: reason`; checked at plan time, never read.
     async fn missing_references(&self, at: &Placement, spec: &RevisionSpec) -> Result<Vec<String>> {
