@@ -600,31 +600,14 @@ impl CloudRunPlatform {
     /// Sets who may invoke a service: `allUsers` bound to the invoker role or not. Writes only when
     /// the policy has to change.
     async fn set_invoker(&self, name: &str, invoker: Invoker) -> Result<()> {
-        let clients = self.clients().await?;
-        let mut policy: Policy = self
-            .call(
-                &format!("reading who may invoke {name}"),
-                clients.services.get_iam_policy().set_resource(name).send(),
-            )
-            .await?;
-        let public = policy
-            .bindings
-            .iter()
-            .any(|b| b.role == INVOKER_ROLE && b.members.iter().any(|m| m == ALL_USERS));
+        let mut policy = self.invoker_policy(name).await?;
+        let public = invokers(&policy).any(|m| m == ALL_USERS);
         let wanted = invoker == Invoker::Public;
         if public == wanted {
             return Ok(());
         }
         if wanted {
-            match policy.bindings.iter_mut().find(|b| b.role == INVOKER_ROLE) {
-                Some(binding) => binding.members.push(ALL_USERS.into()),
-                None => {
-                    let mut binding = Binding::new();
-                    binding.role = INVOKER_ROLE.into();
-                    binding.members = vec![ALL_USERS.into()];
-                    policy.bindings.push(binding);
-                }
-            }
+            grant_invoker(&mut policy, ALL_USERS);
         } else {
             for binding in policy
                 .bindings
@@ -637,8 +620,25 @@ impl CloudRunPlatform {
                 .bindings
                 .retain(|binding| !binding.members.is_empty());
         }
+        self.write_policy(name, policy, &format!("setting who may invoke {name}"))
+            .await
+    }
+
+    /// A Cloud Run service's IAM policy.
+    async fn invoker_policy(&self, name: &str) -> Result<Policy> {
+        let clients = self.clients().await?;
         self.call(
-            &format!("setting who may invoke {name}"),
+            &format!("reading who may invoke {name}"),
+            clients.services.get_iam_policy().set_resource(name).send(),
+        )
+        .await
+    }
+
+    /// Writes a Cloud Run service's IAM policy back (its etag guards against a change meanwhile).
+    async fn write_policy(&self, name: &str, policy: Policy, what: &str) -> Result<()> {
+        let clients = self.clients().await?;
+        self.call(
+            what,
             clients
                 .services
                 .set_iam_policy()
@@ -1038,6 +1038,28 @@ impl CloudRunPlatform {
     }
 }
 
+/// Who holds the invoker role in a policy.
+fn invokers(policy: &Policy) -> impl Iterator<Item = &String> {
+    policy
+        .bindings
+        .iter()
+        .filter(|binding| binding.role == INVOKER_ROLE)
+        .flat_map(|binding| binding.members.iter())
+}
+
+/// Adds `member` to the invoker role of a policy.
+fn grant_invoker(policy: &mut Policy, member: &str) {
+    match policy.bindings.iter_mut().find(|b| b.role == INVOKER_ROLE) {
+        Some(binding) => binding.members.push(member.to_string()),
+        None => {
+            let mut binding = Binding::new();
+            binding.role = INVOKER_ROLE.into();
+            binding.members = vec![member.to_string()];
+            policy.bindings.push(binding);
+        }
+    }
+}
+
 /// A job execution's health from its counts.
 fn execution_health(execution: &Execution) -> Health {
     if execution.completion_time.is_none() {
@@ -1117,22 +1139,10 @@ impl Platform for CloudRunPlatform {
         service: &str,
         identity: Option<&str>,
     ) -> Result<()> {
-        let clients = self.clients().await?;
         let name = self.resource_name(at, "services", service);
-        let mut policy: Policy = self
-            .call(
-                &format!("reading who may invoke {name}"),
-                clients.services.get_iam_policy().set_resource(&name).send(),
-            )
-            .await?;
-        let invokers: Vec<&String> = policy
-            .bindings
-            .iter()
-            .filter(|b| b.role == INVOKER_ROLE)
-            .flat_map(|b| b.members.iter())
-            .collect();
+        let mut policy = self.invoker_policy(&name).await?;
         let Some(identity) = identity else {
-            if invokers.iter().any(|member| *member == ALL_USERS) {
+            if invokers(&policy).any(|member| member == ALL_USERS) {
                 return Ok(());
             }
             return Err(Error::Invalid(format!(
@@ -1142,29 +1152,12 @@ impl Platform for CloudRunPlatform {
             )));
         };
         let member = format!("serviceAccount:{identity}");
-        if invokers.iter().any(|m| **m == member) {
+        if invokers(&policy).any(|m| *m == member) {
             return Ok(());
         }
-        match policy.bindings.iter_mut().find(|b| b.role == INVOKER_ROLE) {
-            Some(binding) => binding.members.push(member),
-            None => {
-                let mut binding = Binding::new();
-                binding.role = INVOKER_ROLE.into();
-                binding.members = vec![member];
-                policy.bindings.push(binding);
-            }
-        }
-        self.call(
-            &format!("letting {identity} push to {name}"),
-            clients
-                .services
-                .set_iam_policy()
-                .set_resource(&name)
-                .set_policy(policy)
-                .send(),
-        )
-        .await?;
-        Ok(())
+        grant_invoker(&mut policy, &member);
+        self.write_policy(&name, policy, &format!("letting {identity} push to {name}"))
+            .await
     }
 
     fn push_identity(&self, service_account: Option<&str>) -> Option<String> {
