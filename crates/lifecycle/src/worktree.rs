@@ -96,6 +96,7 @@ impl Planned {
                 .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
         }
         let path = self.path.to_string_lossy().into_owned();
+        let _lock = worktree_lock(&self.repository)?;
         self.repository.run(
             &[
                 "worktree",
@@ -228,6 +229,7 @@ pub fn can_bring_back(record: &WorktreeRecord) -> Result<Repository> {
 /// Brings a removed worktree back at its old place, on its branch. Refuses if something is there now.
 pub fn bring_back(record: &WorktreeRecord) -> Result<()> {
     let main = can_bring_back(record)?;
+    let _lock = worktree_lock(&main)?;
     main.run(&["worktree", "prune"], None)?;
     main.run(
         &[
@@ -240,6 +242,26 @@ pub fn bring_back(record: &WorktreeRecord) -> Result<()> {
         None,
     )?;
     Ok(())
+}
+
+/// Holds the repository's worktree lock until dropped. git keeps every worktree's bookkeeping in the
+/// shared git directory, and two `git worktree add` running at once (in two `mahavishnu` processes)
+/// can read each other's half-written entries and fail.
+fn worktree_lock(repository: &Repository) -> Result<std::fs::File> {
+    let common = repository.run(
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        None,
+    )?;
+    let path = Path::new(common.trim()).join("mahavishnu-worktrees.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    file.lock()
+        .map_err(|e| Error::io(format!("cannot lock {}", path.display()), e))?;
+    Ok(file)
 }
 
 /// Whether `repository` has a local branch `branch`.
