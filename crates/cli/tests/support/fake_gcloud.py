@@ -390,6 +390,10 @@ class Proc:
     def kill(self):
         self.killed = True
         for sig in (signal.SIGTERM, signal.SIGKILL):
+            # Only while the leader is not reaped: once it is, its pid may already be another
+            # process's (pids wrap around quickly on a busy machine), and that is not ours to kill.
+            if self.p.poll() is not None:
+                break
             try:
                 os.killpg(self.p.pid, sig)
             except (ProcessLookupError, PermissionError):

@@ -264,10 +264,14 @@ impl World {
             })
             .map(|entry| entry.path())
             .filter(|path| path.extension().is_some_and(|ext| ext == "sock"));
-        // The Pub/Sub emulator a deploy started for this world, with its whole process group.
+        // The Pub/Sub emulator a deploy started for this world, with its whole process group, if it
+        // still runs: the record outlives it, and a pid that has ended may be another process's by
+        // now (pids wrap around quickly here), whose group is not ours to kill.
         if let Ok(record) = std::fs::read(self.state_dir().join("pubsub/pubsub-emulator.json"))
             && let Ok(record) = serde_json::from_slice::<serde_json::Value>(&record)
             && let Some(pid) = record["pid"].as_i64()
+            && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("pubsub"))
         {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(-(pid as i32)),
