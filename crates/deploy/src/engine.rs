@@ -700,7 +700,7 @@ impl Engine {
                 }
                 break;
             }
-            let outcomes = self
+            let outcomes = match self
                 .apply_region(
                     manifest,
                     &chosen,
@@ -709,7 +709,17 @@ impl Engine {
                     predeployed.remove(region),
                     options,
                 )
-                .await?;
+                .await
+            {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    // The regions not reached are not left looking interrupted.
+                    for region_open in opened.values() {
+                        self.close_region(region_open, "failed");
+                    }
+                    return Err(e);
+                }
+            };
             if let Some(door) = &manifest.front_door
                 && let Some(url) = outcomes
                     .iter()
