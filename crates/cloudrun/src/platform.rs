@@ -365,7 +365,7 @@ impl CloudRunPlatform {
         .await
     }
 
-    async fn get_job(&self, name: &str) -> Result<Option<Job>> {
+    pub(crate) async fn get_job(&self, name: &str) -> Result<Option<Job>> {
         let clients = self.clients().await?;
         self.call_found(
             &format!("reading the job {name}"),
@@ -541,15 +541,9 @@ impl CloudRunPlatform {
         ) else {
             return Ok(None);
         };
-        let health = match &job.latest_created_execution {
-            Some(reference) if !reference.name.is_empty() => {
+        let health = match latest_execution(job) {
+            Some(name) => {
                 let clients = self.clients().await?;
-                // The reference holds the execution's short name.
-                let name = if reference.name.contains('/') {
-                    reference.name.clone()
-                } else {
-                    format!("{}/executions/{}", job.name, reference.name)
-                };
                 let current = template
                     .annotations
                     .get(names::REVISION_ANNOTATION)
@@ -577,7 +571,7 @@ impl CloudRunPlatform {
                     None => Health::Starting,
                 }
             }
-            _ => Health::Starting,
+            None => Health::Starting,
         };
         Ok(Some(ObservedService {
             name,
@@ -1058,6 +1052,19 @@ fn grant_invoker(policy: &mut Policy, member: &str) {
             policy.bindings.push(binding);
         }
     }
+}
+
+/// The full name of a job's latest execution, when it has run (the reference holds the short name).
+pub(crate) fn latest_execution(job: &Job) -> Option<String> {
+    let reference = job.latest_created_execution.as_ref()?;
+    if reference.name.is_empty() {
+        return None;
+    }
+    Some(if reference.name.contains('/') {
+        reference.name.clone()
+    } else {
+        format!("{}/executions/{}", job.name, reference.name)
+    })
 }
 
 /// A job execution's health from its counts.

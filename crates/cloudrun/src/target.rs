@@ -17,7 +17,7 @@ use mahavishnu_core::{
 };
 
 use crate::names;
-use crate::platform::CloudRunPlatform;
+use crate::platform::{CloudRunPlatform, latest_execution};
 use crate::settings::CloudRunSettings;
 
 /// Marks a job as one instance, by its native id.
@@ -73,19 +73,6 @@ impl CloudRunTarget {
         format!("{}/jobs/{}", self.parent(), job_id(native))
     }
 
-    /// The latest execution of the instance's job, by full name.
-    async fn latest_execution(&self, job: &Job) -> Option<String> {
-        let reference = job.latest_created_execution.as_ref()?;
-        if reference.name.is_empty() {
-            return None;
-        }
-        Some(if reference.name.contains('/') {
-            reference.name.clone()
-        } else {
-            format!("{}/executions/{}", job.name, reference.name)
-        })
-    }
-
     /// How the execution `name` is doing: running, or ended with its task's exit code.
     async fn execution_status(&self, name: &str) -> Result<ObservedStatus> {
         let clients = self.platform.clients().await?;
@@ -120,7 +107,7 @@ impl CloudRunTarget {
         let Some(native) = job.labels.get(INSTANCE_LABEL) else {
             return Ok(None);
         };
-        let status = match self.latest_execution(job).await {
+        let status = match latest_execution(job) {
             Some(execution) => self.execution_status(&execution).await?,
             None => ObservedStatus::Running,
         };
@@ -400,19 +387,7 @@ impl Target for CloudRunTarget {
     }
 
     async fn inspect(&self, native: &str) -> Result<Option<Observation>> {
-        let clients = self.platform.clients().await?;
-        let job = self
-            .platform
-            .call_found(
-                &format!("reading the job of {native}"),
-                clients
-                    .jobs
-                    .get_job()
-                    .set_name(self.job_name(native))
-                    .send(),
-            )
-            .await?;
-        match job {
+        match self.platform.get_job(&self.job_name(native)).await? {
             Some(job) => self.observe_job(&job).await,
             None => Ok(None),
         }
@@ -461,7 +436,6 @@ impl Target for CloudRunTarget {
             .await?;
         let deadline = request.timeout + self.settings().request_timeout;
         let mut operation = run;
-        let mut pause = Duration::from_millis(100);
         while !operation.done {
             if started.elapsed() > deadline {
                 // What ran too long is stopped, not left to run on.
@@ -491,9 +465,10 @@ impl Target for CloudRunTarget {
                     timed_out: true,
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 3 / 2).min(Duration::from_secs(2));
-            operation = self.platform.get_operation(&operation.name).await?;
+            operation = self
+                .platform
+                .wait_operation(&operation.name, deadline.saturating_sub(started.elapsed()))
+                .await?;
         }
         let execution = match &operation.result {
             Some(operation::Result::Response(any)) => any
@@ -525,24 +500,12 @@ impl Target for CloudRunTarget {
     }
 
     async fn logs(&self, native: &str) -> Result<String> {
-        let clients = self.platform.clients().await?;
-        let Some(job) = self
-            .platform
-            .call_found(
-                &format!("reading the job of {native}"),
-                clients
-                    .jobs
-                    .get_job()
-                    .set_name(self.job_name(native))
-                    .send(),
-            )
-            .await?
-        else {
+        let Some(job) = self.platform.get_job(&self.job_name(native)).await? else {
             return Err(Error::UnknownInstance {
                 id: format!("{}:{native}", self.name.id_prefix()),
             });
         };
-        match self.latest_execution(&job).await {
+        match latest_execution(&job) {
             Some(execution) => {
                 let (stdout, stderr) = self.execution_output(&job.name, &execution).await?;
                 Ok(format!("{stdout}{stderr}"))
@@ -555,17 +518,10 @@ impl Target for CloudRunTarget {
         let _ = grace; // Cloud Run gives a cancelled task its own grace period.
         let clients = self.platform.clients().await?;
         let name = self.job_name(native);
-        let Some(job) = self
-            .platform
-            .call_found(
-                &format!("reading the job of {native}"),
-                clients.jobs.get_job().set_name(&name).send(),
-            )
-            .await?
-        else {
+        let Some(job) = self.platform.get_job(&name).await? else {
             return Ok(());
         };
-        if let Some(execution) = self.latest_execution(&job).await
+        if let Some(execution) = latest_execution(&job)
             && self.execution_status(&execution).await? == ObservedStatus::Running
         {
             let _ = self
