@@ -69,6 +69,8 @@ struct Predeployed {
     observed: Observed,
     /// What it deployed: each service's URL, or why it failed.
     services: BTreeMap<String, std::result::Result<Option<String>, String>>,
+    /// The bus it made the topics on (`Some(None)`: no topics were needed), when it got that far.
+    bus: Option<Option<Arc<dyn EventBus>>>,
 }
 
 /// What to deploy.
@@ -803,14 +805,31 @@ impl Engine {
                     let at = placement(manifest, region);
                     let apply_id = opened.get(region)?.apply_id;
                     let observed = self.platform.observe(&at).await.ok()?;
-                    let done = self
-                        .predeploy_region(manifest, chosen, &at, &observed, apply_id, options)
-                        .await;
+                    let selected = Self::selected(manifest, chosen, &observed);
+                    // Topics made here are not made again by the release pass; when this fails,
+                    // the release pass tries again and reports why.
+                    let bus = self.ensure_topics(manifest, &at, &selected).await.ok();
+                    let done = match &bus {
+                        Some(bus) => {
+                            self.predeploy_region(
+                                manifest,
+                                &selected,
+                                &at,
+                                &observed,
+                                bus.as_deref(),
+                                apply_id,
+                                options,
+                            )
+                            .await
+                        }
+                        None => BTreeMap::new(),
+                    };
                     Some((
                         region.clone(),
                         Predeployed {
                             observed,
                             services: done,
+                            bus,
                         },
                     ))
                 })
@@ -824,22 +843,20 @@ impl Engine {
     }
 
     /// One region's deploy pass: what it deployed, each with its URL or why it failed.
+    #[allow(clippy::too_many_arguments)]
     async fn predeploy_region(
         &self,
         manifest: &Manifest,
-        chosen: &BTreeSet<String>,
+        selected: &BTreeSet<String>,
         at: &Placement,
         observed: &Observed,
+        bus: Option<&dyn EventBus>,
         apply_id: i64,
         options: &ApplyOptions,
     ) -> BTreeMap<String, std::result::Result<Option<String>, String>> {
         let region = at.region.as_str();
         let mut done = BTreeMap::new();
-        let selected = Self::selected(manifest, chosen, observed);
-        let Ok(bus) = self.ensure_topics(manifest, at, &selected).await else {
-            return done;
-        };
-        let bus_env = bus.as_ref().map(|bus| bus.client_env());
+        let bus_env = bus.map(|bus| bus.client_env());
         let Ok(mut wiring) = self.wiring(manifest, at, observed, bus_env.as_ref()).await else {
             return done;
         };
@@ -1052,13 +1069,16 @@ impl Engine {
         options: &ApplyOptions,
     ) -> Result<Vec<ServiceOutcome>> {
         let region = at.region.as_str();
-        let (observed, deployed) = match predeployed {
-            Some(done) => (done.observed, done.services),
-            None => (self.platform.observe(at).await?, BTreeMap::new()),
+        let (observed, deployed, bus) = match predeployed {
+            Some(done) => (done.observed, done.services, done.bus),
+            None => (self.platform.observe(at).await?, BTreeMap::new(), None),
         };
         let deployed = &deployed;
         let selected = Self::selected(manifest, chosen, &observed);
-        let bus = self.ensure_topics(manifest, at, &selected).await?;
+        let bus = match bus {
+            Some(bus) => bus,
+            None => self.ensure_topics(manifest, at, &selected).await?,
+        };
         let bus_env = bus.as_ref().map(|bus| bus.client_env());
         let wiring = Arc::new(Mutex::new(
             self.wiring(manifest, at, &observed, bus_env.as_ref())
