@@ -1,27 +1,55 @@
 //! A FAKE Kubernetes API server, for the tests only.
 //!
 //! No real API server can run on these machines, so this one stands in for it. It speaks the real wire
-//! protocol over real HTTP (kube-rs and kubectl talk to it unchanged): discovery, pods create, get,
-//! list and delete with label selectors, `resourceVersion` and `uid`, watch streams, logs (also
-//! followed), `Status` errors, self-subject access reviews, and exec and attach over websockets with the
-//! `v5.channel.k8s.io` / `v4.channel.k8s.io` channel protocol. A pod's container is a local process
-//! (under a pseudo-terminal when the pod asks for a TTY); a small scheduler moves new pods to Running,
-//! or to a failure when the image asks for one: an image containing `pull-fails` cannot be pulled, one
-//! containing `unschedulable` fits no node, one containing `crash` crash-loops.
+//! protocol over real HTTP (kube-rs and kubectl talk to it unchanged). It is not Kubernetes: it keeps
+//! everything in memory, runs containers as local processes, and approximates what it must.
 //!
-//! Secrets: create (`stringData` folded into base64 `data`), get, list, merge patch, and delete with a
-//! uid precondition; owner references are stored as given. Like the kubelet, the container's
-//! environment is resolved when it starts, `valueFrom.secretKeyRef` and `envFrom.secretRef` from the
-//! Secret (a missing one is `CreateContainerConfigError`). There is no garbage collector: a Secret
-//! owned by a deleted pod stays until someone deletes it, so tests see whether Mahavishnu did.
+//! What it implements:
+//! - Discovery (`/api`, `/api/v1`, `/apis`, `/apis/GROUP/VERSION`, legacy lists only; clients asking
+//!   for aggregated discovery accept them) and `/version`; self-subject access reviews (all allowed).
+//! - Pods: create, get, list and delete with label and field selectors, `resourceVersion` and `uid`,
+//!   watch streams, logs (`follow`, `previous`, `tailLines`, `timestamps`), exec and attach over
+//!   websockets with the `v5.channel.k8s.io` / `v4.channel.k8s.io` channel protocol, `Status` errors.
+//! - Secrets: create (`stringData` folded into base64 `data`), get, list, merge patch, and delete with
+//!   a uid precondition; owner references are stored as given, and Secrets are never garbage
+//!   collected: a Secret owned by a deleted pod stays until someone deletes it.
+//! - A generic store (`store.rs`) for Deployments, Services, ConfigMaps, Events, Jobs,
+//!   HorizontalPodAutoscalers (autoscaling/v2), Gateways and HTTPRoutes: create, get, list and watch
+//!   (label selectors with `=`, `!=`, `in`, `notin`, existence; field selectors; BOOKMARKs), replace,
+//!   merge / strategic (approximated as merge) / JSON patches, server-side apply (`fieldManager`,
+//!   `force`, per-manager ownership, conflicts, `managedFields`), delete, delete-collection,
+//!   `dryRun=All`, `metadata.generation`, and the `status` and `scale` subresources.
+//! - Controllers (`controllers.rs`): Deployments (pods straight from the template, rolling to a new
+//!   template, status and conditions that `kubectl rollout status` reads), Jobs (back-off limit,
+//!   deadline), HPAs (keep replicas within min and max, as manager `horizontal-pod-autoscaler`),
+//!   Gateway and HTTPRoute status, and the garbage collection of pods owned by Deployments and Jobs.
+//! - A scheduler and kubelet (`kubelet.rs`): one node with `cpu: 4`, `memory: 8Gi` (a pod asking for
+//!   more stays Pending, `Unschedulable`); images from `FakeKube::add_image` (a container without a
+//!   `command` whose image is not registered is `ErrImagePull`, then `ImagePullBackOff`); the
+//!   environment from Secrets and ConfigMaps; restarts with `CrashLoopBackOff`; HTTP readiness and
+//!   liveness probes every 200 ms (the real kubelet's period is at least a second); Events.
+//!   Legacy image names: one containing `pull-fails` cannot be pulled, one containing `unschedulable`
+//!   fits no node, one containing `crash` crash-loops.
+//! - The network (`network.rs`). Pods have a fake `podIP`; each declared `containerPort` is really a
+//!   free loopback port, passed to the process as `PORT` (the first one): that is the fake's stand-in
+//!   for a pod IP. The API server's service and pod proxies forward there; so does the gateway data
+//!   plane (one loopback port, `FakeKube::gateway_port`, for every Gateway: tests give their Gateway's
+//!   listener that port), and the "cluster network" forward proxy (`FakeKube::network_proxy_url`, and
+//!   every pod's `http_proxy`), which resolves `NAME.NS[.svc[.cluster.local]]` and routes' hostnames.
+
+mod controllers;
+mod discovery;
+mod kubelet;
+mod network;
+mod openapi;
+mod store;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::io::Write;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +57,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -47,8 +75,22 @@ pub struct FakeKube {
 
 struct Fake {
     inner: Mutex<Inner>,
-    events: broadcast::Sender<(String, Value)>,
+    /// Watch events: (plural, ADDED|MODIFIED|DELETED, object).
+    events: broadcast::Sender<(String, String, Value)>,
     port: u16,
+    gateway_port: u16,
+    proxy_port: u16,
+    /// Wakes the controllers after a change.
+    wake: tokio::sync::Notify,
+    controller_delay_ms: AtomicU64,
+    stopped: AtomicBool,
+    rng: AtomicU64,
+    /// Every API request served, as (method, path and query).
+    calls: Mutex<Vec<(String, String)>>,
+    /// The image registry: image → (argv, working directory).
+    images: Mutex<BTreeMap<String, (Vec<String>, PathBuf)>>,
+    /// Requests the gateway sent to each backend, keyed `namespace/service`.
+    hits: Mutex<BTreeMap<String, u64>>,
     /// How long every response is held back, in milliseconds: a slow or distant API server.
     latency_ms: AtomicU64,
 }
@@ -61,6 +103,13 @@ struct Inner {
     uids: u64,
     /// Every pod created, as it was created, in order (deleted ones too).
     created: Vec<Value>,
+    /// Every other object, by (plural, namespace, name).
+    objects: BTreeMap<store::Key, Value>,
+    /// Who owns which fields of each object (server-side apply).
+    fields: BTreeMap<store::Key, BTreeMap<String, store::Manager>>,
+    /// The latest watch events, for watches from a resourceVersion.
+    history: VecDeque<(String, String, Value)>,
+    cluster_ips: u64,
 }
 
 impl Inner {
@@ -75,9 +124,14 @@ impl Inner {
     }
 }
 
+#[derive(Default)]
 struct FakePod {
     object: Value,
     container: Option<Arc<Container>>,
+    /// The log of the container's previous run (`log?previous=true`).
+    previous_log: Option<Vec<u8>>,
+    /// (containerPort, port name, loopback port the process listens on).
+    ports: Vec<(u16, String, u16)>,
 }
 
 /// The process behind a pod's container.
@@ -182,31 +236,71 @@ fn now() -> String {
     )
 }
 
-/// Whether `labels` match a selector like `a=b,c!=d,e`.
-fn selected(selector: Option<&str>, labels: &Value) -> bool {
-    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
-        return true;
-    };
-    selector.split(',').all(|term| {
-        let term = term.trim();
-        if let Some((key, value)) = term.split_once("!=") {
-            labels[key.trim()].as_str() != Some(value.trim())
-        } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
-            labels[key.trim()].as_str() == Some(value.trim())
-        } else {
-            labels.get(term).is_some()
-        }
-    })
-}
-
 impl Fake {
     fn bump(&self, inner: &mut Inner, key: &(String, String), kind: &str) {
         inner.version += 1;
         let version = inner.version.to_string();
         if let Some(pod) = inner.pods.get_mut(key) {
             pod.object["metadata"]["resourceVersion"] = json!(version);
-            let _ = self.events.send((kind.to_string(), pod.object.clone()));
+            let object = pod.object.clone();
+            self.publish(inner, "pods", kind, &object);
         }
+    }
+
+    /// A random number (xorshift), for names, endpoints and weighted backends.
+    fn random(&self) -> u64 {
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.store(x, Ordering::Relaxed);
+        x
+    }
+
+    /// Five characters as the API server's `generateName` and the controllers' pod names have.
+    fn random_suffix(&self) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut n = self.random();
+        (0..5)
+            .map(|_| {
+                let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+                n /= ALPHABET.len() as u64;
+                c
+            })
+            .collect()
+    }
+
+    /// Deletes a pod as the API server does: marked at once, gone once its process has ended (after
+    /// SIGTERM, then SIGKILL when `grace` seconds have passed).
+    fn delete_pod(self: &Arc<Self>, key: &(String, String), grace: u64) -> Option<Value> {
+        let (object, container) = {
+            let mut inner = self.inner.lock().unwrap();
+            let pod = inner.pods.get_mut(key)?;
+            pod.object["metadata"]["deletionTimestamp"] = json!(now());
+            pod.object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            let container = pod.container.clone();
+            self.bump(&mut inner, key, "MODIFIED");
+            (inner.pods[key].object.clone(), container)
+        };
+        let fake = Arc::clone(self);
+        let key = key.clone();
+        tokio::spawn(async move {
+            if let Some(container) = &container {
+                container.signal(libc::SIGTERM);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
+                while tokio::time::Instant::now() < deadline && alive(container.pid) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                container.signal(libc::SIGKILL);
+            }
+            let mut inner = fake.inner.lock().unwrap();
+            if let Some(pod) = inner.pods.remove(&key) {
+                let mut object = pod.object;
+                object["metadata"]["resourceVersion"] = json!(inner.next_version());
+                fake.publish(&mut inner, "pods", "DELETED", &object);
+            }
+        });
+        Some(object)
     }
 
     fn update(&self, key: &(String, String), change: impl FnOnce(&mut Value)) {
@@ -217,278 +311,6 @@ impl Fake {
         }
     }
 
-    /// The scheduler and kubelet: after a short delay the pod runs, or fails as its image asks.
-    fn schedule(self: &Arc<Self>, key: (String, String)) {
-        let fake = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(SCHEDULING_DELAY).await;
-            let Some(object) = fake
-                .inner
-                .lock()
-                .unwrap()
-                .pods
-                .get(&key)
-                .map(|p| p.object.clone())
-            else {
-                return;
-            };
-            let image = object["spec"]["containers"][0]["image"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if image.contains("unschedulable") {
-                fake.update(&key, |pod| {
-                    pod["status"]["conditions"] = json!([{
-                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                        "message": "0/3 nodes are available: 3 Insufficient cpu.",
-                    }]);
-                });
-                return;
-            }
-            let waiting = if image.contains("pull-fails") {
-                Some((
-                    "ErrImagePull",
-                    format!("failed to pull image \"{image}\": not found"),
-                ))
-            } else if image.contains("crash") {
-                Some((
-                    "CrashLoopBackOff",
-                    "back-off 10s restarting failed container".to_string(),
-                ))
-            } else {
-                None
-            };
-            if let Some((reason, message)) = waiting {
-                fake.update(&key, |pod| {
-                    pod["status"]["containerStatuses"] = json!([{
-                        "name": "main", "ready": false, "restartCount": 0, "image": image, "imageID": "",
-                        "state": { "waiting": { "reason": reason, "message": message } },
-                    }]);
-                });
-                return;
-            }
-            let env = {
-                let inner = fake.inner.lock().unwrap();
-                container_env(&object, &key.0, &inner.secrets)
-            };
-            let env = match env {
-                Ok(env) => env,
-                Err(message) => {
-                    fake.update(&key, |pod| {
-                        pod["status"]["containerStatuses"] = json!([{
-                            "name": "main", "ready": false, "restartCount": 0, "image": image, "imageID": "",
-                            "state": { "waiting": { "reason": "CreateContainerConfigError", "message": message } },
-                        }]);
-                    });
-                    return;
-                }
-            };
-            match start_container(&object, env) {
-                Ok((container, child)) => {
-                    let container = Arc::new(container);
-                    {
-                        let mut inner = fake.inner.lock().unwrap();
-                        if let Some(pod) = inner.pods.get_mut(&key) {
-                            pod.container = Some(Arc::clone(&container));
-                        }
-                    }
-                    fake.update(&key, |pod| {
-                        pod["status"]["phase"] = json!("Running");
-                        pod["status"]["podIP"] = json!("10.0.0.7");
-                        pod["status"]["conditions"] = json!([{ "type": "Ready", "status": "True" }]);
-                        pod["status"]["containerStatuses"] = json!([{
-                            "name": "main", "ready": true, "restartCount": 0, "image": image,
-                            "imageID": "", "started": true,
-                            "state": { "running": { "startedAt": now() } },
-                        }]);
-                    });
-                    let fake = Arc::clone(&fake);
-                    std::thread::spawn(move || {
-                        let mut child = child;
-                        let code = child
-                            .wait()
-                            .map(|s| {
-                                use std::os::unix::process::ExitStatusExt;
-                                s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
-                            })
-                            .unwrap_or(1);
-                        // Let the output reader drain the last bytes into the log.
-                        std::thread::sleep(Duration::from_millis(50));
-                        fake.update(&key, |pod| {
-                            pod["status"]["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
-                            pod["status"]["containerStatuses"][0]["ready"] = json!(false);
-                            pod["status"]["containerStatuses"][0]["state"] = json!({
-                                "terminated": { "exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
-                                                "finishedAt": now() },
-                            });
-                        });
-                    });
-                }
-                Err(error) => fake.update(&key, |pod| {
-                    pod["status"]["containerStatuses"] = json!([{
-                        "name": "main", "ready": false, "restartCount": 0, "image": image, "imageID": "",
-                        "state": { "waiting": { "reason": "RunContainerError", "message": error } },
-                    }]);
-                }),
-            }
-        });
-    }
-}
-
-/// The container's environment as the kubelet makes it: `envFrom` first, then `env` in order, values
-/// from Secrets resolved now; the kubelet's message when a Secret or key is missing.
-fn container_env(
-    object: &Value,
-    namespace: &str,
-    secrets: &BTreeMap<(String, String), Value>,
-) -> Result<Vec<(String, String)>, String> {
-    let container = &object["spec"]["containers"][0];
-    let secret = |name: &str| {
-        secrets
-            .get(&(namespace.to_string(), name.to_string()))
-            .ok_or_else(|| format!("secret \"{name}\" not found"))
-    };
-    let decoded = |secret: &Value, key: &str| {
-        secret["data"][key]
-            .as_str()
-            .and_then(base64_decode)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-    };
-    let mut env = Vec::new();
-    for source in container["envFrom"].as_array().into_iter().flatten() {
-        if let Some(name) = source["secretRef"]["name"].as_str() {
-            let secret = secret(name)?;
-            for key in secret["data"]
-                .as_object()
-                .into_iter()
-                .flat_map(|d| d.keys())
-            {
-                env.push((key.clone(), decoded(secret, key).unwrap_or_default()));
-            }
-        }
-    }
-    for pair in container["env"].as_array().into_iter().flatten() {
-        let Some(name) = pair["name"].as_str() else {
-            continue;
-        };
-        let reference = &pair["valueFrom"]["secretKeyRef"];
-        let value = if let Some(secret_name) = reference["name"].as_str() {
-            let key = reference["key"].as_str().unwrap_or("");
-            decoded(secret(secret_name)?, key).ok_or_else(|| {
-                format!("couldn't find key {key} in Secret {namespace}/{secret_name}")
-            })?
-        } else {
-            pair["value"].as_str().unwrap_or("").to_string()
-        };
-        env.push((name.to_string(), value));
-    }
-    Ok(env)
-}
-
-fn working_dir(object: &Value) -> PathBuf {
-    object["spec"]["containers"][0]["workingDir"]
-        .as_str()
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
-}
-
-/// Starts a pod's container as a local process; a TTY container gets a pseudo-terminal.
-fn start_container(
-    object: &Value,
-    env: Vec<(String, String)>,
-) -> Result<(Container, std::process::Child), String> {
-    let container = &object["spec"]["containers"][0];
-    let argv: Vec<String> = container["command"]
-        .as_array()
-        .map(|words| {
-            words
-                .iter()
-                .filter_map(|w| w.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (program, args) = argv.split_first().ok_or("the container has no command")?;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .envs(env.iter().cloned())
-        .current_dir(working_dir(object));
-    let tty = container["tty"].as_bool().unwrap_or(false);
-    let (output, _) = broadcast::channel(1024);
-    let (reader, stdin, child): (
-        Box<dyn Read + Send>,
-        Option<std::fs::File>,
-        std::process::Child,
-    ) = if tty {
-        let spec: Value = object["metadata"]["annotations"]["mahavishnu.dev/spec"]
-            .as_str()
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or(json!({}));
-        let size = nix::pty::Winsize {
-            ws_row: spec["rows"].as_u64().unwrap_or(24) as u16,
-            ws_col: spec["cols"].as_u64().unwrap_or(80) as u16,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).map_err(|e| e.to_string())?;
-        let slave: OwnedFd = pty.slave;
-        command
-            .stdin(Stdio::from(slave.try_clone().map_err(|e| e.to_string())?))
-            .stdout(Stdio::from(slave.try_clone().map_err(|e| e.to_string())?))
-            .stderr(Stdio::from(slave));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("exec {program}: {e}"))?;
-        let master = std::fs::File::from(pty.master);
-        let writer = master.try_clone().map_err(|e| e.to_string())?;
-        (Box::new(master), Some(writer), child)
-    } else {
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("exec {program}: {e}"))?;
-        let stdout = child.stdout.take().unwrap();
-        let stdin = child
-            .stdin
-            .take()
-            .map(|stdin| std::fs::File::from(OwnedFd::from(stdin)));
-        (Box::new(stdout), stdin, child)
-    };
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (reader_log, reader_output) = (Arc::clone(&log), output.clone());
-    let mut reader = reader;
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            reader_log.lock().unwrap().extend_from_slice(&chunk[..n]);
-            let _ = reader_output.send(chunk[..n].to_vec());
-        }
-    });
-    let container = Container {
-        env,
-        log,
-        output,
-        stdin: Mutex::new(stdin),
-        pid: child.id() as i32,
-    };
-    Ok((container, child))
 }
 
 impl Container {
@@ -521,37 +343,14 @@ async fn version() -> Response {
     .into_response()
 }
 
+use discovery::{core_resources, groups};
+use kubelet::working_dir;
+use store::{merge_patch, selected};
+
 async fn api_versions(State(fake): State<Arc<Fake>>) -> Response {
     axum::Json(json!({
         "kind": "APIVersions", "versions": ["v1"],
         "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": format!("127.0.0.1:{}", fake.port) }],
-    }))
-    .into_response()
-}
-
-async fn core_resources() -> Response {
-    let resource = |name: &str, kind: &str, namespaced: bool, verbs: &[&str]| json!({ "name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs });
-    axum::Json(json!({
-        "kind": "APIResourceList", "groupVersion": "v1",
-        "resources": [
-            resource("namespaces", "Namespace", false, &["get", "list"]),
-            json!({ "name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
-                    "verbs": ["create", "delete", "get", "list", "watch"], "shortNames": ["po"] }),
-            resource("pods/attach", "PodAttachOptions", true, &["create", "get"]),
-            resource("pods/exec", "PodExecOptions", true, &["create", "get"]),
-            resource("pods/log", "Pod", true, &["get"]),
-            resource("secrets", "Secret", true, &["create", "delete", "get", "list", "patch"]),
-        ],
-    }))
-    .into_response()
-}
-
-async fn groups() -> Response {
-    axum::Json(json!({
-        "kind": "APIGroupList", "apiVersion": "v1",
-        "groups": [{ "name": "authorization.k8s.io",
-                     "versions": [{ "groupVersion": "authorization.k8s.io/v1", "version": "v1" }],
-                     "preferredVersion": { "groupVersion": "authorization.k8s.io/v1", "version": "v1" } }],
     }))
     .into_response()
 }
@@ -587,57 +386,111 @@ fn list_or_watch(
     namespace: Option<String>,
     params: &[(String, String)],
 ) -> Response {
-    let selector = param(params, "labelSelector").map(String::from);
-    let matches = {
-        let namespace = namespace.clone();
-        let selector = selector.clone();
-        move |pod: &Value| {
-            namespace
-                .as_deref()
-                .is_none_or(|ns| pod["metadata"]["namespace"] == ns)
-                && selected(selector.as_deref(), &pod["metadata"]["labels"])
-        }
+    let labels = param(params, "labelSelector").map(String::from);
+    let fields = param(params, "fieldSelector").map(String::from);
+    let matches = move |pod: &Value| {
+        namespace
+            .as_deref()
+            .is_none_or(|ns| pod["metadata"]["namespace"] == ns)
+            && selected(labels.as_deref(), &pod["metadata"]["labels"])
+            && store::fields_selected(fields.as_deref(), pod)
     };
-    let (items, version) = {
-        let inner = fake.inner.lock().unwrap();
-        let items: Vec<Value> = inner
-            .pods
-            .values()
-            .map(|pod| pod.object.clone())
-            .filter(|pod| matches(pod))
-            .collect();
-        (items, inner.version)
-    };
-    if !flag(params, "watch") {
-        return axum::Json(json!({
-            "kind": "PodList", "apiVersion": "v1",
-            "metadata": { "resourceVersion": version.to_string() }, "items": items,
-        }))
-        .into_response();
+    if flag(params, "watch") {
+        return watch(fake, "pods", params, matches);
     }
-    let initial: Vec<String> =
-        if param(params, "resourceVersion").is_some_and(|v| v != "0" && !v.is_empty()) {
-            Vec::new()
-        } else {
-            items
+    let inner = fake.inner.lock().unwrap();
+    let items: Vec<Value> = inner
+        .pods
+        .values()
+        .map(|pod| pod.object.clone())
+        .filter(|pod| matches(pod))
+        .collect();
+    axum::Json(json!({
+        "kind": "PodList", "apiVersion": "v1",
+        "metadata": { "resourceVersion": inner.version.to_string() }, "items": items,
+    }))
+    .into_response()
+}
+
+/// A watch of `plural`: ADDED for what exists (or, from a `resourceVersion`, the events since), then
+/// every change, BOOKMARKs when asked for, until `timeoutSeconds`.
+fn watch(
+    fake: &Arc<Fake>,
+    plural: &str,
+    params: &[(String, String)],
+    matches: impl Fn(&Value) -> bool + Send + 'static,
+) -> Response {
+    let since = param(params, "resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0);
+    let bookmarks = flag(params, "allowWatchBookmarks");
+    let line = |kind: &str, object: &Value| json!({ "type": kind, "object": object }).to_string() + "\n";
+    let (mut initial, mut events, version) = {
+        let inner = fake.inner.lock().unwrap();
+        let initial: Vec<String> = match since {
+            // The events since that version, from the history the fake keeps.
+            Some(since) => inner
+                .history
                 .iter()
-                .map(|pod| json!({ "type": "ADDED", "object": pod }).to_string() + "\n")
-                .collect()
+                .filter(|(p, _, object)| {
+                    p == plural
+                        && matches(object)
+                        && object["metadata"]["resourceVersion"]
+                            .as_str()
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .is_some_and(|v| v > since)
+                })
+                .map(|(_, kind, object)| line(kind, object))
+                .collect(),
+            None => {
+                let objects: Vec<Value> = if plural == "pods" {
+                    inner.pods.values().map(|p| p.object.clone()).collect()
+                } else {
+                    inner
+                        .objects
+                        .iter()
+                        .filter(|((p, _, _), _)| p == plural)
+                        .map(|(_, o)| o.clone())
+                        .collect()
+                };
+                objects
+                    .iter()
+                    .filter(|o| matches(o))
+                    .map(|o| line("ADDED", o))
+                    .collect()
+            }
         };
+        (initial, fake.events.subscribe(), inner.version)
+    };
+    let bookmark = |version: u64, initial_end: bool| {
+        let mut object = json!({ "metadata": { "resourceVersion": version.to_string() } });
+        if initial_end {
+            object["metadata"]["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+        }
+        json!({ "type": "BOOKMARK", "object": object }).to_string() + "\n"
+    };
+    if flag(params, "sendInitialEvents") {
+        initial.push(bookmark(version, true));
+    }
     let timeout = param(params, "timeoutSeconds")
         .and_then(|t| t.parse().ok())
-        .unwrap_or(300u64);
-    let mut events = fake.events.subscribe();
+        .unwrap_or(1800u64);
+    let plural = plural.to_string();
+    let state = Arc::clone(fake);
     let stream = async_stream(initial, move |sender| async move {
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));
         tokio::pin!(deadline);
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = &mut deadline => break,
+                _ = ticks.tick(), if bookmarks => {
+                    let version = state.inner.lock().unwrap().version;
+                    if sender.send(bookmark(version, false)).await.is_err() { break; }
+                }
                 event = events.recv() => match event {
-                    Ok((kind, pod)) if matches(&pod) => {
-                        let line = json!({ "type": kind, "object": pod }).to_string() + "\n";
-                        if sender.send(line).await.is_err() { break; }
+                    Ok((p, kind, object)) if p == plural && matches(&object) => {
+                        if sender.send(line(&kind, &object)).await.is_err() { break; }
                     }
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -753,7 +606,7 @@ async fn create_pod(
             key.clone(),
             FakePod {
                 object: pod,
-                container: None,
+                ..FakePod::default()
             },
         );
         fake.bump(&mut inner, &key, "ADDED");
@@ -791,36 +644,10 @@ async fn delete_pod(
         .and_then(|g| g.parse().ok())
         .or_else(|| options["gracePeriodSeconds"].as_u64())
         .unwrap_or(30);
-    let (object, container) = {
-        let mut inner = fake.inner.lock().unwrap();
-        let Some(pod) = inner.pods.get_mut(&key) else {
-            return not_found(&namespace, &name);
-        };
-        pod.object["metadata"]["deletionTimestamp"] = json!(now());
-        pod.object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        let container = pod.container.clone();
-        fake.bump(&mut inner, &key, "MODIFIED");
-        (inner.pods[&key].object.clone(), container)
-    };
-    let fake = Arc::clone(&fake);
-    tokio::spawn(async move {
-        if let Some(container) = &container {
-            container.signal(libc::SIGTERM);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(grace);
-            while tokio::time::Instant::now() < deadline && alive(container.pid) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            container.signal(libc::SIGKILL);
-        }
-        let mut inner = fake.inner.lock().unwrap();
-        if let Some(pod) = inner.pods.remove(&key) {
-            inner.version += 1;
-            let mut object = pod.object;
-            object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
-            let _ = fake.events.send(("DELETED".into(), object));
-        }
-    });
-    axum::Json(object).into_response()
+    match fake.delete_pod(&key, grace) {
+        Some(object) => axum::Json(object).into_response(),
+        None => not_found(&namespace, &name),
+    }
 }
 
 fn secret_not_found(name: &str) -> Response {
@@ -916,26 +743,6 @@ async fn get_secret(
     {
         Some(secret) => axum::Json(secret.clone()).into_response(),
         None => secret_not_found(&name),
-    }
-}
-
-/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Some(fields) = patch.as_object() else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    for (key, value) in fields {
-        if value.is_null() {
-            if let Some(object) = target.as_object_mut() {
-                object.remove(key);
-            }
-        } else {
-            merge_patch(&mut target[key.as_str()], value);
-        }
     }
 }
 
@@ -1036,6 +843,38 @@ async fn pod_log(
     let Some((_, container)) = container_of(&fake, &namespace, &name) else {
         return not_found(&namespace, &name);
     };
+    let tail = param(&params, "tailLines").and_then(|n| n.parse::<usize>().ok());
+    let stamped = flag(&params, "timestamps");
+    // Log lines as asked: the last `tailLines`, each prefixed with a time for `timestamps` (the time
+    // of the request: the fake does not keep when a line was written).
+    let shape = move |text: String| {
+        let mut lines: Vec<&str> = text.split_inclusive('\n').collect();
+        if let Some(tail) = tail {
+            lines = lines.split_off(lines.len().saturating_sub(tail));
+        }
+        let time = now().replace('Z', ".000000000Z");
+        lines
+            .into_iter()
+            .map(|line| if stamped { format!("{time} {line}") } else { line.to_string() })
+            .collect::<String>()
+    };
+    if flag(&params, "previous") {
+        let previous = fake
+            .inner
+            .lock()
+            .unwrap()
+            .pods
+            .get(&(namespace.clone(), name.clone()))
+            .and_then(|pod| pod.previous_log.clone());
+        return match previous {
+            Some(log) => shape(String::from_utf8_lossy(&log).into_owned()).into_response(),
+            None => status(
+                400,
+                "BadRequest",
+                format!("previous terminated container \"main\" in pod \"{name}\" not found"),
+            ),
+        };
+    }
     let Some(container) = container else {
         return status(
             400,
@@ -1043,7 +882,7 @@ async fn pod_log(
             format!("container \"main\" in pod \"{name}\" is waiting to start: ContainerCreating"),
         );
     };
-    let log = String::from_utf8_lossy(&container.log()).into_owned();
+    let log = shape(String::from_utf8_lossy(&container.log()).into_owned());
     if !flag(&params, "follow") {
         return log.into_response();
     }
@@ -1278,6 +1117,15 @@ async fn delay(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    fake.calls
+        .lock()
+        .unwrap()
+        .push((request.method().to_string(), target));
     let latency = fake.latency_ms.load(Ordering::Relaxed);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -1330,8 +1178,85 @@ fn router(state: Arc<Fake>) -> Router {
             "/api/v1/namespaces/{namespace}/pods/{name}/attach",
             get(attach).post(attach),
         )
+        .fallback(dispatch)
         .layer(delayed)
         .with_state(state)
+}
+
+/// Everything the routes above do not name: the generic store, discovery of its groups, the proxies,
+/// and the OpenAPI documents kubectl validates with.
+async fn dispatch(
+    State(fake): State<Arc<Fake>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let segments: Vec<String> = uri
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(String::from)
+        .collect();
+    let parts: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["openapi", ..] => return openapi::serve(&parts[1..]),
+        ["api", "v1", ..] => ("", "v1", &segments[2..]),
+        ["apis", group, version, ..] => (*group, *version, &segments[3..]),
+        _ => return store::no_resource(),
+    };
+    if rest.is_empty() {
+        return discovery::group_resources(group, version).unwrap_or_else(store::no_resource);
+    }
+    let (namespace, rest) = match rest {
+        [namespaces, namespace, rest @ ..] if namespaces == "namespaces" && !rest.is_empty() => {
+            (Some(namespace.clone()), rest)
+        }
+        rest => (None, rest),
+    };
+    let plural = rest[0].as_str();
+    if let (Some(namespace), Some(target), Some("proxy")) = (
+        &namespace,
+        rest.get(1),
+        rest.get(2).map(String::as_str),
+    ) && group.is_empty()
+    {
+        let tail = &rest[3..];
+        match plural {
+            "services" => {
+                return network::service_proxy(
+                    &fake, namespace, target, tail, &method, &uri, &headers, body,
+                )
+                .await;
+            }
+            "pods" => {
+                return network::pod_proxy(
+                    &fake, namespace, target, tail, &method, &uri, &headers, body,
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+    match store::KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
+    {
+        Some(kind) => {
+            store::serve(
+                &fake,
+                kind,
+                namespace,
+                &rest[1..],
+                &method,
+                &uri,
+                &headers,
+                body,
+            )
+            .await
+        }
+        None => store::no_resource(),
+    }
 }
 
 impl FakeKube {
@@ -1353,16 +1278,40 @@ impl FakeKube {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+                let (listener, gateway, proxy) = (bind().await.unwrap(), bind().await.unwrap(), bind().await.unwrap());
                 let port = listener.local_addr().unwrap().port();
-                let (events, _) = broadcast::channel(1024);
+                let (events, _) = broadcast::channel(4096);
+                let seed = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1;
                 let state = Arc::new(Fake {
                     inner: Mutex::new(Inner::default()),
                     events,
                     port,
+                    gateway_port: gateway.local_addr().unwrap().port(),
+                    proxy_port: proxy.local_addr().unwrap().port(),
+                    wake: tokio::sync::Notify::new(),
+                    controller_delay_ms: AtomicU64::new(20),
+                    stopped: AtomicBool::new(false),
+                    rng: AtomicU64::new(seed),
+                    calls: Mutex::new(Vec::new()),
+                    images: Mutex::new(BTreeMap::new()),
+                    hits: Mutex::new(BTreeMap::new()),
                     latency_ms: AtomicU64::new(latency_ms),
                 });
                 ready.send(Arc::clone(&state)).unwrap();
+                let data_plane = Router::new()
+                    .fallback(network::gateway_handler)
+                    .with_state(Arc::clone(&state));
+                tokio::spawn(async move { axum::serve(gateway, data_plane).await });
+                let network = Router::new()
+                    .fallback(network::network_proxy)
+                    .with_state(Arc::clone(&state));
+                tokio::spawn(async move { axum::serve(proxy, network).await });
+                tokio::spawn(controllers::run(Arc::clone(&state)));
                 let _ = axum::serve(listener, router(state))
                     .with_graceful_shutdown(async move {
                         let _ = stopped.await;
@@ -1383,6 +1332,80 @@ impl FakeKube {
         self.state
             .latency_ms
             .store(latency.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Registers an image: a container of `image` without a `command` runs `argv` (then its `args`)
+    /// in `dir`. A container without a command whose image is not registered cannot be pulled.
+    pub fn add_image(&self, image: &str, argv: &[&str], dir: &Path) {
+        self.state.images.lock().unwrap().insert(
+            image.to_string(),
+            (argv.iter().map(|w| w.to_string()).collect(), dir.to_path_buf()),
+        );
+    }
+
+    /// The gateway data plane's loopback port: give a Gateway's listener this `port`, and send
+    /// requests here with the route's hostname as `Host`.
+    pub fn gateway_port(&self) -> u16 {
+        self.state.gateway_port
+    }
+
+    /// The cluster network's HTTP forward proxy (`http://127.0.0.1:PORT`), which resolves
+    /// `NAME.NS.svc.cluster.local`, `NAME.NS.svc`, `NAME.NS` and routes' hostnames; pods get it as
+    /// `http_proxy`.
+    pub fn network_proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.state.proxy_port)
+    }
+
+    /// Requests the gateway sent to each backend Service, keyed `namespace/service`.
+    pub fn gateway_hits(&self) -> BTreeMap<String, u64> {
+        self.state.hits.lock().unwrap().clone()
+    }
+
+    /// How long the controllers wait after a change before they act (20 ms unless set).
+    pub fn set_controller_delay(&self, delay: Duration) {
+        self.state
+            .controller_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Every stored object of a resource (`"deployments"`, `"httproutes"`, `"pods"`, `"secrets"`...).
+    pub fn objects(&self, plural: &str) -> Vec<Value> {
+        let inner = self.state.inner.lock().unwrap();
+        match plural {
+            "pods" => inner.pods.values().map(|p| p.object.clone()).collect(),
+            "secrets" => inner.secrets.values().cloned().collect(),
+            _ => inner
+                .objects
+                .iter()
+                .filter(|((p, _, _), _)| p == plural)
+                .map(|(_, o)| o.clone())
+                .collect(),
+        }
+    }
+
+    /// Every API request served so far, in order, as (method, path and query).
+    pub fn calls(&self) -> Vec<(String, String)> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests served so far.
+    pub fn clear_calls(&self) {
+        self.state.calls.lock().unwrap().clear();
+    }
+
+    /// Kills the process of pod `namespace/name`'s container, as a crash would.
+    pub fn kill_pod_process(&self, namespace: &str, name: &str) {
+        let container = self
+            .state
+            .inner
+            .lock()
+            .unwrap()
+            .pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .and_then(|pod| pod.container.clone());
+        if let Some(container) = container {
+            container.signal(libc::SIGKILL);
+        }
     }
 
     /// The server's URL.
@@ -1461,6 +1484,7 @@ impl FakeKube {
 
 impl Drop for FakeKube {
     fn drop(&mut self) {
+        self.state.stopped.store(true, Ordering::Relaxed);
         for pod in self.state.inner.lock().unwrap().pods.values() {
             if let Some(container) = &pod.container {
                 container.signal(libc::SIGKILL);
