@@ -105,7 +105,9 @@ fn garbage_collect(fake: &Arc<Fake>) {
             .filter(|(_, pod)| {
                 let owners = pod.object["metadata"]["ownerReferences"].as_array();
                 owners.is_some_and(|owners| {
-                    owners.iter().any(|o| o["kind"] == "Deployment" || o["kind"] == "Job")
+                    owners
+                        .iter()
+                        .any(|o| o["kind"] == "Deployment" || o["kind"] == "Job")
                         && !owners.iter().any(|o| uids.contains(&o["uid"]))
                 }) && pod.object["metadata"]["deletionTimestamp"].is_null()
             })
@@ -181,7 +183,9 @@ fn hpas(fake: &Arc<Fake>) {
         };
         let current = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
         let min = hpa["spec"]["minReplicas"].as_i64().unwrap_or(1);
-        let max = hpa["spec"]["maxReplicas"].as_i64().unwrap_or(current.max(min));
+        let max = hpa["spec"]["maxReplicas"]
+            .as_i64()
+            .unwrap_or(current.max(min));
         let desired = current.clamp(min, max.max(min));
         if desired != current {
             fake.modify(
@@ -252,7 +256,12 @@ fn deployments(fake: &Arc<Fake>, memory: &mut Memory) {
         let ready = live.iter().filter(|p| is_ready(p)).count();
         let updated = new.len().min(desired);
         let complete = updated == desired && new_ready >= desired && old.is_empty();
-        let numbers = json!([live.len(), updated, ready, deployment["metadata"]["generation"]]);
+        let numbers = json!([
+            live.len(),
+            updated,
+            ready,
+            deployment["metadata"]["generation"]
+        ]);
         let now_instant = Instant::now();
         let entry = memory
             .progress
@@ -357,19 +366,25 @@ fn jobs(fake: &Arc<Fake>, memory: &mut Memory) {
         let mut condition = None;
         if !finished {
             if succeeded >= completions {
-                condition = Some(json!({ "type": "Complete", "status": "True", "lastProbeTime": now(),
-                    "lastTransitionTime": now() }));
+                condition = Some(
+                    json!({ "type": "Complete", "status": "True", "lastProbeTime": now(),
+                    "lastTransitionTime": now() }),
+                );
             } else if failed > backoff {
-                condition = Some(json!({ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                condition = Some(
+                    json!({ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                     "message": "Job has reached the specified backoff limit",
-                    "lastProbeTime": now(), "lastTransitionTime": now() }));
+                    "lastProbeTime": now(), "lastTransitionTime": now() }),
+                );
             } else if job["spec"]["activeDeadlineSeconds"]
                 .as_u64()
                 .is_some_and(|d| started.elapsed() > Duration::from_secs(d))
             {
-                condition = Some(json!({ "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                condition = Some(
+                    json!({ "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
                     "message": "Job was active longer than specified deadline",
-                    "lastProbeTime": now(), "lastTransitionTime": now() }));
+                    "lastProbeTime": now(), "lastTransitionTime": now() }),
+                );
             } else if active.is_empty() {
                 let template = &job["spec"]["template"];
                 let mut labels = template["metadata"]["labels"].clone();
@@ -385,9 +400,7 @@ fn jobs(fake: &Arc<Fake>, memory: &mut Memory) {
                 fake.create_owned_pod(&job, &template, name, labels);
             }
         }
-        let failing = condition
-            .as_ref()
-            .is_some_and(|c| c["type"] == "Failed");
+        let failing = condition.as_ref().is_some_and(|c| c["type"] == "Failed");
         if failing {
             for pod in &active {
                 let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -502,14 +515,19 @@ pub(super) fn endpoint(
     port: Option<&str>,
     pick: u64,
 ) -> Result<u16, (u16, String)> {
-    let Some(service) = inner
-        .objects
-        .get(&store::key("services", namespace, name))
-    else {
+    let Some(service) = inner.objects.get(&store::key("services", namespace, name)) else {
         return Err((404, format!("services \"{name}\" not found")));
     };
-    let no_endpoints = || (503, format!("no endpoints available for service \"{name}\""));
-    let ports = service["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    let no_endpoints = || {
+        (
+            503,
+            format!("no endpoints available for service \"{name}\""),
+        )
+    };
+    let ports = service["spec"]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let service_port = match port {
         None => ports.first().cloned(),
         Some(wanted) => ports
@@ -541,9 +559,7 @@ pub(super) fn endpoint(
                 && is_ready(&pod.object)
                 && selected(Some(&selector), &pod.object["metadata"]["labels"])
         })
-        .filter_map(|(_, pod)| {
-            super::kubelet::host_port(&pod.ports, &target).map(|(_, host)| host)
-        })
+        .filter_map(|(_, pod)| super::kubelet::host_port(&pod.ports, &target).map(|(_, host)| host))
         .collect();
     if candidates.is_empty() {
         return Err(no_endpoints());

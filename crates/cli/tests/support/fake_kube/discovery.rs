@@ -25,7 +25,12 @@ fn resources_of(kind: &Kind) -> Vec<Value> {
     })];
     for sub in kind.subresources {
         let (sub_kind, verbs, group, version) = match *sub {
-            "scale" => ("Scale", json!(["get", "patch", "update"]), "autoscaling", "v1"),
+            "scale" => (
+                "Scale",
+                json!(["get", "patch", "update"]),
+                "autoscaling",
+                "v1",
+            ),
             "proxy" => (
                 "ServiceProxyOptions",
                 json!(["create", "delete", "get", "patch", "update"]),

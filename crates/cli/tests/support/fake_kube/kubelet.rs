@@ -57,7 +57,11 @@ fn memory_bytes(text: &str) -> u64 {
 /// What the pod asks for that the node lacks: `cpu` or `memory`.
 fn insufficient(object: &Value) -> Option<&'static str> {
     let (mut cpu, mut memory) = (0, 0);
-    for container in object["spec"]["containers"].as_array().into_iter().flatten() {
+    for container in object["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let resources = &container["resources"];
         let asked = |what: &str| {
             resources["requests"][what]
@@ -106,9 +110,18 @@ impl Fake {
     }
 
     /// Records an Event about `object` (the same one again counts up, at most once a second).
-    pub(super) fn event(&self, object: &Value, kind: &str, type_: &str, reason: &str, message: &str) {
+    pub(super) fn event(
+        &self,
+        object: &Value,
+        kind: &str,
+        type_: &str,
+        reason: &str,
+        message: &str,
+    ) {
         let events = &KINDS[2];
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default");
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
         let name = object["metadata"]["name"].as_str().unwrap_or("");
         let mut inner = self.inner.lock().unwrap();
         let existing = inner
@@ -172,9 +185,11 @@ impl Fake {
                 .cloned()
                 .unwrap_or_default();
             conditions.retain(|c| c["type"] != "Ready" && c["type"] != "ContainersReady");
-            conditions.push(json!({ "type": "Ready", "status": flag, "lastTransitionTime": now() }));
             conditions
-                .push(json!({ "type": "ContainersReady", "status": flag, "lastTransitionTime": now() }));
+                .push(json!({ "type": "Ready", "status": flag, "lastTransitionTime": now() }));
+            conditions.push(
+                json!({ "type": "ContainersReady", "status": flag, "lastTransitionTime": now() }),
+            );
             pod["status"]["conditions"] = json!(conditions);
         });
     }
@@ -331,16 +346,16 @@ async fn run_pod(fake: Arc<Fake>, key: Key) {
             env.push((name.into(), value.into()));
         }
         let started = Instant::now();
-        let (container, mut child) =
-            match start_container(&object, &argv, dir.clone(), env, owned) {
-                Ok(started) => started,
-                Err(error) => {
-                    fake.container_status(&key, |status| {
-                        status["state"] = waiting("RunContainerError", &error)
-                    });
-                    return;
-                }
-            };
+        let (container, mut child) = match start_container(&object, &argv, dir.clone(), env, owned)
+        {
+            Ok(started) => started,
+            Err(error) => {
+                fake.container_status(&key, |status| {
+                    status["state"] = waiting("RunContainerError", &error)
+                });
+                return;
+            }
+        };
         let container = Arc::new(container);
         {
             let mut inner = fake.inner.lock().unwrap();
@@ -449,11 +464,13 @@ async fn run_pod(fake: Arc<Fake>, key: Key) {
 /// One HTTP GET of a probe: `Ok` for a 2xx or 3xx answer, or the kubelet's message.
 pub(super) async fn http_get(host_port: u16, path: &str, shown: &str) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let refused = || format!("Get \"http://{shown}{path}\": dial tcp {shown}: connect: connection refused");
+    let refused =
+        || format!("Get \"http://{shown}{path}\": dial tcp {shown}: connect: connection refused");
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", host_port))
         .await
         .map_err(|_| refused())?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {shown}\r\nUser-Agent: kube-probe/1.33\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {shown}\r\nUser-Agent: kube-probe/1.33\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .await
@@ -482,9 +499,7 @@ pub(super) fn host_port(ports: &[(u16, String, u16)], wanted: &Value) -> Option<
         .iter()
         .find(|(number, name, _)| match wanted {
             Value::Number(n) => n.as_u64() == Some(u64::from(*number)),
-            Value::String(text) => {
-                text == name || text.parse::<u16>().ok() == Some(*number)
-            }
+            Value::String(text) => text == name || text.parse::<u16>().ok() == Some(*number),
             _ => false,
         })
         .map(|(number, _, host)| (*number, *host))
@@ -502,10 +517,8 @@ async fn probe(
     let mut live_failures = 0;
     let target = |probe: &Value| {
         let get = &probe["httpGet"];
-        let (number, host) = host_port(&ports, &get["port"]).unwrap_or((
-            get["port"].as_u64().unwrap_or(0) as u16,
-            0,
-        ));
+        let (number, host) = host_port(&ports, &get["port"])
+            .unwrap_or((get["port"].as_u64().unwrap_or(0) as u16, 0));
         let path = get["path"].as_str().unwrap_or("/").to_string();
         (host, path, format!("{POD_IP}:{number}"))
     };

@@ -45,8 +45,8 @@ mod openapi;
 mod store;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::collections::VecDeque;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -310,7 +310,6 @@ impl Fake {
             self.bump(&mut inner, key, "MODIFIED");
         }
     }
-
 }
 
 impl Container {
@@ -424,7 +423,8 @@ fn watch(
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|v| *v > 0);
     let bookmarks = flag(params, "allowWatchBookmarks");
-    let line = |kind: &str, object: &Value| json!({ "type": kind, "object": object }).to_string() + "\n";
+    let line =
+        |kind: &str, object: &Value| json!({ "type": kind, "object": object }).to_string() + "\n";
     let (mut initial, mut events, version) = {
         let inner = fake.inner.lock().unwrap();
         let initial: Vec<String> = match since {
@@ -855,7 +855,13 @@ async fn pod_log(
         let time = now().replace('Z', ".000000000Z");
         lines
             .into_iter()
-            .map(|line| if stamped { format!("{time} {line}") } else { line.to_string() })
+            .map(|line| {
+                if stamped {
+                    format!("{time} {line}")
+                } else {
+                    line.to_string()
+                }
+            })
             .collect::<String>()
     };
     if flag(&params, "previous") {
@@ -1215,11 +1221,9 @@ async fn dispatch(
         rest => (None, rest),
     };
     let plural = rest[0].as_str();
-    if let (Some(namespace), Some(target), Some("proxy")) = (
-        &namespace,
-        rest.get(1),
-        rest.get(2).map(String::as_str),
-    ) && group.is_empty()
+    if let (Some(namespace), Some(target), Some("proxy")) =
+        (&namespace, rest.get(1), rest.get(2).map(String::as_str))
+        && group.is_empty()
     {
         let tail = &rest[3..];
         match plural {
@@ -1279,7 +1283,11 @@ impl FakeKube {
                 .unwrap();
             runtime.block_on(async move {
                 let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
-                let (listener, gateway, proxy) = (bind().await.unwrap(), bind().await.unwrap(), bind().await.unwrap());
+                let (listener, gateway, proxy) = (
+                    bind().await.unwrap(),
+                    bind().await.unwrap(),
+                    bind().await.unwrap(),
+                );
                 let port = listener.local_addr().unwrap().port();
                 let (events, _) = broadcast::channel(4096);
                 let seed = std::time::SystemTime::now()
@@ -1339,7 +1347,10 @@ impl FakeKube {
     pub fn add_image(&self, image: &str, argv: &[&str], dir: &Path) {
         self.state.images.lock().unwrap().insert(
             image.to_string(),
-            (argv.iter().map(|w| w.to_string()).collect(), dir.to_path_buf()),
+            (
+                argv.iter().map(|w| w.to_string()).collect(),
+                dir.to_path_buf(),
+            ),
         );
     }
 

@@ -32,8 +32,13 @@ pub(super) async fn forward(
             let lower = name.as_str();
             if matches!(
                 lower,
-                "host" | "connection" | "content-length" | "transfer-encoding" | "proxy-connection"
-                    | "keep-alive" | "authorization"
+                "host"
+                    | "connection"
+                    | "content-length"
+                    | "transfer-encoding"
+                    | "proxy-connection"
+                    | "keep-alive"
+                    | "authorization"
             ) {
                 continue;
             }
@@ -82,7 +87,9 @@ pub(super) async fn forward(
                 chunked = value.to_ascii_lowercase().contains("chunked");
                 continue;
             }
-            if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("connection") {
+            if name.eq_ignore_ascii_case("content-length")
+                || name.eq_ignore_ascii_case("connection")
+            {
                 continue;
             }
             response = response.header(name, value.trim());
@@ -156,7 +163,17 @@ pub(super) async fn service_proxy(
         fake.random(),
     );
     match found {
-        Ok(host) => forward("127.0.0.1", host, method, &target_path(tail, uri), headers, &body).await,
+        Ok(host) => {
+            forward(
+                "127.0.0.1",
+                host,
+                method,
+                &target_path(tail, uri),
+                headers,
+                &body,
+            )
+            .await
+        }
         Err((404, message)) => status(404, "NotFound", message),
         Err((code, message)) => status(code, "ServiceUnavailable", message),
     }
@@ -184,16 +201,33 @@ pub(super) async fn pod_proxy(
                 .parse::<u64>()
                 .map(Value::from)
                 .unwrap_or_else(|_| Value::from(port.clone())),
-            None => pod.ports.first().map(|p| Value::from(p.0)).unwrap_or(Value::Null),
+            None => pod
+                .ports
+                .first()
+                .map(|p| Value::from(p.0))
+                .unwrap_or(Value::Null),
         };
         super::kubelet::host_port(&pod.ports, &wanted).map(|(_, host)| host)
     };
     match host {
-        Some(host) => forward("127.0.0.1", host, method, &target_path(tail, uri), headers, &body).await,
+        Some(host) => {
+            forward(
+                "127.0.0.1",
+                host,
+                method,
+                &target_path(tail, uri),
+                headers,
+                &body,
+            )
+            .await
+        }
         None => status(
             503,
             "ServiceUnavailable",
-            format!("error trying to reach service: dial tcp 10.0.0.7:{}: connect: connection refused", port.unwrap_or_default()),
+            format!(
+                "error trying to reach service: dial tcp 10.0.0.7:{}: connect: connection refused",
+                port.unwrap_or_default()
+            ),
         ),
     }
 }
@@ -236,7 +270,11 @@ fn routes_for(fake: &Fake, host: &str) -> Vec<(String, Value)> {
 fn rule_matches(rule: &Value, path: &str, headers: &HeaderMap) -> Option<(u8, usize, usize)> {
     let matches = rule["matches"].as_array().cloned().unwrap_or_default();
     let default = [serde_json::json!({ "path": { "type": "PathPrefix", "value": "/" } })];
-    let matches: &[Value] = if matches.is_empty() { &default } else { &matches };
+    let matches: &[Value] = if matches.is_empty() {
+        &default
+    } else {
+        &matches
+    };
     matches
         .iter()
         .filter_map(|m| {
@@ -246,9 +284,7 @@ fn rule_matches(rule: &Value, path: &str, headers: &HeaderMap) -> Option<(u8, us
                 path == value
             } else {
                 let prefix = value.trim_end_matches('/');
-                prefix.is_empty()
-                    || path == prefix
-                    || path.starts_with(&format!("{prefix}/"))
+                prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
             };
             let wanted = m["headers"].as_array().cloned().unwrap_or_default();
             let headers_ok = wanted.iter().all(|h| {
@@ -263,7 +299,9 @@ fn rule_matches(rule: &Value, path: &str, headers: &HeaderMap) -> Option<(u8, us
 /// The gateway data plane: route by Host, path and headers, pick a backend by weight.
 pub(super) async fn gateway(fake: &Arc<Fake>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 64 << 20)
+        .await
+        .unwrap_or_default();
     let host = parts
         .headers
         .get("host")
@@ -302,7 +340,11 @@ pub(super) async fn gateway(fake: &Arc<Fake>, request: Request) -> Response {
         .collect();
     let total: u64 = backends.iter().map(|b| b.2).sum();
     if total == 0 {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no backend with weight\n").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no backend with weight\n",
+        )
+            .into_response();
     }
     let mut roll = fake.random() % total;
     let (service, port, _) = backends
@@ -336,7 +378,17 @@ pub(super) async fn gateway(fake: &Arc<Fake>, request: Request) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     match found {
-        Ok(port) => forward("127.0.0.1", port, &parts.method, &path_and_query, &parts.headers, &body).await,
+        Ok(port) => {
+            forward(
+                "127.0.0.1",
+                port,
+                &parts.method,
+                &path_and_query,
+                &parts.headers,
+                &body,
+            )
+            .await
+        }
         Err((_, message)) => (StatusCode::SERVICE_UNAVAILABLE, message).into_response(),
     }
 }
@@ -378,7 +430,9 @@ fn resolve(
             .unwrap_or_else(|| "/".into());
         let labels: Vec<&str> = host.trim_end_matches('.').split('.').collect();
         let service = match labels.as_slice() {
-            [name, namespace] | [name, namespace, "svc"] | [name, namespace, "svc", "cluster", "local"] => {
+            [name, namespace]
+            | [name, namespace, "svc"]
+            | [name, namespace, "svc", "cluster", "local"] => {
                 let inner = fake.inner.lock().unwrap();
                 inner
                     .objects
@@ -389,7 +443,10 @@ fn resolve(
         };
         if let Some((namespace, name, service)) = service {
             if service["spec"]["type"] == "ExternalName" {
-                let external = service["spec"]["externalName"].as_str().unwrap_or("").to_string();
+                let external = service["spec"]["externalName"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 if depth > 4 {
                     return (StatusCode::BAD_GATEWAY, "ExternalName loop\n").into_response();
                 }
@@ -401,7 +458,9 @@ fn resolve(
                 return resolve(fake, external, port, request, depth + 1).await;
             }
             let (parts, body) = request.into_parts();
-            let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+            let body = axum::body::to_bytes(body, 64 << 20)
+                .await
+                .unwrap_or_default();
             let found = endpoint(
                 &fake.inner.lock().unwrap(),
                 &namespace,
@@ -411,7 +470,15 @@ fn resolve(
             );
             return match found {
                 Ok(host_port) => {
-                    forward("127.0.0.1", host_port, &parts.method, &path, &parts.headers, &body).await
+                    forward(
+                        "127.0.0.1",
+                        host_port,
+                        &parts.method,
+                        &path,
+                        &parts.headers,
+                        &body,
+                    )
+                    .await
                 }
                 Err((_, message)) => (StatusCode::SERVICE_UNAVAILABLE, message).into_response(),
             };
@@ -427,8 +494,18 @@ fn resolve(
         if depth > 0 && matches!(host.as_str(), "127.0.0.1" | "localhost") {
             // An ExternalName pointing out of the cluster, at this machine.
             let (parts, body) = request.into_parts();
-            let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
-            return forward(&host, port.unwrap_or(80), &parts.method, &path, &parts.headers, &body).await;
+            let body = axum::body::to_bytes(body, 64 << 20)
+                .await
+                .unwrap_or_default();
+            return forward(
+                &host,
+                port.unwrap_or(80),
+                &parts.method,
+                &path,
+                &parts.headers,
+                &body,
+            )
+            .await;
         }
         (
             StatusCode::BAD_GATEWAY,

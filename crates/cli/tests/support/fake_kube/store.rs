@@ -219,7 +219,10 @@ fn get_path<'a>(value: &'a Value, path: &[Seg]) -> Option<&'a Value> {
     for seg in path {
         here = match seg {
             Seg::Key(key) => here.get(key)?,
-            Seg::Name(name) => here.as_array()?.iter().find(|item| item["name"] == **name)?,
+            Seg::Name(name) => here
+                .as_array()?
+                .iter()
+                .find(|item| item["name"] == **name)?,
         };
     }
     Some(here)
@@ -316,7 +319,9 @@ pub(super) fn merge_patch(target: &mut Value, patch: &Value) {
 /// RFC 6902, the operations clients use: add, replace, remove, test.
 fn json_patch(target: &mut Value, operations: &Value) -> Result<(), String> {
     for operation in operations.as_array().ok_or("a JSON patch is a list")? {
-        let path = operation["path"].as_str().ok_or("an operation needs a path")?;
+        let path = operation["path"]
+            .as_str()
+            .ok_or("an operation needs a path")?;
         let (parent, last) = path.rsplit_once('/').ok_or("bad path")?;
         let last = last.replace("~1", "/").replace("~0", "~");
         let value = operation["value"].clone();
@@ -615,7 +620,8 @@ fn defaults(inner: &mut Inner, kind: &Kind, object: &mut Value) {
                 spec["parallelism"] = json!(1);
             }
             if spec["selector"].is_null() {
-                spec["selector"] = json!({ "matchLabels": { "batch.kubernetes.io/controller-uid": uid } });
+                spec["selector"] =
+                    json!({ "matchLabels": { "batch.kubernetes.io/controller-uid": uid } });
             }
             let labels = &mut spec["template"]["metadata"]["labels"];
             labels["batch.kubernetes.io/controller-uid"] = uid.clone();
@@ -681,7 +687,9 @@ pub(super) fn record_update(
             owned.paths.retain(|path| !changed.contains(path));
         }
         // Fields that are gone are owned by nobody.
-        owned.paths.retain(|path| after.contains(path) || !before.contains(path));
+        owned
+            .paths
+            .retain(|path| after.contains(path) || !before.contains(path));
     }
     let entry = managers.entry(manager.to_string()).or_default();
     entry.operation = "Update".into();
@@ -911,7 +919,9 @@ fn list(
 }
 
 fn manager_of(params: &[(String, String)]) -> String {
-    param(params, "fieldManager").unwrap_or("unknown").to_string()
+    param(params, "fieldManager")
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 /// A new object's metadata, as the API server fills it in.
@@ -929,7 +939,9 @@ fn create(
     params: &[(String, String)],
     dry: bool,
 ) -> Response {
-    if object["metadata"]["name"].as_str().is_none_or(str::is_empty)
+    if object["metadata"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
         && let Some(prefix) = object["metadata"]["generateName"].as_str()
     {
         let suffix = fake.random_suffix();
@@ -990,7 +1002,9 @@ fn validate(kind: &Kind, name: &str, object: &Value) -> Option<Response> {
     if bad_name {
         return invalid(
             "metadata.name",
-            &format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"),
+            &format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"
+            ),
         );
     }
     match kind.plural {
@@ -1107,7 +1121,10 @@ fn patch(
                 "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
             );
         };
-        if patch["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+        if patch["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n != name)
+        {
             return status(
                 400,
                 "BadRequest",
