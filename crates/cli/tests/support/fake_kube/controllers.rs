@@ -532,7 +532,7 @@ pub(super) fn endpoint(
         None => ports.first().cloned(),
         Some(wanted) => ports
             .iter()
-            .find(|p| p["name"] == wanted || p["port"].to_string() == wanted)
+            .find(|p| p["name"] == wanted || p["port"].to_string().as_str() == wanted)
             .cloned(),
     }
     .ok_or_else(no_endpoints)?;

@@ -144,6 +144,7 @@ fn target_path(tail: &[String], uri: &Uri) -> String {
 }
 
 /// `/api/v1/namespaces/NS/services/NAME[:PORT]/proxy/PATH`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn service_proxy(
     fake: &Arc<Fake>,
     namespace: &str,
@@ -180,6 +181,7 @@ pub(super) async fn service_proxy(
 }
 
 /// `/api/v1/namespaces/NS/pods/NAME[:PORT]/proxy/PATH` (PORT a container port).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn pod_proxy(
     fake: &Arc<Fake>,
     namespace: &str,

@@ -142,6 +142,9 @@ pub(super) enum Seg {
 
 pub(super) type FieldPath = Vec<Seg>;
 
+/// Every field manager of an object.
+pub(super) type Managers = BTreeMap<String, Manager>;
+
 fn show(path: &FieldPath) -> String {
     path.iter()
         .map(|seg| match seg {
@@ -464,6 +467,7 @@ pub(super) fn no_resource() -> Response {
 }
 
 /// The body of a write: JSON, or YAML for an apply.
+#[allow(clippy::result_large_err)]
 fn parse_body(body: &[u8]) -> Result<Value, Response> {
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice::<Value>(body).map_err(|e| e.to_string()))
@@ -706,7 +710,7 @@ fn apply(
     config: &Value,
     manager: &str,
     force: bool,
-) -> Result<(Value, BTreeMap<String, Manager>), Vec<(String, FieldPath)>> {
+) -> Result<(Value, Managers), Vec<(String, FieldPath)>> {
     let wanted = leaf_paths(config);
     let empty = json!({});
     let live = live.unwrap_or(&empty);
@@ -786,6 +790,7 @@ fn conflict_response(conflicts: &[(String, FieldPath)]) -> Response {
 
 /// A request for `kind` under `/api/v1` or `/apis/GROUP/VERSION`: `rest` is what follows the
 /// namespace (or the version, for a request across namespaces).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     fake: &std::sync::Arc<Fake>,
     kind: &'static Kind,
@@ -866,7 +871,7 @@ pub(super) async fn serve(
         _ => status(
             405,
             "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource"),
+            "the server does not allow this method on the requested resource".to_string(),
         ),
     }
 }
@@ -1017,13 +1022,12 @@ fn validate(kind: &Kind, name: &str, object: &Value) -> Option<Response> {
                 return invalid("spec.template.spec.containers", "Required value");
             }
         }
-        "jobs" => {
+        "jobs"
             if object["spec"]["template"]["spec"]["containers"]
                 .as_array()
-                .is_none_or(Vec::is_empty)
-            {
-                return invalid("spec.template.spec.containers", "Required value");
-            }
+                .is_none_or(Vec::is_empty) =>
+        {
+            return invalid("spec.template.spec.containers", "Required value");
         }
         _ => {}
     }
@@ -1145,12 +1149,12 @@ fn patch(
             Ok(applied) => applied,
             Err(conflicts) => return conflict_response(&conflicts),
         };
-        if sub == Some("status") {
-            if let Some(old) = &old {
-                let status = result["status"].take();
-                result = old.clone();
-                result["status"] = status;
-            }
+        if sub == Some("status")
+            && let Some(old) = &old
+        {
+            let status = result["status"].take();
+            result = old.clone();
+            result["status"] = status;
         }
         if let Some(response) = validate(kind, name, &result) {
             return response;

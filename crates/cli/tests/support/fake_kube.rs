@@ -37,11 +37,18 @@
 //!   listener that port), and the "cluster network" forward proxy (`FakeKube::network_proxy_url`, and
 //!   every pod's `http_proxy`), which resolves `NAME.NS[.svc[.cluster.local]]` and routes' hostnames.
 
+// Explicit paths: the benches include this file by its path too.
+#[path = "fake_kube/controllers.rs"]
 mod controllers;
+#[path = "fake_kube/discovery.rs"]
 mod discovery;
+#[path = "fake_kube/kubelet.rs"]
 mod kubelet;
+#[path = "fake_kube/network.rs"]
 mod network;
+#[path = "fake_kube/openapi.rs"]
 mod openapi;
+#[path = "fake_kube/store.rs"]
 mod store;
 
 use std::collections::BTreeMap;
