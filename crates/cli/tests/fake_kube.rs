@@ -398,6 +398,17 @@ fn a_template_change_rolls_the_pods_and_deleting_the_deployment_deletes_them() {
     );
     assert_eq!(answer, "web-1b hello /\n", "{after:?}");
 
+    // A killed container is restarted in its pod, which is ready again.
+    let (namespace, pod) = after[0].split_once('/').unwrap();
+    cluster.fake.kill_pod_process(namespace, pod);
+    eventually(5, "the restarted container to be ready", || {
+        let pod = cluster.json(&["get", "pod", pod, "-n", "shop"]);
+        let status = &pod["status"]["containerStatuses"][0];
+        (status["restartCount"] == 1 && status["ready"] == true).then_some(())
+    });
+    let previous = cluster.ok(&["logs", "-n", "shop", pod, "--previous"], None);
+    assert!(previous.starts_with("listening"), "{previous}");
+
     cluster.ok(&["delete", "deployment", "web-1", "-n", "shop"], None);
     eventually(5, "the pods to be collected", || {
         cluster.fake.pod_names().is_empty().then_some(())
@@ -445,6 +456,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: sick}
 spec:
+  progressDeadlineSeconds: 1
   selector: {matchLabels: {app: sick}}
   template:
     metadata: {labels: {app: sick}}
@@ -542,15 +554,14 @@ spec:
 
     let sick = pod_of("sick");
     let name = sick["metadata"]["name"].as_str().unwrap().to_string();
+    // Before the app listens, the probe is refused; then the app answers 500.
     let event = eventually(5, "a failed readiness probe", || {
-        events_of(&name)
-            .into_iter()
-            .find(|e| e["reason"] == "Unhealthy")
+        events_of(&name).into_iter().find(|e| {
+            e["reason"] == "Unhealthy"
+                && e["message"] == "Readiness probe failed: HTTP probe failed with statuscode: 500"
+        })
     });
-    assert_eq!(
-        event["message"],
-        "Readiness probe failed: HTTP probe failed with statuscode: 500"
-    );
+    assert_eq!(event["type"], "Warning");
     let pod = cluster.json(&["get", "pod", &name, "-n", "shop"]);
     assert_eq!(
         pod["status"]["containerStatuses"][0]["ready"], false,
@@ -563,11 +574,17 @@ spec:
             "deployment/sick",
             "-n",
             "shop",
-            "--timeout=1s",
+            "--timeout=5s",
         ],
         None,
     );
+    // Not ready past its progress deadline: the rollout has failed.
     assert!(!rollout.status.success());
+    let stderr = String::from_utf8_lossy(&rollout.stderr);
+    assert!(
+        stderr.contains("deployment \"sick\" exceeded its progress deadline"),
+        "{stderr}"
+    );
     let proxied = cluster.kubectl(
         &["get", "--raw", "/api/v1/namespaces/shop/pods/none/proxy/"],
         None,

@@ -434,6 +434,28 @@ fn watch(
         |kind: &str, object: &Value| json!({ "type": kind, "object": object }).to_string() + "\n";
     let (mut initial, mut events, version) = {
         let inner = fake.inner.lock().unwrap();
+        let version_of = |object: &Value| {
+            object["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // A version older than the history the fake keeps is gone, as etcd compacts.
+        let trimmed = inner.history.len() >= 4096;
+        let oldest = inner
+            .history
+            .front()
+            .filter(|_| trimmed)
+            .map(|(_, _, o)| version_of(o));
+        if let (Some(since), Some(oldest)) = (since, oldest)
+            && since + 1 < oldest
+        {
+            return status(
+                410,
+                "Expired",
+                format!("too old resource version: {since} ({})", oldest - 1),
+            );
+        }
         let initial: Vec<String> = match since {
             // The events since that version, from the history the fake keeps.
             Some(since) => inner
@@ -469,8 +491,13 @@ fn watch(
         };
         (initial, fake.events.subscribe(), inner.version)
     };
-    let bookmark = |version: u64, initial_end: bool| {
-        let mut object = json!({ "metadata": { "resourceVersion": version.to_string() } });
+    let (kind, api_version) = match store::kind_by_plural(plural) {
+        Some(kind) => (kind.kind, kind.api_version()),
+        None => ("Pod", "v1".to_string()),
+    };
+    let bookmark = move |version: u64, initial_end: bool| {
+        let mut object = json!({ "kind": kind, "apiVersion": api_version,
+                                 "metadata": { "resourceVersion": version.to_string() } });
         if initial_end {
             object["metadata"]["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }

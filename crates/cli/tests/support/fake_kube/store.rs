@@ -1137,6 +1137,12 @@ fn patch(
         }
         let managers = inner.fields.get(&key).cloned().unwrap_or_default();
         let mut config = patch.clone();
+        // An apply to the object leaves its status alone, and one to `/status` only touches that.
+        if sub != Some("status")
+            && let Some(fields) = config.as_object_mut()
+        {
+            fields.remove("status");
+        }
         config["metadata"]["name"] = json!(name);
         config["metadata"]["namespace"] = json!(namespace);
         let (mut result, managers) = match apply(
@@ -1173,6 +1179,19 @@ fn patch(
             result["kind"] = json!(kind.kind);
             defaults(&mut inner, kind, &mut result);
             return (code, axum::Json(result)).into_response();
+        }
+        // An apply that changes nothing writes nothing (the resourceVersion stays).
+        let paths = |m: &Managers| -> Vec<(String, BTreeSet<FieldPath>)> {
+            m.iter()
+                .map(|(n, o)| (n.clone(), o.paths.clone()))
+                .collect()
+        };
+        let same_owners = inner
+            .fields
+            .get(&key)
+            .is_some_and(|owners| paths(owners) == paths(&managers));
+        if let Some(old) = old.filter(|old| *old == result && same_owners) {
+            return (code, axum::Json(old)).into_response();
         }
         inner.fields.insert(key.clone(), managers);
         let stored = fake.commit(&mut inner, kind, result);
@@ -1219,6 +1238,9 @@ fn patch(
     }
     if let Some(response) = validate(kind, name, &new) {
         return response;
+    }
+    if new == old {
+        return axum::Json(old).into_response();
     }
     if dry {
         return axum::Json(new).into_response();
