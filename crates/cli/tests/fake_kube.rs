@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -126,6 +125,26 @@ fn http(port: u16, target: &str, host: &str) -> (u16, String) {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default();
     (code, body)
+}
+
+/// Every object the fake holds reads as the typed object kube-rs clients get (k8s-openapi's types
+/// are strict about field types, so a status the fake got wrong shows here).
+fn assert_typed(fake: &FakeKube) {
+    use k8s_openapi::api::{apps, autoscaling, batch, core};
+    fn check<T: serde::de::DeserializeOwned>(fake: &FakeKube, plural: &str) {
+        for object in fake.objects(plural) {
+            if let Err(error) = serde_json::from_value::<T>(object.clone()) {
+                panic!("{plural}: {error}\n{object:#}");
+            }
+        }
+    }
+    check::<apps::v1::Deployment>(fake, "deployments");
+    check::<core::v1::Service>(fake, "services");
+    check::<core::v1::ConfigMap>(fake, "configmaps");
+    check::<core::v1::Event>(fake, "events");
+    check::<core::v1::Pod>(fake, "pods");
+    check::<batch::v1::Job>(fake, "jobs");
+    check::<autoscaling::v2::HorizontalPodAutoscaler>(fake, "horizontalpodautoscalers");
 }
 
 fn port_of(url: &str) -> u16 {
@@ -339,6 +358,7 @@ fn kubectl_applies_a_service_that_rolls_out_and_takes_weighted_traffic() {
         "mahavishnu.dev/sandcastle=shop,app.kubernetes.io/managed-by in (mahavishnu)",
     ]);
     assert_eq!(managed["items"].as_array().unwrap().len(), 2);
+    assert_typed(&cluster.fake);
 }
 
 #[test]
@@ -593,6 +613,7 @@ spec:
 
     let (_, message, _) = waiting("unconfigured", "CreateContainerConfigError");
     assert_eq!(message, "configmap \"absent\" not found");
+    assert_typed(&cluster.fake);
 }
 
 #[test]
@@ -677,6 +698,7 @@ spec:
         ],
         None,
     );
+    assert_typed(&cluster.fake);
     let slow = cluster.json(&["get", "job", "slow", "-n", "shop"]);
     assert_eq!(
         slow["status"]["conditions"][0]["reason"],
@@ -735,6 +757,8 @@ spec:
     });
     let hpa = cluster.json(&["get", "hpa", "web-1", "-n", "shop"]);
     assert_eq!(hpa["status"]["desiredReplicas"], 3);
+
+    assert_typed(&cluster.fake);
 
     // Without replicas, the apply leaves the autoscaler's; with them, it conflicts unless forced.
     let without = revision(1, 1).replace("  replicas: 1\n", "");
@@ -873,8 +897,119 @@ spec:
     assert!(!unknown.status.success());
 }
 
-/// Ignore: a helper to keep `Path` in use for the image directory of future tests.
-#[allow(dead_code)]
-fn _dir(path: &Path) -> &Path {
-    path
+#[test]
+fn patches_of_every_kind_selectors_and_scale() {
+    let cluster = Cluster::start();
+    cluster.ok(&["apply", "--server-side", "-f", "-"], Some(CONFIG_MAP));
+    let other = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {a: \"1\"}\n";
+    cluster.ok(&["apply", "-n", "shop", "-f", "-"], Some(other));
+    cluster.ok(
+        &["label", "configmap", "other", "-n", "shop", "tier=back"],
+        None,
+    );
+    let version = |name: &str| {
+        cluster.json(&["get", "cm", name, "-n", "shop"])["metadata"]["resourceVersion"].clone()
+    };
+    let before = version("web-env");
+    cluster.ok(
+        &[
+            "patch",
+            "cm",
+            "web-env",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"B":"2"}}"#,
+        ],
+        None,
+    );
+    cluster.ok(
+        &[
+            "patch",
+            "cm",
+            "web-env",
+            "-n",
+            "shop",
+            "-p",
+            r#"{"data":{"C":"3"}}"#,
+        ],
+        None,
+    );
+    cluster.ok(
+        &[
+            "patch", "cm", "web-env", "-n", "shop", "--type=json",
+            "-p", r#"[{"op":"remove","path":"/data/GREETING"},{"op":"add","path":"/data/D","value":"4"}]"#,
+        ],
+        None,
+    );
+    let map = cluster.json(&["get", "cm", "web-env", "-n", "shop"]);
+    assert_eq!(
+        map["data"],
+        serde_json::json!({ "B": "2", "C": "3", "D": "4" })
+    );
+    assert_ne!(map["metadata"]["resourceVersion"], before);
+    // Nothing to change: the object is not written.
+    let unchanged = version("web-env");
+    cluster.ok(
+        &[
+            "patch",
+            "cm",
+            "web-env",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"B":"2"}}"#,
+        ],
+        None,
+    );
+    assert_eq!(version("web-env"), unchanged);
+
+    let names = |selector: &str| {
+        let list = cluster.json(&["get", "cm", "-n", "shop", "-l", selector]);
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["metadata"]["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("!tier"), ["web-env"]);
+    assert_eq!(names("tier"), ["other"]);
+    assert_eq!(names("tier notin (front)"), ["other", "web-env"]);
+    assert_eq!(names("tier in (back,front)"), ["other"]);
+    assert_eq!(names("tier!=back"), ["web-env"]);
+    let fields = cluster.json(&[
+        "get",
+        "cm",
+        "-n",
+        "shop",
+        "--field-selector",
+        "metadata.name=other",
+    ]);
+    assert_eq!(fields["items"].as_array().unwrap().len(), 1);
+
+    let file = cluster.file("web.yaml", &revision(1, 1));
+    cluster.ok(&["apply", "--server-side", "-f", &file], None);
+    cluster.ok(
+        &["scale", "deployment/web-1", "-n", "shop", "--replicas=2"],
+        None,
+    );
+    eventually(5, "two pods", || {
+        (cluster.fake.pod_names().len() == 2).then_some(())
+    });
+    let deployment = cluster.json(&["get", "deploy", "web-1", "-n", "shop"]);
+    assert_eq!(deployment["metadata"]["generation"], 2);
+    cluster.ok(
+        &["scale", "deployment/web-1", "-n", "shop", "--replicas=0"],
+        None,
+    );
+    eventually(5, "no pods", || {
+        cluster.fake.pod_names().is_empty().then_some(())
+    });
+    cluster.ok(&["delete", "cm", "-n", "shop", "-l", "tier=back"], None);
+    assert_eq!(cluster.fake.objects("configmaps").len(), 1);
+    let gone = cluster.kubectl(&["get", "cm", "other", "-n", "shop"], None);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("configmaps \"other\" not found"));
 }

@@ -803,6 +803,19 @@ pub(super) async fn serve(
 ) -> Response {
     let params = params_of(uri);
     let dry = param(&params, "dryRun") == Some("All");
+    let content = headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if content.contains("protobuf") || content.contains("cbor") {
+        return status(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content})"
+            ),
+        );
+    }
     let name = rest.first().cloned();
     let sub = rest.get(1).map(String::as_str);
     let Some(namespace) = namespace else {
