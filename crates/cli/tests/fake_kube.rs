@@ -490,6 +490,21 @@ spec:
 ---
 apiVersion: apps/v1
 kind: Deployment
+metadata: {name: dying}
+spec:
+  selector: {matchLabels: {app: dying}}
+  template:
+    metadata: {labels: {app: dying}}
+    spec:
+      containers:
+      - name: web
+        image: shop/web:1
+        env: [{name: SICK, value: "1"}]
+        ports: [{containerPort: 8080}]
+        livenessProbe: {httpGet: {path: /healthz, port: 8080}, failureThreshold: 2}
+---
+apiVersion: apps/v1
+kind: Deployment
 metadata: {name: unconfigured}
 spec:
   selector: {matchLabels: {app: unconfigured}}
@@ -610,6 +625,25 @@ spec:
         None,
     );
     assert!(!proxied.status.success());
+
+    // A failing liveness probe restarts the container.
+    let dying = pod_of("dying");
+    let name = dying["metadata"]["name"].as_str().unwrap().to_string();
+    eventually(8, "a restart after failed liveness probes", || {
+        let pod = cluster.json(&["get", "pod", &name, "-n", "shop"]);
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)).then_some(())
+    });
+    let events = events_of(&name);
+    assert!(
+        events.iter().any(
+            |e| e["message"] == "Liveness probe failed: HTTP probe failed with statuscode: 500"
+        ),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e["reason"] == "Killing"),
+        "{events:?}"
+    );
 
     let (_, message, _) = waiting("unconfigured", "CreateContainerConfigError");
     assert_eq!(message, "configmap \"absent\" not found");
