@@ -261,6 +261,11 @@ fn kubectl_applies_a_service_that_rolls_out_and_takes_weighted_traffic() {
         assert!(out.contains("successfully rolled out"), "{out}");
     }
     let listed = cluster.ok(&["get", "deploy,svc,cm,httproute", "-n", "shop"], None);
+    // Printed by the server, as a Table, the way kubectl asks.
+    assert!(
+        listed.contains("READY") && listed.contains("2/2") && listed.contains("web.shop.example"),
+        "{listed}"
+    );
     for name in [
         "deployment.apps/web-1",
         "deployment.apps/web-2",

@@ -50,6 +50,8 @@ mod network;
 mod openapi;
 #[path = "fake_kube/store.rs"]
 mod store;
+#[path = "fake_kube/table.rs"]
+mod table;
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -391,6 +393,7 @@ fn list_or_watch(
     fake: &Arc<Fake>,
     namespace: Option<String>,
     params: &[(String, String)],
+    headers: &HeaderMap,
 ) -> Response {
     let labels = param(params, "labelSelector").map(String::from);
     let fields = param(params, "fieldSelector").map(String::from);
@@ -411,6 +414,10 @@ fn list_or_watch(
         .map(|pod| pod.object.clone())
         .filter(|pod| matches(pod))
         .collect();
+    if table::wanted(headers) {
+        return axum::Json(table::table("pods", &items, &inner.version.to_string()))
+            .into_response();
+    }
     axum::Json(json!({
         "kind": "PodList", "apiVersion": "v1",
         "metadata": { "resourceVersion": inner.version.to_string() }, "items": items,
@@ -564,16 +571,21 @@ where
     Body::from_stream(stream)
 }
 
-async fn all_pods(State(fake): State<Arc<Fake>>, Query(params): Params) -> Response {
-    list_or_watch(&fake, None, &params)
+async fn all_pods(
+    State(fake): State<Arc<Fake>>,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> Response {
+    list_or_watch(&fake, None, &params, &headers)
 }
 
 async fn pods(
     State(fake): State<Arc<Fake>>,
     UrlPath(namespace): UrlPath<String>,
     Query(params): Params,
+    headers: HeaderMap,
 ) -> Response {
-    list_or_watch(&fake, Some(namespace), &params)
+    list_or_watch(&fake, Some(namespace), &params, &headers)
 }
 
 /// The name of an object to create in `namespace`, or why the API server refuses it (code, reason,
@@ -653,6 +665,7 @@ async fn create_pod(
 async fn get_pod(
     State(fake): State<Arc<Fake>>,
     UrlPath((namespace, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     match fake
         .inner
@@ -661,6 +674,17 @@ async fn get_pod(
         .pods
         .get(&(namespace.clone(), name.clone()))
     {
+        Some(pod) if table::wanted(&headers) => {
+            let version = pod.object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("");
+            axum::Json(table::table(
+                "pods",
+                std::slice::from_ref(&pod.object),
+                version,
+            ))
+            .into_response()
+        }
         Some(pod) => axum::Json(pod.object.clone()).into_response(),
         None => not_found(&namespace, &name),
     }

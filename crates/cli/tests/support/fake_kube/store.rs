@@ -820,7 +820,7 @@ pub(super) async fn serve(
     let sub = rest.get(1).map(String::as_str);
     let Some(namespace) = namespace else {
         return if *method == Method::GET && name.is_none() {
-            list(fake, kind, None, &params)
+            list(fake, kind, None, &params, headers)
         } else {
             no_resource()
         };
@@ -833,7 +833,7 @@ pub(super) async fn serve(
         );
     }
     match (method.clone(), name, sub) {
-        (Method::GET, None, _) => list(fake, kind, Some(&namespace), &params),
+        (Method::GET, None, _) => list(fake, kind, Some(&namespace), &params, headers),
         (Method::POST, None, _) => match parse_body(&body) {
             Ok(object) => create(fake, kind, &namespace, object, &params, dry),
             Err(response) => response,
@@ -847,6 +847,15 @@ pub(super) async fn serve(
                 .objects
                 .get(&key(kind.plural, &namespace, &name))
             {
+                Some(object) if super::table::wanted(headers) => {
+                    let version = text_of(&object["metadata"]["resourceVersion"]);
+                    axum::Json(super::table::table(
+                        kind.plural,
+                        std::slice::from_ref(object),
+                        &version,
+                    ))
+                    .into_response()
+                }
                 Some(object) => axum::Json(object.clone()).into_response(),
                 None => not_found_of(kind, &name),
             }
@@ -900,11 +909,16 @@ fn scale_of(object: &Value) -> Value {
     })
 }
 
+fn text_of(value: &Value) -> String {
+    value.as_str().unwrap_or("").to_string()
+}
+
 fn list(
     fake: &std::sync::Arc<Fake>,
     kind: &'static Kind,
     namespace: Option<&str>,
     params: &[(String, String)],
+    headers: &HeaderMap,
 ) -> Response {
     let labels = param(params, "labelSelector").map(String::from);
     let fields = param(params, "fieldSelector").map(String::from);
@@ -929,6 +943,14 @@ fn list(
             .collect();
         (items, inner.version)
     };
+    if super::table::wanted(headers) {
+        return axum::Json(super::table::table(
+            kind.plural,
+            &items,
+            &version.to_string(),
+        ))
+        .into_response();
+    }
     axum::Json(json!({
         "kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(),
         "metadata": { "resourceVersion": version.to_string() }, "items": items,
