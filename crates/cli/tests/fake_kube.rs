@@ -228,11 +228,25 @@ spec:
 #[test]
 fn kubectl_applies_a_service_that_rolls_out_and_takes_weighted_traffic() {
     let cluster = Cluster::start();
+    let others = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: alias}
+spec: {type: ExternalName, externalName: web-2.shop.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty}
+spec:
+  selector: {app: nothing}
+  ports: [{port: 80}]
+"#;
     let manifest = [
         CONFIG_MAP.to_string(),
         revision(1, 2),
         revision(2, 1),
         gateway_and_route(cluster.fake.gateway_port()),
+        others.to_string(),
     ]
     .join("---\n");
     let file = cluster.file("web.yaml", &manifest);
@@ -347,6 +361,31 @@ fn kubectl_applies_a_service_that_rolls_out_and_takes_weighted_traffic() {
     assert_eq!(code, 200);
     let (code, _) = http(proxy, "http://nothing.nowhere.svc/x", "nothing.nowhere.svc");
     assert_eq!(code, 502);
+    let (code, body) = http(proxy, "http://alias.shop.svc/y", "alias.shop.svc");
+    assert_eq!((code, body.as_str()), (200, "web-2 hello /y\n"));
+    let (code, body) = http(proxy, "http://empty.shop/", "empty.shop");
+    assert_eq!(code, 503, "{body}");
+    let empty = cluster.kubectl(
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/shop/services/empty:80/proxy/",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(
+        stderr.contains("no endpoints available for service \"empty\""),
+        "{stderr}"
+    );
+    let service = cluster.json(&["get", "svc", "web-1", "-n", "shop"]);
+    assert!(
+        service["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.96."),
+        "{service}"
+    );
 
     // Logs have stderr too; a list by label reads what Mahavishnu manages.
     let logs = cluster.ok(&["logs", "-n", "shop", "deployment/web-2"], None);

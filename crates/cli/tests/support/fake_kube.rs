@@ -36,6 +36,12 @@
 //!   plane (one loopback port, `FakeKube::gateway_port`, for every Gateway: tests give their Gateway's
 //!   listener that port), and the "cluster network" forward proxy (`FakeKube::network_proxy_url`, and
 //!   every pod's `http_proxy`), which resolves `NAME.NS[.svc[.cluster.local]]` and routes' hostnames.
+//! - For kubectl: server-side printing (`Table`s for `kubectl get`), and a minimal OpenAPI v3
+//!   (`openapi.rs`) whose only purpose is to tell kubectl that the server validates fields itself.
+//!
+//! Test hooks on `FakeKube`: `add_image`, `gateway_port`, `network_proxy_url`, `gateway_hits`,
+//! `set_controller_delay`, `set_latency`, `objects`, `calls` / `clear_calls`, `kill_pod_process`,
+//! `kubeconfig`, `secret`, `secret_names`, `created_pods`, `pod_names`.
 
 // Explicit paths: the benches include this file by its path too.
 #[path = "fake_kube/controllers.rs"]

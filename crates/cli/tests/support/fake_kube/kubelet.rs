@@ -136,6 +136,10 @@ impl Fake {
             })
             .map(|(key, event)| (key.clone(), event.clone()));
         let time = now();
+        let field_path = match object["spec"]["containers"][0]["name"].as_str() {
+            Some(container) if kind == "Pod" => format!("spec.containers{{{container}}}"),
+            _ => String::new(),
+        };
         match existing {
             Some((key, event)) => {
                 if event["lastTimestamp"] != time {
@@ -152,7 +156,7 @@ impl Fake {
                                   "uid": inner.next_uid(), "creationTimestamp": time },
                     "involvedObject": { "kind": kind, "namespace": namespace, "name": name,
                                         "uid": object["metadata"]["uid"], "apiVersion": object["apiVersion"].as_str().unwrap_or("v1"),
-                                        "fieldPath": if kind == "Pod" { "spec.containers{main}" } else { "" } },
+                                        "fieldPath": field_path },
                     "reason": reason, "message": message, "type": type_, "count": 1,
                     "firstTimestamp": time, "lastTimestamp": time,
                     "source": { "component": if reason == "FailedScheduling" { "default-scheduler" } else { "kubelet" } },
@@ -407,7 +411,7 @@ async fn run_pod(fake: Arc<Fake>, key: Key) {
         .unwrap_or(1);
         // Let the output reader drain the last bytes into the log.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if fake.pod_gone(&key) {
+        if fake.pod_gone(&key) || fake.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let reason = if code == 0 { "Completed" } else { "Error" };
