@@ -976,6 +976,26 @@ spec:
 }
 
 #[test]
+fn the_controllers_wait_their_delay() {
+    let cluster = Cluster::start();
+    cluster
+        .fake
+        .set_controller_delay(Duration::from_millis(700));
+    let file = cluster.file("web.yaml", &revision(1, 1));
+    cluster.ok(&["apply", "--server-side", "-f", &file], None);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(cluster.fake.pod_names().is_empty());
+    eventually(5, "the pod, late", || {
+        (cluster.fake.pod_names().len() == 1).then_some(())
+    });
+    let calls = cluster.fake.calls();
+    assert!(calls.iter().any(|(method, path)| method == "PATCH"
+        && path.starts_with("/apis/apps/v1/namespaces/shop/deployments/web-1?")));
+    cluster.fake.clear_calls();
+    assert!(cluster.fake.calls().is_empty());
+}
+
+#[test]
 fn patches_of_every_kind_selectors_and_scale() {
     let cluster = Cluster::start();
     cluster.ok(&["apply", "--server-side", "-f", "-"], Some(CONFIG_MAP));

@@ -26,8 +26,9 @@
 //! - A scheduler and kubelet (`kubelet.rs`): one node with `cpu: 4`, `memory: 8Gi` (a pod asking for
 //!   more stays Pending, `Unschedulable`); images from `FakeKube::add_image` (a container without a
 //!   `command` whose image is not registered is `ErrImagePull`, then `ImagePullBackOff`); the
-//!   environment from Secrets and ConfigMaps; restarts with `CrashLoopBackOff`; HTTP readiness and
-//!   liveness probes every 200 ms (the real kubelet's period is at least a second); Events.
+//!   environment from Secrets and ConfigMaps; restarts with `CrashLoopBackOff`; HTTP readiness,
+//!   liveness and startup probes every 200 ms (the real kubelet's period is at least a second; a
+//!   liveness probe refused in a container's first 5 s does not count, so slow starters live); Events.
 //!   Legacy image names: one containing `pull-fails` cannot be pulled, one containing `unschedulable`
 //!   fits no node, one containing `crash` crash-loops.
 //! - The network (`network.rs`). Pods have a fake `podIP`; each declared `containerPort` is really a

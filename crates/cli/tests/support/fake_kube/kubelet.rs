@@ -519,6 +519,8 @@ async fn probe(
 ) {
     let mut ready = !spec["readinessProbe"].is_object();
     let mut live_failures = 0;
+    let mut started = !spec["startupProbe"]["httpGet"].is_object();
+    let since = Instant::now();
     let target = |probe: &Value| {
         let get = &probe["httpGet"];
         let (number, host) = host_port(&ports, &get["port"])
@@ -539,6 +541,26 @@ async fn probe(
             return;
         }
         let Some(pod) = fake.pod(&key) else { return };
+        // The startup probe holds the others back; it fails the container once its whole budget
+        // (failureThreshold × periodSeconds, real seconds) has passed.
+        if !started {
+            let startup = &spec["startupProbe"];
+            let (host, path, shown) = target(startup);
+            match http_get(host, &path, &shown).await {
+                Ok(()) => started = true,
+                Err(message) => {
+                    let budget = startup["failureThreshold"].as_u64().unwrap_or(3)
+                        * startup["periodSeconds"].as_u64().unwrap_or(10);
+                    if since.elapsed() >= Duration::from_secs(budget) {
+                        let text = format!("Startup probe failed: {message}");
+                        fake.event(&pod, "Pod", "Warning", "Unhealthy", &text);
+                        container.signal(libc::SIGKILL);
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
         if spec["readinessProbe"]["httpGet"].is_object() {
             let (host, path, shown) = target(&spec["readinessProbe"]);
             let result = http_get(host, &path, &shown).await;
@@ -560,6 +582,11 @@ async fn probe(
             let (host, path, shown) = target(&spec["livenessProbe"]);
             match http_get(host, &path, &shown).await {
                 Ok(()) => live_failures = 0,
+                // Refused while the app may still be starting (its first 5 s) does not count: the
+                // fake probes much more often than the kubelet, whose failures take 30 s by default.
+                Err(message)
+                    if message.ends_with("connection refused")
+                        && since.elapsed() < Duration::from_secs(5) => {}
                 Err(message) => {
                     live_failures += 1;
                     let threshold = spec["livenessProbe"]["failureThreshold"]
