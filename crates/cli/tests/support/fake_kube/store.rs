@@ -449,13 +449,11 @@ fn success(name: &str, kind: &Kind, uid: &Value) -> Response {
 }
 
 pub(super) fn not_found_of(kind: &Kind, name: &str) -> Response {
-    let mut response = status(
+    status(
         404,
         "NotFound",
         format!("{} \"{name}\" not found", kind.qualified()),
-    );
-    let _ = &mut response;
-    response
+    )
 }
 
 pub(super) fn no_resource() -> Response {
