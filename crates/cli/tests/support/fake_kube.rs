@@ -10,7 +10,8 @@
 //! - Pods: create, get, list and delete with label and field selectors, `resourceVersion` and `uid`,
 //!   watch streams, logs (`follow`, `previous`, `tailLines`, `timestamps`), exec and attach over
 //!   websockets with the `v5.channel.k8s.io` / `v4.channel.k8s.io` channel protocol, `Status` errors.
-//! - Secrets: create (`stringData` folded into base64 `data`), get, list, merge patch, and delete with
+//! - Secrets: create (`stringData` folded into base64 `data`), get, list, merge patch, server-side
+//!   apply for one field manager (what it applies replaces labels, type and data), and delete with
 //!   a uid precondition; owner references are stored as given, and Secrets are never garbage
 //!   collected: a Secret owned by a deleted pod stays until someone deletes it.
 //! - A generic store (`store.rs`) for Deployments, Services, ConfigMaps, Events, Jobs,
@@ -738,20 +739,8 @@ async fn create_secret(
             secret["data"][key] = json!(base64_encode(text.as_bytes()));
         }
     }
-    if let Some(bad) = secret["data"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .find(|(_, value)| value.as_str().and_then(base64_decode).is_none())
-    {
-        return status(
-            422,
-            "Invalid",
-            format!(
-                "Secret \"{name}\" is invalid: data[{}]: illegal base64 data",
-                bad.0
-            ),
-        );
+    if let Some(invalid) = illegal_base64(&secret, &name) {
+        return invalid;
     }
     let key = (namespace.clone(), name.clone());
     let mut inner = fake.inner.lock().unwrap();
@@ -771,6 +760,20 @@ async fn create_secret(
     }
     inner.secrets.insert(key, secret.clone());
     (StatusCode::CREATED, axum::Json(secret)).into_response()
+}
+
+/// The API server's answer to a Secret whose `data` is not base64, if it is not.
+fn illegal_base64(secret: &Value, name: &str) -> Option<Response> {
+    let (key, _) = secret["data"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find(|(_, value)| value.as_str().and_then(base64_decode).is_none())?;
+    Some(status(
+        422,
+        "Invalid",
+        format!("Secret \"{name}\" is invalid: data[{key}]: illegal base64 data"),
+    ))
 }
 
 async fn list_secrets(
@@ -814,6 +817,7 @@ async fn get_secret(
 async fn patch_secret(
     State(fake): State<Arc<Fake>>,
     UrlPath((namespace, name)): UrlPath<(String, String)>,
+    Query(params): Params,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -821,6 +825,9 @@ async fn patch_secret(
         .get("content-type")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
+    if kind == "application/apply-patch+yaml" {
+        return apply_secret(&fake, namespace, name, &params, &body);
+    }
     // A strategic merge patch of metadata is a merge patch; JSON patch and apply are not served here.
     if !matches!(
         kind,
@@ -847,6 +854,79 @@ async fn patch_secret(
     secret["metadata"]["uid"] = uid;
     secret["metadata"]["resourceVersion"] = json!(version);
     axum::Json(secret.clone()).into_response()
+}
+
+/// Server-side apply of a Secret, for one field manager: the Secret is made when missing, else its
+/// labels, annotations, type and data become what is applied (data keys applied before and left out
+/// now go, as server-side apply removes a manager's fields it no longer sets).
+fn apply_secret(
+    fake: &Fake,
+    namespace: String,
+    name: String,
+    params: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    let Some(manager) = param(params, "fieldManager") else {
+        return status(
+            400,
+            "BadRequest",
+            "PATCH, application/apply-patch+yaml requires fieldManager to be set".into(),
+        );
+    };
+    let Ok(applied) = serde_json::from_slice::<Value>(body) else {
+        return status(
+            400,
+            "BadRequest",
+            "the applied configuration is not JSON".into(),
+        );
+    };
+    if applied["metadata"]["name"].as_str() != Some(name.as_str()) {
+        return status(
+            400,
+            "BadRequest",
+            format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                applied["metadata"]["name"]
+            ),
+        );
+    }
+    if let Some(invalid) = illegal_base64(&applied, &name) {
+        return invalid;
+    }
+    let dry = param(params, "dryRun") == Some("All");
+    let key = (namespace.clone(), name.clone());
+    let mut inner = fake.inner.lock().unwrap();
+    let version = inner.next_version();
+    let created = !inner.secrets.contains_key(&key);
+    let mut secret = match inner.secrets.get(&key) {
+        Some(secret) => secret.clone(),
+        None => json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": name, "namespace": namespace, "uid": inner.next_uid(),
+                          "creationTimestamp": now() },
+        }),
+    };
+    for field in ["labels", "annotations"] {
+        if !applied["metadata"][field].is_null() {
+            secret["metadata"][field] = applied["metadata"][field].clone();
+        }
+    }
+    secret["data"] = applied["data"].clone();
+    secret["type"] = applied.get("type").cloned().unwrap_or(json!("Opaque"));
+    secret["metadata"]["resourceVersion"] = json!(version);
+    secret["metadata"]["managedFields"] = json!([{
+        "manager": manager, "operation": "Apply", "apiVersion": "v1", "time": now(),
+        "fieldsType": "FieldsV1", "fieldsV1": { "f:data": {}, "f:type": {} },
+    }]);
+    if !dry {
+        inner.secrets.insert(key, secret.clone());
+    }
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(secret)).into_response()
 }
 
 async fn delete_secret(
@@ -1405,6 +1485,19 @@ impl FakeKube {
         self.state
             .latency_ms
             .store(latency.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A Gateway `namespace/name` whose one HTTP listener is this fake's data plane
+    /// (`gateway_port`), for host names under `*.DOMAIN`, taking routes from every namespace: YAML
+    /// for `kubectl apply -f`.
+    pub fn gateway_manifest(&self, namespace: &str, name: &str, domain: &str) -> String {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata:\n  name: {name}\n  \
+             namespace: {namespace}\nspec:\n  gatewayClassName: fake\n  listeners:\n  - name: http\n    \
+             protocol: HTTP\n    port: {}\n    allowedRoutes:\n      namespaces:\n        from: All\n    \
+             hostname: \"*.{domain}\"\n",
+            self.gateway_port()
+        )
     }
 
     /// Registers an image: a container of `image` without a `command` runs `argv` (then its `args`)

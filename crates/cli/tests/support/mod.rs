@@ -417,9 +417,17 @@ pub fn http(
     } else {
         format!("Content-Length: {}\r\n", body.len())
     };
+    // A Host among `headers` (a virtual host behind a gateway) replaces the address's.
+    let host_line = if headers.to_ascii_lowercase().starts_with("host:")
+        || headers.to_ascii_lowercase().contains("\r\nhost:")
+    {
+        String::new()
+    } else {
+        format!("Host: {host}\r\n")
+    };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}{length}Connection: close\r\n\r\n{body}"
+        "{method} {path} HTTP/1.1\r\n{host_line}{headers}{length}Connection: close\r\n\r\n{body}"
     )?;
     // Up to the end of the head, then the body its Content-Length gives (a server that keeps the
     // connection open despite `Connection: close` is then not waited on), else to the end.
@@ -572,4 +580,16 @@ pub fn pubsub_wanted(test: &str) -> bool {
         );
     }
     true
+}
+
+/// Copies the files of `examples/NAME` into the world's work directory.
+pub fn copy_example(world: &World, name: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    for entry in std::fs::read_dir(&source).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), world.work().join(entry.file_name())).unwrap();
+        }
+    }
 }

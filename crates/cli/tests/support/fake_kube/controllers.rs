@@ -460,7 +460,10 @@ fn gateways(fake: &Arc<Fake>) {
             .map(|listener| {
                 let attached = objects(&inner, "httproutes")
                     .iter()
-                    .filter(|(_, route)| parents(route, &key.1).contains(&key.2))
+                    .filter(|(route_key, route)| {
+                        parents(route, &route_key.1).contains(&(key.1.clone(), key.2.clone()))
+                            && admits(&gateway, &key.1, &route_key.1)
+                    })
                     .count();
                 json!({ "name": listener["name"], "attachedRoutes": attached,
                         "supportedKinds": [{ "group": "gateway.networking.k8s.io", "kind": "HTTPRoute" }],
@@ -495,15 +498,35 @@ fn gateways(fake: &Arc<Fake>) {
     }
 }
 
-/// The Gateways a route names (in its namespace or another), as names.
-pub(super) fn parents(route: &Value, namespace: &str) -> Vec<String> {
+/// The Gateways a route in `namespace` names, as `(namespace, name)` (a parentRef without a
+/// namespace is in the route's).
+pub(super) fn parents(route: &Value, namespace: &str) -> Vec<(String, String)> {
     route["spec"]["parentRefs"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["namespace"].as_str().is_none_or(|ns| ns == namespace))
-        .filter_map(|p| p["name"].as_str().map(String::from))
+        .filter_map(|p| {
+            let name = p["name"].as_str()?;
+            let ns = p["namespace"].as_str().unwrap_or(namespace);
+            Some((ns.to_string(), name.to_string()))
+        })
         .collect()
+}
+
+/// Whether a Gateway in `gateway_namespace` takes routes from `route_namespace`: a listener's
+/// `allowedRoutes.namespaces.from` is `Same` unless it says `All`, as the Gateway API defaults it.
+pub(super) fn admits(gateway: &Value, gateway_namespace: &str, route_namespace: &str) -> bool {
+    gateway["spec"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(
+            |listener| match listener["allowedRoutes"]["namespaces"]["from"].as_str() {
+                Some("All") => true,
+                None | Some("Same") => gateway_namespace == route_namespace,
+                Some(_) => false,
+            },
+        )
 }
 
 /// A ready pod behind Service `name` in `namespace`, on the host port behind `port` (a Service port's

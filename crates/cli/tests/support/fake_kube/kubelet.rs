@@ -549,11 +549,12 @@ async fn probe(
             match http_get(host, &path, &shown).await {
                 Ok(()) => started = true,
                 Err(message) => {
+                    // Each failure is an Event, as the kubelet records it.
+                    let text = format!("Startup probe failed: {message}");
+                    fake.event(&pod, "Pod", "Warning", "Unhealthy", &text);
                     let budget = startup["failureThreshold"].as_u64().unwrap_or(3)
                         * startup["periodSeconds"].as_u64().unwrap_or(10);
                     if since.elapsed() >= Duration::from_secs(budget) {
-                        let text = format!("Startup probe failed: {message}");
-                        fake.event(&pod, "Pod", "Warning", "Unhealthy", &text);
                         container.signal(libc::SIGKILL);
                         return;
                     }

@@ -252,11 +252,16 @@ fn routes_for(fake: &Fake, host: &str) -> Vec<(String, Value)> {
         .iter()
         .filter(|((plural, _, _), _)| plural == "httproutes")
         .filter(|((_, namespace, _), route)| {
-            parents(route, namespace).iter().any(|gateway| {
-                inner
-                    .objects
-                    .contains_key(&super::store::key("gateways", namespace, gateway))
-            })
+            parents(route, namespace)
+                .iter()
+                .any(|(gateway_namespace, gateway)| {
+                    inner
+                        .objects
+                        .get(&super::store::key("gateways", gateway_namespace, gateway))
+                        .is_some_and(|g| {
+                            super::controllers::admits(g, gateway_namespace, namespace)
+                        })
+                })
         })
         .filter(|(_, route)| match route["spec"]["hostnames"].as_array() {
             Some(names) if !names.is_empty() => names
