@@ -53,3 +53,52 @@ impl BusProvider for EmulatorBus {
         Ok(Arc::new(bus))
     }
 }
+
+/// Pub/Sub in a project, or the emulator a target names: the bus of the platforms whose settings
+/// come from named targets (Cloud Run, Kubernetes).
+pub struct ProjectBus {
+    /// The project topics live in.
+    pub project: String,
+    /// The emulator's endpoint (`http://HOST:PORT`), when topics live there.
+    pub emulator: Option<String>,
+    /// Why there is no bus, when there is none: what to set, and where.
+    pub missing: Option<String>,
+}
+
+#[async_trait]
+impl BusProvider for ProjectBus {
+    fn unavailable(&self) -> Option<String> {
+        self.missing.clone()
+    }
+
+    fn running_env(&self) -> Option<BTreeMap<String, String>> {
+        if self.missing.is_some() {
+            return None;
+        }
+        Some(match &self.emulator {
+            Some(endpoint) => {
+                let host = endpoint
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string();
+                emulator_client_env(&host, &self.project)
+            }
+            None => BTreeMap::new(),
+        })
+    }
+
+    async fn connect(&self) -> Result<Arc<dyn EventBus>> {
+        if let Some(missing) = &self.missing {
+            return Err(mahavishnu_core::Error::Invalid(missing.clone()));
+        }
+        let bus = match &self.emulator {
+            Some(endpoint) => PubSubBus::connect(endpoint, &self.project).await?,
+            None => PubSubBus::connect_google(&self.project).await?,
+        };
+        Ok(Arc::new(bus))
+    }
+
+    fn project(&self) -> String {
+        self.project.clone()
+    }
+}

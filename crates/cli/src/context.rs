@@ -121,12 +121,17 @@ pub fn deployments_over(store: Arc<Store>) -> Result<Arc<Deployments>> {
         program,
     ));
     let bus = crate::bus::provider(&state_dir);
-    #[cfg(feature = "cloudrun")]
+    #[cfg(any(feature = "cloudrun", feature = "kubernetes"))]
     let targets = load_config(&store)?.config.targets.clone();
     let deployments = Deployments::new(store, vec![local], bus, state_dir.join("deploy-locks"));
     #[cfg(feature = "cloudrun")]
-    let deployments =
-        deployments.with_provider(Arc::new(crate::cloudrun::CloudRunProvider::new(targets)));
+    let deployments = deployments.with_provider(Arc::new(crate::cloudrun::CloudRunProvider::new(
+        targets.clone(),
+    )));
+    #[cfg(feature = "kubernetes")]
+    let deployments = deployments.with_provider(Arc::new(
+        crate::kubernetes::KubernetesProvider::new(targets),
+    ));
     Ok(Arc::new(deployments))
 }
 

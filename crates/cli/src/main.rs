@@ -6,6 +6,8 @@ mod cli;
 mod cloudrun;
 mod commands;
 mod context;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod output;
 
 use std::process::ExitCode;

@@ -50,6 +50,16 @@ pub fn emit_reply(
     emit(format, &reply.value, table)
 }
 
+/// Objects as one YAML stream, a document each (what `kubectl apply -f` reads).
+pub fn yaml_documents(objects: &[serde_json::Value]) -> Result<String> {
+    let mut text = String::new();
+    for object in objects {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml::to_string(object)?);
+    }
+    Ok(text)
+}
+
 /// Lays out rows in columns under a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();

@@ -301,7 +301,7 @@ pub struct TargetConfig {
     /// kubernetes and cloudrun: how long one API call may take, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
-    /// cloudrun: the Google Cloud project id.
+    /// cloudrun: the Google Cloud project id (kubernetes: the project of deployments' Pub/Sub topics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     /// cloudrun: the project's number, when it should not be looked up (it names services' URLs).
@@ -318,12 +318,21 @@ pub struct TargetConfig {
     /// `SERVICE-NUMBER.REGION.run.app` (default `https://{host}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_urls: Option<String>,
-    /// cloudrun: where Pub/Sub is reached instead of Google's endpoint (the Pub/Sub emulator).
+    /// cloudrun and kubernetes: where Pub/Sub is reached instead of Google's endpoint (the Pub/Sub
+    /// emulator; for kubernetes, reachable from here and from the cluster alike).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pubsub_endpoint: Option<String>,
     /// cloudrun: the region instances (job executions) run in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// kubernetes: the Gateway API `Gateway` (`NAME` in the target's namespace, or `NAMESPACE/NAME`)
+    /// that public services get an HTTPRoute on; without one, releases are all-or-nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// kubernetes: the domain of public services' host names on the Gateway
+    /// (`SERVICE-SANDCASTLE.DOMAIN`; default: the Gateway listener's wildcard host name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_domain: Option<String>,
 }
 
 /// The keys of `[targets.NAME]` that each kind reads.
@@ -342,6 +351,10 @@ fn target_keys(kind: TargetKind) -> &'static [&'static str] {
             "node_selector",
             "startup_timeout_ms",
             "request_timeout_ms",
+            "gateway",
+            "gateway_domain",
+            "project",
+            "pubsub_endpoint",
         ],
         TargetKind::Cloudrun => &[
             "kind",
@@ -454,6 +467,10 @@ impl TargetConfig {
             node_selector: self.node_selector.clone(),
             startup_timeout_ms: self.startup_timeout_ms.unwrap_or(120_000),
             request_timeout_ms: self.request_timeout_ms.unwrap_or(30_000),
+            gateway: self.gateway.clone(),
+            gateway_domain: self.gateway_domain.clone(),
+            project: self.project.clone(),
+            pubsub_endpoint: self.pubsub_endpoint.clone(),
         }
     }
 }
@@ -482,6 +499,15 @@ pub struct KubernetesConfig {
     pub startup_timeout_ms: u64,
     /// How long one API call may take, in milliseconds.
     pub request_timeout_ms: u64,
+    /// The Gateway API `Gateway` public services are routed through (`NAME` or `NAMESPACE/NAME`).
+    pub gateway: Option<String>,
+    /// The domain of public services' host names on the Gateway.
+    pub gateway_domain: Option<String>,
+    /// The Google Cloud project of deployments' Pub/Sub topics.
+    pub project: Option<String>,
+    /// The Pub/Sub emulator deployments' topics live on (`HOST:PORT`, reachable from here and from
+    /// the cluster).
+    pub pubsub_endpoint: Option<String>,
 }
 
 impl ResourcesConfig {

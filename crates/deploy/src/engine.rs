@@ -586,7 +586,56 @@ impl Engine {
             plan.notes
                 .retain(|note| !note.contains("is not wanted here"));
         }
+        if manifest.front_door.is_some() && !self.platform.capabilities().front_door {
+            plan.notes.push(format!(
+                "the {} platform has no front door: [front_door] is left out here",
+                self.platform.kind().as_str()
+            ));
+        }
+        if !self.platform.capabilities().traffic_split
+            && plan
+                .changes
+                .iter()
+                .any(|change| change.action == Action::Update)
+        {
+            plan.notes.push(match self.platform.kind() {
+                PlatformKind::Kubernetes => {
+                    "releases move all traffic at once: weights (canary steps) \
+                    need a Gateway API Gateway, named by `gateway` in each kubernetes target"
+                        .to_string()
+                }
+                kind => format!("the {} platform moves all traffic at once", kind.as_str()),
+            });
+        }
+        plan.manifests = self.manifests(manifest, &plan, &wanted).await?;
         Ok(plan)
+    }
+
+    /// The platform's manifests of every change that deploys or releases a revision.
+    async fn manifests(
+        &self,
+        manifest: &Manifest,
+        plan: &Plan,
+        wanted: &[(String, Vec<WantedService>)],
+    ) -> Result<Vec<serde_json::Value>> {
+        let mut manifests = Vec::new();
+        for change in &plan.changes {
+            if change.action == Action::Blocked {
+                continue;
+            }
+            let spec = wanted
+                .iter()
+                .filter(|(region, _)| *region == change.region)
+                .flat_map(|(_, services)| services)
+                .find(|service| service.name == change.service)
+                .and_then(|service| service.spec.as_ref());
+            let (Some(spec), Some(revision)) = (spec, &change.revision) else {
+                continue;
+            };
+            let at = placement(manifest, &change.region);
+            manifests.extend(self.platform.manifests(&at, revision, spec).await?);
+        }
+        Ok(manifests)
     }
 
     /// Blocks the wanted services whose references (secrets) do not exist where they would run.
@@ -738,6 +787,7 @@ impl Engine {
         }
         if let Some(door) = &manifest.front_door
             && report.ok
+            && self.platform.capabilities().front_door
             && regions == manifest.sandcastle.regions
             && urls.len() == regions.len()
         {

@@ -74,6 +74,9 @@ pub struct Plan {
     pub unchanged: Vec<String>,
     /// Things worth knowing that change nothing (a service running that the manifest no longer has).
     pub notes: Vec<String>,
+    /// The platform's own manifests of what would be applied (Kubernetes objects), where it has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<serde_json::Value>,
 }
 
 impl Plan {

@@ -8,6 +8,7 @@
 //! who may read pods would read them: they go into a Secret named after the pod and owned by it, which
 //! the container reads its variables from.
 
+pub mod deploy;
 mod manifest;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use mahavishnu_core::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use deploy::{ClusterSettings, KubernetesPlatform};
 pub use manifest::{MANAGED_BY, SPEC_ANNOTATION, pod_manifest};
 use manifest::{REDACTED, Values, env_secret};
 

@@ -56,9 +56,15 @@ pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode
                 json!({ "block": args.block, "pipeline": args.pipeline }),
             );
             let reply = call("deploy_plan", arguments, Progress::default()).await?;
-            output::emit_reply(global.output, &reply, || {
-                plan_table(&reply.value, &reply.summary)
-            })?;
+            match reply.value["manifests"].as_array() {
+                // On Kubernetes, YAML is what would be applied: `kubectl apply -f` reads it.
+                Some(manifests) if global.output == OutputFormat::Yaml => {
+                    print!("{}", output::yaml_documents(manifests)?)
+                }
+                _ => output::emit_reply(global.output, &reply, || {
+                    plan_table(&reply.value, &reply.summary)
+                })?,
+            }
             let changes = reply.value["changes"]
                 .as_array()
                 .is_some_and(|c| !c.is_empty());

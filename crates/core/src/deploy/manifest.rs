@@ -15,6 +15,9 @@ pub const MANIFEST_FILE: &str = "mahavishnu.deploy.toml";
 /// The region a sandcastle gets when it names none.
 pub const DEFAULT_REGION: &str = "local";
 
+/// The region a sandcastle gets on Kubernetes when it names none: the built-in `kubernetes` target.
+pub const KUBERNETES_DEFAULT_REGION: &str = "kubernetes";
+
 /// What a service is.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -681,6 +684,11 @@ impl Manifest {
                 regions.push(region.to_string());
             }
             manifest.sandcastle.regions = regions;
+        } else if platform == PlatformKind::Kubernetes
+            && self.sandcastle.regions == [DEFAULT_REGION]
+        {
+            // Kubernetes regions are targets: a sandcastle that names none goes to the built-in one.
+            manifest.sandcastle.regions = vec![KUBERNETES_DEFAULT_REGION.to_string()];
         }
         Ok(manifest)
     }

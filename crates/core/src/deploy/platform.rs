@@ -363,6 +363,18 @@ pub trait Platform: Send + Sync {
         Ok(observed.services.get(service).and_then(|s| s.url.clone()))
     }
 
+    /// The platform's own manifests of what deploying `spec` as `revision` (and releasing it) would
+    /// apply, for `plan` to show (Kubernetes objects, as JSON); none where the platform has none.
+    async fn manifests(
+        &self,
+        at: &Placement,
+        revision: &str,
+        spec: &RevisionSpec,
+    ) -> Result<Vec<serde_json::Value>> {
+        let _ = (at, revision, spec);
+        Ok(Vec::new())
+    }
+
     /// What runs in this placement now.
     async fn observe(&self, at: &Placement) -> Result<Observed>;
 
