@@ -34,7 +34,8 @@ def serve(routes):
             self.handle_any("POST")
 
         def log_message(self, format, *args):
-            sys.stderr.write("%s %s\n" % (self.command, self.path))
+            # The Common Log Format request line and status: `"GET /healthz HTTP/1.1" 200 -`.
+            sys.stderr.write((format % args) + "\n")
 
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     print("listening on", server.server_address[1], flush=True)

@@ -3,9 +3,12 @@
 //!
 //! `cargo bench -p mahavishnu --bench kubernetes`: prints medians, with the fake's own scheduling delay.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../tests/support/fake_kube.rs"]
 mod fake_kube;
+
+use common::report;
 
 use std::path::Path;
 use std::process::Command;
@@ -25,27 +28,6 @@ fn mahavishnu(home: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn report(name: &str, samples: Vec<Duration>, budget: Duration) {
-    let (low, high) = (
-        *samples.iter().min().unwrap(),
-        *samples.iter().max().unwrap(),
-    );
-    let median = median(samples);
-    let verdict = if median <= budget { "ok" } else { "OVER" };
-    println!(
-        "{name:<48} median {:>8.1} ms  min {:>8.1}  max {:>8.1}  (budget {:.0} ms: {verdict})",
-        median.as_secs_f64() * 1000.0,
-        low.as_secs_f64() * 1000.0,
-        high.as_secs_f64() * 1000.0,
-        budget.as_secs_f64() * 1000.0
-    );
 }
 
 fn main() {

@@ -781,14 +781,7 @@ fn the_deploy_tools_over_mcp_and_v1_return_the_cli_shapes() {
 /// A world whose work directory holds a copy of `examples/NAME`.
 fn example_world(name: &str) -> World {
     let world = World::new();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name);
-    for entry in std::fs::read_dir(&source).unwrap().flatten() {
-        if entry.path().is_file() {
-            std::fs::copy(entry.path(), world.work().join(entry.file_name())).unwrap();
-        }
-    }
+    support::copy_example(&world, name);
     world
 }
 

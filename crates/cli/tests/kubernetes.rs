@@ -472,8 +472,8 @@ fn an_unresponsive_cluster_is_reported_quickly() {
     drop(silent);
 }
 
-/// Against a real cluster, when `MAHAVISHNU_TEST_KUBECONFIG` names one: launch a pod, exec, close. A
-/// set but unreachable cluster fails the test.
+/// Against a real cluster, when `MAHAVISHNU_TEST_KUBECONFIG` names one: launch a pod, exec, close;
+/// then deploy a web server, verify it, destroy it. A set but unreachable cluster fails the test.
 #[test]
 fn a_real_cluster_when_one_is_configured() {
     let Some(kubeconfig) = std::env::var_os("MAHAVISHNU_TEST_KUBECONFIG") else {
@@ -508,6 +508,34 @@ fn a_real_cluster_when_one_is_configured() {
     ]);
     assert_eq!(exec["stdout"], "real-5\n");
     world.ok(&["terminal", "close", &id]);
+
+    // A deployment: a web server that listens on $PORT (8080), deployed, verified from inside the
+    // cluster through the API server's service proxy, and destroyed.
+    let image = std::env::var("MAHAVISHNU_TEST_DEPLOY_IMAGE")
+        .unwrap_or_else(|_| "nginxinc/nginx-unprivileged:1.27".into());
+    let sandcastle = format!("mv-test-{}", std::process::id());
+    std::fs::write(
+        world.work().join("mahavishnu.deploy.toml"),
+        format!(
+            "[sandcastle]\nname = \"{sandcastle}\"\nplatform = \"kubernetes\"\n\n[services.web]\n\
+             image = \"{image}\"\nhealth = {{ path = \"/\", deadline = \"180s\" }}\n"
+        ),
+    )
+    .unwrap();
+    let report = world.json(&["deploy", "apply"]);
+    assert_eq!(report["ok"], true, "{report:#}");
+    let verify = world.json(&["deploy", "verify"]);
+    assert_eq!(verify["ok"], true, "{verify:#}");
+    world.ok(&["deploy", "destroy"]);
+    let status = world.json(&["deploy", "status"]);
+    assert!(
+        status["regions"][0]["services"]
+            .as_array()
+            .is_none_or(|services| services
+                .iter()
+                .all(|s| s["revisions"].as_array().is_none_or(Vec::is_empty))),
+        "destroyed: {status:#}"
+    );
 }
 
 /// `instances logs --follow` prints as the pod prints, and ends when it ends.
