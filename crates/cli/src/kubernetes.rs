@@ -114,6 +114,9 @@ impl PlatformProvider for KubernetesProvider {
             }),
             emulator,
         });
-        Ok((Arc::new(KubernetesPlatform::new(clusters)?), bus))
+        // Google's Pub/Sub pushes from outside the clusters; an emulator there pushes from inside.
+        let outside = bus.missing.is_none() && bus.emulator.is_none();
+        let platform = KubernetesPlatform::new(clusters)?.with_outside_bus(outside);
+        Ok((Arc::new(platform), bus))
     }
 }

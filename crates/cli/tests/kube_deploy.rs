@@ -329,6 +329,19 @@ fn a_sandcastle_becomes_deployments_services_config_maps_and_an_httproute() {
     let verify = deploy(&world, &["verify"]);
     assert_eq!(verify["ok"], true, "{verify:#}");
 
+    // logs: the revision's pods, followed.
+    let mut follow = world
+        .command(&["deploy", "logs", "web", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "listening");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let history = deploy(&world, &["history", "web"]);
+    assert!(history.to_string().contains(&web_revision), "{history:#}");
+
     // status: one list call per kind, however many services.
     fake.clear_calls();
     let status = deploy(&world, &["status"]);

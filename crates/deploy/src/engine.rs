@@ -1221,6 +1221,11 @@ impl Engine {
         let identity = self
             .platform
             .push_identity(manifest.services[name].service_account.as_deref());
+        let url = if subscribes.is_empty() {
+            url.to_string()
+        } else {
+            self.platform.push_url(at, name, url).await?
+        };
         if !subscribes.is_empty() {
             // Pushes must be let in before they come.
             self.platform

@@ -344,6 +344,14 @@ pub trait Platform: Send + Sync {
         Ok(())
     }
 
+    /// Where pushes to `service` go: `url`, its URL as its dependents see it, unless the bus runs
+    /// outside the platform's network and cannot reach that (Google's Pub/Sub and a service inside a
+    /// cluster); then a URL the bus reaches, or an error that says how to get one.
+    async fn push_url(&self, at: &Placement, service: &str, url: &str) -> Result<String> {
+        let _ = (at, service);
+        Ok(url.to_string())
+    }
+
     /// What the revision refers to that does not exist where it would run (a Secret Manager secret
     /// or version that is missing), each as `VARIABLE: reason`; checked at plan time, never read.
     async fn missing_references(&self, at: &Placement, spec: &RevisionSpec) -> Result<Vec<String>> {

@@ -68,6 +68,9 @@ pub struct KubernetesPlatform {
     clusters: BTreeMap<String, Arc<Cluster>>,
     /// Delivery probes awaited: nonce -> the subscriber, its push path, and when the probe went out.
     probes: std::sync::Mutex<BTreeMap<String, (String, String, Instant)>>,
+    /// Whether the bus pushes from outside the clusters (Google's Pub/Sub), so that subscribers
+    /// must be reached through their Gateway.
+    outside_bus: bool,
 }
 
 struct Cluster {
@@ -129,7 +132,15 @@ impl KubernetesPlatform {
         Ok(KubernetesPlatform {
             clusters,
             probes: Default::default(),
+            outside_bus: false,
         })
+    }
+
+    /// Says that the bus pushes from outside the clusters (Google's Pub/Sub, not an emulator in the
+    /// cluster): subscribers are then pushed to through the Gateway.
+    pub fn with_outside_bus(mut self, outside: bool) -> Self {
+        self.outside_bus = outside;
+        self
     }
 
     fn cluster(&self, at: &Placement) -> Result<&Arc<Cluster>> {
@@ -615,6 +626,28 @@ impl Platform for KubernetesPlatform {
 
     fn gate_interval(&self) -> Duration {
         Duration::from_secs(1)
+    }
+
+    async fn push_url(&self, at: &Placement, service: &str, url: &str) -> Result<String> {
+        if !self.outside_bus {
+            return Ok(url.to_string());
+        }
+        let cluster = self.cluster(at)?;
+        let routed = match cluster.gateway {
+            Some(_) => {
+                let api: Api<HttpRoute> = cluster.api().await?;
+                cluster
+                    .call(&format!("read HTTPRoute {service}"), api.get_opt(service))
+                    .await?
+                    .is_some()
+            }
+            None => false,
+        };
+        let public = match routed {
+            true => cluster.public_url(at, service).await?,
+            false => None,
+        };
+        push_target(public, service, &at.region)
     }
 
     async fn missing_references(&self, at: &Placement, spec: &RevisionSpec) -> Result<Vec<String>> {
@@ -1282,6 +1315,19 @@ impl Platform for KubernetesPlatform {
     }
 }
 
+/// Where a bus outside the cluster pushes to `service`: its Gateway URL, which it can reach; an
+/// in-cluster URL it cannot.
+fn push_target(public: Option<String>, service: &str, region: &str) -> Result<String> {
+    public.ok_or_else(|| {
+        Error::Invalid(format!(
+            "{service} takes pushes from Google's Pub/Sub, which cannot reach a URL inside the \
+             cluster {region}: make {service} public (ingress other than `internal`) with a \
+             `gateway` on the target, or give the target a `pubsub_endpoint` (an emulator in the \
+             cluster)"
+        ))
+    })
+}
+
 /// Deletes every object of every kind Mahavishnu makes that carries `labels`.
 async fn delete_everything(cluster: &Cluster, labels: &str) -> Result<()> {
     if cluster.gateway.is_some() {
@@ -1309,6 +1355,25 @@ async fn delete_everything(cluster: &Cluster, labels: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bus_outside_the_cluster_pushes_through_the_gateway_or_is_refused() {
+        assert_eq!(
+            push_target(
+                Some("https://worker-shop.apps.example.com".into()),
+                "worker",
+                "eu"
+            )
+            .unwrap(),
+            "https://worker-shop.apps.example.com"
+        );
+        let refused = push_target(None, "worker", "eu").unwrap_err().to_string();
+        assert!(
+            refused.contains("cannot reach a URL inside the cluster eu"),
+            "{refused}"
+        );
+        assert!(refused.contains("pubsub_endpoint"), "{refused}");
+    }
 
     #[test]
     fn in_cluster_urls_name_their_service() {
