@@ -106,12 +106,14 @@ impl KubernetesPlatform {
             let gateway = match gateway {
                 None => None,
                 Some(text) => Some(match text.split_once('/') {
-                    Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                    Some((ns, name))
+                        if !ns.is_empty() && !name.is_empty() && !name.contains('/') =>
+                    {
                         (ns.to_string(), name.to_string())
                     }
                     None if !text.is_empty() => (own.clone(), text),
                     _ => {
-                        return Err(Error::Config(format!(
+                        return Err(Error::Invalid(format!(
                             "targets.{}.gateway: `{text}` is not `NAME` or `NAMESPACE/NAME`",
                             settings.region
                         )));
@@ -1330,10 +1332,13 @@ fn push_target(public: Option<String>, service: &str, region: &str) -> Result<St
 
 /// Deletes every object of every kind Mahavishnu makes that carries `labels`.
 async fn delete_everything(cluster: &Cluster, labels: &str) -> Result<()> {
+    // HTTPRoutes go even when the target names no Gateway now (it may have named one before); a
+    // cluster without the Gateway API has none to delete.
+    let routes = cluster
+        .delete_labelled::<HttpRoute>("HTTPRoutes", labels)
+        .await;
     if cluster.gateway.is_some() {
-        cluster
-            .delete_labelled::<HttpRoute>("HTTPRoutes", labels)
-            .await?;
+        routes?;
     }
     cluster
         .delete_labelled::<HorizontalPodAutoscaler>("HorizontalPodAutoscalers", labels)
