@@ -147,6 +147,8 @@ pub enum Command {
     Mcp(McpArgs),
     /// Serve MCP over streamable HTTP at /mcp, with /healthz and a JSON API under /v1
     Serve(ServeArgs),
+    /// Open the web dashboard: starts serve unless it runs, and prints a URL that logs a browser in
+    Dashboard(DashboardArgs),
     /// Deploy multi-service apps: plan, apply, status, release, rollback, verify, logs, destroy
     #[command(subcommand, visible_alias = "d")]
     Deploy(DeployCommand),
@@ -444,6 +446,16 @@ pub struct McpInstallArgs {
     /// Project directory [default: the current directory]
     #[arg(long, value_name = "DIR")]
     pub project: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The address serve listens on [default: serve.listen, 127.0.0.1:8677]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Open the URL in the browser (xdg-open) as well as printing it
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
-//! `mahavishnu serve`: MCP over streamable HTTP at `/mcp`, `/healthz`, and the operations as a small JSON
-//! API under `/v1/`. Loopback by default, and a bearer token on every request but `/healthz`. A web page
+//! `mahavishnu serve`: MCP over streamable HTTP at `/mcp`, `/healthz`, the operations as a small JSON
+//! API under `/v1/`, and the web dashboard under `/dashboard/` (which checks its own login). Loopback by default, and a bearer token on every request but `/healthz`. A web page
 //! must not reach the server: the `Host` header is checked against an allow-list (DNS rebinding), a
 //! foreign `Origin` is refused (cross-site requests), and so is any body that is not JSON (the
 //! `text/plain` and form posts a browser sends to any site without asking first).
@@ -184,8 +184,11 @@ async fn guard(State(options): State<Arc<HttpOptions>>, request: Request, next: 
             );
         }
     }
+    // The dashboard checks its own: a session cookie, or the token for a login code.
+    let path = request.uri().path();
+    let own_check = path == "/healthz" || path == "/dashboard" || path.starts_with("/dashboard/");
     if let Some(token) = &options.token
-        && request.uri().path() != "/healthz"
+        && !own_check
         && !bearer(request.headers()).is_some_and(|given| same_secret(given, token.as_bytes()))
     {
         let mut response = error_response(
@@ -324,10 +327,12 @@ pub fn router(api: Api, options: Arc<HttpOptions>, shutdown: CancellationToken) 
         .route("/v1", get(list_operations))
         .route("/v1/", get(list_operations))
         .route("/v1/{name}", post(call_operation))
-        .with_state(api);
+        .with_state(api.clone());
+    let dashboard = mahavishnu_dashboard::router(api, options.token.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .merge(v1)
+        .merge(dashboard)
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(options, guard))
 }
@@ -344,7 +349,10 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
-    eprintln!("mahavishnu: serving MCP at http://{address}/mcp and the API at http://{address}/v1");
+    eprintln!(
+        "mahavishnu: serving MCP at http://{address}/mcp, the API at http://{address}/v1 and the \
+         dashboard at http://{address}/dashboard/ (`mahavishnu dashboard` logs a browser in)"
+    );
     let stop = CancellationToken::new();
     let app = router(api, Arc::new(options), stop.clone());
     // Answers are small and often streamed in pieces (SSE); without NODELAY, Nagle's algorithm and the

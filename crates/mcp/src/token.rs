@@ -132,16 +132,12 @@ fn read_token(path: &Path) -> Result<Option<String>, Error> {
 
 /// 32 bytes from the kernel's random source, hex-encoded.
 fn random_token() -> Result<String, Error> {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut random| random.read_exact(&mut bytes))
-        .map_err(|e| {
-            Error::io(
-                "cannot read random bytes for the token from /dev/urandom",
-                e,
-            )
-        })?;
-    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+    mahavishnu_core::digest::random_hex(TOKEN_BYTES).map_err(|e| {
+        Error::io(
+            "cannot read random bytes for the token from /dev/urandom",
+            e,
+        )
+    })
 }
 
 #[cfg(test)]

@@ -669,6 +669,64 @@ impl Orchestrator {
         target.send(id.native(), &pending).await
     }
 
+    /// Types what a terminal's keyboard sent (bytes, escape sequences included) into the instance as
+    /// it is: no submit delay, no marks for waits, one call to its target.
+    pub async fn type_raw(&self, id: &InstanceId, text: &str) -> Result<()> {
+        let instance = self.live(id)?;
+        let target = self.route(&instance).await?;
+        target
+            .send(id.native(), &[InputPart::Text(text.to_string())])
+            .await
+    }
+
+    /// The screens of many instances, one batch per target: `(id, screen)` for each that has one.
+    pub async fn screens(&self, instances: &[Instance], ansi: bool) -> Vec<(InstanceId, String)> {
+        let mut by_target: BTreeMap<TargetName, Vec<&Instance>> = BTreeMap::new();
+        for instance in instances {
+            by_target
+                .entry(instance.target.clone())
+                .or_default()
+                .push(instance);
+        }
+        let batches = by_target.into_values().map(|group| async move {
+            let Ok(target) = self.route(group[0]).await else {
+                return Vec::new();
+            };
+            if ansi {
+                let options = ScreenOptions {
+                    scrollback: false,
+                    ansi: true,
+                };
+                let reads = group.iter().map(|instance| {
+                    let target = &target;
+                    async move {
+                        target
+                            .screen(instance.id.native(), options)
+                            .await
+                            .ok()
+                            .map(|screen| (instance.id.clone(), screen))
+                    }
+                });
+                return futures::future::join_all(reads)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            }
+            let natives: Vec<String> = group.iter().map(|i| i.id.native().to_string()).collect();
+            group
+                .iter()
+                .zip(target.screens(&natives).await)
+                .filter_map(|(instance, screen)| screen.ok().map(|s| (instance.id.clone(), s)))
+                .collect()
+        });
+        futures::future::join_all(batches)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Types the same input into every instance of `ids` at once; one outcome per instance.
     pub async fn broadcast(&self, ids: &[InstanceId], input: &[InputPart]) -> Vec<EachOutcome> {
         let sends = ids.iter().map(|id| async move {

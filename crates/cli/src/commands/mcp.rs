@@ -10,7 +10,9 @@ use mahavishnu_lifecycle::init::{Client, McpTransport, Scope, install_mcp, mcp_c
 use mahavishnu_mcp::HttpOptions;
 use mahavishnu_mcp::token::{load_or_create_token, token_path};
 
-use crate::cli::{ClientArg, GlobalArgs, McpArgs, McpCommand, McpInstallArgs, ScopeArg, ServeArgs};
+use crate::cli::{
+    ClientArg, DashboardArgs, GlobalArgs, McpArgs, McpCommand, McpInstallArgs, ScopeArg, ServeArgs,
+};
 use crate::context;
 use crate::output::emit;
 
@@ -154,4 +156,123 @@ async fn shutdown_signal() {
             }
         } => {}
     }
+}
+
+/// `mahavishnu dashboard`: makes sure `serve` runs (starting it in the background, logging to the
+/// state directory's `serve.log`, when nothing answers), asks it for a one-time login code with the
+/// bearer token, and prints the URL that logs one browser in.
+pub async fn dashboard(global: &GlobalArgs, args: DashboardArgs) -> Result<ExitCode> {
+    let state_dir = paths::state_dir(global.state_dir.as_deref())?;
+    let api = context::api(global)?;
+    let listen_text = args
+        .listen
+        .unwrap_or_else(|| api.orchestrator().config().config.serve.listen.clone());
+    let listen: SocketAddr = listen_text.parse().map_err(|e| {
+        Error::Invalid(format!(
+            "--listen `{listen_text}` is not an address like 127.0.0.1:8677 ({e})"
+        ))
+    })?;
+    let token = std::env::var("MAHAVISHNU_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty())
+        .map_or_else(|| load_or_create_token(&token_path(&state_dir)), Ok)?;
+    if local_http(listen, "GET", "/healthz", None).is_err() {
+        let log_path = state_dir.join("serve.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(format!("cannot open {}", log_path.display()), e))?;
+        let program = std::env::current_exe()
+            .map_err(|e| Error::io("cannot find the mahavishnu executable", e))?;
+        let mut command = std::process::Command::new(program);
+        if let Some(dir) = &global.state_dir {
+            command.arg("--state-dir").arg(dir);
+        }
+        use std::os::unix::process::CommandExt;
+        command
+            .args(["serve", "--listen", &listen.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(
+                log.try_clone()
+                    .map_err(|e| Error::io("cannot use the log", e))?,
+            )
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::io("cannot start mahavishnu serve", e))?;
+        let started = std::time::Instant::now();
+        while local_http(listen, "GET", "/healthz", None).is_err() {
+            if started.elapsed() > std::time::Duration::from_secs(15) {
+                return Err(Error::Failed(format!(
+                    "mahavishnu serve did not answer on {listen} within 15 s; its log is {}",
+                    log_path.display()
+                ))
+                .into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "mahavishnu: started serve on {listen} (its log: {})",
+            log_path.display()
+        );
+    }
+    let (status, body) = local_http(listen, "POST", "/dashboard/codes", Some(&token))
+        .map_err(|e| Error::Failed(format!("cannot reach serve on {listen}: {e}")))?;
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let Some(path) = reply["path"].as_str().filter(|_| status == 200) else {
+        return Err(Error::Failed(format!(
+            "serve on {listen} gave no login code ({status}: {}); is it this user's serve, with the \
+             token in {}?",
+            reply["error"].as_str().unwrap_or(body.trim()),
+            token_path(&state_dir).display()
+        ))
+        .into());
+    };
+    let url = format!("http://{listen}{path}");
+    println!("{url}");
+    eprintln!("mahavishnu: the link logs one browser in, once, within two minutes");
+    if args.open {
+        let opened = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if let Err(e) = opened {
+            eprintln!("mahavishnu: cannot open a browser ({e}); open the URL above yourself");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One HTTP/1.1 request to `serve` on `address`: its status and body.
+fn local_http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let auth = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let body = if method == "POST" { "{}" } else { "" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
 }

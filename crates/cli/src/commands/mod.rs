@@ -55,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Mcp(args) => mcp::mcp(global, args).await,
         Command::Serve(args) => mcp::serve(global, args).await,
+        Command::Dashboard(args) => mcp::dashboard(global, args).await,
         Command::Deploy(command) => deploy::run(global, command).await,
         Command::Config(command) => config::run(global, command),
         Command::Hook => hook::run(global).await,

@@ -1,0 +1,99 @@
+// Drives the dashboard in a real browser: Debian's Chromium, headless, through playwright-core.
+// Usage: node dashboard.mjs LOGIN_URL SCREENSHOT_DIR TYPED_SESSION_ID EXITING_SESSION_ID
+// Prints one JSON object of what it saw; exits non-zero with the reason when a step fails.
+import { createRequire } from "node:module";
+
+const require = createRequire(process.env.MAHAVISHNU_TEST_NODE_MODULES + "/");
+const { chromium } = require("playwright-core");
+
+const [loginUrl, shots, typedId, exitingId] = process.argv.slice(2);
+const seen = {};
+const browser = await chromium.launch({
+  executablePath: process.env.MAHAVISHNU_TEST_CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+const fail = async (why) => {
+  console.log(JSON.stringify({ ...seen, failed: why }));
+  await browser.close();
+  process.exit(1);
+};
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
+
+  // The login link logs in and lands on the grid.
+  await page.goto(loginUrl);
+  await page.waitForSelector("#grid .tile", { timeout: 10000 });
+  await page.waitForFunction(() => document.querySelectorAll("#grid .tile").length === 3, null, { timeout: 10000 });
+  seen.tiles = await page.$$eval("#grid .tile", (tiles) => tiles.map((t) => ({
+    id: t.dataset.id,
+    state: t.dataset.state,
+    screen: t.querySelector(".screen").textContent,
+  })));
+  seen.title = await page.title();
+  // A screen that prints markup shows it as text, and runs nothing.
+  seen.pwned = await page.evaluate(() => window.pwned === 1);
+  await page.screenshot({ path: shots + "/grid.png", fullPage: true });
+
+  // A tile's screen follows its session without a reload.
+  await page.waitForFunction(
+    (id) => [...document.querySelectorAll("#grid .tile")]
+      .some((t) => t.dataset.id === id && t.querySelector(".screen").textContent.includes("tick-3")),
+    exitingId,
+    { timeout: 15000 },
+  );
+  seen.followed = true;
+
+  // Send to every session shown.
+  await page.fill("#send-all input[name=text]", "echo to-all-$((40+2))");
+  await page.click("#send-all button[type=submit]");
+  await page.waitForFunction(
+    (exiting) => [...document.querySelectorAll("#grid .tile")]
+      .filter((t) => t.dataset.id !== exiting)
+      .every((t) => t.querySelector(".screen").textContent.includes("to-all-42")),
+    exitingId,
+    { timeout: 15000 },
+  );
+  seen.sent_to_all = true;
+
+  // One session's own terminal: keyboard in, output back.
+  await page.goto(new URL("/dashboard/sessions/" + encodeURIComponent(typedId), loginUrl).href);
+  await page.waitForSelector("#terminal .xterm", { timeout: 10000 });
+  await page.waitForFunction(() => window.mahavishnuTerminal !== undefined, null, { timeout: 10000 });
+  await page.click("#terminal");
+  await page.keyboard.type("echo typed-in-$((6*7))");
+  await page.keyboard.press("Enter");
+  const terminalText = () => page.evaluate(() => {
+    const buffer = window.mahavishnuTerminal.buffer.active;
+    const lines = [];
+    for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+    return lines.join("\n");
+  });
+  const started = Date.now();
+  while (!(await terminalText()).includes("typed-in-42")) {
+    if (Date.now() - started > 15000) await fail("the typed command's output never showed: " + (await terminalText()));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  seen.terminal_echo = true;
+  await page.screenshot({ path: shots + "/terminal.png", fullPage: true });
+
+  // Back on the grid: the session that exits says so.
+  await page.goto(new URL("/dashboard/", loginUrl).href);
+  await page.waitForFunction(
+    (id) => [...document.querySelectorAll("#grid .tile")]
+      .some((t) => t.dataset.id === id && t.dataset.state === "exited"),
+    exitingId,
+    { timeout: 20000 },
+  );
+  seen.exited_label = await page.$$eval("#grid .tile", (tiles, id) =>
+    tiles.find((t) => t.dataset.id === id).querySelector(".state").textContent, exitingId);
+  seen.errors = errors;
+  console.log(JSON.stringify(seen));
+} catch (error) {
+  await fail(String(error));
+}
+await browser.close();

@@ -1,0 +1,271 @@
+//! The web dashboard of `serve`, in a real browser (Debian's Chromium, headless, driven by
+//! playwright-core from `scripts/test`), and attacked with plain HTTP: no cookie, a used link, a
+//! foreign origin, a page from elsewhere.
+
+mod support;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use support::{World, http};
+
+/// `mahavishnu serve` on a free loopback port (with its token), stopped when dropped.
+struct Serve {
+    child: Child,
+    address: String,
+}
+
+impl Serve {
+    fn start(world: &World) -> Serve {
+        let mut child = world
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let address = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "serve ended");
+            if let Some(rest) = line.split("serving MCP at http://").nth(1) {
+                break rest.split('/').next().unwrap().to_string();
+            }
+        };
+        // Its further words go nowhere, so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        Serve { child, address }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A login URL, as `mahavishnu dashboard` prints it.
+fn login_url(world: &World, serve: &Serve) -> String {
+    world
+        .ok(&["dashboard", "--listen", &serve.address])
+        .trim()
+        .to_string()
+}
+
+/// The session cookie a login URL gives.
+fn log_in(url: &str) -> String {
+    let (status, head, _) = raw(url, "");
+    assert_eq!(status, 303, "{head}");
+    head.lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .unwrap_or_else(|| panic!("a cookie in {head}"))
+        .to_string()
+}
+
+/// A GET with extra header lines: status, head and body.
+fn raw(url: &str, headers: &str) -> (u16, String, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Where the browser test finds playwright-core and Chromium, or why it cannot run.
+fn browser() -> (PathBuf, PathBuf) {
+    let modules = std::env::var_os("MAHAVISHNU_TEST_NODE_MODULES")
+        .map(PathBuf::from)
+        .expect("MAHAVISHNU_TEST_NODE_MODULES is not set: run the tests with `scripts/test`, which installs playwright-core");
+    let chromium = std::env::var_os("MAHAVISHNU_TEST_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    assert!(
+        chromium.exists(),
+        "{} is missing: install Debian's chromium (`.ci/run` does)",
+        chromium.display()
+    );
+    (modules, chromium)
+}
+
+/// Three shells on the grid, one printing markup; in the browser: their tiles with their prompts, a
+/// tile following its screen, a line sent to all, a command typed into one session's terminal, and
+/// an exited session's tile saying so. Screenshots go to `target/test-artifacts/dashboard/`.
+#[test]
+fn the_dashboard_shows_sessions_live_and_types_into_them_in_a_real_browser() {
+    let (modules, chromium) = browser();
+    let world = World::new();
+    let serve = Serve::start(&world);
+    let shells = world.launch(&["shell", "--count", "2"]);
+    let ticking = world
+        .launch(&[
+            "shell",
+            "--",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick-$i; sleep 1; done",
+        ])
+        .remove(0);
+    world.ok(&[
+        "terminal",
+        "send",
+        &shells[1],
+        "echo '<img src=x onerror=window.pwned=1>'",
+    ]);
+    world.ok(&["terminal", "wait", &shells[1], "--for", "onerror"]);
+    let url = login_url(&world, &serve);
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = Command::new("node")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs"))
+        .args([&url, shots.to_str().unwrap(), &shells[0], &ticking])
+        .env("MAHAVISHNU_TEST_NODE_MODULES", &modules)
+        .env("MAHAVISHNU_TEST_CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let tiles = seen["tiles"].as_array().unwrap();
+    assert_eq!(tiles.len(), 3, "{seen:#}");
+    for shell in &shells {
+        let tile = tiles.iter().find(|t| t["id"] == shell.as_str()).unwrap();
+        let screen = tile["screen"].as_str().unwrap().trim_end();
+        assert!(
+            screen.ends_with('#') || screen.ends_with('$'),
+            "its prompt: {tile}"
+        );
+    }
+    let marked = tiles
+        .iter()
+        .find(|t| t["id"] == shells[1].as_str())
+        .unwrap();
+    assert!(
+        marked["screen"]
+            .as_str()
+            .unwrap()
+            .contains("<img src=x onerror=window.pwned=1>"),
+        "markup shows as text: {marked}"
+    );
+    assert_eq!(seen["pwned"], false, "and runs nothing");
+    assert!(
+        seen["title"].as_str().unwrap().contains("waiting"),
+        "{seen}"
+    );
+    assert_eq!(seen["followed"], true);
+    assert_eq!(seen["sent_to_all"], true);
+    assert_eq!(seen["terminal_echo"], true);
+    assert!(
+        seen["exited_label"].as_str().unwrap().starts_with("exited"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "no error in the page"
+    );
+    // What was typed in the browser is in the session, for every face to see.
+    let capture = world.ok(&["terminal", "capture", &shells[0]]);
+    assert!(capture.contains("typed-in-42"), "{capture}");
+    assert!(shots.join("grid.png").exists() && shots.join("terminal.png").exists());
+}
+
+/// Without a cookie, with a used or made-up link, from a foreign origin, or framed by another page:
+/// nothing; a login code wants serve's bearer token.
+#[test]
+fn the_dashboard_lets_in_only_the_browser_that_logged_in() {
+    let world = World::new();
+    let serve = Serve::start(&world);
+    let shell = world.launch(&["shell"]).remove(0);
+    let url = login_url(&world, &serve);
+    // No cookie: nothing, not even the tiles or the stream.
+    for path in [
+        "/dashboard/",
+        "/dashboard/tiles",
+        "/dashboard/updates",
+        "/dashboard/events",
+    ] {
+        let (status, _, body) = raw(&serve.url(path), "");
+        assert_eq!(status, 401, "{path}");
+        assert!(
+            !body.contains(&shell),
+            "{path} shows nothing of the sessions"
+        );
+    }
+    let cookie = log_in(&url);
+    // The link worked once.
+    let (status, _, body) = raw(&url, "");
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("mahavishnu dashboard"),
+        "it says how to get another: {body}"
+    );
+    let (status, _, _) = raw(&serve.url("/dashboard/login?code=0000"), "");
+    assert_eq!(status, 401);
+    // With the cookie: the grid, with the page's protections.
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let (status, head, body) = raw(&serve.url("/dashboard/"), &with_cookie);
+    assert_eq!(status, 200);
+    assert!(body.contains(&shell));
+    assert!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"));
+    assert!(head.contains("cache-control: no-store"));
+    assert!(head.contains("x-frame-options: deny"));
+    assert!(!body.contains("<script>"), "no inline script");
+    // A page of another site, even with the cookie (which SameSite=Strict keeps from it anyway).
+    let foreign = format!("{with_cookie}Origin: http://evil.example\r\n");
+    let (status, _, _) = raw(&serve.url("/dashboard/"), &foreign);
+    assert_eq!(status, 403);
+    // A made-up cookie.
+    let (status, _, _) = raw(
+        &serve.url("/dashboard/"),
+        "Cookie: mahavishnu_dashboard=00\r\n",
+    );
+    assert_eq!(status, 401);
+    // A login code wants the token; the page's actions want the cookie and JSON.
+    let (status, _) = support::post(&serve.url("/dashboard/codes"), "{}");
+    assert_eq!(status, 401);
+    let (status, _, body) = http(
+        "POST",
+        &serve.url("/dashboard/actions/terminal_close"),
+        "Content-Type: text/plain\r\n",
+        &format!("{{\"ids\": [\"{shell}\"]}}"),
+    )
+    .unwrap();
+    assert!(status == 401 || status == 415, "{status} {body}");
+    let (status, _, body) = http(
+        "POST",
+        &serve.url("/dashboard/actions/terminal_exec"),
+        &format!("{with_cookie}Content-Type: application/json\r\n"),
+        "{}",
+    )
+    .unwrap();
+    assert_eq!(status, 404, "only the page's own actions: {body}");
+    assert_ne!(world.state_of(&shell), "closed", "nothing was closed");
+    // With both, an action runs.
+    let (status, _, body) = http(
+        "POST",
+        &serve.url("/dashboard/actions/terminal_close"),
+        &format!("{with_cookie}Content-Type: application/json\r\n"),
+        &format!("{{\"ids\": [\"{shell}\"]}}"),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.state_of(&shell), "closed");
+}

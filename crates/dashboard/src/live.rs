@@ -1,0 +1,150 @@
+//! What the open pages are told as it happens: a session's screen or state changed, sessions came
+//! or went. One watcher per server, running only while a page listens: it reads every live
+//! session's state and screen (one batch per target) a few times a second and pushes the changes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mahavishnu_api::Api;
+use mahavishnu_core::{Instance, InstanceState};
+use mahavishnu_orchestrator::ListFilter;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// How often the watcher looks.
+pub const TICK: Duration = Duration::from_millis(200);
+
+/// A change, as the page receives it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Update {
+    /// A session's screen or state changed.
+    Screen {
+        /// The session.
+        id: String,
+        /// Its screen (plain text).
+        screen: String,
+        /// Its state's label (`waiting`, `exited (0)`).
+        state: String,
+        /// Its state's name, for styles.
+        class: String,
+    },
+    /// The set of sessions changed: the page fetches its tiles again.
+    Sessions {
+        /// How many wait for input.
+        waiting: usize,
+    },
+}
+
+/// The watcher: a broadcast that runs its loop while anyone listens.
+pub struct Live {
+    api: Api,
+    sender: broadcast::Sender<Update>,
+    running: Mutex<bool>,
+}
+
+impl Live {
+    /// A watcher over `api`'s sessions; it starts with its first listener.
+    pub fn new(api: Api) -> Arc<Live> {
+        let (sender, _) = broadcast::channel(1024);
+        Arc::new(Live {
+            api,
+            sender,
+            running: Mutex::new(false),
+        })
+    }
+
+    /// Listens to the changes from now on.
+    pub fn subscribe(self: &Arc<Self>) -> broadcast::Receiver<Update> {
+        let receiver = self.sender.subscribe();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if !*running {
+            *running = true;
+            let live = Arc::clone(self);
+            tokio::spawn(async move { live.watch().await });
+        }
+        receiver
+    }
+
+    async fn watch(self: Arc<Self>) {
+        let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut sessions: Vec<(String, String)> = Vec::new();
+        loop {
+            if self.sender.receiver_count() == 0 {
+                let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                // Checked again under the lock: a listener that came meanwhile keeps it going.
+                if self.sender.receiver_count() == 0 {
+                    *running = false;
+                    return;
+                }
+            }
+            if let Ok(instances) = live_instances(&self.api).await {
+                let now: Vec<(String, String)> = instances
+                    .iter()
+                    .map(|i| (i.id.to_string(), i.state.name().to_string()))
+                    .collect();
+                if now != sessions {
+                    let waiting = instances
+                        .iter()
+                        .filter(|i| i.state == InstanceState::Waiting)
+                        .count();
+                    let _ = self.sender.send(Update::Sessions { waiting });
+                    sessions = now;
+                }
+                let showing: Vec<Instance> = instances
+                    .iter()
+                    .filter(|i| has_screen(i.state))
+                    .cloned()
+                    .collect();
+                let screens: BTreeMap<String, String> = self
+                    .api
+                    .orchestrator()
+                    .screens(&showing, false)
+                    .await
+                    .into_iter()
+                    .map(|(id, screen)| (id.to_string(), screen))
+                    .collect();
+                for instance in &instances {
+                    let id = instance.id.to_string();
+                    let screen = screens
+                        .get(&id)
+                        .map(|screen| crate::pages::tile_text(screen))
+                        .unwrap_or_default();
+                    let state = instance.state_label();
+                    let now = (screen.clone(), state.clone());
+                    if seen.get(&id) != Some(&now) {
+                        let _ = self.sender.send(Update::Screen {
+                            id: id.clone(),
+                            screen,
+                            state,
+                            class: instance.state.name().to_string(),
+                        });
+                        seen.insert(id, now);
+                    }
+                }
+                seen.retain(|id, _| instances.iter().any(|i| i.id.to_string() == *id));
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+}
+
+/// Whether a session in this state has a screen to read.
+pub fn has_screen(state: InstanceState) -> bool {
+    matches!(
+        state,
+        InstanceState::Starting | InstanceState::Running | InstanceState::Waiting
+    )
+}
+
+/// The sessions the dashboard shows: every one not closed, reconciled with its target.
+pub async fn live_instances(api: &Api) -> mahavishnu_core::Result<Vec<Instance>> {
+    let mut instances = api
+        .orchestrator()
+        .list_instances(&ListFilter::default())
+        .await?;
+    instances.retain(|i| i.state != InstanceState::Closed);
+    instances.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+    Ok(instances)
+}

@@ -1,0 +1,321 @@
+//! The pages, rendered on the server. Every value that reaches HTML goes through `escape` (a
+//! session's screen, a project's path and a branch's name are anyone's text); the page's script
+//! sets text with `textContent` only, and the Content Security Policy allows no inline script.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use mahavishnu_core::{Instance, InstanceState};
+
+/// Text as HTML text or attribute value.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page around `body`, with the dashboard's own style and script.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><link rel=\"icon\" href=\"data:,\">\
+         <link rel=\"stylesheet\" href=\"/dashboard/assets/dashboard.css\">\
+         <script src=\"/dashboard/assets/dashboard.js\" defer></script>\
+         </head><body>\
+         <nav><a href=\"/dashboard/\">Sessions</a> <a href=\"/dashboard/lifecycle\">Coding \
+         sessions</a> <a href=\"/dashboard/deployments\">Deployments</a> <a \
+         href=\"/dashboard/events\">Events</a></nav>\n{body}</body></html>\n",
+        escape(title)
+    )
+}
+
+/// Which sessions a grid shows.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Filter {
+    /// A project directory (or below it).
+    pub project: Option<String>,
+    /// A profile.
+    pub profile: Option<String>,
+    /// A target.
+    pub target: Option<String>,
+    /// A state (`waiting`, `running`, ...).
+    pub state: Option<String>,
+}
+
+impl Filter {
+    /// Whether `instance` shows.
+    pub fn shows(&self, instance: &Instance) -> bool {
+        fn given(value: &Option<String>) -> Option<&str> {
+            value.as_deref().filter(|v| !v.is_empty())
+        }
+        given(&self.project).is_none_or(|p| instance.project.to_string_lossy().starts_with(p))
+            && given(&self.profile).is_none_or(|p| instance.profile == p)
+            && given(&self.target).is_none_or(|t| instance.target.as_str() == t)
+            && given(&self.state).is_none_or(|s| instance.state.name() == s)
+    }
+}
+
+fn age(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
+/// The lines a tile shows: the screen's last `TILE_LINES` lines once its blank bottom is cut off.
+pub fn tile_text(screen: &str) -> String {
+    let lines: Vec<&str> = screen.trim_end().lines().collect();
+    let from = lines.len().saturating_sub(TILE_LINES);
+    lines[from..].join("\n")
+}
+
+/// How many lines of its screen a tile shows.
+pub const TILE_LINES: usize = 15;
+
+/// One session's tile: its state, what it is, and its screen.
+pub fn tile(instance: &Instance, screen: &str) -> String {
+    let id = escape(&instance.id.to_string());
+    let branch = instance
+        .worktree
+        .as_ref()
+        .map(|w| escape(&w.branch))
+        .unwrap_or_else(|| "-".into());
+    let mut actions = String::new();
+    if instance.state.is_live() {
+        let _ = write!(
+            actions,
+            "<button type=\"button\" data-action=\"close\" data-id=\"{id}\">Close</button>"
+        );
+    }
+    if instance.worktree.is_some() && instance.state.is_live() {
+        let _ = write!(
+            actions,
+            "<button type=\"button\" data-action=\"pause\" data-id=\"{id}\">Pause</button>\
+             <a href=\"/dashboard/sessions/{id}/diff\">Diff and merge</a>"
+        );
+    }
+    if instance.state == InstanceState::Paused {
+        let _ = write!(
+            actions,
+            "<button type=\"button\" data-action=\"resume\" data-id=\"{id}\">Resume</button>"
+        );
+    }
+    format!(
+        "<article class=\"tile state-{class}\" data-id=\"{id}\" data-state=\"{class}\">\
+         <header><a class=\"name\" href=\"/dashboard/sessions/{id}\">{id}</a> \
+         <span class=\"state\">{state}</span></header>\
+         <p class=\"facts\"><span title=\"profile\">{profile}</span> · <span title=\"target\">{target}</span> \
+         · <span title=\"project\">{project}</span> · <span title=\"branch\">{branch}</span> · \
+         <span title=\"age\">{age}</span></p>\
+         <pre class=\"screen\">{screen}</pre><p class=\"actions\">{actions}</p></article>\n",
+        class = instance.state.name(),
+        state = escape(&instance.state_label()),
+        profile = escape(&instance.profile),
+        target = escape(instance.target.as_str()),
+        project = escape(&instance.project.to_string_lossy()),
+        age = age(instance.created_at.age()),
+        screen = escape(&tile_text(screen)),
+    )
+}
+
+/// The tiles of the sessions `filter` shows, each with its screen.
+pub fn tiles(instances: &[(Instance, String)], filter: &Filter) -> String {
+    let shown: Vec<String> = instances
+        .iter()
+        .filter(|(instance, _)| filter.shows(instance))
+        .map(|(instance, screen)| tile(instance, screen))
+        .collect();
+    if shown.is_empty() {
+        return "<p class=\"empty\">No sessions here. Launch one below, or with `mahavishnu terminal \
+                launch`.</p>\n"
+            .into();
+    }
+    shown.concat()
+}
+
+/// The title that counts who waits.
+pub fn title(waiting: usize) -> String {
+    match waiting {
+        0 => "Mahavishnu".into(),
+        n => format!("({n} waiting) Mahavishnu"),
+    }
+}
+
+fn select(name: &str, label: &str, values: &[String], chosen: Option<&str>) -> String {
+    let mut options = format!("<option value=\"\">any {}</option>", escape(label));
+    for value in values {
+        let selected = if Some(value.as_str()) == chosen {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(
+            options,
+            "<option value=\"{v}\"{selected}>{v}</option>",
+            v = escape(value)
+        );
+    }
+    format!("<select name=\"{name}\">{options}</select>")
+}
+
+/// The grid: filters, the tiles, and the forms to launch and to send.
+pub fn grid(
+    instances: &[(Instance, String)],
+    filter: &Filter,
+    profiles: &[String],
+    targets: &[String],
+) -> String {
+    let distinct = |pick: fn(&Instance) -> String| {
+        let mut values: Vec<String> = instances.iter().map(|(i, _)| pick(i)).collect();
+        values.sort();
+        values.dedup();
+        values
+    };
+    let projects = distinct(|i| i.project.to_string_lossy().into_owned());
+    let states: Vec<String> = [
+        "waiting", "running", "starting", "exited", "failed", "lost", "paused",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let waiting = instances
+        .iter()
+        .filter(|(i, _)| i.state == InstanceState::Waiting)
+        .count();
+    let mut profile_options = String::new();
+    for profile in profiles {
+        let _ = write!(profile_options, "<option>{}</option>", escape(profile));
+    }
+    let mut target_options = String::new();
+    for target in targets {
+        let _ = write!(target_options, "<option>{}</option>", escape(target));
+    }
+    let body = format!(
+        "<main id=\"grid-page\">\
+         <form class=\"filters\" method=\"get\" action=\"/dashboard/\">{project}{profile}{target}{state}\
+         <button type=\"submit\">Filter</button></form>\
+         <section id=\"grid\" class=\"grid\">{tiles}</section>\
+         <form id=\"send-all\" class=\"bar\"><label>Send to every session shown \
+         <input name=\"text\" required autocomplete=\"off\"></label> <button type=\"submit\">Send</button></form>\
+         <form id=\"launch\" class=\"bar\"><label>Profile <select name=\"profile\">{profile_options}</select></label> \
+         <label>Count <input name=\"count\" type=\"number\" min=\"1\" max=\"50\" value=\"1\"></label> \
+         <label>Target <select name=\"target\">{target_options}</select></label> \
+         <label><input name=\"worktree\" type=\"checkbox\"> own worktree</label> \
+         <button type=\"submit\">Launch</button></form>\
+         <p id=\"message\" role=\"status\"></p></main>",
+        project = select("project", "project", &projects, filter.project.as_deref()),
+        profile = select("profile", "profile", profiles, filter.profile.as_deref()),
+        target = select("target", "target", targets, filter.target.as_deref()),
+        state = select("state", "state", &states, filter.state.as_deref()),
+        tiles = tiles(instances, filter),
+    );
+    page(&title(waiting), &body)
+}
+
+/// One session in a terminal of its own.
+pub fn terminal(instance: &Instance) -> String {
+    let id = escape(&instance.id.to_string());
+    let body = format!(
+        "<main id=\"terminal-page\" data-id=\"{id}\">\
+         <header><h1>{id}</h1> <span class=\"state\">{state}</span> \
+         <span class=\"facts\">{profile} · {target} · {project}</span></header>\
+         <div id=\"terminal\"></div>\
+         <p id=\"message\" role=\"status\"></p></main>\
+         <link rel=\"stylesheet\" href=\"/dashboard/assets/xterm.css\">\
+         <script src=\"/dashboard/assets/xterm.js\" defer></script>\
+         <script src=\"/dashboard/assets/addon-fit.js\" defer></script>",
+        state = escape(&instance.state_label()),
+        profile = escape(&instance.profile),
+        target = escape(instance.target.as_str()),
+        project = escape(&instance.project.to_string_lossy()),
+    );
+    page(&format!("{} · Mahavishnu", instance.id), &body)
+}
+
+/// A worktree session's diff, as a diff, with the button that merges it.
+pub fn diff(instance: &Instance, diff: &str) -> String {
+    let id = escape(&instance.id.to_string());
+    let mut lines = String::new();
+    for line in diff.lines() {
+        let class = match line.as_bytes().first() {
+            Some(b'+') if !line.starts_with("+++") => "add",
+            Some(b'-') if !line.starts_with("---") => "del",
+            Some(b'@') => "hunk",
+            _ if line.starts_with("diff ") => "file",
+            _ => "ctx",
+        };
+        let _ = writeln!(lines, "<span class=\"{class}\">{}</span>", escape(line));
+    }
+    let body = format!(
+        "<main id=\"diff-page\" data-id=\"{id}\"><h1>{id}: its work</h1>\
+         <pre class=\"diff\">{lines}</pre>\
+         <p><button type=\"button\" data-action=\"merge\" data-id=\"{id}\">Merge into its \
+         base branch</button></p><p id=\"message\" role=\"status\"></p></main>"
+    );
+    page(&format!("{} diff · Mahavishnu", instance.id), &body)
+}
+
+/// A page that is a table of rows (already escaped cells are not accepted: every cell is text).
+pub fn table(
+    title: &str,
+    intro: &str,
+    header: &[&str],
+    rows: &[Vec<String>],
+    live: &str,
+) -> String {
+    let mut html = format!(
+        "<main id=\"{live}\"><h1>{}</h1><p>{}</p><table><thead><tr>",
+        escape(title),
+        escape(intro)
+    );
+    for cell in header {
+        let _ = write!(html, "<th>{}</th>", escape(cell));
+    }
+    html.push_str("</tr></thead><tbody>");
+    for row in rows {
+        html.push_str("<tr>");
+        for cell in row {
+            let _ = write!(html, "<td>{}</td>", escape(cell));
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</tbody></table><p id=\"message\" role=\"status\"></p></main>");
+    page(&format!("{title} · Mahavishnu"), &html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_that_reaches_html_is_escaped() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+        let row = table(
+            "t",
+            "<b>",
+            &["<i>"],
+            &[vec!["<img src=x onerror=alert(1)>".into()]],
+            "x",
+        );
+        assert!(!row.contains("<img"), "{row}");
+        assert!(row.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert_eq!(title(0), "Mahavishnu");
+        assert_eq!(title(3), "(3 waiting) Mahavishnu");
+    }
+}
