@@ -269,3 +269,68 @@ fn the_dashboard_lets_in_only_the_browser_that_logged_in() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(world.state_of(&shell), "closed");
 }
+
+/// A local deployment on the deployments page: its graph (services by wave, the needs between
+/// them), every revision's traffic, a release from the page that moves the traffic back to the old
+/// revision, and the service's logs as they come.
+#[test]
+fn the_dashboard_shows_a_deployment_and_moves_its_traffic_in_a_real_browser() {
+    let (modules, chromium) = browser();
+    let world = World::new();
+    std::fs::write(world.work().join("app.py"), support::APP).unwrap();
+    let manifest = |version: &str| {
+        format!(
+            "[sandcastle]\nname = \"shop\"\n\n[services.api]\nrun = \"python3 app.py\"\n\
+             health = {{ path = \"/healthz\" }}\n\n[services.web]\nrun = \"python3 app.py\"\n\
+             needs = [\"api\"]\nhealth = {{ path = \"/healthz\" }}\nenv = {{ V = \"{version}\" }}\n"
+        )
+    };
+    std::fs::write(world.work().join("mahavishnu.deploy.toml"), manifest("1")).unwrap();
+    world.ok(&["deploy", "apply"]);
+    let status = world.json(&["deploy", "status"]);
+    let old = support::weights(support::deployed(&status, "local", "web"))[0]
+        .0
+        .clone();
+    std::fs::write(world.work().join("mahavishnu.deploy.toml"), manifest("2")).unwrap();
+    world.ok(&["deploy", "apply"]);
+    let serve = Serve::start(&world);
+    let url = login_url(&world, &serve);
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let output = Command::new("node")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/deployments.mjs"))
+        .args([&url, shots.to_str().unwrap(), &old])
+        .env("MAHAVISHNU_TEST_NODE_MODULES", &modules)
+        .env("MAHAVISHNU_TEST_CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["nodes"], serde_json::json!(["api", "web"]), "{seen:#}");
+    assert_eq!(seen["edges"], 1, "web needs api");
+    let rows = seen["rows"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r[2] == old.as_str() && r[3].as_str().unwrap().contains("0%")),
+        "the old revision at 0 %: {seen:#}"
+    );
+    assert_eq!(seen["released"], true);
+    assert_eq!(seen["logs"], true);
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "no error in the page"
+    );
+    // The release happened for every face.
+    let status = world.json(&["deploy", "status"]);
+    assert_eq!(
+        support::weights(support::deployed(&status, "local", "web")),
+        vec![(old, 100)]
+    );
+    world.stop_deploy_supervisors();
+}

@@ -62,12 +62,22 @@
         pause: () => call("terminal_pause", { id: id }),
         resume: () => call("terminal_resume", { id: id }),
         merge: () => call("terminal_merge", { id: id }),
+        release: () => call("traffic_set", {
+          service: button.dataset.service,
+          to: button.dataset.revision,
+          regions: [button.dataset.region],
+        }),
+        rollback: () => call("deploy_rollback", {
+          service: button.dataset.service,
+          regions: [button.dataset.region],
+        }),
       };
       const run = calls[button.dataset.action];
       if (!run) return;
       button.disabled = true;
       try {
         say((await run()).summary);
+        if (document.getElementById("deployments-page")) location.reload();
       } catch (error) {
         say("error: " + error.message);
       } finally {
@@ -169,6 +179,20 @@
     source.addEventListener("screen", () => {});
   }
 
+  function logs(page) {
+    const out = document.getElementById("log");
+    const source = new EventSource(
+      "/dashboard/deployments/" + encodeURIComponent(page.dataset.service) + "/logs/stream",
+    );
+    source.addEventListener("line", (event) => {
+      out.textContent += event.data + "\n";
+      out.scrollTop = out.scrollHeight;
+    });
+    source.addEventListener("error", (event) => {
+      if (event.data) say("error: " + event.data);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     if (document.getElementById("grid")) {
       follow();
@@ -179,5 +203,7 @@
     if (page) terminal(page);
     const events = document.getElementById("events-page") || document.getElementById("lifecycle-page");
     if (events) live(events);
+    const logPage = document.getElementById("logs-page");
+    if (logPage) logs(logPage);
   });
 })();

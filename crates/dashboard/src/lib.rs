@@ -26,8 +26,9 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use mahavishnu_api::{Api, Progress};
+use mahavishnu_core::deploy::Manifest;
 use mahavishnu_core::{Instance, InstanceId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -92,6 +93,11 @@ pub fn router(api: Api, token: Option<String>) -> Router {
         .route("/dashboard/actions/{name}", post(action))
         .route("/dashboard/lifecycle", get(lifecycle))
         .route("/dashboard/deployments", get(deployments))
+        .route("/dashboard/deployments/{service}/logs", get(service_logs))
+        .route(
+            "/dashboard/deployments/{service}/logs/stream",
+            get(service_log_stream),
+        )
         .route("/dashboard/events", get(events))
         .route("/dashboard/assets/{file}", get(asset))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), gate))
@@ -582,48 +588,97 @@ async fn lifecycle(State(dashboard): State<Arc<Dashboard>>) -> Response {
 }
 
 async fn deployments(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    let manifest = Manifest::find(dashboard.api.cwd()).and_then(|path| Manifest::load(&path));
+    let graph = match &manifest {
+        Ok(manifest) => {
+            let services: Vec<pages::GraphService> = manifest
+                .services
+                .iter()
+                .map(|(name, spec)| pages::GraphService {
+                    name: name.clone(),
+                    kind: spec.kind.as_str().to_string(),
+                    needs: spec.needs.clone(),
+                    publishes: spec.publishes.clone(),
+                    subscribes: spec.subscribes.keys().cloned().collect(),
+                })
+                .collect();
+            pages::graph(&manifest.waves(), &services)
+        }
+        Err(_) => String::new(),
+    };
     let reply = dashboard
         .api
         .call("deployment_status", json!({}), Progress::default())
         .await;
-    let (intro, rows) = match reply {
+    let (title, note, rows) = match reply {
         Ok(reply) => {
             let mut rows = Vec::new();
             for region in reply.value["regions"].as_array().into_iter().flatten() {
                 for service in region["services"].as_array().into_iter().flatten() {
                     for revision in service["revisions"].as_array().into_iter().flatten() {
-                        let weight = revision["weight"].as_u64().unwrap_or(0);
-                        rows.push(vec![
-                            cell(&region["region"]),
-                            cell(&service["name"]),
-                            cell(&revision["name"]),
-                            format!("{weight}% {}", "▮".repeat((weight / 10) as usize)),
-                            cell(&revision["health"]["state"]),
-                        ]);
+                        rows.push(pages::RevisionRow {
+                            region: cell(&region["region"]),
+                            service: cell(&service["name"]),
+                            revision: cell(&revision["name"]),
+                            weight: revision["weight"].as_u64().unwrap_or(0),
+                            health: cell(&revision["health"]["state"]),
+                        });
                     }
                 }
             }
             (
-                format!(
-                    "{}: every region, service and revision.",
-                    cell(&reply.value["sandcastle"])
-                ),
+                cell(&reply.value["sandcastle"]),
+                "Services by wave (deployed left to right), needs and topics; then every \
+                 region's revisions and their traffic."
+                    .to_string(),
                 rows,
             )
         }
         Err(e) => (
+            "Deployments".to_string(),
             format!("no deployment to show from where serve runs: {e}"),
             Vec::new(),
         ),
     };
-    Html(pages::table(
-        "Deployments",
-        &intro,
-        &["region", "service", "revision", "traffic", "health"],
-        &rows,
-        "deployments-page",
-    ))
-    .into_response()
+    Html(pages::deployments(&title, &graph, &rows, &note)).into_response()
+}
+
+async fn service_logs(Path(service): Path<String>) -> Response {
+    Html(pages::logs(&service)).into_response()
+}
+
+/// `GET /dashboard/deployments/SERVICE/logs/stream`: the service's log lines as server-sent events,
+/// the last hundred first, then as they come.
+async fn service_log_stream(
+    State(dashboard): State<Arc<Dashboard>>,
+    Path(service): Path<String>,
+) -> Response {
+    let Some(deployments) = dashboard.api.deployments() else {
+        return failure(StatusCode::NOT_FOUND, "serve has no deployments");
+    };
+    let opened = Manifest::find(dashboard.api.cwd())
+        .and_then(|path| Manifest::load(&path))
+        .and_then(|manifest| deployments.engine(&manifest, None));
+    let (manifest, engine) = match opened {
+        Ok(opened) => opened,
+        Err(e) => return failure(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let lines = match engine
+        .logs(&manifest, &service, None, None, 100, true)
+        .await
+    {
+        Ok(lines) => lines,
+        Err(e) => return failure(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let events = lines.map(|line| {
+        Ok::<_, Infallible>(match line {
+            Ok(line) => Event::default().event("line").data(line),
+            Err(e) => Event::default().event("error").data(e.to_string()),
+        })
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn events(State(dashboard): State<Arc<Dashboard>>) -> Response {

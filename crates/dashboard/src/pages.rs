@@ -319,3 +319,205 @@ mod tests {
         assert_eq!(title(3), "(3 waiting) Mahavishnu");
     }
 }
+
+/// One service of a sandcastle, for its graph: what it is, what it needs, what it publishes and
+/// what it takes from.
+pub struct GraphService {
+    /// Its name.
+    pub name: String,
+    /// Its kind (`http`, `worker`, `job`, `external`).
+    pub kind: String,
+    /// The services it calls.
+    pub needs: Vec<String>,
+    /// The topics it publishes to.
+    pub publishes: Vec<String>,
+    /// The topics it is pushed from.
+    pub subscribes: Vec<String>,
+}
+
+/// The sandcastle as a picture: its waves from left to right (what is deployed first on the left),
+/// its topics in a last column, and arrows for `needs`, publishing and subscribing. SVG, no script.
+pub fn graph(waves: &[Vec<String>], services: &[GraphService]) -> String {
+    const WIDTH: i64 = 150;
+    const HEIGHT: i64 = 44;
+    const GAP_X: i64 = 70;
+    const GAP_Y: i64 = 26;
+    let mut place: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for (column, wave) in waves.iter().enumerate() {
+        for (row, name) in wave.iter().enumerate() {
+            place.insert(
+                name.clone(),
+                (
+                    column as i64 * (WIDTH + GAP_X),
+                    row as i64 * (HEIGHT + GAP_Y),
+                ),
+            );
+        }
+    }
+    let mut topics: Vec<String> = services
+        .iter()
+        .flat_map(|s| s.publishes.iter().chain(&s.subscribes).cloned())
+        .collect();
+    topics.sort();
+    topics.dedup();
+    let topic_column = waves.len() as i64 * (WIDTH + GAP_X);
+    for (row, topic) in topics.iter().enumerate() {
+        place.insert(
+            format!("topic:{topic}"),
+            (topic_column, row as i64 * (HEIGHT + GAP_Y)),
+        );
+    }
+    let width = place
+        .values()
+        .map(|(x, _)| x + WIDTH)
+        .max()
+        .unwrap_or(WIDTH)
+        + 10;
+    let height = place
+        .values()
+        .map(|(_, y)| y + HEIGHT)
+        .max()
+        .unwrap_or(HEIGHT)
+        + 10;
+    let mut svg = format!(
+        "<svg class=\"graph\" viewBox=\"-5 -5 {width} {height}\" width=\"{width}\" \
+         height=\"{height}\" role=\"img\" aria-label=\"the sandcastle's services, needs and topics\">\
+         <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"6\" \
+         markerHeight=\"6\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" class=\"arrowhead\"/></marker></defs>"
+    );
+    let line = |svg: &mut String, from: &str, to: &str, class: &str| {
+        if let (Some((x1, y1)), Some((x2, y2))) = (place.get(from), place.get(to)) {
+            let (x1, y1, x2, y2) = if x2 >= x1 {
+                (x1 + WIDTH, y1 + HEIGHT / 2, *x2, y2 + HEIGHT / 2)
+            } else {
+                (*x1, y1 + HEIGHT / 2, x2 + WIDTH, y2 + HEIGHT / 2)
+            };
+            let _ = write!(
+                svg,
+                "<line class=\"{class}\" x1=\"{x1}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y2}\" \
+                 marker-end=\"url(#arrow)\"/>"
+            );
+        }
+    };
+    for service in services {
+        for need in &service.needs {
+            line(&mut svg, &service.name, need, "needs");
+        }
+        for topic in &service.publishes {
+            line(
+                &mut svg,
+                &service.name,
+                &format!("topic:{topic}"),
+                "publishes",
+            );
+        }
+        for topic in &service.subscribes {
+            line(
+                &mut svg,
+                &format!("topic:{topic}"),
+                &service.name,
+                "subscribes",
+            );
+        }
+    }
+    for service in services {
+        if let Some((x, y)) = place.get(&service.name) {
+            let _ = write!(
+                svg,
+                "<g class=\"node {kind}\"><rect x=\"{x}\" y=\"{y}\" width=\"{WIDTH}\" \
+                 height=\"{HEIGHT}\" rx=\"6\"/><text x=\"{tx}\" y=\"{ty}\">{name}</text>\
+                 <text class=\"kind\" x=\"{tx}\" y=\"{ky}\">{kind}</text></g>",
+                kind = escape(&service.kind),
+                name = escape(&service.name),
+                tx = x + 10,
+                ty = y + 19,
+                ky = y + 36,
+            );
+        }
+    }
+    for topic in &topics {
+        if let Some((x, y)) = place.get(&format!("topic:{topic}")) {
+            let _ = write!(
+                svg,
+                "<g class=\"node topic\"><rect x=\"{x}\" y=\"{y}\" width=\"{WIDTH}\" \
+                 height=\"{HEIGHT}\" rx=\"20\"/><text x=\"{tx}\" y=\"{ty}\">{name}</text>\
+                 <text class=\"kind\" x=\"{tx}\" y=\"{ky}\">topic</text></g>",
+                name = escape(topic),
+                tx = x + 14,
+                ty = y + 19,
+                ky = y + 36,
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// One revision's row on the deployments page.
+pub struct RevisionRow {
+    /// The region.
+    pub region: String,
+    /// The service.
+    pub service: String,
+    /// The revision.
+    pub revision: String,
+    /// Its share of traffic, 0 to 100.
+    pub weight: u64,
+    /// Its health's word.
+    pub health: String,
+}
+
+/// The deployments page: the graph, then every region's revisions with their traffic as bars and
+/// the buttons that release one or roll a service back.
+pub fn deployments(title: &str, graph: &str, rows: &[RevisionRow], note: &str) -> String {
+    let mut table = String::from(
+        "<table><thead><tr><th>region</th><th>service</th><th>revision</th><th>traffic</th>\
+         <th>health</th><th></th></tr></thead><tbody>",
+    );
+    for row in rows {
+        let release = if row.weight < 100 {
+            format!(
+                "<button type=\"button\" data-action=\"release\" data-service=\"{s}\" \
+                 data-revision=\"{r}\" data-region=\"{g}\">All traffic here</button>",
+                s = escape(&row.service),
+                r = escape(&row.revision),
+                g = escape(&row.region),
+            )
+        } else {
+            format!(
+                "<button type=\"button\" data-action=\"rollback\" data-service=\"{s}\" \
+                 data-region=\"{g}\">Roll back</button> <a href=\"/dashboard/deployments/{s}/logs\">Logs</a>",
+                s = escape(&row.service),
+                g = escape(&row.region),
+            )
+        };
+        let _ = write!(
+            table,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><meter min=\"0\" max=\"100\" value=\"{w}\">\
+             {w}%</meter> {w}%</td><td class=\"health-{h}\">{h}</td><td>{release}</td></tr>",
+            escape(&row.region),
+            escape(&row.service),
+            escape(&row.revision),
+            w = row.weight,
+            h = escape(&row.health),
+        );
+    }
+    table.push_str("</tbody></table>");
+    let body = format!(
+        "<main id=\"deployments-page\"><h1>{}</h1><p>{}</p>{graph}{table}\
+         <p id=\"message\" role=\"status\"></p></main>",
+        escape(title),
+        escape(note)
+    );
+    page(&format!("{title} · Mahavishnu"), &body)
+}
+
+/// A service's log lines as they come.
+pub fn logs(service: &str) -> String {
+    let body = format!(
+        "<main id=\"logs-page\" data-service=\"{s}\"><h1>{s}: its logs</h1>\
+         <pre id=\"log\" class=\"log\"></pre><p id=\"message\" role=\"status\"></p></main>",
+        s = escape(service)
+    );
+    page(&format!("{service} logs · Mahavishnu"), &body)
+}

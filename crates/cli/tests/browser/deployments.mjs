@@ -1,0 +1,48 @@
+// The dashboard's deployments page in a real browser: the graph, the traffic, a release from the
+// page, and logs that follow. Usage: node deployments.mjs LOGIN_URL SCREENSHOT_DIR OLD_REVISION
+import { createRequire } from "node:module";
+
+const require = createRequire(process.env.MAHAVISHNU_TEST_NODE_MODULES + "/");
+const { chromium } = require("playwright-core");
+
+const [loginUrl, shots, oldRevision] = process.argv.slice(2);
+const seen = {};
+const browser = await chromium.launch({
+  executablePath: process.env.MAHAVISHNU_TEST_CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  page.on("console", (message) => {
+    if (message.type() === "error") errors.push(message.text());
+  });
+  await page.goto(loginUrl);
+  await page.goto(new URL("/dashboard/deployments", loginUrl).href);
+  await page.waitForSelector("svg.graph", { timeout: 10000 });
+  seen.nodes = await page.$$eval("svg.graph g.node text:first-of-type", (texts) => texts.map((t) => t.textContent));
+  seen.edges = await page.$$eval("svg.graph line", (lines) => lines.length);
+  seen.rows = await page.$$eval("tbody tr", (rows) => rows.map((r) => [...r.querySelectorAll("td")].slice(0, 5).map((c) => c.textContent.trim())));
+  await page.screenshot({ path: shots + "/deployments.png", fullPage: true });
+  // Release all traffic back to the old revision, from the page.
+  await page.click(`button[data-action=release][data-revision="${oldRevision}"]`);
+  await page.waitForFunction(
+    (revision) => [...document.querySelectorAll("tbody tr")].some((r) =>
+      r.children[2].textContent.trim() === revision && r.children[3].textContent.includes("100%")),
+    oldRevision,
+    { timeout: 20000 },
+  );
+  seen.released = true;
+  // Its logs, followed.
+  await page.goto(new URL("/dashboard/deployments/web/logs", loginUrl).href);
+  await page.waitForFunction(() => document.getElementById("log").textContent.includes("listening"), null, { timeout: 10000 });
+  seen.logs = true;
+  seen.errors = errors;
+  console.log(JSON.stringify(seen));
+} catch (error) {
+  console.log(JSON.stringify({ ...seen, failed: String(error) }));
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
