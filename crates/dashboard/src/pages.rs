@@ -296,30 +296,6 @@ pub fn table(
     page(&format!("{title} · Mahavishnu"), &html)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn everything_that_reaches_html_is_escaped() {
-        assert_eq!(
-            escape("<script>alert('x')</script> & \"y\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
-        );
-        let row = table(
-            "t",
-            "<b>",
-            &["<i>"],
-            &[vec!["<img src=x onerror=alert(1)>".into()]],
-            "x",
-        );
-        assert!(!row.contains("<img"), "{row}");
-        assert!(row.contains("&lt;img src=x onerror=alert(1)&gt;"));
-        assert_eq!(title(0), "Mahavishnu");
-        assert_eq!(title(3), "(3 waiting) Mahavishnu");
-    }
-}
-
 /// One service of a sandcastle, for its graph: what it is, what it needs, what it publishes and
 /// what it takes from.
 pub struct GraphService {
@@ -520,4 +496,28 @@ pub fn logs(service: &str) -> String {
         s = escape(service)
     );
     page(&format!("{service} logs · Mahavishnu"), &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_that_reaches_html_is_escaped() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+        let row = table(
+            "t",
+            "<b>",
+            &["<i>"],
+            &[vec!["<img src=x onerror=alert(1)>".into()]],
+            "x",
+        );
+        assert!(!row.contains("<img"), "{row}");
+        assert!(row.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert_eq!(title(0), "Mahavishnu");
+        assert_eq!(title(3), "(3 waiting) Mahavishnu");
+    }
 }
