@@ -334,3 +334,86 @@ fn the_dashboard_shows_a_deployment_and_moves_its_traffic_in_a_real_browser() {
     );
     world.stop_deploy_supervisors();
 }
+
+/// The event stream is pushed as it happens; the coding sessions page lists checkpoints with links
+/// to their diffs; a worktree session's diff page shows its change as a diff.
+#[test]
+fn events_checkpoints_and_a_worktree_diff_on_their_pages() {
+    let world = World::new();
+    support::git(&world.work(), &["init", "-q", "-b", "main"]);
+    std::fs::write(world.work().join("README"), "one\n").unwrap();
+    support::git(&world.work(), &["add", "README"]);
+    support::git_commit(&world.work(), &["-m", "one"]);
+    let serve = Serve::start(&world);
+    let cookie = log_in(&login_url(&world, &serve));
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    // The stream, read as it comes.
+    let address = serve.address.clone();
+    let header = with_cookie.clone();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "GET /dashboard/updates HTTP/1.1\r\nHost: {address}\r\n{header}\r\n"
+        )
+        .unwrap();
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let shell = world
+        .launch(&["shell", "--worktree", "--name", "fixer"])
+        .remove(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut launched = false;
+    while std::time::Instant::now() < deadline && !launched {
+        if let Ok(line) = received.recv_timeout(std::time::Duration::from_millis(200)) {
+            launched = line.starts_with("data: {\"kind\":\"event\"") && line.contains(&shell);
+        }
+    }
+    assert!(launched, "the launch came down the stream");
+    // A change in the worktree, as a diff.
+    world.ok(&[
+        "terminal",
+        "send",
+        &shell,
+        "echo two >> README; echo written",
+    ]);
+    world.ok(&["terminal", "wait", &shell, "--for", "^written"]);
+    let (status, _, body) = raw(
+        &serve.url(&format!("/dashboard/sessions/{shell}/diff")),
+        &with_cookie,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<span class=\"add\">+two</span>"), "{body}");
+    assert!(body.contains("data-action=\"merge\""));
+    // A checkpoint, listed and shown.
+    world.ok(&["checkpoint", "--message", "before <b>bold</b> work"]);
+    let (status, _, body) = raw(&serve.url("/dashboard/lifecycle"), &with_cookie);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("before &lt;b&gt;bold&lt;/b&gt; work"),
+        "escaped: {body}"
+    );
+    let id = body
+        .split("href=\"/dashboard/checkpoints/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a checkpoint's link")
+        .to_string();
+    let (status, _, body) = raw(
+        &serve.url(&format!("/dashboard/checkpoints/{id}")),
+        &with_cookie,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("class=\"diff\""), "{body}");
+    let (status, _, body) = raw(&serve.url("/dashboard/events"), &with_cookie);
+    assert_eq!(status, 200);
+    assert!(body.contains(&shell), "the launch is listed: {body}");
+}

@@ -193,6 +193,22 @@
     });
   }
 
+  // The event stream: each new event becomes the table's first row.
+  function events(page) {
+    const body = page.querySelector("tbody");
+    const source = new EventSource("/dashboard/updates");
+    source.addEventListener("event", (message) => {
+      const event = JSON.parse(message.data);
+      const row = document.createElement("tr");
+      for (const value of [event.at, event.instance, event.what, event.detail]) {
+        const cell = document.createElement("td");
+        cell.textContent = value;
+        row.appendChild(cell);
+      }
+      body.prepend(row);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     if (document.getElementById("grid")) {
       follow();
@@ -201,8 +217,10 @@
     actions();
     const page = document.getElementById("terminal-page");
     if (page) terminal(page);
-    const events = document.getElementById("events-page") || document.getElementById("lifecycle-page");
-    if (events) live(events);
+    const eventsPage = document.getElementById("events-page");
+    if (eventsPage) events(eventsPage);
+    const lifecyclePage = document.getElementById("lifecycle-page");
+    if (lifecyclePage) live(lifecyclePage);
     const logPage = document.getElementById("logs-page");
     if (logPage) logs(logPage);
   });

@@ -92,6 +92,7 @@ pub fn router(api: Api, token: Option<String>) -> Router {
         .route("/dashboard/sessions/{id}/diff", get(diff))
         .route("/dashboard/actions/{name}", post(action))
         .route("/dashboard/lifecycle", get(lifecycle))
+        .route("/dashboard/checkpoints/{id}", get(checkpoint))
         .route("/dashboard/deployments", get(deployments))
         .route("/dashboard/deployments/{service}/logs", get(service_logs))
         .route(
@@ -304,6 +305,7 @@ async fn updates(
                 .event(match &update {
                     live::Update::Screen { .. } => "screen",
                     live::Update::Sessions { .. } => "sessions",
+                    live::Update::Event { .. } => "event",
                 })
                 .json_data(&update)
                 .unwrap_or_default(),
@@ -550,39 +552,51 @@ fn cell(value: &Value) -> String {
 async fn lifecycle(State(dashboard): State<Arc<Dashboard>>) -> Response {
     let sessions = call_rows(&dashboard.api, "session_list", "sessions").await;
     let runs = call_rows(&dashboard.api, "hooks_runs", "runs").await;
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    for run in runs.unwrap_or_default() {
-        rows.push(vec![
-            cell(&run["session_id"]),
-            cell(&run["event"]),
-            cell(&run["hook"]),
-            cell(&run["result"]),
-            cell(&run["exit_code"]),
-            cell(&run["duration_ms"]),
-            cell(&run["output"]),
-        ]);
-    }
+    let checkpoints = call_rows(&dashboard.api, "checkpoint_list", "checkpoints").await;
+    let keys = [
+        "session_id",
+        "event",
+        "hook",
+        "result",
+        "exit_code",
+        "duration_ms",
+        "output",
+    ];
+    let runs: Vec<Vec<String>> = runs
+        .unwrap_or_default()
+        .iter()
+        .map(|run| keys.iter().map(|key| cell(&run[*key])).collect())
+        .collect();
+    let checkpoints: Vec<(String, String, String)> = checkpoints
+        .unwrap_or_default()
+        .iter()
+        .map(|c| (cell(&c["id"]), cell(&c["created_at"]), cell(&c["message"])))
+        .collect();
     let intro = match sessions {
         Ok(sessions) => format!(
-            "{} coding sessions recorded; their hook runs, newest first:",
+            "{} coding sessions recorded; their hook runs, newest first, then the checkpoints of \
+             the project serve runs in:",
             sessions.len()
         ),
         Err(e) => format!("cannot read the coding sessions: {e}"),
     };
-    Html(pages::table(
-        "Coding sessions",
-        &intro,
-        &[
-            "session",
-            "event",
-            "hook",
-            "result",
-            "exit code",
-            "ms",
-            "output",
-        ],
-        &rows,
-        "lifecycle-page",
+    Html(pages::lifecycle(&intro, &runs, &checkpoints)).into_response()
+}
+
+/// `GET /dashboard/checkpoints/ID`: what changed since a checkpoint, as a diff.
+async fn checkpoint(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<String>) -> Response {
+    let reply = dashboard
+        .api
+        .call("checkpoint_diff", json!({ "id": id }), Progress::default())
+        .await;
+    let text = match reply {
+        Ok(reply) => cell(&reply.value["diff"]),
+        Err(e) => format!("error: {e}"),
+    };
+    Html(pages::diff_page(
+        &format!("Checkpoint {id}: the changes since"),
+        &text,
+        None,
     ))
     .into_response()
 }
@@ -682,15 +696,14 @@ async fn service_log_stream(
 }
 
 async fn events(State(dashboard): State<Arc<Dashboard>>) -> Response {
-    let events = dashboard
-        .api
-        .orchestrator()
-        .events(0, None, 100_000)
+    let orchestrator = dashboard.api.orchestrator();
+    let last = orchestrator.last_event_seq().unwrap_or(0);
+    let events = orchestrator
+        .events((last - 200).max(0), None, 200)
         .unwrap_or_default();
     let rows: Vec<Vec<String>> = events
         .iter()
         .rev()
-        .take(200)
         .map(|event| {
             vec![
                 event.at.to_string(),
@@ -702,7 +715,7 @@ async fn events(State(dashboard): State<Arc<Dashboard>>) -> Response {
         .collect();
     Html(pages::table(
         "Events",
-        "What happened to sessions, newest first; the page follows as it happens.",
+        "What happened to sessions, newest first; new ones appear as they happen.",
         &["at", "session", "kind", "detail"],
         &rows,
         "events-page",

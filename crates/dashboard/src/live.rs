@@ -35,6 +35,19 @@ pub enum Update {
         /// How many wait for input.
         waiting: usize,
     },
+    /// Something was recorded in the event stream.
+    Event {
+        /// Its sequence number.
+        seq: i64,
+        /// When (RFC 3339).
+        at: String,
+        /// The session it concerns.
+        instance: String,
+        /// What happened.
+        what: String,
+        /// Its details.
+        detail: String,
+    },
 }
 
 /// The watcher: a broadcast that runs its loop while anyone listens.
@@ -70,6 +83,7 @@ impl Live {
     async fn watch(self: Arc<Self>) {
         let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
         let mut sessions: Vec<(String, String)> = Vec::new();
+        let mut last_event = self.api.orchestrator().last_event_seq().unwrap_or(0);
         loop {
             if self.sender.receiver_count() == 0 {
                 let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,6 +91,18 @@ impl Live {
                 if self.sender.receiver_count() == 0 {
                     *running = false;
                     return;
+                }
+            }
+            if let Ok(events) = self.api.orchestrator().events(last_event, None, 500) {
+                for event in events {
+                    last_event = last_event.max(event.seq);
+                    let _ = self.sender.send(Update::Event {
+                        seq: event.seq,
+                        at: event.at.to_string(),
+                        instance: event.instance.unwrap_or_default(),
+                        what: event.kind,
+                        detail: event.detail.to_string(),
+                    });
                 }
             }
             if let Ok(instances) = live_instances(&self.api).await {

@@ -247,7 +247,15 @@ pub fn terminal(instance: &Instance) -> String {
 
 /// A worktree session's diff, as a diff, with the button that merges it.
 pub fn diff(instance: &Instance, diff: &str) -> String {
-    let id = escape(&instance.id.to_string());
+    diff_page(
+        &format!("{}: its work", instance.id),
+        diff,
+        Some(&instance.id.to_string()),
+    )
+}
+
+/// A diff, coloured by line, and (for a worktree session, `merge`) the button that merges it.
+pub fn diff_page(title: &str, diff: &str, merge: Option<&str>) -> String {
     let mut lines = String::new();
     for line in diff.lines() {
         let class = match line.as_bytes().first() {
@@ -259,13 +267,57 @@ pub fn diff(instance: &Instance, diff: &str) -> String {
         };
         let _ = writeln!(lines, "<span class=\"{class}\">{}</span>", escape(line));
     }
+    let button = merge
+        .map(|id| {
+            format!(
+                "<p><button type=\"button\" data-action=\"merge\" data-id=\"{}\">Merge into its \
+                 base branch</button></p>",
+                escape(id)
+            )
+        })
+        .unwrap_or_default();
     let body = format!(
-        "<main id=\"diff-page\" data-id=\"{id}\"><h1>{id}: its work</h1>\
-         <pre class=\"diff\">{lines}</pre>\
-         <p><button type=\"button\" data-action=\"merge\" data-id=\"{id}\">Merge into its \
-         base branch</button></p><p id=\"message\" role=\"status\"></p></main>"
+        "<main id=\"diff-page\"><h1>{}</h1><pre class=\"diff\">{lines}</pre>{button}\
+         <p id=\"message\" role=\"status\"></p></main>",
+        escape(title)
     );
-    page(&format!("{} diff · Mahavishnu", instance.id), &body)
+    page(&format!("{title} · Mahavishnu"), &body)
+}
+
+/// The coding sessions page: hook runs, then checkpoints, each with a link to its diff.
+pub fn lifecycle(
+    intro: &str,
+    runs: &[Vec<String>],
+    checkpoints: &[(String, String, String)],
+) -> String {
+    let mut html = format!(
+        "<main id=\"lifecycle-page\"><h1>Coding sessions</h1><p>{}</p><h2>Hook runs</h2><table>\
+         <thead><tr><th>session</th><th>event</th><th>hook</th><th>result</th><th>exit code</th>\
+         <th>ms</th><th>output</th></tr></thead><tbody>",
+        escape(intro)
+    );
+    for run in runs {
+        html.push_str("<tr>");
+        for value in run {
+            let _ = write!(html, "<td>{}</td>", escape(value));
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str(
+        "</tbody></table><h2>Checkpoints</h2><table><thead><tr><th>checkpoint</th><th>made</th>\
+         <th>message</th></tr></thead><tbody>",
+    );
+    for (id, made, message) in checkpoints {
+        let _ = write!(
+            html,
+            "<tr><td><a href=\"/dashboard/checkpoints/{id}\">{id}</a></td><td>{}</td><td>{}</td></tr>",
+            escape(made),
+            escape(message),
+            id = escape(id),
+        );
+    }
+    html.push_str("</tbody></table><p id=\"message\" role=\"status\"></p></main>");
+    page("Coding sessions · Mahavishnu", &html)
 }
 
 /// A page that is a table of rows (already escaped cells are not accepted: every cell is text).

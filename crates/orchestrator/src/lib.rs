@@ -977,6 +977,11 @@ impl Orchestrator {
         Ok(instance)
     }
 
+    /// The sequence number of the newest recorded event.
+    pub fn last_event_seq(&self) -> Result<i64> {
+        self.store.last_event_seq()
+    }
+
     /// Recorded events after `after_seq`.
     pub fn events(
         &self,
