@@ -28,7 +28,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             "One agent definition: its fields, frontmatter and instructions.",
             agent_get,
         )
-        .returns(Returns::Fields(&[("agent", "object"), ("frontmatter", "string"), ("body", "string")])),
+        .returns(Returns::Fields(&[("name", "string"), ("description", "string"), ("scope", "string"), ("path", "string"), ("frontmatter", "string"), ("body", "string")])),
         define(
             "agent_create",
             false,
@@ -36,7 +36,7 @@ pub(crate) fn operations() -> Vec<Operation> {
              splashsand-specialist); never overwrites an existing file.",
             agent_create,
         )
-        .returns(Returns::Fields(&[])),
+        .returns(Returns::Fields(&[("name", "string"), ("path", "string")])),
         define(
             "agents_validate",
             true,
@@ -52,7 +52,7 @@ pub(crate) fn operations() -> Vec<Operation> {
              run the CLI headless to completion instead.",
             agent_run,
         )
-        .returns(Returns::Fields(&[])),
+        .returns(Returns::Fields(&[("instance", "object?"), ("stdout", "string?")])),
     ]
 }
 

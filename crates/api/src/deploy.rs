@@ -86,7 +86,7 @@ pub(crate) fn operations() -> Vec<Operation> {
              all of it to one revision.",
             traffic_set,
         )
-        .returns(Returns::Fields(&[])).idempotent(),
+        .returns(Returns::Fields(&[("service", "string"), ("regions", "array:object")])).idempotent(),
         define(
             "revision_tag",
             false,
@@ -103,7 +103,7 @@ pub(crate) fn operations() -> Vec<Operation> {
              default the one that served before the current one).",
             deploy_rollback,
         )
-        .returns(Returns::Fields(&[])).destructive().idempotent(),
+        .returns(Returns::Fields(&[("service", "string"), ("regions", "array:object")])).destructive().idempotent(),
         define(
             "deploy_verify",
             true,
@@ -111,7 +111,7 @@ pub(crate) fn operations() -> Vec<Operation> {
              dependent's side, and every topic delivers a probe message to each subscriber.",
             deploy_verify,
         )
-        .returns(Returns::Fields(&[])),
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("ok", "boolean"), ("checks", "array:object")])),
         define(
             "deploy_logs",
             true,

@@ -291,8 +291,9 @@ impl Operation {
 enum Returns {
     /// `{ key: [item, ...] }` ([`Reply::list`]), items of this JSON type.
     List(&'static str, &'static str),
-    /// An object with these fields, each of a JSON type; a `?` after the type marks a field that
-    /// may be left out. Other fields may follow.
+    /// An object with these fields, each of a JSON type (`array:string` for an array of strings,
+    /// `integer|null` for either); a `?` after the type marks a field that may be left out. Other
+    /// fields may follow.
     Fields(&'static [(&'static str, &'static str)]),
     /// Not declared yet: a test refuses it.
     Undeclared,
@@ -326,6 +327,9 @@ impl Returns {
                     match kind.split_once(':') {
                         Some(("array", item)) => {
                             serde_json::json!({ "type": "array", "items": { "type": item } })
+                        }
+                        _ if kind.contains('|') => {
+                            serde_json::json!({ "type": kind.split('|').collect::<Vec<_>>() })
                         }
                         _ => serde_json::json!({ "type": kind }),
                     }

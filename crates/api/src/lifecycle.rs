@@ -11,6 +11,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Api, Operation, Progress, Reply, Returns, blocking, define, plural};
 
+/// What `session_start` and `session_end` return.
+const SESSION_OUTCOME: &[(&str, &str)] = &[
+    ("session", "object"),
+    ("applied", "boolean"),
+    ("launched", "array"),
+    ("runs", "array:object"),
+    ("notes", "array:string"),
+];
+
 pub(crate) fn operations() -> Vec<Operation> {
     vec![
         define(
@@ -20,21 +29,21 @@ pub(crate) fn operations() -> Vec<Operation> {
              session that is already active).",
             session_start,
         )
-        .returns(Returns::Fields(&[])).idempotent(),
+        .returns(Returns::Fields(SESSION_OUTCOME)).idempotent(),
         define(
             "session_end",
             false,
             "End a coding session and run its SessionEnd hooks (close what it launched, checkpoint).",
             session_end,
         )
-        .returns(Returns::Fields(&[])).destructive(),
+        .returns(Returns::Fields(SESSION_OUTCOME)).destructive(),
         define(
             "session_status",
             true,
             "One coding session: state, project, the instances it launched.",
             session_status,
         )
-        .returns(Returns::Fields(&[])),
+        .returns(Returns::Fields(&[("id", "string"), ("project", "string"), ("state", "string"), ("source", "string"), ("started_at", "string"), ("instances", "array")])),
         define(
             "session_list",
             true,
@@ -48,7 +57,7 @@ pub(crate) fn operations() -> Vec<Operation> {
             "The hooks that apply to a project, where each comes from, and whether it is trusted.",
             hooks_list,
         )
-        .returns(Returns::Fields(&[])),
+        .returns(Returns::Fields(&[("project", "string"), ("trusted", "boolean"), ("hooks", "array:object")])),
         define(
             "hooks_runs",
             true,

@@ -76,7 +76,7 @@ pub(crate) fn operations() -> Vec<Operation> {
              exit code, stdout and stderr.",
             exec,
         )
-        .returns(Returns::Fields(&[("id", "string"), ("output", "object")])),
+        .returns(Returns::Fields(&[("id", "string"), ("exit_code", "integer|null?"), ("stdout", "string"), ("stderr", "string"), ("duration_ms", "integer"), ("timed_out", "boolean")])),
         define(
             "terminal_close",
             false,
@@ -176,14 +176,14 @@ pub(crate) fn operations() -> Vec<Operation> {
             "Run a command to completion in an instance of any target; the id's prefix picks the target.",
             exec,
         )
-        .returns(Returns::Fields(&[("id", "string"), ("output", "object")])),
+        .returns(Returns::Fields(&[("id", "string"), ("exit_code", "integer|null?"), ("stdout", "string"), ("stderr", "string"), ("duration_ms", "integer"), ("timed_out", "boolean")])),
         define(
             "instance_status",
             true,
             "One instance of any target, with its current state.",
             status,
         )
-        .returns(Returns::Fields(&[("id", "string"), ("profile", "string"), ("target", "string"), ("state", "string"), ("exit_code", "integer?"), ("cwd", "string")])),
+        .returns(Returns::Fields(&[("id", "string"), ("profile", "string"), ("target", "string"), ("state", "string"), ("exit_code", "integer|null?"), ("cwd", "string"), ("labels", "object"), ("created_at", "string"), ("updated_at", "string")])),
         define(
             "instances_list",
             true,
