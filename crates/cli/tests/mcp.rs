@@ -1330,7 +1330,7 @@ fn subscribed_screens_send_updates_and_ids_complete_and_log_levels_filter() {
     client.call("terminal_list", json!({}));
 
     // Completion of the screen template's id, by prefix.
-    let template = format!("mahavishnu://instances/{{id}}/screen");
+    let template = "mahavishnu://instances/{id}/screen";
     let complete = |client: &mut StdioClient, value: &str| -> Value {
         client.request(
             "completion/complete",

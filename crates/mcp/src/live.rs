@@ -79,6 +79,17 @@ impl Live {
         self.state().subscribed.clone()
     }
 
+    fn is_subscribed(&self, uri: &str) -> bool {
+        self.state().subscribed.contains(uri)
+    }
+
+    /// Forgets the watcher and the subscriptions of a client that went away.
+    fn forget_watcher(&self) {
+        let mut state = self.state();
+        state.watcher = None;
+        state.subscribed.clear();
+    }
+
     /// Sends log messages at `level` and above from now on.
     pub fn set_level(&self, peer: Peer<RoleServer>, level: LoggingLevel) {
         let mut state = self.state();
@@ -182,7 +193,7 @@ async fn watch(live: Live, api: Api, peer: Peer<RoleServer>, stop: CancellationT
             // The first reading is the baseline; a later change, or the screen going away, is news.
             let changed = seen.get(&uri).is_some_and(|before| *before != screen);
             seen.insert(uri.clone(), screen);
-            if changed && subscribed_still(&live, &uri) {
+            if changed && live.is_subscribed(&uri) {
                 let _ = peer
                     .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
                         uri,
@@ -200,19 +211,6 @@ async fn watch(live: Live, api: Api, peer: Peer<RoleServer>, stop: CancellationT
                 ids = now;
             }
         }
-    }
-}
-
-fn subscribed_still(live: &Live, uri: &str) -> bool {
-    live.state().subscribed.contains(uri)
-}
-
-impl Live {
-    /// Forgets the watcher and the subscriptions of a client that went away.
-    fn forget_watcher(&self) {
-        let mut state = self.state();
-        state.watcher = None;
-        state.subscribed.clear();
     }
 }
 
