@@ -19,7 +19,7 @@ use mahavishnu_api::{Api, CaptureParams, capture_screen};
 use mahavishnu_orchestrator::ListFilter;
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::{Peer, RoleServer};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::server::id_of_screen_uri;
@@ -100,6 +100,11 @@ impl Live {
     /// Logs `data` at level debug.
     pub fn debug(&self, data: Value) {
         self.log(LoggingLevel::Debug, data);
+    }
+
+    /// Logs `data` at level warning.
+    pub fn warning(&self, data: Value) {
+        self.log(LoggingLevel::Warning, data);
     }
 
     /// Logs `data` at level error.
@@ -192,6 +197,11 @@ async fn watch(live: Live, api: Api, peer: Peer<RoleServer>, stop: CancellationT
         for (uri, screen) in read_screens(&api, &subscribed).await {
             // The first reading is the baseline; a later change, or the screen going away, is news.
             let changed = seen.get(&uri).is_some_and(|before| *before != screen);
+            if changed && screen.is_none() {
+                live.warning(
+                    json!({ "resource": uri, "event": "the screen cannot be read any more" }),
+                );
+            }
             seen.insert(uri.clone(), screen);
             if changed && live.is_subscribed(&uri) {
                 let _ = peer

@@ -412,6 +412,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn completions_stop_at_100_and_say_there_are_more() {
+        let few = completion_of(vec!["pty:a".into(), "pty:b".into()]);
+        assert_eq!(few.completion.values, ["pty:a", "pty:b"]);
+        assert_eq!(few.completion.has_more, Some(false));
+        let many = completion_of((0..150).map(|n| format!("pty:mv-{n:03}")).collect());
+        assert_eq!(many.completion.values.len(), 100);
+        assert_eq!(many.completion.values[99], "pty:mv-099");
+        assert_eq!(many.completion.has_more, Some(true));
+        assert_eq!(many.completion.total, Some(150));
+    }
+
+    #[test]
     fn screen_uris_round_trip_every_id() {
         for text in ["tmux:mv-7f3a", "pty:mv-19c2", "k8s:dev/mv-qwen-x2k9"] {
             let id: InstanceId = text.parse().unwrap();
