@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::terminal::target_name;
-use crate::{Api, Operation, Progress, Reply, blocking, bounded, define, plural, seconds};
+use crate::{Api, Operation, Progress, Reply, Returns, blocking, bounded, define, plural, seconds};
 
 pub(crate) fn operations() -> Vec<Operation> {
     vec![
@@ -20,26 +20,30 @@ pub(crate) fn operations() -> Vec<Operation> {
             "List the agent definitions in effect (.claude/agents and .qwen/agents of the project and \
              the user) with name, description, model, tools, scope and file.",
             agents_list,
-        ),
+        )
+        .returns(Returns::List("agents", "object")),
         define(
             "agent_get",
             true,
             "One agent definition: its fields, frontmatter and instructions.",
             agent_get,
-        ),
+        )
+        .returns(Returns::Fields(&[("name", "string"), ("description", "string"), ("scope", "string"), ("path", "string"), ("frontmatter", "string"), ("body", "string")])),
         define(
             "agent_create",
             false,
             "Write a new agent definition from a template (basic, fastblocks-architect, \
              splashsand-specialist); never overwrites an existing file.",
             agent_create,
-        ),
+        )
+        .returns(Returns::Fields(&[("name", "string"), ("path", "string")])),
         define(
             "agents_validate",
             true,
             "Check agent definition files and list every problem with its file, line and column.",
             agents_validate,
-        ),
+        )
+        .returns(Returns::List("diagnostics", "object")),
         define(
             "agent_run",
             false,
@@ -47,7 +51,8 @@ pub(crate) fn operations() -> Vec<Operation> {
              its system prompt and submit the prompt; with wait, return what it answered; with print, \
              run the CLI headless to completion instead.",
             agent_run,
-        ),
+        )
+        .returns(Returns::Fields(&[("instance", "object?"), ("stdout", "string?")])),
     ]
 }
 

@@ -12,7 +12,7 @@ use mahavishnu_deploy::{ApplyOptions, Engine, Selection, describe_change};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Api, Operation, Progress, Reply, define, plural};
+use crate::{Api, Operation, Progress, Reply, Returns, define, plural};
 
 pub(crate) fn operations() -> Vec<Operation> {
     vec![
@@ -23,14 +23,16 @@ pub(crate) fn operations() -> Vec<Operation> {
              line and key: unknown keys, cycles, needs naming nothing, bad paths, secrets given as values, \
              and topics without a Pub/Sub emulator.",
             deploy_validate,
-        ),
+        )
+        .returns(Returns::Fields(&[("path", "string"), ("ok", "boolean"), ("problems", "array:object"), ("sandcastle", "string?"), ("waves", "array:array")])),
         define(
             "deploy_plan",
             true,
             "What deploying would change, service by service and region by region, each change with \
              its cause; changes nothing. `changes` is empty when nothing would change.",
             deploy_plan,
-        ),
+        )
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("platform", "string"), ("regions", "array:string"), ("changes", "array:object"), ("unchanged", "array:string"), ("notes", "array:string")])),
         define(
             "deploy_sandcastle",
             false,
@@ -38,46 +40,53 @@ pub(crate) fn operations() -> Vec<Operation> {
              graph, each new revision at 0 % until healthy, then released by its rollout steps with a \
              health and error-rate gate at each step. Nothing changed means nothing is done.",
             deploy_sandcastle,
-        ),
+        )
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("platform", "string"), ("ok", "boolean"), ("services", "array:object"), ("front_door", "string?"), ("changed", "boolean")])).idempotent(),
         define(
             "deploy_pipeline",
             false,
             "Deploy one pipeline's services, and whatever they need that is not deployed yet.",
             deploy_pipeline,
-        ),
+        )
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("platform", "string"), ("ok", "boolean"), ("services", "array:object"), ("front_door", "string?"), ("changed", "boolean")])).idempotent(),
         define(
             "deploy_block",
             false,
             "Deploy one service (a block), and whatever it needs that is not deployed yet.",
             deploy_block,
-        ),
+        )
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("platform", "string"), ("ok", "boolean"), ("services", "array:object"), ("front_door", "string?"), ("changed", "boolean")])).idempotent(),
         define(
             "deploy_multi_region",
             false,
             "Deploy the sandcastle to several regions, region by region with a health gate, then point \
              the front door at every healthy region.",
             deploy_multi_region,
-        ),
+        )
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("platform", "string"), ("ok", "boolean"), ("services", "array:object"), ("front_door", "string?"), ("changed", "boolean")])).idempotent(),
         define(
             "deployment_status",
             true,
             "Every service per region: revisions, traffic weights, health, URL, restarts, and requests \
              per second, error rate and p50/p99 latency per revision; and the front door.",
             deployment_status,
-        ),
+        )
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("platform", "string"), ("regions", "array:object"), ("front_door", "object?")])),
         define(
             "deploy_history",
             true,
             "A service's release history, newest first: the weights of each release and what made it.",
             deploy_history,
-        ),
+        )
+        .returns(Returns::List("releases", "object")),
         define(
             "traffic_set",
             false,
             "Release: set a service's traffic weights over its revisions (they add up to 100), or send \
              all of it to one revision.",
             traffic_set,
-        ),
+        )
+        .returns(Returns::Fields(&[("service", "string"), ("regions", "array:object")])).idempotent(),
         define(
             "revision_tag",
             false,
@@ -85,27 +94,31 @@ pub(crate) fn operations() -> Vec<Operation> {
              alone, for previews, whatever traffic it takes (the tag moves from any other revision); \
              or take the tag away.",
             revision_tag,
-        ),
+        )
+        .returns(Returns::List("tags", "object")).idempotent(),
         define(
             "deploy_rollback",
             false,
             "Put a service's traffic back on an earlier revision at once, skipping canary steps (by \
              default the one that served before the current one).",
             deploy_rollback,
-        ),
+        )
+        .returns(Returns::Fields(&[("service", "string"), ("regions", "array:object")])).destructive().idempotent(),
         define(
             "deploy_verify",
             true,
             "Check that every service is healthy in every region, every `needs` link answers from the \
              dependent's side, and every topic delivers a probe message to each subscriber.",
             deploy_verify,
-        ),
+        )
+        .returns(Returns::Fields(&[("sandcastle", "string"), ("ok", "boolean"), ("checks", "array:object")])),
         define(
             "deploy_logs",
             true,
             "The last log lines of a service (or one revision) in a region.",
             deploy_logs,
-        ),
+        )
+        .returns(Returns::List("lines", "string")),
         define(
             "deploy_recover",
             false,
@@ -113,14 +126,16 @@ pub(crate) fn operations() -> Vec<Operation> {
              gets it started again, which starts its services again (those with secrets wait for the \
              next apply to hand them over).",
             deploy_recover,
-        ),
+        )
+        .returns(Returns::List("recovered", "object")).idempotent(),
         define(
             "deploy_destroy",
             false,
             "Stop a revision that takes no traffic, a whole service, or (with no service) the whole \
              sandcastle with its front door.",
             deploy_destroy,
-        ),
+        )
+        .returns(Returns::List("destroyed", "object")).destructive().idempotent(),
     ]
 }
 

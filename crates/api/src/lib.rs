@@ -232,10 +232,18 @@ pub struct Operation {
     pub description: &'static str,
     /// Whether it only reads.
     pub read_only: bool,
+    /// Whether it may destroy or overwrite what cannot be had back by calling it again (closing
+    /// sessions, merging, restoring, pruning, destroying, rolling traffic back).
+    pub destructive: bool,
+    /// Whether calling it again with the same arguments changes nothing more.
+    pub idempotent: bool,
+    /// The JSON shape of its result.
+    returns: Returns,
     /// Makes the JSON Schema of its arguments; made when first asked for, since a command that runs
     /// one operation needs no schema.
     make_schema: fn() -> Map<String, Value>,
     schema: OnceLock<Arc<Map<String, Value>>>,
+    output: OnceLock<Arc<Map<String, Value>>>,
     run: Box<dyn Fn(Api, Value, Progress) -> Running + Send + Sync>,
 }
 
@@ -243,6 +251,105 @@ impl Operation {
     /// The JSON Schema of its arguments (the MCP tool's input schema).
     pub fn input_schema(&self) -> Arc<Map<String, Value>> {
         Arc::clone(self.schema.get_or_init(|| Arc::new((self.make_schema)())))
+    }
+
+    /// The JSON Schema of its result, [`Reply::value`] (the MCP tool's output schema): always an
+    /// object at the root.
+    pub fn output_schema(&self) -> Arc<Map<String, Value>> {
+        Arc::clone(
+            self.output
+                .get_or_init(|| Arc::new(self.returns.schema(self.name))),
+        )
+    }
+
+    /// The same operation, marked destructive.
+    fn destructive(self) -> Self {
+        Operation {
+            destructive: true,
+            ..self
+        }
+    }
+
+    /// The same operation, marked idempotent.
+    fn idempotent(self) -> Self {
+        Operation {
+            idempotent: true,
+            ..self
+        }
+    }
+
+    /// The same operation, returning `returns`.
+    fn returns(self, returns: Returns) -> Self {
+        Operation { returns, ..self }
+    }
+}
+
+/// The JSON shape of an operation's result, as little as needed to write its JSON Schema. The result
+/// types mostly live in the service crates, which know no JSON Schema; so the shape is written here,
+/// field by field at the top, and a test checks real results against it.
+#[derive(Clone, Copy, Debug)]
+enum Returns {
+    /// `{ key: [item, ...] }` ([`Reply::list`]), items of this JSON type.
+    List(&'static str, &'static str),
+    /// An object with these fields, each of a JSON type (`array:string` for an array of strings,
+    /// `integer|null` for either); a `?` after the type marks a field that may be left out. Other
+    /// fields may follow.
+    Fields(&'static [(&'static str, &'static str)]),
+    /// Not declared yet: a test refuses it.
+    Undeclared,
+}
+
+impl Returns {
+    fn schema(self, name: &str) -> Map<String, Value> {
+        let mut schema = Map::new();
+        schema.insert("type".into(), Value::from("object"));
+        let fields: Vec<(&str, Value)> = match self {
+            Returns::List(key, item) => vec![(
+                key,
+                serde_json::json!({ "type": "array", "items": { "type": item } }),
+            )],
+            Returns::Fields(fields) => fields
+                .iter()
+                .map(|(field, kind)| (*field, Value::from(*kind)))
+                .collect(),
+            Returns::Undeclared => Vec::new(),
+        };
+        let mut properties = Map::new();
+        let mut required = Vec::new();
+        for (field, kind) in fields {
+            let spec = match kind {
+                Value::String(kind) => {
+                    let optional = kind.ends_with('?');
+                    if !optional {
+                        required.push(Value::from(field));
+                    }
+                    let kind = kind.trim_end_matches('?');
+                    match kind.split_once(':') {
+                        Some(("array", item)) => {
+                            serde_json::json!({ "type": "array", "items": { "type": item } })
+                        }
+                        _ if kind.contains('|') => {
+                            serde_json::json!({ "type": kind.split('|').collect::<Vec<_>>() })
+                        }
+                        _ => serde_json::json!({ "type": kind }),
+                    }
+                }
+                spec => {
+                    required.push(Value::from(field));
+                    spec
+                }
+            };
+            properties.insert(field.to_string(), spec);
+        }
+        schema.insert("properties".into(), Value::Object(properties));
+        if !required.is_empty() {
+            schema.insert("required".into(), Value::Array(required));
+        }
+        schema.insert(
+            "description".into(),
+            Value::from(format!("The result of {name}")),
+        );
+        schema
     }
 }
 
@@ -263,8 +370,12 @@ where
         name,
         description,
         read_only,
+        destructive: false,
+        idempotent: read_only,
+        returns: Returns::Undeclared,
         make_schema: schema_of::<P>,
         schema: OnceLock::new(),
+        output: OnceLock::new(),
         run: Box::new(
             move |api, arguments, progress| match parse::<P>(name, arguments) {
                 Ok(params) => Box::pin(run(api, params, progress)),
@@ -384,6 +495,106 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn annotations_say_which_operations_only_read_and_which_destroy() {
+        let named = |keep: fn(&Operation) -> bool| -> Vec<&str> {
+            let mut names: Vec<&str> = operations()
+                .iter()
+                .filter(|o| keep(o))
+                .map(|o| o.name)
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            named(|o| o.destructive),
+            [
+                "checkpoint_restore",
+                "deploy_destroy",
+                "deploy_rollback",
+                "instance_stop",
+                "instances_gc",
+                "session_end",
+                "terminal_close",
+                "terminal_merge",
+            ]
+        );
+        assert_eq!(
+            named(|o| o.read_only),
+            [
+                "agent_get",
+                "agents_list",
+                "agents_validate",
+                "checkpoint_diff",
+                "checkpoint_list",
+                "deploy_history",
+                "deploy_logs",
+                "deploy_plan",
+                "deploy_validate",
+                "deploy_verify",
+                "deployment_status",
+                "hooks_list",
+                "hooks_runs",
+                "instance_status",
+                "instances_list",
+                "session_list",
+                "session_status",
+                "target_show",
+                "targets_list",
+                "terminal_capture",
+                "terminal_diff",
+                "terminal_list",
+                "terminal_logs",
+                "terminal_wait",
+            ]
+        );
+        for operation in operations() {
+            assert!(
+                !(operation.read_only && operation.destructive),
+                "{} cannot both only read and destroy",
+                operation.name
+            );
+            assert!(
+                !operation.read_only || operation.idempotent,
+                "{} only reads, so it is idempotent",
+                operation.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_declares_an_object_result() {
+        for operation in operations() {
+            assert!(
+                !matches!(operation.returns, Returns::Undeclared),
+                "{} declares no result",
+                operation.name
+            );
+            let schema = operation.output_schema();
+            assert_eq!(schema["type"], "object", "{}", operation.name);
+            for field in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let field = field.as_str().unwrap();
+                assert!(
+                    schema["properties"].get(field).is_some(),
+                    "{}: {field}",
+                    operation.name
+                );
+            }
+        }
+        let list = operation("terminal_list").unwrap().output_schema();
+        assert_eq!(list["required"], serde_json::json!(["instances"]));
+        assert_eq!(list["properties"]["instances"]["type"], "array");
+        let capture = operation("terminal_capture").unwrap().output_schema();
+        assert_eq!(capture["properties"]["text"]["type"], "string");
+        let wait = operation("terminal_wait").unwrap().output_schema();
+        assert!(wait.get("required").is_none(), "{wait:?}");
     }
 
     #[test]

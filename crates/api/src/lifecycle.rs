@@ -9,7 +9,16 @@ use mahavishnu_lifecycle::store::SessionStore;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Api, Operation, Progress, Reply, blocking, define, plural};
+use crate::{Api, Operation, Progress, Reply, Returns, blocking, define, plural};
+
+/// What `session_start` and `session_end` return.
+const SESSION_OUTCOME: &[(&str, &str)] = &[
+    ("session", "object"),
+    ("applied", "boolean"),
+    ("launched", "array"),
+    ("runs", "array:object"),
+    ("notes", "array:string"),
+];
 
 pub(crate) fn operations() -> Vec<Operation> {
     vec![
@@ -19,62 +28,72 @@ pub(crate) fn operations() -> Vec<Operation> {
             "Start a coding session for a project and run its SessionStart hooks (a no-op for a \
              session that is already active).",
             session_start,
-        ),
+        )
+        .returns(Returns::Fields(SESSION_OUTCOME)).idempotent(),
         define(
             "session_end",
             false,
             "End a coding session and run its SessionEnd hooks (close what it launched, checkpoint).",
             session_end,
-        ),
+        )
+        .returns(Returns::Fields(SESSION_OUTCOME)).destructive(),
         define(
             "session_status",
             true,
             "One coding session: state, project, the instances it launched.",
             session_status,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("project", "string"), ("state", "string"), ("source", "string"), ("started_at", "string"), ("instances", "array")])),
         define(
             "session_list",
             true,
             "List coding sessions, newest first.",
             session_list,
-        ),
+        )
+        .returns(Returns::List("sessions", "object")),
         define(
             "hooks_list",
             true,
             "The hooks that apply to a project, where each comes from, and whether it is trusted.",
             hooks_list,
-        ),
+        )
+        .returns(Returns::Fields(&[("project", "string"), ("trusted", "boolean"), ("hooks", "array:object")])),
         define(
             "hooks_runs",
             true,
             "Recorded hook runs, newest first: event, hook, result, exit code, duration.",
             hooks_runs,
-        ),
+        )
+        .returns(Returns::List("runs", "object")),
         define(
             "checkpoint_create",
             false,
             "Snapshot the project's work tree (tracked and untracked, not ignored) into a git \
              checkpoint without moving HEAD or the index; optionally also commit on the branch.",
             checkpoint_create,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("commit", "string"), ("ref", "string"), ("created_at", "string"), ("message", "string")])),
         define(
             "checkpoint_list",
             true,
             "List the project's checkpoints, newest first.",
             checkpoint_list,
-        ),
+        )
+        .returns(Returns::List("checkpoints", "object")),
         define(
             "checkpoint_diff",
             true,
             "What changed in the work tree since a checkpoint.",
             checkpoint_diff,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("diff", "string")])),
         define(
             "checkpoint_restore",
             false,
             "Restore the work tree to a checkpoint; the state before is kept as a new checkpoint.",
             checkpoint_restore,
-        ),
+        )
+        .returns(Returns::Fields(&[("restored", "object"), ("safety", "object")])).destructive(),
     ]
 }
 

@@ -13,7 +13,7 @@ use mahavishnu_orchestrator::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Api, Operation, Progress, Reply, bounded, define, plural, seconds};
+use crate::{Api, Operation, Progress, Reply, Returns, bounded, define, plural, seconds};
 
 pub(crate) fn operations() -> Vec<Operation> {
     vec![
@@ -23,77 +23,89 @@ pub(crate) fn operations() -> Vec<Operation> {
             "Start one or more terminal sessions of a profile (shell, qwen, claude, gemini, codex, or \
              one from the configuration) and return them with their ids.",
             launch,
-        ),
+        )
+        .returns(Returns::Fields(&[("instances", "array:object"), ("errors", "array:string")])),
         define(
             "terminal_send",
             false,
             "Type text into a session literally, then press Enter (unless enter is false).",
             send,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("characters", "integer"), ("enter", "boolean")])),
         define(
             "terminal_broadcast",
             false,
             "Type the same text (then Enter) into every live session at once, or into those of a \
              project or a profile; one result per session.",
             broadcast,
-        ),
+        )
+        .returns(Returns::List("sent", "object")),
         define(
             "terminal_keys",
             false,
             "Press named keys in a session: Enter, Escape, Tab, Up, Down, Left, Right, C-c, M-x, F1 ...",
             keys,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("keys", "array:string")])),
         define(
             "terminal_capture",
             true,
             "Read a session's screen as a person would see it, optionally with scrollback or escape codes.",
             capture,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("text", "string")])),
         define(
             "terminal_wait",
             true,
             "Wait until a session's screen matches a regular expression, stays unchanged for idle_ms, \
              or (the default) its program waits for input. Reports progress and honours cancellation.",
             wait,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string?"), ("elapsed_ms", "integer?"), ("waited", "array:object?")])),
         define(
             "terminal_list",
             true,
             "List terminal sessions with their state (starting, running, waiting, exited, lost).",
             list,
-        ),
+        )
+        .returns(Returns::List("instances", "object")),
         define(
             "terminal_exec",
             false,
             "Run a side command to completion in a session's directory and environment; returns its \
              exit code, stdout and stderr.",
             exec,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("exit_code", "integer|null?"), ("stdout", "string"), ("stderr", "string"), ("duration_ms", "integer"), ("timed_out", "boolean")])),
         define(
             "terminal_close",
             false,
             "Close sessions: their programs get a grace period to end, then are killed.",
             close,
-        ),
+        )
+        .returns(Returns::List("closed", "object")).destructive().idempotent(),
         define(
             "terminal_diff",
             true,
             "What a worktree session changed against the commit it started from, committed and not.",
             diff,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("branch", "string"), ("diff", "string")])),
         define(
             "terminal_pause",
             false,
             "Pause a worktree session: commit its work on its branch, stop it, remove its worktree.",
             pause,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("branch", "string"), ("committed_work_in_progress", "boolean")])),
         define(
             "terminal_resume",
             false,
             "Resume a paused session: recreate its worktree and launch it again, continuing its \
              conversation where the CLI can.",
             resume,
-        ),
+        )
+        .returns(Returns::Fields(&[("instances", "array:object"), ("errors", "array:string")])),
         define(
             "terminal_repair",
             false,
@@ -101,35 +113,40 @@ pub(crate) fn operations() -> Vec<Operation> {
              branch at its old place (refused if anything is there now) and start the session again \
              there, continuing its conversation where the CLI can.",
             repair,
-        ),
+        )
+        .returns(Returns::Fields(&[("instances", "array:object"), ("errors", "array:string")])),
         define(
             "terminal_merge",
             false,
             "Merge a worktree session's branch back (by default into the main work tree's branch); a \
              conflict names the files and changes nothing.",
             merge,
-        ),
+        )
+        .returns(Returns::Fields(&[("branch", "string"), ("into", "string"), ("commit", "string"), ("squash", "boolean"), ("committed_work_in_progress", "boolean")])).destructive(),
         define(
             "terminal_logs",
             true,
             "What a session's or instance's program has printed so far, as plain text (the pod's \
              log for Kubernetes).",
             logs,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("text", "string")])),
         define(
             "terminal_recover",
             false,
             "Adopt sessions that still run on their targets but have no live record (after the state \
              directory was lost or replaced); returns the adopted ones.",
             recover,
-        ),
+        )
+        .returns(Returns::List("instances", "object")).idempotent(),
         define(
             "instances_gc",
             false,
             "Remove the records of instances closed longer ago than older_than (default: \
              terminal.keep_closed, 7 days); returns how many were removed.",
             gc,
-        ),
+        )
+        .returns(Returns::Fields(&[("removed", "integer")])).destructive().idempotent(),
         define(
             "targets_list",
             true,
@@ -137,43 +154,50 @@ pub(crate) fn operations() -> Vec<Operation> {
              ones): its kind, where it points, what it can do, and whether it is ready or exactly why \
              not.",
             targets,
-        ),
+        )
+        .returns(Returns::List("targets", "object")),
         define(
             "target_show",
             true,
             "One target by name: its kind, where it points, what it can do, and its preflight.",
             target_show,
-        ),
+        )
+        .returns(Returns::Fields(&[("name", "string"), ("kind", "string"), ("location", "string"), ("builtin", "boolean"), ("capabilities", "object"), ("ready", "boolean"), ("detail", "string")])),
         define(
             "instances_launch",
             false,
             "Start instances of a profile on any target (the same as terminal_launch; give target).",
             launch,
-        ),
+        )
+        .returns(Returns::Fields(&[("instances", "array:object"), ("errors", "array:string")])),
         define(
             "instance_exec",
             false,
             "Run a command to completion in an instance of any target; the id's prefix picks the target.",
             exec,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("exit_code", "integer|null?"), ("stdout", "string"), ("stderr", "string"), ("duration_ms", "integer"), ("timed_out", "boolean")])),
         define(
             "instance_status",
             true,
             "One instance of any target, with its current state.",
             status,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("profile", "string"), ("target", "string"), ("state", "string"), ("exit_code", "integer|null?"), ("cwd", "string"), ("labels", "object"), ("created_at", "string"), ("updated_at", "string")])),
         define(
             "instances_list",
             true,
             "List instances of every target, or of one.",
             list,
-        ),
+        )
+        .returns(Returns::List("instances", "object")),
         define(
             "instance_stop",
             false,
             "Stop one instance of any target (grace period, then kill).",
             stop,
-        ),
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("closed", "boolean"), ("error", "string?")])).destructive().idempotent(),
     ]
 }
 

@@ -1170,3 +1170,417 @@ fn claude_code_connects_over_http_with_the_token_from_its_environment() {
     let without = list(None);
     assert!(!without.contains("Connected"), "{without}");
 }
+
+/// A bare MCP client over stdio: JSON-RPC lines in, JSON-RPC lines out, and every notification the
+/// server sent kept for the test to look at.
+struct StdioClient {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    messages: std::sync::mpsc::Receiver<Value>,
+    notifications: Vec<Value>,
+    next_id: i64,
+}
+
+impl StdioClient {
+    /// `mahavishnu mcp` in `world`, initialized as a client of protocol 2025-06-18.
+    fn start(world: &World) -> (StdioClient, Value) {
+        let mut child = world.spawn_piped(&["mcp"]);
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (send, messages) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                let message: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout carries only JSON-RPC, not {line:?}: {e}"));
+                if send.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut client = StdioClient {
+            child,
+            stdin,
+            messages,
+            notifications: Vec::new(),
+            next_id: 0,
+        };
+        let initialized = client.request(
+            "initialize",
+            json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "1"}}),
+        );
+        client.notify("notifications/initialized");
+        (client, initialized)
+    }
+
+    fn notify(&mut self, method: &str) {
+        writeln!(
+            self.stdin,
+            "{}",
+            json!({"jsonrpc": "2.0", "method": method})
+        )
+        .unwrap();
+    }
+
+    /// Sends a request and returns its `result`; fails the test on an error answer.
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let answer = self.answer(method, params);
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Sends a request and returns the whole answer, keeping notifications that come before it.
+    fn answer(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        writeln!(self.stdin, "{request}").unwrap();
+        loop {
+            let message = self
+                .messages
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("no answer to {method}: {e}"));
+            if message["id"] == id && message.get("method").is_none() {
+                return message;
+            }
+            if message.get("id").is_none() {
+                self.notifications.push(message);
+            }
+        }
+    }
+
+    /// Calls a tool and returns its result.
+    fn call(&mut self, name: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": name, "arguments": arguments}))
+    }
+
+    /// Waits up to `limit` for a notification that `wanted` accepts; returns it.
+    fn wait_for(&mut self, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(found) = self.notifications.iter().find(|n| wanted(n)) {
+                return Some(found.clone());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if let Ok(message) = self.messages.recv_timeout(left)
+                && message.get("id").is_none()
+            {
+                self.notifications.push(message);
+            }
+        }
+    }
+}
+
+impl Drop for StdioClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_method(message: &Value, method: &str) -> bool {
+    message["method"] == method
+}
+
+#[test]
+fn subscribed_screens_send_updates_and_ids_complete_and_log_levels_filter() {
+    let world = project_world();
+    let (mut client, initialized) = StdioClient::start(&world);
+    let capabilities = &initialized["capabilities"];
+    assert_eq!(
+        capabilities["resources"]["subscribe"], true,
+        "{capabilities}"
+    );
+    assert_eq!(
+        capabilities["resources"]["listChanged"], true,
+        "{capabilities}"
+    );
+    assert!(capabilities["completions"].is_object(), "{capabilities}");
+    assert!(capabilities["logging"].is_object(), "{capabilities}");
+
+    // Logging: at debug every tool call is told; a failure is an error.
+    client.request("logging/setLevel", json!({"level": "debug"}));
+    let launched = client.call(
+        "terminal_launch",
+        json!({"profile": "shell", "target": "pty"}),
+    );
+    let id = launched["structuredContent"]["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let called = client.wait_for(Duration::from_secs(5), |n| {
+        is_method(n, "notifications/message")
+            && n["params"]["level"] == "debug"
+            && n["params"]["data"]["tool"] == "terminal_launch"
+    });
+    assert!(called.is_some(), "{:?}", client.notifications);
+    let failed = client.call("terminal_capture", json!({"id": "pty:mv-none"}));
+    assert_eq!(failed["isError"], true, "{failed}");
+    let error = client.wait_for(Duration::from_secs(5), |n| {
+        is_method(n, "notifications/message")
+            && n["params"]["level"] == "error"
+            && n["params"]["data"]["tool"] == "terminal_capture"
+    });
+    assert!(error.is_some(), "{:?}", client.notifications);
+    client.request("logging/setLevel", json!({"level": "error"}));
+    client.call("terminal_list", json!({}));
+
+    // Completion of the screen template's id, by prefix.
+    let template = "mahavishnu://instances/{id}/screen";
+    let complete = |client: &mut StdioClient, value: &str| -> Value {
+        client.request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": template},
+                   "argument": {"name": "id", "value": value}}),
+        )["completion"]
+            .clone()
+    };
+    let completed = complete(&mut client, &id[..id.len() - 2]);
+    assert_eq!(completed["values"], json!([id]), "{completed}");
+    assert_eq!(completed["hasMore"], false, "{completed}");
+    let none = complete(&mut client, "tmux:no-such-");
+    assert_eq!(none["values"], json!([]), "{none}");
+    let prompt = client.request(
+        "completion/complete",
+        json!({"ref": {"type": "ref/prompt", "name": "reviewer"},
+               "argument": {"name": "task", "value": "Rev"}}),
+    );
+    assert_eq!(
+        prompt["completion"]["values"],
+        json!([]),
+        "free text: {prompt}"
+    );
+
+    // A subscribed screen that changes is announced; so is a session that comes.
+    let uri = format!("mahavishnu://instances/{id}/screen");
+    client.call(
+        "terminal_wait",
+        json!({"id": id, "idle_ms": 300, "timeout": 20}),
+    );
+    client.request("resources/subscribe", json!({"uri": uri}));
+    std::thread::sleep(Duration::from_millis(600));
+    client.call(
+        "terminal_send",
+        json!({"id": id, "text": "echo live-$((6*7))"}),
+    );
+    let updated = client.wait_for(Duration::from_secs(10), |n| {
+        is_method(n, "notifications/resources/updated") && n["params"]["uri"] == uri
+    });
+    assert!(
+        updated.is_some(),
+        "no update for {uri}: {:?}",
+        client.notifications
+    );
+    let read = client.request("resources/read", json!({"uri": uri}));
+    assert!(
+        read["contents"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("live-42"),
+        "{read}"
+    );
+    let second = client.call(
+        "terminal_launch",
+        json!({"profile": "shell", "target": "pty"}),
+    );
+    let second = second["structuredContent"]["instances"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let changed = client.wait_for(Duration::from_secs(5), |n| {
+        is_method(n, "notifications/resources/list_changed")
+    });
+    assert!(
+        changed.is_some(),
+        "no list change: {:?}",
+        client.notifications
+    );
+
+    // Unsubscribed, the screen is quiet.
+    client.request("resources/unsubscribe", json!({"uri": uri}));
+    client.notifications.clear();
+    client.call("terminal_send", json!({"id": id, "text": "echo quiet"}));
+    let late = client.wait_for(Duration::from_millis(1500), |n| {
+        is_method(n, "notifications/resources/updated")
+    });
+    assert!(late.is_none(), "updates after unsubscribe: {late:?}");
+    assert!(
+        !client
+            .notifications
+            .iter()
+            .any(|n| n["params"]["level"] == "debug"),
+        "at level error, no debug messages: {:?}",
+        client.notifications
+    );
+    client.call("terminal_close", json!({"ids": [id, second]}));
+}
+
+/// Checks each `(tool, schema, value)` with the Python `jsonschema` package (Draft 2020-12).
+fn assert_valid_against_schemas(checked: &[(String, Value, Value)]) {
+    let cases: Vec<Value> = checked
+        .iter()
+        .map(|(tool, schema, value)| json!({"tool": tool, "schema": schema, "value": value}))
+        .collect();
+    let script = "import json, sys\n\
+                  from jsonschema import Draft202012Validator\n\
+                  bad = []\n\
+                  for case in json.load(sys.stdin):\n\
+                  \x20   Draft202012Validator.check_schema(case['schema'])\n\
+                  \x20   for error in Draft202012Validator(case['schema']).iter_errors(case['value']):\n\
+                  \x20       bad.append(f\"{case['tool']}: {error.message} at {list(error.path)}\")\n\
+                  print('\\n'.join(bad))\n\
+                  sys.exit(1 if bad else 0)\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("PYTHONPATH", python_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(cases).to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "results that do not match their tool's outputSchema:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_tool_declares_its_output_schema_and_annotations_and_results_match() {
+    let world = project_world();
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline");
+    for file in ["mahavishnu.deploy.toml", "block.py"] {
+        std::fs::copy(examples.join(file), world.work().join(file)).unwrap();
+    }
+    let (mut client, _) = StdioClient::start(&world);
+    let tools = client.request("tools/list", json!({}))["tools"].clone();
+    let tools = tools.as_array().unwrap();
+    assert_eq!(tools.len(), TOOLS);
+    let tool = |name: &str| -> &Value {
+        tools
+            .iter()
+            .find(|tool| tool["name"] == name)
+            .unwrap_or_else(|| panic!("no tool {name}"))
+    };
+    for listed in tools {
+        assert_eq!(listed["outputSchema"]["type"], "object", "{listed}");
+        assert_eq!(listed["annotations"]["openWorldHint"], false, "{listed}");
+    }
+    for name in [
+        "terminal_close",
+        "terminal_merge",
+        "checkpoint_restore",
+        "instances_gc",
+    ] {
+        let annotations = &tool(name)["annotations"];
+        assert_eq!(
+            annotations["destructiveHint"], true,
+            "{name}: {annotations}"
+        );
+        assert_eq!(annotations["readOnlyHint"], false, "{name}: {annotations}");
+    }
+    for name in [
+        "terminal_list",
+        "terminal_capture",
+        "terminal_diff",
+        "session_status",
+    ] {
+        let annotations = &tool(name)["annotations"];
+        assert_eq!(annotations["readOnlyHint"], true, "{name}: {annotations}");
+        assert_eq!(annotations["idempotentHint"], true, "{name}: {annotations}");
+    }
+    assert_eq!(
+        tool("terminal_send")["annotations"]["idempotentHint"],
+        false
+    );
+
+    let mut checked = Vec::new();
+    let mut call = |client: &mut StdioClient, name: &str, arguments: Value| -> Value {
+        let result = client.call(name, arguments.clone());
+        assert_eq!(result["isError"], false, "{name} {arguments}: {result}");
+        let value = result["structuredContent"].clone();
+        checked.push((
+            name.to_string(),
+            tool(name)["outputSchema"].clone(),
+            value.clone(),
+        ));
+        value
+    };
+    let launched = call(
+        &mut client,
+        "terminal_launch",
+        json!({"profile": "shell", "target": "pty"}),
+    );
+    let id = launched["instances"][0]["id"].as_str().unwrap().to_string();
+    call(
+        &mut client,
+        "terminal_wait",
+        json!({"id": id, "idle_ms": 300, "timeout": 20}),
+    );
+    call(
+        &mut client,
+        "terminal_send",
+        json!({"id": id, "text": "echo schema"}),
+    );
+    call(
+        &mut client,
+        "terminal_keys",
+        json!({"id": id, "keys": ["Enter"]}),
+    );
+    call(
+        &mut client,
+        "terminal_wait",
+        json!({"all": true, "idle_ms": 300, "timeout": 20}),
+    );
+    call(&mut client, "terminal_capture", json!({"id": id}));
+    call(
+        &mut client,
+        "terminal_broadcast",
+        json!({"text": "echo all"}),
+    );
+    call(
+        &mut client,
+        "terminal_exec",
+        json!({"id": id, "command": ["echo", "side"]}),
+    );
+    call(&mut client, "terminal_logs", json!({"id": id}));
+    call(&mut client, "terminal_list", json!({}));
+    call(&mut client, "instance_status", json!({"id": id}));
+    call(&mut client, "instances_list", json!({}));
+    call(&mut client, "targets_list", json!({}));
+    call(&mut client, "target_show", json!({"name": "pty"}));
+    call(&mut client, "agents_list", json!({}));
+    call(&mut client, "agent_get", json!({"name": "reviewer"}));
+    call(&mut client, "agents_validate", json!({}));
+    call(&mut client, "session_start", json!({"id": "schema-1"}));
+    call(&mut client, "session_status", json!({"id": "schema-1"}));
+    call(&mut client, "session_list", json!({}));
+    call(&mut client, "hooks_list", json!({}));
+    call(&mut client, "hooks_runs", json!({}));
+    let made = call(
+        &mut client,
+        "checkpoint_create",
+        json!({"message": "schema"}),
+    );
+    call(&mut client, "checkpoint_list", json!({}));
+    let checkpoint = made["id"].as_str().unwrap().to_string();
+    call(&mut client, "checkpoint_diff", json!({"id": checkpoint}));
+    call(&mut client, "deploy_validate", json!({}));
+    call(&mut client, "deploy_plan", json!({}));
+    call(&mut client, "session_end", json!({"id": "schema-1"}));
+    call(&mut client, "terminal_close", json!({"ids": [id]}));
+    call(&mut client, "instances_gc", json!({}));
+    assert_valid_against_schemas(&checked);
+}

@@ -3,6 +3,7 @@
 //! shapes and error messages.
 
 pub mod http;
+mod live;
 pub mod server;
 pub mod token;
 

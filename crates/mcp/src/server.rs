@@ -7,16 +7,22 @@ use mahavishnu_api::{
 use mahavishnu_core::{Error, InstanceId};
 use mahavishnu_orchestrator::ListFilter;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, Implementation, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, Prompt, PromptArgument, PromptMessage, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ResourceTemplate, Role,
-    ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    CompletionInfo, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
+    Implementation, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, Prompt, PromptArgument,
+    PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Reference,
+    Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig,
+    SubscribeRequestParams, Tool, ToolAnnotations, UnsubscribeRequestParams,
 };
+// MCP logging is deprecated in rmcp (SEP-2577), yet clients still set levels and read messages.
+#[allow(deprecated)]
+use rmcp::model::SetLevelRequestParams;
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::live::Live;
 
 const INSTRUCTIONS: &str = "Mahavishnu runs terminal sessions of AI coding CLIs (Qwen Code, Claude Code, \
 Gemini CLI, Codex) and shells on tmux, pty and other targets. Launch sessions with terminal_launch, type \
@@ -28,17 +34,50 @@ checkpoints, and agent definitions (agents_*) are here too. Each agent is also a
 const SCREEN_PREFIX: &str = "mahavishnu://instances/";
 const SCREEN_SUFFIX: &str = "/screen";
 
-/// The server over one set of services.
+/// The server over one set of services, for one client session.
 #[derive(Clone)]
 pub struct McpServer {
     api: Api,
+    live: Live,
 }
 
 impl McpServer {
     /// Serves `api`.
     pub fn new(api: Api) -> Self {
-        McpServer { api }
+        McpServer {
+            api,
+            live: Live::default(),
+        }
     }
+
+    /// The live instance ids that start with `prefix`, sorted.
+    async fn instance_ids(&self, prefix: &str) -> Result<Vec<String>, ErrorData> {
+        let instances = self
+            .api
+            .orchestrator()
+            .list_instances(&ListFilter::default())
+            .await
+            .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
+        let mut ids: Vec<String> = instances
+            .iter()
+            .filter(|instance| instance.state.is_live())
+            .map(|instance| instance.id.to_string())
+            .filter(|id| id.starts_with(prefix))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+/// At most [`CompletionInfo::MAX_VALUES`] of `values`, saying whether there were more.
+fn completion_of(values: Vec<String>) -> CompleteResult {
+    let total = values.len();
+    let mut values = values;
+    values.truncate(CompletionInfo::MAX_VALUES);
+    let has_more = total > values.len();
+    let info = CompletionInfo::with_pagination(values, u32::try_from(total).ok(), has_more)
+        .unwrap_or_default();
+    CompleteResult::new(info)
 }
 
 /// The MCP tool list, built once from the operations.
@@ -53,9 +92,12 @@ fn tools() -> &'static [Tool] {
                     operation.description,
                     operation.input_schema(),
                 )
+                .with_raw_output_schema(operation.output_schema())
                 .annotate(
                     ToolAnnotations::new()
                         .read_only(operation.read_only)
+                        .destructive(operation.destructive)
+                        .idempotent(operation.idempotent)
                         .open_world(false),
                 )
             })
@@ -104,7 +146,8 @@ pub fn screen_uri(id: &InstanceId) -> String {
     format!("{SCREEN_PREFIX}{encoded}{SCREEN_SUFFIX}")
 }
 
-fn id_of_screen_uri(uri: &str) -> Option<String> {
+/// The instance id in a screen resource URI.
+pub(crate) fn id_of_screen_uri(uri: &str) -> Option<String> {
     let encoded = uri
         .strip_prefix(SCREEN_PREFIX)?
         .strip_suffix(SCREEN_SUFFIX)?;
@@ -117,12 +160,17 @@ fn id_of_screen_uri(uri: &str) -> Option<String> {
 }
 
 impl ServerHandler for McpServer {
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         let mut info = ServerConfig::new(
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_prompts()
                 .enable_resources()
+                .enable_resources_subscribe()
+                .enable_resources_list_changed()
+                .enable_completions()
+                .enable_logging()
                 .build(),
         );
         info.server_info = Implementation::new("mahavishnu", env!("CARGO_PKG_VERSION"));
@@ -157,6 +205,8 @@ impl ServerHandler for McpServer {
             ));
         }
         let arguments = request.arguments.map_or(Value::Null, Value::Object);
+        self.live
+            .debug(json!({ "tool": request.name, "event": "called" }));
         let progress = progress_of(&context);
         let call = self.api.call(&request.name, arguments, progress);
         let result = tokio::select! {
@@ -164,8 +214,18 @@ impl ServerHandler for McpServer {
             () = context.ct.cancelled() => Err(Error::Failed(format!("`{}` was cancelled", request.name))),
         };
         Ok(match result {
-            Ok(reply) => tool_result(reply),
-            Err(error) => tool_error(&error),
+            Ok(reply) => {
+                if reply.failed {
+                    self.live
+                        .error(json!({ "tool": request.name, "error": reply.summary }));
+                }
+                tool_result(reply)
+            }
+            Err(error) => {
+                self.live
+                    .error(json!({ "tool": request.name, "error": error.to_string() }));
+                tool_error(&error)
+            }
         }
         .into())
     }
@@ -296,11 +356,72 @@ impl ServerHandler for McpServer {
                 .into(),
         )
     }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Any URI may be subscribed to; only screens ever change.
+        self.live.subscribe(&self.api, context.peer, request.uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.live.unsubscribe(&request.uri);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let typed = request.argument.value.as_str();
+        let values = match &request.r#ref {
+            Reference::Resource(template)
+                if template.uri == format!("{SCREEN_PREFIX}{{id}}{SCREEN_SUFFIX}")
+                    && request.argument.name == "id" =>
+            {
+                self.instance_ids(typed).await?
+            }
+            // The agent prompts take one free-text argument, `task`; a resource or prompt of
+            // another server has nothing to complete here.
+            _ => Vec::new(),
+        };
+        Ok(completion_of(values))
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.live.set_level(context.peer, request.level);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completions_stop_at_100_and_say_there_are_more() {
+        let few = completion_of(vec!["pty:a".into(), "pty:b".into()]);
+        assert_eq!(few.completion.values, ["pty:a", "pty:b"]);
+        assert_eq!(few.completion.has_more, Some(false));
+        let many = completion_of((0..150).map(|n| format!("pty:mv-{n:03}")).collect());
+        assert_eq!(many.completion.values.len(), 100);
+        assert_eq!(many.completion.values[99], "pty:mv-099");
+        assert_eq!(many.completion.has_more, Some(true));
+        assert_eq!(many.completion.total, Some(150));
+    }
 
     #[test]
     fn screen_uris_round_trip_every_id() {
