@@ -181,6 +181,12 @@ fn the_dashboard_shows_sessions_live_and_types_into_them_in_a_real_browser() {
         serde_json::json!([]),
         "no error in the page"
     );
+    assert!(
+        seen["launched"].as_str().unwrap().contains("launched"),
+        "{seen}"
+    );
+    assert_eq!(seen["closed"], true);
+    assert_eq!(world.state_of(&ticking), "closed");
     // What was typed in the browser is in the session, for every face to see.
     let capture = world.ok(&["terminal", "capture", &shells[0]]);
     assert!(capture.contains("typed-in-42"), "{capture}");

@@ -94,12 +94,11 @@ pub fn tile(instance: &Instance, screen: &str) -> String {
         .map(|w| escape(&w.branch))
         .unwrap_or_else(|| "-".into());
     let mut actions = String::new();
-    if instance.state.is_live() {
-        let _ = write!(
-            actions,
-            "<button type=\"button\" data-action=\"close\" data-id=\"{id}\">Close</button>"
-        );
-    }
+    // Every session shown can be closed: a live one is stopped, an ended one forgotten.
+    let _ = write!(
+        actions,
+        "<button type=\"button\" data-action=\"close\" data-id=\"{id}\">Close</button>"
+    );
     if instance.worktree.is_some() && instance.state.is_live() {
         let _ = write!(
             actions,

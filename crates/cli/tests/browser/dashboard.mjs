@@ -91,6 +91,20 @@ try {
   );
   seen.exited_label = await page.$$eval("#grid .tile", (tiles, id) =>
     tiles.find((t) => t.dataset.id === id).querySelector(".state").textContent, exitingId);
+  // Launch from the page: one more shell, on tmux, and its tile comes.
+  await page.selectOption("#launch select[name=profile]", "shell");
+  await page.selectOption("#launch select[name=target]", "tmux");
+  await page.click("#launch button[type=submit]");
+  await page.waitForFunction(() => document.querySelectorAll("#grid .tile").length === 4, null, { timeout: 15000 });
+  seen.launched = await page.textContent("#message");
+  // Close the exited one from its tile: its tile goes.
+  await page.click(`#grid .tile[data-id="${exitingId}"] button[data-action=close]`);
+  await page.waitForFunction(
+    (id) => ![...document.querySelectorAll("#grid .tile")].some((t) => t.dataset.id === id),
+    exitingId,
+    { timeout: 15000 },
+  );
+  seen.closed = true;
   seen.errors = errors;
   console.log(JSON.stringify(seen));
 } catch (error) {
