@@ -102,15 +102,20 @@ fn browser() -> (PathBuf, PathBuf) {
     (modules, chromium)
 }
 
-/// Three shells on the grid, one printing markup; in the browser: their tiles with their prompts, a
-/// tile following its screen, a line sent to all, a command typed into one session's terminal, and
-/// an exited session's tile saying so. Screenshots go to `target/test-artifacts/dashboard/`.
+/// Three shells on the grid (a pty one and two on tmux), one printing markup; in the browser: their
+/// tiles with their prompts, a tile following its screen, a line sent to all, a command typed into
+/// the pty session's terminal, an exited session's tile saying so, a launch from the page and a
+/// tile closed. Screenshots go to `target/test-artifacts/dashboard/`.
 #[test]
 fn the_dashboard_shows_sessions_live_and_types_into_them_in_a_real_browser() {
     let (modules, chromium) = browser();
     let world = World::new();
     let serve = Serve::start(&world);
-    let shells = world.launch(&["shell", "--count", "2"]);
+    // The one typed into in the browser is a pty session; the others are tmux sessions.
+    let shells = vec![
+        world.launch(&["shell", "--target", "pty"]).remove(0),
+        world.launch(&["shell"]).remove(0),
+    ];
     let ticking = world
         .launch(&[
             "shell",
