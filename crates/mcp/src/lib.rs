@@ -3,6 +3,7 @@
 //! shapes and error messages.
 
 pub mod http;
+pub mod serve_file;
 pub mod server;
 pub mod token;
 
