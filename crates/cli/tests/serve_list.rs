@@ -230,6 +230,7 @@ async fn the_tmux_target_reads_the_same_through_the_control_client() {
 /// `mahavishnu serve` on a free loopback port, stopped when dropped.
 struct Serve {
     child: Child,
+    address: String,
 }
 
 impl Serve {
@@ -240,15 +241,15 @@ impl Serve {
             .spawn()
             .unwrap();
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        loop {
+        let address = loop {
             let mut line = String::new();
             assert!(stderr.read_line(&mut line).unwrap() > 0, "serve ended");
-            if line.contains("serving MCP at http://") {
-                break;
+            if let Some(rest) = line.split("serving MCP at http://").nth(1) {
+                break rest.split('/').next().unwrap().to_string();
             }
-        }
+        };
         std::thread::spawn(move || for _ in stderr.lines() {});
-        Serve { child }
+        Serve { child, address }
     }
 }
 
@@ -420,5 +421,112 @@ fn a_stale_or_foreign_serve_file_is_ignored() {
     assert_eq!(
         without_age(&world.ok(&["terminal", "list"])),
         without_age(&table)
+    );
+}
+
+/// The dashboard's session cookie, through a one-time login link.
+fn dashboard_cookie(world: &World, serve: &Serve) -> String {
+    use std::io::{Read, Write};
+    let url = world.ok(&["dashboard", "--listen", &serve.address]);
+    let path = url.trim().split_once(&serve.address).unwrap().1.to_string();
+    let mut stream = std::net::TcpStream::connect(&serve.address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        serve.address
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("set-cookie: ")
+                .or(line.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|cookie| cookie.split(';').next())
+        .unwrap_or_else(|| panic!("a cookie in {text}"))
+        .to_string()
+}
+
+/// With 20 sessions printing all the time, a line typed into one of them reaches a dashboard page
+/// (its server-sent events) within 100 ms (the median of ten).
+#[test]
+fn a_screen_change_reaches_the_dashboard_within_100_ms_while_20_sessions_print() {
+    let world = World::new();
+    let ids = world.launch(&["shell", "--count", "20", "--target", "tmux"]);
+    for id in &ids {
+        world.wait_state(id, "waiting", Duration::from_secs(20));
+    }
+    let native = |id: &str| format!("={}:", id.strip_prefix("tmux:").unwrap());
+    for id in &ids[1..] {
+        tmux(
+            &world,
+            &[
+                "send-keys",
+                "-t",
+                &native(id),
+                "-l",
+                "while :; do echo $RANDOM; sleep 0.05; done",
+            ],
+        );
+        tmux(&world, &["send-keys", "-t", &native(id), "Enter"]);
+    }
+    let serve = Serve::start(&world);
+    let cookie = dashboard_cookie(&world, &serve);
+    let (lines, received) = std::sync::mpsc::channel::<(Instant, String)>();
+    {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(&serve.address).unwrap();
+        write!(
+            stream,
+            "GET /dashboard/updates HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+            serve.address
+        )
+        .unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { return };
+                if lines.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // The first look sends every tile.
+    std::thread::sleep(Duration::from_millis(1500));
+    while received.try_recv().is_ok() {}
+    let mut delays = Vec::new();
+    for n in 0..10 {
+        let marker = format!("MARK{n}-");
+        tmux(
+            &world,
+            &[
+                "send-keys",
+                "-t",
+                &native(&ids[0]),
+                "-l",
+                &format!("echo {marker}$((1+1))"),
+            ],
+        );
+        let typed = Instant::now();
+        tmux(&world, &["send-keys", "-t", &native(&ids[0]), "Enter"]);
+        let want = format!("{marker}2");
+        let seen = loop {
+            let (at, line) = received
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the dashboard shows the line within 5 s");
+            if line.starts_with("data:") && line.contains(&want) {
+                break at;
+            }
+        };
+        delays.push(seen.saturating_duration_since(typed));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    delays.sort();
+    let median = delays[delays.len() / 2];
+    eprintln!("screen change to the dashboard, 20 sessions printing: {delays:?}");
+    assert!(
+        median <= Duration::from_millis(100),
+        "median {median:?} over 100 ms: {delays:?}"
     );
 }
