@@ -32,6 +32,15 @@ pub fn load_config(store: &Store) -> Result<LoadedConfig> {
     Ok(ConfigLoader::standard(&cwd, store)?)
 }
 
+/// Whether this process holds a tmux control client for each tmux target (`serve` does).
+static HOLD_TMUX_CONTROL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the targets built from now on start a control client for their tmux server, which their
+/// reads (list, screens) then go through instead of a tmux process each; `serve` calls it first.
+pub fn hold_tmux_control() {
+    HOLD_TMUX_CONTROL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Every configured target, by name, made for the state directory of `store`: a state directory of
 /// its own gets tmux servers and pty sockets of its own (unless the config names the server).
 pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Target>>> {
@@ -56,13 +65,17 @@ pub fn targets(config: &LoadedConfig, store: &Store) -> Result<Vec<Arc<dyn Targe
                 if let Some(tag) = tag.as_ref().filter(|_| !configured) {
                     socket_name = format!("{socket_name}-{tag}");
                 }
-                targets.push(Arc::new(TmuxTarget::new(
+                let target = TmuxTarget::new(
                     name,
                     &tmux.program,
                     &socket_name,
                     tmux.scrollback,
                     &runtime_dir,
-                )));
+                );
+                if HOLD_TMUX_CONTROL.load(std::sync::atomic::Ordering::SeqCst) {
+                    mahavishnu_terminal::tmux_control::start(target.program(), &socket_name);
+                }
+                targets.push(Arc::new(target));
             }
             TargetKind::Pty => targets.push(Arc::new(PtyTarget::new(
                 name,
@@ -161,6 +174,11 @@ pub fn orchestrator_with(
     adjust: impl FnOnce(&mut LoadedConfig),
 ) -> Result<Orchestrator> {
     let store = store(global)?;
+    if !HOLD_TMUX_CONTROL.load(std::sync::atomic::Ordering::SeqCst)
+        && let Some(state_dir) = store.path().parent()
+    {
+        crate::serve_relay::use_running_serve(state_dir);
+    }
     let mut config = load_config(&store)?;
     adjust(&mut config);
     let targets = targets(&config, &store)?;

@@ -9,6 +9,7 @@ mod context;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod output;
+mod serve_relay;
 
 use std::process::ExitCode;
 

@@ -44,6 +44,21 @@ async fn tmux_target_conforms() {
     run_all(&fixture(Arc::new(target), &world, "tm")).await;
 }
 
+/// As `serve` runs it: its reads (list, screens) go through a control client of the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tmux_target_conforms_through_a_control_client() {
+    let world = support::World::new();
+    mahavishnu_terminal::tmux_control::start("tmux", &world.tmux_socket);
+    let target = TmuxTarget::new(
+        builtin(TargetKind::Tmux),
+        "tmux",
+        &world.tmux_socket,
+        10_000,
+        &world.runtime_dir(),
+    );
+    run_all(&fixture(Arc::new(target), &world, "tc")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pty_target_conforms() {
     let world = support::World::new();

@@ -100,6 +100,12 @@ pub trait Target: Send + Sync {
         screens
     }
 
+    /// Notices naming the instances (native ids) whose screen changed, as it happens, for a target
+    /// that learns of output without being asked; `None` for one that can only be polled.
+    fn screen_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+
     /// The program's output so far, as raw text.
     async fn logs(&self, native: &str) -> Result<String> {
         let _ = native;

@@ -42,6 +42,9 @@ pub struct HttpOptions {
     pub allowed_hosts: Vec<String>,
     /// `Origin` values accepted besides the server's own (`http://` and a `Host` it accepts by name).
     pub allowed_origins: Vec<String>,
+    /// Where to tell the CLI of this user that this server runs (its pid, address and tmux control
+    /// clients), while it runs; see `serve_file`.
+    pub announce: Option<std::path::PathBuf>,
 }
 
 impl HttpOptions {
@@ -276,6 +279,44 @@ fn status_of(error: &Error) -> StatusCode {
     }
 }
 
+/// A read-only tmux command for the CLI, run through this server's control client of that tmux
+/// server, so that the CLI starts no tmux process: `{"socket": NAME, "args": [...]}` answers
+/// `{"out": TEXT}` or `{"error": TMUX'S MESSAGE}`; 503 when no control client can serve (the CLI then
+/// runs tmux itself).
+async fn tmux_command(body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Request {
+        socket: String,
+        args: Vec<String>,
+    }
+    let Ok(request) = serde_json::from_slice::<Request>(&body) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "send {\"socket\": NAME, \"args\": [...]}",
+        );
+    };
+    if !mahavishnu_terminal::tmux_control::is_read_only(&request.args) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "only list-panes, list-sessions, display-message and capture-pane, without #( ), are run here",
+        );
+    }
+    let Some(client) = mahavishnu_terminal::tmux_control::running(&request.socket) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            format!("no control client of tmux server `{}` here", request.socket),
+        );
+    };
+    match client.command(&request.args).await {
+        Some(Ok(out)) => axum::Json(json!({ "out": out })).into_response(),
+        Some(Err(error)) => axum::Json(json!({ "error": error })).into_response(),
+        None => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the control client cannot serve now",
+        ),
+    }
+}
+
 async fn call_operation(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -331,6 +372,7 @@ pub fn router(api: Api, options: Arc<HttpOptions>, shutdown: CancellationToken) 
     let dashboard = mahavishnu_dashboard::router(api, options.token.clone());
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/tmux/command", post(tmux_command))
         .merge(v1)
         .merge(dashboard)
         .nest_service("/mcp", mcp)
@@ -349,6 +391,27 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the listening address", e))?;
+    let announced = match &options.announce {
+        Some(path) => {
+            let serve = crate::serve_file::RunningServe {
+                pid: std::process::id(),
+                address,
+                tmux_sockets: mahavishnu_terminal::tmux_control::held_sockets(),
+            };
+            match crate::serve_file::announce(path, &serve) {
+                Ok(true) => Some(path.clone()),
+                Ok(false) => None,
+                Err(e) => {
+                    eprintln!(
+                        "mahavishnu: warning: cannot write {} ({e}); the CLI will not use this server",
+                        path.display()
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     eprintln!(
         "mahavishnu: serving MCP at http://{address}/mcp, the API at http://{address}/v1 and the \
          dashboard at http://{address}/dashboard/ (`mahavishnu dashboard` logs a browser in)"
@@ -360,13 +423,17 @@ pub async fn serve(
     let listener = listener.tap_io(|stream| {
         let _ = stream.set_nodelay(true);
     });
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             stop.cancel();
         })
         .await
-        .map_err(|e| Error::io("the HTTP server stopped", e))
+        .map_err(|e| Error::io("the HTTP server stopped", e));
+    if let Some(path) = announced {
+        crate::serve_file::withdraw(&path);
+    }
+    served
 }
 
 /// A listener on `address` with a backlog of `LISTEN_BACKLOG` (`TcpListener::bind` asks for 128).
@@ -392,6 +459,7 @@ mod tests {
             token: token.map(String::from),
             allowed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
             allowed_origins: Vec::new(),
+            announce: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod http;
 mod live;
+pub mod serve_file;
 pub mod server;
 pub mod token;
 

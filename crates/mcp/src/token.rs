@@ -42,6 +42,11 @@ pub fn load_or_create_token(path: &Path) -> Result<String, Error> {
         .ok_or_else(|| Error::Failed(format!("{} vanished while it was read", path.display())))
 }
 
+/// The token in `path`, if there is a file (checked as `load_or_create_token` checks it); none is made.
+pub fn existing_token(path: &Path) -> Result<Option<String>, Error> {
+    read_token(path)
+}
+
 /// Writes the whole token under a temporary name and links it into place, so that no reader ever sees
 /// a half-written file, and an existing file (or a link planted there) is never replaced. `false`:
 /// something was at `path` already.

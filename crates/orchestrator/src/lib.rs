@@ -679,6 +679,45 @@ impl Orchestrator {
             .await
     }
 
+    /// Notices of instances whose screen changed, from every target that sends them (see
+    /// `Target::screen_changes`), and the names of the targets that do; the others must be polled.
+    /// A `None` in the stream means notices were lost (too many at once): every screen may have changed.
+    pub fn screen_changes(
+        &self,
+    ) -> (
+        tokio::sync::mpsc::UnboundedReceiver<Option<InstanceId>>,
+        Vec<TargetName>,
+    ) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut noticing = Vec::new();
+        for (name, target) in &self.targets {
+            let Some(mut changes) = target.screen_changes() else {
+                continue;
+            };
+            noticing.push(name.clone());
+            let sender = sender.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let received = tokio::select! {
+                        _ = sender.closed() => return, // dropping `changes` tells the target
+                        received = changes.recv() => received,
+                    };
+                    let notice = match received {
+                        Ok(native) => InstanceId::new(name.clone(), native).ok(),
+                        Err(RecvError::Lagged(_)) => None,
+                        Err(RecvError::Closed) => return,
+                    };
+                    if sender.send(notice).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        (receiver, noticing)
+    }
+
     /// The screens of many instances, one batch per target: `(id, screen)` for each that has one.
     pub async fn screens(&self, instances: &[Instance], ansi: bool) -> Vec<(InstanceId, String)> {
         let mut by_target: BTreeMap<TargetName, Vec<&Instance>> = BTreeMap::new();

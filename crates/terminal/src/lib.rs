@@ -5,6 +5,7 @@ mod exec;
 mod procfs;
 pub mod pty;
 pub mod tmux;
+pub mod tmux_control;
 
 pub use exec::run_side_command;
 pub use pty::PtyTarget;

@@ -178,6 +178,33 @@ impl TmuxTarget {
         Err(TmuxError::classify(&stderr).into_error(&self.name))
     }
 
+    /// Runs commands that only read: through this process's control client of the server when one
+    /// runs (`serve`), else through the relay to a running `serve`, else by spawning tmux.
+    async fn tmux_read(&self, args: &[String]) -> Result<String> {
+        let answer = match crate::tmux_control::running(&self.socket_name) {
+            Some(client) => client.command(args).await,
+            None => match crate::tmux_control::relay() {
+                Some(relay) => relay.run(&self.socket_name, args).await,
+                None => None,
+            },
+        };
+        match answer {
+            Some(Ok(out)) => Ok(out),
+            Some(Err(message)) => Err(TmuxError::classify(&message).into_error(&self.name)),
+            None => self.tmux(args).await,
+        }
+    }
+
+    /// The socket name of the tmux server (`tmux -L NAME`).
+    pub fn socket_name(&self) -> &str {
+        &self.socket_name
+    }
+
+    /// The tmux executable this target runs.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
     fn spawn_error(&self, error: std::io::Error) -> Error {
         if error.kind() == std::io::ErrorKind::NotFound {
             Error::TargetNotReady {
@@ -486,7 +513,10 @@ impl Target for TmuxTarget {
         let format = format!(
             "#{{session_name}}\t#{{pane_pid}}\t#{{pane_dead}}\t#{{pane_dead_status}}\t#{{pane_dead_signal}}\t#{{window_activity}}\t#{{{PID_OPTION}}}"
         );
-        let out = match self.tmux(&args(["list-panes", "-a", "-F", &format])).await {
+        let out = match self
+            .tmux_read(&args(["list-panes", "-a", "-F", &format]))
+            .await
+        {
             Ok(out) => out,
             Err(error) if is_gone(&error) => return Ok(vec![]),
             Err(error) => return Err(error),
@@ -601,7 +631,7 @@ impl Target for TmuxTarget {
             argv.extend(args(["-S", "-"]));
         }
         let out = self
-            .tmux(&argv)
+            .tmux_read(&argv)
             .await
             .map_err(|e| e.for_session(&self.name, native))?;
         let (head, text) = out.split_once('\n').unwrap_or((&out, ""));
@@ -615,7 +645,7 @@ impl Target for TmuxTarget {
             argv.push("-e".into());
         }
         let all = self
-            .tmux(&argv)
+            .tmux_read(&argv)
             .await
             .map_err(|e| e.for_session(&self.name, native))?;
         let rows = if options.scrollback {
@@ -643,7 +673,7 @@ impl Target for TmuxTarget {
             argv.extend(args([";", "capture-pane", "-p", "-t", &target, ";"]));
         }
         argv.pop();
-        match self.tmux(&argv).await {
+        match self.tmux_read(&argv).await {
             Ok(out) => {
                 let mut parts: Vec<Result<String>> = out
                     .split(&format!("{SCREEN_MARKER}\n"))
@@ -664,6 +694,11 @@ impl Target for TmuxTarget {
                 screens
             }
         }
+    }
+
+    /// Known while this process holds a control client of the server (`serve`).
+    fn screen_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        crate::tmux_control::running(&self.socket_name).map(|client| client.subscribe_changes())
     }
 
     async fn logs(&self, native: &str) -> Result<String> {

@@ -97,6 +97,8 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         println!("{token}");
         return Ok(ExitCode::SUCCESS);
     }
+    // Every tmux target's reads go through one control client, held while this server runs.
+    context::hold_tmux_control();
     let api = context::api(global)?;
     let settings = &api.orchestrator().config().config.serve;
     let listen_text = args.listen.unwrap_or_else(|| settings.listen.clone());
@@ -138,6 +140,9 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
         token,
         allowed_hosts,
         allowed_origins,
+        announce: Some(mahavishnu_mcp::serve_file::serve_file_path(
+            &paths::state_dir(global.state_dir.as_deref())?,
+        )),
     };
     mahavishnu_mcp::serve(api, options, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
