@@ -2,8 +2,9 @@
 //! 50 shells on tmux, 50 on pty, and 20 on each of two clusters (`east` and `west`, each a fake API
 //! server of the tests, standing in for a real cluster).
 //!
-//! `cargo bench -p mahavishnu --bench list`: prints the medians of the list of the local targets alone,
-//! of all four targets, and of all four while one cluster, then both, answer every request 2 s late
+//! `cargo bench -p mahavishnu --bench list`: prints the medians of the list of the local targets alone
+//! (and again while `serve` runs, whose tmux control client then answers the list's tmux reads), of all
+//! four targets, and of all four while one cluster, then both, answer every request 2 s late
 //! (the targets are asked at the same time, so two slow clusters cost no more than one). A slow list
 //! that takes more than five times the latency is measured a few times only, and marked so by its
 //! count of runs.
@@ -55,6 +56,26 @@ impl Bench {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `serve` on a free loopback port, once it has told the CLI where it runs; stopped when dropped.
+    fn start_serve(&self) -> Serve {
+        let child = self
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let file = self.home.path().join("state/serve.json");
+        let started = Instant::now();
+        while !file.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "serve did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Serve(child)
     }
 
     fn configure(&self, text: &str) {
@@ -150,6 +171,16 @@ impl Drop for Bench {
     }
 }
 
+/// A running `serve`, ended with SIGTERM (so that it removes its file) when dropped.
+struct Serve(std::process::Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -234,6 +265,21 @@ fn main() {
         bench.list(&[], local, true, None),
         fast,
     );
+    // While `serve` runs, the CLI's tmux reads go through serve's control client of the server.
+    {
+        let serve = bench.start_serve();
+        report(
+            "--target tmux, while serve runs",
+            bench.list(&["--target", "tmux"], LOCAL_SHELLS, true, None),
+            fast,
+        );
+        report(
+            "all (tmux + pty), while serve runs",
+            bench.list(&[], local, true, None),
+            fast,
+        );
+        drop(serve);
+    }
 
     // Both clusters configured, with shells of their own.
     let dir = bench.home.path().to_path_buf();
