@@ -75,13 +75,25 @@ async fn post(
     token: Option<&str>,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    request(address, "POST", "/tmux/command", token, body).await
+}
+
+/// One HTTP/1.1 request to `serve` on a loopback `address` (a JSON body, the bearer token when
+/// given): its status and body. A chunked answer counts as none (serve's answers here have a length).
+pub async fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(address).await?;
     stream.set_nodelay(true)?;
     let auth = token
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "POST /tmux/command HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );

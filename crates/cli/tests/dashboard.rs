@@ -6,48 +6,10 @@ mod support;
 
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use support::{World, http};
-
-/// `mahavishnu serve` on a free loopback port (with its token), stopped when dropped.
-struct Serve {
-    child: Child,
-    address: String,
-}
-
-impl Serve {
-    fn start(world: &World) -> Serve {
-        let mut child = world
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let address = loop {
-            let mut line = String::new();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "serve ended");
-            if let Some(rest) = line.split("serving MCP at http://").nth(1) {
-                break rest.split('/').next().unwrap().to_string();
-            }
-        };
-        // Its further words go nowhere, so that it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        Serve { child, address }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Serve, World, http};
 
 /// A login URL, as `mahavishnu dashboard` prints it.
 fn login_url(world: &World, serve: &Serve) -> String {

@@ -4,13 +4,12 @@
 mod support;
 
 use std::io::BufRead;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mahavishnu_core::{ScreenOptions, Target, TargetKind, TargetName};
 use mahavishnu_terminal::{TmuxTarget, tmux_control};
-use support::World;
+use support::{Serve, World};
 
 fn words(text: &str) -> Vec<String> {
     text.split(' ').map(str::to_string).collect()
@@ -218,43 +217,6 @@ async fn the_tmux_target_reads_the_same_through_the_control_client() {
     let batch = target.screens(&some_missing).await;
     assert!(batch[1].is_err());
     assert_eq!(batch[2].as_ref().unwrap(), &spawned_screens[1]);
-}
-
-/// `mahavishnu serve` on a free loopback port, stopped when dropped.
-struct Serve {
-    child: Child,
-    address: String,
-}
-
-impl Serve {
-    fn start(world: &World) -> Serve {
-        let mut child = world
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let address = loop {
-            let mut line = String::new();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "serve ended");
-            if let Some(rest) = line.split("serving MCP at http://").nth(1) {
-                break rest.split('/').next().unwrap().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        Serve { child, address }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // SIGTERM, so that it removes its file.
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
 }
 
 /// A tmux that logs each command line it is started with, so that a test can tell whether a

@@ -181,7 +181,7 @@ pub async fn dashboard(global: &GlobalArgs, args: DashboardArgs) -> Result<ExitC
         .ok()
         .filter(|token| !token.is_empty())
         .map_or_else(|| load_or_create_token(&token_path(&state_dir)), Ok)?;
-    if local_http(listen, "GET", "/healthz", None).is_err() {
+    if healthz(listen).await.is_err() {
         let log_path = state_dir.join("serve.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -207,7 +207,7 @@ pub async fn dashboard(global: &GlobalArgs, args: DashboardArgs) -> Result<ExitC
             .spawn()
             .map_err(|e| Error::io("cannot start mahavishnu serve", e))?;
         let started = std::time::Instant::now();
-        while local_http(listen, "GET", "/healthz", None).is_err() {
+        while healthz(listen).await.is_err() {
             if started.elapsed() > std::time::Duration::from_secs(15) {
                 return Err(Error::Failed(format!(
                     "mahavishnu serve did not answer on {listen} within 15 s; its log is {}",
@@ -222,8 +222,10 @@ pub async fn dashboard(global: &GlobalArgs, args: DashboardArgs) -> Result<ExitC
             log_path.display()
         );
     }
-    let (status, body) = local_http(listen, "POST", "/dashboard/codes", Some(&token))
-        .map_err(|e| Error::Failed(format!("cannot reach serve on {listen}: {e}")))?;
+    let (status, body) =
+        crate::serve_relay::request(listen, "POST", "/dashboard/codes", Some(&token), "{}")
+            .await
+            .map_err(|e| Error::Failed(format!("cannot reach serve on {listen}: {e}")))?;
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let Some(path) = reply["path"].as_str().filter(|_| status == 200) else {
         return Err(Error::Failed(format!(
@@ -250,34 +252,13 @@ pub async fn dashboard(global: &GlobalArgs, args: DashboardArgs) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// One HTTP/1.1 request to `serve` on `address`: its status and body.
-fn local_http(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let auth = token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    let body = if method == "POST" { "{}" } else { "" };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
+/// Whether something answers `GET /healthz` on `address` within two seconds.
+async fn healthz(address: SocketAddr) -> std::io::Result<()> {
+    let asked = crate::serve_relay::request(address, "GET", "/healthz", None, "");
+    match tokio::time::timeout(std::time::Duration::from_secs(2), asked).await {
+        Ok(Ok((200, _))) => Ok(()),
+        Ok(Ok((status, _))) => Err(std::io::Error::other(format!("answered {status}"))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other("no answer")),
+    }
 }

@@ -96,6 +96,7 @@ try {
   await page.selectOption("#launch select[name=target]", "tmux");
   await page.click("#launch button[type=submit]");
   await page.waitForFunction(() => document.querySelectorAll("#grid .tile").length === 4, null, { timeout: 15000 });
+  await page.waitForFunction(() => document.getElementById("message").textContent.includes("launched"), null, { timeout: 15000 });
   seen.launched = await page.textContent("#message");
   // Close the exited one from its tile: its tile goes.
   await page.click(`#grid .tile[data-id="${exitingId}"] button[data-action=close]`);

@@ -593,3 +593,60 @@ pub fn copy_example(world: &World, name: &str) {
         }
     }
 }
+
+/// `mahavishnu serve` on a free loopback port (with its token), stopped when dropped.
+pub struct Serve {
+    child: std::process::Child,
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub address: String,
+}
+
+impl Serve {
+    /// Starts it in the world's work directory and waits until it says where it listens.
+    pub fn start(world: &World) -> Serve {
+        let mut child = world
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let address = loop {
+            let mut line = String::new();
+            assert!(
+                std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+                "serve ended"
+            );
+            if let Some(rest) = line.split("serving MCP at http://").nth(1) {
+                break rest.split('/').next().unwrap().to_string();
+            }
+        };
+        // Its further words go nowhere, so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in std::io::BufRead::lines(stderr) {});
+        Serve { child, address }
+    }
+
+    /// Its URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+}
+
+impl Drop for Serve {
+    /// Stops it as a user would (SIGTERM, so that it removes what it announced), and kills it when
+    /// it does not go within three seconds.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: the child is ours and not reaped, so its pid is still its own.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
