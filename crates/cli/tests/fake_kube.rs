@@ -980,12 +980,12 @@ fn the_controllers_wait_their_delay() {
     let cluster = Cluster::start();
     cluster
         .fake
-        .set_controller_delay(Duration::from_millis(700));
+        .set_controller_delay(Duration::from_millis(4000));
     let file = cluster.file("web.yaml", &revision(1, 1));
     cluster.ok(&["apply", "--server-side", "-f", &file], None);
     std::thread::sleep(Duration::from_millis(300));
     assert!(cluster.fake.pod_names().is_empty());
-    eventually(5, "the pod, late", || {
+    eventually(15, "the pod, late", || {
         (cluster.fake.pod_names().len() == 1).then_some(())
     });
     let calls = cluster.fake.calls();
