@@ -48,6 +48,15 @@ pub(crate) fn operations() -> Vec<Operation> {
         )
         .returns(Returns::Fields(&[("id", "string"), ("keys", "array:string")])),
         define(
+            "terminal_resize",
+            false,
+            "Give a session's terminal a new size in rows and columns, as resizing its window would; \
+             its program is told and redraws.",
+            resize,
+        )
+        .returns(Returns::Fields(&[("id", "string"), ("rows", "integer"), ("cols", "integer")]))
+        .idempotent(),
+        define(
             "terminal_capture",
             true,
             "Read a session's screen as a person would see it, optionally with scrollback or escape codes.",
@@ -423,6 +432,42 @@ async fn keys(api: Api, params: KeysParams, _: Progress) -> Result<Reply> {
             keys: &params.keys,
         },
         format!("pressed {} in {id}", params.keys.join(" ")),
+    )
+}
+
+/// Arguments of `terminal_resize`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeParams {
+    /// The session id.
+    pub id: String,
+    /// Rows (2 to 1000).
+    pub rows: u16,
+    /// Columns (10 to 1000).
+    pub cols: u16,
+}
+
+#[derive(Serialize)]
+struct Resized<'a> {
+    id: &'a InstanceId,
+    rows: u16,
+    cols: u16,
+}
+
+async fn resize(api: Api, params: ResizeParams, _: Progress) -> Result<Reply> {
+    let orchestrator = api.orchestrator();
+    let id = orchestrator.resolve_id(&params.id)?;
+    orchestrator.resize(&id, params.rows, params.cols).await?;
+    Reply::new(
+        &Resized {
+            id: &id,
+            rows: params.rows,
+            cols: params.cols,
+        },
+        format!(
+            "{id} is now {} rows by {} columns",
+            params.rows, params.cols
+        ),
     )
 }
 

@@ -553,6 +553,8 @@ pub enum TerminalCommand {
     Keys(KeysArgs),
     /// Print a session's screen as a person would see it
     Capture(CaptureArgs),
+    /// Give a session's terminal a new size (its program is told, as when a window is resized)
+    Resize(ResizeArgs),
     /// Block until the screen matches, stays unchanged, or the program waits for input
     Wait(WaitArgs),
     /// List sessions with their state
@@ -702,6 +704,18 @@ pub struct LaunchArgs {
 pub struct IdArgs {
     /// Session id (`tmux:mv-1a2b3c`, `pty:mv-1a2b3c`, or just `mv-1a2b3c`)
     pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ResizeArgs {
+    /// Session id
+    pub id: String,
+    /// Rows (2 to 1000)
+    #[arg(long)]
+    pub rows: u16,
+    /// Columns (10 to 1000)
+    #[arg(long)]
+    pub cols: u16,
 }
 
 #[derive(Debug, Args)]

@@ -101,7 +101,7 @@ impl Partial {
 }
 
 /// Implements `Target` for a wrapper of a pty target (`inner`, declaring `claims`) by handing it the
-/// operations every target has, plus screens and typing, and any further methods given.
+/// operations every target has, plus screens, typing and resizing, and any further methods given.
 macro_rules! delegate_to_pty {
     ($wrapper:ty { $($more:item)* }) => {
         #[async_trait]
@@ -144,6 +144,10 @@ macro_rules! delegate_to_pty {
 
             async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
                 self.inner.screen(native, options).await
+            }
+
+            async fn resize(&self, native: &str, rows: u16, cols: u16) -> Result<()> {
+                self.inner.resize(native, rows, cols).await
             }
 
             async fn stop(&self, native: &str, grace: Duration) -> Result<()> {

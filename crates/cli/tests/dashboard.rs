@@ -139,6 +139,13 @@ fn the_dashboard_shows_sessions_live_and_types_into_them_in_a_real_browser() {
     assert_eq!(seen["followed"], true);
     assert_eq!(seen["sent_to_all"], true);
     assert_eq!(seen["terminal_echo"], true);
+    // The session took the browser terminal's size, and its new size when the window shrank.
+    let sizes = seen["terminal_sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    for size in sizes {
+        assert_eq!(size["session"], size["browser"], "{sizes:?}");
+    }
+    assert_ne!(sizes[0]["session"], sizes[1]["session"], "{sizes:?}");
     assert!(
         seen["exited_label"].as_str().unwrap().starts_with("exited"),
         "{seen}"

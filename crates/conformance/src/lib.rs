@@ -156,6 +156,10 @@ pub async fn run_all(fixture: &Fixture) {
         check("text is typed literally", literal_text(fixture)).await;
         check("named keys", named_keys(fixture)).await;
     }
+    if capabilities.screen && capabilities.send {
+        check("resize", resize(fixture)).await;
+    }
+    check("notices of output", output_notices(fixture)).await;
     if capabilities.exec {
         check("exec", exec(fixture)).await;
     }
@@ -277,6 +281,61 @@ async fn named_keys(fixture: &Fixture) {
         })
         .await;
     fixture.stop(native).await;
+}
+
+/// A terminal with a screen and a keyboard can be resized: the program sees its new size.
+async fn resize(fixture: &Fixture) {
+    let spec = fixture.launch("resize", &[&fixture.shell]).await;
+    let native = spec.id.native();
+    fixture.target.resize(native, 31, 97).await.expect("resize");
+    let input = [
+        InputPart::Text("stty size".into()),
+        InputPart::Key(Key::Named(NamedKey::Enter)),
+    ];
+    fixture.target.send(native, &input).await.expect("send");
+    fixture
+        .screen_until(native, "`31 97` from stty", |screen| {
+            screen.lines().any(|line| line.trim() == "31 97")
+        })
+        .await;
+    fixture.stop(native).await;
+}
+
+/// A target that sends notices of output (`screen_changes`) names the instance that printed,
+/// whether or not anything else did meanwhile.
+async fn output_notices(fixture: &Fixture) {
+    let Some(mut changes) = fixture.target.screen_changes() else {
+        return;
+    };
+    let quiet = fixture.launch("quiet", &[&fixture.shell]).await;
+    let spec = fixture.launch("notices", &["cat"]).await;
+    let native = spec.id.native();
+    // A session is found a moment after it starts: type until a notice names it.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let noticed = 'typing: loop {
+        assert!(
+            started.elapsed() < fixture.patience,
+            "no notice named {native} while it printed; notices seen: {seen:?}"
+        );
+        let input = [
+            InputPart::Text("x".into()),
+            InputPart::Key(Key::Named(NamedKey::Enter)),
+        ];
+        fixture.target.send(native, &input).await.expect("send");
+        let round = Instant::now() + Duration::from_millis(500);
+        while let Ok(notice) = tokio::time::timeout_at(round.into(), changes.recv()).await {
+            match notice {
+                Ok(changed) if changed == native => break 'typing true,
+                Ok(changed) => seen.push(changed),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(error) => panic!("the notices ended: {error}"),
+            }
+        }
+    };
+    assert!(noticed);
+    fixture.stop(native).await;
+    fixture.stop(quiet.id.native()).await;
 }
 
 async fn exec(fixture: &Fixture) {
@@ -506,6 +565,13 @@ async fn undeclared(fixture: &Fixture) {
         let id = native.clone();
         refused(fixture, "send", move |target| {
             Box::pin(async move { target.send(&id, &[InputPart::Text("x".into())]).await })
+        })
+        .await;
+    }
+    if !(capabilities.screen && capabilities.send) {
+        let id = native.clone();
+        refused(fixture, "resize", move |target| {
+            Box::pin(async move { target.resize(&id, 30, 100).await })
         })
         .await;
     }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod naming;
+pub mod notices;
 pub mod paths;
 pub mod process;
 pub mod shell;

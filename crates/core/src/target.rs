@@ -85,6 +85,13 @@ pub trait Target: Send + Sync {
         Err(self.unsupported("send"))
     }
 
+    /// Changes the size of the instance's terminal (rows, columns): the program is told, as when a
+    /// window is resized, and its screen is read at the new size from then on.
+    async fn resize(&self, native: &str, rows: u16, cols: u16) -> Result<()> {
+        let _ = (native, rows, cols);
+        Err(self.unsupported("resize"))
+    }
+
     /// The rendered screen, as a person would see it.
     async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
         let _ = (native, options);

@@ -155,6 +155,8 @@
       }
     };
     window.addEventListener("resize", resize);
+    // The session takes this terminal's size, so that its lines fit.
+    socket.addEventListener("open", resize);
     term.focus();
     window.mahavishnuTerminal = term;
   }

@@ -60,8 +60,10 @@ const ACTIONS: &[&str] = &[
     "traffic_set",
 ];
 
-/// How often an open terminal's screen is read.
+/// How often an open terminal's screen is read when its target sends no notice of output.
 const TERMINAL_TICK: Duration = Duration::from_millis(80);
+/// How often its state is looked at when notices say when its screen changed.
+const TERMINAL_LOOK: Duration = Duration::from_secs(1);
 
 struct Dashboard {
     api: Api,
@@ -454,49 +456,74 @@ async fn run_terminal(api: Api, instance: Instance, mut socket: WebSocket) {
     {
         return;
     }
-    let mut tick = tokio::time::interval(TERMINAL_TICK);
+    // Where the target tells of output, the screen is read when it changes; else every moment.
+    let (mut changes, noticing) = orchestrator.screen_changes();
+    let mut noticed = noticing.contains(id.target());
+    let mut tick = tokio::time::interval(if noticed {
+        TERMINAL_LOOK
+    } else {
+        TERMINAL_TICK
+    });
     let mut ended = false;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let current = api.orchestrator().instance(&id).await;
-                let state = current.as_ref().map(|i| i.state_label()).unwrap_or_default();
-                let live = current.as_ref().is_ok_and(|i| live::has_screen(i.state));
-                let screen = if live {
-                    api.orchestrator()
-                        .screens(std::slice::from_ref(current.as_ref().unwrap()), true)
-                        .await
-                        .pop()
-                        .map(|(_, screen)| without_blank_tail(&screen))
-                        .unwrap_or_default()
-                } else {
-                    last.clone()
-                };
-                if screen != last || (!live && !ended) {
-                    ended = !live;
-                    last = screen.clone();
-                    let message = json!({ "screen": screen, "state": state, "live": live });
-                    if socket.send(Message::Text(message.to_string().into())).await.is_err() {
-                        return;
-                    }
+            _ = tick.tick() => {}
+            notice = changes.recv(), if noticed => match notice {
+                Some(Some(changed)) if changed != id => continue,
+                Some(_) => {
+                    // A burst of output is one change to read.
+                    while changes.try_recv().is_ok() {}
                 }
-            }
+                None => {
+                    noticed = false;
+                    tick = tokio::time::interval(TERMINAL_TICK);
+                    continue;
+                }
+            },
             received = socket.recv() => {
                 let Some(Ok(message)) = received else { return };
                 let Message::Text(text) = message else { continue };
-                match serde_json::from_str::<FromTerminal>(&text) {
-                    Ok(FromTerminal::Input { data }) => {
-                        if let Err(e) = api.orchestrator().type_raw(&id, &data).await {
-                            let message = json!({ "error": e.to_string() });
-                            let _ = socket.send(Message::Text(message.to_string().into())).await;
-                        }
-                    }
-                    // The session keeps its own size; the browser's terminal shows it as it is.
+                let done = match serde_json::from_str::<FromTerminal>(&text) {
+                    Ok(FromTerminal::Input { data }) => api.orchestrator().type_raw(&id, &data).await,
+                    // The session takes the browser terminal's size, as a tmux client gives its own.
                     Ok(FromTerminal::Resize { cols, rows }) => {
-                        let _ = (cols, rows);
+                        api.orchestrator().resize(&id, rows, cols).await
                     }
-                    Err(_) => {}
+                    Err(_) => Ok(()),
+                };
+                if let Err(e) = done {
+                    let message = json!({ "error": e.to_string() });
+                    let _ = socket.send(Message::Text(message.to_string().into())).await;
                 }
+                continue;
+            }
+        }
+        let current = api.orchestrator().instance(&id).await;
+        let state = current
+            .as_ref()
+            .map(|i| i.state_label())
+            .unwrap_or_default();
+        let live = current.as_ref().is_ok_and(|i| live::has_screen(i.state));
+        let screen = match current.as_ref() {
+            Ok(instance) if live => api
+                .orchestrator()
+                .screens(std::slice::from_ref(instance), true)
+                .await
+                .pop()
+                .map(|(_, screen)| without_blank_tail(&screen))
+                .unwrap_or_default(),
+            _ => last.clone(),
+        };
+        if screen != last || (!live && !ended) {
+            ended = !live;
+            last = screen.clone();
+            let message = json!({ "screen": screen, "state": state, "live": live });
+            if socket
+                .send(Message::Text(message.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
             }
         }
     }

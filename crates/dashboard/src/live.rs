@@ -1,8 +1,9 @@
 //! What the open pages are told as it happens: a session's screen or state changed, sessions came
 //! or went. One watcher per server, running only while a page listens. Where a target sends notices
-//! of output (tmux, through its control client), only the screens that changed are read, as soon as
-//! they change, and states once a second; sessions of other targets (pty) are read, state and screen,
-//! a few times a second. Changes are pushed to the pages.
+//! of output (tmux through `serve`'s control client, pty hosts through their sockets, pods through
+//! their attach streams), only the screens that changed are read, as soon as they change, and states
+//! once a second; sessions of other targets are read, state and screen, a few times a second.
+//! Changes are pushed to the pages.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,10 +15,10 @@ use mahavishnu_orchestrator::ListFilter;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// How often the watcher looks at sessions whose target sends no notice of output (pty).
+/// How often the watcher looks at sessions whose target sends no notice of output.
 pub const TICK: Duration = Duration::from_millis(200);
 /// How often it looks at states and the set of sessions when every target sends notices of output
-/// (tmux under `serve`): screens are read when a notice says they changed.
+/// (tmux under `serve`, pty, Kubernetes): screens are read when a notice says they changed.
 pub const LOOK: Duration = Duration::from_secs(1);
 /// How long notices are gathered before the screens they name are read.
 const GATHER: Duration = Duration::from_millis(15);

@@ -12,7 +12,7 @@ pub mod deploy;
 mod manifest;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,6 +24,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use mahavishnu_core::config::KubernetesConfig;
+use mahavishnu_core::notices::{Followed, OutputNotices};
 use mahavishnu_core::{
     Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation, Preflight,
     Result, ScreenOptions, Target, TargetKind, TargetName,
@@ -46,15 +47,21 @@ pub const IN_CLUSTER: &str = "in-cluster";
 const SHORTEST_SCRUBBED: usize = 4;
 
 /// The Kubernetes target.
+#[derive(Clone)]
 pub struct KubernetesTarget {
     name: TargetName,
     settings: KubernetesConfig,
     /// Resolved on first use, so commands that never touch the cluster never read a kubeconfig.
-    namespace: std::sync::OnceLock<String>,
-    client: tokio::sync::OnceCell<Client>,
+    namespace: Arc<std::sync::OnceLock<String>>,
+    client: Arc<tokio::sync::OnceCell<Client>>,
     /// Terminal sizes of the pods this process has seen, so a screen needs one API call.
-    sizes: Mutex<BTreeMap<String, (u16, u16)>>,
+    sizes: Arc<Mutex<BTreeMap<String, (u16, u16)>>>,
+    /// Notices of output, from each pod's attach stream.
+    notices: OutputNotices,
 }
+
+/// How often the follower of output notices looks for new pods.
+const LOOK_FOR_PODS: Duration = Duration::from_secs(2);
 
 impl KubernetesTarget {
     /// A target for `settings`; the namespace is the configured one, else the context's, else the
@@ -63,9 +70,10 @@ impl KubernetesTarget {
         KubernetesTarget {
             name,
             settings,
-            namespace: std::sync::OnceLock::new(),
-            client: tokio::sync::OnceCell::new(),
-            sizes: Mutex::new(BTreeMap::new()),
+            namespace: Arc::default(),
+            client: Arc::default(),
+            sizes: Arc::default(),
+            notices: OutputNotices::default(),
         }
     }
 
@@ -367,6 +375,50 @@ impl KubernetesTarget {
                 ),
             )),
         }
+    }
+
+    /// Attaches to the pod's terminal, sets its size if asked, types `bytes`, and lets go.
+    async fn type_into(&self, native: &str, bytes: &[u8], size: Option<(u16, u16)>) -> Result<()> {
+        let (namespace, name) = split(native)?;
+        let pods = self.pods(namespace).await?;
+        let params = AttachParams::interactive_tty()
+            .container(CONTAINER)
+            .stdout(false);
+        let mut attached = self
+            .call(&format!("attach to {native}"), pods.attach(name, &params))
+            .await?;
+        if let Some((rows, cols)) = size {
+            let mut resizer = attached.terminal_size().ok_or_else(|| {
+                Error::target(&self.name, format!("{native} has no terminal to resize"))
+            })?;
+            use futures::SinkExt;
+            let sent = resizer
+                .send(kube::api::TerminalSize {
+                    width: cols,
+                    height: rows,
+                })
+                .await;
+            sent.map_err(|e| Error::target(&self.name, format!("resizing {native}: {e}")))?;
+            // The attach's own task sends it; the end of stdin, sent later, could otherwise go first
+            // and end the attach. Nothing tells when it went, so it gets a moment.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut stdin = attached.stdin().ok_or_else(|| {
+            Error::target(&self.name, format!("{native} has no stdin to type into"))
+        })?;
+        stdin
+            .write_all(bytes)
+            .await
+            .map_err(|e| Error::target(&self.name, format!("typing into {native}: {e}")))?;
+        // Closing our end of stdin sends everything written, then the end-of-stdin signal; a server that
+        // then ends the attach tells us all of it arrived. One that keeps it open gets a moment first.
+        let ended = attached.take_status();
+        drop(stdin);
+        if let Some(ended) = ended {
+            let _ = tokio::time::timeout(Duration::from_millis(300), ended).await;
+        }
+        attached.abort();
+        Ok(())
     }
 
     async fn get(&self, native: &str) -> Result<Option<Pod>> {
@@ -763,31 +815,22 @@ impl Target for KubernetesTarget {
     }
 
     async fn send(&self, native: &str, input: &[InputPart]) -> Result<()> {
-        let (namespace, name) = split(native)?;
         let bytes: Vec<u8> = input.iter().flat_map(InputPart::to_bytes).collect();
-        let pods = self.pods(namespace).await?;
-        let params = AttachParams::interactive_tty()
-            .container(CONTAINER)
-            .stdout(false);
-        let mut attached = self
-            .call(&format!("attach to {native}"), pods.attach(name, &params))
-            .await?;
-        let mut stdin = attached.stdin().ok_or_else(|| {
-            Error::target(&self.name, format!("{native} has no stdin to type into"))
-        })?;
-        stdin
-            .write_all(&bytes)
-            .await
-            .map_err(|e| Error::target(&self.name, format!("typing into {native}: {e}")))?;
-        // Closing our end of stdin sends everything written, then the end-of-stdin signal; a server that
-        // then ends the attach tells us all of it arrived. One that keeps it open gets a moment first.
-        let ended = attached.take_status();
-        drop(stdin);
-        if let Some(ended) = ended {
-            let _ = tokio::time::timeout(Duration::from_millis(300), ended).await;
+        self.type_into(native, &bytes, None).await
+    }
+
+    /// Resized through an attach's resize channel, as `kubectl attach -t` does when its window changes.
+    async fn resize(&self, native: &str, rows: u16, cols: u16) -> Result<()> {
+        self.type_into(native, &[], Some((rows, cols))).await?;
+        if let Ok(mut sizes) = self.sizes.lock() {
+            sizes.insert(native.to_string(), (rows, cols));
         }
-        attached.abort();
         Ok(())
+    }
+
+    /// Pods tell of output on their attach streams.
+    fn screen_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.notices.subscribe(self, LOOK_FOR_PODS)
     }
 
     async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
@@ -878,6 +921,50 @@ impl Target for KubernetesTarget {
             .iter()
             .filter_map(|pod| manifest::adoptable_spec(pod, &self.name))
             .collect())
+    }
+}
+
+#[async_trait]
+impl Followed for KubernetesTarget {
+    /// Running pods of sessions (pods of deployments carry no launch spec).
+    async fn followable(&self) -> Vec<String> {
+        let Ok(pods) = self.managed_pods().await else {
+            return Vec::new();
+        };
+        pods.iter()
+            .filter(|pod| manifest::spec_of(pod).is_some())
+            .map(manifest::observe)
+            .filter(|observed| observed.status == mahavishnu_core::ObservedStatus::Running)
+            .map(|observed| observed.native)
+            .collect()
+    }
+
+    async fn follow(&self, native: &str, output: &mut (dyn FnMut() -> bool + Send)) {
+        let Ok((namespace, name)) = split(native) else {
+            return;
+        };
+        let Ok(pods) = self.pods(namespace).await else {
+            return;
+        };
+        let params = AttachParams::default()
+            .container(CONTAINER)
+            .stdin(false)
+            .stdout(true)
+            .stderr(false)
+            .tty(true);
+        let Ok(mut attached) = pods.attach(name, &params).await else {
+            return;
+        };
+        let Some(mut stdout) = attached.stdout() else {
+            return;
+        };
+        let mut chunk = vec![0u8; 16 * 1024];
+        while let Ok(n) = stdout.read(&mut chunk).await {
+            if n == 0 || !output() {
+                break;
+            }
+        }
+        attached.abort();
     }
 }
 

@@ -33,6 +33,10 @@ const LOOK_PATIENCE: Duration = Duration::from_secs(5);
 
 /// How long a `starting` record may go unseen by its target before it counts as lost.
 const STARTING_GRACE: Duration = Duration::from_secs(30);
+/// The smallest terminal a resize may ask for, and the largest side.
+const MIN_ROWS: u16 = 2;
+const MIN_COLS: u16 = 10;
+const MAX_SIDE: u16 = 1000;
 
 /// Makes a copy of a named target that reaches a given scope (the built-in Kubernetes target for
 /// another kubeconfig context), for the instances made there; `None` when it cannot.
@@ -677,6 +681,24 @@ impl Orchestrator {
         target
             .send(id.native(), &[InputPart::Text(text.to_string())])
             .await
+    }
+
+    /// The names of the targets, built-in and configured.
+    pub fn target_names(&self) -> Vec<TargetName> {
+        self.targets.keys().cloned().collect()
+    }
+
+    /// Gives the instance's terminal a new size, as resizing its window would.
+    pub async fn resize(&self, id: &InstanceId, rows: u16, cols: u16) -> Result<()> {
+        if !(MIN_ROWS..=MAX_SIDE).contains(&rows) || !(MIN_COLS..=MAX_SIDE).contains(&cols) {
+            return Err(Error::Invalid(format!(
+                "a terminal of {rows} rows and {cols} columns is not allowed: give {MIN_ROWS} to \
+                 {MAX_SIDE} rows and {MIN_COLS} to {MAX_SIDE} columns"
+            )));
+        }
+        let instance = self.live(id)?;
+        let target = self.route(&instance).await?;
+        target.resize(id.native(), rows, cols).await
     }
 
     /// Notices of instances whose screen changed, from every target that sends them (see

@@ -609,6 +609,23 @@ impl Target for TmuxTarget {
             .map_err(|e| e.for_session(&self.name, native))
     }
 
+    /// The session's window takes the size (tmux then keeps it, whatever size clients have).
+    async fn resize(&self, native: &str, rows: u16, cols: u16) -> Result<()> {
+        let argv = vec![
+            "resize-window".to_string(),
+            "-t".into(),
+            exact(native),
+            "-x".into(),
+            cols.to_string(),
+            "-y".into(),
+            rows.to_string(),
+        ];
+        self.tmux(&argv)
+            .await
+            .map(drop)
+            .map_err(|e| e.for_session(&self.name, native))
+    }
+
     async fn screen(&self, native: &str, options: ScreenOptions) -> Result<String> {
         let target = exact(native);
         let format = "#{pane_dead}\t#{pane_height}";

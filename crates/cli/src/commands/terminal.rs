@@ -63,6 +63,12 @@ pub async fn run(global: &GlobalArgs, command: TerminalCommand) -> Result<ExitCo
         TerminalCommand::Attach(args) => attach(api.orchestrator(), &args.id).await,
         TerminalCommand::Close(args) => close(&api, format, args).await,
         TerminalCommand::Logs(args) => logs(&api, format, args).await,
+        TerminalCommand::Resize(args) => {
+            let arguments = json!({ "id": args.id, "rows": args.rows, "cols": args.cols });
+            let reply = call(&api, "terminal_resize", arguments).await?;
+            emit_reply(format, &reply, || format!("{}\n", reply.summary))?;
+            Ok(ExitCode::SUCCESS)
+        }
         TerminalCommand::Pause(args) => {
             let reply = call(&api, "terminal_pause", json!({ "id": args.id })).await?;
             let paused = &reply.value;

@@ -79,6 +79,31 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   seen.terminal_echo = true;
+  // The session takes the browser terminal's size, and follows it when the window changes.
+  const sizes = [];
+  for (const viewport of [null, { width: 900, height: 500 }]) {
+    if (viewport) await page.setViewportSize(viewport);
+    // Once the terminal has fitted itself to the window (a size other than the last one).
+    const wanted = await page.waitForFunction((before) => {
+      const t = window.mahavishnuTerminal;
+      const now = t.rows + " " + t.cols;
+      return now !== before && now;
+    }, sizes.length ? sizes[sizes.length - 1].browser : null, { timeout: 10000 });
+    const browser = await wanted.jsonValue();
+    await page.keyboard.type("stty size");
+    await page.keyboard.press("Enter");
+    // The last size shown, once it is the browser's (the test compares them, so a wrong one fails).
+    const from = Date.now();
+    let session = null;
+    while (session !== browser && Date.now() - from < 15000) {
+      const shown = (await terminalText()).split("\n").map((line) => line.trim())
+        .filter((line) => /^\d+ \d+$/.test(line));
+      session = shown.length ? shown[shown.length - 1] : null;
+      if (session !== browser) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    sizes.push({ browser, session });
+  }
+  seen.terminal_sizes = sizes;
   await page.screenshot({ path: shots + "/terminal.png", fullPage: true });
 
   // Back on the grid: the session that exits says so.

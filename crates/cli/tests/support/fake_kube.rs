@@ -341,6 +341,33 @@ impl Container {
         }
     }
 
+    /// A resize from an attach (channel 4): the size goes to the container's terminal, as the kubelet
+    /// does; a container without one ignores it.
+    fn resize(&self, message: &[u8]) {
+        let Ok(size) = serde_json::from_slice::<Value>(message) else {
+            return;
+        };
+        let (Some(cols), Some(rows)) = (size["Width"].as_u64(), size["Height"].as_u64()) else {
+            return;
+        };
+        if let Some(stdin) = self.stdin.lock().unwrap().as_ref() {
+            let size = libc::winsize {
+                ws_row: rows as u16,
+                ws_col: cols as u16,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; on a pipe it fails harmlessly.
+            unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(stdin),
+                    libc::TIOCSWINSZ,
+                    &size,
+                )
+            };
+        }
+    }
+
     fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the container's process group and process.
         unsafe {
@@ -1250,6 +1277,7 @@ async fn run_attach(mut socket: WebSocket, container: Arc<Container>) {
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Binary(data))) if !data.is_empty() && data[0] == 0 => container.write(&data[1..]),
+                Some(Ok(Message::Binary(data))) if data.first() == Some(&4) => container.resize(&data[1..]),
                 // The client closed its stdin (v5): an attach for typing only is done.
                 Some(Ok(Message::Binary(data))) if data.first() == Some(&255) => {
                     close_normally(&mut socket).await;

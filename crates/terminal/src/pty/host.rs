@@ -55,6 +55,7 @@ struct Shared {
     master: OwnedFd,
     status: File,
     attached: Mutex<Vec<UnixStream>>,
+    watchers: Mutex<Vec<UnixStream>>,
     output_done: (Mutex<bool>, Condvar),
     exited: (Mutex<Option<i32>>, Condvar),
     stopping: AtomicBool,
@@ -134,6 +135,7 @@ fn start(files: &SessionFiles, scrollback: usize) -> Result<Host, String> {
         master: pty.master,
         status,
         attached: Mutex::new(Vec::new()),
+        watchers: Mutex::new(Vec::new()),
         output_done: (Mutex::new(false), Condvar::new()),
         exited: (Mutex::new(None), Condvar::new()),
         stopping: AtomicBool::new(false),
@@ -274,12 +276,24 @@ fn pump_output(shared: &Shared) {
                 let _ = write_status(&shared.status, shared.pid, Timestamp::now().0);
                 let mut attached = lock(&shared.attached);
                 attached.retain_mut(|client| client.write_all(&buffer[..n]).is_ok());
+                drop(attached);
+                notify_watchers(shared);
             }
         }
     }
     let (done, signal) = &shared.output_done;
     *lock(done) = true;
     signal.notify_all();
+}
+
+/// Tells every watcher that output came, without ever waiting on one: a full connection already
+/// holds a notice, and a closed one is dropped.
+fn notify_watchers(shared: &Shared) {
+    let mut watchers = lock(&shared.watchers);
+    watchers.retain_mut(|watcher| match watcher.write(b"\n") {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+    });
 }
 
 fn handle_client(stream: UnixStream, shared: &Shared, files: &SessionFiles) -> std::io::Result<()> {
@@ -320,6 +334,16 @@ fn handle_client(stream: UnixStream, shared: &Shared, files: &SessionFiles) -> s
             files.remove();
             let _ = reply(&mut writer, &serde_json::json!({}));
             std::process::exit(0);
+        }
+        Request::Resize { rows, cols } => {
+            resize(shared, rows, cols);
+            reply(&mut writer, &serde_json::json!({}))
+        }
+        Request::Watch => {
+            reply(&mut writer, &serde_json::json!({}))?;
+            writer.set_nonblocking(true)?;
+            lock(&shared.watchers).push(writer);
+            Ok(())
         }
         Request::Attach { rows, cols } => {
             resize(shared, rows, cols);

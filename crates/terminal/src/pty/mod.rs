@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mahavishnu_core::notices::{Followed, OutputNotices};
 use mahavishnu_core::{
     Capabilities, Error, ExecOutput, ExecRequest, InputPart, LaunchSpec, Observation,
     ObservedStatus, Preflight, Result, ScreenOptions, Target, TargetKind, TargetName, Timestamp,
@@ -29,7 +30,11 @@ pub struct PtyTarget {
     dir: PathBuf,
     host_program: PathBuf,
     scrollback: usize,
+    notices: OutputNotices,
 }
+
+/// How often the follower of output notices looks for new sessions.
+const LOOK_FOR_SESSIONS: Duration = Duration::from_millis(500);
 
 /// Why a host did not answer.
 enum Unreachable {
@@ -58,6 +63,7 @@ impl PtyTarget {
             dir,
             host_program,
             scrollback,
+            notices: OutputNotices::default(),
         }
     }
 
@@ -402,6 +408,17 @@ impl Target for PtyTarget {
         }
     }
 
+    async fn resize(&self, native: &str, rows: u16, cols: u16) -> Result<()> {
+        self.live_request(native, &Request::Resize { rows, cols })
+            .await
+            .map(drop)
+    }
+
+    /// Each live host tells a watch connection when output comes.
+    fn screen_changes(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.notices.subscribe(self, LOOK_FOR_SESSIONS)
+    }
+
     async fn logs(&self, native: &str) -> Result<String> {
         self.screen(
             native,
@@ -439,5 +456,46 @@ impl Target for PtyTarget {
             }
         }
         Ok(specs)
+    }
+}
+
+#[async_trait]
+impl Followed for PtyTarget {
+    async fn followable(&self) -> Vec<String> {
+        self.session_names()
+            .into_iter()
+            .filter(|native| {
+                matches!(
+                    read_status(&self.files(native).status),
+                    Some(HostStatus::Alive { .. })
+                )
+            })
+            .collect()
+    }
+
+    async fn follow(&self, native: &str, output: &mut (dyn FnMut() -> bool + Send)) {
+        use tokio::io::AsyncReadExt;
+        let Ok(mut stream) = UnixStream::connect(self.files(native).socket).await else {
+            return;
+        };
+        let Ok(mut line) = serde_json::to_vec(&Request::Watch) else {
+            return;
+        };
+        line.push(b'\n');
+        if stream.write_all(&line).await.is_err() {
+            return;
+        }
+        let mut reader = BufReader::new(stream);
+        let mut answer = String::new();
+        if !matches!(reader.read_line(&mut answer).await, Ok(n) if n > 0) {
+            return;
+        }
+        // One byte per notice; whatever arrived at once is one change to read.
+        let mut notices = [0u8; 256];
+        while let Ok(n) = reader.read(&mut notices).await {
+            if n == 0 || !output() {
+                return;
+            }
+        }
     }
 }

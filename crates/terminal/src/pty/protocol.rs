@@ -20,6 +20,12 @@ pub enum Request {
     Stop { grace_ms: u64 },
     /// Stream the terminal to an interactive client of this size.
     Attach { rows: u16, cols: u16 },
+    /// Change the terminal's size.
+    Resize { rows: u16, cols: u16 },
+    /// Keep the connection and write one byte (`\n`) whenever the program writes output: a notice
+    /// that the screen changed, for a watcher that reads screens only when they change. Notices that
+    /// find the connection full are dropped; the one already waiting tells the same.
+    Watch,
 }
 
 /// What a host leaves behind when its program ends by itself: the exit code and the last screen.
