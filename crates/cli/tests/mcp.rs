@@ -15,7 +15,7 @@ use support::{World, binary, git, qwen, succeeded, target_named};
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// How many tools (and `/v1` operations) the server offers.
-const TOOLS: usize = 54;
+const TOOLS: usize = 55;
 
 /// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
 fn python_path() -> PathBuf {
@@ -1286,6 +1286,127 @@ fn is_method(message: &Value, method: &str) -> bool {
     message["method"] == method
 }
 
+/// Agents, targets and profiles are resources whose names complete, and `start-session`'s
+/// arguments complete to profiles and targets.
+#[test]
+fn agents_targets_and_profiles_are_resources_and_their_names_complete() {
+    let world = project_world();
+    let (mut client, _) = StdioClient::start(&world);
+    let templates = client.request("resources/templates/list", json!({}));
+    let uris: Vec<&str> = templates["resourceTemplates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["uriTemplate"].as_str().unwrap())
+        .collect();
+    for uri in [
+        "mahavishnu://instances/{id}/screen",
+        "mahavishnu://agents/{name}",
+        "mahavishnu://targets/{name}",
+        "mahavishnu://profiles/{name}",
+    ] {
+        assert!(uris.contains(&uri), "{uri} in {uris:?}");
+    }
+    let complete = |client: &mut StdioClient, reference: Value, argument: &str, value: &str| {
+        client.request(
+            "completion/complete",
+            json!({"ref": reference, "argument": {"name": argument, "value": value}}),
+        )["completion"]["values"]
+            .clone()
+    };
+    let resource = |uri: &str| json!({"type": "ref/resource", "uri": uri});
+    assert_eq!(
+        complete(
+            &mut client,
+            resource("mahavishnu://agents/{name}"),
+            "name",
+            "rev"
+        ),
+        json!(["reviewer"])
+    );
+    assert_eq!(
+        complete(
+            &mut client,
+            resource("mahavishnu://targets/{name}"),
+            "name",
+            "p"
+        ),
+        json!(["pty"])
+    );
+    let profiles = complete(
+        &mut client,
+        resource("mahavishnu://profiles/{name}"),
+        "name",
+        "",
+    );
+    for profile in ["claude", "codex", "gemini", "qwen", "shell"] {
+        assert!(
+            profiles.as_array().unwrap().contains(&json!(profile)),
+            "{profiles}"
+        );
+    }
+    let prompt = json!({"type": "ref/prompt", "name": "start-session"});
+    assert_eq!(
+        complete(&mut client, prompt.clone(), "profile", "qw"),
+        json!(["qwen"])
+    );
+    assert_eq!(
+        complete(&mut client, prompt.clone(), "target", "tm"),
+        json!(["tmux"])
+    );
+    assert_eq!(complete(&mut client, prompt, "task", "a"), json!([]));
+
+    // Each reads as what it names.
+    let read = |client: &mut StdioClient, uri: &str| {
+        client.request("resources/read", json!({"uri": uri}))["contents"][0].clone()
+    };
+    let agent = read(&mut client, "mahavishnu://agents/reviewer");
+    assert_eq!(agent["mimeType"], "text/markdown");
+    let text = agent["text"].as_str().unwrap();
+    assert!(text.starts_with("---\nname: reviewer\n"), "{text}");
+    assert!(text.contains("one finding per line"), "{text}");
+    let target = read(&mut client, "mahavishnu://targets/pty");
+    let target: Value = serde_json::from_str(target["text"].as_str().unwrap()).unwrap();
+    assert_eq!(target["kind"], "pty", "{target}");
+    let profile = read(&mut client, "mahavishnu://profiles/shell");
+    let profile: Value = serde_json::from_str(profile["text"].as_str().unwrap()).unwrap();
+    assert!(profile.is_object(), "{profile}");
+    let missing = client.answer(
+        "resources/read",
+        json!({"uri": "mahavishnu://agents/nobody"}),
+    );
+    let message = missing["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no agent `nobody`") && message.contains("reviewer"),
+        "{missing}"
+    );
+
+    // The prompt, with and without what it needs.
+    let prompts = client.request("prompts/list", json!({}));
+    assert_eq!(prompts["prompts"][0]["name"], "start-session", "{prompts}");
+    let got = client.request(
+        "prompts/get",
+        json!({"name": "start-session",
+               "arguments": {"profile": "qwen", "task": "add a test", "target": "pty"}}),
+    );
+    let text = got["messages"][0]["content"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("profile `qwen`, target `pty`") && text.ends_with("add a test"),
+        "{text}"
+    );
+    let refused = client.answer(
+        "prompts/get",
+        json!({"name": "start-session", "arguments": {"task": "add a test"}}),
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs its argument `profile`"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn subscribed_screens_send_updates_and_ids_complete_and_log_levels_filter() {
     let world = project_world();
@@ -1545,6 +1666,11 @@ fn every_tool_declares_its_output_schema_and_annotations_and_results_match() {
         json!({"all": true, "idle_ms": 300, "timeout": 20}),
     );
     call(&mut client, "terminal_capture", json!({"id": id}));
+    call(
+        &mut client,
+        "terminal_resize",
+        json!({"id": id, "rows": 30, "cols": 100}),
+    );
     call(
         &mut client,
         "terminal_broadcast",

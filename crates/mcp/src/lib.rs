@@ -2,6 +2,7 @@
 //! is an operation of `mahavishnu-api`, so MCP clients, the HTTP API and the CLI share parameters, JSON
 //! shapes and error messages.
 
+mod catalog;
 pub mod http;
 mod live;
 pub mod serve_file;

@@ -1,11 +1,12 @@
 //! Liveness for one MCP client session: the screens it subscribed to, watched while there are any,
 //! and the log level it asked for.
 //!
-//! Nothing is polled until the client subscribes to a resource. Then one task per session reads the
-//! subscribed screens every [`SCREEN_PERIOD`] and sends `notifications/resources/updated` for each
-//! screen that changed, and every [`LIST_PERIOD`] compares the live instance ids and sends
-//! `notifications/resources/list_changed` when sessions came or went. The task ends with the last
-//! subscription, or when the client has gone.
+//! Nothing is watched until the client subscribes to a resource. Then one task per session reads a
+//! subscribed screen when its target says that it printed (tmux under `serve`, pty, Kubernetes: see
+//! `Target::screen_changes`), or every [`SCREEN_PERIOD`] for a target that cannot say, and sends
+//! `notifications/resources/updated` for each screen that changed; every [`LIST_PERIOD`] it compares
+//! the live instance ids and sends `notifications/resources/list_changed` when sessions came or went.
+//! The task ends with the last subscription, or when the client has gone.
 
 // MCP logging is deprecated in rmcp (SEP-2577) but still part of the protocol versions clients speak.
 #![allow(deprecated)]
@@ -16,15 +17,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mahavishnu_api::{Api, CaptureParams, capture_screen};
+use mahavishnu_core::InstanceId;
 use mahavishnu_orchestrator::ListFilter;
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::{Peer, RoleServer};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::id_of_screen_uri;
+use crate::server::{id_of_screen_uri, screen_uri};
 
-/// How often subscribed screens are read.
+/// How often subscribed screens of targets that send no notice of output are read.
 pub const SCREEN_PERIOD: Duration = Duration::from_millis(250);
 /// How often the set of live instances is compared.
 pub const LIST_PERIOD: Duration = Duration::from_secs(1);
@@ -175,26 +177,70 @@ async fn read_screens(api: &Api, uris: &BTreeSet<String>) -> BTreeMap<String, Op
     futures::future::join_all(reads).await.into_iter().collect()
 }
 
+/// Which subscribed screens a wake-up reads.
+enum Reading {
+    /// The period came: the screens of targets that send no notices, and new subscriptions.
+    Polled,
+    /// Notices named these screens.
+    Noticed(BTreeSet<String>),
+    /// Notices were lost: every screen.
+    All,
+}
+
 /// Watches the subscribed screens and the instance list until `stop`, or until the client is gone.
 async fn watch(live: Live, api: Api, peer: Peer<RoleServer>, stop: CancellationToken) {
     let mut seen: BTreeMap<String, Option<u64>> = BTreeMap::new();
     let mut ids = live_ids(&api).await;
+    let (mut changes, mut noticing) = api.orchestrator().screen_changes();
     let mut ticks = tokio::time::interval(SCREEN_PERIOD);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let list_every = (LIST_PERIOD.as_millis() / SCREEN_PERIOD.as_millis()).max(1) as u64;
-    let mut tick: u64 = 0;
+    let mut next_list = tokio::time::Instant::now() + LIST_PERIOD;
     loop {
-        tokio::select! {
+        let reading = tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+            _ = ticks.tick() => Reading::Polled,
+            notice = changes.recv(), if !noticing.is_empty() => match notice {
+                Some(first) => {
+                    // A burst of output is one change to read.
+                    let mut named = BTreeSet::new();
+                    let mut lost = false;
+                    for notice in std::iter::once(first).chain(std::iter::from_fn(|| changes.try_recv().ok())) {
+                        match notice {
+                            Some(id) => {
+                                named.insert(screen_uri(&id));
+                            }
+                            None => lost = true,
+                        }
+                    }
+                    if lost { Reading::All } else { Reading::Noticed(named) }
+                }
+                None => {
+                    noticing.clear(); // the notices ended: poll instead
+                    Reading::All
+                }
+            },
+        };
         if peer.is_transport_closed() {
             live.forget_watcher();
             return;
         }
         let subscribed = live.subscribed();
         seen.retain(|uri, _| subscribed.contains(uri));
-        for (uri, screen) in read_screens(&api, &subscribed).await {
+        let noticed = |uri: &String| {
+            id_of_screen_uri(uri)
+                .and_then(|id| id.parse::<InstanceId>().ok())
+                .is_some_and(|id| noticing.contains(id.target()))
+        };
+        let reads: BTreeSet<String> = subscribed
+            .iter()
+            .filter(|uri| match &reading {
+                Reading::Polled => !seen.contains_key(*uri) || !noticed(uri),
+                Reading::Noticed(named) => named.contains(*uri),
+                Reading::All => true,
+            })
+            .cloned()
+            .collect();
+        for (uri, screen) in read_screens(&api, &reads).await {
             // The first reading is the baseline; a later change, or the screen going away, is news.
             let changed = seen.get(&uri).is_some_and(|before| *before != screen);
             if changed && screen.is_none() {
@@ -211,8 +257,8 @@ async fn watch(live: Live, api: Api, peer: Peer<RoleServer>, stop: CancellationT
                     .await;
             }
         }
-        tick += 1;
-        if tick.is_multiple_of(list_every) {
+        if tokio::time::Instant::now() >= next_list {
+            next_list = tokio::time::Instant::now() + LIST_PERIOD;
             let now = live_ids(&api).await;
             if now.is_some() && ids.is_some() && now != ids {
                 let _ = peer.notify_resource_list_changed().await;

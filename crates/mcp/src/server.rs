@@ -22,6 +22,7 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 
+use crate::catalog;
 use crate::live::Live;
 
 const INSTRUCTIONS: &str = "Mahavishnu runs terminal sessions of AI coding CLIs (Qwen Code, Claude Code, \
@@ -159,6 +160,39 @@ pub(crate) fn id_of_screen_uri(uri: &str) -> Option<String> {
     )
 }
 
+/// The `start-session` prompt with its arguments.
+fn start_session(
+    arguments: Option<&serde_json::Map<String, Value>>,
+) -> Result<GetPromptResult, ErrorData> {
+    let text = |name: &str| match arguments.and_then(|a| a.get(name)) {
+        Some(Value::String(value)) if !value.trim().is_empty() => Ok(Some(value.clone())),
+        Some(Value::String(_)) | None => Ok(None),
+        Some(other) => Err(ErrorData::invalid_params(
+            format!("the argument `{name}` must be a string, not {other}"),
+            None,
+        )),
+    };
+    let needed = |name: &str, what: &str| {
+        text(name)?.ok_or_else(|| {
+            ErrorData::invalid_params(
+                format!(
+                    "the prompt `{}` needs its argument `{name}`: {what}",
+                    catalog::START_SESSION
+                ),
+                None,
+            )
+        })
+    };
+    let profile = needed("profile", "the profile to start, e.g. qwen")?;
+    let task = needed("task", "what the session should do")?;
+    let target = text("target")?;
+    let message = catalog::start_session_message(&profile, &task, target.as_deref());
+    Ok(
+        GetPromptResult::new(vec![PromptMessage::new_text(Role::User, message)])
+            .with_description(format!("A {profile} session and its task")),
+    )
+}
+
 impl ServerHandler for McpServer {
     #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
@@ -236,9 +270,11 @@ impl ServerHandler for McpServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let registry = mahavishnu_agents::Registry::load(self.api.cwd(), self.api.home());
-        let prompts = registry
+        let agents = registry
             .agents
             .iter()
+            // The built-in prompt keeps its name.
+            .filter(|agent| agent.name != catalog::START_SESSION)
             .map(|agent| {
                 Prompt::new(
                     agent.name.clone(),
@@ -249,7 +285,9 @@ impl ServerHandler for McpServer {
                             .with_required(true),
                     ]),
                 )
-            })
+            });
+        let prompts = std::iter::once(catalog::start_session_prompt())
+            .chain(agents)
             .collect();
         Ok(ListPromptsResult::with_all_items(prompts))
     }
@@ -259,6 +297,9 @@ impl ServerHandler for McpServer {
         request: GetPromptRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name == catalog::START_SESSION {
+            return start_session(request.arguments.as_ref()).map(Into::into);
+        }
         let registry = mahavishnu_agents::Registry::load(self.api.cwd(), self.api.home());
         let agent = registry
             .get(&request.name)
@@ -318,13 +359,16 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let template = ResourceTemplate::new(
+        let screen = ResourceTemplate::new(
             format!("{SCREEN_PREFIX}{{id}}{SCREEN_SUFFIX}"),
             "instance screen",
         )
         .with_description("The screen of an instance, as a person would see it")
         .with_mime_type("text/plain");
-        Ok(ListResourceTemplatesResult::with_all_items(vec![template]))
+        let templates = std::iter::once(screen)
+            .chain(catalog::templates())
+            .collect();
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
     }
 
     async fn read_resource(
@@ -332,10 +376,19 @@ impl ServerHandler for McpServer {
         request: ReadResourceRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if let Some(read) = catalog::read(&self.api, &request.uri).await {
+            let (text, mime) = read.map_err(|message| {
+                ErrorData::resource_not_found(format!("{}: {message}", request.uri), None)
+            })?;
+            let contents = ResourceContents::text(text, request.uri).with_mime_type(mime);
+            return Ok(ReadResourceResult::new(vec![contents]).into());
+        }
         let Some(id) = id_of_screen_uri(&request.uri) else {
             return Err(ErrorData::resource_not_found(
                 format!(
-                    "no resource `{}`; screens are {SCREEN_PREFIX}{{id}}{SCREEN_SUFFIX}",
+                    "no resource `{}`; there are screens ({SCREEN_PREFIX}{{id}}{SCREEN_SUFFIX}), \
+                     agents (mahavishnu://agents/{{name}}), targets (mahavishnu://targets/{{name}}) \
+                     and profiles (mahavishnu://profiles/{{name}})",
                     request.uri
                 ),
                 None,
@@ -389,8 +442,20 @@ impl ServerHandler for McpServer {
             {
                 self.instance_ids(typed).await?
             }
-            // The agent prompts take one free-text argument, `task`; a resource or prompt of
-            // another server has nothing to complete here.
+            Reference::Resource(template) => match catalog::Kind::of_template(&template.uri) {
+                Some(kind) if request.argument.name == "name" => {
+                    catalog::names(&self.api, kind, typed)
+                }
+                _ => Vec::new(),
+            },
+            // The agent prompts take one free-text argument, `task`.
+            Reference::Prompt(prompt) => {
+                match catalog::prompt_argument_kind(&prompt.name, &request.argument.name) {
+                    Some(kind) => catalog::names(&self.api, kind, typed),
+                    None => Vec::new(),
+                }
+            }
+            // A kind of reference this version does not know.
             _ => Vec::new(),
         };
         Ok(completion_of(values))
