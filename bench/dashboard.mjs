@@ -5,16 +5,18 @@
 // Usage: cargo build --release &&
 //   MAHAVISHNU_TEST_NODE_MODULES=.test-tools/node_modules node bench/dashboard.mjs target/release/mahavishnu
 //
-// 1. Latency: 20 tmux sessions print continuously (a line every 50 ms each); one more waits quietly.
-//    The grid is open in the browser. A marker is typed into the quiet session with tmux itself (no
-//    mahavishnu process in the way), and the page notes (a MutationObserver) when its tile shows it.
+// 1. Latency: 20 sessions print continuously (a line every 50 ms each); one more waits quietly; once on
+//    tmux, once on pty. The grid is open in the browser. A marker is typed into the quiet session with
+//    tmux itself, or with one request on its pty host's socket (no mahavishnu process in the way), and
+//    the page notes (a MutationObserver) when its tile shows it.
 //    The latency is the browser's clock at that moment less this script's clock just before tmux was
 //    asked; both read the same system clock. 30 markers; the median and the spread.
-// 2. Cost: 50 quiet sessions, the grid open; serve's resident memory (VmRSS) and its CPU time over
-//    10 s of nothing happening, as a share of one core.
+// 2. Cost: 50 quiet sessions (tmux, then pty), the grid open; serve's resident memory (VmRSS) and its
+//    CPU time over 10 s of nothing happening, as a share of one core.
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -62,14 +64,31 @@ const browser = await chromium.launch({
 const cores = Number(execFileSync("nproc", { encoding: "utf8" }).trim());
 console.log(`machine: ${cores} cores; Chromium ${browser.version()}`);
 
-// 1. Latency with 20 sessions printing.
-{
-  const w = world("latency");
-  for (let i = 0; i < 20; i++) {
-    w.run("terminal", "launch", "shell", "--", "-c", "while :; do date +%s%N; sleep 0.05; done");
+// 1. Latency with 20 sessions printing, on tmux and on pty.
+// The marker is typed without any mahavishnu process in the way: with tmux itself, or one request on
+// the pty host's socket.
+function typer(w, target, native) {
+  if (target === "tmux") {
+    return (text) => execFileSync("tmux", ["-L", w.socket, "send-keys", "-t", native, text, "Enter"]);
   }
-  const quiet = w.run("terminal", "launch", "shell").trim();
-  const native = quiet.split(":")[1];
+  // The runtime directory holds one directory per state directory.
+  const run = w.env.MAHAVISHNU_RUNTIME_DIR;
+  const state = readdirSync(run).find((name) => name.startsWith("state-"));
+  const socket = join(run, state, "pty", native + ".sock");
+  return (text) => new Promise((resolve, reject) => {
+    const connection = connect(socket, () => connection.write(JSON.stringify({ op: "send", data: text + "\r" }) + "\n"));
+    connection.on("data", () => { connection.end(); resolve(); });
+    connection.on("error", reject);
+  });
+}
+
+for (const target of ["tmux", "pty"]) {
+  const w = world("latency-" + target);
+  for (let i = 0; i < 20; i++) {
+    w.run("terminal", "launch", "shell", "--target", target, "--", "-c", "while :; do date +%s%N; sleep 0.05; done");
+  }
+  const quiet = w.run("terminal", "launch", "shell", "--target", target).trim();
+  const type = typer(w, target, quiet.split(":")[1]);
   const serve = await serveIn(w);
   const page = await browser.newPage({ viewport: { width: 1600, height: 1200 } });
   await page.goto(serve.url);
@@ -91,13 +110,13 @@ console.log(`machine: ${cores} cores; Chromium ${browser.version()}`);
   for (let n = 0; n < 30; n++) {
     const mark = `mark-${n}`;
     const sent = Date.now();
-    execFileSync("tmux", ["-L", w.socket, "send-keys", "-t", native, `echo ${mark}`, "Enter"]);
+    await type(`echo ${mark}`);
     await page.waitForFunction((m) => m in window.marks, mark, { timeout: 10000, polling: 20 });
     latencies.push((await page.evaluate((m) => window.marks[m], mark)) - sent);
     await new Promise((r) => setTimeout(r, 150 + Math.random() * 100));
   }
   console.log(
-    `screen change visible in the browser, 20 sessions printing: median ${median(latencies)} ms ` +
+    `${target}: screen change visible in the browser, 20 sessions printing: median ${median(latencies)} ms ` +
       `(min ${Math.min(...latencies)}, max ${Math.max(...latencies)}, n=${latencies.length}; budget 100 ms)`,
   );
   await page.close();
@@ -105,10 +124,10 @@ console.log(`machine: ${cores} cores; Chromium ${browser.version()}`);
   w.run("terminal", "close", "--all", "--grace", "0");
 }
 
-// 2. Memory and CPU with 50 quiet sessions.
-{
-  const w = world("cost");
-  w.run("terminal", "launch", "shell", "--count", "50");
+// 2. Memory and CPU with 50 quiet sessions, on tmux and on pty.
+for (const target of ["tmux", "pty"]) {
+  const w = world("cost-" + target);
+  w.run("terminal", "launch", "shell", "--count", "50", "--target", target);
   const serve = await serveIn(w);
   const page = await browser.newPage({ viewport: { width: 1600, height: 1200 } });
   await page.goto(serve.url);
@@ -124,7 +143,7 @@ console.log(`machine: ${cores} cores; Chromium ${browser.version()}`);
   await new Promise((r) => setTimeout(r, 10000));
   const cpu = (ticks() - before) / hz / ((Date.now() - started) / 1000);
   const rss = Number(readFileSync(`/proc/${serve.child.pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)[1]) / 1024;
-  console.log(`serve with the grid open on 50 idle sessions: ${rss.toFixed(1)} MB resident (budget 50 MB), ` +
+  console.log(`${target}: serve with the grid open on 50 idle sessions: ${rss.toFixed(1)} MB resident (budget 50 MB), ` +
     `${(cpu * 100).toFixed(1)} % of one core (budget 10 %)`);
   await page.close();
   serve.child.kill();

@@ -64,13 +64,52 @@ fn browser() -> (PathBuf, PathBuf) {
     (modules, chromium)
 }
 
+/// Where the browser tests leave their screenshots: `target/test-artifacts/dashboard/`.
+fn shots() -> PathBuf {
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    shots
+}
+
+/// Runs `tests/browser/SCRIPT.mjs` with `args` in Chromium and returns the JSON of what it saw;
+/// fails the test with the script's reason when a step failed.
+fn run_browser(script: &str, args: &[&str]) -> Value {
+    let (modules, chromium) = browser();
+    let output = Command::new("node")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/browser/{script}.mjs")))
+        .args(args)
+        .env("MAHAVISHNU_TEST_NODE_MODULES", &modules)
+        .env("MAHAVISHNU_TEST_CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// What `tests/browser/terminal.mjs` saw in a session's terminal page: the typed command's output,
+/// and the session at the browser terminal's size, then at its new size when the window shrank.
+fn assert_typed_and_resized(seen: &Value) {
+    assert_eq!(seen["terminal_echo"], true, "{seen:#}");
+    let sizes = seen["terminal_sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2, "{sizes:?}");
+    for size in sizes {
+        assert_eq!(size["session"], size["browser"], "{sizes:?}");
+    }
+    assert_ne!(sizes[0]["session"], sizes[1]["session"], "{sizes:?}");
+}
+
 /// Three shells on the grid (a pty one and two on tmux), one printing markup; in the browser: their
 /// tiles with their prompts, a tile following its screen, a line sent to all, a command typed into
 /// the pty session's terminal, an exited session's tile saying so, a launch from the page and a
 /// tile closed. Screenshots go to `target/test-artifacts/dashboard/`.
 #[test]
 fn the_dashboard_shows_sessions_live_and_types_into_them_in_a_real_browser() {
-    let (modules, chromium) = browser();
+    browser(); // before anything starts, so that a missing browser says so first
     let world = World::new();
     let serve = Serve::start(&world);
     // The one typed into in the browser is a pty session; the others are tmux sessions.
@@ -94,22 +133,11 @@ fn the_dashboard_shows_sessions_live_and_types_into_them_in_a_real_browser() {
     ]);
     world.ok(&["terminal", "wait", &shells[1], "--for", "onerror"]);
     let url = login_url(&world, &serve);
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/dashboard");
-    std::fs::create_dir_all(&shots).unwrap();
-    let output = Command::new("node")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs"))
-        .args([&url, shots.to_str().unwrap(), &shells[0], &ticking])
-        .env("MAHAVISHNU_TEST_NODE_MODULES", &modules)
-        .env("MAHAVISHNU_TEST_CHROMIUM", &chromium)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let shots = shots();
+    let seen = run_browser(
+        "dashboard",
+        &[&url, shots.to_str().unwrap(), &shells[0], &ticking],
     );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
     let tiles = seen["tiles"].as_array().unwrap();
     assert_eq!(tiles.len(), 3, "{seen:#}");
     for shell in &shells {
@@ -138,14 +166,7 @@ fn the_dashboard_shows_sessions_live_and_types_into_them_in_a_real_browser() {
     );
     assert_eq!(seen["followed"], true);
     assert_eq!(seen["sent_to_all"], true);
-    assert_eq!(seen["terminal_echo"], true);
-    // The session took the browser terminal's size, and its new size when the window shrank.
-    let sizes = seen["terminal_sizes"].as_array().unwrap();
-    assert_eq!(sizes.len(), 2, "{sizes:?}");
-    for size in sizes {
-        assert_eq!(size["session"], size["browser"], "{sizes:?}");
-    }
-    assert_ne!(sizes[0]["session"], sizes[1]["session"], "{sizes:?}");
+    assert_typed_and_resized(&seen);
     assert!(
         seen["exited_label"].as_str().unwrap().starts_with("exited"),
         "{seen}"
@@ -255,7 +276,7 @@ fn the_dashboard_lets_in_only_the_browser_that_logged_in() {
 /// revision, and the service's logs as they come.
 #[test]
 fn the_dashboard_shows_a_deployment_and_moves_its_traffic_in_a_real_browser() {
-    let (modules, chromium) = browser();
+    browser(); // before anything starts, so that a missing browser says so first
     let world = World::new();
     std::fs::write(world.work().join("app.py"), support::APP).unwrap();
     let manifest = |version: &str| {
@@ -275,22 +296,8 @@ fn the_dashboard_shows_a_deployment_and_moves_its_traffic_in_a_real_browser() {
     world.ok(&["deploy", "apply"]);
     let serve = Serve::start(&world);
     let url = login_url(&world, &serve);
-    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../test-artifacts/dashboard");
-    std::fs::create_dir_all(&shots).unwrap();
-    let output = Command::new("node")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/deployments.mjs"))
-        .args([&url, shots.to_str().unwrap(), &old])
-        .env("MAHAVISHNU_TEST_NODE_MODULES", &modules)
-        .env("MAHAVISHNU_TEST_CHROMIUM", &chromium)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let shots = shots();
+    let seen = run_browser("deployments", &[&url, shots.to_str().unwrap(), &old]);
     assert_eq!(seen["nodes"], serde_json::json!(["api", "web"]), "{seen:#}");
     assert_eq!(seen["edges"], 1, "web needs api");
     let rows = seen["rows"].as_array().unwrap();
@@ -396,4 +403,39 @@ fn events_checkpoints_and_a_worktree_diff_on_their_pages() {
     let (status, _, body) = raw(&serve.url("/dashboard/events"), &with_cookie);
     assert_eq!(status, 200);
     assert!(body.contains(&shell), "the launch is listed: {body}");
+}
+
+/// A shell in a pod (the fake API server of the tests: no real cluster runs here) in the browser's
+/// terminal, as a tmux or pty session is: typed into over its attach stream, its screen following,
+/// resized through the attach's resize channel.
+#[cfg(feature = "kubernetes")]
+#[test]
+fn a_pod_shell_is_typed_into_and_resized_in_a_real_browser() {
+    browser(); // before anything starts, so that a missing browser says so first
+    let fake = support::fake_kube::FakeKube::start();
+    let world = World::new();
+    let kubeconfig = fake.kubeconfig(world.dir.path(), "dev");
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        format!(
+            "[targets.kubernetes]\nkubeconfig = {:?}\nimage = \"busybox:1.36\"\n",
+            kubeconfig.display().to_string()
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&world);
+    let id = world.launch(&["shell", "--target", "kubernetes"]).remove(0);
+    world.ok(&["terminal", "wait", &id, "--idle", "300", "--timeout", "20"]);
+    let url = login_url(&world, &serve);
+    let shots = shots();
+    let seen = run_browser(
+        "terminal",
+        &[&url, shots.join("pod-terminal.png").to_str().unwrap(), &id],
+    );
+    assert_typed_and_resized(&seen);
+    assert_eq!(seen["errors"], serde_json::json!([]), "{seen:#}");
+    // What the browser typed reached the pod: the CLI reads it there too.
+    let screen = world.ok(&["terminal", "capture", &id, "--scrollback"]);
+    assert!(screen.contains("typed-in-42"), "{screen}");
+    world.ok(&["terminal", "close", &id]);
 }

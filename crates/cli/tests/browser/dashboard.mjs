@@ -2,6 +2,7 @@
 // Usage: node dashboard.mjs LOGIN_URL SCREENSHOT_DIR TYPED_SESSION_ID EXITING_SESSION_ID
 // Prints one JSON object of what it saw; exits non-zero with the reason when a step fails.
 import { createRequire } from "node:module";
+import { useTerminal } from "./terminal.mjs";
 
 const require = createRequire(process.env.MAHAVISHNU_TEST_NODE_MODULES + "/");
 const { chromium } = require("playwright-core");
@@ -60,51 +61,9 @@ try {
   );
   seen.sent_to_all = true;
 
-  // One session's own terminal: keyboard in, output back.
-  await page.goto(new URL("/dashboard/sessions/" + encodeURIComponent(typedId), loginUrl).href);
-  await page.waitForSelector("#terminal .xterm", { timeout: 10000 });
-  await page.waitForFunction(() => window.mahavishnuTerminal !== undefined, null, { timeout: 10000 });
-  await page.click("#terminal");
-  await page.keyboard.type("echo typed-in-$((6*7))");
-  await page.keyboard.press("Enter");
-  const terminalText = () => page.evaluate(() => {
-    const buffer = window.mahavishnuTerminal.buffer.active;
-    const lines = [];
-    for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
-    return lines.join("\n");
-  });
-  const started = Date.now();
-  while (!(await terminalText()).includes("typed-in-42")) {
-    if (Date.now() - started > 15000) await fail("the typed command's output never showed: " + (await terminalText()));
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  seen.terminal_echo = true;
-  // The session takes the browser terminal's size, and follows it when the window changes.
-  const sizes = [];
-  for (const viewport of [null, { width: 900, height: 500 }]) {
-    if (viewport) await page.setViewportSize(viewport);
-    // Once the terminal has fitted itself to the window (a size other than the last one).
-    const wanted = await page.waitForFunction((before) => {
-      const t = window.mahavishnuTerminal;
-      const now = t.rows + " " + t.cols;
-      return now !== before && now;
-    }, sizes.length ? sizes[sizes.length - 1].browser : null, { timeout: 10000 });
-    const browser = await wanted.jsonValue();
-    await page.keyboard.type("stty size");
-    await page.keyboard.press("Enter");
-    // The last size shown, once it is the browser's (the test compares them, so a wrong one fails).
-    const from = Date.now();
-    let session = null;
-    while (session !== browser && Date.now() - from < 15000) {
-      const shown = (await terminalText()).split("\n").map((line) => line.trim())
-        .filter((line) => /^\d+ \d+$/.test(line));
-      session = shown.length ? shown[shown.length - 1] : null;
-      if (session !== browser) await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    sizes.push({ browser, session });
-  }
-  seen.terminal_sizes = sizes;
-  await page.screenshot({ path: shots + "/terminal.png", fullPage: true });
+  // One session's own terminal: keyboard in, output back, its size the browser's.
+  Object.assign(seen, await useTerminal(page, loginUrl, typedId, shots + "/terminal.png"));
+  if (seen.terminal_failed) await fail(seen.terminal_failed);
 
   // Back on the grid: the session that exits says so.
   await page.goto(new URL("/dashboard/", loginUrl).href);
