@@ -433,7 +433,8 @@ fn export_and_sync_carry_agents_to_claude_json_and_qwen() {
     assert_eq!(world.json(&["agents", "sync", "qwen"])[0]["written"], true);
 }
 
-/// The agents' names in an MCP `prompts/list`, asked of `mahavishnu mcp` over stdio.
+/// The agents' names in an MCP `prompts/list` (without the built-in `start-session`), asked of
+/// `mahavishnu mcp` over stdio.
 fn prompt_names(world: &World) -> Vec<String> {
     use std::io::{BufRead, BufReader, Write};
     let mut child = world.spawn_piped(&["mcp"]);
@@ -458,6 +459,8 @@ fn prompt_names(world: &World) -> Vec<String> {
                 prompts
                     .iter()
                     .map(|p| p["name"].as_str().unwrap().to_string())
+                    // The built-in prompt, beside the agents'.
+                    .filter(|name| name != "start-session")
                     .collect(),
             );
             break;
