@@ -9,6 +9,7 @@ mod agents;
 mod deploy;
 mod lifecycle;
 mod terminal;
+mod workflows;
 mod worktree;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ use mahavishnu_core::{Error, Result};
 use mahavishnu_deploy::Deployments;
 use mahavishnu_lifecycle::{Lifecycle, Worktrees, blocking};
 use mahavishnu_orchestrator::Orchestrator;
+use mahavishnu_workflows::Workflows;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,7 @@ pub use agents::{AgentDetail, CreatedAgent, agent_prompt, create_agent};
 pub use lifecycle::{CheckpointDiff, Restored, checkpoint_diff_of, restore_checkpoint};
 pub use mahavishnu_lifecycle::{Paused, SessionDiff, WorktreeOptions};
 pub use terminal::{Capture, CaptureParams, ExecResult, capture_screen};
+pub use workflows::{check_workflow, run_triggers, run_workflow, schedule_of};
 pub use worktree::{
     launch_in_worktrees, launch_sessions, merge_session, pause_session, repair_session,
     resume_session, session_diff, worktree_of,
@@ -46,6 +49,7 @@ struct Inner {
     orchestrator: Arc<Orchestrator>,
     lifecycle: Lifecycle,
     worktrees: Worktrees,
+    workflows: Workflows,
     cwd: PathBuf,
     home: Option<PathBuf>,
 }
@@ -57,6 +61,11 @@ impl Api {
             inner: Arc::new(Inner {
                 lifecycle: Lifecycle::new(orchestrator.clone()),
                 worktrees: Worktrees::new(orchestrator.clone(), cwd.clone(), home.clone()),
+                workflows: Workflows::new(
+                    orchestrator.shared_store(),
+                    mahavishnu_workflows::Catalog::default_path()
+                        .unwrap_or_else(|_| PathBuf::from(mahavishnu_workflows::catalog::FILE)),
+                ),
                 orchestrator,
                 cwd,
                 home,
@@ -91,6 +100,11 @@ impl Api {
     /// The worktree sessions service.
     pub fn worktrees(&self) -> &Worktrees {
         &self.inner.worktrees
+    }
+
+    /// The workflows service: the repository catalog, sweeps and checks.
+    pub fn workflows(&self) -> &Workflows {
+        &self.inner.workflows
     }
 
     /// The directory relative paths start from.
@@ -437,6 +451,7 @@ pub fn operations() -> &'static [Operation] {
         all.extend(lifecycle::operations());
         all.extend(agents::operations());
         all.extend(deploy::operations());
+        all.extend(workflows::operations());
         all
     })
 }
@@ -517,8 +532,11 @@ mod tests {
                 "instance_stop",
                 "instances_gc",
                 "session_end",
+                "sweep_rerun",
+                "sweep_run",
                 "terminal_close",
                 "terminal_merge",
+                "workflow_run",
             ]
         );
         assert_eq!(
@@ -539,8 +557,11 @@ mod tests {
                 "hooks_runs",
                 "instance_status",
                 "instances_list",
+                "repos_list",
                 "session_list",
                 "session_status",
+                "sweep_list",
+                "sweep_status",
                 "target_show",
                 "targets_list",
                 "terminal_capture",
@@ -548,6 +569,7 @@ mod tests {
                 "terminal_list",
                 "terminal_logs",
                 "terminal_wait",
+                "workflow_list",
             ]
         );
         for operation in operations() {

@@ -152,6 +152,17 @@ pub enum Command {
     /// Deploy multi-service apps: plan, apply, status, release, rollback, verify, logs, destroy
     #[command(subcommand, visible_alias = "d")]
     Deploy(DeployCommand),
+    /// The catalog of repositories that sweeps and checks run over: add, scan, list, remove
+    #[command(subcommand)]
+    Repos(ReposCommand),
+    /// Run a command (after `--`) or an agent prompt in many repositories at once; list, show, rerun
+    Sweep(SweepArgs),
+    /// Run a repository's quality checks (Rust, Python, Node, Go, or its [checks]) and print a
+    /// scorecard
+    Check(CheckArgs),
+    /// Workflows of the configuration ([workflows.NAME]): list them, or run one now
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
     /// Show the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -173,6 +184,183 @@ pub enum Command {
     /// Finish hooks after `mahavishnu hook` has answered (started by mahavishnu itself)
     #[command(name = "__hook-worker", hide = true)]
     HookWorker(HookWorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReposCommand {
+    /// Add git repositories (their kind is detected), with tags
+    Add(ReposAddArgs),
+    /// Find the git repositories under a directory and add them
+    Scan(ReposScanArgs),
+    /// The repositories of the catalog
+    #[command(visible_alias = "ls")]
+    List(ReposListArgs),
+    /// Remove repositories from the catalog (their files are not touched)
+    #[command(visible_alias = "rm")]
+    Remove(ReposRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReposAddArgs {
+    /// The repositories' directories
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// A tag to give them (repeat for more)
+    #[arg(long = "tag", short = 't')]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReposScanArgs {
+    /// The directory to search
+    pub dir: PathBuf,
+    /// A tag to give what is found (repeat for more)
+    #[arg(long = "tag", short = 't')]
+    pub tags: Vec<String>,
+    /// How many levels down to look
+    #[arg(long, default_value_t = 3)]
+    pub depth: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReposListArgs {
+    /// Only those with this tag
+    #[arg(long, short = 't')]
+    pub tag: Option<String>,
+    /// Only those of this kind: rust, python, node, go, other
+    #[arg(long)]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReposRemoveArgs {
+    /// The repositories, by name or path
+    #[arg(required = true)]
+    pub repos: Vec<String>,
+}
+
+/// Which repositories a sweep or a check covers.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RepoSelection {
+    /// The repositories with this tag
+    #[arg(long, short = 't', conflicts_with = "repos")]
+    pub tag: Option<String>,
+    /// This repository, by name or path (repeat for more; default: the whole catalog)
+    #[arg(long = "repo", short = 'r')]
+    pub repos: Vec<String>,
+    /// At most this many at once
+    #[arg(long, short = 'p')]
+    pub parallel: Option<usize>,
+    /// How long each repository's work may take (`90s`, `10m`)
+    #[arg(long, value_name = "TIME", value_parser = seconds_or_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub command: Option<SweepCommand>,
+    #[command(flatten)]
+    pub run: SweepRunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepRunArgs {
+    #[command(flatten)]
+    pub select: RepoSelection,
+    /// Instead of a command: start a session of this profile (qwen, claude, ...) in each repository
+    #[arg(long, value_name = "PROFILE", requires = "prompt")]
+    pub agent: Option<String>,
+    /// With --agent: the prompt each session is sent
+    #[arg(long, requires = "agent")]
+    pub prompt: Option<String>,
+    /// With --agent: each session in a worktree and branch of its own
+    #[arg(long, requires = "agent")]
+    pub worktree: bool,
+    /// With --agent --worktree: merge each branch whose checks pass
+    #[arg(long, requires = "worktree")]
+    pub merge: bool,
+    /// With --agent: keep the sessions running afterwards
+    #[arg(long, requires = "agent")]
+    pub keep: bool,
+    /// With --agent: where the sessions run
+    #[arg(long, requires = "agent")]
+    pub target: Option<String>,
+    /// The command and its arguments, after `--` (run without a shell)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// The latest sweeps
+    #[command(visible_alias = "ls")]
+    List(SweepListArgs),
+    /// One sweep with its results
+    Show(SweepShowArgs),
+    /// Run a sweep again, or only where it did not succeed
+    Rerun(SweepRerunArgs),
+    /// The scorecards of many repositories as one table
+    Check(SweepCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepListArgs {
+    /// At most this many
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepShowArgs {
+    /// The sweep's number
+    pub id: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepRerunArgs {
+    /// The sweep's number
+    pub id: i64,
+    /// Only the repositories that did not succeed
+    #[arg(long)]
+    pub failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepCheckArgs {
+    #[command(flatten)]
+    pub select: RepoSelection,
+    /// Show only what got better or worse since the last check
+    #[arg(long)]
+    pub changed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The repository (default: the current directory)
+    pub path: Option<PathBuf>,
+    /// How long each check may take (`90s`, `10m`)
+    #[arg(long, value_name = "TIME", value_parser = seconds_or_duration)]
+    pub timeout: Option<Duration>,
+    /// Show only what got better or worse since the last check
+    #[arg(long)]
+    pub changed: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Every workflow: what it runs, its triggers, its next time and its last run
+    #[command(visible_alias = "ls")]
+    List,
+    /// Run a workflow now
+    Run(WorkflowRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowRunArgs {
+    /// The workflow's name
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,7 @@ pub fn store(global: &GlobalArgs) -> Result<Store> {
         &[
             mahavishnu_lifecycle::store::MIGRATIONS,
             mahavishnu_deploy::MIGRATIONS,
+            mahavishnu_workflows::MIGRATIONS,
         ],
     )?)
 }

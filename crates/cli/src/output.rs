@@ -97,3 +97,38 @@ pub fn age(duration: Duration) -> String {
         _ => format!("{}d", seconds / 86400),
     }
 }
+
+/// Progress lines on standard error while a terminal watches; nothing when piped.
+pub fn progress() -> mahavishnu_api::Progress {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        mahavishnu_api::Progress::new(|_, _, line| eprintln!("  {line}"))
+    } else {
+        mahavishnu_api::Progress::default()
+    }
+}
+
+/// Exit code 1 when the operation did not do all it was asked.
+pub fn exit_if(failed: bool) -> std::process::ExitCode {
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
+/// `base` with the fields of `extra` added (both JSON objects).
+pub fn with(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    base
+}
+
+/// One table row per item of the JSON array `list` (none when it is not an array).
+pub fn rows(
+    list: &serde_json::Value,
+    row: impl FnMut(&serde_json::Value) -> Vec<String>,
+) -> Vec<Vec<String>> {
+    list.as_array().into_iter().flatten().map(row).collect()
+}

@@ -31,6 +31,108 @@ pub struct Config {
     pub serve: ServeConfig,
     /// Git worktrees for sessions launched with `--worktree`.
     pub worktree: WorktreeConfig,
+    /// A repository's own quality checks (`[checks]`), by name; `mahavishnu check` runs them instead of
+    /// the usual ones of its kind, once the file is trusted.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, CheckCommand>,
+    /// Workflows (`[workflows.NAME]`): work across repositories, and when `serve` runs it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub workflows: BTreeMap<String, WorkflowConfig>,
+}
+
+/// A check as `[checks]` writes it: a command line (run by `/bin/sh -c`) or a program and its
+/// arguments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CheckCommand {
+    /// `test = "make test"`.
+    Line(String),
+    /// `test = ["make", "test"]`.
+    Words(Vec<String>),
+}
+
+/// `[workflows.NAME]`: what to run across repositories (exactly one of `sweep`, `check`, `agent`,
+/// `deploy`), and when (`schedule`, `on_event`, `on_topic`; none: only by hand).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// What it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A cron pattern: five fields, or six with seconds first (`0 6 * * 1-5`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The schedule's time zone (an IANA name); the machine's own when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// A hook event (`SessionEnd`) of any coding session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_event: Option<String>,
+    /// A Pub/Sub topic: each message runs the workflow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_topic: Option<String>,
+    /// A command in every selected repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<WorkflowWork>,
+    /// The checks of every selected repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<WorkflowWork>,
+    /// An agent prompt in every selected repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<WorkflowWork>,
+    /// A deploy of a manifest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<WorkflowDeploy>,
+}
+
+/// The work of a workflow's `sweep`, `check` or `agent`: which repositories of the catalog, how
+/// many at once, how long each may take, and what to run there (a `command` for a sweep, a
+/// `profile` and a `prompt` for an agent, nothing more for a check), as in
+/// `sweep = { tag = "web", command = ["git", "pull", "--ff-only"] }`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkflowWork {
+    /// Those with this tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// These, by name or path (instead of a tag; neither means all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<String>,
+    /// At most this many at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<usize>,
+    /// Each repository's work stops after this long (`10m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// A sweep's program and its arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// An agent's profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// What each agent is asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Each agent in a worktree of its own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub worktree: bool,
+    /// Merge the agents' worktrees whose checks pass.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub merge: bool,
+    /// Where the agents' sessions run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// `deploy = { manifest = "~/apps/shop/mahavishnu.deploy.toml" }`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkflowDeploy {
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// The platform (`local`, `kubernetes`, `cloudrun`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 /// `[worktree]`.
@@ -643,6 +745,7 @@ pub struct LoadedConfig {
 /// `*` stands for any one name.
 pub const USER_ONLY_KEYS: &[&str] = &[
     "serve",
+    "workflows",
     "targets.*.program",
     "targets.*.socket_name",
     "targets.*.kubeconfig",
@@ -654,6 +757,7 @@ pub const USER_ONLY_KEYS: &[&str] = &[
 /// (targets).
 pub const TRUSTED_KEYS: &[&str] = &[
     "hooks",
+    "checks",
     "profiles",
     "worktree.setup",
     "worktree.copy",

@@ -43,6 +43,19 @@ pub fn spawn_in_group(command: &mut Command) -> std::io::Result<Child> {
         .spawn()
 }
 
+/// Starts `command` as [`spawn_in_group`] does, but with its output and errors written, in the order
+/// they come, straight into `output` (a file): nothing is held in memory, however much it prints.
+pub fn spawn_in_group_into(command: &mut Command, output: std::fs::File) -> std::io::Result<Child> {
+    let errors = output.try_clone()?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(output))
+        .stderr(Stdio::from(errors))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
 /// Waits for a child started by [`spawn_in_group`] at most `timeout`, then kills its whole process
 /// group (its own children too). Of each output the first `keep` bytes are kept (and one more, to
 /// tell that there was more); the rest is read and dropped, so that a talkative child never blocks

@@ -8,10 +8,12 @@ use async_trait::async_trait;
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
-use google_cloud_pubsub::client::{BasePublisher, Publisher, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::client::{
+    BasePublisher, Publisher, Subscriber, SubscriptionAdmin, TopicAdmin,
+};
 use google_cloud_pubsub::model::{DeadLetterPolicy, Message, PushConfig, Subscription};
 use google_cloud_pubsub::retry_policy::RetryableErrors;
-use mahavishnu_core::deploy::events::{EventBus, PushSubscription, TopicRef};
+use mahavishnu_core::deploy::events::{EventBus, Messages, PushSubscription, Received, TopicRef};
 use mahavishnu_core::{Error, Result};
 
 /// How often and how long one call retries transient failures. The emulator is on this machine and
@@ -348,6 +350,61 @@ impl EventBus for PubSubBus {
             Err(e) if code(&e) == Some(Code::NotFound) => Ok(()),
             Err(e) => Err(self.failed(&format!("deleting subscription `{name}`"), e)),
         }
+    }
+
+    async fn receive(&self, topic: &TopicRef, subscription: &str) -> Result<Messages> {
+        use futures::StreamExt;
+        check_topic(topic)?;
+        mahavishnu_core::deploy::events::check_topic_id(subscription)?;
+        self.ensure_topic(topic).await?;
+        let name = format!("projects/{}/subscriptions/{subscription}", topic.project);
+        let wanted = Subscription::new()
+            .set_name(&name)
+            .set_topic(topic.path())
+            .set_ack_deadline_seconds(60);
+        if let Some(existing) = self.create_subscription(&wanted).await?
+            && existing.topic != wanted.topic
+        {
+            return Err(Error::Invalid(format!(
+                "subscription `{name}` reads topic `{}`, not `{}`; delete it, or give this one \
+                 another name",
+                existing.topic, wanted.topic
+            )));
+        }
+        let mut builder = Subscriber::builder();
+        if self.emulator {
+            builder = builder
+                .with_endpoint(format!("http://{}", self.host))
+                .with_credentials(Anonymous::new().build());
+        }
+        let subscriber = builder
+            .build()
+            .await
+            .map_err(|e| client_failed("subscriber", &self.host, e))?;
+        let location = self.location();
+        let stream = subscriber.subscribe(name.clone()).build();
+        // The client goes along with the stream: its connection serves it.
+        let state = (stream, subscriber, name, location);
+        let messages = futures::stream::unfold(
+            state,
+            |(mut stream, subscriber, name, location)| async move {
+                let received = match stream.next().await? {
+                    Ok((message, handler)) => {
+                        handler.ack();
+                        Ok(Received {
+                            id: message.message_id,
+                            data: message.data.to_vec(),
+                            attributes: message.attributes.into_iter().collect(),
+                        })
+                    }
+                    Err(e) => Err(Error::Failed(format!(
+                        "receiving from subscription `{name}` on {location}: {e}"
+                    ))),
+                };
+                Some((received, (stream, subscriber, name, location)))
+            },
+        );
+        Ok(messages.boxed())
     }
 
     async fn delete_topic(&self, topic: &TopicRef) -> Result<()> {

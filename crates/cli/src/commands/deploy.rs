@@ -1,6 +1,5 @@
 //! `mahavishnu deploy ...`: thin over the deploy operations; progress on a terminal, quiet when piped.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -10,26 +9,10 @@ use serde_json::{Value, json};
 
 use crate::cli::{DeployCommand, DeployPlace, GlobalArgs};
 use crate::context;
-use crate::output::{self, OutputFormat};
+use crate::output::{self, OutputFormat, exit_if, progress, with};
 
 fn place(place: &DeployPlace) -> Value {
     json!({ "file": place.file, "platform": place.platform, "regions": place.regions })
-}
-
-fn with(mut base: Value, extra: Value) -> Value {
-    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
-        base.extend(extra.clone());
-    }
-    base
-}
-
-/// Progress lines on standard error when it is a terminal; nothing when piped.
-fn progress() -> Progress {
-    if std::io::stderr().is_terminal() {
-        Progress::new(|_, _, line| eprintln!("  {line}"))
-    } else {
-        Progress::default()
-    }
 }
 
 pub async fn run(global: &GlobalArgs, command: DeployCommand) -> Result<ExitCode> {
@@ -237,14 +220,6 @@ fn applied(global: &GlobalArgs, reply: &mahavishnu_api::Reply) -> Result<ExitCod
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn exit_if(failed: bool) -> ExitCode {
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }
 
 fn text(value: &Value) -> String {

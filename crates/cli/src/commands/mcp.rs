@@ -144,7 +144,16 @@ pub async fn serve(global: &GlobalArgs, args: ServeArgs) -> Result<ExitCode> {
             &paths::state_dir(global.state_dir.as_deref())?,
         )),
     };
-    mahavishnu_mcp::serve(api, options, shutdown_signal()).await?;
+    // The workflows' schedules, hook events and topics, for as long as the server runs.
+    let state_dir = paths::state_dir(global.state_dir.as_deref())?;
+    let workflows = tokio::spawn(mahavishnu_api::run_triggers(
+        api.clone(),
+        Some(crate::bus::provider(&state_dir)),
+        std::sync::Arc::new(|line| eprintln!("mahavishnu: {line}")),
+    ));
+    let served = mahavishnu_mcp::serve(api, options, shutdown_signal()).await;
+    workflows.abort();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

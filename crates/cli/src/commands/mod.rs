@@ -8,6 +8,7 @@ mod hook;
 mod lifecycle;
 mod mcp;
 mod terminal;
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => mcp::serve(global, args).await,
         Command::Dashboard(args) => mcp::dashboard(global, args).await,
         Command::Deploy(command) => deploy::run(global, command).await,
+        Command::Repos(command) => workflows::repos(global, command).await,
+        Command::Sweep(args) => workflows::sweep(global, args).await,
+        Command::Check(args) => workflows::check(global, args).await,
+        Command::Workflow(command) => workflows::workflow(global, command).await,
         Command::Config(command) => config::run(global, command),
         Command::Hook => hook::run(global).await,
         Command::HookWorker(args) => hook::worker(global, args).await,

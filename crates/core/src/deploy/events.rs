@@ -25,6 +25,38 @@ impl TopicRef {
     }
 }
 
+/// Checks a topic or subscription id as Pub/Sub takes it: 3 to 255 characters, starting with a
+/// letter, of letters, digits and `-_.~+%`, and not starting with `goog`.
+pub fn check_topic_id(id: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.~+%".contains(c);
+    let ok = (3..=255).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphabetic())
+        && id.chars().all(allowed)
+        && !id.starts_with("goog");
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::error::Error::Invalid(format!(
+            "`{id}` is not a Pub/Sub id: use 3 to 255 letters, digits and `-_.~+%`, starting with a \
+             letter (and not with `goog`)"
+        )))
+    }
+}
+
+/// A message received from a pull subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Received {
+    /// The message id the bus gave it.
+    pub id: String,
+    /// Its data.
+    pub data: Vec<u8>,
+    /// Its attributes.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Messages as they come from a pull subscription.
+pub type Messages = futures::stream::BoxStream<'static, Result<Received>>;
+
 /// A push subscription: every message on `topic` is POSTed to `endpoint` in the Pub/Sub push envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushSubscription {
@@ -73,4 +105,8 @@ pub trait EventBus: Send + Sync {
 
     /// Deletes the topic; deleting one that does not exist is not an error.
     async fn delete_topic(&self, topic: &TopicRef) -> Result<()>;
+
+    /// Receives the messages of `topic` through the pull subscription `subscription` of its project,
+    /// made (with the topic) unless they exist; each message is acknowledged as it is handed over.
+    async fn receive(&self, topic: &TopicRef, subscription: &str) -> Result<Messages>;
 }
