@@ -519,9 +519,16 @@ async fn agent_in(
     let orchestrator = api.orchestrator();
     // Ready for the prompt, then the prompt, then done with it.
     let worked = async {
-        orchestrator
+        let ready = orchestrator
             .wait(&id, &WaitCondition::Waiting, AGENT_READY)
             .await?;
+        // A question of the program's own (trust this folder?) is not answered with the prompt.
+        if let Some(question) = ready.question {
+            return Err(Error::Failed(format!(
+                "{id} asks a question of its own, {question:?}, so the prompt was not sent; answer it \
+                 (`mahavishnu terminal attach {id}`) or set the CLI up so that it does not ask"
+            )));
+        }
         orchestrator
             .send(&id, &InputPart::line(spec.prompt.clone(), true))
             .await?;
@@ -559,8 +566,16 @@ async fn agent_in(
             status = Outcome::Failed;
         }
     }
-    if !spec.keep && !detail["merged"].as_bool().unwrap_or(false) {
-        let _ = if instance.worktree.is_some() {
+    // Done with: a merged session goes with its worktree and branch; another worktree session is
+    // paused, its work kept on its branch; any other is closed.
+    if !spec.keep {
+        let merged = detail["merged"].as_bool().unwrap_or(false);
+        let _ = if merged {
+            let arguments = json!({ "ids": [id.to_string()], "prune": true, "grace": 3 });
+            api.call("terminal_close", arguments, Progress::default())
+                .await
+                .map(drop)
+        } else if instance.worktree.is_some() {
             crate::pause_session(api, &id.to_string()).await.map(drop)
         } else {
             orchestrator
@@ -608,15 +623,15 @@ async fn diff_stat(api: &Api, instance: &mahavishnu_core::Instance) -> Option<Va
                 .ok()?
                 .diff
         }
+        // What the session changed in the repository itself, untracked files too.
         None => {
-            let output = tokio::process::Command::new("git")
-                .arg("-C")
-                .arg(&instance.cwd)
-                .args(["diff", "HEAD"])
-                .output()
-                .await
-                .ok()?;
-            String::from_utf8_lossy(&output.stdout).into_owned()
+            let cwd = instance.cwd.clone();
+            mahavishnu_lifecycle::blocking(move || {
+                mahavishnu_lifecycle::checkpoint::Repository::open(&cwd)?
+                    .diff_work_tree("HEAD", &[])
+            })
+            .await
+            .ok()?
         }
     };
     Some(stat_of(&numstat))

@@ -15,7 +15,7 @@ use support::{World, binary, git, qwen, succeeded, target_named};
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 /// How many tools (and `/v1` operations) the server offers.
-const TOOLS: usize = 55;
+const TOOLS: usize = 66;
 
 /// Where the `mcp` Python package is installed: `MAHAVISHNU_TEST_PYTHONPATH`, set by `scripts/test`.
 fn python_path() -> PathBuf {
@@ -59,7 +59,7 @@ fn project_world() -> World {
     std::fs::write(
         world.dir.path().join("home/config.toml"),
         format!(
-            "[worktree]\ndir = {:?}\n",
+            "[worktree]\ndir = {:?}\n\n[workflows.schema]\nsweep = {{ tag = \"schema\", command = [\"true\"] }}\n",
             world.dir.path().join("worktrees").display().to_string()
         ),
     )
@@ -1705,6 +1705,30 @@ fn every_tool_declares_its_output_schema_and_annotations_and_results_match() {
     call(&mut client, "checkpoint_diff", json!({"id": checkpoint}));
     call(&mut client, "deploy_validate", json!({}));
     call(&mut client, "deploy_plan", json!({}));
+    // The catalog, a sweep over it and a check: the work directory is a git repository.
+    call(
+        &mut client,
+        "repos_add",
+        json!({"paths": [world.work()], "tags": ["schema"]}),
+    );
+    call(&mut client, "repos_list", json!({"tag": "schema"}));
+    let swept = call(
+        &mut client,
+        "sweep_run",
+        json!({"tag": "schema", "command": ["git", "status", "--short"]}),
+    );
+    call(&mut client, "sweep_status", json!({"id": swept["id"]}));
+    call(&mut client, "sweep_list", json!({}));
+    call(&mut client, "sweep_rerun", json!({"id": swept["id"]}));
+    call(&mut client, "check_run", json!({"path": world.work()}));
+    call(&mut client, "workflow_list", json!({}));
+    call(&mut client, "workflow_run", json!({"name": "schema"}));
+    call(&mut client, "repos_scan", json!({"dir": world.work()}));
+    call(
+        &mut client,
+        "repos_remove",
+        json!({"repos": [world.work()]}),
+    );
     call(&mut client, "session_end", json!({"id": "schema-1"}));
     call(&mut client, "terminal_close", json!({"ids": [id]}));
     call(&mut client, "instances_gc", json!({}));

@@ -678,6 +678,9 @@ pub struct ProfileConfig {
     /// Screen patterns (regular expressions) of the program's own questions (trust, permission): a
     /// match means waiting, on that question.
     pub questions: Vec<String>,
+    /// Screen patterns (regular expressions) that mean the program is working (a spinner's `esc to
+    /// cancel`): a match means not waiting, whatever else the screen shows.
+    pub busy: Vec<String>,
     /// Pause between typed text and the Enter that submits it (AI CLIs take fast input for a paste).
     pub submit_delay_ms: u64,
     /// Preferred target.
@@ -708,6 +711,7 @@ impl ProfileConfig {
             idle_ms: self.idle_ms.unwrap_or(1000),
             shell: self.shell,
             questions: self.questions.clone(),
+            busy: self.busy.clone(),
         }
     }
 

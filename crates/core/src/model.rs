@@ -389,6 +389,10 @@ pub struct WaitingRules {
     /// a match (with the screen idle) means waiting, on that question.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub questions: Vec<String>,
+    /// Regular expressions of the program's own sign that it works (a spinner's `esc to cancel`): a
+    /// match means not waiting, whatever else the screen shows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
 }
 
 /// One instance: a program running (or having run) on a target.

@@ -20,6 +20,7 @@ use crate::model::{InstanceState, Observation, ObservedStatus, WaitingRules};
 pub struct WaitingDetector {
     patterns: Vec<Regex>,
     questions: Vec<Regex>,
+    busy: Vec<Regex>,
     idle: Duration,
     shell: bool,
 }
@@ -30,6 +31,7 @@ impl WaitingDetector {
         Ok(WaitingDetector {
             patterns: compile("waiting pattern", &rules.patterns)?,
             questions: compile("question pattern", &rules.questions)?,
+            busy: compile("busy pattern", &rules.busy)?,
             idle: Duration::from_millis(rules.idle_ms),
             shell: rules.shell,
         })
@@ -40,8 +42,10 @@ impl WaitingDetector {
     /// program is `drawn` (known to have been waiting before), whether it has drawn anything at all).
     /// A shell already known to wait needs no screen, which keeps `list` of many shells cheap.
     pub fn needs_screen(&self, observation: &Observation, drawn: bool) -> bool {
-        let screen_decides =
-            (!self.shell && !self.patterns.is_empty()) || !self.questions.is_empty() || !drawn;
+        let screen_decides = (!self.shell && !self.patterns.is_empty())
+            || !self.questions.is_empty()
+            || !self.busy.is_empty()
+            || !drawn;
         screen_decides
             && observation.status == ObservedStatus::Running
             && self.idle_enough(observation.idle_ms)
@@ -61,6 +65,9 @@ impl WaitingDetector {
         }
         if screen.is_some_and(|screen| self.question(screen).is_some()) {
             return InstanceState::Waiting;
+        }
+        if screen.is_some_and(|screen| self.busy.iter().any(|busy| busy.is_match(screen))) {
+            return InstanceState::Running;
         }
         let waiting = if self.shell {
             observation.foreground_job == Some(false)
@@ -187,6 +194,7 @@ mod tests {
             idle_ms: 500,
             shell: false,
             questions: vec![],
+            busy: Vec::new(),
         };
         let detector = WaitingDetector::new(&rules).unwrap();
         let screen = Some("> Type your message or @path");
@@ -212,6 +220,7 @@ mod tests {
             idle_ms: 200,
             shell: true,
             questions: vec![],
+            busy: Vec::new(),
         };
         let detector = WaitingDetector::new(&rules).unwrap();
         assert_eq!(
@@ -238,6 +247,28 @@ mod tests {
         );
         assert_eq!(
             detector.classify(&observation(300, Some(false)), Some("$ \n\n")),
+            InstanceState::Waiting
+        );
+    }
+
+    #[test]
+    fn a_busy_sign_on_the_screen_is_never_waiting_however_still_the_screen() {
+        let rules = WaitingRules {
+            patterns: vec!["Type your message".into()],
+            idle_ms: 500,
+            busy: vec!["esc to cancel".into()],
+            ..Default::default()
+        };
+        let detector = WaitingDetector::new(&rules).unwrap();
+        let working =
+            "> do it\n  Shell echo x\n  Untangling... (0s · esc to cancel)\n* Type your message\n";
+        assert_eq!(
+            detector.classify(&observation(5000, None), Some(working)),
+            InstanceState::Running
+        );
+        let done = "> do it\n  Done.\n* Type your message\n";
+        assert_eq!(
+            detector.classify(&observation(600, None), Some(done)),
             InstanceState::Waiting
         );
     }
@@ -299,6 +330,7 @@ mod tests {
             idle_ms: 1,
             shell: false,
             questions: vec![],
+            busy: Vec::new(),
         };
         let error = WaitingDetector::new(&rules).unwrap_err().to_string();
         assert!(error.contains("`(`"), "{error}");

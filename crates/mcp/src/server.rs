@@ -123,22 +123,31 @@ pub fn tool_error(error: &Error) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(format!("error: {error}"))])
 }
 
-/// Turns `notifications/progress` on for a request whose client sent a progress token.
-fn progress_of(context: &RequestContext<RoleServer>) -> Progress {
+/// Turns `notifications/progress` on for a request whose client sent a progress token. The
+/// notifications go out in order, from one task that ends once the call has dropped its `Progress`:
+/// awaiting it before the result is sent means no notification comes after the result.
+fn progress_of(
+    context: &RequestContext<RoleServer>,
+) -> (Progress, Option<tokio::task::JoinHandle<()>>) {
     let Some(token) = context.meta.get_progress_token() else {
-        return Progress::default();
+        return (Progress::default(), None);
     };
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::unbounded_channel::<ProgressNotificationParam>();
     let peer = context.peer.clone();
-    Progress::new(move |done, total, message| {
+    let sending = tokio::spawn(async move {
+        while let Some(param) = receiver.recv().await {
+            let _ = peer.notify_progress(param).await;
+        }
+    });
+    let progress = Progress::new(move |done, total, message| {
         let mut param = ProgressNotificationParam::new(token.clone(), done).with_message(message);
         if let Some(total) = total {
             param = param.with_total(total);
         }
-        let peer = peer.clone();
-        tokio::spawn(async move {
-            let _ = peer.notify_progress(param).await;
-        });
-    })
+        let _ = sender.send(param);
+    });
+    (progress, Some(sending))
 }
 
 /// The resource URI of an instance's screen; `/` and `%` in the id are percent-encoded.
@@ -241,12 +250,17 @@ impl ServerHandler for McpServer {
         let arguments = request.arguments.map_or(Value::Null, Value::Object);
         self.live
             .debug(json!({ "tool": request.name, "event": "called" }));
-        let progress = progress_of(&context);
+        let (progress, sending) = progress_of(&context);
         let call = self.api.call(&request.name, arguments, progress);
         let result = tokio::select! {
             result = call => result,
             () = context.ct.cancelled() => Err(Error::Failed(format!("`{}` was cancelled", request.name))),
         };
+        // Every progress notification before the result (a task the call left behind may still
+        // hold its `Progress`: it gets a moment, not forever).
+        if let Some(sending) = sending {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sending).await;
+        }
         Ok(match result {
             Ok(reply) => {
                 if reply.failed {

@@ -218,7 +218,7 @@ fn project_checks(store: &Store, dir: &Path) -> Result<(Option<Vec<Check>>, Opti
             None,
             Some(format!(
                 "the [checks] of {} are not trusted yet, so the usual checks ran; read the file, then \
-                 run `mahavishnu config trust` in {}",
+                 run `mahavishnu trust` in {}",
                 file.display(),
                 dir.display()
             )),

@@ -29,7 +29,8 @@ EXPECTED_TOOLS = {
     "agents_list", "agent_get", "agent_create", "agents_validate", "agent_run",
     "instances_launch", "instance_exec", "instance_status", "instances_list", "instance_stop",
     "terminal_broadcast", "terminal_diff", "terminal_pause", "terminal_resume", "terminal_repair",
-    "terminal_merge",
+    "terminal_merge", "terminal_resize", "repos_list", "sweep_run", "sweep_status", "check_run",
+    "workflow_run", "workflow_list",
 }
 
 
@@ -209,6 +210,22 @@ async def scenario(session, workdir, transport):
     prompt = await session.get_prompt("reviewer", {"task": "Review the parser"})
     text = prompt.messages[0].content.text
     check("Review code for bugs" in text and "Review the parser" in text, f"the prompt: {text}")
+
+    # Workflows: the work directory in the catalog, and a sweep over it that reports its progress.
+    added = await call(session, "repos_add", {"paths": [workdir], "tags": ["scenario"]})
+    check(len(added["added"] + added["already"]) == 1, f"{added}")
+    swept_progress = []
+
+    async def on_sweep_progress(done, total, message):
+        swept_progress.append((done, total, message))
+
+    swept = await call(
+        session, "sweep_run", {"tag": "scenario", "command": ["git", "rev-parse", "--is-inside-work-tree"]},
+        progress_callback=on_sweep_progress,
+    )
+    check(swept["summary"]["ok"] == 1 and swept["results"][0]["last_line"] == "true", f"{swept}")
+    check(swept_progress and swept_progress[-1][0] == swept_progress[-1][1] == 1, f"{swept_progress}")
+    report["sweep"] = swept["id"]
 
     # Closing: every launched session goes.
     closed = await call(session, "terminal_close", {"ids": ids, "grace": 0.2})

@@ -1,5 +1,6 @@
 //! A FAKE model server, for tests only: a loopback endpoint that speaks OpenAI's chat completions and
-//! Responses API and Anthropic's Messages API, answers every request with one canned reply (streamed or not) and records
+//! Responses API and Anthropic's Messages API, answers every request with one canned reply (streamed or not), or a
+//! prompt with one canned tool call for OpenAI's chat completions, and records
 //! the requests it got. The real Qwen Code and Claude Code CLIs talk to it over real HTTP; no real
 //! model can run on the test machines.
 
@@ -17,17 +18,26 @@ pub struct StubModel {
 impl StubModel {
     /// Starts the stub on a free loopback port; it answers until the test process ends.
     pub fn start(reply: &str) -> Self {
+        Self::start_with_tool(reply, None)
+    }
+
+    /// Starts the stub; to a prompt (a chat completion whose last message is the user's) it answers
+    /// by calling `tool` (`{"name": ..., "arguments": {...}}`) when one is given, and to the tool's
+    /// result with `reply`.
+    pub fn start_with_tool(reply: &str, tool: Option<serde_json::Value>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the stub model");
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&requests);
         let canned = reply.to_string();
+        let tool = Arc::new(tool);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let recorded = Arc::clone(&recorded);
                 let canned = canned.clone();
+                let tool = Arc::clone(&tool);
                 std::thread::spawn(move || {
-                    let _ = answer(stream, &canned, &recorded);
+                    let _ = answer(stream, &canned, &recorded, tool.as_ref().as_ref());
                 });
             }
         });
@@ -58,6 +68,7 @@ fn answer(
     stream: TcpStream,
     reply: &str,
     recorded: &Mutex<Vec<serde_json::Value>>,
+    tool: Option<&serde_json::Value>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -111,9 +122,40 @@ fn answer(
     }
     let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let streamed = request["stream"].as_bool().unwrap_or(false);
+    // A prompt (the user spoke last) is answered with the tool call, when there is one to make.
+    let prompted = request["messages"]
+        .as_array()
+        .and_then(|messages| messages.last())
+        .is_some_and(|last| last["role"] == "user");
+    let call = tool.filter(|_| prompted).map(|tool| {
+        serde_json::json!([{
+            "index": 0, "id": "call_stub", "type": "function",
+            "function": { "name": tool["name"], "arguments": tool["arguments"].to_string() },
+        }])
+    });
     recorded.lock().unwrap().push(request);
     let usage =
         serde_json::json!({ "prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8 });
+    if let Some(call) = call {
+        if streamed {
+            let first = serde_json::json!({
+                "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0, "model": "stub-model",
+                "choices": [{ "index": 0, "delta": { "role": "assistant", "content": null, "tool_calls": call }, "finish_reason": null }],
+            });
+            let last = serde_json::json!({
+                "id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 0, "model": "stub-model",
+                "choices": [{ "index": 0, "delta": {}, "finish_reason": "tool_calls" }], "usage": usage,
+            });
+            let events = format!("data: {first}\n\ndata: {last}\n\ndata: [DONE]\n\n");
+            return respond(&mut stream, "text/event-stream", &events);
+        }
+        let completion = serde_json::json!({
+            "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": "stub-model",
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": null, "tool_calls": call }, "finish_reason": "tool_calls" }],
+            "usage": usage,
+        });
+        return respond(&mut stream, "application/json", &completion.to_string());
+    }
     if streamed {
         let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
             let mut chunk = serde_json::json!({
