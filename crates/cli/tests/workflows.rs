@@ -691,7 +691,8 @@ fn serve_runs_workflows_on_a_schedule_a_hook_event_and_a_topic_message() {
     let mut config = String::from(
         "[workflows.tick]\nschedule = \"* * * * * *\"\ntimezone = \"UTC\"\nsweep = { repos = [\"one\"], command = [\"sh\", \"-c\", \"echo tick >> ../ticks.log\"] }\n\n\
          [workflows.after-session]\non_event = \"SessionEnd\"\nsweep = { repos = [\"one\"], command = [\"sh\", \"-c\", \"echo ended >> ../ended.log\"] }\n\n\
-         [workflows.broken]\nschedule = \"every morning\"\ncheck = {}\n",
+         [workflows.broken]\nschedule = \"every morning\"\ncheck = {}\n\n\
+         [workflows.ship]\ndeploy = { manifest = \"no-such.deploy.toml\" }\n",
     );
     if topics {
         config.push_str(
@@ -712,6 +713,15 @@ fn serve_runs_workflows_on_a_schedule_a_hook_event_and_a_topic_message() {
             .unwrap()
             .contains("not a cron pattern"),
         "{broken}"
+    );
+    // A deploy whose manifest is missing: the run is recorded as failed, with the reason.
+    let shipped = world.run(&["workflow", "run", "ship", "-o", "json"]);
+    assert_eq!(shipped.status.code(), Some(1));
+    let shipped: Value = serde_json::from_slice(&shipped.stdout).unwrap();
+    assert_eq!(shipped["run"]["state"], "failed", "{shipped:#}");
+    assert!(
+        shipped["run"]["summary"].as_str().unwrap().contains("no-such.deploy.toml"),
+        "{shipped:#}"
     );
     let by_hand = world.json(&["workflow", "run", "tick"]);
     assert_eq!(by_hand["run"]["cause"], "by hand");
