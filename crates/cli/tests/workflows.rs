@@ -720,7 +720,10 @@ fn serve_runs_workflows_on_a_schedule_a_hook_event_and_a_topic_message() {
     let shipped: Value = serde_json::from_slice(&shipped.stdout).unwrap();
     assert_eq!(shipped["run"]["state"], "failed", "{shipped:#}");
     assert!(
-        shipped["run"]["summary"].as_str().unwrap().contains("no-such.deploy.toml"),
+        shipped["run"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("no-such.deploy.toml"),
         "{shipped:#}"
     );
     let by_hand = world.json(&["workflow", "run", "tick"]);
