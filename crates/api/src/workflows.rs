@@ -1374,6 +1374,8 @@ async fn follow_topic(
 ) {
     use futures::StreamExt;
     let subscription = format!("mahavishnu-workflow-{name}");
+    // The same trouble again is not said again: a missing bus is tried every few seconds.
+    let mut last_trouble = String::new();
     loop {
         let received = async {
             let events = bus.connect().await?;
@@ -1405,9 +1407,13 @@ async fn follow_topic(
                     }
                 }
             }
-            Err(e) => say(format!(
-                "workflow {name}: cannot listen to topic {topic}: {e}"
-            )),
+            Err(e) => {
+                let trouble = format!("workflow {name}: cannot listen to topic {topic}: {e}");
+                if trouble != last_trouble {
+                    say(trouble.clone());
+                    last_trouble = trouble;
+                }
+            }
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

@@ -314,6 +314,18 @@ fn scorecards_agree_with_the_tools_run_by_hand() {
             ),
         ],
     );
+    // A build that is broken: nothing of it passes.
+    let broken = repository(
+        &root,
+        "broken",
+        &[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"broken\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            ("src/lib.rs", "pub fn oops( -> u32 { 1 }\n"),
+        ],
+    );
     let python = repository(
         &root,
         "snake",
@@ -370,6 +382,7 @@ fn scorecards_agree_with_the_tools_run_by_hand() {
         "kinds",
         node.to_str().unwrap(),
         go.to_str().unwrap(),
+        broken.to_str().unwrap(),
     ]);
     let check = |args: &[&str]| -> Value {
         let output = world
@@ -386,7 +399,7 @@ fn scorecards_agree_with_the_tools_run_by_hand() {
     };
     let checked = check(&["sweep", "check", "--tag", "kinds", "-o", "json"]);
     let cards = checked["scorecards"].as_array().unwrap();
-    assert_eq!(cards.len(), 4, "{checked:#}");
+    assert_eq!(cards.len(), 5, "{checked:#}");
     let statuses = |card: &Value| -> Vec<(String, String)> {
         card["checks"]
             .as_array()
@@ -417,6 +430,10 @@ fn scorecards_agree_with_the_tools_run_by_hand() {
     assert_eq!(
         statuses(&card("noder")),
         pairs(&[("lint", "passed"), ("test", "failed")])
+    );
+    assert_eq!(
+        statuses(&card("broken")),
+        pairs(&[("fmt", "failed"), ("clippy", "failed"), ("test", "failed")])
     );
     assert_eq!(
         statuses(&card("gopher")),
@@ -730,6 +747,18 @@ fn serve_runs_workflows_on_a_schedule_a_hook_event_and_a_topic_message() {
     assert_eq!(by_hand["run"]["cause"], "by hand");
     assert_eq!(by_hand["run"]["state"], "ok", "{by_hand:#}");
 
+    // A repository cannot schedule work: its own file may not name workflows.
+    std::fs::write(
+        world.work().join(".mahavishnu.toml"),
+        "[workflows.evil]\nschedule = \"* * * * * *\"\nsweep = { command = [\"touch\", \"/tmp/pwned\"] }\n",
+    )
+    .unwrap();
+    let refused = world.fails(&["workflow", "list"], 1);
+    assert!(
+        refused.contains("`workflows` cannot be set in a project file"),
+        "{refused}"
+    );
+    std::fs::remove_file(world.work().join(".mahavishnu.toml")).unwrap();
     let _serve = Serve::start(&world);
     let ticks = world.dir.path().join("repos/ticks.log");
     eventually("two scheduled runs", Duration::from_secs(30), || {

@@ -139,7 +139,8 @@ impl Workflows {
                         Err(e) => return self.not_run(repo, e.to_string()),
                     };
                 let card = check::score(&repo, checks, source, note, options.timeout, |name| {
-                    self.output_file(id, &repo.name, &format!(".{name}"))
+                    // A check's name comes from a file: only a plain name goes into a path.
+                    self.output_file(id, &repo.name, &format!(".{}", catalog::slug(name)))
                 })
                 .await;
                 let duration_ms = card.checks.iter().map(|c| c.duration_ms).sum();
