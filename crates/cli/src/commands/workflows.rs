@@ -58,6 +58,10 @@ pub async fn repos(global: &GlobalArgs, command: ReposCommand) -> Result<ExitCod
 }
 
 fn repos_table(repos: &Value) -> String {
+    if repos.as_array().is_some_and(Vec::is_empty) {
+        return "no repositories: add some with `mahavishnu repos add PATH` or `repos scan DIR`\n"
+            .into();
+    }
     let rows = rows(repos, |repo| {
         let tags: Vec<String> = repo["tags"]
             .as_array()
@@ -276,6 +280,15 @@ fn scorecards(cards: &Value) -> String {
     };
     let checks_of =
         |card: &Value| -> Vec<Value> { card["checks"].as_array().cloned().unwrap_or_default() };
+    if let [card] = cards
+        && checks_of(card).is_empty()
+    {
+        return format!(
+            "{} ({}): no checks fit it; name its own in [checks] of its .mahavishnu.toml\n",
+            text(&card["repo"]),
+            text(&card["kind"]),
+        );
+    }
     if let [card] = cards {
         let rows: Vec<Vec<String>> = checks_of(card)
             .iter()
@@ -378,6 +391,10 @@ pub async fn workflow(global: &GlobalArgs, command: WorkflowCommand) -> Result<E
 }
 
 fn workflows_table(workflows: &Value) -> String {
+    if workflows.as_array().is_some_and(Vec::is_empty) {
+        return "no workflows: define them as [workflows.NAME] in your config (see `mahavishnu config show`)\n"
+            .into();
+    }
     let rows = rows(workflows, |workflow| {
         let mut when = Vec::new();
         if let Some(schedule) = workflow["schedule"].as_str() {
