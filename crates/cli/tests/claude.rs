@@ -86,3 +86,16 @@ fn claude_code_asking_to_trust_the_folder_waits_on_that_question() {
         "the list shows the question:\n{listed}"
     );
 }
+
+/// While Claude Code waits for the model its spinner says `esc to interrupt`, and its prompt box
+/// stays on the screen: the profile's busy pattern keeps it `running` however still the screen, and
+/// a wait for `waiting` ends only with the answer.
+#[test]
+fn claude_code_thinking_is_running_not_waiting() {
+    let stub = StubModel::start("STUB-CLAUDE-SLOW-8080");
+    let world = claude_world(&stub, true);
+    let id = world.launch(&["claude", "--target", "pty"]).remove(0);
+    world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
+    stub.think_for(std::time::Duration::from_secs(12));
+    support::busy_until_answered(&world, &id, "esc to interrupt", &stub.reply);
+}

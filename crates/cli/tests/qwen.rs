@@ -17,12 +17,18 @@ fn qwen_world(stub: &StubModel) -> World {
 
 /// `qwen_world`, with more settings of the `qwen` profile (TOML lines).
 fn qwen_world_with(stub: &StubModel, profile: &str) -> World {
+    qwen_world_args(stub, &[], profile)
+}
+
+/// `qwen_world_with`, with more arguments for the CLI.
+fn qwen_world_args(stub: &StubModel, more: &[&str], profile: &str) -> World {
     let world = World::new();
     world.write_qwen_user_settings();
     let home = world.dir.path().join("home");
+    let more: String = more.iter().map(|arg| format!(", {arg:?}")).collect();
     let config = format!(
         "[profiles.qwen]\nprogram = {program:?}\nargs = [\"--auth-type\", \"openai\", \"--openai-base-url\", {url:?}, \
-         \"--openai-api-key\", \"sk-stub\", \"-m\", \"stub-model\"]\n",
+         \"--openai-api-key\", \"sk-stub\", \"-m\", \"stub-model\"{more}]\n",
         program = qwen().display().to_string(),
         url = stub.base_url(),
     ) + profile;
@@ -409,4 +415,21 @@ fn qwen_code_asking_to_trust_the_folder_waits_on_that_question() {
         "{error}"
     );
     assert!(stub.requests().is_empty(), "nothing reached the model");
+}
+
+/// While Qwen Code runs a tool (here a command of the model's that takes eight seconds), its spinner (`esc to
+/// cancel`) shows above its input box and the screen stays still for longer than the profile's idle
+/// time: the busy pattern keeps it `running`, so a wait for `waiting` ends only with the answer.
+#[test]
+fn qwen_code_running_a_tool_is_running_not_waiting() {
+    let stub = StubModel::start_with_tool(
+        "STUB-QWEN-SLOW-6060",
+        Some(
+            json!({"name": "run_shell_command", "arguments": {"command": "python3 -c \"import time; time.sleep(8); print(8)\""}}),
+        ),
+    );
+    let world = qwen_world_args(&stub, &["--yolo"], "");
+    let id = world.launch(&["qwen", "--target", "pty"]).remove(0);
+    world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
+    support::busy_until_answered(&world, &id, "esc to cancel", &stub.reply);
 }

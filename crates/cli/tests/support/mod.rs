@@ -650,3 +650,27 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// Sends a prompt to the AI CLI session `id` of `world` that keeps it working a while, and checks
+/// that while its screen shows `busy` (its spinner), longer than its profile's idle time, it is
+/// `running` and a wait for `waiting` does not end (it times out); then that the wait ends with the
+/// stub's `reply` on the screen.
+pub fn busy_until_answered(world: &World, id: &str, busy: &str, reply: &str) {
+    world.ok(&["terminal", "send", id, "Think it over, please"]);
+    world.ok(&["terminal", "wait", id, "--for", busy, "--timeout", "30"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let screen = world.ok(&["terminal", "capture", id]);
+    assert!(
+        screen.contains(busy),
+        "the profile's busy pattern, on screen: {screen}"
+    );
+    assert_eq!(world.state_of(id), "running", "{screen}");
+    world.fails(&["terminal", "wait", id, "--waiting", "--timeout", "3"], 1);
+    world.ok(&["terminal", "wait", id, "--waiting", "--timeout", "60"]);
+    let screen = world.ok(&["terminal", "capture", id]);
+    assert!(
+        screen.contains(reply),
+        "the wait ended with the answer:\n{screen}"
+    );
+    world.ok(&["terminal", "close", id, "--grace", "2"]);
+}

@@ -13,6 +13,8 @@ pub struct StubModel {
     pub port: u16,
     pub reply: String,
     requests: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// How long it thinks before it answers a model request, in milliseconds.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StubModel {
@@ -31,13 +33,19 @@ impl StubModel {
         let recorded = Arc::clone(&requests);
         let canned = reply.to_string();
         let tool = Arc::new(tool);
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = Arc::clone(&delay_ms);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let recorded = Arc::clone(&recorded);
                 let canned = canned.clone();
                 let tool = Arc::clone(&tool);
+                let delay = Arc::clone(&delay);
                 std::thread::spawn(move || {
-                    let _ = answer(stream, &canned, &recorded, tool.as_ref().as_ref());
+                    let delay = std::time::Duration::from_millis(
+                        delay.load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                    let _ = answer(stream, &canned, &recorded, tool.as_ref().as_ref(), delay);
                 });
             }
         });
@@ -45,7 +53,16 @@ impl StubModel {
             port,
             reply: reply.to_string(),
             requests,
+            delay_ms,
         }
+    }
+
+    /// From now on, it takes `delay` to answer each model request (a CLI shows that it works).
+    pub fn think_for(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The base URL to give Claude Code (`ANTHROPIC_BASE_URL`).
@@ -69,6 +86,7 @@ fn answer(
     reply: &str,
     recorded: &Mutex<Vec<serde_json::Value>>,
     tool: Option<&serde_json::Value>,
+    delay: std::time::Duration,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -102,6 +120,7 @@ fn answer(
     if path.ends_with("/messages/count_tokens") {
         return respond(&mut stream, "application/json", r#"{"input_tokens":5}"#);
     }
+    std::thread::sleep(delay);
     if path.ends_with("/v1/messages") {
         let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let streamed = request["stream"].as_bool().unwrap_or(false);
