@@ -92,3 +92,15 @@ fn end_codex_daemons(world: &World) {
         }
     }
 }
+
+/// While Codex waits for the model, its status line says `esc to interrupt`: the profile's busy
+/// pattern keeps it `running`, and a wait for `waiting` ends only with the answer.
+#[test]
+fn codex_thinking_is_running_not_waiting() {
+    let stub = StubModel::start("STUB-CODEX-SLOW-9090");
+    let world = codex_world(&stub);
+    let id = world.launch(&["codex", "--target", "pty"]).remove(0);
+    world.ok(&["terminal", "wait", &id, "--waiting", "--timeout", "90"]);
+    stub.think_for(std::time::Duration::from_secs(12));
+    support::busy_until_answered(&world, &id, "esc to interrupt", &stub.reply);
+}
