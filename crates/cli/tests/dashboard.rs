@@ -439,3 +439,107 @@ fn a_pod_shell_is_typed_into_and_resized_in_a_real_browser() {
     assert!(screen.contains("typed-in-42"), "{screen}");
     world.ok(&["terminal", "close", &id]);
 }
+
+/// The workflows page lists the workflows and the latest sweeps; "Run now" runs one (a sweep whose
+/// output carries markup, shown as text), its sweep has a page of results, and "Run again where it
+/// did not succeed" reruns it. Both buttons call operations only with the cookie.
+#[test]
+fn workflows_and_their_sweeps_on_their_page() {
+    let world = World::new();
+    let repo = world.dir.path().join("site");
+    std::fs::create_dir_all(&repo).unwrap();
+    support::git(&repo, &["init", "-q"]);
+    world.ok(&["repos", "add", repo.to_str().unwrap(), "--tag", "web"]);
+    std::fs::write(
+        world.dir.path().join("home/config.toml"),
+        "[workflows.nightly]\nschedule = \"0 3 * * *\"\ntimezone = \"UTC\"\n\
+         sweep = { tag = \"web\", command = [\"sh\", \"-c\", \"echo '<img src=x onerror=window.pwned=1>'; exit 3\"] }\n",
+    )
+    .unwrap();
+    let serve = Serve::start(&world);
+    let cookie = log_in(&login_url(&world, &serve));
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let (status, _, body) = raw(&serve.url("/dashboard/workflows"), &with_cookie);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<td>nightly</td>") && body.contains("never run"),
+        "{body}"
+    );
+    assert!(
+        body.contains("schedule 0 3 * * *") && body.contains("T03:00:00Z"),
+        "{body}"
+    );
+    assert!(
+        body.contains("data-action=\"run-workflow\" data-name=\"nightly\""),
+        "{body}"
+    );
+    let run = |operation: &str, body: &str, headers: &str| {
+        http(
+            "POST",
+            &serve.url(&format!("/dashboard/actions/{operation}")),
+            &format!("{headers}Content-Type: application/json\r\n"),
+            body,
+        )
+        .unwrap()
+    };
+    let (status, _, _) = run("workflow_run", "{\"name\": \"nightly\"}", "");
+    assert_eq!(status, 401, "not without the cookie");
+    let (status, _, body) = run("workflow_run", "{\"name\": \"nightly\"}", &with_cookie);
+    assert_eq!(status, 200, "{body}");
+    let (_, _, body) = raw(&serve.url("/dashboard/workflows"), &with_cookie);
+    assert!(
+        body.contains("failed (by hand): sweep 1: 0 ok, 1 failed of 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<a href=\"/dashboard/sweeps/1\">1</a>"),
+        "{body}"
+    );
+    let (status, _, body) = raw(&serve.url("/dashboard/sweeps/1"), &with_cookie);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("&lt;img src=x onerror=window.pwned=1&gt;"),
+        "escaped: {body}"
+    );
+    assert!(!body.contains("<img"), "{body}");
+    assert!(
+        body.contains("data-action=\"rerun-failed\" data-sweep=\"1\""),
+        "{body}"
+    );
+    let (status, _, body) = run("sweep_rerun", "{\"id\": 1, \"failed\": true}", &with_cookie);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        world.json(&["sweep", "list"])["sweeps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (status, _, _) = raw(&serve.url("/dashboard/sweeps/99"), &with_cookie);
+    assert_eq!(status, 404);
+
+    // In a real browser: Run now, the run and its sweep on the page, the sweep's results.
+    let shots = shots();
+    let seen = run_browser(
+        "workflows",
+        &[
+            &login_url(&world, &serve),
+            shots.to_str().unwrap(),
+            "nightly",
+        ],
+    );
+    assert_eq!(seen["sweeps_before"], 2, "{seen:#}");
+    assert_eq!(seen["sweeps_after"], 3, "the click ran it: {seen:#}");
+    assert!(
+        seen["last"].as_str().unwrap().contains("sweep 3:"),
+        "{seen:#}"
+    );
+    let results = seen["results"].as_array().unwrap();
+    assert_eq!(results[0][0], "site", "{seen:#}");
+    assert_eq!(
+        results[0][4], "<img src=x onerror=window.pwned=1>",
+        "as text: {seen:#}"
+    );
+    assert_eq!(seen["pwned"], false);
+    assert_eq!(seen["errors"], serde_json::json!([]), "{seen:#}");
+}

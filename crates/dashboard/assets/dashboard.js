@@ -71,13 +71,17 @@
           service: button.dataset.service,
           regions: [button.dataset.region],
         }),
+        "run-workflow": () => call("workflow_run", { name: button.dataset.name }),
+        "rerun-failed": () => call("sweep_rerun", { id: Number(button.dataset.sweep), failed: true }),
       };
       const run = calls[button.dataset.action];
       if (!run) return;
       button.disabled = true;
       try {
         say((await run()).summary);
-        if (document.getElementById("deployments-page")) location.reload();
+        if (document.getElementById("deployments-page") || document.getElementById("workflows-page")) {
+          location.reload();
+        }
       } catch (error) {
         say("error: " + error.message);
       } finally {
@@ -178,6 +182,7 @@
       }, 300);
     };
     source.addEventListener("sessions", again);
+    source.addEventListener("event", again);
     source.addEventListener("screen", () => {});
   }
 
@@ -223,6 +228,8 @@
     if (eventsPage) events(eventsPage);
     const lifecyclePage = document.getElementById("lifecycle-page");
     if (lifecyclePage) live(lifecyclePage);
+    const workflowsPage = document.getElementById("workflows-page");
+    if (workflowsPage) live(workflowsPage);
     const logPage = document.getElementById("logs-page");
     if (logPage) logs(logPage);
   });

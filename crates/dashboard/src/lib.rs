@@ -58,6 +58,8 @@ const ACTIONS: &[&str] = &[
     "terminal_merge",
     "deploy_rollback",
     "traffic_set",
+    "workflow_run",
+    "sweep_rerun",
 ];
 
 /// How often an open terminal's screen is read when its target sends no notice of output.
@@ -101,6 +103,8 @@ pub fn router(api: Api, token: Option<String>) -> Router {
             "/dashboard/deployments/{service}/logs/stream",
             get(service_log_stream),
         )
+        .route("/dashboard/workflows", get(workflows))
+        .route("/dashboard/sweeps/{id}", get(sweep))
         .route("/dashboard/events", get(events))
         .route("/dashboard/assets/{file}", get(asset))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), gate))
@@ -748,6 +752,101 @@ async fn events(State(dashboard): State<Arc<Dashboard>>) -> Response {
         "events-page",
     ))
     .into_response()
+}
+
+/// `GET /dashboard/workflows`: the workflows and the latest sweeps.
+async fn workflows(State(dashboard): State<Arc<Dashboard>>) -> Response {
+    let listed = call_rows(&dashboard.api, "workflow_list", "workflows").await;
+    let sweeps = call_rows(&dashboard.api, "sweep_list", "sweeps").await;
+    let note = match (&listed, &sweeps) {
+        (Err(e), _) | (_, Err(e)) => format!("cannot read them: {e}"),
+        (Ok(listed), _) if listed.is_empty() => {
+            "No workflows yet: define them as [workflows.NAME] in your config.".into()
+        }
+        _ => {
+            "Serve runs each on its schedule, hook event or topic; Run now runs one at once.".into()
+        }
+    };
+    let rows: Vec<pages::WorkflowRow> = listed
+        .unwrap_or_default()
+        .iter()
+        .map(|workflow| {
+            let when: Vec<String> = [
+                ("schedule", &workflow["schedule"]),
+                ("on", &workflow["on_event"]),
+                ("topic", &workflow["on_topic"]),
+            ]
+            .into_iter()
+            .filter(|(_, value)| value.is_string())
+            .map(|(word, value)| format!("{word} {}", cell(value)))
+            .collect();
+            let last = &workflow["last"];
+            pages::WorkflowRow {
+                name: cell(&workflow["name"]),
+                runs: cell(&workflow["runs"]),
+                when: if when.is_empty() {
+                    "by hand".into()
+                } else {
+                    when.join(", ")
+                },
+                next: cell(&workflow["next_at"]),
+                last: match (&workflow["problem"], last.is_object()) {
+                    (Value::String(problem), _) => format!("problem: {problem}"),
+                    (_, true) => format!(
+                        "{} {} ({}): {}",
+                        cell(&last["started_at"]),
+                        cell(&last["state"]),
+                        cell(&last["cause"]),
+                        cell(&last["summary"])
+                    ),
+                    _ => "never run".into(),
+                },
+            }
+        })
+        .collect();
+    let sweeps: Vec<pages::SweepRow> = sweeps
+        .unwrap_or_default()
+        .iter()
+        .map(|sweep| pages::SweepRow {
+            id: cell(&sweep["id"]),
+            kind: cell(&sweep["kind"]),
+            state: cell(&sweep["state"]),
+            started: cell(&sweep["started_at"]),
+            ok: format!(
+                "{}/{}",
+                cell(&sweep["summary"]["ok"]),
+                cell(&sweep["summary"]["total"])
+            ),
+            what: cell(&sweep["what"]),
+        })
+        .collect();
+    Html(pages::workflows(&rows, &sweeps, &note)).into_response()
+}
+
+/// `GET /dashboard/sweeps/ID`: one sweep's results.
+async fn sweep(State(dashboard): State<Arc<Dashboard>>, Path(id): Path<i64>) -> Response {
+    let reply = dashboard
+        .api
+        .call("sweep_status", json!({ "id": id }), Progress::default())
+        .await;
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(e) => return failure(StatusCode::NOT_FOUND, e.to_string()),
+    };
+    let rows: Vec<Vec<String>> = reply.value["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|result| {
+            ["repo", "status", "exit_code", "duration_ms", "last_line"]
+                .iter()
+                .map(|key| cell(&result[*key]))
+                .collect()
+        })
+        .collect();
+    let summary = &reply.value["summary"];
+    let failed = summary["ok"] != summary["total"];
+    Html(pages::sweep(&id.to_string(), &reply.summary, &rows, failed)).into_response()
 }
 
 /// The files the pages load, from inside the binary.

@@ -34,7 +34,8 @@ pub fn page(title: &str, body: &str) -> String {
          </head><body>\
          <nav><a href=\"/dashboard/\">Sessions</a> <a href=\"/dashboard/lifecycle\">Coding \
          sessions</a> <a href=\"/dashboard/deployments\">Deployments</a> <a \
-         href=\"/dashboard/events\">Events</a></nav>\n{body}</body></html>\n",
+         href=\"/dashboard/workflows\">Workflows</a> <a href=\"/dashboard/events\">Events</a></nav>\n\
+         {body}</body></html>\n",
         escape(title)
     )
 }
@@ -336,6 +337,109 @@ pub fn table(
         let _ = write!(html, "<th>{}</th>", escape(cell));
     }
     html.push_str("</tr></thead><tbody>");
+    push_rows(&mut html, rows);
+    html.push_str("</tbody></table><p id=\"message\" role=\"status\"></p></main>");
+    page(&format!("{title} · Mahavishnu"), &html)
+}
+
+/// A workflow's row: name, what it runs, when, next time, last run.
+pub struct WorkflowRow {
+    /// Its name.
+    pub name: String,
+    /// `sweep`, `check`, `agent`, `deploy`.
+    pub runs: String,
+    /// Its triggers, in words.
+    pub when: String,
+    /// Its next scheduled time.
+    pub next: String,
+    /// Its last run, or what is wrong with it.
+    pub last: String,
+}
+
+/// A sweep's row: number, kind, state, start, how many succeeded, what it ran.
+pub struct SweepRow {
+    /// Its number.
+    pub id: String,
+    /// `command`, `agent`, `check`.
+    pub kind: String,
+    /// `running`, `done`, `interrupted`.
+    pub state: String,
+    /// When it started.
+    pub started: String,
+    /// `28/30`.
+    pub ok: String,
+    /// The command, the prompt, or `checks`.
+    pub what: String,
+}
+
+/// The workflows of the configuration (each with a button to run it now) and the latest sweeps
+/// (each a link to its results).
+pub fn workflows(workflows: &[WorkflowRow], sweeps: &[SweepRow], note: &str) -> String {
+    let mut html = String::from(
+        "<main id=\"workflows-page\"><h1>Workflows</h1><table><thead><tr><th>workflow</th>\
+         <th>runs</th><th>when</th><th>next</th><th>last run</th><th></th></tr></thead><tbody>",
+    );
+    for row in workflows {
+        let _ = write!(
+            html,
+            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><button \
+             data-action=\"run-workflow\" data-name=\"{name}\">Run now</button></td></tr>",
+            escape(&row.runs),
+            escape(&row.when),
+            escape(&row.next),
+            escape(&row.last),
+            name = escape(&row.name),
+        );
+    }
+    let _ = write!(
+        html,
+        "</tbody></table><p>{}</p><h2>Sweeps</h2><table><thead><tr><th>sweep</th><th>kind</th>\
+         <th>state</th><th>started</th><th>ok</th><th>what</th></tr></thead><tbody>",
+        escape(note)
+    );
+    for row in sweeps {
+        let _ = write!(
+            html,
+            "<tr><td><a href=\"/dashboard/sweeps/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&row.kind),
+            escape(&row.state),
+            escape(&row.started),
+            escape(&row.ok),
+            escape(&row.what),
+            id = escape(&row.id),
+        );
+    }
+    html.push_str("</tbody></table><p id=\"message\" role=\"status\"></p></main>");
+    page("Workflows · Mahavishnu", &html)
+}
+
+/// One sweep's results, with a button to run it again where it did not succeed.
+pub fn sweep(id: &str, summary: &str, rows: &[Vec<String>], failed: bool) -> String {
+    let mut html = format!(
+        "<main id=\"sweep-page\"><h1>Sweep {}</h1><p>{}</p>",
+        escape(id),
+        escape(summary)
+    );
+    if failed {
+        let _ = write!(
+            html,
+            "<p><button data-action=\"rerun-failed\" data-sweep=\"{}\">Run again where it \
+             did not succeed</button></p>",
+            escape(id)
+        );
+    }
+    html.push_str(
+        "<table><thead><tr><th>repository</th><th>status</th><th>exit</th><th>ms</th>\
+         <th>last line</th></tr></thead><tbody>",
+    );
+    push_rows(&mut html, rows);
+    html.push_str("</tbody></table><p id=\"message\" role=\"status\"></p></main>");
+    page(&format!("Sweep {id} · Mahavishnu"), &html)
+}
+
+/// Rows of text cells, each escaped.
+fn push_rows(html: &mut String, rows: &[Vec<String>]) {
     for row in rows {
         html.push_str("<tr>");
         for cell in row {
@@ -343,8 +447,6 @@ pub fn table(
         }
         html.push_str("</tr>");
     }
-    html.push_str("</tbody></table><p id=\"message\" role=\"status\"></p></main>");
-    page(&format!("{title} · Mahavishnu"), &html)
 }
 
 /// One service of a sandcastle, for its graph: what it is, what it needs, what it publishes and

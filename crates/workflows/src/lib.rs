@@ -171,7 +171,14 @@ impl Workflows {
 
     /// Starts the record of a sweep of `kind` (`command`, `check`, `agent`) running `spec`.
     pub fn begin(&self, kind: &str, spec: &Value, workflow: Option<&str>) -> Result<i64> {
-        store::begin_sweep(&self.store, kind, spec, workflow)
+        let id = store::begin_sweep(&self.store, kind, spec, workflow)?;
+        // In the event stream too, for whoever follows it (`events --follow`, the dashboard).
+        self.store.record_event(
+            None,
+            "sweep",
+            json!({ "id": id, "kind": kind, "state": "running", "workflow": workflow }),
+        )?;
+        Ok(id)
     }
 
     /// Runs `work` in each of `repos` of sweep `id`, at most `parallel` at a time, recording each
@@ -217,7 +224,13 @@ impl Workflows {
     /// Ends the record of sweep `id`; returns it.
     pub fn finish(&self, id: i64) -> Result<Sweep> {
         store::finish_sweep(&self.store, id)?;
-        self.sweep(id)
+        let sweep = self.sweep(id)?;
+        self.store.record_event(
+            None,
+            "sweep",
+            json!({ "id": id, "kind": sweep.kind, "state": "done", "summary": sweep.summary.line() }),
+        )?;
+        Ok(sweep)
     }
 
     /// The result of a repository whose work could not start.

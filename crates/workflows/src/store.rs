@@ -175,6 +175,9 @@ pub struct Sweep {
     pub kind: String,
     /// What it ran: the command, or the agent's profile and prompt, or the checks.
     pub spec: Value,
+    /// What it ran, in a line: the command line, `PROFILE: PROMPT`, or `checks`.
+    #[serde(default)]
+    pub what: String,
     /// When it started.
     pub started_at: Timestamp,
     /// When it ended, if it has.
@@ -313,10 +316,26 @@ fn sweep_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Sweep> {
             || (unsafe { libc::kill(pid as i32, 0) } != 0
                 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
     };
+    let kind: String = row.get(1)?;
+    let spec: Value = serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or(Value::Null);
+    let text = |value: &Value| {
+        value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_string)
+    };
+    let what = match kind.as_str() {
+        "command" => spec["command"]
+            .as_array()
+            .map(|words| words.iter().map(text).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+        "agent" => format!("{}: {}", text(&spec["profile"]), text(&spec["prompt"])),
+        _ => "checks".into(),
+    };
     Ok(Sweep {
         id: row.get(0)?,
-        kind: row.get(1)?,
-        spec: serde_json::from_str(&row.get::<_, String>(2)?).unwrap_or(Value::Null),
+        kind,
+        spec,
+        what,
         started_at: Timestamp(row.get(3)?),
         finished_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         state: if state == "running" && gone() {

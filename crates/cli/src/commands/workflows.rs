@@ -215,15 +215,7 @@ fn seconds(ms: &Value) -> String {
 
 fn sweeps_table(sweeps: &Value) -> String {
     let rows = rows(sweeps, |sweep| {
-        let spec = &sweep["spec"];
-        let what = match sweep["kind"].as_str() {
-            Some("command") => spec["command"]
-                .as_array()
-                .map(|words| words.iter().map(text).collect::<Vec<_>>().join(" "))
-                .unwrap_or_default(),
-            Some("agent") => format!("{}: {}", text(&spec["profile"]), text(&spec["prompt"])),
-            _ => "checks".into(),
-        };
+        let what = text(&sweep["what"]);
         let summary = &sweep["summary"];
         vec![
             text(&sweep["id"]),

@@ -1,30 +1,19 @@
 // Drives the dashboard in a real browser: Debian's Chromium, headless, through playwright-core.
 // Usage: node dashboard.mjs LOGIN_URL SCREENSHOT_DIR TYPED_SESSION_ID EXITING_SESSION_ID
 // Prints one JSON object of what it saw; exits non-zero with the reason when a step fails.
-import { createRequire } from "node:module";
+import { open } from "./common.mjs";
 import { useTerminal } from "./terminal.mjs";
 
-const require = createRequire(process.env.MAHAVISHNU_TEST_NODE_MODULES + "/");
-const { chromium } = require("playwright-core");
 
 const [loginUrl, shots, typedId, exitingId] = process.argv.slice(2);
 const seen = {};
-const browser = await chromium.launch({
-  executablePath: process.env.MAHAVISHNU_TEST_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu"],
-});
+const { browser, page, errors } = await open(1400, 1000);
 const fail = async (why) => {
   console.log(JSON.stringify({ ...seen, failed: why }));
   await browser.close();
   process.exit(1);
 };
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  const errors = [];
-  page.on("pageerror", (error) => errors.push(String(error)));
-  page.on("console", (message) => {
-    if (message.type() === "error") errors.push(message.text());
-  });
 
   // The login link logs in and lands on the grid.
   await page.goto(loginUrl);

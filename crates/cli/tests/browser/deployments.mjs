@@ -1,23 +1,11 @@
 // The dashboard's deployments page in a real browser: the graph, the traffic, a release from the
 // page, and logs that follow. Usage: node deployments.mjs LOGIN_URL SCREENSHOT_DIR OLD_REVISION
-import { createRequire } from "node:module";
-
-const require = createRequire(process.env.MAHAVISHNU_TEST_NODE_MODULES + "/");
-const { chromium } = require("playwright-core");
+import { open } from "./common.mjs";
 
 const [loginUrl, shots, oldRevision] = process.argv.slice(2);
 const seen = {};
-const browser = await chromium.launch({
-  executablePath: process.env.MAHAVISHNU_TEST_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu"],
-});
+const { browser, page, errors } = await open(1400, 1000);
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  const errors = [];
-  page.on("pageerror", (error) => errors.push(String(error)));
-  page.on("console", (message) => {
-    if (message.type() === "error") errors.push(message.text());
-  });
   await page.goto(loginUrl);
   await page.goto(new URL("/dashboard/deployments", loginUrl).href);
   await page.waitForSelector("svg.graph", { timeout: 10000 });

@@ -4,8 +4,8 @@
 // As a module: `useTerminal(page, loginUrl, id, screenshot)` for a page already logged in.
 // As a script: node terminal.mjs LOGIN_URL SCREENSHOT_PATH SESSION_ID; prints one JSON object of what
 // it saw, and exits non-zero with the reason when a step fails.
-import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import { open } from "./common.mjs";
 
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -61,18 +61,10 @@ export async function useTerminal(page, loginUrl, id, screenshot) {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const require = createRequire(process.env.MAHAVISHNU_TEST_NODE_MODULES + "/");
-  const { chromium } = require("playwright-core");
   const [loginUrl, screenshot, id] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.MAHAVISHNU_TEST_CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu"],
-  });
+  const { browser, page, errors } = await open(1400, 1000);
   let seen;
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    const errors = [];
-    page.on("pageerror", (error) => errors.push(String(error)));
     await page.goto(loginUrl);
     seen = await useTerminal(page, loginUrl, id, screenshot);
     seen.errors = errors;
