@@ -17,3 +17,19 @@ export async function open(width, height) {
   });
   return { browser, page, errors };
 }
+
+// Runs the steps of a test, which fill `seen`; prints `seen` as one JSON object (with the page's
+// errors, or the reason a step failed) and ends the process: non-zero when a step failed.
+export async function run(browser, errors, seen, steps) {
+  let code = 0;
+  try {
+    await steps();
+    seen.errors = errors;
+  } catch (error) {
+    seen.failed = String(error);
+    code = 1;
+  }
+  console.log(JSON.stringify(seen));
+  await browser.close();
+  process.exit(code);
+}

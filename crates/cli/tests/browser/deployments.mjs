@@ -1,11 +1,11 @@
 // The dashboard's deployments page in a real browser: the graph, the traffic, a release from the
 // page, and logs that follow. Usage: node deployments.mjs LOGIN_URL SCREENSHOT_DIR OLD_REVISION
-import { open } from "./common.mjs";
+import { open, run } from "./common.mjs";
 
 const [loginUrl, shots, oldRevision] = process.argv.slice(2);
 const seen = {};
 const { browser, page, errors } = await open(1400, 1000);
-try {
+await run(browser, errors, seen, async () => {
   await page.goto(loginUrl);
   await page.goto(new URL("/dashboard/deployments", loginUrl).href);
   await page.waitForSelector("svg.graph", { timeout: 10000 });
@@ -26,11 +26,4 @@ try {
   await page.goto(new URL("/dashboard/deployments/web/logs", loginUrl).href);
   await page.waitForFunction(() => document.getElementById("log").textContent.includes("listening"), null, { timeout: 10000 });
   seen.logs = true;
-  seen.errors = errors;
-  console.log(JSON.stringify(seen));
-} catch (error) {
-  console.log(JSON.stringify({ ...seen, failed: String(error) }));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
+});

@@ -1,12 +1,12 @@
 // The dashboard's workflows page in a real browser: "Run now" runs a workflow, the page shows its
 // run and its sweep, and the sweep's page shows the results (markup as text).
 // Usage: node workflows.mjs LOGIN_URL SCREENSHOT_DIR WORKFLOW
-import { open } from "./common.mjs";
+import { open, run } from "./common.mjs";
 
 const [loginUrl, shots, workflow] = process.argv.slice(2);
 const seen = {};
 const { browser, page, errors } = await open(1400, 900);
-try {
+await run(browser, errors, seen, async () => {
   await page.goto(loginUrl);
   await page.goto(new URL("/dashboard/workflows", loginUrl).href);
   const sweeps = () => document.querySelectorAll("a[href^='/dashboard/sweeps/']").length;
@@ -22,11 +22,4 @@ try {
   await page.waitForSelector("#sweep-page tbody tr", { timeout: 10000 });
   seen.results = await page.$$eval("#sweep-page tbody tr", (rows) => rows.map((r) => [...r.querySelectorAll("td")].map((c) => c.textContent)));
   seen.pwned = await page.evaluate(() => window.pwned === 1);
-  seen.errors = errors;
-  console.log(JSON.stringify(seen));
-} catch (error) {
-  console.log(JSON.stringify({ ...seen, failed: String(error) }));
-  await browser.close();
-  process.exit(1);
-}
-await browser.close();
+});
