@@ -88,8 +88,9 @@ async fn answer(global: &GlobalArgs) -> Result<ExitCode> {
     let (payload, project) = enter_project(&bytes)?;
     let lifecycle = Lifecycle::new(Arc::new(context::orchestrator(global)?));
     let event = payload.hook_event_name.as_str();
-    // What workflows with `on_event` wait for (`serve` follows the event stream).
-    lifecycle.orchestrator().store().record_event(
+    // What workflows with `on_event` wait for (`serve` follows the event stream). The caller's hooks
+    // run even when it cannot be recorded.
+    let _ = lifecycle.orchestrator().store().record_event(
         None,
         "hook",
         serde_json::json!({
@@ -97,7 +98,7 @@ async fn answer(global: &GlobalArgs) -> Result<ExitCode> {
             "session": payload.session_id,
             "project": project,
         }),
-    )?;
+    );
     match event {
         "SessionStart" => {
             let outcome = lifecycle
