@@ -468,7 +468,7 @@ async fn agent_sweep(
     let target = &target;
     workflows
         .fan_out(id, repos, spec.parallel, report, |repo| async move {
-            agent_in(api, spec, target.clone(), repo).await
+            agent_in(api, id, spec, target.clone(), repo).await
         })
         .await?;
     workflows.finish(id)
@@ -476,6 +476,7 @@ async fn agent_sweep(
 
 async fn agent_in(
     api: &Api,
+    sweep: i64,
     spec: &AgentSpec,
     target: Option<TargetName>,
     repo: Repo,
@@ -556,7 +557,7 @@ async fn agent_in(
     }
     let mut status = status;
     if spec.merge && status == Outcome::Ok {
-        let merged = merge_if_checks_pass(api, &instance).await;
+        let merged = merge_if_checks_pass(api, sweep, &repo.name, &instance).await;
         line = merged.0;
         detail["merged"] = json!(merged.1);
         if let Some(card) = merged.2 {
@@ -657,6 +658,8 @@ fn stat_of(diff: &str) -> Value {
 /// whether it merged, and the scorecard.
 async fn merge_if_checks_pass(
     api: &Api,
+    sweep: i64,
+    name: &str,
     instance: &mahavishnu_core::Instance,
 ) -> (String, bool, Option<Value>) {
     let Some(worktree) = &instance.worktree else {
@@ -679,20 +682,14 @@ async fn merge_if_checks_pass(
             Ok(found) => found,
             Err(e) => return (format!("not merged: {e}"), false, None),
         };
-    let dir = std::env::temp_dir().join(format!("mahavishnu-checks-{}", std::process::id()));
-    let _ = mahavishnu_core::paths::ensure_private_dir(&dir);
     let card: Scorecard = mahavishnu_workflows::check::score(
         &repo,
         checks,
         source,
         note,
         Duration::from_secs_f64(COMMAND_TIMEOUT),
-        |name| {
-            Ok(dir.join(format!(
-                "{}-{name}.log",
-                instance.id.native().replace('/', "-")
-            )))
-        },
+        // Kept with the sweep's other outputs.
+        |check| api.workflows().check_output(sweep, name, check),
     )
     .await;
     let card_value = serde_json::to_value(&card).ok();

@@ -139,8 +139,7 @@ impl Workflows {
                         Err(e) => return self.not_run(repo, e.to_string()),
                     };
                 let card = check::score(&repo, checks, source, note, options.timeout, |name| {
-                    // A check's name comes from a file: only a plain name goes into a path.
-                    self.output_file(id, &repo.name, &format!(".{}", catalog::slug(name)))
+                    self.check_output(id, &repo.name, name)
                 })
                 .await;
                 let duration_ms = card.checks.iter().map(|c| c.duration_ms).sum();
@@ -252,6 +251,12 @@ impl Workflows {
     pub fn output_file(&self, id: i64, repo: &str, suffix: &str) -> Result<PathBuf> {
         mahavishnu_core::paths::ensure_private_dir(&self.outputs)?;
         sweep::output_file(&self.outputs, id, repo, suffix)
+    }
+
+    /// The file that keeps what check `check` of `repo` printed in sweep `id`. A check's name can
+    /// come from a repository's file: only a plain name goes into the path.
+    pub fn check_output(&self, id: i64, repo: &str, check: &str) -> Result<PathBuf> {
+        self.output_file(id, repo, &format!(".{}", catalog::slug(check)))
     }
 
     /// Sweep `id` with its results.
