@@ -16,13 +16,14 @@ median with the range; the machine is noisy, so ratios say more than single figu
 
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-BINARY = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/mahavishnu")
+# The terminal benchmark's helpers: run the binary, time a step, report a median against its budget.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import terminal  # noqa: E402
+from terminal import report, run  # noqa: E402
 
 
 def world():
@@ -39,28 +40,9 @@ def world():
     return root, env
 
 
-def run(env, *args, check=True):
-    result = subprocess.run([BINARY, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if check and result.returncode != 0:
-        raise SystemExit("mahavishnu %s failed: %s" % (" ".join(args), result.stderr))
-    return result.stdout
-
-
 def timed(fn, repeat):
     fn()  # unmeasured: caches warm
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples), min(samples), max(samples)
-
-
-def report(name, figures, budget=None):
-    median, low, high = figures
-    verdict = "" if budget is None else "  (budget %g ms: %s)" % (budget, "ok" if median <= budget else "OVER")
-    print("%-58s median %8.1f ms  (%.1f to %.1f)%s" % (name, median, low, high, verdict), flush=True)
-    return median
+    return terminal.timed(fn, repeat)
 
 
 def git_repository(path, env, files=20):
@@ -82,14 +64,16 @@ def sweep_of_100():
         git_repository(os.path.join(fleet, "repo-%03d" % n), env)
     run(env, "repos", "scan", fleet, "--tag", "fleet")
     sweep = lambda: run(env, "sweep", "--tag", "fleet", "--parallel", "8", "-o", "json", "--", "git", "status", "--short")
-    swept = report("sweep --parallel 8 -- git status --short, 100 repos", timed(sweep, 10), 1000)
+    swept = timed(sweep, 10)
+    report("sweep --parallel 8 -- git status --short, 100 repos", swept, 1000)
     one_by_one = lambda: [
         subprocess.run(["git", "-C", os.path.join(fleet, "repo-%03d" % n), "status", "--short"], check=True,
                        stdout=subprocess.DEVNULL, env=env)
         for n in range(100)
     ]
-    serial = report("for scale: git status --short 100 times, one by one", timed(one_by_one, 3))
-    print("ratio sweep / one by one: %.2f" % (swept / serial))
+    serial = timed(one_by_one, 3)
+    report("for scale: git status --short 100 times, one by one", serial)
+    print("ratio sweep / one by one: %.2f" % (swept[0] / serial[0]))
     shutil.rmtree(root)
 
 

@@ -491,6 +491,19 @@ pub struct CaptureParams {
     pub full: bool,
 }
 
+impl CaptureParams {
+    /// The visible screen of session `id`, plain, without its blank bottom rows.
+    pub fn screen(id: impl Into<String>) -> CaptureParams {
+        CaptureParams {
+            id: id.into(),
+            lines: None,
+            scrollback: false,
+            ansi: false,
+            full: false,
+        }
+    }
+}
+
 /// A captured screen.
 #[derive(Clone, Debug, Serialize)]
 pub struct Capture {

@@ -590,19 +590,10 @@ async fn agent_in(
 
 /// The last line with text on a session's screen.
 async fn last_screen_line(api: &Api, id: &mahavishnu_core::InstanceId) -> String {
-    let screen = crate::capture_screen(
-        api,
-        crate::CaptureParams {
-            id: id.to_string(),
-            lines: None,
-            scrollback: false,
-            ansi: false,
-            full: false,
-        },
-    )
-    .await
-    .map(|captured| captured.text)
-    .unwrap_or_default();
+    let screen = crate::capture_screen(api, crate::CaptureParams::screen(id.to_string()))
+        .await
+        .map(|captured| captured.text)
+        .unwrap_or_default();
     screen
         .lines()
         .rev()

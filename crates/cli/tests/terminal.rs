@@ -126,15 +126,9 @@ fn a_killed_pty_host_turns_its_session_lost() {
             .success()
     );
     world.wait_state(&id, "lost", Duration::from_secs(5));
-    let listed = world.json(&["terminal", "list"])["instances"].clone();
-    let states: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["state"].as_str().unwrap())
-        .collect();
+    let states = world.listed_states();
     assert_eq!(
-        states.iter().filter(|state| **state == "lost").count(),
+        states.iter().filter(|state| *state == "lost").count(),
         1,
         "only the killed session: {states:?}"
     );

@@ -636,17 +636,10 @@ fn an_agent_sweep_runs_qwen_code_in_a_worktree_of_each_repository_and_merges_wha
         .filter(|r| r.to_string().contains("Write SWEPT.txt, please"))
         .count();
     assert!(prompts >= 3, "{prompts} requests carried the prompt");
-    let listed = world.json(&["terminal", "list"])["instances"].clone();
-    let states: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["state"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        states,
+        world.listed_states(),
         ["paused"],
-        "only the unmerged one, paused: {listed:#}"
+        "only the unmerged one, paused"
     );
 }
 

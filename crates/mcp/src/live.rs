@@ -18,13 +18,12 @@ use std::time::Duration;
 
 use mahavishnu_api::{Api, CaptureParams, capture_screen};
 use mahavishnu_core::InstanceId;
-use mahavishnu_orchestrator::ListFilter;
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
 use rmcp::{Peer, RoleServer};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{id_of_screen_uri, screen_uri};
+use crate::server::{id_of_screen_uri, live_instances, screen_uri};
 
 /// How often subscribed screens of targets that send no notice of output are read.
 pub const SCREEN_PERIOD: Duration = Duration::from_millis(250);
@@ -140,15 +139,10 @@ fn fingerprint(text: &str) -> u64 {
 
 /// The ids of the live instances, or `None` when the store could not be read.
 async fn live_ids(api: &Api) -> Option<BTreeSet<String>> {
-    let instances = api
-        .orchestrator()
-        .list_instances(&ListFilter::default())
-        .await
-        .ok()?;
+    let instances = live_instances(api).await.ok()?;
     Some(
         instances
             .iter()
-            .filter(|instance| instance.state.is_live())
             .map(|instance| instance.id.to_string())
             .collect(),
     )
@@ -160,13 +154,7 @@ async fn read_screens(api: &Api, uris: &BTreeSet<String>) -> BTreeMap<String, Op
     let reads = uris.iter().filter_map(|uri| {
         let id = id_of_screen_uri(uri)?;
         Some(async move {
-            let params = CaptureParams {
-                id,
-                lines: None,
-                scrollback: false,
-                ansi: false,
-                full: false,
-            };
+            let params = CaptureParams::screen(id);
             let screen = capture_screen(api, params).await.ok();
             (
                 uri.clone(),

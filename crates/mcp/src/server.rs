@@ -53,21 +53,29 @@ impl McpServer {
 
     /// The live instance ids that start with `prefix`, sorted.
     async fn instance_ids(&self, prefix: &str) -> Result<Vec<String>, ErrorData> {
-        let instances = self
-            .api
-            .orchestrator()
-            .list_instances(&ListFilter::default())
+        let instances = live_instances(&self.api)
             .await
             .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
         let mut ids: Vec<String> = instances
             .iter()
-            .filter(|instance| instance.state.is_live())
             .map(|instance| instance.id.to_string())
             .filter(|id| id.starts_with(prefix))
             .collect();
         ids.sort();
         Ok(ids)
     }
+}
+
+/// The live instances (those that have a screen to read), as the store and their targets say now.
+pub(crate) async fn live_instances(
+    api: &Api,
+) -> mahavishnu_core::Result<Vec<mahavishnu_core::Instance>> {
+    let mut instances = api
+        .orchestrator()
+        .list_instances(&ListFilter::default())
+        .await?;
+    instances.retain(|instance| instance.state.is_live());
+    Ok(instances)
 }
 
 /// At most [`CompletionInfo::MAX_VALUES`] of `values`, saying whether there were more.
@@ -347,15 +355,11 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let instances = self
-            .api
-            .orchestrator()
-            .list_instances(&ListFilter::default())
+        let instances = live_instances(&self.api)
             .await
             .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
         let resources = instances
             .iter()
-            .filter(|instance| instance.state.is_live())
             .map(|instance| {
                 Resource::new(screen_uri(&instance.id), format!("{} screen", instance.id))
                     .with_description(format!(
@@ -408,13 +412,7 @@ impl ServerHandler for McpServer {
                 None,
             ));
         };
-        let params = CaptureParams {
-            id,
-            lines: None,
-            scrollback: false,
-            ansi: false,
-            full: false,
-        };
+        let params = CaptureParams::screen(id);
         let captured = capture_screen(&self.api, params).await.map_err(|error| {
             ErrorData::resource_not_found(format!("{}: {error}", request.uri), None)
         })?;

@@ -133,20 +133,23 @@ pub struct Summary {
 impl Summary {
     /// The counts of `results`.
     pub fn of(results: &[RepoResult]) -> Summary {
-        let mut summary = Summary {
-            total: results.len(),
-            ..Summary::default()
-        };
+        let mut summary = Summary::default();
         for result in results {
-            match result.status {
-                Outcome::Ok => summary.ok += 1,
-                Outcome::Failed => summary.failed += 1,
-                Outcome::TimedOut => summary.timed_out += 1,
-                Outcome::Missing => summary.missing += 1,
-                Outcome::Error => summary.error += 1,
-            }
+            summary.count(result.status, 1);
         }
         summary
+    }
+
+    /// Counts `count` more repositories that ended as `outcome`.
+    pub fn count(&mut self, outcome: Outcome, count: usize) {
+        self.total += count;
+        *match outcome {
+            Outcome::Ok => &mut self.ok,
+            Outcome::Failed => &mut self.failed,
+            Outcome::TimedOut => &mut self.timed_out,
+            Outcome::Missing => &mut self.missing,
+            Outcome::Error => &mut self.error,
+        } += count;
     }
 
     /// One line: `28 ok, 1 failed, 1 timed out of 30`.
@@ -359,24 +362,22 @@ pub fn sweeps(store: &Store, limit: usize) -> Result<Vec<Sweep>> {
         let rows = statement.query_map([limit as i64], sweep_row)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
     })?;
-    for sweep in &mut sweeps {
-        let counts: Vec<(String, i64)> = store.with_connection(|connection| {
-            let mut statement = connection.prepare(
-                "SELECT status, COUNT(*) FROM sweep_results WHERE sweep_id = ?1 GROUP BY status",
-            )?;
-            let rows = statement.query_map([sweep.id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            rows.collect()
-        })?;
-        for (status, count) in counts {
-            let count = count as usize;
-            sweep.summary.total += count;
-            match Outcome::parse(&status) {
-                Outcome::Ok => sweep.summary.ok += count,
-                Outcome::Failed => sweep.summary.failed += count,
-                Outcome::TimedOut => sweep.summary.timed_out += count,
-                Outcome::Missing => sweep.summary.missing += count,
-                Outcome::Error => sweep.summary.error += count,
-            }
+    // The counts of all of them at once: one query, whatever the limit.
+    let Some(oldest) = sweeps.last().map(|sweep| sweep.id) else {
+        return Ok(sweeps);
+    };
+    let counts: Vec<(i64, String, i64)> = store.with_connection(|connection| {
+        let mut statement = connection.prepare(
+            "SELECT sweep_id, status, COUNT(*) FROM sweep_results WHERE sweep_id >= ?1
+             GROUP BY sweep_id, status",
+        )?;
+        let rows =
+            statement.query_map([oldest], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect()
+    })?;
+    for (id, status, count) in counts {
+        if let Some(sweep) = sweeps.iter_mut().find(|sweep| sweep.id == id) {
+            sweep.summary.count(Outcome::parse(&status), count as usize);
         }
     }
     Ok(sweeps)

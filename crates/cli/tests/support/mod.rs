@@ -216,6 +216,17 @@ impl World {
         self.ok(&all).lines().map(str::to_string).collect()
     }
 
+    /// The state of every session `terminal list` shows, in its order.
+    pub fn listed_states(&self) -> Vec<String> {
+        let listed = self.json(&["terminal", "list"]);
+        listed["instances"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a list of instances: {listed}"))
+            .iter()
+            .map(|i| i["state"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn state_of(&self, id: &str) -> String {
         let shown = self.json(&["terminal", "show", id]);
         shown["state"].as_str().expect("state").to_string()
